@@ -1,0 +1,39 @@
+//! Named pause points for the crash tests.
+//!
+//! With the `test-hooks` feature, [`set_pause_at`] names one point; when the process reaches it,
+//! it prints `hattama-paused <point>` to stderr and sleeps until killed, so a test can SIGKILL it
+//! exactly there. Without the feature, [`pause`] compiles to nothing.
+
+#[cfg(feature = "test-hooks")]
+static PAUSE_AT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Every pause point, in the order a capture or deletion reaches them.
+pub const POINTS: &[&str] = &[
+    "capture:before-blob",
+    "blob:after-temp-write",
+    "blob:after-rename",
+    "capture:after-blob",
+    "capture:before-commit",
+    "capture:after-commit",
+    "delete:after-commit",
+];
+
+/// Names the point at which this process will pause (test builds only).
+#[cfg(feature = "test-hooks")]
+pub fn set_pause_at(point: &str) {
+    let _ = PAUSE_AT.set(point.to_owned());
+}
+
+/// Pauses forever if `point` is the configured pause point.
+#[inline]
+pub fn pause(point: &str) {
+    #[cfg(feature = "test-hooks")]
+    if PAUSE_AT.get().is_some_and(|p| p == point) {
+        eprintln!("hattama-paused {point}");
+        loop {
+            std::thread::sleep(std::time::Duration::from_secs(3600));
+        }
+    }
+    #[cfg(not(feature = "test-hooks"))]
+    let _ = point;
+}

@@ -1,0 +1,20 @@
+//! Hattama observer core.
+//!
+//! Everything an observer's device does, independent of any UI: the evidence format
+//! ([`evidence`]), photo checks and metadata stripping ([`media`]), the offline store ([`store`]),
+//! the capture pipeline and the device handle ([`Client`]), evidence bundles ([`bundle`]) and
+//! thumbnails ([`thumbnail`]). The mobile apps reach it through the `ffi` crate, the desktop
+//! through the `hattama` CLI, the server through its evidence and media checks.
+//!
+//! The core reads no environment variable or config file: the app hands it a [`ClientConfig`]
+//! and a data directory.
+
+pub mod bundle;
+mod client;
+pub mod evidence;
+pub mod hooks;
+pub mod media;
+pub mod store;
+pub mod thumbnail;
+
+pub use client::{CaptureDetail, CaptureRequest, Captured, Client, ClientConfig, Error, now_ms};

@@ -1,0 +1,636 @@
+//! The offline store: one SQLite database (WAL) plus content-addressed photo files.
+//!
+//! All SQL of the client lives in this module. Callers get a [`Store`] and use typed
+//! functions; `read` and `write` hand a connection or transaction to a closure. One writer
+//! connection (behind a mutex, `BEGIN IMMEDIATE` so that other processes queue too) and one
+//! reader connection.
+//!
+//! Guarantees:
+//! - A capture's blob is durable (fsynced file and directory) before its row is committed,
+//!   and the commit is durable (`synchronous = FULL`) before the capture is reported.
+//! - Opening a store runs recovery under the write lock: temp files and blobs no row references
+//!   are removed, so after any crash the store is consistent.
+
+pub mod blobs;
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+use ed25519_dalek::SigningKey;
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior, params};
+
+use crate::evidence::{EvidenceKind, MediaType, Sha256Hash};
+pub use blobs::BlobDir;
+
+/// File name of the database inside the store directory.
+pub const DB_FILE: &str = "hattama.sqlite3";
+
+/// Schema migrations; entry `i` upgrades version `i` to `i + 1`. Each runs in its own
+/// transaction. Never edit a released entry: add a new one.
+const MIGRATIONS: &[&str] = &[
+    // 1: device identity and captures.
+    "CREATE TABLE device (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        secret_key BLOB NOT NULL CHECK (length(secret_key) = 32),
+        public_key BLOB NOT NULL CHECK (length(public_key) = 32),
+        created_at_ms INTEGER NOT NULL
+    ) STRICT;
+    CREATE TABLE captures (
+        seq INTEGER PRIMARY KEY CHECK (seq >= 1),
+        id TEXT NOT NULL UNIQUE,
+        manifest BLOB,
+        signature BLOB,
+        photo_sha256 TEXT,
+        photo_bytes INTEGER,
+        media_type TEXT,
+        election TEXT NOT NULL,
+        precinct TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        page_number INTEGER NOT NULL,
+        page_count INTEGER NOT NULL,
+        captured_at_ms INTEGER NOT NULL,
+        utc_offset_min INTEGER NOT NULL,
+        removed_bytes INTEGER NOT NULL,
+        state TEXT NOT NULL CHECK (state IN
+            ('captured', 'queued', 'uploading', 'receipted', 'rejected', 'deleted')),
+        state_detail TEXT,
+        updated_at_ms INTEGER NOT NULL,
+        CHECK ((state = 'deleted') = (manifest IS NULL))
+    ) STRICT;",
+    // 2: key-value settings (server pin, sync cursor) and an index for the sync queue.
+    "CREATE TABLE settings (
+        key TEXT PRIMARY KEY,
+        value BLOB NOT NULL
+    ) STRICT;
+    CREATE INDEX captures_by_state ON captures (state, seq);",
+];
+
+/// The schema version this code writes.
+pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// SQLite failed.
+    #[error("database error: {0}")]
+    Sql(#[from] rusqlite::Error),
+    /// The file system failed.
+    #[error("file error: {0}")]
+    Io(#[from] std::io::Error),
+    /// The database was written by a newer version of this software.
+    #[error("the store has schema version {found}; this version understands up to {supported}")]
+    TooNew {
+        /// Version in the file.
+        found: u32,
+        /// Newest version known here.
+        supported: u32,
+    },
+    /// Stored data breaks an invariant (a bug or outside tampering).
+    #[error("the store is corrupt: {0}")]
+    Corrupt(String),
+    /// A lock was poisoned by a panic in another thread.
+    #[error("internal lock poisoned")]
+    Poisoned,
+}
+
+/// Where a capture is in its life.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CaptureState {
+    /// Durably stored on the device, not yet queued for upload.
+    Captured,
+    /// Waiting for the next sync.
+    Queued,
+    /// An upload is in progress.
+    Uploading,
+    /// The server returned a valid receipt.
+    Receipted,
+    /// The server refused it for good.
+    Rejected {
+        /// The server's reason.
+        reason: String,
+    },
+    /// Deleted by the observer before it was sent; only its sequence number and hash remain.
+    Deleted,
+}
+
+impl CaptureState {
+    fn to_sql(&self) -> (&'static str, Option<&str>) {
+        match self {
+            Self::Captured => ("captured", None),
+            Self::Queued => ("queued", None),
+            Self::Uploading => ("uploading", None),
+            Self::Receipted => ("receipted", None),
+            Self::Rejected { reason } => ("rejected", Some(reason)),
+            Self::Deleted => ("deleted", None),
+        }
+    }
+
+    fn from_sql(state: &str, detail: Option<String>) -> Result<Self, StoreError> {
+        Ok(match state {
+            "captured" => Self::Captured,
+            "queued" => Self::Queued,
+            "uploading" => Self::Uploading,
+            "receipted" => Self::Receipted,
+            "rejected" => Self::Rejected { reason: detail.unwrap_or_default() },
+            "deleted" => Self::Deleted,
+            other => return Err(StoreError::Corrupt(format!("unknown state {other}"))),
+        })
+    }
+
+    /// The state's name as stored and shown (`captured`, `queued`, ...).
+    pub fn name(&self) -> &'static str {
+        self.to_sql().0
+    }
+
+    /// Whether the capture has not reached the server yet (and so may be deleted).
+    pub fn is_unsent(&self) -> bool {
+        matches!(self, Self::Captured | Self::Queued | Self::Rejected { .. })
+    }
+}
+
+/// One row of the capture list.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CaptureRecord {
+    /// The capture id: SHA-256 of the canonical manifest.
+    pub id: Sha256Hash,
+    /// The device sequence number.
+    pub seq: u64,
+    /// Election id.
+    pub election: String,
+    /// Precinct id.
+    pub precinct: String,
+    /// Kind of evidence.
+    pub kind: EvidenceKind,
+    /// Page number.
+    pub page_number: u32,
+    /// Page count.
+    pub page_count: u32,
+    /// Capture time (ms since the epoch, UTC).
+    pub captured_at_ms: u64,
+    /// The device's UTC offset at capture (minutes).
+    pub utc_offset_min: i32,
+    /// Photo hash and size and type; `None` once deleted.
+    pub photo: Option<(Sha256Hash, u64, MediaType)>,
+    /// Metadata bytes removed from the original.
+    pub removed_bytes: u64,
+    /// Where it is in its life.
+    pub state: CaptureState,
+    /// Last state change (ms since the epoch).
+    pub updated_at_ms: u64,
+}
+
+/// A new capture's row, written together with its blob.
+pub struct NewCapture<'a> {
+    /// Its id (manifest hash).
+    pub id: Sha256Hash,
+    /// The fields mirrored from the manifest for listing.
+    pub manifest: &'a crate::evidence::Manifest,
+    /// Canonical manifest bytes.
+    pub canonical: &'a [u8],
+    /// The signature.
+    pub signature: &'a [u8; 64],
+    /// Metadata bytes removed.
+    pub removed_bytes: u64,
+    /// Now (ms since the epoch).
+    pub now_ms: u64,
+}
+
+/// The offline store.
+pub struct Store {
+    dir: PathBuf,
+    writer: Mutex<Connection>,
+    reader: Mutex<Connection>,
+    blobs: BlobDir,
+}
+
+fn lock<T>(m: &Mutex<T>) -> Result<MutexGuard<'_, T>, StoreError> {
+    m.lock().map_err(|_| StoreError::Poisoned)
+}
+
+fn configure(conn: &Connection) -> Result<(), StoreError> {
+    conn.busy_timeout(std::time::Duration::from_secs(30))?;
+    conn.pragma_update(None, "foreign_keys", true)?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    Ok(())
+}
+
+/// Applies the migrations from the database's `user_version` up to `target`.
+fn migrate(conn: &mut Connection, target: u32) -> Result<(), StoreError> {
+    loop {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let version: u32 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if version > SCHEMA_VERSION {
+            return Err(StoreError::TooNew { found: version, supported: SCHEMA_VERSION });
+        }
+        if version >= target {
+            return Ok(());
+        }
+        tx.execute_batch(MIGRATIONS[version as usize])?;
+        tx.pragma_update(None, "user_version", version + 1)?;
+        tx.commit()?;
+    }
+}
+
+impl Store {
+    /// Opens or creates the store in `dir`, upgrades its schema and recovers from any crash.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        Self::open_at_version(dir, SCHEMA_VERSION)
+    }
+
+    /// Opens the store but migrates only up to `version` (for the upgrade tests).
+    #[doc(hidden)]
+    pub fn open_at_version(dir: &Path, version: u32) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(dir)?;
+        let blobs = BlobDir::open(dir)?;
+        let path = dir.join(DB_FILE);
+        let mut writer = Connection::open(&path)?;
+        writer.pragma_update(None, "journal_mode", "WAL")?;
+        configure(&writer)?;
+        migrate(&mut writer, version)?;
+        let reader = Connection::open_with_flags(
+            &path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        configure(&reader)?;
+        let store = Self { dir: dir.to_owned(), writer: Mutex::new(writer), reader: Mutex::new(reader), blobs };
+        if version == SCHEMA_VERSION {
+            store.recover()?;
+        }
+        Ok(store)
+    }
+
+    /// The store's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The photo files.
+    pub fn blobs(&self) -> &BlobDir {
+        &self.blobs
+    }
+
+    /// Runs `f` on the reader connection.
+    pub fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        let conn = lock(&self.reader)?;
+        f(&conn)
+    }
+
+    /// Runs `f` in an immediate write transaction, committed if `f` succeeds.
+    pub fn write<T, E: From<StoreError>>(
+        &self,
+        f: impl FnOnce(&Transaction<'_>) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let mut conn = lock(&self.writer)?;
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(StoreError::from)?;
+        let value = f(&tx)?;
+        tx.commit().map_err(StoreError::from)?;
+        Ok(value)
+    }
+
+    /// Removes what a crash may have left: temp files and unreferenced blobs and thumbnails.
+    fn recover(&self) -> Result<usize, StoreError> {
+        self.write(|tx| -> Result<usize, StoreError> {
+            let mut referenced = HashSet::new();
+            let mut live = HashSet::new();
+            let mut stmt = tx.prepare("SELECT id, photo_sha256 FROM captures WHERE state != 'deleted'")?;
+            let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+            for row in rows {
+                let (id, photo) = row?;
+                live.insert(id);
+                referenced.insert(photo);
+            }
+            let removed = self.blobs.remove_unreferenced(&referenced, &live)?;
+            if removed > 0 {
+                tracing::info!(removed, "store recovery removed leftover files");
+            }
+            Ok(removed)
+        })
+    }
+
+    /// The device key, created on first use.
+    pub fn device_key(&self, now_ms: u64) -> Result<SigningKey, StoreError> {
+        if let Some(key) = self.read(load_device_key)? {
+            return Ok(key);
+        }
+        self.write(|tx| -> Result<SigningKey, StoreError> {
+            if let Some(key) = load_device_key(tx)? {
+                return Ok(key);
+            }
+            let key = SigningKey::generate(&mut rand::rngs::OsRng);
+            tx.execute(
+                "INSERT INTO device (id, secret_key, public_key, created_at_ms) VALUES (1, ?1, ?2, ?3)",
+                params![key.to_bytes().as_slice(), key.verifying_key().to_bytes().as_slice(), now_ms as i64],
+            )?;
+            Ok(key)
+        })
+    }
+
+    /// Lists captures, newest first (deleted ones included as tombstones).
+    pub fn list(&self) -> Result<Vec<CaptureRecord>, StoreError> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare(&format!("{SELECT_RECORD} ORDER BY seq DESC"))?;
+            let rows = stmt.query_map([], raw_record)?;
+            rows.map(|r| r.map_err(StoreError::from).and_then(RawRecord::into_record)).collect()
+        })
+    }
+
+    /// Finds a capture by its id or a unique prefix of it (at least 6 hex digits).
+    pub fn find(&self, id_or_prefix: &str) -> Result<Vec<CaptureRecord>, StoreError> {
+        if id_or_prefix.len() < 6 || !id_or_prefix.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Ok(Vec::new());
+        }
+        let prefix = id_or_prefix.to_ascii_lowercase();
+        self.read(|conn| {
+            let mut stmt = conn.prepare(&format!(
+                "{SELECT_RECORD} WHERE substr(id, 1, length(?1)) = ?1 ORDER BY seq DESC LIMIT 2"
+            ))?;
+            let rows = stmt.query_map([&prefix], raw_record)?;
+            rows.map(|r| r.map_err(StoreError::from).and_then(RawRecord::into_record)).collect()
+        })
+    }
+
+    /// The canonical manifest and signature of a live capture.
+    pub fn evidence(&self, id: &Sha256Hash) -> Result<Option<(Vec<u8>, [u8; 64])>, StoreError> {
+        self.read(|conn| {
+            let row: Option<(Option<Vec<u8>>, Option<Vec<u8>>)> = conn
+                .query_row(
+                    "SELECT manifest, signature FROM captures WHERE id = ?1",
+                    [id.to_hex()],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            match row {
+                Some((Some(m), Some(s))) => {
+                    let sig: [u8; 64] = s
+                        .try_into()
+                        .map_err(|_| StoreError::Corrupt("signature is not 64 bytes".into()))?;
+                    Ok(Some((m, sig)))
+                }
+                _ => Ok(None),
+            }
+        })
+    }
+
+    /// Inserts a new capture inside `tx` (the caller has written its blob already).
+    pub fn insert_capture(tx: &Transaction<'_>, c: &NewCapture<'_>) -> Result<(), StoreError> {
+        let m = c.manifest;
+        tx.execute(
+            "INSERT INTO captures (seq, id, manifest, signature, photo_sha256, photo_bytes,
+                media_type, election, precinct, kind, page_number, page_count, captured_at_ms,
+                utc_offset_min, removed_bytes, state, state_detail, updated_at_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, 'captured',
+                NULL, ?16)",
+            params![
+                m.seq as i64,
+                c.id.to_hex(),
+                c.canonical,
+                c.signature.as_slice(),
+                m.photo.sha256.to_hex(),
+                m.photo.bytes as i64,
+                m.photo.media_type.as_str(),
+                m.election,
+                m.precinct,
+                m.kind.as_str(),
+                m.page.number,
+                m.page.count,
+                m.captured_at_ms as i64,
+                m.utc_offset_min,
+                c.removed_bytes as i64,
+                c.now_ms as i64,
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// The last sequence number and manifest hash of this device, inside `tx`.
+    pub fn chain_head(tx: &Transaction<'_>) -> Result<Option<(u64, Sha256Hash)>, StoreError> {
+        let row: Option<(i64, String)> = tx
+            .query_row("SELECT seq, id FROM captures ORDER BY seq DESC LIMIT 1", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()?;
+        row.map(|(seq, id)| {
+            let hash = Sha256Hash::from_hex(&id)
+                .ok_or_else(|| StoreError::Corrupt(format!("bad capture id {id}")))?;
+            Ok((seq as u64, hash))
+        })
+        .transpose()
+    }
+
+    /// Sets a capture's state.
+    pub fn set_state(tx: &Transaction<'_>, id: &Sha256Hash, state: &CaptureState, now_ms: u64) -> Result<bool, StoreError> {
+        let (name, detail) = state.to_sql();
+        let n = tx.execute(
+            "UPDATE captures SET state = ?2, state_detail = ?3, updated_at_ms = ?4 WHERE id = ?1",
+            params![id.to_hex(), name, detail, now_ms as i64],
+        )?;
+        Ok(n == 1)
+    }
+
+    /// Turns a capture into a tombstone: its manifest, signature and photo reference are erased,
+    /// its sequence number and hash stay. Returns the photo hash if no other live capture uses
+    /// the same photo (so the caller may remove the blob after commit).
+    pub fn tombstone(tx: &Transaction<'_>, id: &Sha256Hash, now_ms: u64) -> Result<Option<Sha256Hash>, StoreError> {
+        let photo: Option<String> = tx
+            .query_row("SELECT photo_sha256 FROM captures WHERE id = ?1", [id.to_hex()], |r| r.get(0))
+            .optional()?
+            .flatten();
+        tx.execute(
+            "UPDATE captures SET state = 'deleted', state_detail = NULL, manifest = NULL,
+                signature = NULL, photo_sha256 = NULL, photo_bytes = NULL, media_type = NULL,
+                updated_at_ms = ?2
+             WHERE id = ?1",
+            params![id.to_hex(), now_ms as i64],
+        )?;
+        let Some(photo) = photo else { return Ok(None) };
+        let still_used: bool = tx.query_row(
+            "SELECT EXISTS (SELECT 1 FROM captures WHERE photo_sha256 = ?1)",
+            [&photo],
+            |r| r.get(0),
+        )?;
+        if still_used {
+            return Ok(None);
+        }
+        Ok(Sha256Hash::from_hex(&photo))
+    }
+
+    /// Counts of captures per state name.
+    pub fn counts(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare("SELECT state, count(*) FROM captures GROUP BY state ORDER BY state")?;
+            let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))?;
+            rows.map(|r| r.map_err(StoreError::from)).collect()
+        })
+    }
+
+    /// Bytes used by the database and the files.
+    pub fn bytes_used(&self) -> Result<u64, StoreError> {
+        let mut total = self.blobs.bytes_used()?;
+        for suffix in ["", "-wal", "-shm"] {
+            if let Ok(meta) = std::fs::metadata(self.dir.join(format!("{DB_FILE}{suffix}"))) {
+                total += meta.len();
+            }
+        }
+        Ok(total)
+    }
+}
+
+fn load_device_key(conn: &Connection) -> Result<Option<SigningKey>, StoreError> {
+    let bytes: Option<Vec<u8>> = conn
+        .query_row("SELECT secret_key FROM device WHERE id = 1", [], |r| r.get(0))
+        .optional()?;
+    bytes
+        .map(|b| {
+            let arr: [u8; 32] =
+                b.try_into().map_err(|_| StoreError::Corrupt("device key is not 32 bytes".into()))?;
+            Ok(SigningKey::from_bytes(&arr))
+        })
+        .transpose()
+}
+
+const SELECT_RECORD: &str = "SELECT id, seq, election, precinct, kind, page_number, page_count,
+    captured_at_ms, utc_offset_min, photo_sha256, photo_bytes, media_type, removed_bytes, state,
+    state_detail, updated_at_ms FROM captures";
+
+struct RawRecord {
+    id: String,
+    seq: i64,
+    election: String,
+    precinct: String,
+    kind: String,
+    page_number: u32,
+    page_count: u32,
+    captured_at_ms: i64,
+    utc_offset_min: i32,
+    photo_sha256: Option<String>,
+    photo_bytes: Option<i64>,
+    media_type: Option<String>,
+    removed_bytes: i64,
+    state: String,
+    state_detail: Option<String>,
+    updated_at_ms: i64,
+}
+
+fn raw_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawRecord> {
+    Ok(RawRecord {
+        id: r.get(0)?,
+        seq: r.get(1)?,
+        election: r.get(2)?,
+        precinct: r.get(3)?,
+        kind: r.get(4)?,
+        page_number: r.get(5)?,
+        page_count: r.get(6)?,
+        captured_at_ms: r.get(7)?,
+        utc_offset_min: r.get(8)?,
+        photo_sha256: r.get(9)?,
+        photo_bytes: r.get(10)?,
+        media_type: r.get(11)?,
+        removed_bytes: r.get(12)?,
+        state: r.get(13)?,
+        state_detail: r.get(14)?,
+        updated_at_ms: r.get(15)?,
+    })
+}
+
+impl RawRecord {
+    fn into_record(self) -> Result<CaptureRecord, StoreError> {
+        let corrupt = |what: &str| StoreError::Corrupt(format!("bad {what} in capture {}", self.id));
+        let photo = match (&self.photo_sha256, self.photo_bytes, &self.media_type) {
+            (Some(h), Some(b), Some(t)) => Some((
+                Sha256Hash::from_hex(h).ok_or_else(|| corrupt("photo hash"))?,
+                b as u64,
+                MediaType::parse(t).ok_or_else(|| corrupt("media type"))?,
+            )),
+            _ => None,
+        };
+        Ok(CaptureRecord {
+            id: Sha256Hash::from_hex(&self.id).ok_or_else(|| corrupt("id"))?,
+            seq: self.seq as u64,
+            kind: EvidenceKind::parse(&self.kind).ok_or_else(|| corrupt("kind"))?,
+            election: self.election,
+            precinct: self.precinct,
+            page_number: self.page_number,
+            page_count: self.page_count,
+            captured_at_ms: self.captured_at_ms as u64,
+            utc_offset_min: self.utc_offset_min,
+            photo,
+            removed_bytes: self.removed_bytes as u64,
+            state: CaptureState::from_sql(&self.state, self.state_detail)?,
+            updated_at_ms: self.updated_at_ms as u64,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn schema(conn: &Connection) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut stmt = conn
+            .prepare("SELECT type, name, tbl_name FROM sqlite_schema WHERE name NOT LIKE 'sqlite_%' ORDER BY name")
+            .unwrap();
+        let objects: Vec<(String, String, String)> =
+            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).unwrap().map(Result::unwrap).collect();
+        for (kind, name, table) in objects {
+            out.push(format!("{kind} {name} on {table}"));
+            let pragma = if kind == "table" { "table_xinfo" } else { "index_xinfo" };
+            let mut stmt = conn.prepare(&format!("SELECT * FROM pragma_{pragma}('{name}')")).unwrap();
+            let n = stmt.column_count();
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok((0..n)
+                        .map(|i| format!("{:?}", r.get_ref(i).unwrap()))
+                        .collect::<Vec<_>>()
+                        .join(","))
+                })
+                .unwrap();
+            out.extend(rows.map(Result::unwrap));
+        }
+        let version: u32 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+        out.push(format!("user_version {version}"));
+        out
+    }
+
+    #[test]
+    fn upgraded_database_equals_fresh_one() {
+        let fresh_dir = tempfile::tempdir().unwrap();
+        let fresh = Store::open(fresh_dir.path()).unwrap();
+        let old_dir = tempfile::tempdir().unwrap();
+        {
+            let v1 = Store::open_at_version(old_dir.path(), 1).unwrap();
+            v1.device_key(1).unwrap();
+        }
+        let upgraded = Store::open(old_dir.path()).unwrap();
+        let a = fresh.read(|c| Ok(schema(c))).unwrap();
+        let b = upgraded.read(|c| Ok(schema(c))).unwrap();
+        assert_eq!(a, b);
+        assert!(a.iter().any(|l| l == &format!("user_version {SCHEMA_VERSION}")));
+        // The device made before the upgrade is still there.
+        assert_eq!(upgraded.device_key(2).unwrap().to_bytes(), {
+            let k = upgraded.device_key(3).unwrap();
+            k.to_bytes()
+        });
+    }
+
+    #[test]
+    fn refuses_a_newer_schema() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(Store::open(dir.path()).unwrap());
+        let conn = Connection::open(dir.path().join(DB_FILE)).unwrap();
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1).unwrap();
+        drop(conn);
+        assert!(matches!(Store::open(dir.path()), Err(StoreError::TooNew { .. })));
+    }
+
+    #[test]
+    fn device_key_is_stable() {
+        let dir = tempfile::tempdir().unwrap();
+        let k1 = Store::open(dir.path()).unwrap().device_key(1).unwrap();
+        let k2 = Store::open(dir.path()).unwrap().device_key(2).unwrap();
+        assert_eq!(k1.to_bytes(), k2.to_bytes());
+    }
+}
