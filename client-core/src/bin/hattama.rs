@@ -1,1 +1,408 @@
-fn main() {}
+//! `hattama`: the observer's command line, the desktop thin UI over `hattama-core`.
+//!
+//! Exit codes: 0 success; 1 unexpected failure; 2 usage error; 3 input refused (photo or field);
+//! 4 no such capture (or an ambiguous id prefix); 5 storage failure; 6 bundle failed
+//! verification; 7 capture can no longer be deleted.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use hattama_core::bundle::{self, BundleError};
+use hattama_core::evidence::{CoarseLocation, EvidenceKind, Page};
+use hattama_core::media::MediaLimits;
+use hattama_core::store::CaptureRecord;
+use hattama_core::{CaptureRequest, Client, ClientConfig, Error};
+use serde_json::{Value, json};
+
+#[derive(Parser)]
+#[command(name = "hattama", version, about = "Photograph, sign and keep election protocols")]
+struct Cli {
+    /// The offline store directory [default: the user's data directory]
+    #[arg(long, global = true, env = "HATTAMA_STORE", value_name = "DIR")]
+    store: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create the store and this device's signing key (done by any command if needed)
+    Init {
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Capture a photo of a protocol: strip metadata, sign, store durably
+    Capture {
+        /// The photo (JPEG or PNG, straight from the camera)
+        photo: PathBuf,
+        /// Election id
+        #[arg(long)]
+        election: String,
+        /// Precinct (polling station) id
+        #[arg(long)]
+        precinct: String,
+        /// Page number and count, as N/M
+        #[arg(long, default_value = "1/1", value_parser = parse_page)]
+        page: Page,
+        /// What the photo shows: posted, handed or not-posted
+        #[arg(long, default_value = "posted", value_parser = parse_kind)]
+        kind: EvidenceKind,
+        /// A note for the coordinators
+        #[arg(long)]
+        note: Option<String>,
+        /// A transcribed protocol line, as LINE=NUMBER (repeatable)
+        #[arg(long = "line", value_parser = parse_line)]
+        lines: Vec<(String, u64)>,
+        /// Coarse location LAT,LON in degrees, rounded to 0.01 (only if you want it published)
+        #[arg(long, value_parser = parse_location)]
+        location: Option<CoarseLocation>,
+        /// UTC offset in minutes [default: this computer's]
+        #[arg(long, allow_negative_numbers = true)]
+        utc_offset: Option<i32>,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// List captures, newest first
+    List {
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one capture with its signed manifest
+    Show {
+        /// Capture id or a unique prefix (at least 6 hex digits)
+        id: String,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a capture that was not sent (its sequence number stays, as a visible gap)
+    Delete {
+        /// Capture id or prefix
+        id: String,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a capture's evidence bundle (photo, manifest, signature) into DIR
+    Export {
+        /// Capture id or prefix
+        id: String,
+        /// Target directory (created; must be empty if it exists)
+        dir: PathBuf,
+    },
+    /// Verify an evidence bundle exactly as docs/evidence-format.md says
+    Verify {
+        /// The bundle directory
+        bundle: PathBuf,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a capture's thumbnail (JPEG) to a file
+    Thumbnail {
+        /// Capture id or prefix
+        id: String,
+        /// Output file
+        out: PathBuf,
+    },
+}
+
+fn parse_page(s: &str) -> Result<Page, String> {
+    let (n, m) = s.split_once('/').ok_or("expected N/M, for example 1/2")?;
+    let number: u32 = n.trim().parse().map_err(|_| "page number is not a number")?;
+    let count: u32 = m.trim().parse().map_err(|_| "page count is not a number")?;
+    if !(1..=99).contains(&count) || !(1..=count).contains(&number) {
+        return Err("need 1 <= N <= M <= 99".into());
+    }
+    Ok(Page { count, number })
+}
+
+fn parse_kind(s: &str) -> Result<EvidenceKind, String> {
+    EvidenceKind::parse(s).ok_or_else(|| "expected posted, handed or not-posted".into())
+}
+
+fn parse_line(s: &str) -> Result<(String, u64), String> {
+    let (line, value) = s.split_once('=').ok_or("expected LINE=NUMBER, for example 7=1532")?;
+    let value = value.trim().parse().map_err(|_| "the number is not a whole number")?;
+    Ok((line.trim().to_owned(), value))
+}
+
+fn parse_location(s: &str) -> Result<CoarseLocation, String> {
+    let (lat, lon) = s.split_once(',').ok_or("expected LAT,LON, for example 43.24,76.89")?;
+    let lat: f64 = lat.trim().parse().map_err(|_| "latitude is not a number")?;
+    let lon: f64 = lon.trim().parse().map_err(|_| "longitude is not a number")?;
+    if !(-90.0..=90.0).contains(&lat) || !(-180.0..=180.0).contains(&lon) {
+        return Err("latitude or longitude out of range".into());
+    }
+    Ok(CoarseLocation { lat_e2: (lat * 100.0).round() as i32, lon_e2: (lon * 100.0).round() as i32 })
+}
+
+/// An error with the exit code and the stable code word scripts see.
+struct Failure {
+    exit: u8,
+    code: &'static str,
+    error: anyhow::Error,
+}
+
+fn classify(e: anyhow::Error) -> Failure {
+    let (exit, code) = match e.downcast_ref::<Error>() {
+        Some(Error::Media(_)) => (3, "photo_refused"),
+        Some(Error::Evidence(_)) => (3, "invalid_field"),
+        Some(Error::Input { .. }) => (3, "input_unreadable"),
+        Some(Error::NotFound(_)) => (4, "not_found"),
+        Some(Error::Ambiguous(_)) => (4, "ambiguous_id"),
+        Some(Error::Store(_)) => (5, "storage"),
+        Some(Error::NotDeletable { .. }) => (7, "not_deletable"),
+        Some(Error::Bundle(BundleError::NotEmpty(_))) => (3, "target_not_empty"),
+        Some(Error::Bundle(_)) => (5, "storage"),
+        Some(Error::Thumbnail(_)) => (1, "thumbnail"),
+        None => match e.downcast_ref::<BundleError>() {
+            Some(_) => (6, "verification_failed"),
+            None => (1, "internal"),
+        },
+    };
+    Failure { exit, code, error: e }
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("HATTAMA_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
+    #[cfg(feature = "test-hooks")]
+    if let Ok(point) = std::env::var("HATTAMA_TEST_PAUSE_AT") {
+        hattama_core::hooks::set_pause_at(&point);
+    }
+    // Read before any thread starts: the local offset is only knowable then.
+    let local_offset =
+        time::UtcOffset::current_local_offset().map(|o| o.whole_minutes() as i32).unwrap_or(0);
+    let cli = Cli::parse();
+    let json = match &cli.command {
+        Command::Init { json }
+        | Command::Capture { json, .. }
+        | Command::List { json }
+        | Command::Show { json, .. }
+        | Command::Delete { json, .. }
+        | Command::Verify { json, .. } => *json,
+        Command::Export { .. } | Command::Thumbnail { .. } => false,
+    };
+    match run(cli, local_offset) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let f = classify(e);
+            let message = format!("{:#}", f.error);
+            eprintln!("error: {message}");
+            if json {
+                println!("{}", json!({ "error": f.code, "message": message }));
+            }
+            ExitCode::from(f.exit)
+        }
+    }
+}
+
+fn store_dir(cli: &Cli) -> anyhow::Result<PathBuf> {
+    if let Some(dir) = &cli.store {
+        return Ok(dir.clone());
+    }
+    let dirs = directories::ProjectDirs::from("kz", "Hattama", "hattama")
+        .context("no home directory; pass --store DIR")?;
+    Ok(dirs.data_dir().to_owned())
+}
+
+fn open(dir: &Path) -> anyhow::Result<Client> {
+    Ok(Client::open(dir, ClientConfig { limits: MediaLimits::default() })?)
+}
+
+fn print(json: bool, value: &Value, human: impl FnOnce() -> String) {
+    if json {
+        println!("{value}");
+    } else {
+        println!("{}", human());
+    }
+}
+
+fn time_text(ms: u64, offset_min: i32) -> String {
+    let offset = time::UtcOffset::from_whole_seconds(offset_min * 60).unwrap_or(time::UtcOffset::UTC);
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .map(|t| t.to_offset(offset))
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_else(|| ms.to_string())
+}
+
+fn record_json(r: &CaptureRecord) -> Value {
+    let mut v = json!({
+        "id": r.id.to_hex(),
+        "seq": r.seq,
+        "election": r.election,
+        "precinct": r.precinct,
+        "kind": r.kind.as_str(),
+        "page": format!("{}/{}", r.page_number, r.page_count),
+        "captured_at": time_text(r.captured_at_ms, r.utc_offset_min),
+        "captured_at_ms": r.captured_at_ms,
+        "state": r.state.name(),
+        "removed_bytes": r.removed_bytes,
+    });
+    if let hattama_core::store::CaptureState::Rejected { reason } = &r.state {
+        v["reason"] = json!(reason);
+    }
+    if let Some((hash, bytes, media_type)) = &r.photo {
+        v["photo_sha256"] = json!(hash.to_hex());
+        v["photo_bytes"] = json!(bytes);
+        v["media_type"] = json!(media_type.as_str());
+    }
+    v
+}
+
+fn record_line(r: &CaptureRecord) -> String {
+    format!(
+        "{}  #{:<4} {:<10} {}/{}  p{}/{}  {:<9} {}",
+        &r.id.to_hex()[..12],
+        r.seq,
+        r.state.name(),
+        r.election,
+        r.precinct,
+        r.page_number,
+        r.page_count,
+        r.kind.as_str(),
+        time_text(r.captured_at_ms, r.utc_offset_min),
+    )
+}
+
+fn run(cli: Cli, local_offset: i32) -> anyhow::Result<()> {
+    let dir = store_dir(&cli)?;
+    match cli.command {
+        Command::Init { json } => {
+            let client = open(&dir)?;
+            let key = client.device_key();
+            let v = json!({
+                "store": dir.display().to_string(),
+                "device_key": key.to_hex(),
+                "fingerprint": key.fingerprint(),
+            });
+            print(json, &v, || {
+                format!("store {}\ndevice key {} (fingerprint {})", dir.display(), key.to_hex(), key.fingerprint())
+            });
+        }
+        Command::Capture {
+            photo,
+            election,
+            precinct,
+            page,
+            kind,
+            note,
+            lines,
+            location,
+            utc_offset,
+            json,
+        } => {
+            let client = open(&dir)?;
+            let transcription = (!lines.is_empty())
+                .then(|| lines.into_iter().collect::<BTreeMap<String, u64>>());
+            let request = CaptureRequest {
+                election,
+                precinct,
+                kind,
+                page,
+                note,
+                transcription,
+                location,
+                utc_offset_min: utc_offset.unwrap_or(local_offset),
+            };
+            let captured = client.capture_file(&photo, &request)?;
+            let m = &captured.manifest;
+            let v = json!({
+                "id": captured.id.to_hex(),
+                "seq": captured.seq,
+                "photo_sha256": m.photo.sha256.to_hex(),
+                "photo_bytes": m.photo.bytes,
+                "removed_bytes": captured.removed_bytes,
+                "width": m.photo.width,
+                "height": m.photo.height,
+                "orientation": m.photo.orientation,
+            });
+            print(json, &v, || {
+                format!(
+                    "captured {} (#{}) {}×{} {} bytes, {} bytes of metadata removed",
+                    captured.id, captured.seq, m.photo.width, m.photo.height, m.photo.bytes,
+                    captured.removed_bytes
+                )
+            });
+        }
+        Command::List { json } => {
+            let client = open(&dir)?;
+            let records = client.list()?;
+            let v = Value::Array(records.iter().map(record_json).collect());
+            print(json, &v, || {
+                if records.is_empty() {
+                    "no captures".to_owned()
+                } else {
+                    records.iter().map(record_line).collect::<Vec<_>>().join("\n")
+                }
+            });
+        }
+        Command::Show { id, json } => {
+            let client = open(&dir)?;
+            let detail = client.detail(&id)?;
+            let mut v = record_json(&detail.record);
+            if let Some(signed) = &detail.signed {
+                v["manifest"] = serde_json::from_slice(&signed.canonical)?;
+                v["signature"] = json!(hex::encode(signed.signature));
+                v["device_fingerprint"] = json!(signed.manifest.device_key.fingerprint());
+            }
+            print(json, &v, || serde_json::to_string_pretty(&v).unwrap_or_default());
+        }
+        Command::Delete { id, json } => {
+            let client = open(&dir)?;
+            let record = client.delete(&id)?;
+            print(json, &record_json(&record), || {
+                format!("deleted {} (#{} stays as a gap in this device's chain)", record.id, record.seq)
+            });
+        }
+        Command::Export { id, dir: target } => {
+            let client = open(&dir)?;
+            client.export(&id, &target)?;
+            println!("exported to {}", target.display());
+        }
+        Command::Verify { bundle: path, json } => {
+            let signed = bundle::verify(&path, &MediaLimits::default())?;
+            let m = &signed.manifest;
+            let v = json!({
+                "valid": true,
+                "id": signed.hash().to_hex(),
+                "device_key": m.device_key.to_hex(),
+                "device_fingerprint": m.device_key.fingerprint(),
+                "seq": m.seq,
+                "election": m.election,
+                "precinct": m.precinct,
+                "photo_sha256": m.photo.sha256.to_hex(),
+            });
+            print(json, &v, || {
+                format!(
+                    "valid: capture {} by device {} (#{}), {}/{}, photo {}",
+                    signed.hash(),
+                    m.device_key.fingerprint(),
+                    m.seq,
+                    m.election,
+                    m.precinct,
+                    m.photo.sha256
+                )
+            });
+        }
+        Command::Thumbnail { id, out } => {
+            let client = open(&dir)?;
+            let thumb = client.thumbnail(&id)?;
+            std::fs::write(&out, thumb).with_context(|| format!("cannot write {}", out.display()))?;
+        }
+    }
+    Ok(())
+}
