@@ -1,1 +1,174 @@
-//! Shared helpers of the end-to-end tests.
+//! Shared helpers of the end-to-end tests: paths to the real binaries and to the sample photos
+//! that `scripts/test` installs from Debian packages, a CLI runner, and a store consistency check.
+
+// Test support code: a failed unwrap here is a failed test, which is what it should be.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use hattama_core::evidence::{Sha256Hash, SignedManifest};
+use hattama_core::store::{CaptureState, Store};
+use serde_json::Value;
+
+/// The cargo target directory the tests were built into (`target/<profile>`).
+pub fn target_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    // target/<profile>/deps/<test binary>
+    exe.parent().and_then(Path::parent).expect("target dir").to_owned()
+}
+
+/// Path of a workspace binary built alongside the tests, e.g. `hattama`.
+pub fn bin(name: &str) -> PathBuf {
+    let path = target_dir().join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the workspace first (`cargo build --workspace`, as scripts/test does)",
+        path.display()
+    );
+    path
+}
+
+/// Directory of a set of sample files installed by scripts/test; fails loudly if missing.
+pub fn sample_dir(rel: &str) -> PathBuf {
+    let path = PathBuf::from(rel);
+    assert!(
+        path.is_dir(),
+        "{rel} is missing: scripts/test installs it (Debian packages golang-github-rwcarlsen-goexif-dev \
+         and golang-1.19-src)"
+    );
+    path
+}
+
+/// EXIF samples of Debian's golang-github-rwcarlsen-goexif-dev.
+pub const GOEXIF: &str = "/usr/share/gocode/src/github.com/rwcarlsen/goexif/exif";
+/// Image test data of Debian's golang-1.19-src.
+pub const GO_IMAGE: &str = "/usr/share/go-1.19/src/image";
+
+/// Files in `dir` whose names end with one of `exts`, sorted.
+pub fn files(dir: &Path, exts: &[&str]) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
+        .expect("read sample dir")
+        .map(|e| e.expect("dir entry").path())
+        .filter(|p| p.extension().and_then(|e| e.to_str()).is_some_and(|e| exts.contains(&e)))
+        .collect();
+    out.sort();
+    out
+}
+
+/// The result of one CLI run.
+#[derive(Debug)]
+pub struct Run {
+    /// Exit code (None if killed by a signal).
+    pub code: Option<i32>,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+impl Run {
+    /// Stdout parsed as JSON.
+    pub fn json(&self) -> Value {
+        serde_json::from_str(self.stdout.trim())
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {self:?}"))
+    }
+
+    /// Asserts success and returns stdout as JSON.
+    pub fn ok_json(&self) -> Value {
+        assert_eq!(self.code, Some(0), "command failed: {self:?}");
+        self.json()
+    }
+}
+
+impl From<Output> for Run {
+    fn from(o: Output) -> Self {
+        Self {
+            code: o.status.code(),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+}
+
+/// The observer CLI bound to one store directory.
+pub struct Hattama {
+    /// The store directory.
+    pub store: PathBuf,
+}
+
+impl Hattama {
+    /// A CLI over `store`.
+    pub fn new(store: &Path) -> Self {
+        Self { store: store.to_owned() }
+    }
+
+    /// A `Command` for `hattama --store STORE args...`.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(bin("hattama"));
+        c.arg("--store").arg(&self.store).args(args).env_remove("HATTAMA_TEST_PAUSE_AT");
+        c
+    }
+
+    /// Runs `hattama --store STORE args...` to completion.
+    pub fn run(&self, args: &[&str]) -> Run {
+        self.command(args).output().expect("run hattama").into()
+    }
+
+    /// Captures `photo` for election `e2e` and `precinct`, returning the JSON answer.
+    pub fn capture(&self, photo: &Path, precinct: &str) -> Run {
+        let photo = photo.to_str().expect("utf-8 path");
+        self.run(&["capture", photo, "--election", "e2e", "--precinct", precinct, "--json"])
+    }
+}
+
+/// Checks every invariant of a store after (re)opening it, which runs crash recovery:
+/// each live capture's manifest verifies and its blob exists and matches the signed hash;
+/// no other blob, temp file or stray thumbnail remains; sequence numbers run 1..n without
+/// holes and each manifest's `prev` is the previous capture's id. Returns the live capture count.
+pub fn check_store_consistent(dir: &Path) -> usize {
+    let store = Store::open(dir).expect("store opens");
+    let mut records = store.list().expect("list");
+    records.sort_by_key(|r| r.seq);
+    let mut referenced = HashSet::new();
+    let mut prev_id = Sha256Hash::ZERO;
+    for (i, r) in records.iter().enumerate() {
+        assert_eq!(r.seq, i as u64 + 1, "sequence numbers must have no holes");
+        if r.state == CaptureState::Deleted {
+            assert!(store.evidence(&r.id).unwrap().is_none());
+            prev_id = r.id;
+            continue;
+        }
+        let (canonical, sig) = store.evidence(&r.id).unwrap().expect("live capture has evidence");
+        let signed = SignedManifest::verify(&canonical, &sig).expect("stored manifest verifies");
+        assert_eq!(signed.hash(), r.id);
+        assert_eq!(signed.manifest.prev, prev_id, "chain link of #{}", r.seq);
+        let photo = store.blobs().get(&signed.manifest.photo.sha256).expect("blob exists");
+        assert_eq!(Sha256Hash::of(&photo), signed.manifest.photo.sha256, "blob matches its hash");
+        referenced.insert(signed.manifest.photo.sha256.to_hex());
+        prev_id = r.id;
+    }
+    let on_disk: HashSet<String> = std::fs::read_dir(dir.join("blobs"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(on_disk, referenced, "no orphan blob, no missing blob");
+    assert_eq!(std::fs::read_dir(dir.join("tmp")).unwrap().count(), 0, "no temp file remains");
+    records.iter().filter(|r| r.state != CaptureState::Deleted).count()
+}
+
+/// A deterministic JPEG of `w`×`h` with texture, as a camera might produce (no metadata).
+pub fn textured_jpeg(w: u32, h: u32, seed: u32, quality: u8) -> Vec<u8> {
+    let img = image::RgbImage::from_fn(w, h, |x, y| {
+        let n = (x.wrapping_mul(2_654_435_761) ^ y.wrapping_mul(40_503) ^ seed).rotate_left(7);
+        let base = 200u32.saturating_sub((x + y) / 64) as u8;
+        let v = base.wrapping_sub((n % 48) as u8);
+        image::Rgb([v, v.wrapping_add(3), v.wrapping_sub(5)])
+    });
+    let mut out = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, quality)
+        .encode_image(&img)
+        .expect("encode jpeg");
+    out
+}
