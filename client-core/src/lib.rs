@@ -11,9 +11,11 @@
 
 pub mod bundle;
 mod client;
+pub mod election;
 pub mod evidence;
 pub mod hooks;
 pub mod media;
+pub mod receipt;
 pub mod store;
 pub mod thumbnail;
 
