@@ -1,5 +1,189 @@
-//! `hattama-server`: placeholder until the [Sync] issue adds `serve`.
+//! `hattama-server`: serve, and the admin commands.
 
-fn main() {
-    println!("hattama-server {}: serving arrives with the [Sync] issue", env!("CARGO_PKG_VERSION"));
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use hattama_core::election::Election;
+use hattama_server::settings::{Overrides, Settings};
+use hattama_server::startup::Application;
+use hattama_server::storage::{SqliteStorage, Storage};
+use serde_json::json;
+
+#[derive(Parser)]
+#[command(name = "hattama-server", version, about = "Hattama server")]
+struct Cli {
+    /// Settings file (TOML)
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Data directory (database, photos, keys)
+    #[arg(long, global = true, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Address to listen on (port 0: any free port)
+    #[arg(long, global = true, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve HTTP; prints `listening on http://ADDR` as its first line
+    Serve,
+    /// Manage elections
+    Election {
+        #[command(subcommand)]
+        command: ElectionCommand,
+    },
+    /// Manage enrollment codes
+    Invite {
+        #[command(subcommand)]
+        command: InviteCommand,
+    },
+    /// Manage devices
+    Device {
+        #[command(subcommand)]
+        command: DeviceCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ElectionCommand {
+    /// Import (or update) an election definition (JSON, see docs/election-format.md)
+    Import {
+        /// The definition file
+        file: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum InviteCommand {
+    /// Create one-time enrollment codes for precincts
+    Create {
+        /// Election id
+        #[arg(long)]
+        election: String,
+        /// Precinct id (repeatable)
+        #[arg(long = "precinct", required = true)]
+        precincts: Vec<String>,
+        /// How many codes
+        #[arg(long, default_value_t = 1)]
+        count: usize,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum DeviceCommand {
+    /// List enrolled devices
+    List {
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a device: it can upload nothing more; what it uploaded stays
+    Revoke {
+        /// Device id (64 hex digits)
+        id: String,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("HATTAMA_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let cli = Cli::parse();
+    let settings = Settings::load(&Overrides {
+        config_file: cli.config.clone(),
+        data_dir: cli.data_dir.clone(),
+        listen: cli.listen,
+    })?;
+    match cli.command {
+        Command::Serve => serve(settings),
+        Command::Election { command: ElectionCommand::Import { file } } => {
+            let bytes = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let election = Election::from_json(&bytes)?;
+            let storage = SqliteStorage::open(&settings.data_dir, false)?;
+            let new = storage.import_election(&election, hattama_core::now_ms())?;
+            println!(
+                "{} election {} with {} precincts",
+                if new { "imported" } else { "updated" },
+                election.id,
+                election.precincts.len()
+            );
+            Ok(())
+        }
+        Command::Invite { command: InviteCommand::Create { election, precincts, count, json } } => {
+            anyhow::ensure!((1..=10_000).contains(&count), "--count must be 1 to 10000");
+            let storage = SqliteStorage::open(&settings.data_dir, false)?;
+            let codes = storage.create_invites(&election, &precincts, count, hattama_core::now_ms())?;
+            let base = settings.public_url.clone().unwrap_or_else(|| format!("http://{}", settings.listen));
+            let list: Vec<_> = codes
+                .iter()
+                .map(|c| json!({ "code": c, "uri": format!("hattama://enroll?server={base}&code={c}") }))
+                .collect();
+            if json {
+                println!("{}", serde_json::Value::Array(list));
+            } else {
+                for item in list {
+                    println!("{}  {}", item["code"].as_str().unwrap_or(""), item["uri"].as_str().unwrap_or(""));
+                }
+            }
+            Ok(())
+        }
+        Command::Device { command: DeviceCommand::List { json } } => {
+            let storage = SqliteStorage::open(&settings.data_dir, false)?;
+            let devices = storage.devices()?;
+            let list: Vec<_> = devices
+                .iter()
+                .map(|d| {
+                    json!({
+                        "id": d.id,
+                        "fingerprint": d.key.fingerprint(),
+                        "election": d.election,
+                        "precincts": d.precincts,
+                        "enrolled_at_ms": d.enrolled_at_ms,
+                        "revoked_at_ms": d.revoked_at_ms,
+                    })
+                })
+                .collect();
+            if json {
+                println!("{}", serde_json::Value::Array(list));
+            } else {
+                for d in &devices {
+                    let state = if d.revoked_at_ms.is_some() { "revoked" } else { "active" };
+                    println!("{}  {}  {}  {}", d.id, state, d.election, d.precincts.join(","));
+                }
+            }
+            Ok(())
+        }
+        Command::Device { command: DeviceCommand::Revoke { id } } => {
+            anyhow::ensure!(
+                hattama_core::evidence::Sha256Hash::from_hex(&id).is_some(),
+                "a device id is 64 lowercase hex digits"
+            );
+            let storage = SqliteStorage::open(&settings.data_dir, false)?;
+            anyhow::ensure!(storage.revoke_device(&id, hattama_core::now_ms())?, "no device {id}");
+            println!("revoked {id}");
+            Ok(())
+        }
+    }
+}
+
+fn serve(settings: Settings) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let _entered = runtime.enter();
+    let app = Application::build(settings)?;
+    println!("listening on http://{}", app.addr());
+    use std::io::Write;
+    std::io::stdout().flush()?;
+    actix_web::rt::System::new().block_on(app.run())?;
+    Ok(())
 }

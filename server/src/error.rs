@@ -1,0 +1,84 @@
+//! The API's error: a status, a stable code word and a message, answered as JSON
+//! (`{"error": "code", "message": "…"}`). The full cause chain goes to the log, not the client.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+
+use crate::storage::StorageError;
+
+/// An error answered to a client.
+#[derive(Debug, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Stable code word.
+    pub code: &'static str,
+    /// For people.
+    pub message: String,
+    /// Seconds the client should wait (429, 503).
+    pub retry_after: Option<u64>,
+}
+
+impl ApiError {
+    /// An error with this status, code and message.
+    pub fn new(status: u16, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            code,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    /// 400 `bad_id`.
+    pub fn bad_id(what: &str) -> Self {
+        Self::new(400, "bad_id", format!("{what} is not a valid id"))
+    }
+
+    /// 404 `not_found`.
+    pub fn not_found(what: impl Into<String>) -> Self {
+        Self::new(404, "not_found", what)
+    }
+
+    /// 500 `internal`, logging the cause.
+    pub fn internal(cause: &dyn std::error::Error) -> Self {
+        let mut chain = cause.to_string();
+        let mut source = cause.source();
+        while let Some(s) = source {
+            chain.push_str(": ");
+            chain.push_str(&s.to_string());
+            source = s.source();
+        }
+        tracing::error!(cause = %chain, "internal error");
+        Self::new(500, "internal", "internal error; it was logged")
+    }
+}
+
+impl From<StorageError> for ApiError {
+    fn from(e: StorageError) -> Self {
+        Self::internal(&e)
+    }
+}
+
+impl From<actix_web::error::BlockingError> for ApiError {
+    fn from(e: actix_web::error::BlockingError) -> Self {
+        Self::internal(&e)
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.status
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut r = HttpResponse::build(self.status);
+        r.insert_header(("Tus-Resumable", "1.0.0"));
+        r.insert_header(("Cache-Control", "no-store"));
+        if let Some(secs) = self.retry_after {
+            r.insert_header(("Retry-After", secs.to_string()));
+        }
+        r.json(serde_json::json!({ "error": self.code, "message": self.message }))
+    }
+}

@@ -1,0 +1,152 @@
+//! The ingest rules, between HTTP and storage: what is checked when an upload is created and
+//! when its last byte arrives, and how a receipt is made. The evidence and photo checks are the
+//! core's (`hattama_core::evidence`, `hattama_core::media`): one implementation, never two.
+
+use hattama_core::evidence::{EvidenceError, Sha256Hash, SignedManifest};
+use hattama_core::media::{self, MediaLimits};
+use hattama_core::receipt::Receipt;
+
+use crate::error::ApiError;
+use crate::keys::ServerKeys;
+use crate::storage::{NewCapture, NewUpload, Storage, device_id};
+
+/// Milliseconds since the Unix epoch now.
+pub fn now_ms() -> u64 {
+    hattama_core::now_ms()
+}
+
+fn evidence_error(e: EvidenceError) -> ApiError {
+    match e {
+        EvidenceError::BadSignature => ApiError::new(400, "bad_signature", e.to_string()),
+        _ => ApiError::new(400, "bad_manifest", e.to_string()),
+    }
+}
+
+/// Checks a new upload (tus creation) and records it. Returns the capture id.
+pub fn create_upload(
+    storage: &dyn Storage,
+    manifest: &[u8],
+    signature: &[u8],
+    length: u64,
+    max_photo_bytes: u64,
+) -> Result<Sha256Hash, ApiError> {
+    let signed = SignedManifest::verify(manifest, signature).map_err(evidence_error)?;
+    let m = &signed.manifest;
+    check_device(storage, &signed)?;
+    let (election_known, precinct_known) = storage.precinct_known(&m.election, &m.precinct)?;
+    if !election_known {
+        return Err(ApiError::new(404, "unknown_election", format!("no election {}", m.election)));
+    }
+    if !precinct_known {
+        return Err(ApiError::new(
+            404,
+            "unknown_precinct",
+            format!("election {} has no precinct {}", m.election, m.precinct),
+        ));
+    }
+    if length != m.photo.bytes {
+        return Err(ApiError::new(
+            400,
+            "length_mismatch",
+            format!("Upload-Length {length} differs from the manifest's {}", m.photo.bytes),
+        ));
+    }
+    if length > max_photo_bytes {
+        return Err(ApiError::new(413, "body_too_large", format!("photos are at most {max_photo_bytes} bytes")));
+    }
+    let id = signed.hash();
+    storage.create_upload(&NewUpload {
+        id,
+        manifest: signed.canonical,
+        signature: signed.signature,
+        length,
+        now_ms: now_ms(),
+    })?;
+    Ok(id)
+}
+
+/// The device must be enrolled, not revoked, and assigned the manifest's election and precinct.
+fn check_device(storage: &dyn Storage, signed: &SignedManifest) -> Result<(), ApiError> {
+    let m = &signed.manifest;
+    let device = storage
+        .device(&m.device_key)?
+        .ok_or_else(|| ApiError::new(403, "device_unknown", "this device is not enrolled"))?;
+    if device.revoked_at_ms.is_some() {
+        return Err(ApiError::new(403, "device_revoked", "this device was revoked"));
+    }
+    if device.election != m.election || !device.precincts.iter().any(|p| *p == m.precinct) {
+        return Err(ApiError::new(
+            403,
+            "precinct_not_assigned",
+            format!("this device is not enrolled for precinct {} of {}", m.precinct, m.election),
+        ));
+    }
+    Ok(())
+}
+
+/// Finishes an upload whose last byte arrived: checks the whole photo against the manifest and
+/// the core's photo rules, signs a receipt and stores both durably. Returns the receipt JSON.
+pub fn complete_upload(
+    storage: &dyn Storage,
+    keys: &ServerKeys,
+    id: &Sha256Hash,
+    limits: &MediaLimits,
+) -> Result<Vec<u8>, ApiError> {
+    if let Some(receipt) = storage.receipt(id)? {
+        return Ok(receipt);
+    }
+    let info = storage.upload(id)?.ok_or_else(|| ApiError::not_found("no such upload"))?;
+    let signed = SignedManifest::verify(&info.manifest, &info.signature).map_err(evidence_error)?;
+    let m = &signed.manifest;
+    let photo = storage.read_upload(id, info.length + 1)?;
+    let refuse = |status, code, message: String| -> Result<Vec<u8>, ApiError> {
+        storage.discard_upload(id)?;
+        Err(ApiError::new(status, code, message))
+    };
+    if photo.len() as u64 != m.photo.bytes || Sha256Hash::of(&photo) != m.photo.sha256 {
+        return refuse(422, "photo_mismatch", "the bytes are not the photo the manifest signs".into());
+    }
+    let clean = match media::strip(&photo, limits) {
+        Ok(clean) => clean,
+        Err(e) => return refuse(422, "photo_refused", e.to_string()),
+    };
+    if clean.bytes != photo
+        || clean.media_type != m.photo.media_type
+        || (clean.width, clean.height) != (m.photo.width, m.photo.height)
+    {
+        return refuse(422, "photo_mismatch", "the photo is not clean or not as the manifest says".into());
+    }
+    drop(clean);
+    // A device revoked while its upload was under way can store nothing more.
+    if let Err(e) = check_device(storage, &signed) {
+        storage.discard_upload(id)?;
+        return Err(e);
+    }
+    let received_at_ms = now_ms();
+    let receipt = Receipt {
+        capture_id: *id,
+        device_key: m.device_key,
+        photo_sha256: m.photo.sha256,
+        received_at_ms,
+        server_key: keys.receipt_public(),
+        v: 1,
+    }
+    .sign(&keys.receipt);
+    let receipt = serde_json::to_vec(&receipt).map_err(|e| ApiError::internal(&e))?;
+    let stored = storage.commit_capture(&NewCapture {
+        id: *id,
+        device_id: device_id(&m.device_key),
+        seq: m.seq,
+        election: m.election.clone(),
+        precinct: m.precinct.clone(),
+        manifest: signed.canonical.clone(),
+        signature: signed.signature,
+        photo_sha256: m.photo.sha256,
+        photo_bytes: m.photo.bytes,
+        media_type: m.photo.media_type.as_str().to_owned(),
+        received_at_ms,
+        receipt,
+    })?;
+    tracing::info!(seq = m.seq, bytes = m.photo.bytes, "capture stored");
+    Ok(stored)
+}

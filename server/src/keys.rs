@@ -1,0 +1,47 @@
+//! The server's signing keys, created on first start in `<data dir>/keys/` (mode 0600).
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use ed25519_dalek::SigningKey;
+use hattama_core::evidence::{DeviceKey, parse_lower_hex};
+
+/// The keys the server signs with.
+pub struct ServerKeys {
+    /// Signs receipts.
+    pub receipt: SigningKey,
+}
+
+impl ServerKeys {
+    /// Loads the keys from `dir/keys`, creating any that is missing.
+    pub fn load_or_create(dir: &Path) -> std::io::Result<Self> {
+        let keys = dir.join("keys");
+        fs::create_dir_all(&keys)?;
+        Ok(Self { receipt: load_or_create(&keys.join("receipt.key"))? })
+    }
+
+    /// The receipt public key.
+    pub fn receipt_public(&self) -> DeviceKey {
+        DeviceKey(self.receipt.verifying_key().to_bytes())
+    }
+}
+
+fn load_or_create(path: &Path) -> std::io::Result<SigningKey> {
+    match fs::read_to_string(path) {
+        Ok(text) => parse_lower_hex::<32>(text.trim())
+            .map(|b| SigningKey::from_bytes(&b))
+            .ok_or_else(|| std::io::Error::other(format!("{} is not a key", path.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let key = SigningKey::generate(&mut rand::rngs::OsRng);
+            let mut f =
+                fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+            f.write_all(format!("{}\n", hex::encode(key.to_bytes())).as_bytes())?;
+            f.sync_all()?;
+            fs::File::open(path.parent().unwrap_or(Path::new(".")))?.sync_all()?;
+            Ok(key)
+        }
+        Err(e) => Err(e),
+    }
+}

@@ -1,0 +1,56 @@
+//! HTTP handlers: thin, parse → domain (`ingest`) → storage → response.
+
+pub mod enroll;
+pub mod receipts;
+pub mod tus;
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use futures_util::StreamExt;
+use hattama_core::evidence::Sha256Hash;
+
+use crate::error::ApiError;
+
+/// Registers every route.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/health", web::get().to(health))
+        .route("/api/v1/enroll", web::post().to(enroll::enroll))
+        .route("/api/v1/receipts/{id}", web::get().to(receipts::get))
+        .service(
+            web::resource("/files/")
+                .route(web::method(actix_web::http::Method::OPTIONS).to(tus::options))
+                .route(web::post().to(tus::create)),
+        )
+        .service(
+            web::resource("/files/{id}")
+                .route(web::head().to(tus::head))
+                .route(web::patch().to(tus::patch))
+                .route(web::delete().to(tus::delete)),
+        );
+}
+
+async fn health() -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({ "status": "ok" }))
+}
+
+/// The JSON 404 for every unknown route.
+pub async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    Err(ApiError::not_found(format!("no route for {} {}", req.method(), req.path())))
+}
+
+/// Parses a 64-hex-digit id from a path segment.
+pub fn parse_hash(s: &str) -> Result<Sha256Hash, ApiError> {
+    Sha256Hash::from_hex(s).ok_or_else(|| ApiError::bad_id("the id"))
+}
+
+/// Reads a request body up to `limit` bytes, refusing more with 413.
+pub async fn read_body(mut payload: web::Payload, limit: usize) -> Result<Vec<u8>, ApiError> {
+    let mut body = Vec::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| ApiError::new(400, "bad_body", e.to_string()))?;
+        if body.len() + chunk.len() > limit {
+            return Err(ApiError::new(413, "body_too_large", format!("at most {limit} bytes")));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}

@@ -1,0 +1,271 @@
+//! tus 1.0.0 (core, creation, checksum `sha256`, termination) for photo bytes; see
+//! `docs/sync-protocol.md`. The upload URL is the capture id, so every retry of the same capture
+//! lands on the same upload and a capture is stored once.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use futures_util::StreamExt;
+use hattama_core::evidence::{Sha256Hash, parse_lower_hex};
+use sha2::{Digest, Sha256};
+
+use super::parse_hash;
+use crate::error::ApiError;
+use crate::ingest;
+use crate::startup::AppState;
+
+const TUS_VERSION: &str = "1.0.0";
+
+/// One lock per upload, so PATCH requests for the same upload run one at a time. A new PATCH
+/// asks an older one still waiting on a dead connection to stop (`generation`), then takes over.
+#[derive(Default)]
+pub struct UploadSlots {
+    slots: Mutex<HashMap<Sha256Hash, Arc<Slot>>>,
+}
+
+#[derive(Default)]
+struct Slot {
+    lock: tokio::sync::Mutex<()>,
+    generation: AtomicU64,
+    preempt: tokio::sync::Notify,
+}
+
+impl UploadSlots {
+    fn get(&self, id: &Sha256Hash) -> Arc<Slot> {
+        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        if slots.len() > 10_000 {
+            slots.retain(|_, s| Arc::strong_count(s) > 1);
+        }
+        slots.entry(*id).or_default().clone()
+    }
+}
+
+fn header<'a>(req: &'a HttpRequest, name: &str) -> Option<&'a str> {
+    req.headers().get(name).and_then(|v| v.to_str().ok())
+}
+
+fn check_tus(req: &HttpRequest) -> Result<(), ApiError> {
+    if header(req, "Tus-Resumable") != Some(TUS_VERSION) {
+        let mut e = ApiError::new(412, "tus_version", "Tus-Resumable: 1.0.0 is required");
+        e.retry_after = None;
+        return Err(e);
+    }
+    Ok(())
+}
+
+fn tus_response(status: actix_web::http::StatusCode) -> actix_web::HttpResponseBuilder {
+    let mut r = HttpResponse::build(status);
+    r.insert_header(("Tus-Resumable", TUS_VERSION)).insert_header(("Cache-Control", "no-store"));
+    r
+}
+
+/// `OPTIONS /files/`: discovery.
+pub async fn options(state: web::Data<AppState>) -> HttpResponse {
+    tus_response(actix_web::http::StatusCode::NO_CONTENT)
+        .insert_header(("Tus-Version", TUS_VERSION))
+        .insert_header(("Tus-Extension", "creation,checksum,termination"))
+        .insert_header(("Tus-Checksum-Algorithm", "sha256"))
+        .insert_header(("Tus-Max-Size", state.settings.limits.max_photo_bytes.to_string()))
+        .finish()
+}
+
+/// Parses `Upload-Metadata`: comma-separated `key base64(value)` pairs.
+fn parse_metadata(value: &str) -> Result<HashMap<String, Vec<u8>>, ApiError> {
+    let bad = || ApiError::new(400, "bad_metadata", "Upload-Metadata is malformed");
+    let mut out = HashMap::new();
+    for pair in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (key, val) = pair.split_once(' ').unwrap_or((pair, ""));
+        let bytes = B64.decode(val.trim()).map_err(|_| bad())?;
+        if out.insert(key.to_owned(), bytes).is_some() {
+            return Err(bad());
+        }
+    }
+    Ok(out)
+}
+
+/// `POST /files/`: creation. Checks the manifest before any byte is sent.
+pub async fn create(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    check_tus(&req)?;
+    let length: u64 = header(&req, "Upload-Length")
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| ApiError::new(400, "bad_length", "Upload-Length is required"))?;
+    let mut meta = parse_metadata(header(&req, "Upload-Metadata").unwrap_or(""))?;
+    let manifest = meta
+        .remove("manifest")
+        .ok_or_else(|| ApiError::new(400, "bad_metadata", "metadata `manifest` is required"))?;
+    let sig_text = meta
+        .remove("signature")
+        .ok_or_else(|| ApiError::new(400, "bad_metadata", "metadata `signature` is required"))?;
+    let signature = std::str::from_utf8(&sig_text)
+        .ok()
+        .and_then(|s| parse_lower_hex::<64>(s.trim()))
+        .ok_or_else(|| ApiError::new(400, "bad_signature", "signature must be 128 lowercase hex digits"))?;
+    let storage = state.storage.clone();
+    let max = state.settings.limits.max_photo_bytes;
+    let (id, offset) = web::block(move || -> Result<_, ApiError> {
+        let id = ingest::create_upload(&*storage, &manifest, &signature, length, max)?;
+        let offset = storage.upload(&id)?.map(|i| i.offset).unwrap_or(0);
+        Ok((id, offset))
+    })
+    .await??;
+    Ok(tus_response(actix_web::http::StatusCode::CREATED)
+        .insert_header(("Location", format!("/files/{id}")))
+        .insert_header(("Upload-Offset", offset.to_string()))
+        .finish())
+}
+
+/// `HEAD /files/{id}`: the offset.
+pub async fn head(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    check_tus(&req)?;
+    let id = parse_hash(&path)?;
+    let storage = state.storage.clone();
+    let info = web::block(move || storage.upload(&id))
+        .await??
+        .ok_or_else(|| ApiError::not_found("no such upload"))?;
+    Ok(tus_response(actix_web::http::StatusCode::OK)
+        .insert_header(("Upload-Offset", info.offset.to_string()))
+        .insert_header(("Upload-Length", info.length.to_string()))
+        .finish())
+}
+
+/// `DELETE /files/{id}`: termination of an unfinished upload.
+pub async fn delete(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    check_tus(&req)?;
+    let id = parse_hash(&path)?;
+    let slot = state.uploads.get(&id);
+    slot.generation.fetch_add(1, Ordering::SeqCst);
+    slot.preempt.notify_waiters();
+    let _guard = slot.lock.lock().await;
+    let storage = state.storage.clone();
+    web::block(move || -> Result<(), ApiError> {
+        let info = storage.upload(&id)?.ok_or_else(|| ApiError::not_found("no such upload"))?;
+        if info.stored {
+            return Err(ApiError::new(403, "already_stored", "a stored capture is never deleted"));
+        }
+        Ok(storage.discard_upload(&id)?)
+    })
+    .await??;
+    Ok(tus_response(actix_web::http::StatusCode::NO_CONTENT).finish())
+}
+
+fn parse_checksum(req: &HttpRequest) -> Result<Option<[u8; 32]>, ApiError> {
+    let Some(value) = header(req, "Upload-Checksum") else { return Ok(None) };
+    let (algo, digest) = value.split_once(' ').unwrap_or((value, ""));
+    if algo != "sha256" {
+        return Err(ApiError::new(400, "checksum_algorithm", "only sha256 checksums are supported"));
+    }
+    let bytes = B64.decode(digest.trim()).map_err(|_| ApiError::new(400, "bad_checksum", "checksum is not base64"))?;
+    let digest: [u8; 32] =
+        bytes.try_into().map_err(|_| ApiError::new(400, "bad_checksum", "a sha256 digest is 32 bytes"))?;
+    Ok(Some(digest))
+}
+
+/// `PATCH /files/{id}`: bytes at the current offset; the last byte completes the capture.
+pub async fn patch(
+    req: HttpRequest,
+    path: web::Path<String>,
+    mut payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    check_tus(&req)?;
+    let id = parse_hash(&path)?;
+    if header(&req, "Content-Type") != Some("application/offset+octet-stream") {
+        return Err(ApiError::new(415, "bad_content_type", "Content-Type must be application/offset+octet-stream"));
+    }
+    let offset: u64 = header(&req, "Upload-Offset")
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| ApiError::new(400, "bad_offset", "Upload-Offset is required"))?;
+    let checksum = parse_checksum(&req)?;
+
+    // Take over the upload from an older PATCH that may still wait on a dead connection.
+    let slot = state.uploads.get(&id);
+    let generation = slot.generation.fetch_add(1, Ordering::SeqCst) + 1;
+    slot.preempt.notify_waiters();
+    let Ok(_guard) = tokio::time::timeout(Duration::from_secs(10), slot.lock.lock()).await else {
+        let mut e = ApiError::new(423, "upload_busy", "another request is writing this upload");
+        e.retry_after = Some(1);
+        return Err(e);
+    };
+
+    let storage = state.storage.clone();
+    let info = web::block(move || storage.upload(&id))
+        .await??
+        .ok_or_else(|| ApiError::not_found("no such upload"))?;
+    if offset != info.offset {
+        return Err(ApiError::new(409, "offset_mismatch", format!("the upload is at offset {}", info.offset)));
+    }
+    if info.stored {
+        return Ok(tus_response(actix_web::http::StatusCode::NO_CONTENT)
+            .insert_header(("Upload-Offset", info.length.to_string()))
+            .finish());
+    }
+    let storage = state.storage.clone();
+    let mut writer = web::block(move || storage.upload_writer(&id, offset)).await??;
+    let mut hasher = checksum.map(|_| Sha256::new());
+    let mut received = 0u64;
+    let read_timeout = Duration::from_secs(state.settings.limits.read_timeout_secs);
+    let mut cut = false;
+    loop {
+        let next = tokio::select! {
+            chunk = payload.next() => chunk,
+            _ = slot.preempt.notified() => {
+                if slot.generation.load(Ordering::SeqCst) != generation { cut = true; break; }
+                continue;
+            }
+            _ = tokio::time::sleep(read_timeout) => { cut = true; break; }
+        };
+        match next {
+            None => break,
+            Some(Ok(chunk)) => {
+                if offset + received + chunk.len() as u64 > info.length {
+                    web::block(move || writer.rollback()).await??;
+                    return Err(ApiError::new(413, "body_too_large", "the body runs past Upload-Length"));
+                }
+                // Small sequential writes into the page cache; made durable by `finish`.
+                writer.write_all(&chunk).map_err(|e| ApiError::internal(&e))?;
+                if let Some(h) = hasher.as_mut() {
+                    h.update(&chunk);
+                }
+                received += chunk.len() as u64;
+            }
+            Some(Err(_)) => {
+                cut = true;
+                break;
+            }
+        }
+    }
+    if let (Some(expected), Some(h)) = (checksum, hasher) {
+        if cut || h.finalize().as_slice() != expected {
+            web::block(move || writer.rollback()).await??;
+            return Err(ApiError::new(460, "checksum_mismatch", "the body does not match Upload-Checksum"));
+        }
+    }
+    let new_offset = web::block(move || writer.finish()).await??;
+    if cut {
+        // Keep what arrived; the client resumes from the next HEAD.
+        return Err(ApiError::new(400, "body_incomplete", format!("body ended early at offset {new_offset}")));
+    }
+    if new_offset == info.length {
+        let storage = state.storage.clone();
+        let keys = state.keys.clone();
+        let limits = state.media_limits;
+        web::block(move || ingest::complete_upload(&*storage, &keys, &id, &limits)).await??;
+    }
+    Ok(tus_response(actix_web::http::StatusCode::NO_CONTENT)
+        .insert_header(("Upload-Offset", new_offset.to_string()))
+        .finish())
+}

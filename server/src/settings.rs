@@ -1,0 +1,119 @@
+//! Layered settings: built-in defaults, then an optional TOML file, then `HATTAMA__SECTION__KEY`
+//! environment variables, then command-line flags. Validated once, at start-up.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// All settings of the server.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Where the database, photos, uploads and keys live.
+    pub data_dir: PathBuf,
+    /// Address to listen on (port 0 picks a free port).
+    pub listen: SocketAddr,
+    /// The server's public base URL, used in enrollment URIs (e.g. `https://hattama.kz`).
+    pub public_url: Option<String>,
+    /// Upload limits.
+    pub limits: Limits,
+    /// Worker threads of the HTTP server (0: one per core).
+    pub workers: usize,
+}
+
+/// Hard limits on requests.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Largest photo accepted, in bytes.
+    pub max_photo_bytes: u64,
+    /// Largest JSON request body, in bytes.
+    pub max_json_bytes: usize,
+    /// Seconds a PATCH may wait for its next bytes before the server gives up on it.
+    pub read_timeout_secs: u64,
+}
+
+/// Why settings could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    /// A source could not be read or parsed.
+    #[error("cannot load settings: {0}")]
+    Load(#[from] config::ConfigError),
+    /// A value is out of range.
+    #[error("invalid setting: {0}")]
+    Invalid(String),
+}
+
+/// Overrides given on the command line.
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    /// `--config FILE`.
+    pub config_file: Option<PathBuf>,
+    /// `--data-dir DIR`.
+    pub data_dir: Option<PathBuf>,
+    /// `--listen ADDR`.
+    pub listen: Option<SocketAddr>,
+}
+
+impl Settings {
+    /// Loads defaults → file → environment → flags, and validates.
+    pub fn load(overrides: &Overrides) -> Result<Self, SettingsError> {
+        let limits = hattama_core::media::MediaLimits::default();
+        let mut builder = config::Config::builder()
+            .set_default("data_dir", "hattama-data")?
+            .set_default("listen", "127.0.0.1:8080")?
+            .set_default("workers", 0)?
+            .set_default("limits.max_photo_bytes", limits.max_bytes)?
+            .set_default("limits.max_json_bytes", 64 * 1024)?
+            .set_default("limits.read_timeout_secs", 30)?;
+        if let Some(file) = &overrides.config_file {
+            builder = builder.add_source(config::File::from(file.as_path()).required(true));
+        }
+        builder = builder.add_source(
+            config::Environment::with_prefix("HATTAMA").prefix_separator("__").separator("__"),
+        );
+        if let Some(dir) = &overrides.data_dir {
+            builder = builder.set_override("data_dir", dir.display().to_string())?;
+        }
+        if let Some(listen) = overrides.listen {
+            builder = builder.set_override("listen", listen.to_string())?;
+        }
+        let settings: Settings = builder.build()?.try_deserialize()?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Settings for tests and tools: defaults with this data dir and port 0.
+    pub fn for_dir(dir: &Path) -> Self {
+        let limits = hattama_core::media::MediaLimits::default();
+        Self {
+            data_dir: dir.to_owned(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            public_url: None,
+            limits: Limits {
+                max_photo_bytes: limits.max_bytes,
+                max_json_bytes: 64 * 1024,
+                read_timeout_secs: 30,
+            },
+            workers: 2,
+        }
+    }
+
+    fn validate(&self) -> Result<(), SettingsError> {
+        let core = hattama_core::media::MediaLimits::default();
+        if self.limits.max_photo_bytes == 0 || self.limits.max_photo_bytes > core.max_bytes {
+            return Err(SettingsError::Invalid(format!(
+                "limits.max_photo_bytes must be 1..={}",
+                core.max_bytes
+            )));
+        }
+        if !(256..=1024 * 1024).contains(&self.limits.max_json_bytes) {
+            return Err(SettingsError::Invalid("limits.max_json_bytes must be 256..=1048576".into()));
+        }
+        if self.limits.read_timeout_secs == 0 {
+            return Err(SettingsError::Invalid("limits.read_timeout_secs must be positive".into()));
+        }
+        Ok(())
+    }
+}

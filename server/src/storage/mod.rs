@@ -1,0 +1,188 @@
+//! Server storage behind one narrow interface.
+//!
+//! Handlers and the ingest logic see only [`Storage`]; the embedded default is [`SqliteStorage`]
+//! (SQLite in WAL mode plus a content-addressed photo directory, in one data directory). A
+//! PostgreSQL + S3-compatible backend implements the same trait without touching handlers.
+//!
+//! Durability contract of [`Storage::commit_capture`]: when it returns, the photo file is fsynced
+//! and renamed under its hash with its directory fsynced, and the capture row with its receipt is
+//! committed (`synchronous = FULL`). Only then may a receipt be handed out.
+
+mod sqlite;
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use hattama_core::election::Election;
+use hattama_core::evidence::{DeviceKey, Sha256Hash};
+pub use sqlite::SqliteStorage;
+
+/// Why a storage operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// The database failed.
+    #[error("database error: {0}")]
+    Sql(#[from] rusqlite::Error),
+    /// The file system failed.
+    #[error("file error: {0}")]
+    Io(#[from] std::io::Error),
+    /// The enrollment code does not exist.
+    #[error("unknown enrollment code")]
+    BadCode,
+    /// The enrollment code was used already.
+    #[error("enrollment code already used")]
+    CodeUsed,
+    /// Something referenced does not exist.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// Stored data breaks an invariant.
+    #[error("storage is corrupt: {0}")]
+    Corrupt(String),
+    /// The database was written by a newer version.
+    #[error("database schema {found} is newer than this server ({supported})")]
+    TooNew {
+        /// Found version.
+        found: u32,
+        /// Supported version.
+        supported: u32,
+    },
+}
+
+/// An enrolled device.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Device {
+    /// SHA-256 of the key bytes, hex.
+    pub id: String,
+    /// Its public key.
+    pub key: DeviceKey,
+    /// The election it observes.
+    pub election: String,
+    /// The precincts it may upload for.
+    pub precincts: Vec<String>,
+    /// When it enrolled.
+    pub enrolled_at_ms: u64,
+    /// When it was revoked, if it was.
+    pub revoked_at_ms: Option<u64>,
+}
+
+/// The device id of a key: SHA-256 of its 32 bytes, hex.
+pub fn device_id(key: &DeviceKey) -> String {
+    Sha256Hash::of(&key.0).to_hex()
+}
+
+/// A new upload session (tus creation), already checked.
+#[derive(Clone, Debug)]
+pub struct NewUpload {
+    /// Capture id (manifest hash): also the upload id.
+    pub id: Sha256Hash,
+    /// Canonical manifest bytes.
+    pub manifest: Vec<u8>,
+    /// The signature.
+    pub signature: [u8; 64],
+    /// Photo length.
+    pub length: u64,
+    /// Now.
+    pub now_ms: u64,
+}
+
+/// What the server knows of an upload.
+#[derive(Clone, Debug)]
+pub struct UploadInfo {
+    /// Photo length.
+    pub length: u64,
+    /// Bytes received so far (equal to `length` once stored).
+    pub offset: u64,
+    /// Whether the capture is stored (and has a receipt).
+    pub stored: bool,
+    /// Canonical manifest bytes.
+    pub manifest: Vec<u8>,
+    /// The signature.
+    pub signature: [u8; 64],
+}
+
+/// A capture ready to be committed.
+#[derive(Clone, Debug)]
+pub struct NewCapture {
+    /// Its id.
+    pub id: Sha256Hash,
+    /// The device.
+    pub device_id: String,
+    /// Device sequence number.
+    pub seq: u64,
+    /// Election id.
+    pub election: String,
+    /// Precinct id.
+    pub precinct: String,
+    /// Canonical manifest.
+    pub manifest: Vec<u8>,
+    /// Signature.
+    pub signature: [u8; 64],
+    /// Photo hash.
+    pub photo_sha256: Sha256Hash,
+    /// Photo length.
+    pub photo_bytes: u64,
+    /// Media type.
+    pub media_type: String,
+    /// When received.
+    pub received_at_ms: u64,
+    /// The signed receipt (JSON) to keep with it.
+    pub receipt: Vec<u8>,
+}
+
+/// Appends the bytes of one PATCH request to an upload.
+pub trait UploadWriter: Write + Send {
+    /// Makes the appended bytes durable and returns the new offset.
+    fn finish(self: Box<Self>) -> Result<u64, StorageError>;
+    /// Drops what this writer appended (a failed checksum) and returns the offset before it.
+    fn rollback(self: Box<Self>) -> Result<u64, StorageError>;
+}
+
+/// Everything the server stores. Methods are blocking; async code calls them through
+/// `web::block`.
+pub trait Storage: Send + Sync + 'static {
+    /// Imports (or replaces) an election definition. Returns whether it was new.
+    fn import_election(&self, election: &Election, now_ms: u64) -> Result<bool, StorageError>;
+    /// An election by id.
+    fn election(&self, id: &str) -> Result<Option<Election>, StorageError>;
+    /// Whether the election exists, and whether it has this precinct.
+    fn precinct_known(&self, election: &str, precinct: &str) -> Result<(bool, bool), StorageError>;
+    /// Creates `count` one-time enrollment codes for these precincts of an election.
+    fn create_invites(
+        &self,
+        election: &str,
+        precincts: &[String],
+        count: usize,
+        now_ms: u64,
+    ) -> Result<Vec<String>, StorageError>;
+    /// Uses a code: binds the device key to the code's election and precincts.
+    fn enroll(&self, code: &str, key: &DeviceKey, now_ms: u64) -> Result<Device, StorageError>;
+    /// A device by key.
+    fn device(&self, key: &DeviceKey) -> Result<Option<Device>, StorageError>;
+    /// All devices.
+    fn devices(&self) -> Result<Vec<Device>, StorageError>;
+    /// Revokes a device by id; returns whether it existed.
+    fn revoke_device(&self, id: &str, now_ms: u64) -> Result<bool, StorageError>;
+    /// Records an upload session; creating an existing one again is a no-op.
+    fn create_upload(&self, upload: &NewUpload) -> Result<(), StorageError>;
+    /// An upload (or a stored capture) by id.
+    fn upload(&self, id: &Sha256Hash) -> Result<Option<UploadInfo>, StorageError>;
+    /// A writer appending at `offset`, which must be the current offset.
+    fn upload_writer(
+        &self,
+        id: &Sha256Hash,
+        offset: u64,
+    ) -> Result<Box<dyn UploadWriter>, StorageError>;
+    /// Reads a complete upload's bytes.
+    fn read_upload(&self, id: &Sha256Hash, limit: u64) -> Result<Vec<u8>, StorageError>;
+    /// Discards an unfinished upload and its bytes.
+    fn discard_upload(&self, id: &Sha256Hash) -> Result<(), StorageError>;
+    /// Stores a complete upload as a capture, durably (see the module docs). If the capture is
+    /// stored already, keeps the first and returns its receipt.
+    fn commit_capture(&self, capture: &NewCapture) -> Result<Vec<u8>, StorageError>;
+    /// A stored capture's receipt.
+    fn receipt(&self, id: &Sha256Hash) -> Result<Option<Vec<u8>>, StorageError>;
+    /// A stored photo's path (embedded storage) or bytes location.
+    fn photo_path(&self, sha256: &Sha256Hash) -> PathBuf;
+    /// How many captures are stored.
+    fn capture_count(&self) -> Result<u64, StorageError>;
+}

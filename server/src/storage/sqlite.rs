@@ -1,0 +1,551 @@
+//! The embedded default storage: SQLite (WAL, `synchronous = FULL`) and files in one data
+//! directory: `hattama-server.sqlite3`, `blobs/<sha256>` (stored photos), `uploads/<id>.part`
+//! (unfinished uploads). All SQL of the server lives here.
+
+use std::collections::HashSet;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+use hattama_core::election::Election;
+use hattama_core::evidence::{DeviceKey, Sha256Hash};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
+
+use super::{
+    Device, NewCapture, NewUpload, Storage, StorageError, UploadInfo, UploadWriter, device_id,
+};
+
+const DB_FILE: &str = "hattama-server.sqlite3";
+
+const MIGRATIONS: &[&str] = &["
+CREATE TABLE elections (
+    id TEXT PRIMARY KEY,
+    definition BLOB NOT NULL,
+    imported_at_ms INTEGER NOT NULL
+) STRICT;
+CREATE TABLE precincts (
+    election TEXT NOT NULL REFERENCES elections (id),
+    id TEXT NOT NULL,
+    number INTEGER NOT NULL,
+    region TEXT NOT NULL,
+    district TEXT NOT NULL,
+    address TEXT NOT NULL,
+    PRIMARY KEY (election, id)
+) STRICT;
+CREATE TABLE invites (
+    code TEXT PRIMARY KEY,
+    election TEXT NOT NULL REFERENCES elections (id),
+    precincts TEXT NOT NULL,
+    created_at_ms INTEGER NOT NULL,
+    used_by TEXT,
+    used_at_ms INTEGER
+) STRICT;
+CREATE TABLE devices (
+    id TEXT PRIMARY KEY,
+    key BLOB NOT NULL UNIQUE,
+    election TEXT NOT NULL REFERENCES elections (id),
+    enrolled_at_ms INTEGER NOT NULL,
+    revoked_at_ms INTEGER
+) STRICT;
+CREATE TABLE device_precincts (
+    device_id TEXT NOT NULL REFERENCES devices (id),
+    precinct TEXT NOT NULL,
+    PRIMARY KEY (device_id, precinct)
+) STRICT;
+CREATE TABLE uploads (
+    id TEXT PRIMARY KEY,
+    manifest BLOB NOT NULL,
+    signature BLOB NOT NULL,
+    length INTEGER NOT NULL,
+    created_at_ms INTEGER NOT NULL
+) STRICT;
+CREATE TABLE captures (
+    id TEXT PRIMARY KEY,
+    device_id TEXT NOT NULL REFERENCES devices (id),
+    seq INTEGER NOT NULL,
+    election TEXT NOT NULL,
+    precinct TEXT NOT NULL,
+    manifest BLOB NOT NULL,
+    signature BLOB NOT NULL,
+    photo_sha256 TEXT NOT NULL,
+    photo_bytes INTEGER NOT NULL,
+    media_type TEXT NOT NULL,
+    received_at_ms INTEGER NOT NULL,
+    receipt BLOB NOT NULL
+) STRICT;
+CREATE INDEX captures_by_device ON captures (device_id, seq);
+CREATE INDEX captures_by_precinct ON captures (election, precinct);
+"];
+
+const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
+const READERS: usize = 4;
+
+/// SQLite + files storage.
+pub struct SqliteStorage {
+    dir: PathBuf,
+    writer: Mutex<Connection>,
+    readers: Vec<Mutex<Connection>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> Result<MutexGuard<'_, T>, StorageError> {
+    m.lock().map_err(|_| StorageError::Corrupt("lock poisoned".into()))
+}
+
+fn fsync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+fn configure(conn: &Connection) -> Result<(), StorageError> {
+    conn.busy_timeout(std::time::Duration::from_secs(30))?;
+    conn.pragma_update(None, "foreign_keys", true)?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    Ok(())
+}
+
+fn ms(v: u64) -> i64 {
+    v as i64
+}
+
+fn load_device(conn: &Connection, key: &[u8]) -> Result<Option<Device>, StorageError> {
+    let row: Option<(String, Vec<u8>, String, i64, Option<i64>)> = conn
+        .query_row(
+            "SELECT id, key, election, enrolled_at_ms, revoked_at_ms FROM devices WHERE key = ?1",
+            [key],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+        )
+        .optional()?;
+    let Some((id, key, election, enrolled, revoked)) = row else { return Ok(None) };
+    let key: [u8; 32] =
+        key.try_into().map_err(|_| StorageError::Corrupt("device key length".into()))?;
+    let mut stmt =
+        conn.prepare("SELECT precinct FROM device_precincts WHERE device_id = ?1 ORDER BY precinct")?;
+    let precincts = stmt.query_map([&id], |r| r.get(0))?.collect::<Result<Vec<String>, _>>()?;
+    Ok(Some(Device {
+        id,
+        key: DeviceKey(key),
+        election,
+        precincts,
+        enrolled_at_ms: enrolled as u64,
+        revoked_at_ms: revoked.map(|v| v as u64),
+    }))
+}
+
+/// Crockford base32 without the ambiguous letters: 20 characters, 100 bits, in groups of four.
+fn new_code() -> String {
+    const ALPHABET: &[u8] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+    let bytes: [u8; 20] = rand::random();
+    let chars: Vec<char> = bytes.iter().map(|b| ALPHABET[(*b & 31) as usize] as char).collect();
+    chars.chunks(4).map(|c| c.iter().collect::<String>()).collect::<Vec<_>>().join("-")
+}
+
+impl SqliteStorage {
+    /// Opens (creating and migrating) the storage in `dir`. With `recover`, also removes what a
+    /// crash may have left (photos no capture references, upload files without a session); only
+    /// the serving process may do that, never an admin command running beside it.
+    pub fn open(dir: &Path, recover: bool) -> Result<Self, StorageError> {
+        for sub in ["blobs", "uploads"] {
+            fs::create_dir_all(dir.join(sub))?;
+        }
+        let path = dir.join(DB_FILE);
+        let mut writer = Connection::open(&path)?;
+        writer.pragma_update(None, "journal_mode", "WAL")?;
+        configure(&writer)?;
+        loop {
+            let tx = writer.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let version: u32 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+            if version > SCHEMA_VERSION {
+                return Err(StorageError::TooNew { found: version, supported: SCHEMA_VERSION });
+            }
+            if version == SCHEMA_VERSION {
+                break;
+            }
+            tx.execute_batch(MIGRATIONS[version as usize])?;
+            tx.pragma_update(None, "user_version", version + 1)?;
+            tx.commit()?;
+        }
+        let mut readers = Vec::with_capacity(READERS);
+        for _ in 0..READERS {
+            let r = Connection::open_with_flags(
+                &path,
+                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )?;
+            configure(&r)?;
+            readers.push(Mutex::new(r));
+        }
+        let storage = Self { dir: dir.to_owned(), writer: Mutex::new(writer), readers };
+        if recover {
+            storage.recover()?;
+        }
+        Ok(storage)
+    }
+
+    fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T, StorageError>) -> Result<T, StorageError> {
+        for r in &self.readers {
+            if let Ok(conn) = r.try_lock() {
+                return f(&conn);
+            }
+        }
+        let conn = lock(&self.readers[0])?;
+        f(&conn)
+    }
+
+    fn part_path(&self, id: &Sha256Hash) -> PathBuf {
+        self.dir.join("uploads").join(format!("{}.part", id.to_hex()))
+    }
+
+    fn recover(&self) -> Result<(), StorageError> {
+        let conn = lock(&self.writer)?;
+        let mut stmt = conn.prepare("SELECT photo_sha256 FROM captures")?;
+        let photos: HashSet<String> =
+            stmt.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
+        let mut stmt = conn.prepare("SELECT id FROM uploads")?;
+        let uploads: HashSet<String> = stmt.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
+        let mut removed = 0;
+        for entry in fs::read_dir(self.dir.join("blobs"))? {
+            let entry = entry?;
+            if !photos.contains(&*entry.file_name().to_string_lossy()) {
+                fs::remove_file(entry.path())?;
+                removed += 1;
+            }
+        }
+        for entry in fs::read_dir(self.dir.join("uploads"))? {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let id = name.strip_suffix(".part").unwrap_or(&name);
+            if !uploads.contains(id) {
+                fs::remove_file(entry.path())?;
+                removed += 1;
+            }
+        }
+        if removed > 0 {
+            tracing::info!(removed, "recovery removed leftover files");
+        }
+        Ok(())
+    }
+}
+
+struct PartWriter {
+    file: File,
+    start: u64,
+    written: u64,
+}
+
+impl Write for PartWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.written += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
+impl UploadWriter for PartWriter {
+    fn finish(self: Box<Self>) -> Result<u64, StorageError> {
+        self.file.sync_data()?;
+        Ok(self.start + self.written)
+    }
+
+    fn rollback(self: Box<Self>) -> Result<u64, StorageError> {
+        self.file.set_len(self.start)?;
+        self.file.sync_data()?;
+        Ok(self.start)
+    }
+}
+
+impl Storage for SqliteStorage {
+    fn import_election(&self, election: &Election, now_ms: u64) -> Result<bool, StorageError> {
+        let definition = serde_json::to_vec(election)
+            .map_err(|e| StorageError::Corrupt(format!("cannot encode election: {e}")))?;
+        let mut conn = lock(&self.writer)?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let existed: bool = tx.query_row(
+            "SELECT EXISTS (SELECT 1 FROM elections WHERE id = ?1)",
+            [&election.id],
+            |r| r.get(0),
+        )?;
+        tx.execute(
+            "INSERT INTO elections (id, definition, imported_at_ms) VALUES (?1, ?2, ?3)
+             ON CONFLICT (id) DO UPDATE SET definition = excluded.definition,
+                imported_at_ms = excluded.imported_at_ms",
+            params![election.id, definition, ms(now_ms)],
+        )?;
+        for p in &election.precincts {
+            tx.execute(
+                "INSERT INTO precincts (election, id, number, region, district, address)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (election, id) DO UPDATE SET number = excluded.number,
+                    region = excluded.region, district = excluded.district,
+                    address = excluded.address",
+                params![election.id, p.id, p.number, p.region, p.district, p.address],
+            )?;
+        }
+        tx.commit()?;
+        Ok(!existed)
+    }
+
+    fn election(&self, id: &str) -> Result<Option<Election>, StorageError> {
+        let bytes: Option<Vec<u8>> = self.read(|c| {
+            Ok(c.query_row("SELECT definition FROM elections WHERE id = ?1", [id], |r| r.get(0))
+                .optional()?)
+        })?;
+        bytes
+            .map(|b| {
+                serde_json::from_slice(&b)
+                    .map_err(|e| StorageError::Corrupt(format!("election {id}: {e}")))
+            })
+            .transpose()
+    }
+
+    fn precinct_known(&self, election: &str, precinct: &str) -> Result<(bool, bool), StorageError> {
+        self.read(|c| {
+            Ok(c.query_row(
+                "SELECT EXISTS (SELECT 1 FROM elections WHERE id = ?1),
+                        EXISTS (SELECT 1 FROM precincts WHERE election = ?1 AND id = ?2)",
+                params![election, precinct],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?)
+        })
+    }
+
+    fn create_invites(
+        &self,
+        election: &str,
+        precincts: &[String],
+        count: usize,
+        now_ms: u64,
+    ) -> Result<Vec<String>, StorageError> {
+        let e = self.election(election)?.ok_or_else(|| StorageError::NotFound(format!("election {election}")))?;
+        for p in precincts {
+            if e.precinct(p).is_none() {
+                return Err(StorageError::NotFound(format!("precinct {p} of {election}")));
+            }
+        }
+        let list = serde_json::to_string(precincts)
+            .map_err(|e| StorageError::Corrupt(e.to_string()))?;
+        let mut conn = lock(&self.writer)?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut codes = Vec::with_capacity(count);
+        for _ in 0..count {
+            let code = new_code();
+            tx.execute(
+                "INSERT INTO invites (code, election, precincts, created_at_ms) VALUES (?1, ?2, ?3, ?4)",
+                params![code, election, list, ms(now_ms)],
+            )?;
+            codes.push(code);
+        }
+        tx.commit()?;
+        Ok(codes)
+    }
+
+    fn enroll(&self, code: &str, key: &DeviceKey, now_ms: u64) -> Result<Device, StorageError> {
+        let id = device_id(key);
+        let mut conn = lock(&self.writer)?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let invite: Option<(String, String, Option<String>)> = tx
+            .query_row(
+                "SELECT election, precincts, used_by FROM invites WHERE code = ?1",
+                [code],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()?;
+        let Some((election, precincts, used_by)) = invite else {
+            return Err(StorageError::BadCode);
+        };
+        if used_by.is_some() {
+            return Err(StorageError::CodeUsed);
+        }
+        let precincts: Vec<String> = serde_json::from_str(&precincts)
+            .map_err(|e| StorageError::Corrupt(format!("invite precincts: {e}")))?;
+        if let Some(existing) = load_device(&tx, &key.0)? {
+            if existing.election != election {
+                return Err(StorageError::NotFound(format!(
+                    "this device observes {}; a code for {election} needs another device",
+                    existing.election
+                )));
+            }
+        } else {
+            tx.execute(
+                "INSERT INTO devices (id, key, election, enrolled_at_ms) VALUES (?1, ?2, ?3, ?4)",
+                params![id, key.0.as_slice(), election, ms(now_ms)],
+            )?;
+        }
+        for p in &precincts {
+            tx.execute(
+                "INSERT OR IGNORE INTO device_precincts (device_id, precinct) VALUES (?1, ?2)",
+                params![id, p],
+            )?;
+        }
+        tx.execute(
+            "UPDATE invites SET used_by = ?2, used_at_ms = ?3 WHERE code = ?1",
+            params![code, id, ms(now_ms)],
+        )?;
+        let device = load_device(&tx, &key.0)?.ok_or_else(|| StorageError::Corrupt("enrolled device vanished".into()))?;
+        tx.commit()?;
+        Ok(device)
+    }
+
+    fn device(&self, key: &DeviceKey) -> Result<Option<Device>, StorageError> {
+        self.read(|c| load_device(c, &key.0))
+    }
+
+    fn devices(&self) -> Result<Vec<Device>, StorageError> {
+        self.read(|c| {
+            let mut stmt = c.prepare("SELECT key FROM devices ORDER BY enrolled_at_ms, id")?;
+            let keys = stmt.query_map([], |r| r.get::<_, Vec<u8>>(0))?.collect::<Result<Vec<_>, _>>()?;
+            keys.iter()
+                .map(|k| load_device(c, k)?.ok_or_else(|| StorageError::Corrupt("device vanished".into())))
+                .collect()
+        })
+    }
+
+    fn revoke_device(&self, id: &str, now_ms: u64) -> Result<bool, StorageError> {
+        let conn = lock(&self.writer)?;
+        let n = conn.execute(
+            "UPDATE devices SET revoked_at_ms = coalesce(revoked_at_ms, ?2) WHERE id = ?1",
+            params![id, ms(now_ms)],
+        )?;
+        Ok(n == 1)
+    }
+
+    fn create_upload(&self, u: &NewUpload) -> Result<(), StorageError> {
+        let conn = lock(&self.writer)?;
+        conn.execute(
+            "INSERT INTO uploads (id, manifest, signature, length, created_at_ms)
+             SELECT ?1, ?2, ?3, ?4, ?5
+             WHERE NOT EXISTS (SELECT 1 FROM captures WHERE id = ?1)
+             ON CONFLICT (id) DO NOTHING",
+            params![u.id.to_hex(), u.manifest, u.signature.as_slice(), ms(u.length), ms(u.now_ms)],
+        )?;
+        drop(conn);
+        let part = self.part_path(&u.id);
+        if !part.exists() && self.upload(&u.id)?.is_some_and(|i| !i.stored) {
+            File::create(&part)?.sync_all()?;
+            fsync_dir(&self.dir.join("uploads"))?;
+        }
+        Ok(())
+    }
+
+    fn upload(&self, id: &Sha256Hash) -> Result<Option<UploadInfo>, StorageError> {
+        let hex = id.to_hex();
+        let row: Option<(Vec<u8>, Vec<u8>, i64, bool)> = self.read(|c| {
+            Ok(c.query_row(
+                "SELECT manifest, signature, photo_bytes, 1 FROM captures WHERE id = ?1
+                 UNION ALL
+                 SELECT manifest, signature, length, 0 FROM uploads WHERE id = ?1
+                 LIMIT 1",
+                [&hex],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .optional()?)
+        })?;
+        let Some((manifest, signature, length, stored)) = row else { return Ok(None) };
+        let signature: [u8; 64] =
+            signature.try_into().map_err(|_| StorageError::Corrupt("signature length".into()))?;
+        let length = length as u64;
+        let offset = if stored {
+            length
+        } else {
+            match fs::metadata(self.part_path(id)) {
+                Ok(m) => m.len().min(length),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => 0,
+                Err(e) => return Err(e.into()),
+            }
+        };
+        Ok(Some(UploadInfo { length, offset, stored, manifest, signature }))
+    }
+
+    fn upload_writer(&self, id: &Sha256Hash, offset: u64) -> Result<Box<dyn UploadWriter>, StorageError> {
+        let path = self.part_path(id);
+        let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        let len = file.metadata()?.len();
+        if len != offset {
+            // The caller checked the offset; a longer file holds bytes of a PATCH that was cut
+            // before it could be acknowledged. Drop them: the client resends from `offset`.
+            file.set_len(offset)?;
+        }
+        Ok(Box::new(PartWriter { file, start: offset, written: 0 }))
+    }
+
+    fn read_upload(&self, id: &Sha256Hash, limit: u64) -> Result<Vec<u8>, StorageError> {
+        let file = File::open(self.part_path(id))?;
+        let mut bytes = Vec::new();
+        file.take(limit).read_to_end(&mut bytes)?;
+        Ok(bytes)
+    }
+
+    fn discard_upload(&self, id: &Sha256Hash) -> Result<(), StorageError> {
+        let conn = lock(&self.writer)?;
+        conn.execute("DELETE FROM uploads WHERE id = ?1", [id.to_hex()])?;
+        drop(conn);
+        match fs::remove_file(self.part_path(id)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e.into()),
+            _ => Ok(()),
+        }
+    }
+
+    fn commit_capture(&self, c: &NewCapture) -> Result<Vec<u8>, StorageError> {
+        if let Some(receipt) = self.receipt(&c.id)? {
+            return Ok(receipt);
+        }
+        let part = self.part_path(&c.id);
+        let blob = self.photo_path(&c.photo_sha256);
+        // The photo first: fsynced (by the upload writer), renamed, directory fsynced.
+        if blob.exists() {
+            fs::remove_file(&part)?;
+        } else {
+            File::open(&part)?.sync_all()?;
+            fs::rename(&part, &blob)?;
+            fsync_dir(&self.dir.join("blobs"))?;
+        }
+        // Then the row, with its receipt, in one durable commit.
+        let mut conn = lock(&self.writer)?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let existing: Option<Vec<u8>> = tx
+            .query_row("SELECT receipt FROM captures WHERE id = ?1", [c.id.to_hex()], |r| r.get(0))
+            .optional()?;
+        if let Some(receipt) = existing {
+            return Ok(receipt);
+        }
+        tx.execute(
+            "INSERT INTO captures (id, device_id, seq, election, precinct, manifest, signature,
+                photo_sha256, photo_bytes, media_type, received_at_ms, receipt)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+            params![
+                c.id.to_hex(),
+                c.device_id,
+                ms(c.seq),
+                c.election,
+                c.precinct,
+                c.manifest,
+                c.signature.as_slice(),
+                c.photo_sha256.to_hex(),
+                ms(c.photo_bytes),
+                c.media_type,
+                ms(c.received_at_ms),
+                c.receipt,
+            ],
+        )?;
+        tx.execute("DELETE FROM uploads WHERE id = ?1", [c.id.to_hex()])?;
+        tx.commit()?;
+        Ok(c.receipt.clone())
+    }
+
+    fn receipt(&self, id: &Sha256Hash) -> Result<Option<Vec<u8>>, StorageError> {
+        self.read(|c| {
+            Ok(c.query_row("SELECT receipt FROM captures WHERE id = ?1", [id.to_hex()], |r| r.get(0))
+                .optional()?)
+        })
+    }
+
+    fn photo_path(&self, sha256: &Sha256Hash) -> PathBuf {
+        self.dir.join("blobs").join(sha256.to_hex())
+    }
+
+    fn capture_count(&self) -> Result<u64, StorageError> {
+        self.read(|c| Ok(c.query_row("SELECT count(*) FROM captures", [], |r| r.get::<_, i64>(0))? as u64))
+    }
+}
