@@ -4,6 +4,8 @@
 // Test support code: a failed unwrap here is a failed test, which is what it should be.
 #![allow(clippy::unwrap_used)]
 
+pub mod proxy;
+
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
