@@ -7,6 +7,8 @@
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::Path;
+#[cfg(feature = "sync")]
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use ed25519_dalek::SigningKey;
@@ -20,12 +22,23 @@ use crate::hooks;
 use crate::media::{self, MediaError, MediaLimits};
 use crate::store::{CaptureRecord, CaptureState, NewCapture, Store, StoreError};
 use crate::thumbnail;
+#[cfg(feature = "sync")]
+use crate::{
+    receipt::SignedReceipt,
+    sync::{
+        self, CancelToken, Enrollment, SyncConfig, SyncError, SyncListener, SyncLock, SyncStatus,
+        SyncSummary,
+    },
+};
 
 /// Settings the app hands to the core. The core reads no environment or config file.
 #[derive(Clone, Debug, Default)]
 pub struct ClientConfig {
     /// Limits on photos.
     pub limits: MediaLimits,
+    /// Timeouts, chunk size and back-off of enrollment and sync.
+    #[cfg(feature = "sync")]
+    pub sync: SyncConfig,
 }
 
 /// Everything that can go wrong in the client, with its cause.
@@ -68,6 +81,10 @@ pub enum Error {
     /// A thumbnail could not be made.
     #[error("cannot make a thumbnail: {0}")]
     Thumbnail(String),
+    /// Enrollment or sync failed.
+    #[cfg(feature = "sync")]
+    #[error(transparent)]
+    Sync(#[from] SyncError),
 }
 
 /// What the observer says about a photo at capture time.
@@ -118,6 +135,9 @@ pub struct Client {
     store: Store,
     config: ClientConfig,
     key: SigningKey,
+    /// Set while this handle runs a sync (the file lock guards other handles and processes).
+    #[cfg(feature = "sync")]
+    syncing: AtomicBool,
 }
 
 /// Milliseconds since the Unix epoch now.
@@ -131,7 +151,13 @@ impl Client {
     pub fn open(dir: &Path, config: ClientConfig) -> Result<Self, Error> {
         let store = Store::open(dir)?;
         let key = store.device_key(now_ms())?;
-        Ok(Self { store, config, key })
+        Ok(Self {
+            store,
+            config,
+            key,
+            #[cfg(feature = "sync")]
+            syncing: AtomicBool::new(false),
+        })
     }
 
     /// This device's public key.
@@ -266,11 +292,16 @@ impl Client {
     /// tombstone so the gap in the device's chain remains visible.
     pub fn delete(&self, id_or_prefix: &str) -> Result<CaptureRecord, Error> {
         let record = self.resolve(id_or_prefix)?;
-        if !record.state.is_unsent() {
-            return Err(Error::NotDeletable { id: record.id.to_hex(), state: record.state.name() });
-        }
         let now = now_ms();
-        let orphan = self.store.write(|tx| Store::tombstone(tx, &record.id, now))?;
+        // The state is checked again inside the write transaction: a sync in another process
+        // may have started sending the capture since it was read.
+        let orphan = self.store.write(|tx| -> Result<Option<Sha256Hash>, Error> {
+            let state = Store::state_of(tx, &record.id)?.unwrap_or(CaptureState::Deleted);
+            if !state.is_unsent() {
+                return Err(Error::NotDeletable { id: record.id.to_hex(), state: state.name() });
+            }
+            Ok(Store::tombstone(tx, &record.id, now)?)
+        })?;
         hooks::pause("delete:after-commit");
         // After the commit; a crash here leaves an orphan that the next open removes.
         if let Some(hash) = orphan {
@@ -320,12 +351,84 @@ impl Client {
         Ok(thumb)
     }
 
+    /// Enrolls this device with the server at `base_url` using a one-time `code`
+    /// (`docs/sync-protocol.md`, "Enrollment"): proves possession of the device key, then pins
+    /// the server's receipt key and stores its precincts and election package. Enrolling again
+    /// with the same server adds the new code's precincts; a different receipt key is refused
+    /// with [`SyncError::ServerKeyChanged`]. Transient failures are retried with back-off.
+    #[cfg(feature = "sync")]
+    pub fn enroll(&self, base_url: &str, code: &str) -> Result<Enrollment, Error> {
+        sync::enroll(&self.store, &self.key, &self.config.sync, base_url, code)
+    }
+
+    /// The stored enrollment, if this device enrolled.
+    #[cfg(feature = "sync")]
+    pub fn enrollment(&self) -> Result<Option<Enrollment>, Error> {
+        self.store.server()?.map(Enrollment::from_record).transpose()
+    }
+
+    /// Sends every capture that is not receipted or rejected, in sequence order, and stores
+    /// each verified receipt (`docs/sync-protocol.md`, "The device's sync loop"). Blocks the
+    /// calling thread (not for use inside an async runtime); progress goes to `listener`;
+    /// `cancel` stops it between requests and during waits, with `Ok` and
+    /// [`SyncSummary::cancelled`] set. Only one sync per store runs at a time: another gets
+    /// [`SyncError::SyncBusy`].
+    #[cfg(feature = "sync")]
+    pub fn sync(
+        &self,
+        listener: &dyn SyncListener,
+        cancel: &CancelToken,
+    ) -> Result<SyncSummary, Error> {
+        if self.syncing.swap(true, Ordering::SeqCst) {
+            return Err(SyncError::SyncBusy.into());
+        }
+        struct Reset<'a>(&'a AtomicBool);
+        impl Drop for Reset<'_> {
+            fn drop(&mut self) {
+                self.0.store(false, Ordering::SeqCst);
+            }
+        }
+        let _reset = Reset(&self.syncing);
+        let _lock = SyncLock::acquire(self.store.dir())?;
+        sync::run(&self.store, &self.config.sync, listener, cancel)
+    }
+
+    /// Counts per state, the enrolled server and how the last sync ended.
+    #[cfg(feature = "sync")]
+    pub fn status(&self) -> Result<SyncStatus, Error> {
+        let counts = sync::state_counts(&self.store.counts()?);
+        let server = self.store.server()?;
+        let running = self.syncing.load(Ordering::SeqCst) || SyncLock::is_held(self.store.dir());
+        Ok(SyncStatus {
+            counts,
+            server_url: server.as_ref().map(|s| s.base_url.clone()),
+            device_id: server.as_ref().map(|s| s.device_id),
+            last_sync_at_ms: server.as_ref().and_then(|s| s.last_sync_at_ms),
+            last_sync_error: server.and_then(|s| s.last_sync_error),
+            running,
+        })
+    }
+
+    /// A receipted capture's receipt (verified when it was stored) and when it arrived.
+    #[cfg(feature = "sync")]
+    pub fn receipt(&self, id_or_prefix: &str) -> Result<Option<(SignedReceipt, u64)>, Error> {
+        let record = self.resolve(id_or_prefix)?;
+        let Some((json, received_at_ms)) = self.store.receipt(&record.id)? else {
+            return Ok(None);
+        };
+        let receipt = SignedReceipt::from_json(&json)
+            .map_err(|e| StoreError::Corrupt(format!("stored receipt of {}: {e}", record.id)))?;
+        Ok(Some((receipt, received_at_ms)))
+    }
+
     /// Writes an evidence bundle (photo, manifest, signature) of a capture into `dir`.
     pub fn export(&self, id_or_prefix: &str, dir: &Path) -> Result<(), Error> {
         let detail = self.detail(id_or_prefix)?;
-        let signed =
-            detail.signed.ok_or_else(|| Error::NotFound(format!("{} (deleted)", detail.record.id)))?;
-        let photo = self.store.blobs().get(&signed.manifest.photo.sha256).map_err(StoreError::from)?;
+        let signed = detail
+            .signed
+            .ok_or_else(|| Error::NotFound(format!("{} (deleted)", detail.record.id)))?;
+        let photo =
+            self.store.blobs().get(&signed.manifest.photo.sha256).map_err(StoreError::from)?;
         bundle::write(dir, &signed, &photo)?;
         Ok(())
     }

@@ -281,8 +281,18 @@ mod tests {
         assert_eq!(
             broken,
             vec![
-                Violation { relation: "received".into(), severity: Severity::Hard, left: 100, right: 99 },
-                Violation { relation: "boxes".into(), severity: Severity::Soft, left: 95, right: 90 },
+                Violation {
+                    relation: "received".into(),
+                    severity: Severity::Hard,
+                    left: 100,
+                    right: 99
+                },
+                Violation {
+                    relation: "boxes".into(),
+                    severity: Severity::Soft,
+                    left: 95,
+                    right: 90
+                },
             ]
         );
     }

@@ -360,7 +360,8 @@ impl Manifest {
         if (self.seq == 1) != (self.prev == Sha256Hash::ZERO) {
             return Err(invalid("prev", "must be zero exactly when seq is 1"));
         }
-        if !(1..=99).contains(&self.page.count) || !(1..=self.page.count).contains(&self.page.number)
+        if !(1..=99).contains(&self.page.count)
+            || !(1..=self.page.count).contains(&self.page.number)
         {
             return Err(invalid("page", "need 1 <= number <= count <= 99"));
         }
@@ -399,7 +400,8 @@ impl Manifest {
     /// The canonical bytes of this manifest (after checking it is valid).
     pub fn to_canonical(&self) -> Result<Vec<u8>, EvidenceError> {
         self.validate()?;
-        let bytes = serde_json::to_vec(self).map_err(|e| EvidenceError::Malformed(e.to_string()))?;
+        let bytes =
+            serde_json::to_vec(self).map_err(|e| EvidenceError::Malformed(e.to_string()))?;
         if bytes.len() > MAX_MANIFEST_BYTES {
             return Err(EvidenceError::TooLarge);
         }
@@ -547,14 +549,20 @@ mod tests {
         let escaped = text.replacen("kz-2026-test", "kz\\u002d2026-test", 1);
         assert_eq!(Manifest::from_canonical(escaped.as_bytes()), Err(EvidenceError::NotCanonical));
         let dup = text.replacen("{", "{\"v\":1,", 1);
-        assert!(matches!(Manifest::from_canonical(dup.as_bytes()), Err(EvidenceError::Malformed(_))));
+        assert!(matches!(
+            Manifest::from_canonical(dup.as_bytes()),
+            Err(EvidenceError::Malformed(_))
+        ));
         let unknown = text.replacen("{", "{\"aaa\":1,", 1);
         assert!(matches!(
             Manifest::from_canonical(unknown.as_bytes()),
             Err(EvidenceError::Malformed(_))
         ));
         let v2 = text.replace("\"v\":1}", "\"v\":2}");
-        assert_eq!(Manifest::from_canonical(v2.as_bytes()), Err(EvidenceError::UnsupportedVersion(2)));
+        assert_eq!(
+            Manifest::from_canonical(v2.as_bytes()),
+            Err(EvidenceError::UnsupportedVersion(2))
+        );
         assert!(Manifest::from_canonical(&bytes).is_ok());
     }
 

@@ -18,6 +18,10 @@ pub const POINTS: &[&str] = &[
     "delete:after-commit",
 ];
 
+/// The pause points of a sync, in the order an upload reaches them (not in [`POINTS`], which
+/// the capture crash tests walk).
+pub const SYNC_POINTS: &[&str] = &["sync:before-receipt", "sync:before-receipt-commit"];
+
 /// Names the point at which this process will pause (test builds only).
 #[cfg(feature = "test-hooks")]
 pub fn set_pause_at(point: &str) {

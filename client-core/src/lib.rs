@@ -2,8 +2,9 @@
 //!
 //! Everything an observer's device does, independent of any UI: the evidence format
 //! ([`evidence`]), photo checks and metadata stripping ([`media`]), the offline store ([`store`]),
-//! the capture pipeline and the device handle ([`Client`]), evidence bundles ([`bundle`]) and
-//! thumbnails ([`thumbnail`]). The mobile apps reach it through the `ffi` crate, the desktop
+//! the capture pipeline and the device handle ([`Client`]), evidence bundles ([`bundle`]),
+//! thumbnails ([`thumbnail`]), receipts ([`receipt`]) and, with the `sync` feature, enrollment
+//! and upload to a server (`sync`). The mobile apps reach it through the `ffi` crate, the desktop
 //! through the `hattama` CLI, the server through its evidence and media checks.
 //!
 //! The core reads no environment variable or config file: the app hands it a [`ClientConfig`]
@@ -17,6 +18,8 @@ pub mod hooks;
 pub mod media;
 pub mod receipt;
 pub mod store;
+#[cfg(feature = "sync")]
+pub mod sync;
 pub mod thumbnail;
 
 pub use client::{CaptureDetail, CaptureRequest, Captured, Client, ClientConfig, Error, now_ms};

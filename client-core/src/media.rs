@@ -543,7 +543,10 @@ mod tests {
         dirty.extend_from_slice(&png[33..]);
         let clean = strip(&dirty, &MediaLimits::default()).unwrap();
         assert_eq!(clean.bytes, strip(&png, &MediaLimits::default()).unwrap().bytes);
-        assert_eq!(clean.removed_bytes, chunk.len() as u64 + (png.len() - clean.bytes.len()) as u64);
+        assert_eq!(
+            clean.removed_bytes,
+            chunk.len() as u64 + (png.len() - clean.bytes.len()) as u64
+        );
     }
 
     #[test]

@@ -1,19 +1,27 @@
 //! `hattama`: the observer's command line, the desktop thin UI over `hattama-core`.
 //!
-//! Exit codes: 0 success; 1 unexpected failure; 2 usage error; 3 input refused (photo or field);
-//! 4 no such capture (or an ambiguous id prefix); 5 storage failure; 6 bundle failed
-//! verification; 7 capture can no longer be deleted.
+//! Exit codes: 0 success; 1 unexpected failure; 2 usage error (also: not enrolled yet);
+//! 3 input refused (photo, field, server URL, enrollment code, or the server refused the
+//! enrollment or this device); 4 no such capture (or an ambiguous id prefix); 5 storage failure;
+//! 6 verification failed (a bundle, a server receipt, or a changed server key); 7 capture can no
+//! longer be deleted; 8 network or server failure (unreachable after retries, or answers outside
+//! the protocol); 9 a sync of this store is already running.
 
 use std::collections::BTreeMap;
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Mutex;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use hattama_core::bundle::{self, BundleError};
 use hattama_core::evidence::{CoarseLocation, EvidenceKind, Page};
 use hattama_core::media::MediaLimits;
-use hattama_core::store::CaptureRecord;
+use hattama_core::store::{CaptureRecord, CaptureState};
+use hattama_core::sync::{
+    CancelToken, Enrollment, SyncError, SyncListener, SyncProgress, SyncStatus, SyncSummary,
+};
 use hattama_core::{CaptureRequest, Client, ClientConfig, Error};
 use serde_json::{Value, json};
 
@@ -111,6 +119,28 @@ enum Command {
         /// Output file
         out: PathBuf,
     },
+    /// Enroll this device with a server using a one-time code from a coordinator
+    Enroll {
+        /// The server's base URL, for example https://hattama.example.kz
+        url: String,
+        /// The enrollment code
+        code: String,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send every capture not yet receipted to the server and store its receipt
+    Sync {
+        /// Print the summary as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show captures per state, the enrolled server and how the last sync ended
+    Status {
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn parse_page(s: &str) -> Result<Page, String> {
@@ -140,7 +170,10 @@ fn parse_location(s: &str) -> Result<CoarseLocation, String> {
     if !(-90.0..=90.0).contains(&lat) || !(-180.0..=180.0).contains(&lon) {
         return Err("latitude or longitude out of range".into());
     }
-    Ok(CoarseLocation { lat_e2: (lat * 100.0).round() as i32, lon_e2: (lon * 100.0).round() as i32 })
+    Ok(CoarseLocation {
+        lat_e2: (lat * 100.0).round() as i32,
+        lon_e2: (lon * 100.0).round() as i32,
+    })
 }
 
 /// An error with the exit code and the stable code word scripts see.
@@ -162,6 +195,18 @@ fn classify(e: anyhow::Error) -> Failure {
         Some(Error::Bundle(BundleError::NotEmpty(_))) => (3, "target_not_empty"),
         Some(Error::Bundle(_)) => (5, "storage"),
         Some(Error::Thumbnail(_)) => (1, "thumbnail"),
+        Some(Error::Sync(e)) => match e {
+            SyncError::NotEnrolled => (2, "not_enrolled"),
+            SyncError::BadUrl(_) => (3, "bad_url"),
+            SyncError::BadCode => (3, "bad_code"),
+            SyncError::Refused { .. } => (3, "refused"),
+            SyncError::ReceiptInvalid { .. } => (6, "receipt_invalid"),
+            SyncError::ServerKeyChanged => (6, "server_key_changed"),
+            SyncError::Unreachable { .. } => (8, "unreachable"),
+            SyncError::Protocol(_) | SyncError::Election(_) => (8, "protocol"),
+            SyncError::SyncBusy => (9, "sync_busy"),
+            SyncError::Http(_) => (1, "internal"),
+        },
         None => match e.downcast_ref::<BundleError>() {
             Some(_) => (6, "verification_failed"),
             None => (1, "internal"),
@@ -192,7 +237,10 @@ fn main() -> ExitCode {
         | Command::List { json }
         | Command::Show { json, .. }
         | Command::Delete { json, .. }
-        | Command::Verify { json, .. } => *json,
+        | Command::Verify { json, .. }
+        | Command::Enroll { json, .. }
+        | Command::Sync { json }
+        | Command::Status { json } => *json,
         Command::Export { .. } | Command::Thumbnail { .. } => false,
     };
     match run(cli, local_offset) {
@@ -202,7 +250,15 @@ fn main() -> ExitCode {
             let message = format!("{:#}", f.error);
             eprintln!("error: {message}");
             if json {
-                println!("{}", json!({ "error": f.code, "message": message }));
+                let mut v = json!({ "error": f.code, "message": message });
+                // The server's own code word, for scripts (`code_used`, `device_revoked`, …).
+                if let Some(Error::Sync(SyncError::Refused { code, status, .. })) =
+                    f.error.downcast_ref::<Error>()
+                {
+                    v["server_error"] = json!(code);
+                    v["status"] = json!(status);
+                }
+                println!("{v}");
             }
             ExitCode::from(f.exit)
         }
@@ -219,7 +275,10 @@ fn store_dir(cli: &Cli) -> anyhow::Result<PathBuf> {
 }
 
 fn open(dir: &Path) -> anyhow::Result<Client> {
-    Ok(Client::open(dir, ClientConfig { limits: MediaLimits::default() })?)
+    Ok(Client::open(
+        dir,
+        ClientConfig { limits: MediaLimits::default(), ..ClientConfig::default() },
+    )?)
 }
 
 fn print(json: bool, value: &Value, human: impl FnOnce() -> String) {
@@ -231,7 +290,8 @@ fn print(json: bool, value: &Value, human: impl FnOnce() -> String) {
 }
 
 fn time_text(ms: u64, offset_min: i32) -> String {
-    let offset = time::UtcOffset::from_whole_seconds(offset_min * 60).unwrap_or(time::UtcOffset::UTC);
+    let offset =
+        time::UtcOffset::from_whole_seconds(offset_min * 60).unwrap_or(time::UtcOffset::UTC);
     time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
         .map(|t| t.to_offset(offset))
         .ok()
@@ -252,7 +312,7 @@ fn record_json(r: &CaptureRecord) -> Value {
         "state": r.state.name(),
         "removed_bytes": r.removed_bytes,
     });
-    if let hattama_core::store::CaptureState::Rejected { reason } = &r.state {
+    if let CaptureState::Rejected { reason } = &r.state {
         v["reason"] = json!(reason);
     }
     if let Some((hash, bytes, media_type)) = &r.photo {
@@ -290,7 +350,12 @@ fn run(cli: Cli, local_offset: i32) -> anyhow::Result<()> {
                 "fingerprint": key.fingerprint(),
             });
             print(json, &v, || {
-                format!("store {}\ndevice key {} (fingerprint {})", dir.display(), key.to_hex(), key.fingerprint())
+                format!(
+                    "store {}\ndevice key {} (fingerprint {})",
+                    dir.display(),
+                    key.to_hex(),
+                    key.fingerprint()
+                )
             });
         }
         Command::Capture {
@@ -306,8 +371,8 @@ fn run(cli: Cli, local_offset: i32) -> anyhow::Result<()> {
             json,
         } => {
             let client = open(&dir)?;
-            let transcription = (!lines.is_empty())
-                .then(|| lines.into_iter().collect::<BTreeMap<String, u64>>());
+            let transcription =
+                (!lines.is_empty()).then(|| lines.into_iter().collect::<BTreeMap<String, u64>>());
             let request = CaptureRequest {
                 election,
                 precinct,
@@ -333,7 +398,11 @@ fn run(cli: Cli, local_offset: i32) -> anyhow::Result<()> {
             print(json, &v, || {
                 format!(
                     "captured {} (#{}) {}×{} {} bytes, {} bytes of metadata removed",
-                    captured.id, captured.seq, m.photo.width, m.photo.height, m.photo.bytes,
+                    captured.id,
+                    captured.seq,
+                    m.photo.width,
+                    m.photo.height,
+                    m.photo.bytes,
                     captured.removed_bytes
                 )
             });
@@ -359,13 +428,20 @@ fn run(cli: Cli, local_offset: i32) -> anyhow::Result<()> {
                 v["signature"] = json!(hex::encode(signed.signature));
                 v["device_fingerprint"] = json!(signed.manifest.device_key.fingerprint());
             }
+            if let Some((receipt, received_at_ms)) = client.receipt(&id)? {
+                v["receipt"] = serde_json::to_value(&receipt)?;
+                v["receipt_received_at_ms"] = json!(received_at_ms);
+            }
             print(json, &v, || serde_json::to_string_pretty(&v).unwrap_or_default());
         }
         Command::Delete { id, json } => {
             let client = open(&dir)?;
             let record = client.delete(&id)?;
             print(json, &record_json(&record), || {
-                format!("deleted {} (#{} stays as a gap in this device's chain)", record.id, record.seq)
+                format!(
+                    "deleted {} (#{} stays as a gap in this device's chain)",
+                    record.id, record.seq
+                )
             });
         }
         Command::Export { id, dir: target } => {
@@ -401,8 +477,187 @@ fn run(cli: Cli, local_offset: i32) -> anyhow::Result<()> {
         Command::Thumbnail { id, out } => {
             let client = open(&dir)?;
             let thumb = client.thumbnail(&id)?;
-            std::fs::write(&out, thumb).with_context(|| format!("cannot write {}", out.display()))?;
+            std::fs::write(&out, thumb)
+                .with_context(|| format!("cannot write {}", out.display()))?;
+        }
+        Command::Enroll { url, code, json } => {
+            let client = open(&dir)?;
+            let e = client.enroll(&url, &code)?;
+            print(json, &enrollment_json(&e), || {
+                format!(
+                    "enrolled with {} for election {}: precincts {} (receipt key {})",
+                    e.server_url,
+                    e.election.id,
+                    e.precincts.join(", "),
+                    e.receipt_key.fingerprint()
+                )
+            });
+        }
+        Command::Sync { json } => {
+            let client = open(&dir)?;
+            let line = ProgressLine::new(std::io::stderr().is_terminal());
+            let summary = client.sync(&line, &CancelToken::new());
+            line.finish();
+            let summary = summary?;
+            print(json, &summary_json(&summary), || {
+                format!(
+                    "receipted {}, rejected {}, remaining {} ({} bytes sent)",
+                    summary.receipted, summary.rejected, summary.remaining, summary.bytes_sent
+                )
+            });
+        }
+        Command::Status { json } => {
+            let client = open(&dir)?;
+            let status = client.status()?;
+            let enrollment = client.enrollment()?;
+            let v = status_json(&status, enrollment.as_ref());
+            print(json, &v, || status_text(&status, enrollment.as_ref()));
         }
     }
     Ok(())
+}
+
+fn enrollment_json(e: &Enrollment) -> Value {
+    json!({
+        "server": e.server_url,
+        "device_id": e.device_id.to_hex(),
+        "receipt_key": e.receipt_key.to_hex(),
+        "precincts": e.precincts,
+        "election": e.election.id,
+    })
+}
+
+fn summary_json(s: &SyncSummary) -> Value {
+    json!({
+        "receipted": s.receipted,
+        "rejected": s.rejected,
+        "remaining": s.remaining,
+        "bytes_sent": s.bytes_sent,
+        "cancelled": s.cancelled,
+    })
+}
+
+fn status_json(s: &SyncStatus, e: Option<&Enrollment>) -> Value {
+    let c = &s.counts;
+    json!({
+        "enrolled": e.is_some(),
+        "server": s.server_url,
+        "device_id": s.device_id.map(|d| d.to_hex()),
+        "election": e.map(|e| e.election.id.clone()),
+        "precincts": e.map(|e| e.precincts.clone()),
+        "counts": {
+            "captured": c.captured,
+            "queued": c.queued,
+            "uploading": c.uploading,
+            "receipted": c.receipted,
+            "rejected": c.rejected,
+            "deleted": c.deleted,
+        },
+        "last_sync_at": s.last_sync_at_ms.map(|ms| time_text(ms, 0)),
+        "last_sync_at_ms": s.last_sync_at_ms,
+        "last_sync_error": s.last_sync_error,
+        "running": s.running,
+    })
+}
+
+fn status_text(s: &SyncStatus, e: Option<&Enrollment>) -> String {
+    let c = &s.counts;
+    let mut out = match (&s.server_url, e) {
+        (Some(url), Some(e)) => format!(
+            "server   {url}\nelection {} (precincts {})\n",
+            e.election.id,
+            e.precincts.join(", ")
+        ),
+        _ => "server   not enrolled\n".to_owned(),
+    };
+    out.push_str(&format!(
+        "captures {} captured, {} queued, {} uploading, {} receipted, {} rejected, {} deleted\n",
+        c.captured, c.queued, c.uploading, c.receipted, c.rejected, c.deleted
+    ));
+    out.push_str(&match (s.last_sync_at_ms, &s.last_sync_error) {
+        (None, _) => "last sync never".to_owned(),
+        (Some(ms), None) => format!("last sync {} ok", time_text(ms, 0)),
+        (Some(ms), Some(err)) => format!("last sync {} failed: {err}", time_text(ms, 0)),
+    });
+    if s.running {
+        out.push_str("\na sync is running now");
+    }
+    out
+}
+
+/// A one-line progress display on stderr (carriage return, no newline), only on a terminal.
+struct ProgressLine {
+    tty: bool,
+    state: Mutex<ProgressState>,
+}
+
+#[derive(Default)]
+struct ProgressState {
+    pending: u64,
+    done: u64,
+    width: usize,
+}
+
+impl ProgressLine {
+    fn new(tty: bool) -> Self {
+        Self { tty, state: Mutex::new(ProgressState::default()) }
+    }
+
+    fn show(state: &mut ProgressState, line: &str) {
+        let width = line.chars().count();
+        let pad = state.width.saturating_sub(width);
+        state.width = width;
+        let mut err = std::io::stderr().lock();
+        let _ = write!(err, "\r{line}{}", " ".repeat(pad));
+        let _ = err.flush();
+    }
+
+    /// Ends the line, if one was drawn.
+    fn finish(&self) {
+        if let Ok(state) = self.state.lock()
+            && self.tty
+            && state.width > 0
+        {
+            eprintln!();
+        }
+    }
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / f64::from(1 << 20))
+}
+
+impl SyncListener for ProgressLine {
+    fn on_progress(&self, progress: SyncProgress) {
+        if !self.tty {
+            return;
+        }
+        let Ok(mut state) = self.state.lock() else { return };
+        let line = match progress {
+            SyncProgress::Started { pending, bytes } => {
+                state.pending = pending;
+                format!("{pending} captures to send ({})", mib(bytes))
+            }
+            SyncProgress::Capture(p) => {
+                if matches!(p.state, CaptureState::Receipted | CaptureState::Rejected { .. }) {
+                    state.done += 1;
+                }
+                format!(
+                    "[{}/{}] #{} {} {} {} / {}",
+                    state.done,
+                    state.pending,
+                    p.seq,
+                    &p.id.to_hex()[..12],
+                    p.state.name(),
+                    mib(p.sent),
+                    mib(p.total)
+                )
+            }
+            SyncProgress::Retrying { seq, attempt, delay_ms, reason, .. } => {
+                format!("#{seq}: {reason}; retry {attempt} in {:.1} s", delay_ms as f64 / 1000.0)
+            }
+            SyncProgress::Finished(_) => return,
+        };
+        Self::show(&mut state, &line);
+    }
 }

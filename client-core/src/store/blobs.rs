@@ -47,7 +47,8 @@ pub fn write_durably(tmp: &Path, path: &Path, bytes: &[u8]) -> io::Result<()> {
 impl BlobDir {
     /// Opens (creating if needed) the blob directories under `root`.
     pub fn open(root: &Path) -> io::Result<Self> {
-        let dir = Self { blobs: root.join("blobs"), tmp: root.join("tmp"), thumbs: root.join("thumbs") };
+        let dir =
+            Self { blobs: root.join("blobs"), tmp: root.join("tmp"), thumbs: root.join("thumbs") };
         for d in [&dir.blobs, &dir.tmp, &dir.thumbs] {
             fs::create_dir_all(d)?;
         }

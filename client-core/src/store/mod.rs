@@ -18,9 +18,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
 use ed25519_dalek::SigningKey;
-use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior, params};
+use rusqlite::{
+    Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior, params,
+};
 
-use crate::evidence::{EvidenceKind, MediaType, Sha256Hash};
+use crate::evidence::{DeviceKey, EvidenceKind, MediaType, Sha256Hash, parse_lower_hex};
 pub use blobs::BlobDir;
 
 /// File name of the database inside the store directory.
@@ -64,6 +66,26 @@ const MIGRATIONS: &[&str] = &[
         value BLOB NOT NULL
     ) STRICT;
     CREATE INDEX captures_by_state ON captures (state, seq);",
+    // 3: the enrolled server, receipts, and each capture's sync bookkeeping.
+    "CREATE TABLE server (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        base_url TEXT NOT NULL,
+        device_id TEXT NOT NULL CHECK (length(device_id) = 64),
+        receipt_key TEXT NOT NULL CHECK (length(receipt_key) = 64),
+        precincts TEXT NOT NULL,
+        election BLOB NOT NULL,
+        enrolled_at_ms INTEGER NOT NULL,
+        last_sync_at_ms INTEGER,
+        last_sync_error TEXT
+    ) STRICT;
+    CREATE TABLE receipts (
+        capture_id TEXT PRIMARY KEY REFERENCES captures (id),
+        receipt BLOB NOT NULL,
+        received_at_ms INTEGER NOT NULL
+    ) STRICT;
+    ALTER TABLE captures ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE captures ADD COLUMN last_error TEXT;
+    ALTER TABLE captures ADD COLUMN next_attempt_at_ms INTEGER;",
 ];
 
 /// The schema version this code writes.
@@ -196,6 +218,51 @@ pub struct NewCapture<'a> {
     pub now_ms: u64,
 }
 
+/// A capture's canonical manifest bytes and signature.
+pub type Evidence = (Vec<u8>, [u8; 64]);
+
+/// The server this device enrolled with, as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerRecord {
+    /// Base URL without a trailing slash (`https://host[:port][/prefix]`).
+    pub base_url: String,
+    /// The server's id for this device: SHA-256 of the device key bytes.
+    pub device_id: Sha256Hash,
+    /// The pinned receipt key: every receipt must verify under it.
+    pub receipt_key: DeviceKey,
+    /// Precincts assigned to this device, sorted, without duplicates.
+    pub precincts: Vec<String>,
+    /// The election package (JSON, `docs/election-format.md`) as received.
+    pub election: Vec<u8>,
+    /// When the device last enrolled (ms since the epoch, device clock).
+    pub enrolled_at_ms: u64,
+    /// When the last sync ended, whatever its outcome.
+    pub last_sync_at_ms: Option<u64>,
+    /// Why the last sync failed; `None` if it succeeded (or none ran).
+    pub last_sync_error: Option<String>,
+}
+
+/// A capture the sync still has to send, with what the upload needs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PendingCapture {
+    /// The capture id.
+    pub id: Sha256Hash,
+    /// Its sequence number.
+    pub seq: u64,
+    /// `Captured`, `Queued` or `Uploading`.
+    pub state: CaptureState,
+    /// Hash of the photo (the blob's name).
+    pub photo_sha256: Sha256Hash,
+    /// Length of the photo.
+    pub photo_bytes: u64,
+    /// Canonical manifest bytes.
+    pub canonical: Vec<u8>,
+    /// The device's signature over the manifest.
+    pub signature: [u8; 64],
+    /// Failed sync attempts so far.
+    pub attempts: u32,
+}
+
 /// The offline store.
 pub struct Store {
     dir: PathBuf,
@@ -253,7 +320,12 @@ impl Store {
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
         configure(&reader)?;
-        let store = Self { dir: dir.to_owned(), writer: Mutex::new(writer), reader: Mutex::new(reader), blobs };
+        let store = Self {
+            dir: dir.to_owned(),
+            writer: Mutex::new(writer),
+            reader: Mutex::new(reader),
+            blobs,
+        };
         if version == SCHEMA_VERSION {
             store.recover()?;
         }
@@ -271,7 +343,10 @@ impl Store {
     }
 
     /// Runs `f` on the reader connection.
-    pub fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T, StoreError>) -> Result<T, StoreError> {
+    pub fn read<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
         let conn = lock(&self.reader)?;
         f(&conn)
     }
@@ -295,8 +370,10 @@ impl Store {
         self.write(|tx| -> Result<usize, StoreError> {
             let mut referenced = HashSet::new();
             let mut live = HashSet::new();
-            let mut stmt = tx.prepare("SELECT id, photo_sha256 FROM captures WHERE state != 'deleted'")?;
-            let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+            let mut stmt =
+                tx.prepare("SELECT id, photo_sha256 FROM captures WHERE state != 'deleted'")?;
+            let rows =
+                stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
             for row in rows {
                 let (id, photo) = row?;
                 live.insert(id);
@@ -353,9 +430,10 @@ impl Store {
     }
 
     /// The canonical manifest and signature of a live capture.
-    pub fn evidence(&self, id: &Sha256Hash) -> Result<Option<(Vec<u8>, [u8; 64])>, StoreError> {
+    pub fn evidence(&self, id: &Sha256Hash) -> Result<Option<Evidence>, StoreError> {
         self.read(|conn| {
-            let row: Option<(Option<Vec<u8>>, Option<Vec<u8>>)> = conn
+            type Row = (Option<Vec<u8>>, Option<Vec<u8>>);
+            let row: Option<Row> = conn
                 .query_row(
                     "SELECT manifest, signature FROM captures WHERE id = ?1",
                     [id.to_hex()],
@@ -421,7 +499,12 @@ impl Store {
     }
 
     /// Sets a capture's state.
-    pub fn set_state(tx: &Transaction<'_>, id: &Sha256Hash, state: &CaptureState, now_ms: u64) -> Result<bool, StoreError> {
+    pub fn set_state(
+        tx: &Transaction<'_>,
+        id: &Sha256Hash,
+        state: &CaptureState,
+        now_ms: u64,
+    ) -> Result<bool, StoreError> {
         let (name, detail) = state.to_sql();
         let n = tx.execute(
             "UPDATE captures SET state = ?2, state_detail = ?3, updated_at_ms = ?4 WHERE id = ?1",
@@ -433,9 +516,15 @@ impl Store {
     /// Turns a capture into a tombstone: its manifest, signature and photo reference are erased,
     /// its sequence number and hash stay. Returns the photo hash if no other live capture uses
     /// the same photo (so the caller may remove the blob after commit).
-    pub fn tombstone(tx: &Transaction<'_>, id: &Sha256Hash, now_ms: u64) -> Result<Option<Sha256Hash>, StoreError> {
+    pub fn tombstone(
+        tx: &Transaction<'_>,
+        id: &Sha256Hash,
+        now_ms: u64,
+    ) -> Result<Option<Sha256Hash>, StoreError> {
         let photo: Option<String> = tx
-            .query_row("SELECT photo_sha256 FROM captures WHERE id = ?1", [id.to_hex()], |r| r.get(0))
+            .query_row("SELECT photo_sha256 FROM captures WHERE id = ?1", [id.to_hex()], |r| {
+                r.get(0)
+            })
             .optional()?
             .flatten();
         tx.execute(
@@ -460,9 +549,209 @@ impl Store {
     /// Counts of captures per state name.
     pub fn counts(&self) -> Result<Vec<(String, u64)>, StoreError> {
         self.read(|conn| {
-            let mut stmt = conn.prepare("SELECT state, count(*) FROM captures GROUP BY state ORDER BY state")?;
-            let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))?;
+            let mut stmt =
+                conn.prepare("SELECT state, count(*) FROM captures GROUP BY state ORDER BY state")?;
+            let rows =
+                stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))?;
             rows.map(|r| r.map_err(StoreError::from)).collect()
+        })
+    }
+
+    /// The state of one capture, inside a transaction (or on any connection).
+    pub fn state_of(
+        conn: &Connection,
+        id: &Sha256Hash,
+    ) -> Result<Option<CaptureState>, StoreError> {
+        let row: Option<(String, Option<String>)> = conn
+            .query_row(
+                "SELECT state, state_detail FROM captures WHERE id = ?1",
+                [id.to_hex()],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        row.map(|(state, detail)| CaptureState::from_sql(&state, detail)).transpose()
+    }
+
+    /// The enrolled server, if any.
+    pub fn server(&self) -> Result<Option<ServerRecord>, StoreError> {
+        self.read(load_server)
+    }
+
+    /// The enrolled server, read inside a write transaction.
+    pub fn server_in(tx: &Transaction<'_>) -> Result<Option<ServerRecord>, StoreError> {
+        load_server(tx)
+    }
+
+    /// Writes the enrolled server (the sync outcome columns are kept).
+    pub fn save_server(tx: &Transaction<'_>, s: &ServerRecord) -> Result<(), StoreError> {
+        let precincts = serde_json::to_string(&s.precincts)
+            .map_err(|e| StoreError::Corrupt(format!("precinct list: {e}")))?;
+        tx.execute(
+            "INSERT INTO server (id, base_url, device_id, receipt_key, precincts, election,
+                enrolled_at_ms)
+             VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT (id) DO UPDATE SET base_url = ?1, device_id = ?2, receipt_key = ?3,
+                precincts = ?4, election = ?5, enrolled_at_ms = ?6",
+            params![
+                s.base_url,
+                s.device_id.to_hex(),
+                s.receipt_key.to_hex(),
+                precincts,
+                s.election,
+                s.enrolled_at_ms as i64
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Records how a sync ended: `error` is `None` on success.
+    pub fn record_sync_end(
+        tx: &Transaction<'_>,
+        now_ms: u64,
+        error: Option<&str>,
+    ) -> Result<(), StoreError> {
+        tx.execute(
+            "UPDATE server SET last_sync_at_ms = ?1, last_sync_error = ?2 WHERE id = 1",
+            params![now_ms as i64, error],
+        )?;
+        Ok(())
+    }
+
+    /// The first capture after `after_seq`, in sequence order, that still has to be sent
+    /// (`captured`, `queued` or `uploading`).
+    pub fn next_pending(&self, after_seq: u64) -> Result<Option<PendingCapture>, StoreError> {
+        self.read(|conn| {
+            let row = conn
+                .query_row(
+                    "SELECT id, seq, state, photo_sha256, photo_bytes, manifest, signature, attempts
+                     FROM captures
+                     WHERE state IN ('captured', 'queued', 'uploading') AND seq > ?1
+                     ORDER BY seq LIMIT 1",
+                    [after_seq as i64],
+                    |r| {
+                        Ok((
+                            r.get::<_, String>(0)?,
+                            r.get::<_, i64>(1)?,
+                            r.get::<_, String>(2)?,
+                            r.get::<_, String>(3)?,
+                            r.get::<_, i64>(4)?,
+                            r.get::<_, Vec<u8>>(5)?,
+                            r.get::<_, Vec<u8>>(6)?,
+                            r.get::<_, i64>(7)?,
+                        ))
+                    },
+                )
+                .optional()?;
+            let Some((id, seq, state, photo, bytes, canonical, signature, attempts)) = row else {
+                return Ok(None);
+            };
+            let corrupt = |what: &str| StoreError::Corrupt(format!("bad {what} in capture {id}"));
+            Ok(Some(PendingCapture {
+                id: Sha256Hash::from_hex(&id).ok_or_else(|| corrupt("id"))?,
+                seq: seq as u64,
+                state: CaptureState::from_sql(&state, None)?,
+                photo_sha256: Sha256Hash::from_hex(&photo).ok_or_else(|| corrupt("photo hash"))?,
+                photo_bytes: bytes as u64,
+                signature: signature.try_into().map_err(|_| corrupt("signature"))?,
+                canonical,
+                attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
+            }))
+        })
+    }
+
+    /// How many captures still have to be sent, and their photo bytes.
+    pub fn pending_totals(&self) -> Result<(u64, u64), StoreError> {
+        self.read(|conn| {
+            Ok(conn.query_row(
+                "SELECT count(*), coalesce(sum(photo_bytes), 0) FROM captures
+                 WHERE state IN ('captured', 'queued', 'uploading')",
+                [],
+                |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
+            )?)
+        })
+    }
+
+    /// Moves a capture that still has to be sent to `uploading`. Returns false if it is no
+    /// longer pending (deleted, receipted or rejected meanwhile).
+    pub fn begin_upload(
+        tx: &Transaction<'_>,
+        id: &Sha256Hash,
+        now_ms: u64,
+    ) -> Result<bool, StoreError> {
+        let n = tx.execute(
+            "UPDATE captures SET state = 'uploading', state_detail = NULL, updated_at_ms = ?2
+             WHERE id = ?1 AND state IN ('captured', 'queued', 'uploading')",
+            params![id.to_hex(), now_ms as i64],
+        )?;
+        Ok(n == 1)
+    }
+
+    /// Counts a failed attempt on an uploading capture: its error and when to try next.
+    pub fn record_failure(
+        tx: &Transaction<'_>,
+        id: &Sha256Hash,
+        error: &str,
+        next_attempt_at_ms: u64,
+    ) -> Result<bool, StoreError> {
+        let n = tx.execute(
+            "UPDATE captures SET attempts = attempts + 1, last_error = ?2, next_attempt_at_ms = ?3
+             WHERE id = ?1 AND state = 'uploading'",
+            params![id.to_hex(), error, next_attempt_at_ms as i64],
+        )?;
+        Ok(n == 1)
+    }
+
+    /// Stores a verified receipt and marks the capture `receipted`, in one transaction. The
+    /// caller must have verified `receipt_json` against the pinned key and the capture.
+    /// Returns false (and stores nothing) if the capture is not `uploading`.
+    pub fn save_receipt(
+        tx: &Transaction<'_>,
+        id: &Sha256Hash,
+        receipt_json: &[u8],
+        now_ms: u64,
+    ) -> Result<bool, StoreError> {
+        let n = tx.execute(
+            "UPDATE captures SET state = 'receipted', state_detail = NULL, last_error = NULL,
+                next_attempt_at_ms = NULL, updated_at_ms = ?2
+             WHERE id = ?1 AND state = 'uploading'",
+            params![id.to_hex(), now_ms as i64],
+        )?;
+        if n != 1 {
+            return Ok(false);
+        }
+        tx.execute(
+            "INSERT INTO receipts (capture_id, receipt, received_at_ms) VALUES (?1, ?2, ?3)",
+            params![id.to_hex(), receipt_json, now_ms as i64],
+        )?;
+        Ok(true)
+    }
+
+    /// Marks an uploading capture `rejected` with the server's reason.
+    pub fn reject(
+        tx: &Transaction<'_>,
+        id: &Sha256Hash,
+        reason: &str,
+        now_ms: u64,
+    ) -> Result<bool, StoreError> {
+        let n = tx.execute(
+            "UPDATE captures SET state = 'rejected', state_detail = ?2, last_error = NULL,
+                next_attempt_at_ms = NULL, updated_at_ms = ?3
+             WHERE id = ?1 AND state = 'uploading'",
+            params![id.to_hex(), reason, now_ms as i64],
+        )?;
+        Ok(n == 1)
+    }
+
+    /// A capture's stored receipt (the signed receipt's JSON) and when it was received.
+    pub fn receipt(&self, id: &Sha256Hash) -> Result<Option<(Vec<u8>, u64)>, StoreError> {
+        self.read(|conn| {
+            Ok(conn
+                .query_row(
+                    "SELECT receipt, received_at_ms FROM receipts WHERE capture_id = ?1",
+                    [id.to_hex()],
+                    |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)? as u64)),
+                )
+                .optional()?)
         })
     }
 
@@ -484,11 +773,60 @@ fn load_device_key(conn: &Connection) -> Result<Option<SigningKey>, StoreError> 
         .optional()?;
     bytes
         .map(|b| {
-            let arr: [u8; 32] =
-                b.try_into().map_err(|_| StoreError::Corrupt("device key is not 32 bytes".into()))?;
+            let arr: [u8; 32] = b
+                .try_into()
+                .map_err(|_| StoreError::Corrupt("device key is not 32 bytes".into()))?;
             Ok(SigningKey::from_bytes(&arr))
         })
         .transpose()
+}
+
+fn load_server(conn: &Connection) -> Result<Option<ServerRecord>, StoreError> {
+    let row = conn
+        .query_row(
+            "SELECT base_url, device_id, receipt_key, precincts, election, enrolled_at_ms,
+                last_sync_at_ms, last_sync_error FROM server WHERE id = 1",
+            [],
+            |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, Vec<u8>>(4)?,
+                    r.get::<_, i64>(5)?,
+                    r.get::<_, Option<i64>>(6)?,
+                    r.get::<_, Option<String>>(7)?,
+                ))
+            },
+        )
+        .optional()?;
+    let Some((
+        base_url,
+        device_id,
+        receipt_key,
+        precincts,
+        election,
+        enrolled,
+        last_at,
+        last_error,
+    )) = row
+    else {
+        return Ok(None);
+    };
+    let corrupt = |what: &str| StoreError::Corrupt(format!("bad {what} in the server row"));
+    Ok(Some(ServerRecord {
+        base_url,
+        device_id: Sha256Hash::from_hex(&device_id).ok_or_else(|| corrupt("device id"))?,
+        receipt_key: DeviceKey(
+            parse_lower_hex::<32>(&receipt_key).ok_or_else(|| corrupt("receipt key"))?,
+        ),
+        precincts: serde_json::from_str(&precincts).map_err(|_| corrupt("precinct list"))?,
+        election,
+        enrolled_at_ms: enrolled as u64,
+        last_sync_at_ms: last_at.map(|t| t as u64),
+        last_sync_error: last_error,
+    }))
 }
 
 const SELECT_RECORD: &str = "SELECT id, seq, election, precinct, kind, page_number, page_count,
@@ -537,7 +875,8 @@ fn raw_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawRecord> {
 
 impl RawRecord {
     fn into_record(self) -> Result<CaptureRecord, StoreError> {
-        let corrupt = |what: &str| StoreError::Corrupt(format!("bad {what} in capture {}", self.id));
+        let corrupt =
+            |what: &str| StoreError::Corrupt(format!("bad {what} in capture {}", self.id));
         let photo = match (&self.photo_sha256, self.photo_bytes, &self.media_type) {
             (Some(h), Some(b), Some(t)) => Some((
                 Sha256Hash::from_hex(h).ok_or_else(|| corrupt("photo hash"))?,
@@ -573,12 +912,16 @@ mod tests {
         let mut stmt = conn
             .prepare("SELECT type, name, tbl_name FROM sqlite_schema WHERE name NOT LIKE 'sqlite_%' ORDER BY name")
             .unwrap();
-        let objects: Vec<(String, String, String)> =
-            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).unwrap().map(Result::unwrap).collect();
+        let objects: Vec<(String, String, String)> = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
         for (kind, name, table) in objects {
             out.push(format!("{kind} {name} on {table}"));
             let pragma = if kind == "table" { "table_xinfo" } else { "index_xinfo" };
-            let mut stmt = conn.prepare(&format!("SELECT * FROM pragma_{pragma}('{name}')")).unwrap();
+            let mut stmt =
+                conn.prepare(&format!("SELECT * FROM pragma_{pragma}('{name}')")).unwrap();
             let n = stmt.column_count();
             let rows = stmt
                 .query_map([], |r| {

@@ -1,0 +1,1114 @@
+//! Enrollment and the sync engine: the device side of `docs/sync-protocol.md`.
+//!
+//! The engine sends every capture that is not receipted or rejected, in sequence order, over
+//! tus 1.0.0 (create, read the offset, send the rest in `PATCH` requests of at most 1 MiB),
+//! fetches the server's receipt, verifies it under the key pinned at enrollment, and only then
+//! marks the capture `receipted`, storing the receipt in the same transaction.
+//!
+//! Guarantees:
+//! - A capture becomes `receipted` only with a receipt that verified under the pinned key and
+//!   names this capture and its photo. A cut connection, a timeout or a crash leaves it
+//!   `uploading`; the next run resumes from the server's offset.
+//! - A receipt that fails verification is never retried silently for long: after
+//!   [`SyncConfig::receipt_attempts`] fetches the sync stops with
+//!   [`SyncError::ReceiptInvalid`].
+//! - Transient failures (network, 408, 425, 429, 5xx) back off exponentially with full jitter,
+//!   or wait `Retry-After`; after [`SyncConfig::max_retries`] attempts without progress the sync
+//!   stops with [`SyncError::Unreachable`]. A permanent refusal of a capture marks it `rejected`
+//!   with the server's code and message and moves on; a refusal of the device itself (unknown
+//!   or revoked device, wrong protocol) stops the sync and leaves the captures as they are.
+//! - One sync per store at a time: an exclusive lock on `<store>/sync.lock`, plus an
+//!   in-process flag on the [`crate::Client`].
+//! - Cancellation is checked between requests, between chunks and during back-off sleeps; a
+//!   request in flight is bounded by the timeouts of [`SyncConfig`].
+//!
+//! Logs carry sequence numbers, sizes, status codes and capture ids (hashes), never manifest
+//! contents, keys or photo bytes.
+
+use std::fs::{File, TryLockError};
+use std::io::Read;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
+use rand::Rng;
+use reqwest::blocking::{RequestBuilder, Response};
+use reqwest::header::{CONTENT_TYPE, HeaderMap, LOCATION, RETRY_AFTER};
+use serde::Deserialize;
+
+use crate::client::{Error, now_ms};
+use crate::election::{Election, ElectionError};
+use crate::evidence::{DeviceKey, Sha256Hash, check_id};
+use crate::hooks;
+use crate::receipt::{MAX_RECEIPT_BYTES, ReceiptError, SignedReceipt};
+use crate::store::{CaptureState, PendingCapture, ServerRecord, Store, StoreError};
+
+/// The tus protocol version spoken.
+pub const TUS_VERSION: &str = "1.0.0";
+
+/// The domain-separation prefix of the enrollment signature.
+pub const ENROLL_PREFIX: &[u8] = b"hattama/enroll/v1\n";
+
+/// Largest `PATCH` body the protocol allows (1 MiB).
+pub const MAX_CHUNK_BYTES: usize = 1 << 20;
+
+/// Largest enrollment answer accepted (the election package can be large).
+pub const MAX_ENROLL_ANSWER_BYTES: usize = 16 << 20;
+
+/// Largest error body read from the server.
+const MAX_ERROR_BODY_BYTES: usize = 64 << 10;
+
+/// Longest enrollment code accepted, in bytes.
+pub const MAX_CODE_BYTES: usize = 256;
+
+/// Name of the lock file in the store directory.
+pub const LOCK_FILE: &str = "sync.lock";
+
+/// How the sync talks to the server: timeouts, chunk size and back-off. The defaults follow
+/// `docs/sync-protocol.md`; tests shrink the delays.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SyncConfig {
+    /// First back-off ceiling (the protocol's 250 ms); each retry doubles it.
+    pub backoff_base: Duration,
+    /// Largest back-off ceiling (the protocol's 30 s).
+    pub backoff_cap: Duration,
+    /// Longest `Retry-After` honoured; a longer one is shortened to this.
+    pub max_retry_after: Duration,
+    /// Failed attempts in a row, without the server's offset growing, before the sync stops
+    /// with [`SyncError::Unreachable`].
+    pub max_retries: u32,
+    /// Receipt fetches that fail verification before the sync stops with
+    /// [`SyncError::ReceiptInvalid`].
+    pub receipt_attempts: u32,
+    /// Bytes per `PATCH` request, clamped to 1..=[`MAX_CHUNK_BYTES`].
+    pub chunk_bytes: usize,
+    /// Limit on opening a connection (TCP and TLS).
+    pub connect_timeout: Duration,
+    /// Limit on one whole request, response body included. (reqwest's blocking client has no
+    /// separate idle-read timeout.) A `PATCH` cut by it keeps the bytes the server received.
+    pub request_timeout: Duration,
+    /// Send `Upload-Checksum: sha256 …` with every `PATCH`.
+    pub checksum: bool,
+}
+
+impl Default for SyncConfig {
+    fn default() -> Self {
+        Self {
+            backoff_base: Duration::from_millis(250),
+            backoff_cap: Duration::from_secs(30),
+            max_retry_after: Duration::from_secs(300),
+            max_retries: 8,
+            receipt_attempts: 3,
+            chunk_bytes: MAX_CHUNK_BYTES,
+            connect_timeout: Duration::from_secs(15),
+            request_timeout: Duration::from_secs(120),
+            checksum: false,
+        }
+    }
+}
+
+/// Why enrollment or a sync failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    /// The store has not enrolled with a server yet.
+    #[error("this device is not enrolled with a server; enroll first")]
+    NotEnrolled,
+    /// Another sync of this store is running.
+    #[error("a sync of this store is already running")]
+    SyncBusy,
+    /// The server URL is not an `http` or `https` URL without query or fragment.
+    #[error("invalid server URL: {0}")]
+    BadUrl(String),
+    /// The enrollment code is empty, too long or has control characters.
+    #[error("invalid enrollment code")]
+    BadCode,
+    /// The server could not be reached, or kept failing, for `attempts` attempts in a row.
+    #[error("server unreachable after {attempts} attempts: {last_error}")]
+    Unreachable {
+        /// Attempts made.
+        attempts: u32,
+        /// The last failure.
+        last_error: String,
+    },
+    /// The server refused the enrollment, or this device as a whole (unknown, revoked).
+    #[error("refused by the server ({status} {code}): {message}")]
+    Refused {
+        /// HTTP status.
+        status: u16,
+        /// The server's stable code word.
+        code: String,
+        /// The server's message.
+        message: String,
+    },
+    /// The server's receipt for a capture does not verify.
+    #[error("the receipt for capture {capture} does not verify: {source}")]
+    ReceiptInvalid {
+        /// The capture.
+        capture: Sha256Hash,
+        /// What is wrong with it.
+        source: ReceiptError,
+    },
+    /// The server answered outside the protocol.
+    #[error("the server broke the protocol: {0}")]
+    Protocol(String),
+    /// The server's election package is invalid.
+    #[error("the server sent an invalid election package: {0}")]
+    Election(#[from] ElectionError),
+    /// Enrolling would replace the pinned receipt key with another one.
+    #[error("the server's receipt key differs from the one pinned at enrollment")]
+    ServerKeyChanged,
+    /// The HTTP client could not be set up.
+    #[error("cannot set up HTTP: {0}")]
+    Http(String),
+}
+
+/// Reports progress of a sync; the app implements it (called on the syncing thread).
+pub trait SyncListener: Send + Sync {
+    /// Called at the start, after every request that moves a capture, before every back-off
+    /// wait and at the end.
+    fn on_progress(&self, progress: SyncProgress);
+}
+
+/// A listener that ignores progress.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoProgress;
+
+impl SyncListener for NoProgress {
+    fn on_progress(&self, _: SyncProgress) {}
+}
+
+/// One progress report.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SyncProgress {
+    /// The sync starts with this many captures (and photo bytes) to send.
+    Started {
+        /// Captures to send.
+        pending: u64,
+        /// Their photo bytes.
+        bytes: u64,
+    },
+    /// A capture moved.
+    Capture(CaptureProgress),
+    /// A request failed transiently; the sync waits before retrying.
+    Retrying {
+        /// The capture.
+        id: Sha256Hash,
+        /// Its sequence number.
+        seq: u64,
+        /// Failed attempts in a row so far.
+        attempt: u32,
+        /// The wait, in milliseconds.
+        delay_ms: u64,
+        /// What failed (status or network error; no personal data).
+        reason: String,
+    },
+    /// The sync ended (successfully or cancelled).
+    Finished(SyncSummary),
+}
+
+/// Where one capture's upload stands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CaptureProgress {
+    /// The capture.
+    pub id: Sha256Hash,
+    /// Its sequence number.
+    pub seq: u64,
+    /// Bytes the server holds.
+    pub sent: u64,
+    /// Photo length.
+    pub total: u64,
+    /// `Uploading`, then `Receipted` or `Rejected`.
+    pub state: CaptureState,
+}
+
+/// What a sync did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SyncSummary {
+    /// Captures receipted by this run.
+    pub receipted: u64,
+    /// Captures rejected by this run.
+    pub rejected: u64,
+    /// Captures still to send when it ended.
+    pub remaining: u64,
+    /// Photo bytes the server accepted during this run.
+    pub bytes_sent: u64,
+    /// Whether it stopped because it was cancelled.
+    pub cancelled: bool,
+}
+
+/// Cancels a running sync: cheap to clone, shared between threads.
+#[derive(Clone, Debug, Default)]
+pub struct CancelToken(Arc<AtomicBool>);
+
+impl CancelToken {
+    /// A token that is not cancelled.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Asks the sync to stop at the next check.
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether [`Self::cancel`] was called.
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+
+    /// A handle that cancels this token when dropped (for an app's task handle).
+    pub fn cancel_on_drop(&self) -> CancelOnDrop {
+        CancelOnDrop(self.clone())
+    }
+}
+
+/// Cancels its token when dropped.
+#[derive(Debug)]
+pub struct CancelOnDrop(CancelToken);
+
+impl CancelOnDrop {
+    /// The token it cancels.
+    pub fn token(&self) -> &CancelToken {
+        &self.0
+    }
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.cancel();
+    }
+}
+
+/// What enrollment established, as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Enrollment {
+    /// The server's base URL (no trailing slash).
+    pub server_url: String,
+    /// The server's id for this device: SHA-256 of the device key.
+    pub device_id: Sha256Hash,
+    /// The pinned receipt key.
+    pub receipt_key: DeviceKey,
+    /// Every precinct assigned to this device so far.
+    pub precincts: Vec<String>,
+    /// The election package, for offline use.
+    pub election: Election,
+}
+
+impl Enrollment {
+    pub(crate) fn from_record(r: ServerRecord) -> Result<Self, Error> {
+        let election = Election::from_json(&r.election)
+            .map_err(|e| StoreError::Corrupt(format!("stored election package: {e}")))?;
+        Ok(Self {
+            server_url: r.base_url,
+            device_id: r.device_id,
+            receipt_key: r.receipt_key,
+            precincts: r.precincts,
+            election,
+        })
+    }
+}
+
+/// Captures per state.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StateCounts {
+    /// Stored, not queued.
+    pub captured: u64,
+    /// Queued.
+    pub queued: u64,
+    /// Upload started.
+    pub uploading: u64,
+    /// Receipted.
+    pub receipted: u64,
+    /// Rejected.
+    pub rejected: u64,
+    /// Deleted (tombstones).
+    pub deleted: u64,
+}
+
+/// The store's sync status.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SyncStatus {
+    /// Captures per state.
+    pub counts: StateCounts,
+    /// The enrolled server, if any.
+    pub server_url: Option<String>,
+    /// The server's id for this device, once enrolled.
+    pub device_id: Option<Sha256Hash>,
+    /// When the last sync ended.
+    pub last_sync_at_ms: Option<u64>,
+    /// Why the last sync failed, if it did.
+    pub last_sync_error: Option<String>,
+    /// Whether a sync of this store is running now (in any process).
+    pub running: bool,
+}
+
+/// The exclusive lock on `<store>/sync.lock`, released when dropped (closing the file).
+#[derive(Debug)]
+pub(crate) struct SyncLock {
+    _file: File,
+}
+
+impl SyncLock {
+    /// Takes the lock without waiting; [`SyncError::SyncBusy`] if another holder has it.
+    pub(crate) fn acquire(dir: &Path) -> Result<Self, Error> {
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join(LOCK_FILE))
+            .map_err(StoreError::from)?;
+        match file.try_lock() {
+            Ok(()) => Ok(Self { _file: file }),
+            Err(TryLockError::WouldBlock) => Err(SyncError::SyncBusy.into()),
+            Err(TryLockError::Error(e)) => Err(StoreError::from(e).into()),
+        }
+    }
+
+    /// Whether another holder has the lock now.
+    pub(crate) fn is_held(dir: &Path) -> bool {
+        matches!(Self::acquire(dir), Err(Error::Sync(SyncError::SyncBusy)))
+    }
+}
+
+// ----------------------------------------------------------------------------------------------
+// Pure helpers: back-off, Retry-After, tus metadata, URLs, the enrollment message.
+
+/// The back-off ceiling before retry number `attempt` (0-based): `base * 2^attempt`, at most
+/// `cap`.
+pub fn backoff_ceiling(base: Duration, cap: Duration, attempt: u32) -> Duration {
+    let factor = 1u32.checked_shl(attempt).unwrap_or(u32::MAX);
+    base.saturating_mul(factor).min(cap)
+}
+
+/// "Full jitter": a delay drawn uniformly from `0..=ceiling`.
+pub fn full_jitter(ceiling: Duration, rng: &mut impl Rng) -> Duration {
+    let max = u64::try_from(ceiling.as_millis()).unwrap_or(u64::MAX);
+    Duration::from_millis(rng.gen_range(0..=max))
+}
+
+/// Parses `Retry-After` in its delay-seconds form; the HTTP-date form is not used by the
+/// protocol and gives `None` (the caller then backs off as usual).
+pub fn parse_retry_after(value: &str) -> Option<Duration> {
+    let v = value.trim();
+    if v.is_empty() || v.len() > 12 || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    v.parse().ok().map(Duration::from_secs)
+}
+
+/// The tus `Upload-Metadata` value: `manifest` is the canonical manifest bytes and
+/// `signature` the 128 lowercase hex digits of the signature, each base64-encoded (standard
+/// alphabet, padded).
+pub fn upload_metadata(canonical: &[u8], signature: &[u8; 64]) -> String {
+    format!(
+        "manifest {},signature {}",
+        BASE64.encode(canonical),
+        BASE64.encode(hex::encode(signature))
+    )
+}
+
+/// The bytes a device signs to enroll: `hattama/enroll/v1\n` + code + `\n` + device key hex.
+pub fn enroll_message(code: &str, device_key_hex: &str) -> Vec<u8> {
+    let mut msg = ENROLL_PREFIX.to_vec();
+    msg.extend_from_slice(code.as_bytes());
+    msg.push(b'\n');
+    msg.extend_from_slice(device_key_hex.as_bytes());
+    msg
+}
+
+/// Checks a server URL and returns it without a trailing slash.
+pub fn normalize_base_url(url: &str) -> Result<String, SyncError> {
+    let parsed = reqwest::Url::parse(url.trim()).map_err(|e| SyncError::BadUrl(e.to_string()))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(SyncError::BadUrl("the scheme must be http or https".into()));
+    }
+    if parsed.host_str().is_none() || parsed.query().is_some() || parsed.fragment().is_some() {
+        return Err(SyncError::BadUrl("need a host and no query or fragment".into()));
+    }
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err(SyncError::BadUrl("credentials in the URL are not supported".into()));
+    }
+    Ok(parsed.as_str().trim_end_matches('/').to_owned())
+}
+
+fn is_transient(status: u16) -> bool {
+    matches!(status, 408 | 425 | 429) || (500..=599).contains(&status)
+}
+
+/// Refusals about the device as a whole: rejecting one capture for them would be wrong.
+fn is_device_refusal(status: u16, code: &str) -> bool {
+    matches!(status, 401 | 412) || matches!(code, "device_unknown" | "device_revoked")
+}
+
+fn http_client(config: &SyncConfig) -> Result<reqwest::blocking::Client, SyncError> {
+    reqwest::blocking::Client::builder()
+        .connect_timeout(config.connect_timeout)
+        .timeout(config.request_timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        // The core reads no environment: no proxy from HTTP_PROXY and friends.
+        .no_proxy()
+        .user_agent(concat!("hattama-core/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| SyncError::Http(error_chain(&e)))
+}
+
+/// An error and its sources on one line, without the URL.
+fn error_chain(e: &reqwest::Error) -> String {
+    let mut text = String::new();
+    let mut source: Option<&dyn std::error::Error> = Some(e);
+    while let Some(err) = source {
+        let part = err.to_string();
+        // reqwest's own text repeats the URL; its sources say what happened.
+        let part = part.split(" for url (").next().unwrap_or_default();
+        if !text.contains(part) {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            text.push_str(part);
+        }
+        source = err.source();
+    }
+    text
+}
+
+/// Waits `delay` unless cancelled first; returns false if cancelled.
+fn sleep_unless_cancelled(delay: Duration, cancel: &CancelToken) -> bool {
+    let deadline = Instant::now() + delay;
+    loop {
+        if cancel.is_cancelled() {
+            return false;
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return true;
+        }
+        std::thread::sleep((deadline - now).min(Duration::from_millis(25)));
+    }
+}
+
+// ----------------------------------------------------------------------------------------------
+// One HTTP exchange, classified.
+
+/// A 2xx answer.
+struct Answer {
+    status: u16,
+    headers: HeaderMap,
+    body: Vec<u8>,
+}
+
+/// Why an exchange did not give a 2xx answer.
+#[derive(Debug)]
+enum HttpFailure {
+    /// Network failure, 408, 425, 429 or 5xx.
+    Transient { reason: String, retry_after: Option<Duration> },
+    /// Any other 4xx.
+    Refused { status: u16, code: String, message: String },
+    /// An answer outside the protocol (1xx, 3xx, oversized).
+    Protocol(String),
+}
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    error: String,
+    #[serde(default)]
+    message: String,
+}
+
+fn read_limited(resp: Response, limit: usize) -> Result<Vec<u8>, HttpFailure> {
+    let mut body = Vec::new();
+    resp.take(limit as u64 + 1).read_to_end(&mut body).map_err(|e| HttpFailure::Transient {
+        reason: format!("network: reading the answer: {e}"),
+        retry_after: None,
+    })?;
+    if body.len() > limit {
+        return Err(HttpFailure::Protocol(format!("answer larger than {limit} bytes")));
+    }
+    Ok(body)
+}
+
+/// Sends a request and sorts the outcome.
+fn exchange(request: RequestBuilder, body_limit: usize) -> Result<Answer, HttpFailure> {
+    let resp = request.send().map_err(|e| HttpFailure::Transient {
+        reason: format!("network: {}", error_chain(&e)),
+        retry_after: None,
+    })?;
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    if status.is_success() {
+        let body = read_limited(resp, body_limit)?;
+        return Ok(Answer { status: status.as_u16(), headers, body });
+    }
+    let code = status.as_u16();
+    let body = read_limited(resp, MAX_ERROR_BODY_BYTES).unwrap_or_default();
+    let parsed: Option<ErrorBody> = serde_json::from_slice(&body).ok();
+    let (word, message) = match parsed {
+        Some(b) => (b.error, b.message),
+        None => (
+            format!("http_{code}"),
+            status.canonical_reason().unwrap_or("no reason given").to_owned(),
+        ),
+    };
+    if is_transient(code) {
+        let retry_after =
+            headers.get(RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(parse_retry_after);
+        return Err(HttpFailure::Transient { reason: format!("{code} {word}"), retry_after });
+    }
+    if status.is_client_error() {
+        return Err(HttpFailure::Refused { status: code, code: word, message });
+    }
+    Err(HttpFailure::Protocol(format!("unexpected status {status}")))
+}
+
+fn header_u64(headers: &HeaderMap, name: &str) -> Option<u64> {
+    let v = headers.get(name)?.to_str().ok()?.trim();
+    if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    v.parse().ok()
+}
+
+// ----------------------------------------------------------------------------------------------
+// Enrollment.
+
+#[derive(Deserialize)]
+struct EnrollAnswer {
+    device_id: String,
+    receipt_key: String,
+    precincts: Vec<String>,
+    election: serde_json::Value,
+}
+
+/// Enrolls with the server at `base_url` using `code`; stores and returns the result.
+pub(crate) fn enroll(
+    store: &Store,
+    key: &SigningKey,
+    config: &SyncConfig,
+    base_url: &str,
+    code: &str,
+) -> Result<Enrollment, Error> {
+    let base = normalize_base_url(base_url)?;
+    let code = code.trim();
+    if code.is_empty() || code.len() > MAX_CODE_BYTES || code.chars().any(char::is_control) {
+        return Err(SyncError::BadCode.into());
+    }
+    let device_key = DeviceKey(key.verifying_key().to_bytes());
+    let device_hex = device_key.to_hex();
+    let signature = hex::encode(key.sign(&enroll_message(code, &device_hex)).to_bytes());
+    let body =
+        serde_json::json!({ "code": code, "device_key": device_hex, "signature": signature });
+    let body = serde_json::to_vec(&body).map_err(|e| SyncError::Protocol(e.to_string()))?;
+    let http = http_client(config)?;
+    let url = format!("{base}/api/v1/enroll");
+    let mut attempts = 0;
+    let answer = loop {
+        let request = http.post(&url).header(CONTENT_TYPE, "application/json").body(body.clone());
+        match exchange(request, MAX_ENROLL_ANSWER_BYTES) {
+            Ok(a) => break a,
+            Err(HttpFailure::Transient { reason, retry_after }) => {
+                attempts += 1;
+                if attempts > config.max_retries {
+                    return Err(SyncError::Unreachable { attempts, last_error: reason }.into());
+                }
+                let delay =
+                    retry_after.map(|d| d.min(config.max_retry_after)).unwrap_or_else(|| {
+                        let ceiling =
+                            backoff_ceiling(config.backoff_base, config.backoff_cap, attempts - 1);
+                        full_jitter(ceiling, &mut rand::thread_rng())
+                    });
+                tracing::warn!(attempts, delay_ms = delay.as_millis() as u64, %reason, "enrollment failed, retrying");
+                std::thread::sleep(delay);
+            }
+            Err(HttpFailure::Refused { status, code, message }) => {
+                return Err(SyncError::Refused { status, code, message }.into());
+            }
+            Err(HttpFailure::Protocol(p)) => return Err(SyncError::Protocol(p).into()),
+        }
+    };
+    if answer.status != 200 {
+        return Err(SyncError::Protocol(format!("enrollment answered {}", answer.status)).into());
+    }
+    let parsed: EnrollAnswer = serde_json::from_slice(&answer.body)
+        .map_err(|e| SyncError::Protocol(format!("enrollment answer: {e}")))?;
+    let device_id = Sha256Hash::from_hex(&parsed.device_id)
+        .ok_or_else(|| SyncError::Protocol("device_id is not 64 lowercase hex digits".into()))?;
+    if device_id != Sha256Hash::of(&device_key.0) {
+        return Err(
+            SyncError::Protocol("device_id is not the SHA-256 of the device key".into()).into()
+        );
+    }
+    let receipt_key = crate::evidence::parse_lower_hex::<32>(&parsed.receipt_key)
+        .filter(|k| VerifyingKey::from_bytes(k).is_ok())
+        .map(DeviceKey)
+        .ok_or_else(|| SyncError::Protocol("receipt_key is not an ed25519 public key".into()))?;
+    for p in &parsed.precincts {
+        check_id("precinct", p).map_err(|e| SyncError::Protocol(e.to_string()))?;
+    }
+    let election_json =
+        serde_json::to_vec(&parsed.election).map_err(|e| SyncError::Protocol(e.to_string()))?;
+    Election::from_json(&election_json).map_err(SyncError::from)?;
+    let now = now_ms();
+    let record = store.write(|tx| -> Result<ServerRecord, Error> {
+        let mut precincts = parsed.precincts.clone();
+        if let Some(old) = Store::server_in(tx)? {
+            if old.receipt_key != receipt_key {
+                return Err(SyncError::ServerKeyChanged.into());
+            }
+            precincts.extend(old.precincts);
+        }
+        precincts.sort();
+        precincts.dedup();
+        let record = ServerRecord {
+            base_url: base.clone(),
+            device_id,
+            receipt_key,
+            precincts,
+            election: election_json.clone(),
+            enrolled_at_ms: now,
+            last_sync_at_ms: None,
+            last_sync_error: None,
+        };
+        Store::save_server(tx, &record)?;
+        Ok(record)
+    })?;
+    tracing::info!(precincts = record.precincts.len(), "enrolled");
+    Enrollment::from_record(record)
+}
+
+// ----------------------------------------------------------------------------------------------
+// The sync loop.
+
+/// Where a capture's upload goes next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Step {
+    Create,
+    Offset,
+    Send(u64),
+    Receipt,
+}
+
+/// How a step failed, decided by the step.
+enum Failure {
+    /// Wait (back-off or `Retry-After`), then go on with `then`.
+    Retry { reason: String, retry_after: Option<Duration>, then: Step },
+    /// The server refused this capture for good: mark it rejected.
+    Reject { reason: String },
+    /// Stop the sync.
+    Fatal(Error),
+}
+
+impl Failure {
+    fn fatal(e: impl Into<Error>) -> Self {
+        Self::Fatal(e.into())
+    }
+
+    fn protocol(what: impl Into<String>) -> Self {
+        Self::fatal(SyncError::Protocol(what.into()))
+    }
+
+    /// A step's failure with the common rules: transient → retry with `then`; device refusal
+    /// → stop; other refusals → `refused(status, code, message)`.
+    fn from_http(
+        f: HttpFailure,
+        then: Step,
+        refused: impl FnOnce(u16, String, String) -> Failure,
+    ) -> Self {
+        match f {
+            HttpFailure::Transient { reason, retry_after } => {
+                Self::Retry { reason, retry_after, then }
+            }
+            HttpFailure::Refused { status, code, message } if is_device_refusal(status, &code) => {
+                Self::fatal(SyncError::Refused { status, code, message })
+            }
+            HttpFailure::Refused { status, code, message } => refused(status, code, message),
+            HttpFailure::Protocol(p) => Self::protocol(p),
+        }
+    }
+}
+
+fn reject(code: String, message: String) -> Failure {
+    Failure::Reject { reason: format!("{code}: {message}") }
+}
+
+/// What happened to one capture.
+enum Outcome {
+    Receipted,
+    Rejected,
+    /// No longer pending when its turn came (deleted or finished by someone else).
+    Skipped,
+    Cancelled,
+}
+
+/// One capture being sent.
+struct Upload {
+    capture: PendingCapture,
+    photo: Vec<u8>,
+    url: String,
+}
+
+impl Upload {
+    fn len(&self) -> u64 {
+        self.photo.len() as u64
+    }
+}
+
+struct Engine<'a> {
+    store: &'a Store,
+    config: &'a SyncConfig,
+    listener: &'a dyn SyncListener,
+    cancel: &'a CancelToken,
+    http: reqwest::blocking::Client,
+    base: String,
+    pinned: DeviceKey,
+    summary: SyncSummary,
+}
+
+/// Runs one sync of `store` (the caller holds the lock).
+pub(crate) fn run(
+    store: &Store,
+    config: &SyncConfig,
+    listener: &dyn SyncListener,
+    cancel: &CancelToken,
+) -> Result<SyncSummary, Error> {
+    let server = store.server()?.ok_or(SyncError::NotEnrolled)?;
+    let http = http_client(config)?;
+    let mut engine = Engine {
+        store,
+        config,
+        listener,
+        cancel,
+        http,
+        base: server.base_url,
+        pinned: server.receipt_key,
+        summary: SyncSummary::default(),
+    };
+    let result = engine.run_all();
+    let error = result.as_ref().err().map(ToString::to_string);
+    let recorded = store.write(|tx| Store::record_sync_end(tx, now_ms(), error.as_deref()));
+    let summary = result?;
+    recorded?;
+    tracing::info!(
+        receipted = summary.receipted,
+        rejected = summary.rejected,
+        remaining = summary.remaining,
+        bytes = summary.bytes_sent,
+        cancelled = summary.cancelled,
+        "sync finished"
+    );
+    listener.on_progress(SyncProgress::Finished(summary.clone()));
+    Ok(summary)
+}
+
+impl Engine<'_> {
+    fn run_all(&mut self) -> Result<SyncSummary, Error> {
+        let (pending, bytes) = self.store.pending_totals()?;
+        self.listener.on_progress(SyncProgress::Started { pending, bytes });
+        let mut after = 0;
+        while let Some(capture) = self.store.next_pending(after)? {
+            if self.cancel.is_cancelled() {
+                self.summary.cancelled = true;
+                break;
+            }
+            after = capture.seq;
+            match self.send_capture(capture)? {
+                Outcome::Receipted => self.summary.receipted += 1,
+                Outcome::Rejected => self.summary.rejected += 1,
+                Outcome::Skipped => {}
+                Outcome::Cancelled => {
+                    self.summary.cancelled = true;
+                    break;
+                }
+            }
+        }
+        self.summary.remaining = self.store.pending_totals()?.0;
+        Ok(self.summary.clone())
+    }
+
+    fn progress(&self, u: &Upload, sent: u64, state: CaptureState) {
+        self.listener.on_progress(SyncProgress::Capture(CaptureProgress {
+            id: u.capture.id,
+            seq: u.capture.seq,
+            sent,
+            total: u.len(),
+            state,
+        }));
+    }
+
+    fn send_capture(&mut self, capture: PendingCapture) -> Result<Outcome, Error> {
+        let id = capture.id;
+        if !self.store.write(|tx| Store::begin_upload(tx, &id, now_ms()))? {
+            return Ok(Outcome::Skipped);
+        }
+        let photo = self.store.blobs().get(&capture.photo_sha256).map_err(StoreError::from)?;
+        if photo.len() as u64 != capture.photo_bytes
+            || Sha256Hash::of(&photo) != capture.photo_sha256
+        {
+            return Err(StoreError::Corrupt(format!("the photo of capture {id} is damaged")).into());
+        }
+        tracing::info!(seq = capture.seq, bytes = photo.len(), "sending capture");
+        let url = format!("{}/files/{}", self.base, id.to_hex());
+        let mut u = Upload { capture, photo, url };
+        let mut step = Step::Create;
+        let mut failures = 0u32;
+        let mut receipt_failures = 0u32;
+        let mut best_offset = None::<u64>;
+        loop {
+            if self.cancel.is_cancelled() {
+                return Ok(Outcome::Cancelled);
+            }
+            let result = match step {
+                Step::Create => self.create(&mut u).map(|()| Step::Offset),
+                Step::Offset => self
+                    .offset(&u)
+                    .map(|off| if off == u.len() { Step::Receipt } else { Step::Send(off) }),
+                Step::Send(off) => self.patch(&u, off).map(|new| {
+                    self.summary.bytes_sent += new - off;
+                    if new == u.len() { Step::Receipt } else { Step::Send(new) }
+                }),
+                Step::Receipt => match self.receipt(&u) {
+                    Ok(Ok(())) => {
+                        self.progress(&u, u.len(), CaptureState::Receipted);
+                        return Ok(Outcome::Receipted);
+                    }
+                    Ok(Err(e)) => {
+                        receipt_failures += 1;
+                        tracing::warn!(seq = u.capture.seq, error = %e, "receipt does not verify");
+                        if receipt_failures >= self.config.receipt_attempts.max(1) {
+                            return Err(SyncError::ReceiptInvalid { capture: id, source: e }.into());
+                        }
+                        Err(Failure::Retry {
+                            reason: format!("receipt does not verify: {e}"),
+                            retry_after: None,
+                            then: Step::Receipt,
+                        })
+                    }
+                    Err(f) => Err(f),
+                },
+            };
+            match result {
+                Ok(next) => {
+                    let offset = match next {
+                        Step::Send(off) => Some(off),
+                        Step::Receipt => Some(u.len()),
+                        Step::Create | Step::Offset => None,
+                    };
+                    if offset.is_some() && offset > best_offset {
+                        best_offset = offset;
+                        failures = 0;
+                        self.progress(&u, offset.unwrap_or_default(), CaptureState::Uploading);
+                    }
+                    if next == Step::Receipt && step != Step::Receipt {
+                        hooks::pause("sync:before-receipt");
+                    }
+                    step = next;
+                }
+                Err(Failure::Retry { reason, retry_after, then }) => {
+                    failures += 1;
+                    let seq = u.capture.seq;
+                    let delay = self.delay(failures, retry_after);
+                    let next_at = now_ms().saturating_add(delay.as_millis() as u64);
+                    self.store.write(|tx| Store::record_failure(tx, &id, &reason, next_at))?;
+                    if failures > self.config.max_retries {
+                        tracing::warn!(seq, failures, %reason, "giving up");
+                        return Err(SyncError::Unreachable {
+                            attempts: failures,
+                            last_error: reason,
+                        }
+                        .into());
+                    }
+                    tracing::info!(seq, failures, delay_ms = delay.as_millis() as u64, %reason, "retrying");
+                    self.listener.on_progress(SyncProgress::Retrying {
+                        id,
+                        seq,
+                        attempt: failures,
+                        delay_ms: delay.as_millis() as u64,
+                        reason,
+                    });
+                    if !sleep_unless_cancelled(delay, self.cancel) {
+                        return Ok(Outcome::Cancelled);
+                    }
+                    step = then;
+                }
+                Err(Failure::Reject { reason }) => {
+                    tracing::warn!(seq = u.capture.seq, "capture rejected by the server");
+                    self.store.write(|tx| Store::reject(tx, &id, &reason, now_ms()))?;
+                    self.progress(&u, best_offset.unwrap_or(0), CaptureState::Rejected { reason });
+                    return Ok(Outcome::Rejected);
+                }
+                Err(Failure::Fatal(e)) => return Err(e),
+            }
+        }
+    }
+
+    /// The wait before retry number `failures` (1-based).
+    fn delay(&self, failures: u32, retry_after: Option<Duration>) -> Duration {
+        match retry_after {
+            Some(d) => d.min(self.config.max_retry_after),
+            None => {
+                let c = &self.config;
+                let ceiling = backoff_ceiling(c.backoff_base, c.backoff_cap, failures - 1);
+                full_jitter(ceiling, &mut rand::thread_rng())
+            }
+        }
+    }
+
+    fn tus(&self, request: RequestBuilder) -> RequestBuilder {
+        request.header("Tus-Resumable", TUS_VERSION)
+    }
+
+    /// `POST /files/`: creates the upload (or finds it again).
+    fn create(&self, u: &mut Upload) -> Result<(), Failure> {
+        let c = &u.capture;
+        let request = self
+            .tus(self.http.post(format!("{}/files/", self.base)))
+            .header("Upload-Length", u.len())
+            .header("Upload-Metadata", upload_metadata(&c.canonical, &c.signature))
+            .body(Vec::new());
+        let answer = exchange(request, MAX_ERROR_BODY_BYTES).map_err(|f| {
+            Failure::from_http(f, Step::Create, |_, code, message| reject(code, message))
+        })?;
+        if answer.status != 201 && answer.status != 200 {
+            return Err(Failure::protocol(format!("creation answered {}", answer.status)));
+        }
+        let location = answer
+            .headers
+            .get(LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| Failure::protocol("creation answered without Location"))?;
+        let base = reqwest::Url::parse(&format!("{}/files/", self.base))
+            .map_err(|e| Failure::protocol(e.to_string()))?;
+        let url = base.join(location).map_err(|e| Failure::protocol(format!("Location: {e}")))?;
+        let expected = c.id.to_hex();
+        if url.path_segments().and_then(|mut s| s.next_back()) != Some(expected.as_str()) {
+            return Err(Failure::protocol("creation answered a Location for another upload"));
+        }
+        u.url = url.to_string();
+        Ok(())
+    }
+
+    /// `HEAD /files/<id>`: the server's offset.
+    fn offset(&self, u: &Upload) -> Result<u64, Failure> {
+        let request = self.tus(self.http.head(&u.url));
+        let answer = exchange(request, 0).map_err(|f| {
+            Failure::from_http(f, Step::Offset, |status, code, message| match status {
+                // The upload is gone (expired or discarded): create it again.
+                404 => Failure::Retry {
+                    reason: "upload not found".into(),
+                    retry_after: None,
+                    then: Step::Create,
+                },
+                _ => Failure::protocol(format!("HEAD answered {status} {code}: {message}")),
+            })
+        })?;
+        let offset = header_u64(&answer.headers, "Upload-Offset")
+            .ok_or_else(|| Failure::protocol("HEAD answered without a valid Upload-Offset"))?;
+        if let Some(len) = header_u64(&answer.headers, "Upload-Length")
+            && len != u.len()
+        {
+            return Err(Failure::protocol("the server's Upload-Length differs from the photo's"));
+        }
+        if offset > u.len() {
+            return Err(Failure::protocol("the server's offset is past the photo's end"));
+        }
+        Ok(offset)
+    }
+
+    /// `PATCH /files/<id>`: sends the next chunk from `offset`; returns the new offset.
+    fn patch(&self, u: &Upload, offset: u64) -> Result<u64, Failure> {
+        let chunk = self.config.chunk_bytes.clamp(1, MAX_CHUNK_BYTES);
+        let start = usize::try_from(offset).map_err(|_| Failure::protocol("offset overflow"))?;
+        let end = start.saturating_add(chunk).min(u.photo.len());
+        let body = u.photo[start..end].to_vec();
+        let mut request = self
+            .tus(self.http.patch(&u.url))
+            .header(CONTENT_TYPE, "application/offset+octet-stream")
+            .header("Upload-Offset", offset);
+        if self.config.checksum {
+            let digest = Sha256Hash::of(&body);
+            request =
+                request.header("Upload-Checksum", format!("sha256 {}", BASE64.encode(digest.0)));
+        }
+        let answer = exchange(request.body(body), MAX_ERROR_BODY_BYTES).map_err(|f| {
+            Failure::from_http(f, Step::Offset, |status, code, message| {
+                match (status, code.as_str()) {
+                    (404, _) => Failure::Retry {
+                        reason: "upload not found".into(),
+                        retry_after: None,
+                        then: Step::Create,
+                    },
+                    (409, _) | (460, _) => Failure::Retry {
+                        reason: format!("{status} {code}"),
+                        retry_after: None,
+                        then: Step::Offset,
+                    },
+                    _ => reject(code, message),
+                }
+            })
+        })?;
+        let new = header_u64(&answer.headers, "Upload-Offset")
+            .ok_or_else(|| Failure::protocol("PATCH answered without a valid Upload-Offset"))?;
+        if new <= offset || new > end as u64 {
+            return Err(Failure::protocol(format!(
+                "PATCH from {offset} with {} bytes answered offset {new}",
+                end - start
+            )));
+        }
+        Ok(new)
+    }
+
+    /// `GET /api/v1/receipts/<id>`, then verification and storage. `Ok(Err(_))`: the receipt
+    /// arrived but does not verify.
+    fn receipt(&self, u: &Upload) -> Result<Result<(), ReceiptError>, Failure> {
+        let c = &u.capture;
+        let url = format!("{}/api/v1/receipts/{}", self.base, c.id.to_hex());
+        let answer = exchange(self.http.get(url), MAX_RECEIPT_BYTES).map_err(|f| {
+            Failure::from_http(f, Step::Receipt, |status, code, message| match status {
+                // Not stored yet: ask for the offset again (resuming the upload if needed).
+                404 => Failure::Retry {
+                    reason: "receipt not found".into(),
+                    retry_after: None,
+                    then: Step::Offset,
+                },
+                _ => Failure::fatal(SyncError::Refused { status, code, message }),
+            })
+        })?;
+        if answer.status != 200 {
+            return Err(Failure::protocol(format!("receipt answered {}", answer.status)));
+        }
+        let verified = SignedReceipt::from_json(&answer.body)
+            .and_then(|r| r.verify(&self.pinned, &c.id, &c.photo_sha256));
+        if let Err(e) = verified {
+            return Ok(Err(e));
+        }
+        hooks::pause("sync:before-receipt-commit");
+        let stored = self
+            .store
+            .write(|tx| Store::save_receipt(tx, &c.id, &answer.body, now_ms()))
+            .map_err(Failure::fatal)?;
+        if !stored {
+            return Err(Failure::protocol("capture left the uploading state during its upload"));
+        }
+        Ok(Ok(()))
+    }
+}
+
+/// Counts per state from the store's `(state, count)` rows.
+pub(crate) fn state_counts(rows: &[(String, u64)]) -> StateCounts {
+    let mut c = StateCounts::default();
+    for (state, n) in rows {
+        let slot = match state.as_str() {
+            "captured" => &mut c.captured,
+            "queued" => &mut c.queued,
+            "uploading" => &mut c.uploading,
+            "receipted" => &mut c.receipted,
+            "rejected" => &mut c.rejected,
+            "deleted" => &mut c.deleted,
+            _ => continue,
+        };
+        *slot += n;
+    }
+    c
+}
