@@ -32,7 +32,6 @@ pub fn create_upload(
 ) -> Result<Sha256Hash, ApiError> {
     let signed = SignedManifest::verify(manifest, signature).map_err(evidence_error)?;
     let m = &signed.manifest;
-    check_device(storage, &signed)?;
     let (election_known, precinct_known) = storage.precinct_known(&m.election, &m.precinct)?;
     if !election_known {
         return Err(ApiError::new(404, "unknown_election", format!("no election {}", m.election)));
@@ -44,6 +43,7 @@ pub fn create_upload(
             format!("election {} has no precinct {}", m.election, m.precinct),
         ));
     }
+    check_device(storage, &signed)?;
     if length != m.photo.bytes {
         return Err(ApiError::new(
             400,

@@ -46,6 +46,21 @@ enum Command {
         #[command(subcommand)]
         command: DeviceCommand,
     },
+    /// Inspect stored captures
+    Capture {
+        #[command(subcommand)]
+        command: CaptureCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum CaptureCommand {
+    /// List stored captures
+    List {
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -160,6 +175,33 @@ fn main() -> anyhow::Result<()> {
                 for d in &devices {
                     let state = if d.revoked_at_ms.is_some() { "revoked" } else { "active" };
                     println!("{}  {}  {}  {}", d.id, state, d.election, d.precincts.join(","));
+                }
+            }
+            Ok(())
+        }
+        Command::Capture { command: CaptureCommand::List { json } } => {
+            let storage = SqliteStorage::open(&settings.data_dir, false)?;
+            let captures = storage.captures()?;
+            if json {
+                let list: Vec<_> = captures
+                    .iter()
+                    .map(|c| {
+                        json!({
+                            "id": c.id.to_hex(),
+                            "device_id": c.device_id,
+                            "seq": c.seq,
+                            "election": c.election,
+                            "precinct": c.precinct,
+                            "photo_sha256": c.photo_sha256.to_hex(),
+                            "photo_bytes": c.photo_bytes,
+                            "received_at_ms": c.received_at_ms,
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::Value::Array(list));
+            } else {
+                for c in &captures {
+                    println!("{}  {}/{}  device {} #{}", c.id, c.election, c.precinct, &c.device_id[..16], c.seq);
                 }
             }
             Ok(())

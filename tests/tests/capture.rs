@@ -1,6 +1,8 @@
 //! [Capture] end to end: the real `hattama` CLI on real photos nobody here wrote, hostile inputs,
 //! bundles, deletion, and crash safety with SIGKILL.
 
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -42,7 +44,8 @@ fn real_photos() -> Vec<PathBuf> {
 /// the file continues.
 fn metadata_segments(jpeg: &[u8]) -> Vec<u8> {
     let mut pos = 2;
-    while pos + 4 <= jpeg.len() && jpeg[pos] == 0xFF && matches!(jpeg[pos + 1], 0xE0..=0xEF | 0xFE) {
+    while pos + 4 <= jpeg.len() && jpeg[pos] == 0xFF && matches!(jpeg[pos + 1], 0xE0..=0xEF | 0xFE)
+    {
         let len = u16::from_be_bytes([jpeg[pos + 2], jpeg[pos + 3]]) as usize;
         if pos + 2 + len > jpeg.len() {
             break;
@@ -76,8 +79,22 @@ fn exiftool(paths: &[PathBuf]) -> Vec<serde_json::Map<String, Value>> {
 
 const ALLOWED_GROUPS: &[&str] = &["ExifTool", "System", "File", "Composite", "Adobe", "PNG"];
 const FORBIDDEN_WORDS: &[&str] = &[
-    "GPS", "Latitude", "Longitude", "Make", "Model", "Serial", "Owner", "Artist", "Author",
-    "Copyright", "Comment", "Software", "Thumbnail", "Creator", "DateTime", "Lens",
+    "GPS",
+    "Latitude",
+    "Longitude",
+    "Make",
+    "Model",
+    "Serial",
+    "Owner",
+    "Artist",
+    "Author",
+    "Copyright",
+    "Comment",
+    "Software",
+    "Thumbnail",
+    "Creator",
+    "DateTime",
+    "Lens",
 ];
 
 /// Tags that identify a person, place or device.
@@ -283,7 +300,8 @@ fn bad_fields_are_refused_with_a_typed_error() {
         assert_eq!(run.json()["error"], "invalid_field");
         assert!(run.stderr.contains(word), "{run:?}");
     }
-    let run = cli.run(&["capture", &photo, "--election", "e2e", "--precinct", "p", "--page", "3/2"]);
+    let run =
+        cli.run(&["capture", &photo, "--election", "e2e", "--precinct", "p", "--page", "3/2"]);
     assert_eq!(run.code, Some(2), "usage error: {run:?}");
     let run = cli.run(&["show", "abcdef", "--json"]);
     assert_eq!(run.code, Some(4));
@@ -328,12 +346,24 @@ fn bundles_verify_and_tampering_is_caught() {
         ("one photo byte", flip("photo.jpg", 400)),
         ("one manifest byte", flip("manifest.json", 30)),
         ("one signature digit", flip("manifest.sig", 5)),
-        ("another capture's photo", Box::new(move |d| std::fs::write(d.join("photo.jpg"), &other_photo).unwrap())),
-        ("original with EXIF", Box::new(move |d| std::fs::write(d.join("photo.jpg"), &exif_back).unwrap())),
-        ("pretty-printed manifest", Box::new(|d| {
-            let v: Value = serde_json::from_slice(&std::fs::read(d.join("manifest.json")).unwrap()).unwrap();
-            std::fs::write(d.join("manifest.json"), serde_json::to_vec_pretty(&v).unwrap()).unwrap();
-        })),
+        (
+            "another capture's photo",
+            Box::new(move |d| std::fs::write(d.join("photo.jpg"), &other_photo).unwrap()),
+        ),
+        (
+            "original with EXIF",
+            Box::new(move |d| std::fs::write(d.join("photo.jpg"), &exif_back).unwrap()),
+        ),
+        (
+            "pretty-printed manifest",
+            Box::new(|d| {
+                let v: Value =
+                    serde_json::from_slice(&std::fs::read(d.join("manifest.json")).unwrap())
+                        .unwrap();
+                std::fs::write(d.join("manifest.json"), serde_json::to_vec_pretty(&v).unwrap())
+                    .unwrap();
+            }),
+        ),
         ("missing photo", Box::new(|d| std::fs::remove_file(d.join("photo.jpg")).unwrap())),
     ];
     for (what, tamper) in cases {
@@ -373,7 +403,12 @@ fn deleting_an_unsent_capture_leaves_a_visible_gap() {
         .collect();
     assert_eq!(
         seqs,
-        vec![(4, "captured".into()), (3, "captured".into()), (2, "deleted".into()), (1, "captured".into())]
+        vec![
+            (4, "captured".into()),
+            (3, "captured".into()),
+            (2, "deleted".into()),
+            (1, "captured".into())
+        ]
     );
     // The chain still names the deleted manifest: a verifier sees exactly where the gap is.
     let m3 = cli.run(&["show", &ids[2], "--json"]).ok_json();
@@ -465,7 +500,14 @@ fn fifty_captures_killed_at_random_points_leave_consistent_stores() {
     let mut expected_live = 3;
     for i in 0..50 {
         let mut child = cli
-            .command(&["capture", photo.to_str().unwrap(), "--election", "e2e", "--precinct", &format!("r{i}")])
+            .command(&[
+                "capture",
+                photo.to_str().unwrap(),
+                "--election",
+                "e2e",
+                "--precinct",
+                &format!("r{i}"),
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

@@ -18,13 +18,15 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(
             web::resource("/files/")
                 .route(web::method(actix_web::http::Method::OPTIONS).to(tus::options))
-                .route(web::post().to(tus::create)),
+                .route(web::post().to(tus::create))
+                .default_service(web::to(method_not_allowed)),
         )
         .service(
             web::resource("/files/{id}")
                 .route(web::head().to(tus::head))
                 .route(web::patch().to(tus::patch))
-                .route(web::delete().to(tus::delete)),
+                .route(web::delete().to(tus::delete))
+                .default_service(web::to(method_not_allowed)),
         );
 }
 
@@ -35,6 +37,11 @@ async fn health() -> HttpResponse {
 /// The JSON 404 for every unknown route.
 pub async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
     Err(ApiError::not_found(format!("no route for {} {}", req.method(), req.path())))
+}
+
+/// The JSON 405 for a known path with another method.
+async fn method_not_allowed(req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    Err(ApiError::new(405, "method_not_allowed", format!("{} is not allowed on {}", req.method(), req.path())))
 }
 
 /// Parses a 64-hex-digit id from a path segment.

@@ -129,6 +129,27 @@ pub struct NewCapture {
     pub receipt: Vec<u8>,
 }
 
+/// A stored capture, as listed for operators.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredCapture {
+    /// Capture id.
+    pub id: Sha256Hash,
+    /// Device id.
+    pub device_id: String,
+    /// Device sequence number.
+    pub seq: u64,
+    /// Election.
+    pub election: String,
+    /// Precinct.
+    pub precinct: String,
+    /// Photo hash.
+    pub photo_sha256: Sha256Hash,
+    /// Photo length.
+    pub photo_bytes: u64,
+    /// When stored.
+    pub received_at_ms: u64,
+}
+
 /// Appends the bytes of one PATCH request to an upload.
 pub trait UploadWriter: Write + Send {
     /// Makes the appended bytes durable and returns the new offset.
@@ -185,4 +206,6 @@ pub trait Storage: Send + Sync + 'static {
     fn photo_path(&self, sha256: &Sha256Hash) -> PathBuf;
     /// How many captures are stored.
     fn capture_count(&self) -> Result<u64, StorageError>;
+    /// Every stored capture, in the order received.
+    fn captures(&self) -> Result<Vec<StoredCapture>, StorageError>;
 }

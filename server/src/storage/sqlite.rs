@@ -13,7 +13,8 @@ use hattama_core::evidence::{DeviceKey, Sha256Hash};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 
 use super::{
-    Device, NewCapture, NewUpload, Storage, StorageError, UploadInfo, UploadWriter, device_id,
+    Device, NewCapture, NewUpload, Storage, StorageError, StoredCapture, UploadInfo, UploadWriter,
+    device_id,
 };
 
 const DB_FILE: &str = "hattama-server.sqlite3";
@@ -547,5 +548,43 @@ impl Storage for SqliteStorage {
 
     fn capture_count(&self) -> Result<u64, StorageError> {
         self.read(|c| Ok(c.query_row("SELECT count(*) FROM captures", [], |r| r.get::<_, i64>(0))? as u64))
+    }
+
+    fn captures(&self) -> Result<Vec<StoredCapture>, StorageError> {
+        self.read(|c| {
+            let mut stmt = c.prepare(
+                "SELECT id, device_id, seq, election, precinct, photo_sha256, photo_bytes,
+                    received_at_ms FROM captures ORDER BY received_at_ms, id",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, String>(4)?,
+                    r.get::<_, String>(5)?,
+                    r.get::<_, i64>(6)?,
+                    r.get::<_, i64>(7)?,
+                ))
+            })?;
+            let hash = |h: &str| {
+                Sha256Hash::from_hex(h).ok_or_else(|| StorageError::Corrupt(format!("bad hash {h}")))
+            };
+            rows.map(|row| {
+                let (id, device_id, seq, election, precinct, photo, bytes, received) = row?;
+                Ok(StoredCapture {
+                    id: hash(&id)?,
+                    device_id,
+                    seq: seq as u64,
+                    election,
+                    precinct,
+                    photo_sha256: hash(&photo)?,
+                    photo_bytes: bytes as u64,
+                    received_at_ms: received as u64,
+                })
+            })
+            .collect()
+        })
     }
 }

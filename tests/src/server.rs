@@ -1,0 +1,114 @@
+//! The real `hattama-server` as a child process on a random port, with its own data directory,
+//! and its admin commands.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use serde_json::Value;
+
+use crate::{Run, bin};
+
+/// A running server (killed on drop).
+pub struct TestServer {
+    /// Its data directory.
+    pub data_dir: PathBuf,
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    /// The bound address.
+    pub addr: std::net::SocketAddr,
+    child: Child,
+    _dir: Option<tempfile::TempDir>,
+}
+
+/// Runs an admin command of `hattama-server` on a data directory.
+pub fn admin(data_dir: &Path, args: &[&str]) -> Run {
+    Command::new(bin("hattama-server"))
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(args)
+        .output()
+        .expect("run hattama-server")
+        .into()
+}
+
+impl TestServer {
+    /// Starts a server on a fresh data directory with the election `e2e` of `precincts` stations.
+    pub fn start_with_election(precincts: usize) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data_dir = dir.path().to_owned();
+        import_election(&data_dir, &crate::fixtures::election("e2e", precincts));
+        let mut s = Self::start_on(&data_dir, "127.0.0.1:0");
+        s._dir = Some(dir);
+        s
+    }
+
+    /// Starts a server on an existing data directory, listening on `listen`.
+    pub fn start_on(data_dir: &Path, listen: &str) -> Self {
+        let mut child = Command::new(bin("hattama-server"))
+            .arg("--data-dir")
+            .arg(data_dir)
+            .arg("--listen")
+            .arg(listen)
+            .arg("serve")
+            .env("HATTAMA_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn hattama-server");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).expect("read first line");
+        let url = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_owned();
+        let addr = url.trim_start_matches("http://").parse().expect("address");
+        Self { data_dir: data_dir.to_owned(), url, addr, child, _dir: None }
+    }
+
+    /// Creates enrollment codes for precincts of election `e2e`.
+    pub fn invite(&self, precincts: &[&str], count: usize) -> Vec<String> {
+        let mut args = vec!["invite", "create", "--election", "e2e", "--json"];
+        for p in precincts {
+            args.push("--precinct");
+            args.push(p);
+        }
+        let count = count.to_string();
+        args.extend(["--count", &count]);
+        let run = admin(&self.data_dir, &args);
+        run.ok_json()
+            .as_array()
+            .expect("array")
+            .iter()
+            .map(|v| v["code"].as_str().expect("code").to_owned())
+            .collect()
+    }
+
+    /// Kills the server with SIGKILL and waits for it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Imports an election definition into a data directory.
+pub fn import_election(data_dir: &Path, election: &Value) {
+    std::fs::create_dir_all(data_dir).expect("data dir");
+    let file = data_dir.join("election.json");
+    std::fs::write(&file, serde_json::to_vec_pretty(election).expect("json")).expect("write");
+    let run = admin(data_dir, &["election", "import", file.to_str().expect("utf-8")]);
+    assert_eq!(run.code, Some(0), "import failed: {run:?}");
+}
