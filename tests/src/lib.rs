@@ -6,6 +6,10 @@
 
 pub mod proxy;
 
+pub mod fixtures;
+pub mod raw;
+pub mod server;
+
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
