@@ -139,11 +139,18 @@ impl DeviceKey {
         Sha256Hash::of(&self.0).to_hex()[..16].to_owned()
     }
 
+    /// Decodes the key, refusing encodings that are not canonical (y ≥ p, or x = 0 with the
+    /// sign bit set): every key has exactly one spelling.
     fn verifying_key(&self) -> Result<VerifyingKey, EvidenceError> {
-        VerifyingKey::from_bytes(&self.0).map_err(|_| EvidenceError::InvalidField {
+        let bad = || EvidenceError::InvalidField {
             field: "device_key",
-            reason: "not a valid ed25519 public key".into(),
-        })
+            reason: "not a canonically encoded ed25519 public key".into(),
+        };
+        let key = VerifyingKey::from_bytes(&self.0).map_err(|_| bad())?;
+        if key.to_edwards().compress().to_bytes() != self.0 {
+            return Err(bad());
+        }
+        Ok(key)
     }
 }
 
@@ -369,8 +376,11 @@ impl Manifest {
         if p.bytes == 0 || p.bytes > MAX_SAFE_INTEGER {
             return Err(invalid("photo.bytes", "out of range"));
         }
-        if p.width == 0 || p.height == 0 {
+        if p.width == 0 {
             return Err(invalid("photo.width", "pixel size must be positive"));
+        }
+        if p.height == 0 {
+            return Err(invalid("photo.height", "pixel size must be positive"));
         }
         if !(1..=8).contains(&p.orientation) {
             return Err(invalid("photo.orientation", "must be 1 to 8"));
@@ -631,6 +641,26 @@ mod tests {
             SignedManifest::verify(&canonical, &forged.signature),
             Err(EvidenceError::BadSignature)
         );
+    }
+
+    #[test]
+    fn non_canonical_device_keys_are_refused() {
+        // y = p + 3 (p = 2^255 - 19): decodes to the same point as y = 3 under lax rules.
+        let mut y = [0xffu8; 32];
+        y[0] = 0xed + 3;
+        y[31] = 0x7f;
+        let key = DeviceKey(y);
+        assert!(VerifyingKey::from_bytes(&y).is_ok(), "the lax decoder accepts it");
+        assert!(matches!(
+            key.verifying_key(),
+            Err(EvidenceError::InvalidField { field: "device_key", .. })
+        ));
+        let good = DeviceKey(key_bytes(5));
+        assert!(good.verifying_key().is_ok());
+    }
+
+    fn key_bytes(seed: u8) -> [u8; 32] {
+        key(seed).verifying_key().to_bytes()
     }
 
     #[test]

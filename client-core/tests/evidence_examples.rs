@@ -787,7 +787,7 @@ fn invalid_cases(example: &Example) -> Vec<Case> {
         "\"height\":8",
         "\"height\":0",
         true,
-        "Evidence(InvalidField(photo.width))",
+        "Evidence(InvalidField(photo.height))",
     );
     c.manifest_edit(
         "3d",
