@@ -1112,3 +1112,6 @@ pub(crate) fn state_counts(rows: &[(String, u64)]) -> StateCounts {
     }
     c
 }
+
+#[cfg(test)]
+mod tests;

@@ -938,25 +938,85 @@ mod tests {
         out
     }
 
+    /// A capture row as versions 1 and 2 wrote it (raw SQL: the typed functions write the
+    /// newest schema).
+    fn insert_old_capture(store: &Store) {
+        store
+            .write(|tx| -> Result<(), StoreError> {
+                tx.execute(
+                    "INSERT INTO captures (seq, id, manifest, signature, photo_sha256, photo_bytes,
+                        media_type, election, precinct, kind, page_number, page_count,
+                        captured_at_ms, utc_offset_min, removed_bytes, state, state_detail,
+                        updated_at_ms)
+                     VALUES (1, ?1, X'7B7D', ?2, ?3, 10, 'image/jpeg', 'e', 'p', 'posted', 1, 1,
+                        5, 0, 0, 'queued', NULL, 5)",
+                    params![
+                        Sha256Hash::of(b"m").to_hex(),
+                        vec![7u8; 64],
+                        Sha256Hash::of(b"p").to_hex()
+                    ],
+                )?;
+                Ok(())
+            })
+            .unwrap();
+    }
+
     #[test]
     fn upgraded_database_equals_fresh_one() {
         let fresh_dir = tempfile::tempdir().unwrap();
         let fresh = Store::open(fresh_dir.path()).unwrap();
-        let old_dir = tempfile::tempdir().unwrap();
-        {
-            let v1 = Store::open_at_version(old_dir.path(), 1).unwrap();
-            v1.device_key(1).unwrap();
-        }
-        let upgraded = Store::open(old_dir.path()).unwrap();
         let a = fresh.read(|c| Ok(schema(c))).unwrap();
-        let b = upgraded.read(|c| Ok(schema(c))).unwrap();
-        assert_eq!(a, b);
         assert!(a.iter().any(|l| l == &format!("user_version {SCHEMA_VERSION}")));
-        // The device made before the upgrade is still there.
-        assert_eq!(upgraded.device_key(2).unwrap().to_bytes(), {
-            let k = upgraded.device_key(3).unwrap();
-            k.to_bytes()
-        });
+        for from in 1..SCHEMA_VERSION {
+            let old_dir = tempfile::tempdir().unwrap();
+            let old_key = {
+                let old = Store::open_at_version(old_dir.path(), from).unwrap();
+                insert_old_capture(&old);
+                old.device_key(1).unwrap().to_bytes()
+            };
+            let upgraded = Store::open(old_dir.path()).unwrap();
+            let b = upgraded.read(|c| Ok(schema(c))).unwrap();
+            assert_eq!(a, b, "upgraded from version {from}");
+            // The device and the capture made before the upgrade are still there, and the
+            // capture is waiting for its first sync.
+            assert_eq!(upgraded.device_key(2).unwrap().to_bytes(), old_key);
+            let pending = upgraded.next_pending(0).unwrap().unwrap();
+            assert_eq!(
+                (pending.seq, pending.state, pending.attempts),
+                (1, CaptureState::Queued, 0)
+            );
+            assert_eq!(upgraded.receipt(&pending.id).unwrap(), None);
+            assert_eq!(upgraded.server().unwrap(), None);
+        }
+    }
+
+    #[test]
+    fn server_row_round_trips_and_keeps_the_sync_outcome() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut record = ServerRecord {
+            base_url: "https://x.kz".into(),
+            device_id: Sha256Hash::of(b"d"),
+            receipt_key: DeviceKey([3; 32]),
+            precincts: vec!["p1".into(), "p2".into()],
+            election: b"{}".to_vec(),
+            enrolled_at_ms: 5,
+            last_sync_at_ms: None,
+            last_sync_error: None,
+        };
+        store.write(|tx| Store::save_server(tx, &record)).unwrap();
+        assert_eq!(store.server().unwrap().as_ref(), Some(&record));
+        store.write(|tx| Store::record_sync_end(tx, 9, Some("unreachable"))).unwrap();
+        record.base_url = "https://y.kz".into();
+        store.write(|tx| Store::save_server(tx, &record)).unwrap();
+        let stored = store.server().unwrap().unwrap();
+        assert_eq!(stored.base_url, "https://y.kz");
+        assert_eq!(
+            (stored.last_sync_at_ms, stored.last_sync_error.as_deref()),
+            (Some(9), Some("unreachable"))
+        );
+        store.write(|tx| Store::record_sync_end(tx, 10, None)).unwrap();
+        assert_eq!(store.server().unwrap().unwrap().last_sync_error, None);
     }
 
     #[test]
