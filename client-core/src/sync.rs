@@ -62,6 +62,9 @@ pub const MAX_ENROLL_ANSWER_BYTES: usize = 16 << 20;
 /// Largest error body read from the server.
 const MAX_ERROR_BODY_BYTES: usize = 64 << 10;
 
+/// Longest server message kept (in a rejection reason or an error).
+const MAX_MESSAGE_CHARS: usize = 500;
+
 /// Longest enrollment code accepted, in bytes.
 pub const MAX_CODE_BYTES: usize = 256;
 
@@ -234,7 +237,8 @@ pub struct SyncSummary {
     pub rejected: u64,
     /// Captures still to send when it ended.
     pub remaining: u64,
-    /// Photo bytes the server accepted during this run.
+    /// Growth of the server's offsets during this run: photo bytes it received (counting
+    /// those a cut request left there), not counting what earlier runs sent.
     pub bytes_sent: u64,
     /// Whether it stopped because it was cancelled.
     pub cancelled: bool,
@@ -546,7 +550,7 @@ fn exchange(request: RequestBuilder, body_limit: usize) -> Result<Answer, HttpFa
     let body = read_limited(resp, MAX_ERROR_BODY_BYTES).unwrap_or_default();
     let parsed: Option<ErrorBody> = serde_json::from_slice(&body).ok();
     let (word, message) = match parsed {
-        Some(b) => (b.error, b.message),
+        Some(b) => (short(b.error, 64), short(b.message, MAX_MESSAGE_CHARS)),
         None => (
             format!("http_{code}"),
             status.canonical_reason().unwrap_or("no reason given").to_owned(),
@@ -561,6 +565,14 @@ fn exchange(request: RequestBuilder, body_limit: usize) -> Result<Answer, HttpFa
         return Err(HttpFailure::Refused { status: code, code: word, message });
     }
     Err(HttpFailure::Protocol(format!("unexpected status {status}")))
+}
+
+/// At most `max` characters of `s` (server texts end up in the store and in logs).
+fn short(s: String, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((end, _)) => s[..end].to_owned(),
+        None => s,
+    }
 }
 
 fn header_u64(headers: &HeaderMap, name: &str) -> Option<u64> {
@@ -619,7 +631,7 @@ pub(crate) fn enroll(
                             backoff_ceiling(config.backoff_base, config.backoff_cap, attempts - 1);
                         full_jitter(ceiling, &mut rand::thread_rng())
                     });
-                tracing::warn!(attempts, delay_ms = delay.as_millis() as u64, %reason, "enrollment failed, retrying");
+                tracing::info!(attempts, delay_ms = delay.as_millis() as u64, %reason, "enrollment failed, retrying");
                 std::thread::sleep(delay);
             }
             Err(HttpFailure::Refused { status, code, message }) => {
@@ -864,10 +876,9 @@ impl Engine<'_> {
                 Step::Offset => self
                     .offset(&u)
                     .map(|off| if off == u.len() { Step::Receipt } else { Step::Send(off) }),
-                Step::Send(off) => self.patch(&u, off).map(|new| {
-                    self.summary.bytes_sent += new - off;
-                    if new == u.len() { Step::Receipt } else { Step::Send(new) }
-                }),
+                Step::Send(off) => self
+                    .patch(&u, off)
+                    .map(|new| if new == u.len() { Step::Receipt } else { Step::Send(new) }),
                 Step::Receipt => match self.receipt(&u) {
                     Ok(Ok(())) => {
                         self.progress(&u, u.len(), CaptureState::Receipted);
@@ -896,6 +907,11 @@ impl Engine<'_> {
                         Step::Create | Step::Offset => None,
                     };
                     if offset.is_some() && offset > best_offset {
+                        // Growth of the server's offset, including bytes a cut request left
+                        // there; the first offset seen is the baseline from earlier runs.
+                        if let (Some(new), Some(old)) = (offset, best_offset) {
+                            self.summary.bytes_sent += new - old;
+                        }
                         best_offset = offset;
                         failures = 0;
                         self.progress(&u, offset.unwrap_or_default(), CaptureState::Uploading);
@@ -1089,7 +1105,12 @@ impl Engine<'_> {
             .write(|tx| Store::save_receipt(tx, &c.id, &answer.body, now_ms()))
             .map_err(Failure::fatal)?;
         if !stored {
-            return Err(Failure::protocol("capture left the uploading state during its upload"));
+            // Only a change outside this code can do that: nothing here leaves `uploading`
+            // but this function and a rejection.
+            return Err(Failure::fatal(StoreError::Corrupt(format!(
+                "capture {} left the uploading state during its upload",
+                c.id
+            ))));
         }
         Ok(Ok(()))
     }

@@ -98,6 +98,13 @@ fn base_urls_are_checked_and_normalized() {
 }
 
 #[test]
+fn server_texts_are_shortened_on_a_char_boundary() {
+    assert_eq!(short("abc".into(), 5), "abc");
+    assert_eq!(short("абвгд".into(), 2), "аб");
+    assert_eq!(short(String::new(), 0), "");
+}
+
+#[test]
 fn transient_statuses_follow_the_protocol() {
     for s in [408, 425, 429, 500, 502, 503, 504] {
         assert!(is_transient(s), "{s}");
@@ -643,6 +650,7 @@ fn sync_resumes_after_cuts_and_transient_errors() {
     let recorder = Recorder::default();
     let summary = client.sync(&recorder, &CancelToken::new()).unwrap();
     assert_eq!(summary.receipted, 1);
+    assert_eq!(summary.bytes_sent, c.manifest.photo.bytes);
     assert_eq!(state(&client, &c.id), CaptureState::Receipted);
     assert!(recorder.retries() >= 6, "every fault is a retry");
     // The cut PATCH's 1000 bytes were kept by the server: the client resumed from its offset
