@@ -1,6 +1,6 @@
 //! Named pause points for the crash tests.
 //!
-//! With the `test-hooks` feature, [`set_pause_at`] names one point; when the process reaches it,
+//! With the `test-hooks` feature, `set_pause_at` names one point; when the process reaches it,
 //! it prints `hattama-paused <point>` to stderr and sleeps until killed, so a test can SIGKILL it
 //! exactly there. Without the feature, [`pause`] compiles to nothing.
 

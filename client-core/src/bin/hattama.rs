@@ -121,7 +121,7 @@ enum Command {
     },
     /// Enroll this device with a server using a one-time code from a coordinator
     Enroll {
-        /// The server's base URL, for example https://hattama.example.kz
+        /// The server's base URL, for example `https://hattama.example.kz`
         url: String,
         /// The enrollment code
         code: String,
