@@ -405,6 +405,7 @@ impl Client {
             device_id: server.as_ref().map(|s| s.device_id),
             last_sync_at_ms: server.as_ref().and_then(|s| s.last_sync_at_ms),
             last_sync_error: server.and_then(|s| s.last_sync_error),
+            next_attempt_at_ms: self.store.next_attempt_at()?,
             running,
         })
     }

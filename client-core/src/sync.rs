@@ -346,6 +346,9 @@ pub struct SyncStatus {
     pub last_sync_at_ms: Option<u64>,
     /// Why the last sync failed, if it did.
     pub last_sync_error: Option<String>,
+    /// When the last failed attempt suggested trying again (back-off or `Retry-After`), for
+    /// the first capture still to be sent; `None` if it has not failed.
+    pub next_attempt_at_ms: Option<u64>,
     /// Whether a sync of this store is running now (in any process).
     pub running: bool,
 }

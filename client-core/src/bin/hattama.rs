@@ -556,6 +556,7 @@ fn status_json(s: &SyncStatus, e: Option<&Enrollment>) -> Value {
         "last_sync_at": s.last_sync_at_ms.map(|ms| time_text(ms, 0)),
         "last_sync_at_ms": s.last_sync_at_ms,
         "last_sync_error": s.last_sync_error,
+        "next_attempt_at_ms": s.next_attempt_at_ms,
         "running": s.running,
     })
 }

@@ -659,6 +659,22 @@ impl Store {
         })
     }
 
+    /// When the sync suggested trying again, after the last failure of the first capture still
+    /// to be sent (the app may schedule its next sync then).
+    pub fn next_attempt_at(&self) -> Result<Option<u64>, StoreError> {
+        self.read(|conn| {
+            let at: Option<Option<i64>> = conn
+                .query_row(
+                    "SELECT next_attempt_at_ms FROM captures
+                     WHERE state IN ('captured', 'queued', 'uploading') ORDER BY seq LIMIT 1",
+                    [],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            Ok(at.flatten().map(|t| t as u64))
+        })
+    }
+
     /// How many captures still have to be sent, and their photo bytes.
     pub fn pending_totals(&self) -> Result<(u64, u64), StoreError> {
         self.read(|conn| {

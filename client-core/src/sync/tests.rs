@@ -614,6 +614,7 @@ fn sync_sends_everything_in_chunks_and_stores_verified_receipts() {
     assert_eq!(status.counts.receipted, 2);
     assert_eq!(status.server_url.as_deref(), Some(stub.url.as_str()));
     assert!(status.last_sync_at_ms.is_some() && status.last_sync_error.is_none());
+    assert_eq!(status.next_attempt_at_ms, None);
     assert!(!status.running);
     // Nothing left: a second sync sends nothing.
     let again = client.sync(&NoProgress, &CancelToken::new()).unwrap();
@@ -743,7 +744,9 @@ fn an_unreachable_server_gives_up_after_max_retries() {
     assert_eq!(recorder.retries(), 4);
     let pending = client.store().next_pending(0).unwrap().unwrap();
     assert_eq!(pending.attempts, 5);
-    assert!(client.status().unwrap().last_sync_error.unwrap().contains("unreachable"));
+    let status = client.status().unwrap();
+    assert!(status.last_sync_error.unwrap().contains("unreachable"));
+    assert!(status.next_attempt_at_ms.is_some());
 }
 
 #[test]
