@@ -23,3 +23,28 @@ ensure_rust_tools() {
     cargo install cargo-nextest --locked
   fi
 }
+
+# ensure_npm_packages DIR runs `npm ci` in DIR when its node_modules is missing or older than
+# its package-lock.json (the lock file is committed; node_modules never is).
+ensure_npm_packages() {
+  local dir=$1
+  if [ -e "$dir/node_modules/.package-lock.json" ] \
+    && ! [ "$dir/package-lock.json" -nt "$dir/node_modules/.package-lock.json" ]; then
+    return 0
+  fi
+  command -v npm >/dev/null || { echo "npm is missing: install Node.js (>= 18) and npm" >&2; return 1; }
+  echo "installing npm packages of $dir"
+  (cd "$dir" && npm ci --no-audit --no-fund)
+}
+
+# ensure_pip_packages REQUIREMENTS VENV installs the pinned REQUIREMENTS into the virtual
+# environment VENV (under the gitignored build/) unless it already holds exactly those.
+ensure_pip_packages() {
+  local requirements=$1 venv=$2
+  cmp -s "$requirements" "$venv/requirements.txt" && return 0
+  echo "installing Python packages of $requirements into $venv"
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$requirements"
+  cp "$requirements" "$venv/requirements.txt"
+}
