@@ -356,8 +356,14 @@ impl Storage for SqliteStorage {
         let Some((election, precincts, used_by)) = invite else {
             return Err(StorageError::BadCode);
         };
-        if used_by.is_some() {
-            return Err(StorageError::CodeUsed);
+        match used_by {
+            // The same device asking again (its first answer was lost): the same answer.
+            Some(by) if by == id => {
+                return load_device(&tx, &key.0)?
+                    .ok_or_else(|| StorageError::Corrupt("enrolled device vanished".into()));
+            }
+            Some(_) => return Err(StorageError::CodeUsed),
+            None => {}
         }
         let precincts: Vec<String> = serde_json::from_str(&precincts)
             .map_err(|e| StorageError::Corrupt(format!("invite precincts: {e}")))?;
