@@ -957,7 +957,15 @@ impl Engine<'_> {
                     self.progress(&u, best_offset.unwrap_or(0), CaptureState::Rejected { reason });
                     return Ok(Outcome::Rejected);
                 }
-                Err(Failure::Fatal(e)) => return Err(e),
+                Err(Failure::Fatal(e)) => {
+                    // The sync stops (the device was refused, a receipt was invalid, …): the
+                    // capture waits in the queue again; the next sync resumes it from the
+                    // server's offset.
+                    self.store.write(|tx| {
+                        Store::set_state(tx, &id, &CaptureState::Queued, now_ms())
+                    })?;
+                    return Err(e);
+                }
             }
         }
     }

@@ -9,6 +9,7 @@ use crate::startup::AppState;
 /// Answers the receipt, or 404 while the capture is not stored.
 pub async fn get(path: web::Path<String>, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let id = parse_hash(&path)?;
+    super::tus::finish_if_complete(&state, id).await?;
     let storage = state.storage.clone();
     let receipt = web::block(move || storage.receipt(&id)).await??;
     let receipt = receipt.ok_or_else(|| ApiError::not_found("no stored capture with this id"))?;

@@ -120,6 +120,28 @@ pub async fn create(req: HttpRequest, state: web::Data<AppState>) -> Result<Http
         .finish())
 }
 
+/// Finishes an upload whose bytes all arrived but which is not stored yet: the server stopped
+/// (or crashed) between its last byte and the commit. Completion is idempotent.
+pub async fn finish_if_complete(
+    state: &web::Data<AppState>,
+    id: Sha256Hash,
+) -> Result<Option<crate::storage::UploadInfo>, ApiError> {
+    let storage = state.storage.clone();
+    let info = web::block(move || storage.upload(&id)).await??;
+    match info {
+        Some(i) if !i.stored && i.offset == i.length => {
+            let slot = state.uploads.get(&id);
+            let _guard = slot.lock.lock().await;
+            let (storage, keys, limits) =
+                (state.storage.clone(), state.keys.clone(), state.media_limits);
+            web::block(move || ingest::complete_upload(&*storage, &keys, &id, &limits)).await??;
+            let storage = state.storage.clone();
+            Ok(web::block(move || storage.upload(&id)).await??)
+        }
+        other => Ok(other),
+    }
+}
+
 /// `HEAD /files/{id}`: the offset.
 pub async fn head(
     req: HttpRequest,
@@ -128,10 +150,8 @@ pub async fn head(
 ) -> Result<HttpResponse, ApiError> {
     check_tus(&req)?;
     let id = parse_hash(&path)?;
-    let storage = state.storage.clone();
-    let info = web::block(move || storage.upload(&id))
-        .await??
-        .ok_or_else(|| ApiError::not_found("no such upload"))?;
+    let info =
+        finish_if_complete(&state, id).await?.ok_or_else(|| ApiError::not_found("no such upload"))?;
     Ok(tus_response(actix_web::http::StatusCode::OK)
         .insert_header(("Upload-Offset", info.offset.to_string()))
         .insert_header(("Upload-Length", info.length.to_string()))
@@ -208,7 +228,12 @@ pub async fn patch(
     if offset != info.offset {
         return Err(ApiError::new(409, "offset_mismatch", format!("the upload is at offset {}", info.offset)));
     }
-    if info.stored {
+    if info.stored || info.offset == info.length {
+        if !info.stored {
+            let (storage, keys, limits) =
+                (state.storage.clone(), state.keys.clone(), state.media_limits);
+            web::block(move || ingest::complete_upload(&*storage, &keys, &id, &limits)).await??;
+        }
         return Ok(tus_response(actix_web::http::StatusCode::NO_CONTENT)
             .insert_header(("Upload-Offset", info.length.to_string()))
             .finish());
