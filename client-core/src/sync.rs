@@ -961,9 +961,8 @@ impl Engine<'_> {
                     // The sync stops (the device was refused, a receipt was invalid, …): the
                     // capture waits in the queue again; the next sync resumes it from the
                     // server's offset.
-                    self.store.write(|tx| {
-                        Store::set_state(tx, &id, &CaptureState::Queued, now_ms())
-                    })?;
+                    self.store
+                        .write(|tx| Store::set_state(tx, &id, &CaptureState::Queued, now_ms()))?;
                     return Err(e);
                 }
             }

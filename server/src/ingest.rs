@@ -52,7 +52,11 @@ pub fn create_upload(
         ));
     }
     if length > max_photo_bytes {
-        return Err(ApiError::new(413, "body_too_large", format!("photos are at most {max_photo_bytes} bytes")));
+        return Err(ApiError::new(
+            413,
+            "body_too_large",
+            format!("photos are at most {max_photo_bytes} bytes"),
+        ));
     }
     let id = signed.hash();
     storage.create_upload(&NewUpload {
@@ -104,7 +108,11 @@ pub fn complete_upload(
         Err(ApiError::new(status, code, message))
     };
     if photo.len() as u64 != m.photo.bytes || Sha256Hash::of(&photo) != m.photo.sha256 {
-        return refuse(422, "photo_mismatch", "the bytes are not the photo the manifest signs".into());
+        return refuse(
+            422,
+            "photo_mismatch",
+            "the bytes are not the photo the manifest signs".into(),
+        );
     }
     let clean = match media::strip(&photo, limits) {
         Ok(clean) => clean,
@@ -114,7 +122,11 @@ pub fn complete_upload(
         || clean.media_type != m.photo.media_type
         || (clean.width, clean.height) != (m.photo.width, m.photo.height)
     {
-        return refuse(422, "photo_mismatch", "the photo is not clean or not as the manifest says".into());
+        return refuse(
+            422,
+            "photo_mismatch",
+            "the photo is not clean or not as the manifest says".into(),
+        );
     }
     drop(clean);
     // A device revoked while its upload was under way can store nothing more.

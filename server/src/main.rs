@@ -123,7 +123,8 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve => serve(settings),
         Command::Election { command: ElectionCommand::Import { file } } => {
-            let bytes = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
             let election = Election::from_json(&bytes)?;
             let storage = SqliteStorage::open(&settings.data_dir, false)?;
             let new = storage.import_election(&election, hattama_core::now_ms())?;
@@ -138,8 +139,12 @@ fn main() -> anyhow::Result<()> {
         Command::Invite { command: InviteCommand::Create { election, precincts, count, json } } => {
             anyhow::ensure!((1..=10_000).contains(&count), "--count must be 1 to 10000");
             let storage = SqliteStorage::open(&settings.data_dir, false)?;
-            let codes = storage.create_invites(&election, &precincts, count, hattama_core::now_ms())?;
-            let base = settings.public_url.clone().unwrap_or_else(|| format!("http://{}", settings.listen));
+            let codes =
+                storage.create_invites(&election, &precincts, count, hattama_core::now_ms())?;
+            let base = settings
+                .public_url
+                .clone()
+                .unwrap_or_else(|| format!("http://{}", settings.listen));
             let list: Vec<_> = codes
                 .iter()
                 .map(|c| json!({ "code": c, "uri": format!("hattama://enroll?server={base}&code={c}") }))
@@ -148,7 +153,11 @@ fn main() -> anyhow::Result<()> {
                 println!("{}", serde_json::Value::Array(list));
             } else {
                 for item in list {
-                    println!("{}  {}", item["code"].as_str().unwrap_or(""), item["uri"].as_str().unwrap_or(""));
+                    println!(
+                        "{}  {}",
+                        item["code"].as_str().unwrap_or(""),
+                        item["uri"].as_str().unwrap_or("")
+                    );
                 }
             }
             Ok(())
@@ -201,7 +210,14 @@ fn main() -> anyhow::Result<()> {
                 println!("{}", serde_json::Value::Array(list));
             } else {
                 for c in &captures {
-                    println!("{}  {}/{}  device {} #{}", c.id, c.election, c.precinct, &c.device_id[..16], c.seq);
+                    println!(
+                        "{}  {}/{}  device {} #{}",
+                        c.id,
+                        c.election,
+                        c.precinct,
+                        &c.device_id[..16],
+                        c.seq
+                    );
                 }
             }
             Ok(())

@@ -109,7 +109,9 @@ impl Settings {
             )));
         }
         if !(256..=1024 * 1024).contains(&self.limits.max_json_bytes) {
-            return Err(SettingsError::Invalid("limits.max_json_bytes must be 256..=1048576".into()));
+            return Err(SettingsError::Invalid(
+                "limits.max_json_bytes must be 256..=1048576".into(),
+            ));
         }
         if self.limits.read_timeout_secs == 0 {
             return Err(SettingsError::Invalid("limits.read_timeout_secs must be positive".into()));

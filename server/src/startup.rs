@@ -81,7 +81,11 @@ impl Application {
                         .get("Content-Encoding")
                         .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
                     if encoded {
-                        let e = ApiError::new(415, "unsupported_encoding", "Content-Encoding is not accepted");
+                        let e = ApiError::new(
+                            415,
+                            "unsupported_encoding",
+                            "Content-Encoding is not accepted",
+                        );
                         return async move { Err(e.into()) }.boxed_local();
                     }
                     srv.call(req).boxed_local()

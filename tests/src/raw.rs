@@ -43,7 +43,8 @@ impl Answer {
         let h = |n: &str| r.headers().get(n).and_then(|v| v.to_str().ok()).map(str::to_owned);
         let offset = h("Upload-Offset").and_then(|v| v.parse().ok());
         let location = h("Location");
-        let body = r.bytes().ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or(Value::Null);
+        let body =
+            r.bytes().ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or(Value::Null);
         Self { status, offset, location, body }
     }
 
@@ -93,7 +94,9 @@ impl RawDevice {
         let msg = format!("hattama/enroll/v1\n{code}\n{key_hex}");
         let sig = hex::encode(self.key.sign(msg.as_bytes()).to_bytes());
         let body = json!({ "code": code, "device_key": key_hex, "signature": sig });
-        Answer::from(self.http.post(format!("{url}/api/v1/enroll")).json(&body).send().expect("send"))
+        Answer::from(
+            self.http.post(format!("{url}/api/v1/enroll")).json(&body).send().expect("send"),
+        )
     }
 
     /// Signs the next manifest of this device's chain for `photo` at `precinct`.

@@ -78,7 +78,10 @@ fn enroll_upload_and_receipt_are_idempotent_and_resumable() {
     assert_eq!(r2.body, r1.body);
     assert_eq!(device.head(url, &id.to_hex()).offset, Some(bytes.len() as u64));
     assert_eq!(blob_count(&server), 1);
-    assert_eq!(std::fs::read(server.data_dir.join("blobs").join(info.sha256.to_hex())).unwrap(), bytes);
+    assert_eq!(
+        std::fs::read(server.data_dir.join("blobs").join(info.sha256.to_hex())).unwrap(),
+        bytes
+    );
 
     // A second capture of the same photo bytes (another page) shares the blob.
     let signed2 = device.sign("p0002", &info);
@@ -110,9 +113,7 @@ fn tus_discovery_and_checksums() {
     let id = signed.hash().to_hex();
     device.create(&server.url, &signed.canonical, &hex::encode(signed.signature), info.bytes);
     use base64::Engine;
-    let b64 = |b: &[u8]| {
-        base64::engine::general_purpose::STANDARD.encode(Sha256Hash::of(b).0)
-    };
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(Sha256Hash::of(b).0);
     let wrong = format!("sha256 {}", b64(b"other"));
     let bad = device.patch_with(&server.url, &id, 0, &bytes[..100], &[("Upload-Checksum", &wrong)]);
     assert_eq!((bad.status, bad.code()), (460, "checksum_mismatch"));
@@ -120,7 +121,8 @@ fn tus_discovery_and_checksums() {
     let right = format!("sha256 {}", b64(&bytes[..100]));
     let ok = device.patch_with(&server.url, &id, 0, &bytes[..100], &[("Upload-Checksum", &right)]);
     assert_eq!((ok.status, ok.offset), (204, Some(100)));
-    let md5 = device.patch_with(&server.url, &id, 100, &bytes[100..], &[("Upload-Checksum", "md5 AAAA")]);
+    let md5 =
+        device.patch_with(&server.url, &id, 100, &bytes[100..], &[("Upload-Checksum", "md5 AAAA")]);
     assert_eq!(md5.status, 400);
     // Termination discards the unfinished upload.
     let del = device
@@ -169,7 +171,8 @@ fn hostile_requests_are_refused_with_json_errors_and_store_nothing() {
 
     // Malformed and deeply nested JSON, an oversized body, a compressed body.
     let post = |body: Vec<u8>, headers: &[(&str, &str)]| {
-        let mut r = http.post(format!("{url}/api/v1/enroll")).header("Content-Type", "application/json");
+        let mut r =
+            http.post(format!("{url}/api/v1/enroll")).header("Content-Type", "application/json");
         for (k, v) in headers {
             r = r.header(*k, *v);
         }
@@ -181,50 +184,115 @@ fn hostile_requests_are_refused_with_json_errors_and_store_nothing() {
     let nested = format!("{}{}", "[".repeat(2000), "]".repeat(2000));
     assert_refused(&post(nested.into_bytes(), &[]), 400, "bad_json", "deeply nested JSON");
     let bomb = gzip_bomb();
-    assert_refused(&post(bomb.clone(), &[("Content-Encoding", "gzip")]), 415, "unsupported_encoding", "gzip bomb");
+    assert_refused(
+        &post(bomb.clone(), &[("Content-Encoding", "gzip")]),
+        415,
+        "unsupported_encoding",
+        "gzip bomb",
+    );
 
     // Bad and malleated signatures.
     let signed = device.sign("p0001", &info);
     let mut sig = signed.signature;
     sig[0] ^= 1;
-    assert_refused(&device.create(&url, &signed.canonical, &hex::encode(sig), info.bytes), 400, "bad_signature", "flipped signature");
+    assert_refused(
+        &device.create(&url, &signed.canonical, &hex::encode(sig), info.bytes),
+        400,
+        "bad_signature",
+        "flipped signature",
+    );
     let malleated = add_group_order(signed.signature);
-    assert_refused(&device.create(&url, &signed.canonical, &hex::encode(malleated), info.bytes), 400, "bad_signature", "s >= l");
-    assert_refused(&device.create(&url, b"{\"v\":1}", &hex::encode(signed.signature), info.bytes), 400, "bad_manifest", "bad manifest");
+    assert_refused(
+        &device.create(&url, &signed.canonical, &hex::encode(malleated), info.bytes),
+        400,
+        "bad_signature",
+        "s >= l",
+    );
+    assert_refused(
+        &device.create(&url, b"{\"v\":1}", &hex::encode(signed.signature), info.bytes),
+        400,
+        "bad_manifest",
+        "bad manifest",
+    );
 
     // Another device's manifest (never enrolled), then a revoked one.
     let mut stranger = RawDevice::new(23);
     let s2 = stranger.sign("p0001", &info);
-    assert_refused(&stranger.create(&url, &s2.canonical, &hex::encode(s2.signature), info.bytes), 403, "device_unknown", "unknown device");
+    assert_refused(
+        &stranger.create(&url, &s2.canonical, &hex::encode(s2.signature), info.bytes),
+        403,
+        "device_unknown",
+        "unknown device",
+    );
     let mut revoked = RawDevice::new(24);
     assert_eq!(revoked.enroll(&url, &codes[1]).status, 200);
-    let run = admin(&server.data_dir, &["device", "revoke", &hattama_core::evidence::Sha256Hash::of(&revoked.public().0).to_hex()]);
+    let run = admin(
+        &server.data_dir,
+        &[
+            "device",
+            "revoke",
+            &hattama_core::evidence::Sha256Hash::of(&revoked.public().0).to_hex(),
+        ],
+    );
     assert_eq!(run.code, Some(0), "{run:?}");
     let s3 = revoked.sign("p0001", &info);
-    assert_refused(&revoked.create(&url, &s3.canonical, &hex::encode(s3.signature), info.bytes), 403, "device_revoked", "revoked device");
+    assert_refused(
+        &revoked.create(&url, &s3.canonical, &hex::encode(s3.signature), info.bytes),
+        403,
+        "device_revoked",
+        "revoked device",
+    );
 
     // Unknown precinct; a precinct not assigned; an unknown election.
     let mut lost = device_with(&url, &codes[2], 25);
     let s4 = lost.sign("p9999", &info);
-    assert_refused(&lost.create(&url, &s4.canonical, &hex::encode(s4.signature), info.bytes), 404, "unknown_precinct", "unknown precinct");
+    assert_refused(
+        &lost.create(&url, &s4.canonical, &hex::encode(s4.signature), info.bytes),
+        404,
+        "unknown_precinct",
+        "unknown precinct",
+    );
     let s5 = lost.sign("p0002", &info);
-    assert_refused(&lost.create(&url, &s5.canonical, &hex::encode(s5.signature), info.bytes), 403, "precinct_not_assigned", "other precinct");
+    assert_refused(
+        &lost.create(&url, &s5.canonical, &hex::encode(s5.signature), info.bytes),
+        403,
+        "precinct_not_assigned",
+        "other precinct",
+    );
     let mut m = device.sign("p0001", &info).manifest;
     m.election = "nowhere".into();
     let s6 = hattama_core::evidence::SignedManifest::sign(m, &device.key).unwrap();
-    assert_refused(&device.create(&url, &s6.canonical, &hex::encode(s6.signature), info.bytes), 404, "unknown_election", "unknown election");
+    assert_refused(
+        &device.create(&url, &s6.canonical, &hex::encode(s6.signature), info.bytes),
+        404,
+        "unknown_election",
+        "unknown election",
+    );
 
     // Wrong length at creation.
     let s7 = device.sign("p0001", &info);
-    assert_refused(&device.create(&url, &s7.canonical, &hex::encode(s7.signature), info.bytes + 1), 400, "length_mismatch", "wrong length");
+    assert_refused(
+        &device.create(&url, &s7.canonical, &hex::encode(s7.signature), info.bytes + 1),
+        400,
+        "length_mismatch",
+        "wrong length",
+    );
 
     // A manifest replayed with other photo bytes of the same length.
     let id7 = s7.hash().to_hex();
-    assert_eq!(device.create(&url, &s7.canonical, &hex::encode(s7.signature), info.bytes).status, 201);
+    assert_eq!(
+        device.create(&url, &s7.canonical, &hex::encode(s7.signature), info.bytes).status,
+        201
+    );
     let mut other_bytes = bytes.clone();
     let mid = other_bytes.len() / 2;
     other_bytes[mid] ^= 0x55;
-    assert_refused(&device.patch(&url, &id7, 0, &other_bytes), 422, "photo_mismatch", "replayed with other bytes");
+    assert_refused(
+        &device.patch(&url, &id7, 0, &other_bytes),
+        422,
+        "photo_mismatch",
+        "replayed with other bytes",
+    );
     assert_eq!(device.receipt(&url, &id7).status, 404);
 
     // A body running past Upload-Length.
@@ -249,8 +317,16 @@ fn hostile_requests_are_refused_with_json_errors_and_store_nothing() {
     bomb_info.height = 100_000;
     let s9 = device.sign("p0001", &bomb_info);
     let id9 = s9.hash().to_hex();
-    assert_eq!(device.create(&url, &s9.canonical, &hex::encode(s9.signature), bomb_info.bytes).status, 201);
-    assert_refused(&device.patch(&url, &id9, 0, &png_bomb), 422, "photo_refused", "decompression bomb PNG");
+    assert_eq!(
+        device.create(&url, &s9.canonical, &hex::encode(s9.signature), bomb_info.bytes).status,
+        201
+    );
+    assert_refused(
+        &device.patch(&url, &id9, 0, &png_bomb),
+        422,
+        "photo_refused",
+        "decompression bomb PNG",
+    );
 
     // Path traversal in ids.
     for path in [
@@ -259,7 +335,9 @@ fn hostile_requests_are_refused_with_json_errors_and_store_nothing() {
         "/api/v1/receipts/..%2Fkeys%2Freceipt.key",
         "/api/v1/receipts/ABCDEF",
     ] {
-        let a = answer(http.get(format!("{url}{path}")).header("Tus-Resumable", "1.0.0").send().unwrap());
+        let a = answer(
+            http.get(format!("{url}{path}")).header("Tus-Resumable", "1.0.0").send().unwrap(),
+        );
         assert!(a.status == 400 || a.status == 404 || a.status == 405, "{path}: {a:?}");
         assert!(!a.code().is_empty(), "{path}: JSON error body expected: {a:?}");
         let h = device.head(&url, path.trim_start_matches("/files/"));
@@ -270,7 +348,12 @@ fn hostile_requests_are_refused_with_json_errors_and_store_nothing() {
         m.precinct = "../../keys".into();
         serde_json::to_vec(&m).unwrap()
     };
-    assert_refused(&device.create(&url, &manifest_traversal, &hex::encode([0u8; 64]), info.bytes), 400, "bad_manifest", "traversal in precinct");
+    assert_refused(
+        &device.create(&url, &manifest_traversal, &hex::encode([0u8; 64]), info.bytes),
+        400,
+        "bad_manifest",
+        "traversal in precinct",
+    );
 
     // Nothing was stored, and the server still serves.
     assert_eq!(blob_count(&server), 0);
@@ -290,7 +373,8 @@ fn device_with(url: &str, code: &str, seed: u8) -> RawDevice {
 
 fn answer(r: reqwest::blocking::Response) -> Answer {
     let status = r.status().as_u16();
-    let body: Value = r.bytes().ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or(Value::Null);
+    let body: Value =
+        r.bytes().ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or(Value::Null);
     Answer { status, offset: None, location: None, body }
 }
 

@@ -216,7 +216,8 @@ fn a_client_killed_during_sync_finishes_later_without_duplicates() {
         let p = photos.path().join(format!("{i}.jpg"));
         std::fs::write(&p, textured_jpeg(1000, 750, i as u32 + 100, 90)).unwrap();
         let precinct = PRECINCTS[i % PRECINCTS.len()];
-        let run = cli.run(&["capture", p.to_str().unwrap(), "--election", "e2e", "--precinct", precinct]);
+        let run =
+            cli.run(&["capture", p.to_str().unwrap(), "--election", "e2e", "--precinct", precinct]);
         assert_eq!(run.code, Some(0), "{run:?}");
     }
     // Killed exactly where a receipt is at stake: the server stored the capture, the client
@@ -227,7 +228,8 @@ fn a_client_killed_during_sync_finishes_later_without_duplicates() {
     // Killed at random moments.
     let mut rng = rand::thread_rng();
     for _ in 0..6 {
-        let mut child = cli.command(&["sync"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        let mut child =
+            cli.command(&["sync"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
         std::thread::sleep(Duration::from_millis(rng.gen_range(30..400)));
         let _ = child.kill();
         child.wait().unwrap();
@@ -254,7 +256,9 @@ fn cli_enroll_capture_sync_status_and_revocation() {
     assert_eq!(reuse.code, Some(3), "{reuse:?}");
 
     let photo = "/usr/share/go-1.19/src/image/testdata/video-001.jpeg";
-    let first = cli.run(&["capture", photo, "--election", "e2e", "--precinct", "p0001", "--json"]).ok_json();
+    let first = cli
+        .run(&["capture", photo, "--election", "e2e", "--precinct", "p0001", "--json"])
+        .ok_json();
     let id = first["id"].as_str().unwrap().to_owned();
     let summary = cli.run(&["sync", "--json"]).ok_json();
     assert_eq!(summary["receipted"], 1, "{summary}");
@@ -266,14 +270,25 @@ fn cli_enroll_capture_sync_status_and_revocation() {
 
     // A capture for a precinct the device does not observe is rejected for good, and the
     // sync goes on with the next one.
-    let wrong = cli.run(&["capture", photo, "--election", "e2e", "--precinct", "p0002", "--json"]).ok_json();
-    let next = cli.run(&["capture", photo, "--election", "e2e", "--precinct", "p0001", "--json"]).ok_json();
+    let wrong = cli
+        .run(&["capture", photo, "--election", "e2e", "--precinct", "p0002", "--json"])
+        .ok_json();
+    let next = cli
+        .run(&["capture", photo, "--election", "e2e", "--precinct", "p0001", "--json"])
+        .ok_json();
     let summary = cli.run(&["sync", "--json"]).ok_json();
-    assert_eq!((summary["receipted"].as_u64(), summary["rejected"].as_u64()), (Some(1), Some(1)), "{summary}");
+    assert_eq!(
+        (summary["receipted"].as_u64(), summary["rejected"].as_u64()),
+        (Some(1), Some(1)),
+        "{summary}"
+    );
     let rejected = cli.run(&["show", wrong["id"].as_str().unwrap(), "--json"]).ok_json();
     assert_eq!(rejected["state"], "rejected");
     assert!(rejected["reason"].as_str().unwrap().contains("precinct_not_assigned"), "{rejected}");
-    assert_eq!(cli.run(&["show", next["id"].as_str().unwrap(), "--json"]).ok_json()["state"], "receipted");
+    assert_eq!(
+        cli.run(&["show", next["id"].as_str().unwrap(), "--json"]).ok_json()["state"],
+        "receipted"
+    );
 
     // Revoked: nothing more is accepted, what was stored stays.
     let device_id = enrolled["device_id"].as_str().unwrap();
@@ -281,9 +296,13 @@ fn cli_enroll_capture_sync_status_and_revocation() {
     cli.run(&["capture", photo, "--election", "e2e", "--precinct", "p0001", "--json"]).ok_json();
     let refused = cli.run(&["sync", "--json"]);
     assert_ne!(refused.code, Some(0), "{refused:?}");
-    assert!(refused.stdout.contains("device_revoked") || refused.stderr.contains("revoked"), "{refused:?}");
+    assert!(
+        refused.stdout.contains("device_revoked") || refused.stderr.contains("revoked"),
+        "{refused:?}"
+    );
     assert_eq!(server_captures(&server.data_dir).len(), 2);
     let list = cli.run(&["list", "--json"]).ok_json();
-    let states: Vec<&str> = list.as_array().unwrap().iter().map(|r| r["state"].as_str().unwrap()).collect();
+    let states: Vec<&str> =
+        list.as_array().unwrap().iter().map(|r| r["state"].as_str().unwrap()).collect();
     assert_eq!(states, vec!["queued", "receipted", "rejected", "receipted"], "{list}");
 }

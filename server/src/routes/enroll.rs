@@ -8,8 +8,8 @@ use serde::Deserialize;
 use super::read_body;
 use crate::error::ApiError;
 use crate::ingest::now_ms;
-use crate::storage::StorageError;
 use crate::startup::AppState;
+use crate::storage::StorageError;
 
 /// Largest enrollment request.
 const MAX_ENROLL_BYTES: usize = 4096;
@@ -28,16 +28,21 @@ pub fn enroll_message(code: &str, device_key_hex: &str) -> Vec<u8> {
 }
 
 /// Enrolls the device and answers its election package and the server's receipt key.
-pub async fn enroll(payload: web::Payload, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub async fn enroll(
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     let body = read_body(payload, MAX_ENROLL_BYTES).await?;
     let req: EnrollRequest = serde_json::from_slice(&body)
         .map_err(|e| ApiError::new(400, "bad_json", format!("not an enrollment request: {e}")))?;
-    let key = parse_lower_hex::<32>(&req.device_key)
-        .ok_or_else(|| ApiError::new(400, "bad_key", "device_key must be 64 lowercase hex digits"))?;
+    let key = parse_lower_hex::<32>(&req.device_key).ok_or_else(|| {
+        ApiError::new(400, "bad_key", "device_key must be 64 lowercase hex digits")
+    })?;
     let verifying = VerifyingKey::from_bytes(&key)
         .map_err(|_| ApiError::new(400, "bad_key", "device_key is not an ed25519 public key"))?;
-    let sig = parse_lower_hex::<64>(&req.signature)
-        .ok_or_else(|| ApiError::new(400, "bad_signature", "signature must be 128 lowercase hex digits"))?;
+    let sig = parse_lower_hex::<64>(&req.signature).ok_or_else(|| {
+        ApiError::new(400, "bad_signature", "signature must be 128 lowercase hex digits")
+    })?;
     verifying
         .verify_strict(&enroll_message(&req.code, &req.device_key), &Signature::from_bytes(&sig))
         .map_err(|_| ApiError::new(400, "bad_signature", "signature does not verify"))?;

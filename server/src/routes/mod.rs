@@ -41,7 +41,11 @@ pub async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
 
 /// The JSON 405 for a known path with another method.
 async fn method_not_allowed(req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    Err(ApiError::new(405, "method_not_allowed", format!("{} is not allowed on {}", req.method(), req.path())))
+    Err(ApiError::new(
+        405,
+        "method_not_allowed",
+        format!("{} is not allowed on {}", req.method(), req.path()),
+    ))
 }
 
 /// Parses a 64-hex-digit id from a path segment.

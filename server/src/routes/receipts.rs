@@ -7,7 +7,10 @@ use crate::error::ApiError;
 use crate::startup::AppState;
 
 /// Answers the receipt, or 404 while the capture is not stored.
-pub async fn get(path: web::Path<String>, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub async fn get(
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     let id = parse_hash(&path)?;
     super::tus::finish_if_complete(&state, id).await?;
     let storage = state.storage.clone();

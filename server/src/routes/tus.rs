@@ -90,7 +90,10 @@ fn parse_metadata(value: &str) -> Result<HashMap<String, Vec<u8>>, ApiError> {
 }
 
 /// `POST /files/`: creation. Checks the manifest before any byte is sent.
-pub async fn create(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub async fn create(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     check_tus(&req)?;
     let length: u64 = header(&req, "Upload-Length")
         .and_then(|v| v.parse().ok())
@@ -105,7 +108,9 @@ pub async fn create(req: HttpRequest, state: web::Data<AppState>) -> Result<Http
     let signature = std::str::from_utf8(&sig_text)
         .ok()
         .and_then(|s| parse_lower_hex::<64>(s.trim()))
-        .ok_or_else(|| ApiError::new(400, "bad_signature", "signature must be 128 lowercase hex digits"))?;
+        .ok_or_else(|| {
+            ApiError::new(400, "bad_signature", "signature must be 128 lowercase hex digits")
+        })?;
     let storage = state.storage.clone();
     let max = state.settings.limits.max_photo_bytes;
     let (id, offset) = web::block(move || -> Result<_, ApiError> {
@@ -150,8 +155,9 @@ pub async fn head(
 ) -> Result<HttpResponse, ApiError> {
     check_tus(&req)?;
     let id = parse_hash(&path)?;
-    let info =
-        finish_if_complete(&state, id).await?.ok_or_else(|| ApiError::not_found("no such upload"))?;
+    let info = finish_if_complete(&state, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("no such upload"))?;
     Ok(tus_response(actix_web::http::StatusCode::OK)
         .insert_header(("Upload-Offset", info.offset.to_string()))
         .insert_header(("Upload-Length", info.length.to_string()))
@@ -186,11 +192,18 @@ fn parse_checksum(req: &HttpRequest) -> Result<Option<[u8; 32]>, ApiError> {
     let Some(value) = header(req, "Upload-Checksum") else { return Ok(None) };
     let (algo, digest) = value.split_once(' ').unwrap_or((value, ""));
     if algo != "sha256" {
-        return Err(ApiError::new(400, "checksum_algorithm", "only sha256 checksums are supported"));
+        return Err(ApiError::new(
+            400,
+            "checksum_algorithm",
+            "only sha256 checksums are supported",
+        ));
     }
-    let bytes = B64.decode(digest.trim()).map_err(|_| ApiError::new(400, "bad_checksum", "checksum is not base64"))?;
-    let digest: [u8; 32] =
-        bytes.try_into().map_err(|_| ApiError::new(400, "bad_checksum", "a sha256 digest is 32 bytes"))?;
+    let bytes = B64
+        .decode(digest.trim())
+        .map_err(|_| ApiError::new(400, "bad_checksum", "checksum is not base64"))?;
+    let digest: [u8; 32] = bytes
+        .try_into()
+        .map_err(|_| ApiError::new(400, "bad_checksum", "a sha256 digest is 32 bytes"))?;
     Ok(Some(digest))
 }
 
@@ -204,7 +217,11 @@ pub async fn patch(
     check_tus(&req)?;
     let id = parse_hash(&path)?;
     if header(&req, "Content-Type") != Some("application/offset+octet-stream") {
-        return Err(ApiError::new(415, "bad_content_type", "Content-Type must be application/offset+octet-stream"));
+        return Err(ApiError::new(
+            415,
+            "bad_content_type",
+            "Content-Type must be application/offset+octet-stream",
+        ));
     }
     let offset: u64 = header(&req, "Upload-Offset")
         .and_then(|v| v.parse().ok())
@@ -226,7 +243,11 @@ pub async fn patch(
         .await??
         .ok_or_else(|| ApiError::not_found("no such upload"))?;
     if offset != info.offset {
-        return Err(ApiError::new(409, "offset_mismatch", format!("the upload is at offset {}", info.offset)));
+        return Err(ApiError::new(
+            409,
+            "offset_mismatch",
+            format!("the upload is at offset {}", info.offset),
+        ));
     }
     if info.stored || info.offset == info.length {
         if !info.stored {
@@ -258,7 +279,11 @@ pub async fn patch(
             Some(Ok(chunk)) => {
                 if offset + received + chunk.len() as u64 > info.length {
                     web::block(move || writer.rollback()).await??;
-                    return Err(ApiError::new(413, "body_too_large", "the body runs past Upload-Length"));
+                    return Err(ApiError::new(
+                        413,
+                        "body_too_large",
+                        "the body runs past Upload-Length",
+                    ));
                 }
                 // Small sequential writes into the page cache; made durable by `finish`.
                 writer.write_all(&chunk).map_err(|e| ApiError::internal(&e))?;
@@ -276,13 +301,21 @@ pub async fn patch(
     if let (Some(expected), Some(h)) = (checksum, hasher) {
         if cut || h.finalize().as_slice() != expected {
             web::block(move || writer.rollback()).await??;
-            return Err(ApiError::new(460, "checksum_mismatch", "the body does not match Upload-Checksum"));
+            return Err(ApiError::new(
+                460,
+                "checksum_mismatch",
+                "the body does not match Upload-Checksum",
+            ));
         }
     }
     let new_offset = web::block(move || writer.finish()).await??;
     if cut {
         // Keep what arrived; the client resumes from the next HEAD.
-        return Err(ApiError::new(400, "body_incomplete", format!("body ended early at offset {new_offset}")));
+        return Err(ApiError::new(
+            400,
+            "body_incomplete",
+            format!("body ended early at offset {new_offset}"),
+        ));
     }
     if new_offset == info.length {
         let storage = state.storage.clone();

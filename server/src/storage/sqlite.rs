@@ -119,8 +119,8 @@ fn load_device(conn: &Connection, key: &[u8]) -> Result<Option<Device>, StorageE
     let Some((id, key, election, enrolled, revoked)) = row else { return Ok(None) };
     let key: [u8; 32] =
         key.try_into().map_err(|_| StorageError::Corrupt("device key length".into()))?;
-    let mut stmt =
-        conn.prepare("SELECT precinct FROM device_precincts WHERE device_id = ?1 ORDER BY precinct")?;
+    let mut stmt = conn
+        .prepare("SELECT precinct FROM device_precincts WHERE device_id = ?1 ORDER BY precinct")?;
     let precincts = stmt.query_map([&id], |r| r.get(0))?.collect::<Result<Vec<String>, _>>()?;
     Ok(Some(Device {
         id,
@@ -181,7 +181,10 @@ impl SqliteStorage {
         Ok(storage)
     }
 
-    fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T, StorageError>) -> Result<T, StorageError> {
+    fn read<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StorageError>,
+    ) -> Result<T, StorageError> {
         for r in &self.readers {
             if let Ok(conn) = r.try_lock() {
                 return f(&conn);
@@ -201,7 +204,8 @@ impl SqliteStorage {
         let photos: HashSet<String> =
             stmt.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
         let mut stmt = conn.prepare("SELECT id FROM uploads")?;
-        let uploads: HashSet<String> = stmt.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
+        let uploads: HashSet<String> =
+            stmt.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
         let mut removed = 0;
         for entry in fs::read_dir(self.dir.join("blobs"))? {
             let entry = entry?;
@@ -319,14 +323,16 @@ impl Storage for SqliteStorage {
         count: usize,
         now_ms: u64,
     ) -> Result<Vec<String>, StorageError> {
-        let e = self.election(election)?.ok_or_else(|| StorageError::NotFound(format!("election {election}")))?;
+        let e = self
+            .election(election)?
+            .ok_or_else(|| StorageError::NotFound(format!("election {election}")))?;
         for p in precincts {
             if e.precinct(p).is_none() {
                 return Err(StorageError::NotFound(format!("precinct {p} of {election}")));
             }
         }
-        let list = serde_json::to_string(precincts)
-            .map_err(|e| StorageError::Corrupt(e.to_string()))?;
+        let list =
+            serde_json::to_string(precincts).map_err(|e| StorageError::Corrupt(e.to_string()))?;
         let mut conn = lock(&self.writer)?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut codes = Vec::with_capacity(count);
@@ -390,7 +396,8 @@ impl Storage for SqliteStorage {
             "UPDATE invites SET used_by = ?2, used_at_ms = ?3 WHERE code = ?1",
             params![code, id, ms(now_ms)],
         )?;
-        let device = load_device(&tx, &key.0)?.ok_or_else(|| StorageError::Corrupt("enrolled device vanished".into()))?;
+        let device = load_device(&tx, &key.0)?
+            .ok_or_else(|| StorageError::Corrupt("enrolled device vanished".into()))?;
         tx.commit()?;
         Ok(device)
     }
@@ -402,9 +409,13 @@ impl Storage for SqliteStorage {
     fn devices(&self) -> Result<Vec<Device>, StorageError> {
         self.read(|c| {
             let mut stmt = c.prepare("SELECT key FROM devices ORDER BY enrolled_at_ms, id")?;
-            let keys = stmt.query_map([], |r| r.get::<_, Vec<u8>>(0))?.collect::<Result<Vec<_>, _>>()?;
+            let keys =
+                stmt.query_map([], |r| r.get::<_, Vec<u8>>(0))?.collect::<Result<Vec<_>, _>>()?;
             keys.iter()
-                .map(|k| load_device(c, k)?.ok_or_else(|| StorageError::Corrupt("device vanished".into())))
+                .map(|k| {
+                    load_device(c, k)?
+                        .ok_or_else(|| StorageError::Corrupt("device vanished".into()))
+                })
                 .collect()
         })
     }
@@ -465,7 +476,11 @@ impl Storage for SqliteStorage {
         Ok(Some(UploadInfo { length, offset, stored, manifest, signature }))
     }
 
-    fn upload_writer(&self, id: &Sha256Hash, offset: u64) -> Result<Box<dyn UploadWriter>, StorageError> {
+    fn upload_writer(
+        &self,
+        id: &Sha256Hash,
+        offset: u64,
+    ) -> Result<Box<dyn UploadWriter>, StorageError> {
         let path = self.part_path(id);
         let file = OpenOptions::new().create(true).append(true).open(&path)?;
         let len = file.metadata()?.len();
@@ -543,8 +558,10 @@ impl Storage for SqliteStorage {
 
     fn receipt(&self, id: &Sha256Hash) -> Result<Option<Vec<u8>>, StorageError> {
         self.read(|c| {
-            Ok(c.query_row("SELECT receipt FROM captures WHERE id = ?1", [id.to_hex()], |r| r.get(0))
-                .optional()?)
+            Ok(c.query_row("SELECT receipt FROM captures WHERE id = ?1", [id.to_hex()], |r| {
+                r.get(0)
+            })
+            .optional()?)
         })
     }
 
@@ -553,7 +570,9 @@ impl Storage for SqliteStorage {
     }
 
     fn capture_count(&self) -> Result<u64, StorageError> {
-        self.read(|c| Ok(c.query_row("SELECT count(*) FROM captures", [], |r| r.get::<_, i64>(0))? as u64))
+        self.read(|c| {
+            Ok(c.query_row("SELECT count(*) FROM captures", [], |r| r.get::<_, i64>(0))? as u64)
+        })
     }
 
     fn captures(&self) -> Result<Vec<StoredCapture>, StorageError> {
@@ -575,7 +594,8 @@ impl Storage for SqliteStorage {
                 ))
             })?;
             let hash = |h: &str| {
-                Sha256Hash::from_hex(h).ok_or_else(|| StorageError::Corrupt(format!("bad hash {h}")))
+                Sha256Hash::from_hex(h)
+                    .ok_or_else(|| StorageError::Corrupt(format!("bad hash {h}")))
             };
             rows.map(|row| {
                 let (id, device_id, seq, election, precinct, photo, bytes, received) = row?;
