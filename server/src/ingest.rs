@@ -78,7 +78,7 @@ fn check_device(storage: &dyn Storage, signed: &SignedManifest) -> Result<(), Ap
     if device.revoked_at_ms.is_some() {
         return Err(ApiError::new(403, "device_revoked", "this device was revoked"));
     }
-    if device.election != m.election || !device.precincts.iter().any(|p| *p == m.precinct) {
+    if device.election != m.election || !device.precincts.contains(&m.precinct) {
         return Err(ApiError::new(
             403,
             "precinct_not_assigned",

@@ -158,7 +158,7 @@ fn hostile_requests_are_refused_with_json_errors_and_store_nothing() {
     // reuse the code; an unknown code and a bad enrollment signature are refused.
     let repeated = device.enroll(&url, &codes[0]);
     assert_eq!(repeated.status, 200, "{repeated:?}");
-    let mut other = RawDevice::new(22);
+    let other = RawDevice::new(22);
     assert_refused(&other.enroll(&url, &codes[0]), 409, "code_used", "reused code");
     assert_refused(&other.enroll(&url, "NOPE-NOPE"), 403, "bad_code", "unknown code");
     let forged = http

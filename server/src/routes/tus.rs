@@ -298,15 +298,15 @@ pub async fn patch(
             }
         }
     }
-    if let (Some(expected), Some(h)) = (checksum, hasher) {
-        if cut || h.finalize().as_slice() != expected {
-            web::block(move || writer.rollback()).await??;
-            return Err(ApiError::new(
-                460,
-                "checksum_mismatch",
-                "the body does not match Upload-Checksum",
-            ));
-        }
+    if let (Some(expected), Some(h)) = (checksum, hasher)
+        && (cut || h.finalize().as_slice() != expected)
+    {
+        web::block(move || writer.rollback()).await??;
+        return Err(ApiError::new(
+            460,
+            "checksum_mismatch",
+            "the body does not match Upload-Checksum",
+        ));
     }
     let new_offset = web::block(move || writer.finish()).await??;
     if cut {

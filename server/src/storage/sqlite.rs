@@ -2,6 +2,9 @@
 //! directory: `hattama-server.sqlite3`, `blobs/<sha256>` (stored photos), `uploads/<id>.part`
 //! (unfinished uploads). All SQL of the server lives here.
 
+// Row tuples read straight from SQL are clearer inline than behind one-use type aliases.
+#![allow(clippy::type_complexity)]
+
 use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
