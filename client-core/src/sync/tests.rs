@@ -695,7 +695,7 @@ fn a_device_refusal_stops_the_sync_without_rejecting_captures() {
         matches!(&err, Error::Sync(SyncError::Refused { status: 403, code, .. }) if code == "device_unknown"),
         "{err:?}"
     );
-    assert_eq!(state(&client, &c.id), CaptureState::Uploading);
+    assert_eq!(state(&client, &c.id), CaptureState::Queued);
     let status = client.status().unwrap();
     assert!(status.last_sync_error.unwrap().contains("device_unknown"));
 }
