@@ -15,6 +15,7 @@ mod client;
 pub mod election;
 pub mod evidence;
 pub mod hooks;
+pub mod log;
 pub mod media;
 pub mod receipt;
 pub mod store;
