@@ -422,6 +422,24 @@ impl Client {
         Ok(Some((receipt, received_at_ms)))
     }
 
+    /// Checks a capture's stored receipt again, now, under the key pinned at enrollment (the
+    /// check the sync made before storing it): it must name this capture and its photo.
+    /// [`Error::NotFound`] if the capture has no receipt, [`SyncError::ReceiptInvalid`] if it
+    /// no longer verifies (the store was changed behind the core's back).
+    #[cfg(feature = "sync")]
+    pub fn verify_receipt(&self, id_or_prefix: &str) -> Result<(SignedReceipt, u64), Error> {
+        let record = self.resolve(id_or_prefix)?;
+        let no_receipt = || Error::NotFound(format!("a receipt for {}", record.id));
+        let (receipt, received_at_ms) =
+            self.receipt(&record.id.to_hex())?.ok_or_else(no_receipt)?;
+        let (photo, _, _) = record.photo.ok_or_else(no_receipt)?;
+        let pinned = self.enrollment()?.ok_or(SyncError::NotEnrolled)?.receipt_key;
+        receipt
+            .verify(&pinned, &record.id, &photo)
+            .map_err(|source| SyncError::ReceiptInvalid { capture: record.id, source })?;
+        Ok((receipt, received_at_ms))
+    }
+
     /// Writes an evidence bundle (photo, manifest, signature) of a capture into `dir`.
     pub fn export(&self, id_or_prefix: &str, dir: &Path) -> Result<(), Error> {
         let detail = self.detail(id_or_prefix)?;
