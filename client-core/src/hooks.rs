@@ -22,10 +22,16 @@ pub const POINTS: &[&str] = &[
 /// the capture crash tests walk).
 pub const SYNC_POINTS: &[&str] = &["sync:before-receipt", "sync:before-receipt-commit"];
 
-/// Names the point at which this process will pause (test builds only).
-#[cfg(feature = "test-hooks")]
+/// The server's pause points: between a log batch's commit and the publication of its files.
+pub const SERVER_POINTS: &[&str] = &["log:after-commit"];
+
+/// Names the point at which this process will pause. Does nothing without the `test-hooks`
+/// feature, so a release binary never pauses, whatever its environment says.
 pub fn set_pause_at(point: &str) {
+    #[cfg(feature = "test-hooks")]
     let _ = PAUSE_AT.set(point.to_owned());
+    #[cfg(not(feature = "test-hooks"))]
+    let _ = point;
 }
 
 /// Pauses forever if `point` is the configured pause point.

@@ -195,8 +195,8 @@ pub fn sign_checkpoint(
         signed_note::key_id(origin, &[&[1u8][..], &key.verifying_key().to_bytes()].concat()),
         B64.encode([&[1u8][..], &key.to_bytes()].concat())
     );
-    let signer = signed_note::StandardSigner::new(&skey)
-        .map_err(|e| malformed("log key", e.to_string()))?;
+    let signer =
+        signed_note::StandardSigner::new(&skey).map_err(|e| malformed("log key", e.to_string()))?;
     note.add_sigs(&[&signer]).map_err(|e| malformed("checkpoint", e.to_string()))?;
     Ok(note.to_bytes())
 }
@@ -305,7 +305,8 @@ impl TlogProof {
         let mut hashes = Vec::new();
         for l in lines {
             let bytes = B64.decode(l).map_err(|_| bad("a proof line is not base64"))?;
-            let hash: [u8; 32] = bytes.try_into().map_err(|_| bad("a proof hash is not 32 bytes"))?;
+            let hash: [u8; 32] =
+                bytes.try_into().map_err(|_| bad("a proof hash is not 32 bytes"))?;
             hashes.push(Hash(hash));
             if hashes.len() > 64 {
                 return Err(bad("too many proof lines"));
@@ -320,6 +321,58 @@ impl TlogProof {
         verify_inclusion(self.index, cp.size, &cp.root, &entry.leaf_hash(), &self.hashes)?;
         Ok(cp)
     }
+}
+
+/// The C2SP tlog-tiles path of a tile (height [`TILE_HEIGHT`]): `tile/<L>/<N>[.p/<W>]` for hash
+/// tiles, `tile/entries/<N>[.p/<W>]` for entry bundles, where `<N>` is written in groups of three
+/// digits, all but the last prefixed with `x`.
+pub fn tile_path(tile: &tlog_tiles::Tile) -> String {
+    let mut n = tile.level_index();
+    let mut n_str = format!("{:03}", n % 1000);
+    while n >= 1000 {
+        n /= 1000;
+        n_str = format!("x{:03}/{n_str}", n % 1000);
+    }
+    let partial = if tile.width() == 1 << TILE_HEIGHT {
+        String::new()
+    } else {
+        format!(".p/{}", tile.width())
+    };
+    if tile.is_data() {
+        format!("tile/entries/{n_str}{partial}")
+    } else {
+        format!("tile/{}/{n_str}{partial}", tile.level())
+    }
+}
+
+/// Encodes entries as a C2SP entry bundle: each entry as a 2-byte big-endian length and its bytes.
+pub fn entry_bundle<'a>(entries: impl IntoIterator<Item = &'a [u8]>) -> Vec<u8> {
+    let mut out = Vec::new();
+    for e in entries {
+        out.extend_from_slice(&(e.len() as u16).to_be_bytes());
+        out.extend_from_slice(e);
+    }
+    out
+}
+
+/// Splits an entry bundle into its entries.
+pub fn parse_entry_bundle(bytes: &[u8]) -> Result<Vec<&[u8]>, LogError> {
+    let mut out = Vec::new();
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        if rest.len() < 2 {
+            return Err(malformed("entry bundle", "truncated length"));
+        }
+        let len = u16::from_be_bytes([rest[0], rest[1]]) as usize;
+        let body =
+            rest.get(2..2 + len).ok_or_else(|| malformed("entry bundle", "truncated entry"))?;
+        out.push(body);
+        rest = &rest[2 + len..];
+        if out.len() > 1 << TILE_HEIGHT {
+            return Err(malformed("entry bundle", "more than 256 entries"));
+        }
+    }
+    Ok(out)
 }
 
 /// Decodes a base64 hash (as in checkpoints and proofs).
@@ -497,6 +550,25 @@ mod tests {
     }
 
     #[test]
+    fn tile_paths_follow_c2sp() {
+        let t = |l, n, w, data| {
+            let mut t = tlog_tiles::Tile::new(TILE_HEIGHT, l, n, w, false);
+            if data {
+                t.set_is_data();
+            }
+            tile_path(&t)
+        };
+        assert_eq!(t(0, 0, 256, false), "tile/0/000");
+        assert_eq!(t(1, 1234067, 256, false), "tile/1/x001/x234/067");
+        assert_eq!(t(0, 5, 17, false), "tile/0/005.p/17");
+        assert_eq!(t(0, 1000, 3, true), "tile/entries/x001/000.p/3");
+        let bundle = entry_bundle([&b"ab"[..], &b""[..], &b"xyz"[..]]);
+        assert_eq!(bundle, b"\0\x02ab\0\0\0\x03xyz");
+        assert_eq!(parse_entry_bundle(&bundle).unwrap(), vec![&b"ab"[..], &b""[..], &b"xyz"[..]]);
+        assert!(parse_entry_bundle(&bundle[..bundle.len() - 1]).is_err());
+    }
+
+    #[test]
     fn checkpoints_sign_verify_and_refuse_tampering() {
         let key = SigningKey::from_bytes(&[4; 32]);
         let log = LogKey::for_signer("hattama.example/log", &key).unwrap();
@@ -511,8 +583,8 @@ mod tests {
             verify_checkpoint(forged.as_bytes(), &log),
             Err(LogError::BadCheckpointSignature)
         );
-        let other = LogKey::for_signer("hattama.example/log", &SigningKey::from_bytes(&[5; 32]))
-            .unwrap();
+        let other =
+            LogKey::for_signer("hattama.example/log", &SigningKey::from_bytes(&[5; 32])).unwrap();
         assert!(verify_checkpoint(&note, &other).is_err());
         assert_eq!(LogKey::from_vkey(&log.vkey).unwrap(), log);
     }
@@ -531,7 +603,8 @@ mod tests {
         };
         assert_eq!(LogEntry::from_bytes(&entry.to_bytes()).unwrap(), entry);
         let mut t = Tree { hashes: Vec::new() };
-        let leaves = [tlog_tiles::record_hash(b"a"), entry.leaf_hash(), tlog_tiles::record_hash(b"c")];
+        let leaves =
+            [tlog_tiles::record_hash(b"a"), entry.leaf_hash(), tlog_tiles::record_hash(b"c")];
         for (i, l) in leaves.iter().enumerate() {
             let new = tlog_tiles::stored_hashes_for_record_hash(i as u64, *l, &t).unwrap();
             t.hashes.extend(new);

@@ -34,7 +34,8 @@ pub struct Receipt {
     pub v: u64,
 }
 
-/// A receipt as it travels: the statement and the server's signature over its canonical bytes.
+/// A receipt as it travels: the statement and the server's signature over its canonical bytes,
+/// and where the capture stands in the public log.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SignedReceipt {
     /// The statement.
@@ -42,6 +43,22 @@ pub struct SignedReceipt {
     /// 128 lowercase hex digits of the ed25519 signature over
     /// `RECEIPT_PREFIX || canonical(receipt)`.
     pub signature: String,
+    /// The capture's log entry and its inclusion proof (not covered by `signature`: the proof
+    /// is checked against the log's signed checkpoint instead).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log: Option<ReceiptLog>,
+}
+
+/// A receipt's place in the public log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReceiptLog {
+    /// The entry's index in the log.
+    pub index: u64,
+    /// The entry's canonical bytes (`docs/transparency-log.md`).
+    pub entry: String,
+    /// The inclusion proof in the C2SP tlog-proof text form, with the signed checkpoint.
+    pub proof: String,
 }
 
 /// Why a receipt was refused.
@@ -73,7 +90,7 @@ impl Receipt {
         let mut msg = RECEIPT_PREFIX.to_vec();
         msg.extend_from_slice(&self.to_canonical());
         let signature = hex::encode(key.sign(&msg).to_bytes());
-        SignedReceipt { receipt: self, signature }
+        SignedReceipt { receipt: self, signature, log: None }
     }
 }
 

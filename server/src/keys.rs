@@ -12,6 +12,8 @@ use hattama_core::evidence::{DeviceKey, parse_lower_hex};
 pub struct ServerKeys {
     /// Signs receipts.
     pub receipt: SigningKey,
+    /// Signs log checkpoints.
+    pub log: SigningKey,
 }
 
 impl ServerKeys {
@@ -19,7 +21,10 @@ impl ServerKeys {
     pub fn load_or_create(dir: &Path) -> std::io::Result<Self> {
         let keys = dir.join("keys");
         fs::create_dir_all(&keys)?;
-        Ok(Self { receipt: load_or_create(&keys.join("receipt.key"))? })
+        Ok(Self {
+            receipt: load_or_create(&keys.join("receipt.key"))?,
+            log: load_or_create(&keys.join("log.key"))?,
+        })
     }
 
     /// The receipt public key.

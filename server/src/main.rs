@@ -114,6 +114,10 @@ fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
+    if let Ok(point) = std::env::var("HATTAMA_TEST_PAUSE_AT") {
+        // A no-op unless the core was built with its `test-hooks` feature (tests only).
+        hattama_core::hooks::set_pause_at(&point);
+    }
     let cli = Cli::parse();
     let settings = Settings::load(&Overrides {
         config_file: cli.config.clone(),

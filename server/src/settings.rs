@@ -16,6 +16,8 @@ pub struct Settings {
     pub listen: SocketAddr,
     /// The server's public base URL, used in enrollment URIs (e.g. `https://hattama.kz`).
     pub public_url: Option<String>,
+    /// The log's origin line (its name in checkpoints): a unique name without spaces or '+'.
+    pub log_origin: String,
     /// Upload limits.
     pub limits: Limits,
     /// Worker threads of the HTTP server (0: one per core).
@@ -64,6 +66,7 @@ impl Settings {
             .set_default("data_dir", "hattama-data")?
             .set_default("listen", "127.0.0.1:8080")?
             .set_default("workers", 0)?
+            .set_default("log_origin", "hattama.local/log")?
             .set_default("limits.max_photo_bytes", limits.max_bytes)?
             .set_default("limits.max_json_bytes", 64 * 1024)?
             .set_default("limits.read_timeout_secs", 30)?;
@@ -91,6 +94,7 @@ impl Settings {
             data_dir: dir.to_owned(),
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             public_url: None,
+            log_origin: "hattama.local/log".into(),
             limits: Limits {
                 max_photo_bytes: limits.max_bytes,
                 max_json_bytes: 64 * 1024,
@@ -101,6 +105,13 @@ impl Settings {
     }
 
     fn validate(&self) -> Result<(), SettingsError> {
+        if self.log_origin.is_empty()
+            || self.log_origin.chars().any(|c| c.is_whitespace() || c == '+')
+        {
+            return Err(SettingsError::Invalid(
+                "log_origin must be non-empty, without spaces or '+'".into(),
+            ));
+        }
         let core = hattama_core::media::MediaLimits::default();
         if self.limits.max_photo_bytes == 0 || self.limits.max_photo_bytes > core.max_bytes {
             return Err(SettingsError::Invalid(format!(

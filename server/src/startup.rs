@@ -27,6 +27,8 @@ pub struct AppState {
     pub media_limits: MediaLimits,
     /// Per-upload locks.
     pub uploads: UploadSlots,
+    /// The public log.
+    pub log: Arc<crate::log::Log>,
 }
 
 /// A bound, not yet running server.
@@ -60,6 +62,13 @@ impl Application {
         }
         let storage: Arc<dyn Storage> = Arc::new(SqliteStorage::open(&settings.data_dir, true)?);
         let keys = Arc::new(ServerKeys::load_or_create(&settings.data_dir)?);
+        let log = crate::log::Log::open(
+            storage.clone(),
+            keys.log.clone(),
+            &settings.log_origin,
+            &settings.data_dir,
+        )?;
+        log.start()?;
         let listener = TcpListener::bind(settings.listen)?;
         let addr = listener.local_addr()?;
         let media_limits =
@@ -71,6 +80,7 @@ impl Application {
             settings,
             media_limits,
             uploads: UploadSlots::default(),
+            log,
         });
         let mut server = HttpServer::new(move || {
             App::new()

@@ -68,6 +68,7 @@ pub async fn enroll(
     Ok(HttpResponse::Ok().insert_header(("Cache-Control", "no-store")).json(serde_json::json!({
         "device_id": device.id,
         "receipt_key": state.keys.receipt_public().to_hex(),
+        "log_key": state.log.log_key.vkey,
         "precincts": device.precincts,
         "election": election,
     })))

@@ -1,6 +1,7 @@
 //! HTTP handlers: thin, parse → domain (`ingest`) → storage → response.
 
 pub mod enroll;
+pub mod log;
 pub mod receipts;
 pub mod tus;
 
@@ -15,6 +16,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/health", web::get().to(health))
         .route("/api/v1/enroll", web::post().to(enroll::enroll))
         .route("/api/v1/receipts/{id}", web::get().to(receipts::get))
+        .route("/api/v1/log/key", web::get().to(log::key))
+        .route("/api/v1/log/inclusion/{id}", web::get().to(log::inclusion))
+        .route("/api/v1/log/consistency", web::get().to(log::consistency))
+        .route("/log/checkpoint", web::get().to(log::checkpoint))
+        .route("/log/tile/{tail:.*}", web::get().to(log::tile))
         .service(
             web::resource("/files/")
                 .route(web::method(actix_web::http::Method::OPTIONS).to(tus::options))

@@ -1,23 +1,52 @@
-//! `GET /api/v1/receipts/{id}`: a stored capture's receipt.
+//! `GET /api/v1/receipts/{id}`: a stored capture's receipt, with its place in the public log.
+
+use std::time::Duration;
 
 use actix_web::{HttpResponse, web};
+use hattama_core::receipt::{ReceiptLog, SignedReceipt};
 
 use super::parse_hash;
 use crate::error::ApiError;
 use crate::startup::AppState;
 
-/// Answers the receipt, or 404 while the capture is not stored.
+/// How long a receipt request waits for the capture to enter a published checkpoint.
+const LOG_WAIT: Duration = Duration::from_secs(10);
+
+/// Answers the receipt once the capture is stored and logged; 404 while it is not stored,
+/// 503 (retry) while it is stored but not yet in a published checkpoint.
 pub async fn get(
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_hash(&path)?;
     super::tus::finish_if_complete(&state, id).await?;
-    let storage = state.storage.clone();
-    let receipt = web::block(move || storage.receipt(&id)).await??;
-    let receipt = receipt.ok_or_else(|| ApiError::not_found("no stored capture with this id"))?;
+    let (storage, log) = (state.storage.clone(), state.log.clone());
+    let body = web::block(move || -> Result<Vec<u8>, ApiError> {
+        let stored = storage
+            .receipt(&id)?
+            .ok_or_else(|| ApiError::not_found("no stored capture with this id"))?;
+        let Some(index) = log.wait_logged(&id, LOG_WAIT)? else {
+            let mut e = ApiError::new(503, "not_logged_yet", "the capture is not in the log yet");
+            e.retry_after = Some(1);
+            return Err(e);
+        };
+        let mut signed: SignedReceipt =
+            serde_json::from_slice(&stored).map_err(|e| ApiError::internal(&e))?;
+        let entry = storage
+            .log_entries(index, index + 1)?
+            .pop()
+            .ok_or_else(|| ApiError::not_found("log entry"))?;
+        let proof = log.inclusion(index)?;
+        signed.log = Some(ReceiptLog {
+            index,
+            entry: String::from_utf8(entry).map_err(|e| ApiError::internal(&e))?,
+            proof: proof.to_text(),
+        });
+        serde_json::to_vec(&signed).map_err(|e| ApiError::internal(&e))
+    })
+    .await??;
     Ok(HttpResponse::Ok()
         .content_type("application/json")
         .insert_header(("Cache-Control", "no-store"))
-        .body(receipt))
+        .body(body))
 }

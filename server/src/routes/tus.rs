@@ -322,6 +322,7 @@ pub async fn patch(
         let keys = state.keys.clone();
         let limits = state.media_limits;
         web::block(move || ingest::complete_upload(&*storage, &keys, &id, &limits)).await??;
+        state.log.wake();
     }
     Ok(tus_response(actix_web::http::StatusCode::NO_CONTENT)
         .insert_header(("Upload-Offset", new_offset.to_string()))

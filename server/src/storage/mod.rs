@@ -15,6 +15,7 @@ use std::path::PathBuf;
 
 use hattama_core::election::Election;
 use hattama_core::evidence::{DeviceKey, Sha256Hash};
+use hattama_core::log::LogEntry;
 pub use sqlite::SqliteStorage;
 
 /// Why a storage operation failed.
@@ -208,4 +209,26 @@ pub trait Storage: Send + Sync + 'static {
     fn capture_count(&self) -> Result<u64, StorageError>;
     /// Every stored capture, in the order received.
     fn captures(&self) -> Result<Vec<StoredCapture>, StorageError>;
+
+    /// Number of entries in the log.
+    fn log_size(&self) -> Result<u64, StorageError>;
+    /// Up to `limit` stored captures not yet in the log, in the order they were received.
+    fn unlogged(&self, limit: usize) -> Result<Vec<LogEntry>, StorageError>;
+    /// Stored Merkle hashes by their storage index (Go `tlog` numbering).
+    fn read_log_hashes(&self, indexes: &[u64]) -> Result<Vec<[u8; 32]>, StorageError>;
+    /// Appends entries, their new stored hashes and the checkpoint of the new size in one
+    /// durable transaction; fails if the log is no longer `old_size` long.
+    fn append_log(
+        &self,
+        old_size: u64,
+        entries: &[LogEntry],
+        hashes: &[(u64, [u8; 32])],
+        checkpoint: &[u8],
+    ) -> Result<(), StorageError>;
+    /// A capture's index in the log.
+    fn log_index(&self, capture: &Sha256Hash) -> Result<Option<u64>, StorageError>;
+    /// The canonical bytes of entries `start..end`.
+    fn log_entries(&self, start: u64, end: u64) -> Result<Vec<Vec<u8>>, StorageError>;
+    /// The newest checkpoint (size and signed note).
+    fn latest_checkpoint(&self) -> Result<Option<(u64, Vec<u8>)>, StorageError>;
 }

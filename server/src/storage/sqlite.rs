@@ -13,6 +13,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use hattama_core::election::Election;
 use hattama_core::evidence::{DeviceKey, Sha256Hash};
+use hattama_core::log::LogEntry;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 
 use super::{
@@ -22,7 +23,8 @@ use super::{
 
 const DB_FILE: &str = "hattama-server.sqlite3";
 
-const MIGRATIONS: &[&str] = &["
+const MIGRATIONS: &[&str] = &[
+    "
 CREATE TABLE elections (
     id TEXT PRIMARY KEY,
     definition BLOB NOT NULL,
@@ -80,7 +82,23 @@ CREATE TABLE captures (
 ) STRICT;
 CREATE INDEX captures_by_device ON captures (device_id, seq);
 CREATE INDEX captures_by_precinct ON captures (election, precinct);
-"];
+",
+    "
+CREATE TABLE log_entries (
+    idx INTEGER PRIMARY KEY CHECK (idx >= 0),
+    capture_id TEXT NOT NULL UNIQUE REFERENCES captures (id),
+    entry BLOB NOT NULL
+) STRICT;
+CREATE TABLE log_hashes (
+    idx INTEGER PRIMARY KEY,
+    hash BLOB NOT NULL CHECK (length(hash) = 32)
+) STRICT;
+CREATE TABLE checkpoints (
+    size INTEGER PRIMARY KEY,
+    note BLOB NOT NULL
+) STRICT;
+",
+];
 
 const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
 const READERS: usize = 4;
@@ -614,6 +632,134 @@ impl Storage for SqliteStorage {
                 })
             })
             .collect()
+        })
+    }
+
+    fn log_size(&self) -> Result<u64, StorageError> {
+        self.read(|c| {
+            Ok(c.query_row("SELECT coalesce(max(idx) + 1, 0) FROM log_entries", [], |r| {
+                r.get::<_, i64>(0)
+            })? as u64)
+        })
+    }
+
+    fn unlogged(&self, limit: usize) -> Result<Vec<LogEntry>, StorageError> {
+        self.read(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT c.id, c.election, c.photo_sha256, c.precinct, c.received_at_ms
+                 FROM captures c LEFT JOIN log_entries l ON l.capture_id = c.id
+                 WHERE l.idx IS NULL ORDER BY c.received_at_ms, c.id LIMIT ?1",
+            )?;
+            let rows = stmt.query_map([limit as i64], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, i64>(4)?,
+                ))
+            })?;
+            let hash = |h: &str| {
+                Sha256Hash::from_hex(h)
+                    .ok_or_else(|| StorageError::Corrupt(format!("bad hash {h}")))
+            };
+            rows.map(|row| {
+                let (id, election, photo, precinct, received) = row?;
+                Ok(LogEntry {
+                    capture_id: hash(&id)?,
+                    election,
+                    photo_sha256: hash(&photo)?,
+                    precinct,
+                    received_at_ms: received as u64,
+                    v: hattama_core::log::ENTRY_VERSION,
+                })
+            })
+            .collect()
+        })
+    }
+
+    fn read_log_hashes(&self, indexes: &[u64]) -> Result<Vec<[u8; 32]>, StorageError> {
+        self.read(|c| {
+            let mut stmt = c.prepare_cached("SELECT hash FROM log_hashes WHERE idx = ?1")?;
+            indexes
+                .iter()
+                .map(|i| {
+                    let h: Vec<u8> = stmt.query_row([*i as i64], |r| r.get(0))?;
+                    h.try_into().map_err(|_| StorageError::Corrupt("hash length".into()))
+                })
+                .collect()
+        })
+    }
+
+    fn append_log(
+        &self,
+        old_size: u64,
+        entries: &[LogEntry],
+        hashes: &[(u64, [u8; 32])],
+        checkpoint: &[u8],
+    ) -> Result<(), StorageError> {
+        let mut conn = lock(&self.writer)?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let size: i64 =
+            tx.query_row("SELECT coalesce(max(idx) + 1, 0) FROM log_entries", [], |r| r.get(0))?;
+        if size as u64 != old_size {
+            return Err(StorageError::Corrupt(format!("log is {size} long, not {old_size}")));
+        }
+        {
+            let mut entry = tx.prepare_cached(
+                "INSERT INTO log_entries (idx, capture_id, entry) VALUES (?1, ?2, ?3)",
+            )?;
+            for (i, e) in entries.iter().enumerate() {
+                entry.execute(params![
+                    (old_size + i as u64) as i64,
+                    e.capture_id.to_hex(),
+                    e.to_bytes()
+                ])?;
+            }
+            let mut hash =
+                tx.prepare_cached("INSERT INTO log_hashes (idx, hash) VALUES (?1, ?2)")?;
+            for (i, h) in hashes {
+                hash.execute(params![*i as i64, h.as_slice()])?;
+            }
+        }
+        tx.execute(
+            "INSERT INTO checkpoints (size, note) VALUES (?1, ?2)",
+            params![(old_size + entries.len() as u64) as i64, checkpoint],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn log_index(&self, capture: &Sha256Hash) -> Result<Option<u64>, StorageError> {
+        self.read(|c| {
+            Ok(c.query_row(
+                "SELECT idx FROM log_entries WHERE capture_id = ?1",
+                [capture.to_hex()],
+                |r| r.get::<_, i64>(0),
+            )
+            .optional()?
+            .map(|i| i as u64))
+        })
+    }
+
+    fn log_entries(&self, start: u64, end: u64) -> Result<Vec<Vec<u8>>, StorageError> {
+        self.read(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT entry FROM log_entries WHERE idx >= ?1 AND idx < ?2 ORDER BY idx",
+            )?;
+            let rows = stmt.query_map([start as i64, end as i64], |r| r.get(0))?;
+            Ok(rows.collect::<Result<Vec<Vec<u8>>, _>>()?)
+        })
+    }
+
+    fn latest_checkpoint(&self) -> Result<Option<(u64, Vec<u8>)>, StorageError> {
+        self.read(|c| {
+            Ok(c.query_row(
+                "SELECT size, note FROM checkpoints ORDER BY size DESC LIMIT 1",
+                [],
+                |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)),
+            )
+            .optional()?)
         })
     }
 }

@@ -1,0 +1,155 @@
+//! The public log over HTTP: the checkpoint and the tiles exactly as the files under
+//! `<data dir>/log/` (so a static mirror serves the same bytes), plus proofs on demand.
+
+use actix_web::{HttpResponse, web};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use serde::Deserialize;
+
+use super::parse_hash;
+use crate::error::ApiError;
+use crate::startup::AppState;
+
+fn read(path: std::path::PathBuf) -> Result<Vec<u8>, ApiError> {
+    std::fs::read(&path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => ApiError::not_found("no such log file"),
+        _ => ApiError::internal(&e),
+    })
+}
+
+/// `GET /log/checkpoint`: the newest signed checkpoint.
+pub async fn checkpoint(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let path = state.log.dir().join("checkpoint");
+    let note = web::block(move || read(path)).await??;
+    Ok(HttpResponse::Ok()
+        .content_type("text/plain; charset=utf-8")
+        .insert_header(("Cache-Control", "no-cache"))
+        .body(note))
+}
+
+/// Whether `tail` is a C2SP tile path: `<L>/<N>[.p/<W>]` or `entries/<N>[.p/<W>]`, `<N>` in
+/// groups of three digits, all but the last prefixed with `x`.
+fn is_tile_path(tail: &str) -> bool {
+    let (main, partial) = match tail.split_once(".p/") {
+        Some((m, w)) => (m, Some(w)),
+        None => (tail, None),
+    };
+    if let Some(w) = partial
+        && !(w.parse::<u16>().is_ok_and(|w| (1..256).contains(&w)) && !w.starts_with('0'))
+    {
+        return false;
+    }
+    let mut parts = main.split('/');
+    let level = parts.next().unwrap_or("");
+    if level != "entries" && !(level.len() <= 2 && level.bytes().all(|b| b.is_ascii_digit())) {
+        return false;
+    }
+    let rest: Vec<&str> = parts.collect();
+    let Some((last, groups)) = rest.split_last() else { return false };
+    last.len() == 3
+        && last.bytes().all(|b| b.is_ascii_digit())
+        && groups.iter().all(|g| {
+            g.len() == 4 && g.starts_with('x') && g[1..].bytes().all(|b| b.is_ascii_digit())
+        })
+}
+
+/// `GET /log/tile/{tail}`: a hash tile or an entry bundle; immutable once published.
+pub async fn tile(
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let tail = path.into_inner();
+    if !is_tile_path(&tail) {
+        return Err(ApiError::new(400, "bad_tile_path", "not a tile path"));
+    }
+    let file = state.log.dir().join("tile").join(&tail);
+    let data = web::block(move || read(file)).await??;
+    Ok(HttpResponse::Ok()
+        .content_type("application/octet-stream")
+        .insert_header(("Cache-Control", "public, max-age=31536000, immutable"))
+        .body(data))
+}
+
+/// `GET /api/v1/log/key`: the log's origin and verifier key.
+pub async fn key(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({
+        "origin": state.log.log_key.origin,
+        "vkey": state.log.log_key.vkey,
+    }))
+}
+
+/// `GET /api/v1/log/inclusion/{capture id}`: the capture's proof in the C2SP tlog-proof form.
+pub async fn inclusion(
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let id = parse_hash(&path)?;
+    let (storage, log) = (state.storage.clone(), state.log.clone());
+    let text = web::block(move || -> Result<String, ApiError> {
+        let index = storage
+            .log_index(&id)?
+            .filter(|i| *i < log.published_size())
+            .ok_or_else(|| ApiError::not_found("this capture is not in the log"))?;
+        Ok(log.inclusion(index)?.to_text())
+    })
+    .await??;
+    Ok(HttpResponse::Ok()
+        .content_type("text/plain; charset=utf-8")
+        .insert_header(("Cache-Control", "no-store"))
+        .body(text))
+}
+
+/// Query of the consistency proof.
+#[derive(Deserialize)]
+pub struct ConsistencyQuery {
+    from: u64,
+}
+
+/// `GET /api/v1/log/consistency?from=N`: proof that the newest checkpoint extends the tree of N.
+pub async fn consistency(
+    query: web::Query<ConsistencyQuery>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let from = query.from;
+    let log = state.log.clone();
+    let (proof, note) = web::block(move || log.consistency(from)).await?.map_err(|e| match e {
+        crate::storage::StorageError::NotFound(m) => ApiError::new(400, "bad_size", m),
+        other => other.into(),
+    })?;
+    Ok(HttpResponse::Ok().insert_header(("Cache-Control", "no-store")).json(serde_json::json!({
+        "from": from,
+        "proof": proof.iter().map(|h| B64.encode(h.0)).collect::<Vec<_>>(),
+        "checkpoint": String::from_utf8_lossy(&note),
+    })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_tile_path;
+
+    #[test]
+    fn tile_paths() {
+        for ok in ["0/000", "1/x001/x234/067", "0/005.p/17", "entries/x001/000.p/3", "entries/000"]
+        {
+            assert!(is_tile_path(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "0",
+            "0/00",
+            "0/0000",
+            "../000",
+            "0/../000",
+            "0/000.p/0",
+            "0/000.p/256",
+            "0/000.p/017",
+            "x/000",
+            "0/x01/000",
+            "entries/000/..",
+            "0/000/",
+            "123/000",
+        ] {
+            assert!(!is_tile_path(bad), "{bad}");
+        }
+    }
+}
