@@ -1,6 +1,7 @@
 //! HTTP handlers: thin, parse → domain (`ingest`) → storage → response.
 
 pub mod enroll;
+pub mod evidence;
 pub mod log;
 pub mod receipts;
 pub mod tus;
@@ -19,6 +20,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/api/v1/log/key", web::get().to(log::key))
         .route("/api/v1/log/inclusion/{id}", web::get().to(log::inclusion))
         .route("/api/v1/log/consistency", web::get().to(log::consistency))
+        .route("/api/v1/captures/{id}", web::get().to(evidence::capture))
+        .route("/photos/{sha256}", web::get().to(evidence::photo))
         .route("/log/checkpoint", web::get().to(log::checkpoint))
         .route("/log/tile/{tail:.*}", web::get().to(log::tile))
         .service(

@@ -210,6 +210,9 @@ pub trait Storage: Send + Sync + 'static {
     /// Every stored capture, in the order received.
     fn captures(&self) -> Result<Vec<StoredCapture>, StorageError>;
 
+    /// A stored capture's canonical manifest and signature.
+    fn evidence(&self, id: &Sha256Hash) -> Result<Option<(Vec<u8>, [u8; 64])>, StorageError>;
+
     /// Number of entries in the log.
     fn log_size(&self) -> Result<u64, StorageError>;
     /// Up to `limit` stored captures not yet in the log, in the order they were received.

@@ -762,4 +762,21 @@ impl Storage for SqliteStorage {
             .optional()?)
         })
     }
+
+    fn evidence(&self, id: &Sha256Hash) -> Result<Option<(Vec<u8>, [u8; 64])>, StorageError> {
+        let row: Option<(Vec<u8>, Vec<u8>)> = self.read(|c| {
+            Ok(c.query_row(
+                "SELECT manifest, signature FROM captures WHERE id = ?1",
+                [id.to_hex()],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?)
+        })?;
+        row.map(|(m, s)| {
+            let sig: [u8; 64] =
+                s.try_into().map_err(|_| StorageError::Corrupt("signature length".into()))?;
+            Ok((m, sig))
+        })
+        .transpose()
+    }
 }
