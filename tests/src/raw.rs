@@ -184,6 +184,45 @@ impl RawDevice {
         &self.http
     }
 
+    /// Like [`Self::upload`], but a network failure (a server killed mid-request) is an `Err`
+    /// instead of a panic.
+    pub fn try_upload(
+        &self,
+        url: &str,
+        signed: &SignedManifest,
+        photo: &[u8],
+    ) -> Result<Answer, reqwest::Error> {
+        let sig = hex::encode(signed.signature);
+        let meta =
+            format!("manifest {},signature {}", B64.encode(&signed.canonical), B64.encode(&sig));
+        let created = Answer::from(
+            self.http
+                .post(format!("{url}/files/"))
+                .header("Tus-Resumable", "1.0.0")
+                .header("Upload-Length", photo.len().to_string())
+                .header("Upload-Metadata", meta)
+                .send()?,
+        );
+        if created.status != 201 {
+            return Ok(created);
+        }
+        let id = signed.hash().to_hex();
+        let offset = created.offset.unwrap_or(0) as usize;
+        let patched = Answer::from(
+            self.http
+                .patch(format!("{url}/files/{id}"))
+                .header("Tus-Resumable", "1.0.0")
+                .header("Content-Type", "application/offset+octet-stream")
+                .header("Upload-Offset", offset.to_string())
+                .body(photo[offset.min(photo.len())..].to_vec())
+                .send()?,
+        );
+        if patched.status != 204 {
+            return Ok(patched);
+        }
+        Ok(Answer::from(self.http.get(format!("{url}/api/v1/receipts/{id}")).send()?))
+    }
+
     /// Creates, sends all bytes and fetches the receipt; returns the last answer.
     pub fn upload(&self, url: &str, signed: &SignedManifest, photo: &[u8]) -> Answer {
         let sig = hex::encode(signed.signature);

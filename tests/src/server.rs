@@ -4,6 +4,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{Receiver, channel};
 
 use serde_json::Value;
 
@@ -45,7 +46,23 @@ impl TestServer {
 
     /// Starts a server on an existing data directory, listening on `listen`.
     pub fn start_on(data_dir: &Path, listen: &str) -> Self {
-        let mut child = Command::new(bin("hattama-server"))
+        Self::spawn(data_dir, listen, None).0
+    }
+
+    /// Starts a server that pauses at the named pause point (`hattama_core::hooks`); the
+    /// receiver gets a line when it is there.
+    pub fn start_paused(data_dir: &Path, listen: &str, point: &str) -> (Self, Receiver<String>) {
+        let (s, rx) = Self::spawn(data_dir, listen, Some(point));
+        (s, rx.expect("stderr lines"))
+    }
+
+    fn spawn(
+        data_dir: &Path,
+        listen: &str,
+        pause: Option<&str>,
+    ) -> (Self, Option<Receiver<String>>) {
+        let mut command = Command::new(bin("hattama-server"));
+        command
             .arg("--data-dir")
             .arg(data_dir)
             .arg("--listen")
@@ -53,9 +70,22 @@ impl TestServer {
             .arg("serve")
             .env("HATTAMA_LOG", "warn")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn hattama-server");
+            .stderr(if pause.is_some() { Stdio::piped() } else { Stdio::inherit() });
+        if let Some(point) = pause {
+            command.env("HATTAMA_TEST_PAUSE_AT", point);
+        }
+        let mut child = command.spawn().expect("spawn hattama-server");
+        let lines = child.stderr.take().map(|stderr| {
+            let (tx, rx) = channel();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+            rx
+        });
         let stdout = child.stdout.take().expect("stdout");
         let mut line = String::new();
         BufReader::new(stdout).read_line(&mut line).expect("read first line");
@@ -65,7 +95,7 @@ impl TestServer {
             .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
             .to_owned();
         let addr = url.trim_start_matches("http://").parse().expect("address");
-        Self { data_dir: data_dir.to_owned(), url, addr, child, _dir: None }
+        (Self { data_dir: data_dir.to_owned(), url, addr, child, _dir: None }, lines)
     }
 
     /// Creates enrollment codes for precincts of election `e2e`.
