@@ -1,0 +1,158 @@
+//! The [`Client`] object: one handle over one offline store, shared by every thread of the app.
+//!
+//! Each method converts its arguments, makes one call into `hattama_core::Client` and converts
+//! the answer. All of them block: call them off the UI thread (a WorkManager worker, a
+//! BGTaskScheduler task, a background queue). The core serializes what must be serialized
+//! (captures through SQLite's write lock, one sync per store through `sync.lock`), so the
+//! handle can be used from many threads at once.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use hattama_core::sync::SyncError;
+
+use crate::error::HattamaError;
+use crate::sync::{CancelHandle, Listener, SyncListener};
+use crate::types::{
+    CaptureDetail, CaptureRequest, CaptureSummary, Captured, ClientSettings, DeviceIdentity,
+    EnrollmentInfo, ReceiptInfo, SyncStatus, SyncSummary, VerifiedBundle, Violation,
+};
+
+/// One observer device's handle over its offline store.
+#[derive(uniffi::Object)]
+pub struct Client {
+    inner: hattama_core::Client,
+}
+
+#[uniffi::export]
+impl Client {
+    /// Opens (or creates) the store in directory `dir` (the app's private files directory),
+    /// recovering it after any crash, and creates the device identity on first use.
+    #[uniffi::constructor(default(settings = None))]
+    pub fn open(dir: String, settings: Option<ClientSettings>) -> Result<Arc<Self>, HattamaError> {
+        let config = settings.unwrap_or_default().into();
+        Ok(Arc::new(Self { inner: hattama_core::Client::open(Path::new(&dir), config)? }))
+    }
+
+    /// This device's public identity.
+    pub fn device(&self) -> DeviceIdentity {
+        self.inner.device_key().into()
+    }
+
+    /// Enrolls with the server at `server_url` using a coordinator's one-time `code`, and pins
+    /// the server's receipt key. Enrolling again with another code adds its precincts.
+    pub fn enroll(&self, server_url: String, code: String) -> Result<EnrollmentInfo, HattamaError> {
+        Ok(self.inner.enroll(&server_url, &code)?.into())
+    }
+
+    /// The stored enrollment (server, precincts, election for offline use), if enrolled.
+    pub fn enrollment(&self) -> Result<Option<EnrollmentInfo>, HattamaError> {
+        Ok(self.inner.enrollment()?.map(Into::into))
+    }
+
+    /// Captures a photo from the camera's bytes (JPEG or PNG): strips its metadata, signs it and
+    /// stores it durably. When this returns, the capture survives a crash or power loss.
+    pub fn capture(
+        &self,
+        photo: Vec<u8>,
+        request: CaptureRequest,
+    ) -> Result<Captured, HattamaError> {
+        Ok(self.inner.capture(&photo, &request.into())?.into())
+    }
+
+    /// Like [`Client::capture`] from a file, refusing one above the size limit before reading it.
+    pub fn capture_file(
+        &self,
+        path: String,
+        request: CaptureRequest,
+    ) -> Result<Captured, HattamaError> {
+        Ok(self.inner.capture_file(Path::new(&path), &request.into())?.into())
+    }
+
+    /// All captures, newest first; deleted ones appear as tombstones.
+    pub fn list(&self) -> Result<Vec<CaptureSummary>, HattamaError> {
+        Ok(self.inner.list()?.into_iter().map(Into::into).collect())
+    }
+
+    /// A capture (full id or a unique prefix of 6+ hex digits) with its signed evidence.
+    pub fn show(&self, id: String) -> Result<CaptureDetail, HattamaError> {
+        Ok(self.inner.detail(&id)?.into())
+    }
+
+    /// The stored (stripped, signed) photo of a capture.
+    pub fn photo(&self, id: String) -> Result<Vec<u8>, HattamaError> {
+        Ok(self.inner.photo(&id)?)
+    }
+
+    /// A small JPEG of the capture for lists (made on first use, then cached).
+    pub fn thumbnail(&self, id: String) -> Result<Vec<u8>, HattamaError> {
+        Ok(self.inner.thumbnail(&id)?)
+    }
+
+    /// Deletes a capture that was not sent yet; its sequence number stays as a visible gap.
+    pub fn delete(&self, id: String) -> Result<CaptureSummary, HattamaError> {
+        Ok(self.inner.delete(&id)?.into())
+    }
+
+    /// Writes an evidence bundle (photo, manifest, signature) of a capture into `dir` (created
+    /// if missing, must be empty), for sharing; anyone can check it (`verify_bundle`).
+    pub fn export_bundle(&self, id: String, dir: String) -> Result<(), HattamaError> {
+        Ok(self.inner.export(&id, Path::new(&dir))?)
+    }
+
+    /// Sends every capture not yet receipted and stores each verified receipt. Blocks until
+    /// done, cancelled or failed; progress goes to `listener` on this thread. A second sync of
+    /// the same store fails with `RetryLater` (`sync_busy`).
+    #[uniffi::method(default(listener = None, cancel = None))]
+    pub fn sync(
+        &self,
+        listener: Option<Arc<dyn SyncListener>>,
+        cancel: Option<Arc<CancelHandle>>,
+    ) -> Result<SyncSummary, HattamaError> {
+        // Only the token is kept: the app dropping its handle cancels (see `CancelHandle`).
+        let token = cancel.map(|c| c.token()).unwrap_or_default();
+        Ok(self.inner.sync(&Listener(listener), &token)?.into())
+    }
+
+    /// Captures per state, the server, how the last sync ended and when to try again.
+    pub fn status(&self) -> Result<SyncStatus, HattamaError> {
+        Ok(self.inner.status()?.into())
+    }
+
+    /// A capture's receipt as stored (verified when it arrived); `None` until it is receipted.
+    pub fn receipt(&self, id: String) -> Result<Option<ReceiptInfo>, HattamaError> {
+        Ok(self.inner.receipt(&id)?.map(Into::into))
+    }
+
+    /// Verifies a capture's stored receipt again, now, under the receipt key pinned at
+    /// enrollment. `RejectedByServer` (`receipt_invalid`) if it does not verify, `FixInput`
+    /// (`not_found`) if the capture has no receipt.
+    pub fn verify_receipt(&self, id: String) -> Result<ReceiptInfo, HattamaError> {
+        Ok(self.inner.verify_receipt(&id)?.into())
+    }
+
+    /// Checks an observer's transcription (line id to number) against the control relations of
+    /// the enrolled election's protocol, with the rule engine the server uses. Returns the
+    /// broken relations (none: the arithmetic holds); relations with a missing line are skipped.
+    pub fn check_transcription(
+        &self,
+        values: HashMap<String, u64>,
+    ) -> Result<Vec<Violation>, HattamaError> {
+        let template = self.inner.enrollment()?.ok_or(SyncError::NotEnrolled)?.election.protocol;
+        let broken = template.check(&values.into_iter().collect());
+        Ok(broken.into_iter().map(|v| Violation::new(v, &template.relations)).collect())
+    }
+
+    /// Bytes the store uses on disk.
+    pub fn storage_used(&self) -> Result<u64, HattamaError> {
+        Ok(self.inner.storage_used()?)
+    }
+}
+
+/// Verifies an evidence bundle directory exactly as `docs/evidence-format.md` says.
+#[uniffi::export]
+pub fn verify_bundle(dir: String) -> Result<VerifiedBundle, HattamaError> {
+    let limits = hattama_core::media::MediaLimits::default();
+    Ok(hattama_core::bundle::verify(Path::new(&dir), &limits)?.into())
+}
