@@ -24,7 +24,7 @@ use crate::store::{CaptureRecord, CaptureState, NewCapture, Store, StoreError};
 use crate::thumbnail;
 #[cfg(feature = "sync")]
 use crate::{
-    receipt::SignedReceipt,
+    receipt::{ReceiptError, SignedReceipt},
     sync::{
         self, CancelToken, Enrollment, SyncConfig, SyncError, SyncListener, SyncLock, SyncStatus,
         SyncSummary,
@@ -404,9 +404,12 @@ impl Client {
             server_url: server.as_ref().map(|s| s.base_url.clone()),
             device_id: server.as_ref().map(|s| s.device_id),
             last_sync_at_ms: server.as_ref().and_then(|s| s.last_sync_at_ms),
-            last_sync_error: server.and_then(|s| s.last_sync_error),
+            last_sync_error: server.as_ref().and_then(|s| s.last_sync_error.clone()),
             next_attempt_at_ms: self.store.next_attempt_at()?,
             running,
+            log_key: server.and_then(|s| s.log_key),
+            log_checkpoint: self.store.log_checkpoint()?,
+            log_alarm: self.store.log_alarm()?,
         })
     }
 
@@ -422,8 +425,10 @@ impl Client {
         Ok(Some((receipt, received_at_ms)))
     }
 
-    /// Checks a capture's stored receipt again, now, under the key pinned at enrollment (the
-    /// check the sync made before storing it): it must name this capture and its photo.
+    /// Checks a capture's stored receipt again, now, under the keys pinned at enrollment (the
+    /// check the sync made before storing it): it must name this capture and its photo, and
+    /// if it was stored with its place in the log, its log entry and inclusion proof must
+    /// verify under the pinned log key and lead to the stored checkpoint.
     /// [`Error::NotFound`] if the capture has no receipt, [`SyncError::ReceiptInvalid`] if it
     /// no longer verifies (the store was changed behind the core's back).
     #[cfg(feature = "sync")]
@@ -433,10 +438,20 @@ impl Client {
         let (receipt, received_at_ms) =
             self.receipt(&record.id.to_hex())?.ok_or_else(no_receipt)?;
         let (photo, _, _) = record.photo.ok_or_else(no_receipt)?;
-        let pinned = self.enrollment()?.ok_or(SyncError::NotEnrolled)?.receipt_key;
-        receipt
-            .verify(&pinned, &record.id, &photo)
-            .map_err(|source| SyncError::ReceiptInvalid { capture: record.id, source })?;
+        let enrollment = self.enrollment()?.ok_or(SyncError::NotEnrolled)?;
+        let invalid = |source| SyncError::ReceiptInvalid { capture: record.id, source };
+        receipt.verify(&enrollment.receipt_key, &record.id, &photo).map_err(invalid)?;
+        if let Some((index, note)) = self.store.receipt_log(&record.id)? {
+            let log_key = enrollment.log_key.ok_or_else(|| {
+                StoreError::Corrupt("a receipt has a log proof but no log key is pinned".into())
+            })?;
+            let v = receipt
+                .verify_log(&log_key, &record.election, &record.precinct)
+                .map_err(invalid)?;
+            if v.index != index || v.checkpoint.note != note {
+                return Err(invalid(ReceiptError::Mismatch("stored log place")).into());
+            }
+        }
         Ok((receipt, received_at_ms))
     }
 

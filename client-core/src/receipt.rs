@@ -9,6 +9,7 @@ use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
 
 use crate::evidence::{DeviceKey, MAX_SAFE_INTEGER, Sha256Hash, parse_lower_hex};
+use crate::log::{Checkpoint, LogEntry, LogError, LogKey, TlogProof};
 
 /// The domain-separation prefix of a receipt signature.
 pub const RECEIPT_PREFIX: &[u8] = b"hattama/receipt/v1\n";
@@ -76,6 +77,23 @@ pub enum ReceiptError {
     /// The receipt is about another capture or photo.
     #[error("receipt does not match the capture: {0}")]
     Mismatch(&'static str),
+    /// The receipt carries no place in the public log (`log` is missing).
+    #[error("receipt carries no log entry and inclusion proof")]
+    NoLogProof,
+    /// The receipt's log entry or inclusion proof is refused.
+    #[error("receipt's log proof does not verify: {0}")]
+    Log(#[from] LogError),
+}
+
+/// A receipt's place in the public log, verified.
+#[derive(Clone, Debug, PartialEq)]
+pub struct VerifiedLog {
+    /// The entry.
+    pub entry: LogEntry,
+    /// The entry's index.
+    pub index: u64,
+    /// The signed checkpoint the inclusion proof leads to.
+    pub checkpoint: Checkpoint,
 }
 
 impl Receipt {
@@ -123,6 +141,38 @@ impl SignedReceipt {
             return Err(ReceiptError::Mismatch("photo hash"));
         }
         Ok(())
+    }
+
+    /// Verifies the receipt's place in the public log (`docs/receipts.md`): `log` is present,
+    /// its entry is canonical and states this receipt's capture, photo and time and the
+    /// capture's `election` and `precinct`, and its inclusion proof leads to a checkpoint
+    /// signed with the pinned `log_key`. Call after [`Self::verify`] (which checks the
+    /// statement the entry is compared with).
+    pub fn verify_log(
+        &self,
+        log_key: &LogKey,
+        election: &str,
+        precinct: &str,
+    ) -> Result<VerifiedLog, ReceiptError> {
+        let log = self.log.as_ref().ok_or(ReceiptError::NoLogProof)?;
+        let entry = LogEntry::from_bytes(log.entry.as_bytes())?;
+        let r = &self.receipt;
+        let checks = [
+            (entry.capture_id == r.capture_id, "log entry capture id"),
+            (entry.photo_sha256 == r.photo_sha256, "log entry photo hash"),
+            (entry.received_at_ms == r.received_at_ms, "log entry time"),
+            (entry.election == election, "log entry election"),
+            (entry.precinct == precinct, "log entry precinct"),
+        ];
+        if let Some((_, what)) = checks.iter().find(|(ok, _)| !ok) {
+            return Err(ReceiptError::Mismatch(what));
+        }
+        let proof = TlogProof::from_text(&log.proof)?;
+        if proof.index != log.index {
+            return Err(ReceiptError::Mismatch("log index"));
+        }
+        let checkpoint = proof.verify(&entry, log_key)?;
+        Ok(VerifiedLog { entry, index: log.index, checkpoint })
     }
 
     /// Parses a receipt from JSON bytes, with a size limit.

@@ -12,6 +12,16 @@
 //! - A receipt that fails verification is never retried silently for long: after
 //!   [`SyncConfig::receipt_attempts`] fetches the sync stops with
 //!   [`SyncError::ReceiptInvalid`].
+//! - The public log is watched (`docs/transparency-log.md`): with a log key pinned at
+//!   enrollment, a receipt counts only with its log entry and an inclusion proof that leads to
+//!   a checkpoint signed with that key. The device keeps the newest checkpoint it verified; on
+//!   each contact (the start of a sync) and for each receipt's checkpoint it checks that the
+//!   log only grew since (a consistency proof, fetched from the server). A log that forked or
+//!   shrank raises an alarm ([`SyncError::LogForked`], [`SyncError::LogShrank`]) that is
+//!   stored with both signed checkpoints as evidence; the sync stops, every later sync stops
+//!   with the same alarm, and no capture is marked receipted from that server again.
+//!   A store enrolled before the server had a log has no log key: its receipts are checked
+//!   without the log until it enrolls again (status says so; the same code works).
 //! - Transient failures (network, 408, 425, 429, 5xx) back off exponentially with full jitter,
 //!   or wait `Retry-After`; after [`SyncConfig::max_retries`] attempts without progress the sync
 //!   stops with [`SyncError::Unreachable`]. A permanent refusal of a capture marks it `rejected`
@@ -42,10 +52,12 @@ use serde::Deserialize;
 
 use crate::client::{Error, now_ms};
 use crate::election::{Election, ElectionError};
-use crate::evidence::{DeviceKey, Sha256Hash, check_id};
+use crate::evidence::{DeviceKey, Manifest, Sha256Hash, check_id};
 use crate::hooks;
+use crate::log::{Checkpoint, Hash, LogError, LogKey, hash_from_base64, verify_checkpoint};
 use crate::receipt::{MAX_RECEIPT_BYTES, ReceiptError, SignedReceipt};
 use crate::store::{CaptureState, PendingCapture, ServerRecord, Store, StoreError};
+pub use crate::store::{KeptCheckpoint, LogAlarm, LogAlarmKind};
 
 /// The tus protocol version spoken.
 pub const TUS_VERSION: &str = "1.0.0";
@@ -70,6 +82,17 @@ pub const MAX_CODE_BYTES: usize = 256;
 
 /// Name of the lock file in the store directory.
 pub const LOCK_FILE: &str = "sync.lock";
+
+/// Largest log answer accepted (a checkpoint, or a consistency proof with its checkpoint).
+const MAX_LOG_ANSWER_BYTES: usize = 64 << 10;
+
+/// Most hashes in a consistency proof (a tree of 2^64 entries needs fewer than 128).
+const MAX_PROOF_HASHES: usize = 128;
+
+/// Most consistency proofs fetched to check one checkpoint. Each answer proves against the
+/// server's newest checkpoint, which may itself be newer than the one being checked (the log
+/// grows meanwhile) and then needs checking in turn.
+const MAX_CONSISTENCY_ROUNDS: u32 = 8;
 
 /// How the sync talks to the server: timeouts, chunk size and back-off. The defaults follow
 /// `docs/sync-protocol.md`; tests shrink the delays.
@@ -164,9 +187,65 @@ pub enum SyncError {
     /// Enrolling would replace the pinned receipt key with another one.
     #[error("the server's receipt key differs from the one pinned at enrollment")]
     ServerKeyChanged,
+    /// Enrolling would replace the pinned log key with another one.
+    #[error("the server's log key differs from the one pinned at enrollment")]
+    LogKeyChanged,
+    /// A checkpoint or consistency proof the server sent does not verify under the pinned log
+    /// key, or is malformed. Not an alarm: nothing shows that the log itself misbehaved.
+    #[error("the server's log answer does not verify: {0}")]
+    LogInvalid(LogError),
+    /// ALARM: the server's public log forked or was rewritten: it signed two checkpoints that
+    /// cannot both be states of one append-only log. Stored with both checkpoints
+    /// ([`SyncStatus::log_alarm`]); every later sync stops with it and nothing is marked
+    /// receipted from this server again.
+    #[error(
+        "the server's public log forked or was rewritten: its checkpoints of {old_size} and \
+         {new_size} entries conflict ({detail})"
+    )]
+    LogForked {
+        /// Size of the checkpoint seen first.
+        old_size: u64,
+        /// Size of the conflicting checkpoint.
+        new_size: u64,
+        /// What was checked and failed.
+        detail: String,
+    },
+    /// ALARM: the server's public log shrank: after signing a tree of `old_size` entries it
+    /// signed a smaller one, so entries it had logged are gone. Stored and handled like
+    /// [`Self::LogForked`].
+    #[error(
+        "the server's public log shrank from {old_size} entries to {new_size}: entries it had \
+         logged are gone"
+    )]
+    LogShrank {
+        /// Size of the checkpoint seen first.
+        old_size: u64,
+        /// Size of the smaller checkpoint signed later.
+        new_size: u64,
+    },
     /// The HTTP client could not be set up.
     #[error("cannot set up HTTP: {0}")]
     Http(String),
+}
+
+impl SyncError {
+    /// Whether this is a log alarm ([`Self::LogForked`] or [`Self::LogShrank`]).
+    pub fn is_log_alarm(&self) -> bool {
+        matches!(self, Self::LogForked { .. } | Self::LogShrank { .. })
+    }
+}
+
+impl From<&LogAlarm> for SyncError {
+    fn from(a: &LogAlarm) -> Self {
+        match a.kind {
+            LogAlarmKind::Forked => Self::LogForked {
+                old_size: a.old_size,
+                new_size: a.new_size,
+                detail: a.detail.clone(),
+            },
+            LogAlarmKind::Shrank => Self::LogShrank { old_size: a.old_size, new_size: a.new_size },
+        }
+    }
 }
 
 /// Reports progress of a sync; the app implements it (called on the syncing thread).
@@ -242,6 +321,9 @@ pub struct SyncSummary {
     pub bytes_sent: u64,
     /// Whether it stopped because it was cancelled.
     pub cancelled: bool,
+    /// Size of the newest log checkpoint verified so far (by this run or an earlier one);
+    /// `None` without a pinned log key or before the first.
+    pub log_size: Option<u64>,
 }
 
 /// Cancels a running sync: cheap to clone, shared between threads.
@@ -296,6 +378,9 @@ pub struct Enrollment {
     pub device_id: Sha256Hash,
     /// The pinned receipt key.
     pub receipt_key: DeviceKey,
+    /// The pinned key of the server's public log; `None` for a store that enrolled before the
+    /// server had a log (it pins one on its next enrollment).
+    pub log_key: Option<LogKey>,
     /// Every precinct assigned to this device so far.
     pub precincts: Vec<String>,
     /// The election package, for offline use.
@@ -306,10 +391,17 @@ impl Enrollment {
     pub(crate) fn from_record(r: ServerRecord) -> Result<Self, Error> {
         let election = Election::from_json(&r.election)
             .map_err(|e| StoreError::Corrupt(format!("stored election package: {e}")))?;
+        let log_key = r
+            .log_key
+            .as_deref()
+            .map(LogKey::from_vkey)
+            .transpose()
+            .map_err(|e| StoreError::Corrupt(format!("stored log key: {e}")))?;
         Ok(Self {
             server_url: r.base_url,
             device_id: r.device_id,
             receipt_key: r.receipt_key,
+            log_key,
             precincts: r.precincts,
             election,
         })
@@ -351,6 +443,14 @@ pub struct SyncStatus {
     pub next_attempt_at_ms: Option<u64>,
     /// Whether a sync of this store is running now (in any process).
     pub running: bool,
+    /// The pinned log key (verifier key string); `None` if not enrolled, or enrolled before
+    /// the server had a log: then receipts are checked without the log until the device
+    /// enrolls again.
+    pub log_key: Option<String>,
+    /// The newest log checkpoint verified.
+    pub log_checkpoint: Option<KeptCheckpoint>,
+    /// The raised log alarm: while it is set, syncs stop with it.
+    pub log_alarm: Option<LogAlarm>,
 }
 
 /// The exclusive lock on `<store>/sync.lock`, released when dropped (closing the file).
@@ -593,6 +693,8 @@ fn header_u64(headers: &HeaderMap, name: &str) -> Option<u64> {
 struct EnrollAnswer {
     device_id: String,
     receipt_key: String,
+    #[serde(default)]
+    log_key: Option<String>,
     precincts: Vec<String>,
     election: serde_json::Value,
 }
@@ -659,6 +761,12 @@ pub(crate) fn enroll(
         .filter(|k| VerifyingKey::from_bytes(k).is_ok())
         .map(DeviceKey)
         .ok_or_else(|| SyncError::Protocol("receipt_key is not an ed25519 public key".into()))?;
+    let log_key = parsed
+        .log_key
+        .as_deref()
+        .ok_or_else(|| SyncError::Protocol("the enrollment answer has no log_key".into()))?;
+    let log_key =
+        LogKey::from_vkey(log_key).map_err(|e| SyncError::Protocol(format!("log_key: {e}")))?.vkey;
     for p in &parsed.precincts {
         check_id("precinct", p).map_err(|e| SyncError::Protocol(e.to_string()))?;
     }
@@ -671,6 +779,11 @@ pub(crate) fn enroll(
         if let Some(old) = Store::server_in(tx)? {
             if old.receipt_key != receipt_key {
                 return Err(SyncError::ServerKeyChanged.into());
+            }
+            match &old.log_key {
+                Some(pinned) if *pinned != log_key => return Err(SyncError::LogKeyChanged.into()),
+                Some(_) => {}
+                None => tracing::info!("pinned the log key of a server enrolled with before"),
             }
             precincts.extend(old.precincts);
         }
@@ -685,6 +798,7 @@ pub(crate) fn enroll(
             enrolled_at_ms: now,
             last_sync_at_ms: None,
             last_sync_error: None,
+            log_key: Some(log_key.clone()),
         };
         Store::save_server(tx, &record)?;
         Ok(record)
@@ -760,6 +874,9 @@ enum Outcome {
 /// One capture being sent.
 struct Upload {
     capture: PendingCapture,
+    /// The election and precinct its log entry must state.
+    election: String,
+    precinct: String,
     photo: Vec<u8>,
     url: String,
 }
@@ -778,6 +895,8 @@ struct Engine<'a> {
     http: reqwest::blocking::Client,
     base: String,
     pinned: DeviceKey,
+    /// The pinned log key; `None` for a store enrolled before the server had a log.
+    log_key: Option<LogKey>,
     summary: SyncSummary,
 }
 
@@ -789,6 +908,12 @@ pub(crate) fn run(
     cancel: &CancelToken,
 ) -> Result<SyncSummary, Error> {
     let server = store.server()?.ok_or(SyncError::NotEnrolled)?;
+    let log_key = server
+        .log_key
+        .as_deref()
+        .map(LogKey::from_vkey)
+        .transpose()
+        .map_err(|e| StoreError::Corrupt(format!("stored log key: {e}")))?;
     let http = http_client(config)?;
     let mut engine = Engine {
         store,
@@ -798,6 +923,7 @@ pub(crate) fn run(
         http,
         base: server.base_url,
         pinned: server.receipt_key,
+        log_key,
         summary: SyncSummary::default(),
     };
     let result = engine.run_all();
@@ -819,8 +945,15 @@ pub(crate) fn run(
 
 impl Engine<'_> {
     fn run_all(&mut self) -> Result<SyncSummary, Error> {
+        if let Some(alarm) = self.store.log_alarm()? {
+            return Err(SyncError::from(&alarm).into());
+        }
         let (pending, bytes) = self.store.pending_totals()?;
         self.listener.on_progress(SyncProgress::Started { pending, bytes });
+        // The contact check comes first, so nothing is sent to a server whose log forked.
+        // If the server cannot be reached now, the uploads find out and report it (with
+        // each capture's next attempt); the check then runs again at the end.
+        let mut checked = self.cancel.is_cancelled() || self.check_log(0)?;
         let mut after = 0;
         while let Some(capture) = self.store.next_pending(after)? {
             if self.cancel.is_cancelled() {
@@ -838,8 +971,226 @@ impl Engine<'_> {
                 }
             }
         }
+        if self.cancel.is_cancelled() {
+            self.summary.cancelled = true;
+        }
+        if !checked && !self.summary.cancelled {
+            checked = self.check_log(self.config.max_retries)?;
+            self.summary.cancelled = !checked;
+        }
         self.summary.remaining = self.store.pending_totals()?.0;
+        self.summary.log_size = self.store.log_checkpoint()?.map(|c| c.size);
         Ok(self.summary.clone())
+    }
+
+    /// The contact check: fetches the log's newest checkpoint and checks it against the kept
+    /// one (see [`Self::observe`]). Transient failures are retried up to `retries` times;
+    /// returns false if they were exhausted (with `retries == 0`) or the sync was cancelled.
+    fn check_log(&self, retries: u32) -> Result<bool, Error> {
+        let Some(key) = &self.log_key else { return Ok(true) };
+        let mut failures = 0u32;
+        loop {
+            let checked = self.fetch_checkpoint(key).and_then(|seen| match seen {
+                Some(cp) => self.observe(key, cp, Step::Create),
+                None => match self.store.log_checkpoint().map_err(Failure::fatal)? {
+                    Some(kept) => Err(Failure::protocol(format!(
+                        "the server has no log checkpoint, but it signed one of {} entries before",
+                        kept.size
+                    ))),
+                    None => Ok(()),
+                },
+            });
+            match checked {
+                Ok(()) => return Ok(true),
+                Err(Failure::Fatal(e)) => return Err(e),
+                Err(Failure::Reject { reason }) => return Err(SyncError::Protocol(reason).into()),
+                Err(Failure::Retry { reason, retry_after, .. }) => {
+                    failures += 1;
+                    if retries == 0 {
+                        tracing::info!(%reason, "log check postponed to the end of the sync");
+                        return Ok(false);
+                    }
+                    if failures > retries {
+                        return Err(SyncError::Unreachable {
+                            attempts: failures,
+                            last_error: reason,
+                        }
+                        .into());
+                    }
+                    let delay = self.delay(failures, retry_after);
+                    tracing::info!(failures, delay_ms = delay.as_millis() as u64, %reason, "log check failed, retrying");
+                    if !sleep_unless_cancelled(delay, self.cancel) {
+                        return Ok(false);
+                    }
+                }
+            }
+        }
+    }
+
+    /// `GET /log/checkpoint`, verified under the log key; `None` if the log is still empty.
+    fn fetch_checkpoint(&self, key: &LogKey) -> Result<Option<Checkpoint>, Failure> {
+        let request = self.http.get(format!("{}/log/checkpoint", self.base));
+        let answer = match exchange(request, MAX_LOG_ANSWER_BYTES) {
+            Ok(a) => a,
+            Err(HttpFailure::Refused { status: 404, .. }) => return Ok(None),
+            Err(f) => {
+                return Err(Failure::from_http(f, Step::Create, |status, code, message| {
+                    Failure::protocol(format!(
+                        "the log checkpoint answered {status} {code}: {message}"
+                    ))
+                }));
+            }
+        };
+        if answer.status != 200 {
+            return Err(Failure::protocol(format!(
+                "the log checkpoint answered {}",
+                answer.status
+            )));
+        }
+        verify_checkpoint(&answer.body, key)
+            .map(Some)
+            .map_err(|e| Failure::fatal(SyncError::LogInvalid(e)))
+    }
+
+    /// `GET /api/v1/log/consistency?from=<from>`: a consistency proof from the tree of `from`
+    /// entries to the server's newest checkpoint, which is verified under the log key.
+    fn consistency(
+        &self,
+        key: &LogKey,
+        from: u64,
+        then: Step,
+    ) -> Result<(Vec<Hash>, Checkpoint), Failure> {
+        #[derive(Deserialize)]
+        struct ConsistencyAnswer {
+            from: u64,
+            proof: Vec<String>,
+            checkpoint: String,
+        }
+        let url = format!("{}/api/v1/log/consistency?from={from}", self.base);
+        let answer = exchange(self.http.get(url), MAX_LOG_ANSWER_BYTES).map_err(|f| {
+            Failure::from_http(f, then, |status, code, message| {
+                Failure::protocol(format!(
+                    "the consistency proof from {from} entries was refused ({status} {code}): \
+                     {message}"
+                ))
+            })
+        })?;
+        let a: ConsistencyAnswer = serde_json::from_slice(&answer.body)
+            .map_err(|e| Failure::protocol(format!("consistency answer: {e}")))?;
+        if a.from != from || a.proof.len() > MAX_PROOF_HASHES {
+            return Err(Failure::protocol("consistency answer for another size, or too long"));
+        }
+        let proof =
+            a.proof.iter().map(|h| hash_from_base64(h)).collect::<Option<Vec<Hash>>>().ok_or_else(
+                || Failure::protocol("a consistency proof hash is not base64 of 32 bytes"),
+            )?;
+        let checkpoint = verify_checkpoint(a.checkpoint.as_bytes(), key)
+            .map_err(|e| Failure::fatal(SyncError::LogInvalid(e)))?;
+        Ok((proof, checkpoint))
+    }
+
+    /// Checks a verified checkpoint `seen` against the kept one and keeps the newest: both
+    /// must be states of one append-only log. Equal sizes need equal roots; otherwise the
+    /// server proves that the smaller tree is a prefix of its newest one, which must be at
+    /// least as large as every checkpoint seen (each newer checkpoint an answer brings is
+    /// checked in turn, so everything ends up proven a prefix of one tree). A failure raises
+    /// the log alarm.
+    fn observe(&self, key: &LogKey, seen: Checkpoint, then: Step) -> Result<(), Failure> {
+        let Some(kept) = self.store.log_checkpoint().map_err(Failure::fatal)? else {
+            return if seen.size == 0 { Ok(()) } else { self.keep(&seen) };
+        };
+        let kept = Checkpoint {
+            origin: key.origin.clone(),
+            size: kept.size,
+            root: Hash(kept.root),
+            note: kept.note,
+        };
+        if seen.size == 0 {
+            return Err(self.alarm(LogAlarmKind::Shrank, &kept, &seen, "it signed an empty tree"));
+        }
+        // Invariant: every checkpoint seen that is not in `todo` is a prefix of `top`.
+        let (mut top, mut todo) =
+            if seen.size >= kept.size { (seen, vec![kept]) } else { (kept, vec![seen]) };
+        let mut rounds = 0;
+        while let Some(c) = todo.pop() {
+            if c.size == top.size {
+                if c.root != top.root {
+                    let detail =
+                        format!("two checkpoints of {} entries with different roots", c.size);
+                    return Err(self.alarm(LogAlarmKind::Forked, &c, &top, &detail));
+                }
+                continue;
+            }
+            rounds += 1;
+            if rounds > MAX_CONSISTENCY_ROUNDS {
+                return Err(Failure::Retry {
+                    reason: "the log grew during every consistency check".into(),
+                    retry_after: None,
+                    then,
+                });
+            }
+            let (proof, latest) = self.consistency(key, c.size, then)?;
+            if latest.size < top.size {
+                let detail = format!("its newest checkpoint has {} entries", latest.size);
+                return Err(self.alarm(LogAlarmKind::Shrank, &top, &latest, &detail));
+            }
+            if crate::log::verify_consistency(c.size, &c.root, latest.size, &latest.root, &proof)
+                .is_err()
+            {
+                let detail = format!(
+                    "the consistency proof from {} to {} entries does not verify",
+                    c.size, latest.size
+                );
+                return Err(self.alarm(LogAlarmKind::Forked, &c, &latest, &detail));
+            }
+            if latest.size > top.size {
+                todo.push(top);
+                top = latest;
+            } else if latest.root != top.root {
+                let detail =
+                    format!("two checkpoints of {} entries with different roots", top.size);
+                return Err(self.alarm(LogAlarmKind::Forked, &top, &latest, &detail));
+            }
+        }
+        self.keep(&top)
+    }
+
+    /// Keeps a checkpoint proven consistent with every one seen before.
+    fn keep(&self, c: &Checkpoint) -> Result<(), Failure> {
+        let kept = KeptCheckpoint {
+            size: c.size,
+            root: c.root.0,
+            note: c.note.clone(),
+            seen_at_ms: now_ms(),
+        };
+        if self.store.write(|tx| Store::keep_log_checkpoint(tx, &kept)).map_err(Failure::fatal)? {
+            tracing::info!(size = c.size, "kept a newer log checkpoint");
+        }
+        Ok(())
+    }
+
+    /// Stores the log alarm (the first one stays) and returns the failure that stops the sync.
+    fn alarm(
+        &self,
+        kind: LogAlarmKind,
+        old: &Checkpoint,
+        new: &Checkpoint,
+        detail: &str,
+    ) -> Failure {
+        let alarm = LogAlarm {
+            kind,
+            old_size: old.size,
+            new_size: new.size,
+            detail: detail.to_owned(),
+            old_checkpoint: old.note.clone(),
+            new_checkpoint: new.note.clone(),
+            raised_at_ms: now_ms(),
+        };
+        tracing::error!(kind = kind.name(), old = old.size, new = new.size, detail, "LOG ALARM");
+        match self.store.write(|tx| Store::raise_log_alarm(tx, &alarm)) {
+            Ok(stored) => Failure::fatal(SyncError::from(&stored)),
+            Err(e) => Failure::fatal(e),
+        }
     }
 
     fn progress(&self, u: &Upload, sent: u64, state: CaptureState) {
@@ -863,9 +1214,17 @@ impl Engine<'_> {
         {
             return Err(StoreError::Corrupt(format!("the photo of capture {id} is damaged")).into());
         }
+        let manifest = Manifest::from_canonical(&capture.canonical)
+            .map_err(|e| StoreError::Corrupt(format!("the manifest of capture {id}: {e}")))?;
         tracing::info!(seq = capture.seq, bytes = photo.len(), "sending capture");
         let url = format!("{}/files/{}", self.base, id.to_hex());
-        let mut u = Upload { capture, photo, url };
+        let mut u = Upload {
+            capture,
+            election: manifest.election,
+            precinct: manifest.precinct,
+            photo,
+            url,
+        };
         let mut step = Step::Create;
         let mut failures = 0u32;
         let mut receipt_failures = 0u32;
@@ -1104,15 +1463,29 @@ impl Engine<'_> {
         if answer.status != 200 {
             return Err(Failure::protocol(format!("receipt answered {}", answer.status)));
         }
-        let verified = SignedReceipt::from_json(&answer.body)
-            .and_then(|r| r.verify(&self.pinned, &c.id, &c.photo_sha256));
-        if let Err(e) = verified {
-            return Ok(Err(e));
+        let verified = SignedReceipt::from_json(&answer.body).and_then(|r| {
+            r.verify(&self.pinned, &c.id, &c.photo_sha256)?;
+            match &self.log_key {
+                Some(key) => r.verify_log(key, &u.election, &u.precinct).map(Some),
+                None => Ok(None),
+            }
+        });
+        let in_log = match verified {
+            Ok(v) => v,
+            Err(e) => return Ok(Err(e)),
+        };
+        if let (Some(key), Some(v)) = (&self.log_key, &in_log) {
+            // The checkpoint the proof leads to must extend every one seen before.
+            self.observe(key, v.checkpoint.clone(), Step::Receipt)?;
+        }
+        if let Some(alarm) = self.store.log_alarm().map_err(Failure::fatal)? {
+            return Err(Failure::fatal(SyncError::from(&alarm)));
         }
         hooks::pause("sync:before-receipt-commit");
+        let log = in_log.as_ref().map(|v| (v.index, v.checkpoint.note.as_slice()));
         let stored = self
             .store
-            .write(|tx| Store::save_receipt(tx, &c.id, &answer.body, now_ms()))
+            .write(|tx| Store::save_receipt(tx, &c.id, &answer.body, log, now_ms()))
             .map_err(Failure::fatal)?;
         if !stored {
             // Only a change outside this code can do that: nothing here leaves `uploading`

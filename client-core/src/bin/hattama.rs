@@ -3,9 +3,12 @@
 //! Exit codes: 0 success; 1 unexpected failure; 2 usage error (also: not enrolled yet);
 //! 3 input refused (photo, field, server URL, enrollment code, or the server refused the
 //! enrollment or this device); 4 no such capture (or an ambiguous id prefix); 5 storage failure;
-//! 6 verification failed (a bundle, a server receipt, or a changed server key); 7 capture can no
-//! longer be deleted; 8 network or server failure (unreachable after retries, or answers outside
-//! the protocol); 9 a sync of this store is already running.
+//! 6 verification failed (a bundle, a server receipt or its log proof, a log checkpoint, or a
+//! changed server or log key); 7 capture can no longer be deleted; 8 network or server failure
+//! (unreachable after retries, or answers outside the protocol); 9 a sync of this store is
+//! already running; 10 ALARM: the server's public log forked, was rewritten or shrank (printed
+//! loudly on stderr; the alarm stays in the store, `status` shows it, and every later sync
+//! stops with it).
 
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
@@ -14,13 +17,16 @@ use std::process::ExitCode;
 use std::sync::Mutex;
 
 use anyhow::Context;
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use clap::{Parser, Subcommand};
 use hattama_core::bundle::{self, BundleError};
 use hattama_core::evidence::{CoarseLocation, EvidenceKind, Page};
 use hattama_core::media::MediaLimits;
 use hattama_core::store::{CaptureRecord, CaptureState};
 use hattama_core::sync::{
-    CancelToken, Enrollment, SyncError, SyncListener, SyncProgress, SyncStatus, SyncSummary,
+    CancelToken, Enrollment, LogAlarm, SyncError, SyncListener, SyncProgress, SyncStatus,
+    SyncSummary,
 };
 use hattama_core::{CaptureRequest, Client, ClientConfig, Error};
 use serde_json::{Value, json};
@@ -202,6 +208,10 @@ fn classify(e: anyhow::Error) -> Failure {
             SyncError::Refused { .. } => (3, "refused"),
             SyncError::ReceiptInvalid { .. } => (6, "receipt_invalid"),
             SyncError::ServerKeyChanged => (6, "server_key_changed"),
+            SyncError::LogKeyChanged => (6, "log_key_changed"),
+            SyncError::LogInvalid(_) => (6, "log_invalid"),
+            SyncError::LogForked { .. } => (10, "log_forked"),
+            SyncError::LogShrank { .. } => (10, "log_shrank"),
             SyncError::Unreachable { .. } => (8, "unreachable"),
             SyncError::Protocol(_) | SyncError::Election(_) => (8, "protocol"),
             SyncError::SyncBusy => (9, "sync_busy"),
@@ -248,9 +258,24 @@ fn main() -> ExitCode {
         Err(e) => {
             let f = classify(e);
             let message = format!("{:#}", f.error);
-            eprintln!("error: {message}");
+            let alarm = match f.error.downcast_ref::<Error>() {
+                Some(Error::Sync(e)) if e.is_log_alarm() => Some(e),
+                _ => None,
+            };
+            match alarm {
+                Some(e) => eprintln!("{}", alarm_text(e)),
+                None => eprintln!("error: {message}"),
+            }
             if json {
                 let mut v = json!({ "error": f.code, "message": message });
+                if let Some(
+                    SyncError::LogForked { old_size, new_size, .. }
+                    | SyncError::LogShrank { old_size, new_size },
+                ) = alarm
+                {
+                    v["old_size"] = json!(old_size);
+                    v["new_size"] = json!(new_size);
+                }
                 // The server's own code word, for scripts (`code_used`, `device_revoked`, …).
                 if let Some(Error::Sync(SyncError::Refused { code, status, .. })) =
                     f.error.downcast_ref::<Error>()
@@ -263,6 +288,28 @@ fn main() -> ExitCode {
             ExitCode::from(f.exit)
         }
     }
+}
+
+/// The loud message of a log alarm, for stderr.
+fn alarm_text(e: &SyncError) -> String {
+    let what = match e {
+        SyncError::LogForked { old_size, new_size, detail } => format!(
+            "ALARM: the server's public log forked or was rewritten.\n  It signed a log of \
+             {old_size} entries, then one of {new_size} entries that does not extend it \
+             ({detail}).\n  A public log may only grow: the server, or someone with its key, \
+             changed entries it had published."
+        ),
+        SyncError::LogShrank { old_size, new_size } => format!(
+            "ALARM: the server's public log shrank.\n  It signed a log of {old_size} entries, \
+             then one of only {new_size}: entries it had published are gone."
+        ),
+        other => format!("ALARM: {other}"),
+    };
+    format!(
+        "{what}\n  Nothing was marked receipted, and this device will not sync with this server \
+         again.\n  Keep this store: it holds both signed checkpoints as evidence \
+         (`hattama status --json`).\n  Tell your coordinators."
+    )
 }
 
 fn store_dir(cli: &Cli) -> anyhow::Result<PathBuf> {
@@ -431,6 +478,12 @@ fn run(cli: Cli, local_offset: i32) -> anyhow::Result<()> {
             if let Some((receipt, received_at_ms)) = client.receipt(&id)? {
                 v["receipt"] = serde_json::to_value(&receipt)?;
                 v["receipt_received_at_ms"] = json!(received_at_ms);
+                // A receipt stays evidence that the server signed it, but its server's log
+                // later misbehaved: say so next to it.
+                if let Some(alarm) = client.status()?.log_alarm {
+                    eprintln!("{}", alarm_line(&alarm));
+                    v["log_alarm"] = alarm_json(&alarm);
+                }
             }
             print(json, &v, || serde_json::to_string_pretty(&v).unwrap_or_default());
         }
@@ -485,11 +538,12 @@ fn run(cli: Cli, local_offset: i32) -> anyhow::Result<()> {
             let e = client.enroll(&url, &code)?;
             print(json, &enrollment_json(&e), || {
                 format!(
-                    "enrolled with {} for election {}: precincts {} (receipt key {})",
+                    "enrolled with {} for election {}: precincts {} (receipt key {}, log {})",
                     e.server_url,
                     e.election.id,
                     e.precincts.join(", "),
-                    e.receipt_key.fingerprint()
+                    e.receipt_key.fingerprint(),
+                    e.log_key.as_ref().map_or("not pinned", |k| k.origin.as_str())
                 )
             });
         }
@@ -500,8 +554,12 @@ fn run(cli: Cli, local_offset: i32) -> anyhow::Result<()> {
             line.finish();
             let summary = summary?;
             print(json, &summary_json(&summary), || {
+                let log = match summary.log_size {
+                    Some(n) => format!("; log checkpoint of {n} entries verified"),
+                    None => String::new(),
+                };
                 format!(
-                    "receipted {}, rejected {}, remaining {} ({} bytes sent)",
+                    "receipted {}, rejected {}, remaining {} ({} bytes sent){log}",
                     summary.receipted, summary.rejected, summary.remaining, summary.bytes_sent
                 )
             });
@@ -522,6 +580,7 @@ fn enrollment_json(e: &Enrollment) -> Value {
         "server": e.server_url,
         "device_id": e.device_id.to_hex(),
         "receipt_key": e.receipt_key.to_hex(),
+        "log_key": e.log_key.as_ref().map(|k| k.vkey.clone()),
         "precincts": e.precincts,
         "election": e.election.id,
     })
@@ -534,7 +593,33 @@ fn summary_json(s: &SyncSummary) -> Value {
         "remaining": s.remaining,
         "bytes_sent": s.bytes_sent,
         "cancelled": s.cancelled,
+        "log_size": s.log_size,
     })
+}
+
+fn alarm_json(a: &LogAlarm) -> Value {
+    json!({
+        "kind": a.kind.name(),
+        "old_size": a.old_size,
+        "new_size": a.new_size,
+        "detail": a.detail,
+        "raised_at": time_text(a.raised_at_ms, 0),
+        "raised_at_ms": a.raised_at_ms,
+        "old_checkpoint": String::from_utf8_lossy(&a.old_checkpoint),
+        "new_checkpoint": String::from_utf8_lossy(&a.new_checkpoint),
+    })
+}
+
+fn alarm_line(a: &LogAlarm) -> String {
+    format!(
+        "ALARM    the server's public log {} ({} then {} entries: {}), raised {}; syncs stop; \
+         `status --json` shows both signed checkpoints",
+        a.kind.name(),
+        a.old_size,
+        a.new_size,
+        a.detail,
+        time_text(a.raised_at_ms, 0)
+    )
 }
 
 fn status_json(s: &SyncStatus, e: Option<&Enrollment>) -> Value {
@@ -558,12 +643,21 @@ fn status_json(s: &SyncStatus, e: Option<&Enrollment>) -> Value {
         "last_sync_error": s.last_sync_error,
         "next_attempt_at_ms": s.next_attempt_at_ms,
         "running": s.running,
+        "log_key": s.log_key,
+        "log_checkpoint": s.log_checkpoint.as_ref().map(|c| json!({
+            "size": c.size,
+            "root": BASE64.encode(c.root),
+            "seen_at": time_text(c.seen_at_ms, 0),
+            "seen_at_ms": c.seen_at_ms,
+        })),
+        "log_alarm": s.log_alarm.as_ref().map(alarm_json),
     })
 }
 
 fn status_text(s: &SyncStatus, e: Option<&Enrollment>) -> String {
     let c = &s.counts;
-    let mut out = match (&s.server_url, e) {
+    let mut out = s.log_alarm.as_ref().map(|a| alarm_line(a) + "\n").unwrap_or_default();
+    out += &match (&s.server_url, e) {
         (Some(url), Some(e)) => format!(
             "server   {url}\nelection {} (precincts {})\n",
             e.election.id,
@@ -571,6 +665,19 @@ fn status_text(s: &SyncStatus, e: Option<&Enrollment>) -> String {
         ),
         _ => "server   not enrolled\n".to_owned(),
     };
+    if s.server_url.is_some() {
+        out.push_str(&match (&s.log_key, &s.log_checkpoint) {
+            (None, _) => "log      not checked: enrolled before the server had a public log; \
+                          enroll again (the same code works) to pin its key\n"
+                .to_owned(),
+            (Some(_), None) => "log      key pinned, no checkpoint verified yet\n".to_owned(),
+            (Some(_), Some(cp)) => format!(
+                "log      checkpoint of {} entries verified {}\n",
+                cp.size,
+                time_text(cp.seen_at_ms, 0)
+            ),
+        });
+    }
     out.push_str(&format!(
         "captures {} captured, {} queued, {} uploading, {} receipted, {} rejected, {} deleted\n",
         c.captured, c.queued, c.uploading, c.receipted, c.rejected, c.deleted

@@ -86,6 +86,28 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE captures ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE captures ADD COLUMN last_error TEXT;
     ALTER TABLE captures ADD COLUMN next_attempt_at_ms INTEGER;",
+    // 4: the public log: its pinned key (NULL for a store enrolled before the log existed),
+    // the newest verified checkpoint, a raised alarm, and each receipt's place in the log.
+    "ALTER TABLE server ADD COLUMN log_key TEXT;
+    CREATE TABLE log_checkpoint (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        size INTEGER NOT NULL CHECK (size >= 1),
+        root BLOB NOT NULL CHECK (length(root) = 32),
+        note BLOB NOT NULL,
+        seen_at_ms INTEGER NOT NULL
+    ) STRICT;
+    CREATE TABLE log_alarm (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        kind TEXT NOT NULL CHECK (kind IN ('forked', 'shrank')),
+        old_size INTEGER NOT NULL,
+        new_size INTEGER NOT NULL,
+        detail TEXT NOT NULL,
+        old_checkpoint BLOB NOT NULL,
+        new_checkpoint BLOB NOT NULL,
+        raised_at_ms INTEGER NOT NULL
+    ) STRICT;
+    ALTER TABLE receipts ADD COLUMN log_index INTEGER;
+    ALTER TABLE receipts ADD COLUMN log_checkpoint BLOB;",
 ];
 
 /// The schema version this code writes.
@@ -240,6 +262,63 @@ pub struct ServerRecord {
     pub last_sync_at_ms: Option<u64>,
     /// Why the last sync failed; `None` if it succeeded (or none ran).
     pub last_sync_error: Option<String>,
+    /// The pinned key of the server's public log (a signed-note verifier key); `None` for a
+    /// store that enrolled before the server had a log (it pins one on its next enrollment).
+    pub log_key: Option<String>,
+}
+
+/// The newest checkpoint of the server's log that this device verified (its signature under
+/// the pinned log key, and that it extends every checkpoint seen before).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeptCheckpoint {
+    /// Number of entries.
+    pub size: u64,
+    /// Root hash of the tree of `size` entries.
+    pub root: [u8; 32],
+    /// The signed note exactly as served.
+    pub note: Vec<u8>,
+    /// When it was kept (ms since the epoch, device clock).
+    pub seen_at_ms: u64,
+}
+
+/// What the server's log did wrong.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogAlarmKind {
+    /// Two signed checkpoints that cannot both be states of one append-only log: the log
+    /// forked or was rewritten.
+    Forked,
+    /// The log signed a smaller tree than one it signed before.
+    Shrank,
+}
+
+impl LogAlarmKind {
+    /// The kind's name as stored and shown (`forked`, `shrank`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Forked => "forked",
+            Self::Shrank => "shrank",
+        }
+    }
+}
+
+/// A raised log alarm, kept until someone deals with it: the two signed checkpoints are the
+/// evidence (anyone can check both signatures and see that they conflict).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogAlarm {
+    /// What happened.
+    pub kind: LogAlarmKind,
+    /// Size of the checkpoint seen first.
+    pub old_size: u64,
+    /// Size of the conflicting checkpoint.
+    pub new_size: u64,
+    /// What was checked and failed.
+    pub detail: String,
+    /// The checkpoint seen first (signed note).
+    pub old_checkpoint: Vec<u8>,
+    /// The conflicting checkpoint (signed note).
+    pub new_checkpoint: Vec<u8>,
+    /// When it was raised (ms since the epoch, device clock).
+    pub raised_at_ms: u64,
 }
 
 /// A capture the sync still has to send, with what the upload needs.
@@ -588,17 +667,18 @@ impl Store {
             .map_err(|e| StoreError::Corrupt(format!("precinct list: {e}")))?;
         tx.execute(
             "INSERT INTO server (id, base_url, device_id, receipt_key, precincts, election,
-                enrolled_at_ms)
-             VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6)
+                enrolled_at_ms, log_key)
+             VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6, ?7)
              ON CONFLICT (id) DO UPDATE SET base_url = ?1, device_id = ?2, receipt_key = ?3,
-                precincts = ?4, election = ?5, enrolled_at_ms = ?6",
+                precincts = ?4, election = ?5, enrolled_at_ms = ?6, log_key = ?7",
             params![
                 s.base_url,
                 s.device_id.to_hex(),
                 s.receipt_key.to_hex(),
                 precincts,
                 s.election,
-                s.enrolled_at_ms as i64
+                s.enrolled_at_ms as i64,
+                s.log_key,
             ],
         )?;
         Ok(())
@@ -718,28 +798,116 @@ impl Store {
     }
 
     /// Stores a verified receipt and marks the capture `receipted`, in one transaction. The
-    /// caller must have verified `receipt_json` against the pinned key and the capture.
-    /// Returns false (and stores nothing) if the capture is not `uploading`.
+    /// caller must have verified `receipt_json` against the pinned keys and the capture;
+    /// `log` is the verified entry index and the signed checkpoint its proof leads to (`None`
+    /// only for a store without a pinned log key). Returns false (and stores nothing) if the
+    /// capture is not `uploading`, or if a log alarm is raised: nothing is receipted from a
+    /// server whose log forked.
     pub fn save_receipt(
         tx: &Transaction<'_>,
         id: &Sha256Hash,
         receipt_json: &[u8],
+        log: Option<(u64, &[u8])>,
         now_ms: u64,
     ) -> Result<bool, StoreError> {
         let n = tx.execute(
             "UPDATE captures SET state = 'receipted', state_detail = NULL, last_error = NULL,
                 next_attempt_at_ms = NULL, updated_at_ms = ?2
-             WHERE id = ?1 AND state = 'uploading'",
+             WHERE id = ?1 AND state = 'uploading' AND NOT EXISTS (SELECT 1 FROM log_alarm)",
             params![id.to_hex(), now_ms as i64],
         )?;
         if n != 1 {
             return Ok(false);
         }
+        let (index, note) = log.map_or((None, None), |(i, n)| (Some(i as i64), Some(n)));
         tx.execute(
-            "INSERT INTO receipts (capture_id, receipt, received_at_ms) VALUES (?1, ?2, ?3)",
-            params![id.to_hex(), receipt_json, now_ms as i64],
+            "INSERT INTO receipts (capture_id, receipt, received_at_ms, log_index, log_checkpoint)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![id.to_hex(), receipt_json, now_ms as i64, index, note],
         )?;
         Ok(true)
+    }
+
+    /// A receipt's verified place in the log: its entry index and the signed checkpoint its
+    /// proof led to. `None` if the capture has no receipt or it was stored without a log key.
+    pub fn receipt_log(&self, id: &Sha256Hash) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
+        self.read(|conn| {
+            let row: Option<(Option<i64>, Option<Vec<u8>>)> = conn
+                .query_row(
+                    "SELECT log_index, log_checkpoint FROM receipts WHERE capture_id = ?1",
+                    [id.to_hex()],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            Ok(match row {
+                Some((Some(i), Some(note))) => Some((i as u64, note)),
+                _ => None,
+            })
+        })
+    }
+
+    /// The newest verified checkpoint of the server's log, if one was kept.
+    pub fn log_checkpoint(&self) -> Result<Option<KeptCheckpoint>, StoreError> {
+        self.read(|conn| {
+            let row: Option<(i64, Vec<u8>, Vec<u8>, i64)> = conn
+                .query_row(
+                    "SELECT size, root, note, seen_at_ms FROM log_checkpoint WHERE id = 1",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                )
+                .optional()?;
+            row.map(|(size, root, note, seen)| {
+                Ok(KeptCheckpoint {
+                    size: size as u64,
+                    root: root
+                        .try_into()
+                        .map_err(|_| StoreError::Corrupt("kept log root is not 32 bytes".into()))?,
+                    note,
+                    seen_at_ms: seen as u64,
+                })
+            })
+            .transpose()
+        })
+    }
+
+    /// Keeps `c` as the newest verified checkpoint unless a larger one is kept already (the
+    /// kept size never decreases). Returns whether it was written.
+    pub fn keep_log_checkpoint(
+        tx: &Transaction<'_>,
+        c: &KeptCheckpoint,
+    ) -> Result<bool, StoreError> {
+        let n = tx.execute(
+            "INSERT INTO log_checkpoint (id, size, root, note, seen_at_ms) VALUES (1, ?1, ?2, ?3, ?4)
+             ON CONFLICT (id) DO UPDATE SET size = ?1, root = ?2, note = ?3, seen_at_ms = ?4
+             WHERE excluded.size > log_checkpoint.size",
+            params![c.size as i64, c.root.as_slice(), c.note, c.seen_at_ms as i64],
+        )?;
+        Ok(n == 1)
+    }
+
+    /// The raised log alarm, if any.
+    pub fn log_alarm(&self) -> Result<Option<LogAlarm>, StoreError> {
+        self.read(load_log_alarm)
+    }
+
+    /// Raises the log alarm. The first alarm stays (it holds the first evidence); a later one
+    /// is not recorded. Returns the alarm now raised.
+    pub fn raise_log_alarm(tx: &Transaction<'_>, a: &LogAlarm) -> Result<LogAlarm, StoreError> {
+        tx.execute(
+            "INSERT INTO log_alarm (id, kind, old_size, new_size, detail, old_checkpoint,
+                new_checkpoint, raised_at_ms)
+             VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (id) DO NOTHING",
+            params![
+                a.kind.name(),
+                a.old_size as i64,
+                a.new_size as i64,
+                a.detail,
+                a.old_checkpoint,
+                a.new_checkpoint,
+                a.raised_at_ms as i64
+            ],
+        )?;
+        load_log_alarm(tx)?.ok_or_else(|| StoreError::Corrupt("log alarm not stored".into()))
     }
 
     /// Marks an uploading capture `rejected` with the server's reason.
@@ -801,7 +969,7 @@ fn load_server(conn: &Connection) -> Result<Option<ServerRecord>, StoreError> {
     let row = conn
         .query_row(
             "SELECT base_url, device_id, receipt_key, precincts, election, enrolled_at_ms,
-                last_sync_at_ms, last_sync_error FROM server WHERE id = 1",
+                last_sync_at_ms, last_sync_error, log_key FROM server WHERE id = 1",
             [],
             |r| {
                 Ok((
@@ -813,6 +981,7 @@ fn load_server(conn: &Connection) -> Result<Option<ServerRecord>, StoreError> {
                     r.get::<_, i64>(5)?,
                     r.get::<_, Option<i64>>(6)?,
                     r.get::<_, Option<String>>(7)?,
+                    r.get::<_, Option<String>>(8)?,
                 ))
             },
         )
@@ -826,6 +995,7 @@ fn load_server(conn: &Connection) -> Result<Option<ServerRecord>, StoreError> {
         enrolled,
         last_at,
         last_error,
+        log_key,
     )) = row
     else {
         return Ok(None);
@@ -842,6 +1012,36 @@ fn load_server(conn: &Connection) -> Result<Option<ServerRecord>, StoreError> {
         enrolled_at_ms: enrolled as u64,
         last_sync_at_ms: last_at.map(|t| t as u64),
         last_sync_error: last_error,
+        log_key,
+    }))
+}
+
+fn load_log_alarm(conn: &Connection) -> Result<Option<LogAlarm>, StoreError> {
+    type Row = (String, i64, i64, String, Vec<u8>, Vec<u8>, i64);
+    let row: Option<Row> = conn
+        .query_row(
+            "SELECT kind, old_size, new_size, detail, old_checkpoint, new_checkpoint,
+                raised_at_ms FROM log_alarm WHERE id = 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?)),
+        )
+        .optional()?;
+    let Some((kind, old_size, new_size, detail, old_checkpoint, new_checkpoint, at)) = row else {
+        return Ok(None);
+    };
+    let kind = match kind.as_str() {
+        "forked" => LogAlarmKind::Forked,
+        "shrank" => LogAlarmKind::Shrank,
+        other => return Err(StoreError::Corrupt(format!("unknown log alarm kind {other}"))),
+    };
+    Ok(Some(LogAlarm {
+        kind,
+        old_size: old_size as u64,
+        new_size: new_size as u64,
+        detail,
+        old_checkpoint,
+        new_checkpoint,
+        raised_at_ms: at as u64,
     }))
 }
 
@@ -977,6 +1177,37 @@ mod tests {
             .unwrap();
     }
 
+    /// What version 3 wrote at enrollment and for a receipted capture (raw SQL, its columns).
+    fn insert_v3_server_and_receipt(store: &Store) -> Sha256Hash {
+        let id = Sha256Hash::of(b"m2");
+        store
+            .write(|tx| -> Result<(), StoreError> {
+                tx.execute(
+                    "INSERT INTO server (id, base_url, device_id, receipt_key, precincts, election,
+                        enrolled_at_ms, last_sync_at_ms, last_sync_error)
+                     VALUES (1, 'https://x.kz', ?1, ?2, '[\"p\"]', X'7B7D', 3, 4, NULL)",
+                    params![Sha256Hash::of(b"d").to_hex(), "03".repeat(32)],
+                )?;
+                tx.execute(
+                    "INSERT INTO captures (seq, id, manifest, signature, photo_sha256, photo_bytes,
+                        media_type, election, precinct, kind, page_number, page_count,
+                        captured_at_ms, utc_offset_min, removed_bytes, state, state_detail,
+                        updated_at_ms)
+                     VALUES (2, ?1, X'7B7D', ?2, ?3, 10, 'image/jpeg', 'e', 'p', 'posted', 1, 1,
+                        6, 0, 0, 'receipted', NULL, 6)",
+                    params![id.to_hex(), vec![7u8; 64], Sha256Hash::of(b"p").to_hex()],
+                )?;
+                tx.execute(
+                    "INSERT INTO receipts (capture_id, receipt, received_at_ms)
+                     VALUES (?1, X'7B7D', 7)",
+                    [id.to_hex()],
+                )?;
+                Ok(())
+            })
+            .unwrap();
+        id
+    }
+
     #[test]
     fn upgraded_database_equals_fresh_one() {
         let fresh_dir = tempfile::tempdir().unwrap();
@@ -985,10 +1216,11 @@ mod tests {
         assert!(a.iter().any(|l| l == &format!("user_version {SCHEMA_VERSION}")));
         for from in 1..SCHEMA_VERSION {
             let old_dir = tempfile::tempdir().unwrap();
-            let old_key = {
+            let (old_key, receipted) = {
                 let old = Store::open_at_version(old_dir.path(), from).unwrap();
                 insert_old_capture(&old);
-                old.device_key(1).unwrap().to_bytes()
+                let receipted = (from >= 3).then(|| insert_v3_server_and_receipt(&old));
+                (old.device_key(1).unwrap().to_bytes(), receipted)
             };
             let upgraded = Store::open(old_dir.path()).unwrap();
             let b = upgraded.read(|c| Ok(schema(c))).unwrap();
@@ -1002,8 +1234,79 @@ mod tests {
                 (1, CaptureState::Queued, 0)
             );
             assert_eq!(upgraded.receipt(&pending.id).unwrap(), None);
-            assert_eq!(upgraded.server().unwrap(), None);
+            assert_eq!(upgraded.log_checkpoint().unwrap(), None);
+            assert_eq!(upgraded.log_alarm().unwrap(), None);
+            let Some(receipted) = receipted else {
+                assert_eq!(upgraded.server().unwrap(), None);
+                continue;
+            };
+            // An enrollment from before the log: no log key (the next enrollment pins one),
+            // the rest kept; its receipt is kept, without a place in the log.
+            let server = upgraded.server().unwrap().unwrap();
+            assert_eq!(
+                (server.log_key, server.enrolled_at_ms, server.last_sync_at_ms),
+                (None, 3, Some(4))
+            );
+            assert_eq!(upgraded.receipt(&receipted).unwrap(), Some((b"{}".to_vec(), 7)));
+            assert_eq!(upgraded.receipt_log(&receipted).unwrap(), None);
         }
+    }
+
+    #[test]
+    fn the_kept_checkpoint_only_grows_and_the_first_alarm_stays() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let kept = |size: u64| KeptCheckpoint {
+            size,
+            root: [size as u8; 32],
+            note: format!("note {size}").into_bytes(),
+            seen_at_ms: size,
+        };
+        let keep = |size| store.write(|tx| Store::keep_log_checkpoint(tx, &kept(size))).unwrap();
+        assert!(keep(5));
+        assert!(keep(9));
+        assert!(!keep(7), "never back to a smaller tree");
+        assert!(!keep(9));
+        assert_eq!(store.log_checkpoint().unwrap(), Some(kept(9)));
+
+        // A receipt is stored with its place in the log, until an alarm is raised.
+        let capture = |id: &Sha256Hash, seq: i64| {
+            store
+                .write(|tx| -> Result<(), StoreError> {
+                    tx.execute(
+                        "INSERT INTO captures (seq, id, manifest, signature, photo_sha256,
+                            photo_bytes, media_type, election, precinct, kind, page_number,
+                            page_count, captured_at_ms, utc_offset_min, removed_bytes, state,
+                            updated_at_ms)
+                         VALUES (?1, ?2, X'7B7D', ?3, ?4, 10, 'image/jpeg', 'e', 'p', 'posted',
+                            1, 1, 5, 0, 0, 'uploading', 5)",
+                        params![seq, id.to_hex(), vec![7u8; 64], Sha256Hash::of(b"p").to_hex()],
+                    )?;
+                    Ok(())
+                })
+                .unwrap();
+        };
+        let (a, b) = (Sha256Hash::of(b"a"), Sha256Hash::of(b"b"));
+        capture(&a, 1);
+        capture(&b, 2);
+        let saved = |id| store.write(|tx| Store::save_receipt(tx, id, b"{}", Some((4, b"cp")), 6));
+        assert!(saved(&a).unwrap());
+        assert_eq!(store.receipt_log(&a).unwrap(), Some((4, b"cp".to_vec())));
+
+        let alarm = |old_size| LogAlarm {
+            kind: LogAlarmKind::Shrank,
+            old_size,
+            new_size: 1,
+            detail: "d".into(),
+            old_checkpoint: b"old".to_vec(),
+            new_checkpoint: b"new".to_vec(),
+            raised_at_ms: 8,
+        };
+        assert_eq!(store.write(|tx| Store::raise_log_alarm(tx, &alarm(9))).unwrap(), alarm(9));
+        assert_eq!(store.write(|tx| Store::raise_log_alarm(tx, &alarm(3))).unwrap(), alarm(9));
+        assert_eq!(store.log_alarm().unwrap(), Some(alarm(9)));
+        assert!(!saved(&b).unwrap(), "nothing is receipted once the alarm is raised");
+        assert_eq!(store.receipt(&b).unwrap(), None);
     }
 
     #[test]
@@ -1019,6 +1322,7 @@ mod tests {
             enrolled_at_ms: 5,
             last_sync_at_ms: None,
             last_sync_error: None,
+            log_key: Some("log+01234567+AQ==".into()),
         };
         store.write(|tx| Store::save_server(tx, &record)).unwrap();
         assert_eq!(store.server().unwrap().as_ref(), Some(&record));

@@ -15,7 +15,8 @@ use rand::rngs::StdRng;
 
 use super::*;
 use crate::evidence::{EvidenceKind, Page, SignedManifest};
-use crate::receipt::Receipt;
+use crate::log::{LogEntry, TlogProof, sign_checkpoint};
+use crate::receipt::{Receipt, ReceiptLog};
 use crate::{CaptureRequest, Client, ClientConfig};
 
 // ---------------------------------------------------------------------------------------------
@@ -195,7 +196,7 @@ fn store_transitions_guard_each_state() {
     assert!(store.next_pending(2).unwrap().is_none());
 
     // Receipts and rejections only from `uploading`.
-    assert!(!store.write(|tx| Store::save_receipt(tx, &a.id, b"{}", 5)).unwrap());
+    assert!(!store.write(|tx| Store::save_receipt(tx, &a.id, b"{}", None, 5)).unwrap());
     assert!(!store.write(|tx| Store::reject(tx, &a.id, "x: y", 5)).unwrap());
     assert!(!store.write(|tx| Store::record_failure(tx, &a.id, "503", 9)).unwrap());
     assert!(store.write(|tx| Store::begin_upload(tx, &a.id, 5)).unwrap());
@@ -203,7 +204,7 @@ fn store_transitions_guard_each_state() {
     assert!(client.delete(&a.id.to_hex()).is_err(), "an uploading capture cannot be deleted");
     assert!(store.write(|tx| Store::record_failure(tx, &a.id, "503 internal", 9)).unwrap());
     assert_eq!(store.next_pending(0).unwrap().unwrap().attempts, 1);
-    assert!(store.write(|tx| Store::save_receipt(tx, &a.id, b"{\"r\":1}", 7)).unwrap());
+    assert!(store.write(|tx| Store::save_receipt(tx, &a.id, b"{\"r\":1}", None, 7)).unwrap());
     assert_eq!(store.receipt(&a.id).unwrap(), Some((b"{\"r\":1}".to_vec(), 7)));
     assert!(!store.write(|tx| Store::begin_upload(tx, &a.id, 8)).unwrap());
     assert!(!store.write(|tx| Store::reject(tx, &a.id, "x: y", 8)).unwrap());
@@ -226,7 +227,8 @@ fn store_transitions_guard_each_state() {
 /// A fault the stub injects into the next matching request.
 #[derive(Clone, Debug)]
 enum Fault {
-    /// Answer `status` with a JSON error body (and `Retry-After` if given).
+    /// Answer `status` with a JSON error body (and `Retry-After` if given) to the next request
+    /// whose method and path (`"GET /api/v1/receipts/…"`) start with `method`.
     Status { method: &'static str, status: u16, code: &'static str, retry_after: Option<u64> },
     /// Read this many bytes of the next PATCH body, keep them, and close without answering.
     CutPatch { keep: usize },
@@ -238,10 +240,75 @@ struct Upload {
     data: Vec<u8>,
     photo_sha256: Option<Sha256Hash>,
     device_key: Option<DeviceKey>,
+    election: String,
+    precinct: String,
+}
+
+/// How the stub spoils the `log` part of the receipts it serves.
+#[derive(Clone, Copy, Debug)]
+enum LogTamper {
+    /// No `log` at all.
+    Omit,
+    /// The entry names another precinct.
+    Precinct,
+    /// The entry's time differs from the receipt's.
+    Time,
+    /// The entry is not in canonical form.
+    NotCanonical,
+    /// `log.index` differs from the proof's index.
+    Index,
+    /// The proof has one hash too many.
+    ExtraHash,
+    /// The checkpoint is signed with another key.
+    OtherKey,
+}
+
+/// The stub's log origin.
+const ORIGIN: &str = "stub.example/log";
+
+/// Reads the stub's stored hashes (in `tlog_tiles` stored-hash order).
+struct Hashes<'a>(&'a [Hash]);
+
+impl tlog_tiles::HashReader for Hashes<'_> {
+    fn read_hashes(&self, indexes: &[u64]) -> Result<Vec<Hash>, tlog_tiles::Error> {
+        indexes
+            .iter()
+            .map(|i| self.0.get(*i as usize).copied().ok_or(tlog_tiles::Error::InvalidTile))
+            .collect()
+    }
+}
+
+/// An entry for a capture nobody here sent (another device's).
+fn foreign_entry(n: u64) -> Vec<u8> {
+    LogEntry {
+        capture_id: Sha256Hash::of(format!("foreign {n}").as_bytes()),
+        election: "kz-test".into(),
+        photo_sha256: Sha256Hash::of(format!("photo {n}").as_bytes()),
+        precinct: "p2".into(),
+        received_at_ms: 1_761_480_000_000 + n,
+        v: 1,
+    }
+    .to_bytes()
 }
 
 struct StubState {
     key: SigningKey,
+    /// The log's signing key.
+    log_key: SigningKey,
+    /// Whether enrollment answers omit `log_key`.
+    enroll_without_log_key: bool,
+    /// The log's entries and stored hashes.
+    entries: Vec<Vec<u8>>,
+    hashes: Vec<Hash>,
+    /// Capture id (hex) to entry index.
+    index: HashMap<String, u64>,
+    log_tamper: Option<LogTamper>,
+    /// `/log/checkpoint` serves the tree this many entries smaller (a stale copy).
+    checkpoint_lag: u64,
+    /// `/log/checkpoint` is signed with another key.
+    checkpoint_other_key: bool,
+    /// Before the next capture is logged, entry 0 is replaced (a rewrite between contacts).
+    fork_on_next_append: bool,
     devices: HashSet<[u8; 32]>,
     precincts: Vec<String>,
     uploads: HashMap<String, Upload>,
@@ -282,6 +349,15 @@ impl Stub {
         let url = format!("http://{}", listener.local_addr().unwrap());
         let state = Arc::new(Mutex::new(StubState {
             key: SigningKey::from_bytes(&[seed; 32]),
+            log_key: SigningKey::from_bytes(&[seed.wrapping_add(100); 32]),
+            enroll_without_log_key: false,
+            entries: Vec::new(),
+            hashes: Vec::new(),
+            index: HashMap::new(),
+            log_tamper: None,
+            checkpoint_lag: 0,
+            checkpoint_other_key: false,
+            fork_on_next_append: false,
             devices: HashSet::new(),
             precincts: vec!["p1".into()],
             uploads: HashMap::new(),
@@ -311,6 +387,88 @@ impl Stub {
 
     fn receipt_key(&self) -> DeviceKey {
         DeviceKey(self.state.lock().unwrap().key.verifying_key().to_bytes())
+    }
+
+    fn log_key(&self) -> LogKey {
+        LogKey::for_signer(ORIGIN, &self.state.lock().unwrap().log_key).unwrap()
+    }
+
+    fn log_size(&self) -> u64 {
+        self.state.lock().unwrap().entries.len() as u64
+    }
+
+    /// Appends `n` entries of another device.
+    fn append_foreign(&self, n: u64) {
+        let mut s = self.state.lock().unwrap();
+        for _ in 0..n {
+            let e = foreign_entry(1000 + s.entries.len() as u64);
+            s.append(e);
+        }
+    }
+
+    /// Rewrites the log: `f` gets the entries and returns the new ones.
+    fn rewrite_log(&self, f: impl FnOnce(Vec<Vec<u8>>) -> Vec<Vec<u8>>) {
+        let mut s = self.state.lock().unwrap();
+        let entries = f(std::mem::take(&mut s.entries));
+        s.hashes.clear();
+        for e in entries {
+            s.append(e);
+        }
+    }
+
+    /// The requests the stub answered whose line starts with `prefix`.
+    fn requests(&self, prefix: &str) -> Vec<String> {
+        self.log().into_iter().filter(|l| l.starts_with(prefix)).collect()
+    }
+}
+
+impl StubState {
+    fn append(&mut self, entry: Vec<u8>) -> u64 {
+        let n = self.entries.len() as u64;
+        let leaf = tlog_tiles::record_hash(&entry);
+        let new =
+            tlog_tiles::stored_hashes_for_record_hash(n, leaf, &Hashes(&self.hashes)).unwrap();
+        self.hashes.extend(new);
+        self.entries.push(entry);
+        n
+    }
+
+    fn checkpoint(&self, size: u64, key: &SigningKey) -> Vec<u8> {
+        let root = tlog_tiles::tree_hash(size, &Hashes(&self.hashes)).unwrap();
+        sign_checkpoint(ORIGIN, size, &root, key).unwrap()
+    }
+
+    /// The receipt's `log`, spoiled as asked.
+    fn receipt_log(&self, id: &str) -> Option<ReceiptLog> {
+        let index = self.index[id];
+        let size = self.entries.len() as u64;
+        let mut entry = String::from_utf8(self.entries[index as usize].clone()).unwrap();
+        let mut proof = TlogProof {
+            index,
+            hashes: tlog_tiles::prove_record(size, index, &Hashes(&self.hashes)).unwrap(),
+            checkpoint: self.checkpoint(size, &self.log_key),
+        };
+        let mut log_index = index;
+        let mut parsed = LogEntry::from_bytes(entry.as_bytes()).unwrap();
+        match self.log_tamper {
+            None => {}
+            Some(LogTamper::Omit) => return None,
+            Some(LogTamper::Precinct) => {
+                parsed.precinct = "p2".into();
+                entry = String::from_utf8(parsed.to_bytes()).unwrap();
+            }
+            Some(LogTamper::Time) => {
+                parsed.received_at_ms += 1;
+                entry = String::from_utf8(parsed.to_bytes()).unwrap();
+            }
+            Some(LogTamper::NotCanonical) => entry = entry.replacen(':', ": ", 1),
+            Some(LogTamper::Index) => log_index += 1,
+            Some(LogTamper::ExtraHash) => proof.hashes.push(Hash([7; 32])),
+            Some(LogTamper::OtherKey) => {
+                proof.checkpoint = self.checkpoint(size, &SigningKey::from_bytes(&[250; 32]));
+            }
+        }
+        Some(ReceiptLog { index: log_index, entry, proof: proof.to_text() })
     }
 }
 
@@ -358,7 +516,7 @@ fn serve(stream: TcpStream, shared: &Mutex<StubState>) {
     let len: usize = headers.get("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
     let mut state = shared.lock().unwrap();
     let fault_at = state.faults.iter().position(|f| match f {
-        Fault::Status { method: m, .. } => *m == method,
+        Fault::Status { method: m, .. } => format!("{method} {path}").starts_with(m),
         Fault::CutPatch { .. } => method == "PATCH",
     });
     let fault = fault_at.and_then(|i| state.faults.remove(i));
@@ -416,12 +574,16 @@ fn handle(s: &mut StubState, req: &Req) -> Answered {
             }
             s.devices.insert(key);
             let precincts = if code == "P2" { vec!["p2"] } else { vec!["p1"] };
-            let answer = serde_json::json!({
+            let mut answer = serde_json::json!({
                 "device_id": Sha256Hash::of(&key).to_hex(),
                 "receipt_key": hex::encode(s.key.verifying_key().to_bytes()),
+                "log_key": LogKey::for_signer(ORIGIN, &s.log_key).unwrap().vkey,
                 "precincts": precincts,
                 "election": election_json(),
             });
+            if s.enroll_without_log_key {
+                answer.as_object_mut().unwrap().remove("log_key");
+            }
             (200, vec![], serde_json::to_vec(&answer).unwrap())
         }
         (_, p) if p.starts_with("/files") && !tus => (412, vec![], error("tus_version")),
@@ -448,6 +610,8 @@ fn handle(s: &mut StubState, req: &Req) -> Answered {
             u.len = m.photo.bytes;
             u.photo_sha256 = Some(m.photo.sha256);
             u.device_key = Some(m.device_key);
+            u.election = m.election.clone();
+            u.precinct = m.precinct.clone();
             let offset = u.data.len().to_string();
             (201, vec![("Location", format!("/files/{id}")), ("Upload-Offset", offset)], vec![])
         }
@@ -494,20 +658,63 @@ fn handle(s: &mut StubState, req: &Req) -> Answered {
                     v: 1,
                 }
                 .sign(&key);
-                s.receipts.insert(id, serde_json::to_vec(&receipt).unwrap());
+                let entry = LogEntry {
+                    capture_id: receipt.receipt.capture_id,
+                    election: u.election.clone(),
+                    photo_sha256: photo,
+                    precinct: u.precinct.clone(),
+                    received_at_ms: receipt.receipt.received_at_ms,
+                    v: 1,
+                };
+                s.receipts.insert(id.clone(), serde_json::to_vec(&receipt).unwrap());
+                if std::mem::take(&mut s.fork_on_next_append) {
+                    let mut entries = std::mem::take(&mut s.entries);
+                    entries[0] = foreign_entry(999);
+                    s.hashes.clear();
+                    for e in entries {
+                        s.append(e);
+                    }
+                }
+                let index = s.append(entry.to_bytes());
+                s.index.insert(id, index);
             }
             (204, vec![("Upload-Offset", offset)], vec![])
         }
         ("GET", p) if p.starts_with("/api/v1/receipts/") => {
             match s.receipts.get(p.trim_start_matches("/api/v1/receipts/")) {
-                Some(r) if s.tamper_receipts => {
+                Some(r) => {
                     let mut r: SignedReceipt = serde_json::from_slice(r).unwrap();
-                    r.receipt.received_at_ms += 1;
+                    if s.tamper_receipts {
+                        r.receipt.received_at_ms += 1;
+                    }
+                    r.log = s.receipt_log(&r.receipt.capture_id.to_hex());
                     (200, vec![], serde_json::to_vec(&r).unwrap())
                 }
-                Some(r) => (200, vec![], r.clone()),
                 None => (404, vec![], error("not_found")),
             }
+        }
+        ("GET", "/log/checkpoint") => {
+            let size = (s.entries.len() as u64).saturating_sub(s.checkpoint_lag);
+            if size == 0 {
+                return (404, vec![], error("not_found"));
+            }
+            let other = SigningKey::from_bytes(&[251; 32]);
+            let key = if s.checkpoint_other_key { &other } else { &s.log_key };
+            (200, vec![], s.checkpoint(size, key))
+        }
+        ("GET", p) if p.starts_with("/api/v1/log/consistency?from=") => {
+            let from: u64 = p.trim_start_matches("/api/v1/log/consistency?from=").parse().unwrap();
+            let size = s.entries.len() as u64;
+            if from == 0 || from > size {
+                return (400, vec![], error("bad_size"));
+            }
+            let proof = tlog_tiles::prove_tree(size, from, &Hashes(&s.hashes)).unwrap();
+            let answer = serde_json::json!({
+                "from": from,
+                "proof": proof.iter().map(|h| BASE64.encode(h.0)).collect::<Vec<_>>(),
+                "checkpoint": String::from_utf8(s.checkpoint(size, &s.log_key)).unwrap(),
+            });
+            (200, vec![], serde_json::to_vec(&answer).unwrap())
         }
         _ => (404, vec![], error("not_found")),
     }
@@ -549,6 +756,7 @@ fn enrolled(stub: &Stub) -> (tempfile::TempDir, Client) {
     let e = client.enroll(&format!("{}/", stub.url), "K7Q2-9XZM").unwrap();
     assert_eq!(e.server_url, stub.url);
     assert_eq!(e.receipt_key, stub.receipt_key());
+    assert_eq!(e.log_key, Some(stub.log_key()));
     assert_eq!(e.device_id, Sha256Hash::of(&client.device_key().0));
     assert_eq!(e.precincts, vec!["p1".to_owned()]);
     assert_eq!(e.election.id, "kz-test");
@@ -575,14 +783,31 @@ fn sync_sends_everything_in_chunks_and_stores_verified_receipts() {
             rejected: 0,
             remaining: 0,
             bytes_sent: big.manifest.photo.bytes + small.manifest.photo.bytes,
-            cancelled: false
+            cancelled: false,
+            log_size: Some(2),
         }
     );
-    for c in [&big, &small] {
+    for (i, c) in [&big, &small].into_iter().enumerate() {
         assert_eq!(state(&client, &c.id), CaptureState::Receipted);
         let (receipt, _) = client.receipt(&c.id.to_hex()).unwrap().unwrap();
         receipt.verify(&stub.receipt_key(), &c.id, &c.manifest.photo.sha256).unwrap();
+        client.verify_receipt(&c.id.to_hex()).unwrap();
+        // Stored with its place in the log: the entry index and the checkpoint of the tree
+        // it was proven in (one entry, then two).
+        let (index, note) = client.store().receipt_log(&c.id).unwrap().unwrap();
+        assert_eq!(index, i as u64);
+        assert_eq!(
+            crate::log::verify_checkpoint(&note, &stub.log_key()).unwrap().size,
+            i as u64 + 1
+        );
     }
+    // The contact check found an empty log; the second receipt's checkpoint was proven to
+    // extend the first one's.
+    assert_eq!(stub.requests("GET /log/checkpoint").len(), 1);
+    assert_eq!(
+        stub.requests("GET /api/v1/log/consistency"),
+        ["GET /api/v1/log/consistency?from=1"]
+    );
     let log = stub.log();
     let patches: Vec<usize> = log
         .iter()
@@ -612,6 +837,9 @@ fn sync_sends_everything_in_chunks_and_stores_verified_receipts() {
 
     let status = client.status().unwrap();
     assert_eq!(status.counts.receipted, 2);
+    assert_eq!(status.log_key, Some(stub.log_key().vkey));
+    assert_eq!(status.log_checkpoint.map(|c| c.size), Some(2));
+    assert_eq!(status.log_alarm, None);
     assert_eq!(status.server_url.as_deref(), Some(stub.url.as_str()));
     assert!(status.last_sync_at_ms.is_some() && status.last_sync_error.is_none());
     assert_eq!(status.next_attempt_at_ms, None);
@@ -643,7 +871,7 @@ fn sync_resumes_after_cuts_and_transient_errors() {
     });
     stub.fault(Fault::CutPatch { keep: 0 });
     stub.fault(Fault::Status {
-        method: "GET",
+        method: "GET /api/v1/receipts/",
         status: 429,
         code: "rate_limited",
         retry_after: Some(0),
@@ -843,4 +1071,288 @@ fn sync_needs_an_enrollment() {
     let status = client.status().unwrap();
     assert_eq!(status.server_url, None);
     assert_eq!(client.enrollment().unwrap(), None);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The public log: receipts with proofs, the kept checkpoint, alarms.
+
+fn sync_ok(client: &Client) -> SyncSummary {
+    client.sync(&NoProgress, &CancelToken::new()).unwrap()
+}
+
+fn sync_err(client: &Client) -> SyncError {
+    match client.sync(&NoProgress, &CancelToken::new()) {
+        Err(Error::Sync(e)) => e,
+        other => panic!("expected a sync error, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_receipt_without_a_valid_log_proof_is_invalid() {
+    type Expected = fn(&ReceiptError) -> bool;
+    let table: [(LogTamper, Expected); 7] = [
+        (LogTamper::Omit, |e| *e == ReceiptError::NoLogProof),
+        (LogTamper::Precinct, |e| *e == ReceiptError::Mismatch("log entry precinct")),
+        (LogTamper::Time, |e| *e == ReceiptError::Mismatch("log entry time")),
+        (LogTamper::NotCanonical, |e| {
+            matches!(e, ReceiptError::Log(LogError::Malformed { what: "entry", .. }))
+        }),
+        (LogTamper::Index, |e| *e == ReceiptError::Mismatch("log index")),
+        (LogTamper::ExtraHash, |e| {
+            *e == ReceiptError::Log(LogError::BadInclusionProof { index: 0, size: 1 })
+        }),
+        (LogTamper::OtherKey, |e| *e == ReceiptError::Log(LogError::BadCheckpointSignature)),
+    ];
+    for (i, (tamper, expected)) in table.into_iter().enumerate() {
+        let stub = Stub::start(20 + i as u8);
+        let (_dir, client) = enrolled(&stub);
+        let c = client.capture(&tiny_jpeg(8, 8, 30 + i as u8), &request("p1")).unwrap();
+        stub.state.lock().unwrap().log_tamper = Some(tamper);
+        match sync_err(&client) {
+            SyncError::ReceiptInvalid { capture, source } => {
+                assert_eq!(capture, c.id);
+                assert!(expected(&source), "{tamper:?}: {source:?}");
+            }
+            other => panic!("{tamper:?}: {other:?}"),
+        }
+        assert_eq!(state(&client, &c.id), CaptureState::Uploading, "{tamper:?}");
+        assert_eq!(client.store().receipt(&c.id).unwrap(), None);
+        assert_eq!(stub.requests("GET /api/v1/receipts/").len(), 3, "not an endless retry");
+        assert_eq!(client.status().unwrap().log_alarm, None, "a bad proof is not an alarm");
+        stub.state.lock().unwrap().log_tamper = None;
+        assert_eq!(sync_ok(&client).receipted, 1, "{tamper:?}");
+    }
+}
+
+#[test]
+fn the_newest_checkpoint_is_kept_and_each_newer_one_proven_to_extend_it() {
+    let stub = Stub::start(30);
+    let (_dir, client) = enrolled(&stub);
+    let mut kept = 0;
+    for round in 0..4u8 {
+        // Other devices' captures reach the log between this device's contacts.
+        stub.append_foreign(u64::from(round) * 3);
+        client.capture(&tiny_jpeg(8, 8, 40 + round), &request("p1")).unwrap();
+        let before = stub.log().len();
+        let summary = sync_ok(&client);
+        assert_eq!(summary.receipted, 1);
+        assert_eq!(summary.log_size, Some(stub.log_size()));
+        let consistency: Vec<String> = stub.log()[before..]
+            .iter()
+            .filter(|l| l.starts_with("GET /api/v1/log/consistency"))
+            .cloned()
+            .collect();
+        if kept > 0 {
+            // From the kept size: at the contact if the log grew, else for the receipt.
+            assert_eq!(
+                consistency.first(),
+                Some(&format!("GET /api/v1/log/consistency?from={kept}")),
+                "round {round}"
+            );
+        }
+        kept = stub.log_size();
+        assert_eq!(client.status().unwrap().log_checkpoint.unwrap().size, kept);
+    }
+    // A contact with nothing to send still follows the log.
+    stub.append_foreign(5);
+    assert_eq!(sync_ok(&client).log_size, Some(kept + 5));
+    // Nothing changed: no proof is needed.
+    let before = stub.log().len();
+    assert_eq!(sync_ok(&client).log_size, Some(kept + 5));
+    assert_eq!(stub.log()[before..], ["GET /log/checkpoint".to_owned()]);
+}
+
+#[test]
+fn a_stale_checkpoint_is_not_an_alarm() {
+    let stub = Stub::start(31);
+    let (_dir, client) = enrolled(&stub);
+    for i in 0..3 {
+        client.capture(&tiny_jpeg(8, 8, 50 + i), &request("p1")).unwrap();
+    }
+    assert_eq!(sync_ok(&client).log_size, Some(3));
+    // `/log/checkpoint` lags behind (a cache, or a checkpoint committed but not yet
+    // published): the server still proves that the smaller tree is a prefix of its newest.
+    stub.state.lock().unwrap().checkpoint_lag = 2;
+    assert_eq!(sync_ok(&client).log_size, Some(3));
+    stub.append_foreign(4);
+    assert_eq!(sync_ok(&client).log_size, Some(7));
+    assert_eq!(client.status().unwrap().log_alarm, None);
+}
+
+/// Checks the stored alarm: its two checkpoints verify under the log key and have the sizes
+/// the error named.
+fn check_alarm(client: &Client, stub: &Stub, kind: LogAlarmKind, sizes: (u64, u64)) {
+    let status = client.status().unwrap();
+    let alarm = status.log_alarm.expect("the alarm is stored");
+    assert_eq!((alarm.kind, alarm.old_size, alarm.new_size), (kind, sizes.0, sizes.1));
+    let old = crate::log::verify_checkpoint(&alarm.old_checkpoint, &stub.log_key()).unwrap();
+    let new = crate::log::verify_checkpoint(&alarm.new_checkpoint, &stub.log_key()).unwrap();
+    assert_eq!((old.size, new.size), sizes);
+    let last = status.last_sync_error.unwrap();
+    assert!(
+        last.contains(if kind == LogAlarmKind::Forked { "forked" } else { "shrank" }),
+        "{last}"
+    );
+}
+
+/// After an alarm: every later sync stops with it at once, without a request, and the
+/// waiting capture is never receipted.
+fn check_alarm_stays(client: &Client, stub: &Stub, waiting: &Sha256Hash) {
+    let before = stub.log().len();
+    let again = sync_err(client);
+    assert!(again.is_log_alarm(), "{again:?}");
+    assert_eq!(stub.log().len(), before, "no request after the alarm");
+    let waiting_state = state(client, waiting);
+    assert!(
+        matches!(waiting_state, CaptureState::Captured | CaptureState::Queued),
+        "{waiting_state:?}"
+    );
+    assert_eq!(client.store().receipt(waiting).unwrap(), None);
+    // Enrolling again does not clear it.
+    client.enroll(&stub.url, "K7Q2-9XZM").unwrap();
+    assert!(sync_err(client).is_log_alarm());
+}
+
+#[test]
+fn a_log_rewritten_at_the_same_size_raises_the_fork_alarm() {
+    let stub = Stub::start(32);
+    let (_dir, client) = enrolled(&stub);
+    client.capture(&tiny_jpeg(8, 8, 60), &request("p1")).unwrap();
+    client.capture(&tiny_jpeg(8, 8, 61), &request("p1")).unwrap();
+    assert_eq!(sync_ok(&client).log_size, Some(2));
+    stub.rewrite_log(|mut e| {
+        e[0] = foreign_entry(7);
+        e
+    });
+    let waiting = client.capture(&tiny_jpeg(8, 8, 62), &request("p1")).unwrap().id;
+    let err = sync_err(&client);
+    assert!(
+        matches!(&err, SyncError::LogForked { old_size: 2, new_size: 2, detail } if detail.contains("different roots")),
+        "{err:?}"
+    );
+    assert!(stub.requests("POST /files/").len() == 2, "nothing sent to a forked server");
+    check_alarm(&client, &stub, LogAlarmKind::Forked, (2, 2));
+    check_alarm_stays(&client, &stub, &waiting);
+}
+
+#[test]
+fn a_log_that_grew_from_a_rewritten_prefix_raises_the_fork_alarm() {
+    let stub = Stub::start(33);
+    let (_dir, client) = enrolled(&stub);
+    client.capture(&tiny_jpeg(8, 8, 63), &request("p1")).unwrap();
+    client.capture(&tiny_jpeg(8, 8, 64), &request("p1")).unwrap();
+    assert_eq!(sync_ok(&client).log_size, Some(2));
+    stub.rewrite_log(|mut e| {
+        e[1] = foreign_entry(8);
+        e
+    });
+    stub.append_foreign(3);
+    let waiting = client.capture(&tiny_jpeg(8, 8, 65), &request("p1")).unwrap().id;
+    let err = sync_err(&client);
+    assert!(matches!(err, SyncError::LogForked { old_size: 2, new_size: 5, .. }), "{err:?}");
+    check_alarm(&client, &stub, LogAlarmKind::Forked, (2, 5));
+    check_alarm_stays(&client, &stub, &waiting);
+}
+
+#[test]
+fn a_log_that_shrank_raises_the_shrank_alarm() {
+    let stub = Stub::start(34);
+    let (_dir, client) = enrolled(&stub);
+    for i in 0..3 {
+        client.capture(&tiny_jpeg(8, 8, 66 + i), &request("p1")).unwrap();
+    }
+    assert_eq!(sync_ok(&client).log_size, Some(3));
+    // Back to an older state of the same log: a prefix, but entries it had are gone.
+    stub.rewrite_log(|mut e| {
+        e.truncate(1);
+        e
+    });
+    let waiting = client.capture(&tiny_jpeg(8, 8, 69), &request("p1")).unwrap().id;
+    let err = sync_err(&client);
+    assert!(matches!(err, SyncError::LogShrank { old_size: 3, new_size: 1 }), "{err:?}");
+    check_alarm(&client, &stub, LogAlarmKind::Shrank, (3, 1));
+    check_alarm_stays(&client, &stub, &waiting);
+}
+
+#[test]
+fn a_receipt_from_a_forked_log_is_not_kept() {
+    let stub = Stub::start(35);
+    let (_dir, client) = enrolled(&stub);
+    client.capture(&tiny_jpeg(8, 8, 70), &request("p1")).unwrap();
+    assert_eq!(sync_ok(&client).log_size, Some(1));
+    // The contact check passes; the log is rewritten before this capture enters it, so its
+    // receipt's proof verifies against a checkpoint that does not extend the kept one.
+    let c = client.capture(&tiny_jpeg(8, 8, 71), &request("p1")).unwrap();
+    stub.state.lock().unwrap().fork_on_next_append = true;
+    let err = sync_err(&client);
+    assert!(matches!(err, SyncError::LogForked { old_size: 1, new_size: 2, .. }), "{err:?}");
+    assert_eq!(stub.requests("GET /api/v1/receipts/").len(), 2, "the receipt was fetched");
+    assert_eq!(state(&client, &c.id), CaptureState::Queued);
+    assert_eq!(client.store().receipt(&c.id).unwrap(), None);
+    check_alarm(&client, &stub, LogAlarmKind::Forked, (1, 2));
+    check_alarm_stays(&client, &stub, &c.id);
+}
+
+#[test]
+fn a_checkpoint_under_another_key_stops_the_sync_without_an_alarm() {
+    let stub = Stub::start(36);
+    let (_dir, client) = enrolled(&stub);
+    client.capture(&tiny_jpeg(8, 8, 72), &request("p1")).unwrap();
+    sync_ok(&client);
+    stub.state.lock().unwrap().checkpoint_other_key = true;
+    let err = sync_err(&client);
+    assert!(matches!(err, SyncError::LogInvalid(LogError::BadCheckpointSignature)), "{err:?}");
+    assert_eq!(client.status().unwrap().log_alarm, None);
+    stub.state.lock().unwrap().checkpoint_other_key = false;
+    sync_ok(&client);
+}
+
+#[test]
+fn enrollment_pins_the_log_key_and_refuses_another() {
+    let stub = Stub::start(37);
+    let (_dir, client) = enrolled(&stub);
+    stub.state.lock().unwrap().log_key = SigningKey::from_bytes(&[252; 32]);
+    let err = client.enroll(&stub.url, "P2").unwrap_err();
+    assert!(matches!(err, Error::Sync(SyncError::LogKeyChanged)), "{err:?}");
+    assert_eq!(client.enrollment().unwrap().unwrap().precincts, ["p1"], "nothing changed");
+    let other = Stub::start(38);
+    other.state.lock().unwrap().enroll_without_log_key = true;
+    let dir = tempfile::tempdir().unwrap();
+    let fresh = Client::open(dir.path(), test_config()).unwrap();
+    let err = fresh.enroll(&other.url, "K7Q2").unwrap_err();
+    assert!(
+        matches!(&err, Error::Sync(SyncError::Protocol(m)) if m.contains("log_key")),
+        "{err:?}"
+    );
+    assert_eq!(fresh.enrollment().unwrap(), None);
+}
+
+#[test]
+fn a_store_enrolled_before_the_log_learns_its_key_on_the_next_enrollment() {
+    let stub = Stub::start(39);
+    let (_dir, client) = enrolled(&stub);
+    // As a store enrolled by a version without the log looks after the upgrade.
+    let mut server = client.store().server().unwrap().unwrap();
+    server.log_key = None;
+    client.store().write(|tx| Store::save_server(tx, &server)).unwrap();
+    assert_eq!(client.enrollment().unwrap().unwrap().log_key, None);
+
+    let old = client.capture(&tiny_jpeg(8, 8, 73), &request("p1")).unwrap();
+    let summary = sync_ok(&client);
+    assert_eq!((summary.receipted, summary.log_size), (1, None));
+    assert!(stub.requests("GET /log/").is_empty(), "the log is not checked without a key");
+    assert_eq!(client.store().receipt_log(&old.id).unwrap(), None);
+    client.verify_receipt(&old.id.to_hex()).unwrap();
+    let status = client.status().unwrap();
+    assert_eq!((status.log_key, status.log_checkpoint), (None, None));
+
+    // The same code again: the server answers the same, and the log key gets pinned.
+    let e = client.enroll(&stub.url, "K7Q2-9XZM").unwrap();
+    assert_eq!(e.log_key, Some(stub.log_key()));
+    let new = client.capture(&tiny_jpeg(8, 8, 74), &request("p1")).unwrap();
+    assert_eq!(sync_ok(&client).log_size, Some(2));
+    assert_eq!(client.store().receipt_log(&new.id).unwrap().map(|(i, _)| i), Some(1));
+    client.verify_receipt(&new.id.to_hex()).unwrap();
+    client.verify_receipt(&old.id.to_hex()).unwrap();
+    assert_eq!(client.status().unwrap().log_key, Some(stub.log_key().vkey));
 }
