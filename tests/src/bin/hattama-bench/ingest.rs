@@ -128,9 +128,10 @@ pub fn run(opts: &Options) -> Result<()> {
     let root = bench_root(opts.dir.as_deref())?;
     let tmp = tempfile::Builder::new().prefix("hattama-bench-ingest-").tempdir_in(&root)?;
     println!(
-        "bench directory: {} (file system {})",
+        "bench directory: {} (file system {}{})",
         tmp.path().display(),
-        fs_type(tmp.path()).unwrap_or_else(|| "unknown".into())
+        fs_type(tmp.path()).unwrap_or_else(|| "unknown".into()),
+        journal_note(tmp.path())
     );
     let nginx = match (&opts.nginx, &opts.nginx_root) {
         (Some(url), Some(root)) => {
@@ -147,6 +148,11 @@ pub fn run(opts: &Options) -> Result<()> {
         }
     };
     let k = opts.devices;
+    let load = fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!(
+        "load average before the run: {} (other work on this machine competes for its cores)",
+        load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+    );
 
     // --- Photos, made before any clock runs ----------------------------------------------------
     let started = Instant::now();
@@ -294,10 +300,6 @@ pub fn run(opts: &Options) -> Result<()> {
         }
     }
 
-    if let Some(nginx) = &nginx {
-        remove_dir_contents(&nginx.root)?;
-    }
-
     // --- 2. Tiny captures ----------------------------------------------------------------------
     println!();
     println!(
@@ -396,7 +398,6 @@ pub fn run(opts: &Options) -> Result<()> {
             wall.as_secs_f64()
         );
         println!("           {}", usage.line(n, true));
-        remove_dir_contents(&nginx.root)?;
         nginx_tiny = Some(rate);
     }
 
@@ -665,10 +666,8 @@ where
     })
 }
 
-/// Checks that nginx wrote every file of the round whole. The files stay until the photo rounds
-/// end, as Hattama's do: page cache for new files costs more than recycled page cache (on a
-/// virtual machine that hands freed memory back to its host, far more), so removing nginx's
-/// files between rounds would favour it.
+/// Checks that nginx wrote every file of the round whole. The files stay until the end, as
+/// Hattama's do (`scripts/bench` removes them): see `journal_note` and `prime_page_cache`.
 fn check_written(root: &Path, plan: &[Vec<Upload>], paths: &[Vec<String>]) -> Result<usize> {
     let mut n = 0;
     for (list, paths) in plan.iter().zip(paths) {
@@ -682,12 +681,26 @@ fn check_written(root: &Path, plan: &[Vec<Upload>], paths: &[Vec<String>]) -> Re
     Ok(n)
 }
 
-fn remove_dir_contents(dir: &Path) -> Result<()> {
-    for entry in fs::read_dir(dir)? {
-        let path = entry?.path();
-        if path.is_dir() { fs::remove_dir_all(&path)? } else { fs::remove_file(&path)? }
-    }
-    Ok(())
+/// `" (no journal)"` when `path` is on ext4 without a journal. There, creating a file skips
+/// (one by one) every inode deleted in the last half minute or so, so that files deleted just
+/// before or during a run slow it down: this bench deletes nothing until it ends.
+fn journal_note(path: &Path) -> &'static str {
+    let Ok(path) = path.canonicalize() else { return "" };
+    let Ok(mounts) = fs::read_to_string("/proc/self/mounts") else { return "" };
+    let device = mounts
+        .lines()
+        .filter_map(|line| {
+            let mut f = line.split_whitespace();
+            let (device, mount, kind) = (f.next()?, f.next()?, f.next()?);
+            path.starts_with(mount).then_some((mount.len(), device, kind))
+        })
+        .max_by_key(|(len, _, _)| *len);
+    let Some((_, device, "ext4")) = device else { return "" };
+    let name = device.rsplit('/').next().unwrap_or(device);
+    let journaled = fs::read_dir("/proc/fs/jbd2").is_ok_and(|entries| {
+        entries.flatten().any(|e| e.file_name().to_string_lossy().starts_with(&format!("{name}-")))
+    });
+    if journaled { "" } else { " (no journal)" }
 }
 
 /// Writes `bytes` into a scratch file and removes it, so that the page cache the next run
@@ -931,6 +944,7 @@ struct Sample {
     sectors: u64,
     flushes: u64,
     disk: bool,
+    ticks_per_s: f64,
 }
 
 /// What a run cost, as differences of two samples.
@@ -955,6 +969,7 @@ impl Probe {
         let mut s = Sample {
             server: self.cpu_of(&[self.server_pid])?,
             own: self.cpu_of(&[std::process::id()])?,
+            ticks_per_s: self.ticks_per_s,
             ..Sample::default()
         };
         if let Some(master) = self.nginx_pid {
@@ -1034,6 +1049,7 @@ impl Sample {
             sectors: later.sectors - self.sectors,
             flushes: later.flushes - self.flushes,
             disk: self.disk && later.disk,
+            ticks_per_s: self.ticks_per_s,
         })
     }
 }
@@ -1046,12 +1062,17 @@ impl Usage {
         let per = |v: f64| v / n.max(1) as f64;
         let total = u.total.max(1) as f64;
         let (who, cpu) = if nginx { ("nginx", u.nginx) } else { ("server", u.server) };
+        // Whatever else ran: other processes on the machine, and kernel threads (writeback).
+        let busy = total - (u.idle + u.iowait) as f64;
+        let others = busy / u.ticks_per_s - u.server - u.nginx - u.own;
         let mut s = format!(
-            "{who} CPU {:.3} ms/upload, client CPU {:.3} ms/upload, machine busy {:.0}% (iowait {:.0}%)",
+            "{who} CPU {:.3} ms/upload, client CPU {:.3} ms/upload, machine busy {:.0}% (iowait \
+             {:.0}%, others {:.0}%)",
             per(cpu) * 1000.0,
             per(u.own) * 1000.0,
-            100.0 * (total - (u.idle + u.iowait) as f64) / total,
+            100.0 * busy / total,
             100.0 * u.iowait as f64 / total,
+            (100.0 * others * u.ticks_per_s / total).max(0.0),
         );
         if nginx && u.nginx == 0.0 {
             s += " [no nginx pid given: its CPU is not counted]";
