@@ -53,7 +53,9 @@ pub enum HattamaError {
     #[error("{code}: {detail}")]
     RejectedByServer {
         /// The server's code word (`bad_code`, `code_used`, `device_revoked`, …), or
-        /// `receipt_invalid`, `server_key_changed`, `election_invalid`.
+        /// `receipt_invalid`, `server_key_changed`, `election_invalid`, `log_key_changed`,
+        /// `log_invalid`, and the alarms `log_forked` and `log_shrank` (the server's public log
+        /// was rewritten: show it loudly).
         code: String,
         /// The server's message, or what did not verify.
         detail: String,
@@ -115,6 +117,11 @@ impl From<SyncError> for HattamaError {
             SyncError::ReceiptInvalid { .. } => Self::rejected("receipt_invalid", e),
             SyncError::ServerKeyChanged => Self::rejected("server_key_changed", e),
             SyncError::Election(_) => Self::rejected("election_invalid", e),
+            SyncError::LogKeyChanged => Self::rejected("log_key_changed", e),
+            SyncError::LogInvalid(_) => Self::rejected("log_invalid", e),
+            // Alarms: the server's public log misbehaved; the app shows it loudly.
+            SyncError::LogForked { .. } => Self::rejected("log_forked", e),
+            SyncError::LogShrank { .. } => Self::rejected("log_shrank", e),
             SyncError::Http(_) => Self::internal("http_setup", e),
         }
     }
@@ -214,6 +221,7 @@ mod tests {
             ("rejected", "device_revoked"),
         );
         check(SyncError::ServerKeyChanged, ("rejected", "server_key_changed"));
+        check(SyncError::LogShrank { old_size: 9, new_size: 3 }, ("rejected", "log_shrank"));
         check(SyncError::Http("tls".into()), ("internal", "http_setup"));
     }
 }
