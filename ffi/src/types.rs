@@ -12,7 +12,7 @@ use hattama_core::evidence::{self, Page, SignedManifest};
 use hattama_core::media::MediaLimits;
 use hattama_core::receipt::SignedReceipt;
 use hattama_core::store::{self, CaptureRecord};
-use hattama_core::sync::{self, Enrollment, SyncConfig};
+use hattama_core::sync::{self, Enrollment, SyncConfig, SyncError};
 use hattama_core::{CaptureDetail as CoreDetail, CaptureRequest as CoreRequest, ClientConfig};
 
 /// Optional tuning of a [`crate::Client`]; every field left out keeps the core's default
@@ -628,6 +628,13 @@ pub struct SyncStatus {
     pub next_attempt_at_ms: Option<u64>,
     /// Whether a sync of this store runs now, in any process.
     pub running: bool,
+    /// The server's public log key pinned at enrollment, if the server has a log.
+    pub log_key: Option<String>,
+    /// Entries in the newest log checkpoint this device verified.
+    pub log_size: Option<u64>,
+    /// ALARM: the server's public log forked or shrank (what was seen). While it is set every
+    /// sync stops with `RejectedByServer` (`log_forked` / `log_shrank`): show it loudly.
+    pub log_alarm: Option<String>,
 }
 
 impl From<sync::SyncStatus> for SyncStatus {
@@ -640,6 +647,9 @@ impl From<sync::SyncStatus> for SyncStatus {
             last_sync_error: s.last_sync_error,
             next_attempt_at_ms: s.next_attempt_at_ms,
             running: s.running,
+            log_key: s.log_key,
+            log_size: s.log_checkpoint.map(|c| c.size),
+            log_alarm: s.log_alarm.as_ref().map(|a| SyncError::from(a).to_string()),
         }
     }
 }
@@ -657,6 +667,8 @@ pub struct SyncSummary {
     pub bytes_sent: u64,
     /// Whether it stopped because it was cancelled.
     pub cancelled: bool,
+    /// Entries in the newest log checkpoint verified, once the server has a log.
+    pub log_size: Option<u64>,
 }
 
 impl From<sync::SyncSummary> for SyncSummary {
@@ -667,6 +679,7 @@ impl From<sync::SyncSummary> for SyncSummary {
             remaining: s.remaining,
             bytes_sent: s.bytes_sent,
             cancelled: s.cancelled,
+            log_size: s.log_size,
         }
     }
 }

@@ -149,6 +149,9 @@ fun testFlow() {
     expect<HattamaException.FixInput>("not_deletable") { client.delete(captured[0].id) }
     val status = client.status()
     check(status.counts.receipted == (captured.size - 1).toULong()) { "status $status" }
+    check(status.logAlarm == null && (status.logSize ?: 0uL) >= (captured.size - 1).toULong()) {
+        "log $status"
+    }
     check(recordReceipts("flow", client) == captured.size - 1) { "receipts" }
     client.close()
 }

@@ -193,6 +193,11 @@ class FlowTest(unittest.TestCase):
         self.assertEqual(status.counts.deleted, 1)
         self.assertFalse(status.running)
         self.assertIsNone(status.last_sync_error)
+        # The server's public log holds every receipted capture; no alarm was raised.
+        self.assertIsNone(status.log_alarm)
+        self.assertIsNotNone(status.log_key)
+        self.assertGreaterEqual(status.log_size, len(live))
+        self.assertIsNotNone(summary.log_size)
         self.assertEqual(record_receipts("flow", client), len(live))
 
         # A receipted capture can no longer be deleted.
