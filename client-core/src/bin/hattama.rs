@@ -293,12 +293,21 @@ fn main() -> ExitCode {
 /// The loud message of a log alarm, for stderr.
 fn alarm_text(e: &SyncError) -> String {
     let what = match e {
-        SyncError::LogForked { old_size, new_size, detail } => format!(
-            "ALARM: the server's public log forked or was rewritten.\n  It signed a log of \
-             {old_size} entries, then one of {new_size} entries that does not extend it \
-             ({detail}).\n  A public log may only grow: the server, or someone with its key, \
-             changed entries it had published."
-        ),
+        SyncError::LogForked { old_size, new_size, detail } => {
+            let signed = if old_size == new_size {
+                format!("It signed two different logs of {old_size} entries")
+            } else {
+                format!(
+                    "It signed a log of {old_size} entries, then one of {new_size} entries \
+                     that does not extend it"
+                )
+            };
+            format!(
+                "ALARM: the server's public log forked or was rewritten.\n  {signed} \
+                 ({detail}).\n  A public log may only grow: the server, or someone with its \
+                 key, changed entries it had published."
+            )
+        }
         SyncError::LogShrank { old_size, new_size } => format!(
             "ALARM: the server's public log shrank.\n  It signed a log of {old_size} entries, \
              then one of only {new_size}: entries it had published are gone."
