@@ -34,8 +34,9 @@ fn is_tile_path(tail: &str) -> bool {
         Some((m, w)) => (m, Some(w)),
         None => (tail, None),
     };
+    let width_ok = |w: &str| w.parse::<u16>().is_ok_and(|w| (1..256).contains(&w));
     if let Some(w) = partial
-        && !(w.parse::<u16>().is_ok_and(|w| (1..256).contains(&w)) && !w.starts_with('0'))
+        && (!width_ok(w) || w.starts_with('0'))
     {
         return false;
     }

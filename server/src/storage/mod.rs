@@ -130,6 +130,9 @@ pub struct NewCapture {
     pub receipt: Vec<u8>,
 }
 
+/// A stored capture's canonical manifest and signature.
+pub type Evidence = (Vec<u8>, [u8; 64]);
+
 /// A stored capture, as listed for operators.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoredCapture {
@@ -211,7 +214,7 @@ pub trait Storage: Send + Sync + 'static {
     fn captures(&self) -> Result<Vec<StoredCapture>, StorageError>;
 
     /// A stored capture's canonical manifest and signature.
-    fn evidence(&self, id: &Sha256Hash) -> Result<Option<(Vec<u8>, [u8; 64])>, StorageError>;
+    fn evidence(&self, id: &Sha256Hash) -> Result<Option<Evidence>, StorageError>;
 
     /// Number of entries in the log.
     fn log_size(&self) -> Result<u64, StorageError>;

@@ -763,7 +763,7 @@ impl Storage for SqliteStorage {
         })
     }
 
-    fn evidence(&self, id: &Sha256Hash) -> Result<Option<(Vec<u8>, [u8; 64])>, StorageError> {
+    fn evidence(&self, id: &Sha256Hash) -> Result<Option<super::Evidence>, StorageError> {
         let row: Option<(Vec<u8>, Vec<u8>)> = self.read(|c| {
             Ok(c.query_row(
                 "SELECT manifest, signature FROM captures WHERE id = ?1",
