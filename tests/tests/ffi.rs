@@ -28,15 +28,36 @@ fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned()
 }
 
-/// The generated bindings of one language, with a check that they exist.
+/// The generated bindings of one language, with a check that they exist and are newer than the
+/// sources of the library they were generated from.
 fn bindings(language: &str) -> PathBuf {
     let dir = root().join("build/bindings").join(language);
-    assert!(
-        dir.join("libhattama_ffi.so").exists(),
-        "{} has no bindings: run scripts/bindings first (scripts/test does)",
-        dir.display()
-    );
+    let copy = dir.join("libhattama_ffi.so");
+    assert!(copy.exists(), "{} has no bindings: run scripts/bindings first", dir.display());
+    for src in ["ffi/src", "client-core/src"] {
+        let newest = newest_file(&root().join(src));
+        assert!(
+            newest.1 <= modified(&copy),
+            "{} is newer than the bindings in {}: run scripts/bindings again",
+            newest.0.display(),
+            dir.display()
+        );
+    }
     dir
+}
+
+/// The most recently modified file under `dir`, with its time.
+fn newest_file(dir: &Path) -> (PathBuf, SystemTime) {
+    let mut newest = (dir.to_owned(), SystemTime::UNIX_EPOCH);
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let candidate =
+            if path.is_dir() { newest_file(&path) } else { (path.clone(), modified(&path)) };
+        if candidate.1 > newest.1 {
+            newest = candidate;
+        }
+    }
+    newest
 }
 
 /// Real photos that decode: Go's JPEG test data and the goexif samples with image data (their
