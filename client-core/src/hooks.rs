@@ -31,7 +31,7 @@ pub fn set_pause_at(point: &str) {
     #[cfg(feature = "test-hooks")]
     let _ = PAUSE_AT.set(point.to_owned());
     #[cfg(not(feature = "test-hooks"))]
-    let _ = point;
+    eprintln!("hattama: pause point {point:?} ignored: this binary was built without test hooks");
 }
 
 /// Pauses forever if `point` is the configured pause point.
@@ -45,5 +45,5 @@ pub fn pause(point: &str) {
         }
     }
     #[cfg(not(feature = "test-hooks"))]
-    let _ = point;
+    eprintln!("hattama: pause point {point:?} ignored: this binary was built without test hooks");
 }

@@ -237,24 +237,31 @@ impl Log {
         }
     }
 
-    /// The inclusion proof of entry `index` in the newest checkpoint.
-    pub fn inclusion(&self, index: u64) -> Result<TlogProof, StorageError> {
-        let (size, note) = self
+    /// The newest published checkpoint: size and signed note.
+    fn published_checkpoint(&self) -> Result<(u64, Vec<u8>), StorageError> {
+        let size = self.published_size();
+        let note = self
             .storage
-            .latest_checkpoint()?
+            .checkpoint(size)?
             .ok_or_else(|| StorageError::NotFound("checkpoint".into()))?;
+        Ok((size, note))
+    }
+
+    /// The inclusion proof of entry `index` in the newest published checkpoint.
+    pub fn inclusion(&self, index: u64) -> Result<TlogProof, StorageError> {
+        let (size, note) = self.published_checkpoint()?;
+        if index >= size {
+            return Err(StorageError::NotFound(format!("entry {index} in a published tree")));
+        }
         let empty = HashMap::new();
         let reader = Reader { storage: &*self.storage, overlay: &empty };
         let hashes = tlog_tiles::prove_record(size, index, &reader).map_err(corrupt)?;
         Ok(TlogProof { index, hashes, checkpoint: note })
     }
 
-    /// The consistency proof from the tree of `old` entries to the newest checkpoint.
+    /// The consistency proof from the tree of `old` entries to the newest published checkpoint.
     pub fn consistency(&self, old: u64) -> Result<(Vec<Hash>, Vec<u8>), StorageError> {
-        let (size, note) = self
-            .storage
-            .latest_checkpoint()?
-            .ok_or_else(|| StorageError::NotFound("checkpoint".into()))?;
+        let (size, note) = self.published_checkpoint()?;
         if old == 0 || old > size {
             return Err(StorageError::NotFound(format!("a tree of {old} entries")));
         }

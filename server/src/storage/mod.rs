@@ -237,4 +237,6 @@ pub trait Storage: Send + Sync + 'static {
     fn log_entries(&self, start: u64, end: u64) -> Result<Vec<Vec<u8>>, StorageError>;
     /// The newest checkpoint (size and signed note).
     fn latest_checkpoint(&self) -> Result<Option<(u64, Vec<u8>)>, StorageError>;
+    /// The checkpoint of exactly `size` entries.
+    fn checkpoint(&self, size: u64) -> Result<Option<Vec<u8>>, StorageError>;
 }

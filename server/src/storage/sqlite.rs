@@ -779,4 +779,13 @@ impl Storage for SqliteStorage {
         })
         .transpose()
     }
+
+    fn checkpoint(&self, size: u64) -> Result<Option<Vec<u8>>, StorageError> {
+        self.read(|c| {
+            Ok(c.query_row("SELECT note FROM checkpoints WHERE size = ?1", [size as i64], |r| {
+                r.get(0)
+            })
+            .optional()?)
+        })
+    }
 }
