@@ -271,7 +271,8 @@ impl Write for PartWriter {
 
 impl UploadWriter for PartWriter {
     fn finish(self: Box<Self>) -> Result<u64, StorageError> {
-        self.file.sync_data()?;
+        // Partial uploads need not be durable (the client resends from the server's offset);
+        // a complete one is fsynced once, by `commit_capture`, before it is renamed.
         Ok(self.start + self.written)
     }
 
@@ -451,34 +452,42 @@ impl Storage for SqliteStorage {
     }
 
     fn create_upload(&self, u: &NewUpload) -> Result<(), StorageError> {
+        // An upload session need not survive a power loss: creation is idempotent and a client
+        // whose session vanished creates it again. So no fsync here (synchronous = NORMAL for
+        // this one commit), and the `.part` file is created by the first PATCH.
         let conn = lock(&self.writer)?;
-        conn.execute(
-            "INSERT INTO uploads (id, manifest, signature, length, created_at_ms)
-             SELECT ?1, ?2, ?3, ?4, ?5
-             WHERE NOT EXISTS (SELECT 1 FROM captures WHERE id = ?1)
-             ON CONFLICT (id) DO NOTHING",
-            params![u.id.to_hex(), u.manifest, u.signature.as_slice(), ms(u.length), ms(u.now_ms)],
-        )?;
-        drop(conn);
-        let part = self.part_path(&u.id);
-        if !part.exists() && self.upload(&u.id)?.is_some_and(|i| !i.stored) {
-            File::create(&part)?.sync_all()?;
-            fsync_dir(&self.dir.join("uploads"))?;
-        }
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        let inserted = conn
+            .prepare_cached(
+                "INSERT INTO uploads (id, manifest, signature, length, created_at_ms)
+                 SELECT ?1, ?2, ?3, ?4, ?5
+                 WHERE NOT EXISTS (SELECT 1 FROM captures WHERE id = ?1)
+                 ON CONFLICT (id) DO NOTHING",
+            )
+            .and_then(|mut stmt| {
+                stmt.execute(params![
+                    u.id.to_hex(),
+                    u.manifest,
+                    u.signature.as_slice(),
+                    ms(u.length),
+                    ms(u.now_ms)
+                ])
+            });
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        inserted?;
         Ok(())
     }
 
     fn upload(&self, id: &Sha256Hash) -> Result<Option<UploadInfo>, StorageError> {
         let hex = id.to_hex();
         let row: Option<(Vec<u8>, Vec<u8>, i64, bool)> = self.read(|c| {
-            Ok(c.query_row(
+            Ok(c.prepare_cached(
                 "SELECT manifest, signature, photo_bytes, 1 FROM captures WHERE id = ?1
                  UNION ALL
                  SELECT manifest, signature, length, 0 FROM uploads WHERE id = ?1
                  LIMIT 1",
-                [&hex],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-            )
+            )?
+            .query_row([&hex], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
             .optional()?)
         })?;
         let Some((manifest, signature, length, stored)) = row else { return Ok(None) };
