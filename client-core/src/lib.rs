@@ -10,6 +10,8 @@
 //! The core reads no environment variable or config file: the app hands it a [`ClientConfig`]
 //! and a data directory.
 
+#[cfg(feature = "sync")]
+pub mod audit;
 pub mod bundle;
 mod client;
 pub mod election;

@@ -8,7 +8,7 @@
 //! (unreachable after retries, or answers outside the protocol); 9 a sync of this store is
 //! already running; 10 ALARM: the server's public log forked, was rewritten or shrank (printed
 //! loudly on stderr; the alarm stays in the store, `status` shows it, and every later sync
-//! stops with it).
+//! stops with it); 11 `audit` found problems in the log (each is listed).
 
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
@@ -20,6 +20,7 @@ use anyhow::Context;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use clap::{Parser, Subcommand};
+use hattama_core::audit::{AuditConfig, AuditError, Auditor, Problem, Round};
 use hattama_core::bundle::{self, BundleError};
 use hattama_core::evidence::{CoarseLocation, EvidenceKind, Page};
 use hattama_core::media::MediaLimits;
@@ -147,6 +148,40 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Audit a public log (the server's or a static mirror's): recompute the tree from its
+    /// entries, check every tile and the checkpoint's signature, optionally every capture
+    Audit(AuditArgs),
+}
+
+#[derive(clap::Args)]
+struct AuditArgs {
+    /// The log's base URL, where `checkpoint` and `tile/` are (`https://host/log` on a server)
+    url: String,
+    /// The log's verifier key (`GET /api/v1/log/key`, or from the operator)
+    #[arg(long, value_name = "VKEY", required_unless_present = "key_file")]
+    key: Option<String>,
+    /// A file holding the verifier key, or the JSON answer of `/api/v1/log/key`
+    #[arg(long, value_name = "FILE", conflicts_with = "key")]
+    key_file: Option<PathBuf>,
+    /// Also fetch every capture's signed manifest and photo and check them
+    #[arg(long)]
+    photos: bool,
+    /// Where the evidence is served [default: URL without its final `/log`]
+    #[arg(long, value_name = "BASE", requires = "photos")]
+    evidence_url: Option<String>,
+    /// Keep watching: poll the checkpoint and check that each new one extends the previous
+    #[arg(long)]
+    follow: bool,
+    /// Seconds between polls
+    #[arg(long, value_name = "SECS", default_value_t = 60, requires = "follow")]
+    interval: u64,
+    /// Stop after this many polls, the first audit included [default: never]
+    #[arg(long, value_name = "N", requires = "follow")]
+    #[arg(value_parser = clap::value_parser!(u64).range(1..))]
+    rounds: Option<u64>,
+    /// Print JSON (with --follow: one line per round, then the report)
+    #[arg(long)]
+    json: bool,
 }
 
 fn parse_page(s: &str) -> Result<Page, String> {
@@ -190,6 +225,15 @@ struct Failure {
 }
 
 fn classify(e: anyhow::Error) -> Failure {
+    if let Some(a) = e.downcast_ref::<AuditError>() {
+        let (exit, code) = match a {
+            AuditError::BadUrl { .. } => (3, "bad_url"),
+            AuditError::BadKey(_) => (3, "bad_key"),
+            AuditError::Unreachable { .. } => (8, "unreachable"),
+            AuditError::Http(_) => (1, "internal"),
+        };
+        return Failure { exit, code, error: e };
+    }
     let (exit, code) = match e.downcast_ref::<Error>() {
         Some(Error::Media(_)) => (3, "photo_refused"),
         Some(Error::Evidence(_)) => (3, "invalid_field"),
@@ -251,10 +295,11 @@ fn main() -> ExitCode {
         | Command::Enroll { json, .. }
         | Command::Sync { json }
         | Command::Status { json } => *json,
+        Command::Audit(a) => a.json,
         Command::Export { .. } | Command::Thumbnail { .. } => false,
     };
     match run(cli, local_offset) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             let f = classify(e);
             let message = format!("{:#}", f.error);
@@ -394,7 +439,10 @@ fn record_line(r: &CaptureRecord) -> String {
     )
 }
 
-fn run(cli: Cli, local_offset: i32) -> anyhow::Result<()> {
+fn run(cli: Cli, local_offset: i32) -> anyhow::Result<ExitCode> {
+    if let Command::Audit(args) = cli.command {
+        return run_audit(args); // needs no store
+    }
     let dir = store_dir(&cli)?;
     match cli.command {
         Command::Init { json } => {
@@ -573,6 +621,7 @@ fn run(cli: Cli, local_offset: i32) -> anyhow::Result<()> {
                 )
             });
         }
+        Command::Audit(args) => return run_audit(args),
         Command::Status { json } => {
             let client = open(&dir)?;
             let status = client.status()?;
@@ -581,7 +630,7 @@ fn run(cli: Cli, local_offset: i32) -> anyhow::Result<()> {
             print(json, &v, || status_text(&status, enrollment.as_ref()));
         }
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }
 
 fn enrollment_json(e: &Enrollment) -> Value {
@@ -777,4 +826,120 @@ impl SyncListener for ProgressLine {
         };
         Self::show(&mut state, &line);
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// `hattama audit`
+
+/// Audits a log once, or follows it; exit 0 when clean, 11 when problems were found.
+fn run_audit(a: AuditArgs) -> anyhow::Result<ExitCode> {
+    let key_text = match (&a.key, &a.key_file) {
+        (Some(k), _) => k.clone(),
+        (None, Some(f)) => std::fs::read_to_string(f)
+            .map_err(|e| AuditError::BadKey(format!("cannot read {}: {e}", f.display())))?,
+        (None, None) => return Err(AuditError::BadKey("give --key or --key-file".into()).into()),
+    };
+    let mut config = AuditConfig::new(&a.url, hattama_core::audit::parse_log_key(&key_text)?);
+    if a.photos {
+        config.evidence_url = Some(
+            a.evidence_url
+                .clone()
+                .unwrap_or_else(|| hattama_core::audit::default_evidence_url(&a.url)),
+        );
+    }
+    let mut auditor = Auditor::new(config)?;
+    let rounds = if a.follow { a.rounds.unwrap_or(u64::MAX) } else { 1 };
+    for n in 1..=rounds {
+        if n > 1 {
+            std::thread::sleep(std::time::Duration::from_secs(a.interval));
+        }
+        match auditor.round() {
+            Ok(round) if a.follow => {
+                if a.json {
+                    let mut v = serde_json::to_value(&round)?;
+                    v["round"] = json!(n);
+                    v["problems"] = problems_json(&round.problems);
+                    println!("{v}");
+                } else {
+                    println!("{}", round_text(n, &round));
+                }
+                let alarm = |p: &Problem| {
+                    matches!(p, Problem::Fork { .. } | Problem::Shrank { .. })
+                        || matches!(p, Problem::Inconsistent { .. })
+                };
+                if round.problems.iter().any(alarm) {
+                    eprintln!("ALARM: the log at {} forked, shrank or was rewritten", a.url);
+                }
+            }
+            Ok(_) => {}
+            // Following: a network failure skips this round (the first must succeed).
+            Err(e) if a.follow && n > 1 => eprintln!("round {n}: {e}"),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let report = auditor.report();
+    if a.json {
+        let mut v = serde_json::to_value(&report)?;
+        v["problems"] = problems_json(&report.problems);
+        println!("{v}");
+    } else {
+        let mut out = format!(
+            "log {} at {}\ncheckpoint {} entries, root {}\nentries {}, elections {}, \
+             precincts {}, evidence checked {}\n",
+            report.origin,
+            a.url,
+            report.size,
+            if report.root.is_empty() { "(none verified)" } else { &report.root },
+            report.entries,
+            report.elections,
+            report.precincts,
+            report.evidence_checked,
+        );
+        if report.problem_count == 0 {
+            out.push_str("no problems found");
+        } else {
+            let n = report.problem_count;
+            out.push_str(&format!("{n} problem{} found:", if n == 1 { "" } else { "s" }));
+            for p in &report.problems {
+                out.push_str(&format!("\n  {:<20} {}: {p}", p.kind(), p.location()));
+            }
+            let unlisted = report.problem_count.saturating_sub(report.problems.len() as u64);
+            if unlisted > 0 {
+                out.push_str(&format!("\n  ({unlisted} more, or repeated, not listed)"));
+            }
+        }
+        println!("{out}");
+    }
+    Ok(if report.problem_count == 0 { ExitCode::SUCCESS } else { ExitCode::from(11) })
+}
+
+fn problems_json(problems: &[Problem]) -> Value {
+    Value::Array(
+        problems
+            .iter()
+            .map(|p| {
+                let mut v = serde_json::to_value(p).unwrap_or_default();
+                v["location"] = json!(p.location());
+                v["message"] = json!(p.to_string());
+                v
+            })
+            .collect(),
+    )
+}
+
+fn round_text(n: u64, r: &Round) -> String {
+    let what = match (r.previous, r.unchanged) {
+        (_, true) => "unchanged".to_owned(),
+        (None, _) => format!("audited, {} entries checked", r.entries_checked),
+        (Some(p), _) => format!("was {p}, {} entries checked", r.entries_checked),
+    };
+    let signed = if r.verified { "" } else { " (NOT verified)" };
+    let mut out = format!("round {n}: checkpoint {}{signed}: {what}", r.size);
+    if r.problems.is_empty() {
+        out.push_str(", no problem");
+    }
+    for p in &r.problems {
+        out.push_str(&format!("\n  {:<20} {}: {p}", p.kind(), p.location()));
+    }
+    out
 }
