@@ -15,8 +15,8 @@ use ed25519_dalek::SigningKey;
 
 use crate::bundle::{self, BundleError};
 use crate::evidence::{
-    self, CoarseLocation, DeviceKey, EvidenceError, EvidenceKind, Manifest, Page, PhotoInfo,
-    Sha256Hash, SignedManifest,
+    self, CoarseLocation, DeviceKey, EvidenceError, EvidenceKind, Manifest, Page, Sha256Hash,
+    SignedManifest,
 };
 use crate::hooks;
 use crate::media::{self, MediaError, MediaLimits};
@@ -193,14 +193,7 @@ impl Client {
             evidence::check_note(note)?;
         }
         let clean = media::strip(photo, &self.config.limits)?;
-        let photo_info = PhotoInfo {
-            bytes: clean.bytes.len() as u64,
-            height: clean.height,
-            media_type: clean.media_type,
-            orientation: clean.orientation,
-            sha256: Sha256Hash::of(&clean.bytes),
-            width: clean.width,
-        };
+        let photo_info = clean.info();
         let captured_at_ms = now_ms();
         let device_key = self.device_key();
         // The write transaction holds SQLite's write lock from before the sequence number is

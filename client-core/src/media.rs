@@ -103,6 +103,20 @@ pub struct CleanPhoto {
     pub removed_bytes: u64,
 }
 
+impl CleanPhoto {
+    /// What a manifest says of this photo.
+    pub fn info(&self) -> crate::evidence::PhotoInfo {
+        crate::evidence::PhotoInfo {
+            bytes: self.bytes.len() as u64,
+            height: self.height,
+            media_type: self.media_type,
+            orientation: self.orientation,
+            sha256: crate::evidence::Sha256Hash::of(&self.bytes),
+            width: self.width,
+        }
+    }
+}
+
 /// Sniffs the format of `bytes` from its first bytes.
 pub fn sniff(bytes: &[u8]) -> Result<MediaType, MediaError> {
     if bytes.is_empty() {

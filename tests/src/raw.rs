@@ -58,14 +58,7 @@ impl Answer {
 pub fn clean_photo(path: &Path) -> (Vec<u8>, PhotoInfo) {
     let clean = media::strip(&std::fs::read(path).expect("photo"), &MediaLimits::default())
         .expect("a valid photo");
-    let info = PhotoInfo {
-        bytes: clean.bytes.len() as u64,
-        height: clean.height,
-        media_type: clean.media_type,
-        orientation: clean.orientation,
-        sha256: Sha256Hash::of(&clean.bytes),
-        width: clean.width,
-    };
+    let info = clean.info();
     (clean.bytes, info)
 }
 

@@ -83,18 +83,7 @@ fn receipts_carry_proofs_and_tiles_are_immutable_files() {
         assert!(matches!(r.status().as_u16(), 400 | 404), "{bad}: {}", r.status());
     }
     // Consistency between two served sizes.
-    let v: Value =
-        reqwest::blocking::get(format!("{}/api/v1/log/consistency?from=100", server.url))
-            .unwrap()
-            .json()
-            .unwrap();
-    let proof: Vec<_> = v["proof"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|h| hash_from_base64(h.as_str().unwrap()).unwrap())
-        .collect();
-    let new = log::verify_checkpoint(v["checkpoint"].as_str().unwrap().as_bytes(), &key).unwrap();
+    let (proof, new) = consistency_from(&server.url, 100, &key);
     let old_root = {
         // The root at 100 is not served as a checkpoint; recompute it from the first entries.
         let bundle = std::fs::read(server.data_dir.join("log/tile/entries/000")).unwrap();
@@ -105,6 +94,24 @@ fn receipts_carry_proofs_and_tiles_are_immutable_files() {
         merkle_root(&leaves)
     };
     log::verify_consistency(100, &old_root, new.size, &new.root, &proof).unwrap();
+}
+
+/// The server's consistency proof from `from` entries to its newest checkpoint, and that
+/// checkpoint, verified under the log key.
+fn consistency_from(url: &str, from: u64, key: &LogKey) -> (Vec<log::Hash>, log::Checkpoint) {
+    let v: Value = reqwest::blocking::get(format!("{url}/api/v1/log/consistency?from={from}"))
+        .unwrap()
+        .json()
+        .unwrap();
+    let proof = v["proof"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| hash_from_base64(h.as_str().unwrap()).unwrap())
+        .collect();
+    let checkpoint =
+        log::verify_checkpoint(v["checkpoint"].as_str().unwrap().as_bytes(), key).unwrap();
+    (proof, checkpoint)
 }
 
 fn tlog_root_leaf(entry: &[u8]) -> log::Hash {
@@ -245,18 +252,7 @@ fn no_two_checkpoints_for_one_size_across_sigkill_during_integration() {
             assert_eq!(cp.root, final_cp.root);
             continue;
         }
-        let v: Value = reqwest::blocking::get(format!("{url}/api/v1/log/consistency?from={size}"))
-            .unwrap()
-            .json()
-            .unwrap();
-        let proof: Vec<_> = v["proof"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|h| hash_from_base64(h.as_str().unwrap()).unwrap())
-            .collect();
-        let now =
-            log::verify_checkpoint(v["checkpoint"].as_str().unwrap().as_bytes(), &key).unwrap();
+        let (proof, now) = consistency_from(&url, *size, &key);
         log::verify_consistency(cp.size, &cp.root, now.size, &now.root, &proof)
             .unwrap_or_else(|e| panic!("checkpoint {size} is not a prefix of the final tree: {e}"));
     }
