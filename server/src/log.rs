@@ -7,8 +7,13 @@
 //! a prefix of every later tree, so no two different checkpoints for one size ever leave the
 //! server, whatever moment it is killed at (signatures are deterministic, and entries are
 //! appended in the committed order).
+//!
+//! Speed: the integrator keeps the committed tree's right edge in memory ([`Edge`]: the roots
+//! of its complete subtrees, the incomplete tile of each level and the incomplete entry
+//! bundle), so a batch reads nothing but the new captures: it hashes them, commits entries,
+//! hashes and checkpoint, and writes the tiles from memory. The edge is loaded from storage when
+//! the log opens and again after any failure, so storage stays the only source of truth.
 
-use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
@@ -21,8 +26,20 @@ use tlog_tiles::{HashReader, Tile};
 
 use crate::storage::{Storage, StorageError};
 
-/// Most entries integrated in one batch.
-const MAX_BATCH: usize = 4096;
+/// How long a batch should take: under load, a capture then waits about a second at most for a
+/// checkpoint (the batch before its own, then its own). The integrator sizes its batches to this
+/// from the rate of the last full batch, between [`MIN_BATCH`] and [`MAX_BATCH`] entries.
+const BATCH_TIME: Duration = Duration::from_millis(800);
+
+/// Fewest entries a batch may be limited to.
+const MIN_BATCH: usize = 1 << 12;
+
+/// Most entries integrated in one batch: large batches make the commit's fsync, the partial tiles
+/// rewritten at each batch's end, and the index pages the batch dirties cost less per entry.
+const MAX_BATCH: usize = 1 << 16;
+
+/// Hashes in a full tile.
+const TILE_WIDTH: usize = 1 << TILE_HEIGHT;
 
 /// The server's log.
 pub struct Log {
@@ -35,35 +52,183 @@ pub struct Log {
     published_changed: Condvar,
     wake: Mutex<bool>,
     wake_changed: Condvar,
+    /// The integrator's state, held for the whole of a batch, so batches never overlap.
+    integrator: Mutex<Integrator>,
 }
 
 fn corrupt(e: impl std::fmt::Display) -> StorageError {
     StorageError::Corrupt(format!("log: {e}"))
 }
 
-/// Reads stored hashes from storage, with the hashes of a batch not yet committed on top.
+/// Reads stored hashes from storage.
 struct Reader<'a> {
     storage: &'a dyn Storage,
-    overlay: &'a HashMap<u64, Hash>,
 }
 
 impl HashReader for Reader<'_> {
     fn read_hashes(&self, indexes: &[u64]) -> Result<Vec<Hash>, tlog_tiles::Error> {
-        let missing: Vec<u64> =
-            indexes.iter().copied().filter(|i| !self.overlay.contains_key(i)).collect();
-        let stored = if missing.is_empty() {
-            Vec::new()
-        } else {
-            self.storage.read_log_hashes(&missing).map_err(|_| tlog_tiles::Error::InvalidTile)?
+        let hashes =
+            self.storage.read_log_hashes(indexes).map_err(|_| tlog_tiles::Error::InvalidTile)?;
+        if hashes.len() != indexes.len() {
+            return Err(tlog_tiles::Error::InvalidTile);
+        }
+        Ok(hashes.into_iter().map(Hash).collect())
+    }
+}
+
+/// The right edge of a tree of `size` entries: all a batch needs to append entries, sign the new
+/// root and write the new tiles, without reading storage.
+#[derive(Clone)]
+struct Edge {
+    size: u64,
+    /// The roots of the tree's maximal complete subtrees, left to right: one per bit set in
+    /// `size`, the largest first.
+    frontier: Vec<Hash>,
+    /// Per tile level, the data of its incomplete tile: fewer than 256 hashes.
+    tiles: Vec<Vec<u8>>,
+    /// The entry bundle of the incomplete level-0 tile.
+    bundle: Vec<u8>,
+}
+
+/// What the integrator keeps between batches.
+struct Integrator {
+    /// The committed tree's right edge; `None` until loaded from storage, and again after a
+    /// failure.
+    edge: Option<Edge>,
+    /// The most entries the next batch takes.
+    batch: usize,
+}
+
+/// What a batch writes: stored hashes (for storage) and tiles (files, after the commit).
+struct Batch {
+    /// Storage index of the next stored hash.
+    next_index: u64,
+    hashes: Vec<(u64, [u8; 32])>,
+    tiles: Vec<(Tile, Vec<u8>)>,
+}
+
+impl Edge {
+    /// Reads the edge of the stored tree of `size` entries.
+    fn load(storage: &dyn Storage, size: u64) -> Result<Self, StorageError> {
+        let read = |indexes: &[u64]| -> Result<Vec<[u8; 32]>, StorageError> {
+            let hashes = storage.read_log_hashes(indexes)?;
+            if hashes.len() != indexes.len() {
+                return Err(corrupt("missing stored hashes"));
+            }
+            Ok(hashes)
         };
-        let mut stored = stored.into_iter();
-        indexes
-            .iter()
-            .map(|i| match self.overlay.get(i) {
-                Some(h) => Ok(*h),
-                None => stored.next().map(Hash).ok_or(tlog_tiles::Error::InvalidTile),
-            })
-            .collect()
+        let frontier =
+            read(&tlog_tiles::sub_tree_index(0, size, Vec::new()))?.into_iter().map(Hash).collect();
+        let mut tiles = Vec::new();
+        let mut level = 0u8;
+        while size >> (level * TILE_HEIGHT) > 0 {
+            let count = size >> (level * TILE_HEIGHT);
+            let start = count - count % TILE_WIDTH as u64;
+            let indexes: Vec<u64> = (start..count)
+                .map(|j| tlog_tiles::stored_hash_index(level * TILE_HEIGHT, j))
+                .collect();
+            tiles.push(read(&indexes)?.concat());
+            level += 1;
+        }
+        let start = size - size % TILE_WIDTH as u64;
+        let entries = storage.log_entries(start, size)?;
+        if entries.len() as u64 != size - start {
+            return Err(corrupt("missing entries"));
+        }
+        let bundle = tlog::entry_bundle(entries.iter().map(Vec::as_slice));
+        Ok(Self { size, frontier, tiles, bundle })
+    }
+
+    /// The root hash of the tree.
+    fn root(&self) -> Hash {
+        let mut hashes = self.frontier.iter().rev();
+        let Some(mut root) = hashes.next().copied() else { return tlog_tiles::EMPTY_HASH };
+        for left in hashes {
+            root = tlog_tiles::node_hash(*left, root);
+        }
+        root
+    }
+
+    /// Appends one entry: records the stored hashes it adds (the RFC 6962 leaf hash, then the
+    /// root of each subtree it completes, in storage order) and every tile it fills.
+    fn append(&mut self, entry: &[u8], batch: &mut Batch) -> Result<(), StorageError> {
+        let n = self.size;
+        let mut hash = tlog_tiles::record_hash(entry);
+        self.bundle.extend_from_slice(&(entry.len() as u16).to_be_bytes());
+        self.bundle.extend_from_slice(entry);
+        self.push(0, n, hash, batch)?;
+        // Each trailing 1 bit of n is a subtree this entry completes.
+        let mut level = 0u8;
+        while (n >> level) & 1 == 1 {
+            let left = self.frontier.pop().ok_or_else(|| corrupt("edge too short"))?;
+            hash = tlog_tiles::node_hash(left, hash);
+            level += 1;
+            self.push(level, n >> level, hash, batch)?;
+        }
+        self.frontier.push(hash);
+        self.size = n + 1;
+        Ok(())
+    }
+
+    /// Records stored hash `index` of tree level `level`, and puts it in its tile if the level
+    /// has tiles.
+    fn push(
+        &mut self,
+        level: u8,
+        index: u64,
+        hash: Hash,
+        batch: &mut Batch,
+    ) -> Result<(), StorageError> {
+        batch.hashes.push((batch.next_index, hash.0));
+        batch.next_index += 1;
+        if !level.is_multiple_of(TILE_HEIGHT) {
+            return Ok(());
+        }
+        let tile_level = level / TILE_HEIGHT;
+        if self.tiles.len() <= usize::from(tile_level) {
+            self.tiles.resize(usize::from(tile_level) + 1, Vec::new());
+        }
+        let data = &mut self.tiles[usize::from(tile_level)];
+        if data.len() / 32 != (index % TILE_WIDTH as u64) as usize {
+            return Err(corrupt(format!("tile edge of level {tile_level} out of step")));
+        }
+        data.extend_from_slice(&hash.0);
+        if data.len() == TILE_WIDTH * 32 {
+            let tile = Tile::new(
+                TILE_HEIGHT,
+                tile_level,
+                index / TILE_WIDTH as u64,
+                TILE_WIDTH as u32,
+                false,
+            );
+            batch.tiles.push((tile, std::mem::take(data)));
+            if tile_level == 0 {
+                let mut bundle = tile;
+                bundle.set_is_data();
+                batch.tiles.push((bundle, std::mem::take(&mut self.bundle)));
+            }
+        }
+        Ok(())
+    }
+
+    /// The partial tiles of the tree after a batch that started at `old` entries: those of the
+    /// levels the batch reached (as `Tile::new_tiles`).
+    fn partial_tiles(&self, old: u64, out: &mut Vec<(Tile, Vec<u8>)>) {
+        for (level, data) in self.tiles.iter().enumerate() {
+            let shift = level as u8 * TILE_HEIGHT;
+            let width = data.len() / 32;
+            if old >> shift == self.size >> shift || width == 0 {
+                continue;
+            }
+            let index = (self.size >> shift) / TILE_WIDTH as u64;
+            let tile = Tile::new(TILE_HEIGHT, level as u8, index, width as u32, false);
+            out.push((tile, data.clone()));
+            if level == 0 {
+                let mut bundle = tile;
+                bundle.set_is_data();
+                out.push((bundle, self.bundle.clone()));
+            }
+        }
     }
 }
 
@@ -94,6 +259,8 @@ impl Log {
             published_changed: Condvar::new(),
             wake: Mutex::new(false),
             wake_changed: Condvar::new(),
+            // Before any rate is known, a batch of a size that takes well under a second.
+            integrator: Mutex::new(Integrator { edge: None, batch: MIN_BATCH * 4 }),
         });
         fs::create_dir_all(&log.dir)?;
         let from = log.published_file_size();
@@ -153,43 +320,98 @@ impl Log {
 
     /// Integrates up to one batch of stored captures; returns how many.
     pub fn integrate_once(&self) -> Result<usize, StorageError> {
-        let entries = self.storage.unlogged(MAX_BATCH)?;
-        if entries.is_empty() {
-            return Ok(0);
-        }
-        let old = self.storage.log_size()?;
-        let mut overlay = HashMap::new();
-        for (i, e) in entries.iter().enumerate() {
-            let n = old + i as u64;
-            let reader = Reader { storage: &*self.storage, overlay: &overlay };
-            let new = tlog_tiles::stored_hashes_for_record_hash(n, e.leaf_hash(), &reader)
-                .map_err(corrupt)?;
-            let start = tlog_tiles::stored_hash_index(0, n);
-            for (k, h) in new.into_iter().enumerate() {
-                overlay.insert(start + k as u64, h);
+        let mut state = self.integrator.lock().map_err(corrupt)?;
+        // On failure the edge stays `None`: the next batch reloads it from storage.
+        let loaded = match state.edge.take() {
+            Some(e) => e,
+            None => {
+                let size = self.storage.log_size()?;
+                self.publish_missing(size)?;
+                Edge::load(&*self.storage, size)?
             }
+        };
+        let limit = state.batch;
+        let started = Instant::now();
+        let (done, next) = self.integrate(loaded, limit)?;
+        state.edge = Some(next);
+        if done == limit {
+            // A backlog: size the next batch to take about BATCH_TIME.
+            let rate = done as f64 / started.elapsed().as_secs_f64().max(1e-3);
+            state.batch = ((rate * BATCH_TIME.as_secs_f64()) as usize).clamp(MIN_BATCH, MAX_BATCH);
         }
-        let size = old + entries.len() as u64;
-        let reader = Reader { storage: &*self.storage, overlay: &overlay };
-        let root = tlog_tiles::tree_hash(size, &reader).map_err(corrupt)?;
-        let note =
-            tlog::sign_checkpoint(&self.log_key.origin, size, &root, &self.key).map_err(corrupt)?;
-        let mut hashes: Vec<(u64, [u8; 32])> = overlay.iter().map(|(i, h)| (*i, h.0)).collect();
-        hashes.sort_unstable_by_key(|(i, _)| *i);
-        self.storage.append_log(old, &entries, &hashes, &note)?;
-        hattama_core::hooks::pause("log:after-commit");
-        self.publish(old, size, &note)?;
+        Ok(done)
+    }
+
+    /// Publishes what a failed batch committed but did not publish.
+    fn publish_missing(&self, size: u64) -> Result<(), StorageError> {
+        let published = self.published_size();
+        if published >= size {
+            return Ok(());
+        }
+        let (size, note) = self
+            .storage
+            .latest_checkpoint()?
+            .ok_or_else(|| StorageError::NotFound("checkpoint".into()))?;
+        self.publish(published.min(size), size, &note)?;
+        self.set_published(size)
+    }
+
+    fn set_published(&self, size: u64) -> Result<(), StorageError> {
         let mut published = self.published.lock().map_err(corrupt)?;
         *published = size;
         self.published_changed.notify_all();
-        tracing::info!(entries = entries.len(), size, "log integrated");
-        Ok(entries.len())
+        Ok(())
     }
 
-    /// Writes the tiles that change between `old` and `new` entries, then the checkpoint.
+    /// One batch on top of `edge`; returns how many entries and the new edge.
+    fn integrate(&self, edge: Edge, limit: usize) -> Result<(usize, Edge), StorageError> {
+        let started = Instant::now();
+        let entries = self.storage.unlogged(limit)?;
+        if entries.is_empty() {
+            return Ok((0, edge));
+        }
+        let read = started.elapsed();
+        let old = edge.size;
+        let mut next = edge;
+        let mut batch = Batch {
+            next_index: tlog_tiles::stored_hash_index(0, old),
+            hashes: Vec::with_capacity(entries.len() * 2 + 64),
+            tiles: Vec::new(),
+        };
+        for e in &entries {
+            next.append(&e.to_bytes(), &mut batch)?;
+        }
+        next.partial_tiles(old, &mut batch.tiles);
+        let size = next.size;
+        let note = tlog::sign_checkpoint(&self.log_key.origin, size, &next.root(), &self.key)
+            .map_err(corrupt)?;
+        let hashed = started.elapsed();
+        // Fails, and changes nothing, unless the stored log is `old` entries long: the edge was
+        // that of the stored tree.
+        self.storage.append_log(old, &entries, &batch.hashes, &note)?;
+        let committed = started.elapsed();
+        hattama_core::hooks::pause("log:after-commit");
+        for (tile, data) in &batch.tiles {
+            write_file(&self.dir.join(tlog::tile_path(tile)), data)?;
+        }
+        write_file(&self.dir.join("checkpoint"), &note)?;
+        self.set_published(size)?;
+        tracing::info!(
+            entries = entries.len(),
+            size,
+            read_ms = read.as_millis() as u64,
+            hash_ms = (hashed - read).as_millis() as u64,
+            commit_ms = (committed - hashed).as_millis() as u64,
+            publish_ms = (started.elapsed() - committed).as_millis() as u64,
+            "log integrated"
+        );
+        Ok((entries.len(), next))
+    }
+
+    /// Writes the tiles that change between `old` and `new` entries, reading them from storage,
+    /// then the checkpoint: what a crash or a failure left unpublished.
     fn publish(&self, old: u64, new: u64, note: &[u8]) -> Result<(), StorageError> {
-        let empty = HashMap::new();
-        let reader = Reader { storage: &*self.storage, overlay: &empty };
+        let reader = Reader { storage: &*self.storage };
         for tile in Tile::new_tiles(TILE_HEIGHT, old, new) {
             let data = tile.read_data(&reader).map_err(corrupt)?;
             write_file(&self.dir.join(tlog::tile_path(&tile)), &data)?;
@@ -253,8 +475,7 @@ impl Log {
         if index >= size {
             return Err(StorageError::NotFound(format!("entry {index} in a published tree")));
         }
-        let empty = HashMap::new();
-        let reader = Reader { storage: &*self.storage, overlay: &empty };
+        let reader = Reader { storage: &*self.storage };
         let hashes = tlog_tiles::prove_record(size, index, &reader).map_err(corrupt)?;
         Ok(TlogProof { index, hashes, checkpoint: note })
     }
@@ -265,8 +486,7 @@ impl Log {
         if old == 0 || old > size {
             return Err(StorageError::NotFound(format!("a tree of {old} entries")));
         }
-        let empty = HashMap::new();
-        let reader = Reader { storage: &*self.storage, overlay: &empty };
+        let reader = Reader { storage: &*self.storage };
         let proof = tlog_tiles::prove_tree(size, old, &reader).map_err(corrupt)?;
         Ok((proof, note))
     }

@@ -108,6 +108,44 @@ pub struct SqliteStorage {
     dir: PathBuf,
     writer: Mutex<Connection>,
     readers: Vec<Mutex<Connection>>,
+    log_cursor: Mutex<LogCursor>,
+}
+
+/// Where [`Storage::unlogged`] resumes, so that it reads only captures not yet logged instead of
+/// every capture ever stored. It relies on two facts: SQLite gives a new row a larger rowid than
+/// every row in the table (`max(rowid) + 1`; no capture is ever deleted, and nothing VACUUMs
+/// the database while the server runs), and the log takes captures in rowid order.
+#[derive(Default)]
+struct LogCursor {
+    /// Every capture whose rowid is at most this is in the log; `None` until first computed.
+    floor: Option<i64>,
+    /// The captures `unlogged` handed out last: the first's and the last's ids, how many, and
+    /// the last's rowid. When `append_log` commits exactly these, the floor moves past them.
+    handed: Option<(Sha256Hash, Sha256Hash, usize, i64)>,
+}
+
+/// Rows per multi-row INSERT of `append_log` (3 or 2 parameters each, far below SQLite's
+/// limit of 32,766).
+const LOG_INSERT_ROWS: usize = 64;
+
+/// Lowercase hex of a hash, without allocating.
+fn hex32<'a>(bytes: &[u8; 32], out: &'a mut [u8; 64]) -> Result<&'a str, StorageError> {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for (i, b) in bytes.iter().enumerate() {
+        out[2 * i] = DIGITS[usize::from(b >> 4)];
+        out[2 * i + 1] = DIGITS[usize::from(b & 15)];
+    }
+    std::str::from_utf8(out).map_err(|_| StorageError::Corrupt("hex".into()))
+}
+
+/// `INSERT INTO {table} ({columns}) VALUES (?, …), …` for `rows` rows.
+fn multi_insert(table: &str, columns: &[&str], rows: usize) -> String {
+    let row = format!("({})", vec!["?"; columns.len()].join(", "));
+    format!(
+        "INSERT OR ROLLBACK INTO {table} ({}) VALUES {}",
+        columns.join(", "),
+        vec![row; rows].join(", ")
+    )
 }
 
 fn lock<T>(m: &Mutex<T>) -> Result<MutexGuard<'_, T>, StorageError> {
@@ -173,6 +211,11 @@ impl SqliteStorage {
         let mut writer = Connection::open(&path)?;
         writer.pragma_update(None, "journal_mode", "WAL")?;
         configure(&writer)?;
+        // 128 MiB of page cache for the one writer (a limit; pages are cached as they are used):
+        // the log's batches insert into the random-keyed index of capture ids and check every
+        // entry's capture, and with SQLite's default 2 MB each of those would read its pages
+        // again, and a large batch would spill dirty pages into the WAL before its commit.
+        writer.pragma_update(None, "cache_size", -131_072)?;
         loop {
             let tx = writer.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let version: u32 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
@@ -195,7 +238,12 @@ impl SqliteStorage {
             configure(&r)?;
             readers.push(Mutex::new(r));
         }
-        let storage = Self { dir: dir.to_owned(), writer: Mutex::new(writer), readers };
+        let storage = Self {
+            dir: dir.to_owned(),
+            writer: Mutex::new(writer),
+            readers,
+            log_cursor: Mutex::default(),
+        };
         if recover {
             storage.recover()?;
         }
@@ -653,38 +701,73 @@ impl Storage for SqliteStorage {
     }
 
     fn unlogged(&self, limit: usize) -> Result<Vec<LogEntry>, StorageError> {
-        self.read(|c| {
+        let mut cursor = lock(&self.log_cursor)?;
+        let (floor, rows) = self.read(|c| {
+            let floor = match cursor.floor {
+                Some(floor) => floor,
+                // Once per process: just below the first capture not in the log. The index of
+                // capture ids (SQLite's own for the primary key) holds every id with its rowid,
+                // so scanning it reads a tenth of what the rows would (0.2 s per 500,000).
+                None => c.query_row(
+                    "SELECT coalesce(
+                        (SELECT min(c.rowid) - 1
+                         FROM captures c INDEXED BY sqlite_autoindex_captures_1
+                         WHERE NOT EXISTS
+                            (SELECT 1 FROM log_entries l WHERE l.capture_id = c.id)),
+                        (SELECT max(rowid) FROM captures),
+                        0)",
+                    [],
+                    |r| r.get::<_, i64>(0),
+                )?,
+            };
             let mut stmt = c.prepare_cached(
-                "SELECT c.id, c.election, c.photo_sha256, c.precinct, c.received_at_ms
-                 FROM captures c LEFT JOIN log_entries l ON l.capture_id = c.id
-                 WHERE l.idx IS NULL ORDER BY c.received_at_ms, c.id LIMIT ?1",
+                "SELECT c.rowid, c.id, c.election, c.photo_sha256, c.precinct, c.received_at_ms
+                 FROM captures c
+                 WHERE c.rowid > ?1
+                   AND NOT EXISTS (SELECT 1 FROM log_entries l WHERE l.capture_id = c.id)
+                 ORDER BY c.rowid LIMIT ?2",
             )?;
-            let rows = stmt.query_map([limit as i64], |r| {
+            let rows = stmt.query_map(params![floor, limit as i64], |r| {
                 Ok((
-                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(0)?,
                     r.get::<_, String>(1)?,
                     r.get::<_, String>(2)?,
                     r.get::<_, String>(3)?,
-                    r.get::<_, i64>(4)?,
+                    r.get::<_, String>(4)?,
+                    r.get::<_, i64>(5)?,
                 ))
             })?;
             let hash = |h: &str| {
                 Sha256Hash::from_hex(h)
                     .ok_or_else(|| StorageError::Corrupt(format!("bad hash {h}")))
             };
-            rows.map(|row| {
-                let (id, election, photo, precinct, received) = row?;
-                Ok(LogEntry {
-                    capture_id: hash(&id)?,
-                    election,
-                    photo_sha256: hash(&photo)?,
-                    precinct,
-                    received_at_ms: received as u64,
-                    v: hattama_core::log::ENTRY_VERSION,
+            let rows = rows
+                .map(|row| {
+                    let (rowid, id, election, photo, precinct, received) = row?;
+                    Ok((
+                        rowid,
+                        LogEntry {
+                            capture_id: hash(&id)?,
+                            election,
+                            photo_sha256: hash(&photo)?,
+                            precinct,
+                            received_at_ms: received as u64,
+                            v: hattama_core::log::ENTRY_VERSION,
+                        },
+                    ))
                 })
-            })
-            .collect()
-        })
+                .collect::<Result<Vec<_>, StorageError>>()?;
+            Ok((floor, rows))
+        })?;
+        // Whatever lies between the floor and the first capture found is logged.
+        cursor.floor = Some(rows.first().map_or(floor, |(rowid, _)| (rowid - 1).max(floor)));
+        cursor.handed = match (rows.first(), rows.last()) {
+            (Some((_, first)), Some((rowid, last))) => {
+                Some((first.capture_id, last.capture_id, rows.len(), *rowid))
+            }
+            _ => None,
+        };
+        Ok(rows.into_iter().map(|(_, e)| e).collect())
     }
 
     fn read_log_hashes(&self, indexes: &[u64]) -> Result<Vec<[u8; 32]>, StorageError> {
@@ -714,21 +797,41 @@ impl Storage for SqliteStorage {
         if size as u64 != old_size {
             return Err(StorageError::Corrupt(format!("log is {size} long, not {old_size}")));
         }
-        {
-            let mut entry = tx.prepare_cached(
-                "INSERT INTO log_entries (idx, capture_id, entry) VALUES (?1, ?2, ?3)",
-            )?;
-            for (i, e) in entries.iter().enumerate() {
-                entry.execute(params![
-                    (old_size + i as u64) as i64,
-                    e.capture_id.to_hex(),
-                    e.to_bytes()
-                ])?;
+        // Multi-row INSERTs: one statement step per LOG_INSERT_ROWS rows instead of per row. A
+        // statement that may fail half-way would make SQLite save every page it touches in a
+        // statement journal first, so these fail whole: `OR ROLLBACK` ends the transaction at a
+        // duplicate, and the foreign keys are checked at the commit (`defer_foreign_keys` lasts
+        // until the end of this transaction). Either failure commits nothing.
+        tx.pragma_update(None, "defer_foreign_keys", true)?;
+        // Full chunks go through one multi-row statement, the rest row by row: two statements
+        // per table in the connection's statement cache, whatever the batch sizes.
+        let rows_of = |chunk: usize| if chunk == LOG_INSERT_ROWS { chunk } else { 1 };
+        let mut hex = [0u8; 64];
+        let mut idx = old_size as i64;
+        for chunk in entries.chunks(LOG_INSERT_ROWS) {
+            let rows = rows_of(chunk.len());
+            let sql = multi_insert("log_entries", &["idx", "capture_id", "entry"], rows);
+            let mut stmt = tx.prepare_cached(&sql)?;
+            for part in chunk.chunks(rows) {
+                for (i, e) in part.iter().enumerate() {
+                    stmt.raw_bind_parameter(3 * i + 1, idx)?;
+                    stmt.raw_bind_parameter(3 * i + 2, hex32(&e.capture_id.0, &mut hex)?)?;
+                    stmt.raw_bind_parameter(3 * i + 3, e.to_bytes())?;
+                    idx += 1;
+                }
+                stmt.raw_execute()?;
             }
-            let mut hash =
-                tx.prepare_cached("INSERT INTO log_hashes (idx, hash) VALUES (?1, ?2)")?;
-            for (i, h) in hashes {
-                hash.execute(params![*i as i64, h.as_slice()])?;
+        }
+        for chunk in hashes.chunks(LOG_INSERT_ROWS) {
+            let rows = rows_of(chunk.len());
+            let mut stmt =
+                tx.prepare_cached(&multi_insert("log_hashes", &["idx", "hash"], rows))?;
+            for part in chunk.chunks(rows) {
+                for (i, (index, h)) in part.iter().enumerate() {
+                    stmt.raw_bind_parameter(2 * i + 1, *index as i64)?;
+                    stmt.raw_bind_parameter(2 * i + 2, h.as_slice())?;
+                }
+                stmt.raw_execute()?;
             }
         }
         tx.execute(
@@ -736,6 +839,15 @@ impl Storage for SqliteStorage {
             params![(old_size + entries.len() as u64) as i64, checkpoint],
         )?;
         tx.commit()?;
+        drop(conn);
+        let mut cursor = lock(&self.log_cursor)?;
+        if let (Some((first, last, count, rowid)), Some(f), Some(l)) =
+            (cursor.handed, entries.first(), entries.last())
+            && (first, last, count) == (f.capture_id, l.capture_id, entries.len())
+        {
+            cursor.floor = cursor.floor.map(|floor| floor.max(rowid));
+        }
+        cursor.handed = None;
         Ok(())
     }
 

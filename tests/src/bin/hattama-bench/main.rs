@@ -4,6 +4,9 @@
 //! - `capture`: the device side (capture latency, peak memory, thumbnails); see `capture.rs`.
 //! - `ingest`: the server side (photo uploads against nginx accepting the same bodies, and the
 //!   rate and latency of small captures); see `ingest.rs`. `scripts/bench ingest` starts nginx.
+//! - `log`: the public log (entries integrated per second against bare SHA-256 hashing of the
+//!   same tree, inclusion proofs per second, tile GETs against nginx serving the same files);
+//!   see `log.rs`. `scripts/bench log` starts nginx.
 //!
 //! Every goal ends in one `RATIO name value (goal <= bound) PASS|MISS` line (`>=` for goals
 //! that are floors). A missed goal is reported, not an error: the process fails only when the
@@ -13,6 +16,7 @@
 
 mod capture;
 mod ingest;
+mod log;
 mod photo;
 
 use std::fs;
@@ -22,7 +26,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 
 fn usage() -> String {
-    format!("usage: {}\n       {}", capture::USAGE, ingest::USAGE)
+    format!("usage: {}\n       {}\n       {}", capture::USAGE, ingest::USAGE, log::USAGE)
 }
 
 fn main() -> Result<()> {
@@ -32,6 +36,7 @@ fn main() -> Result<()> {
         Some("capture-child") => capture::child(capture::ChildMode::Capture, &args[1..]),
         Some("baseline-child") => capture::child(capture::ChildMode::Baseline, &args[1..]),
         Some("ingest") => ingest::run(&ingest::Options::parse(&args[1..])?),
+        Some("log") => log::run(&log::Options::parse(&args[1..])?),
         Some("photo") => {
             let [out] = &args[1..] else { bail!("usage: hattama-bench photo OUT.jpg") };
             Ok(fs::write(out, photo::make_photo()?.0)?)
