@@ -218,7 +218,7 @@ pub trait Storage: Send + Sync + 'static {
 
     /// Number of entries in the log.
     fn log_size(&self) -> Result<u64, StorageError>;
-    /// Up to `limit` stored captures not yet in the log, in the order they were received.
+    /// Up to `limit` stored captures not yet in the log, in the order they were committed.
     fn unlogged(&self, limit: usize) -> Result<Vec<LogEntry>, StorageError>;
     /// Stored Merkle hashes by their storage index (Go `tlog` numbering).
     fn read_log_hashes(&self, indexes: &[u64]) -> Result<Vec<[u8; 32]>, StorageError>;
