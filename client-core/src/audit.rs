@@ -32,6 +32,7 @@ use tlog_tiles::Tile;
 use crate::evidence::{self, Sha256Hash, SignedManifest};
 use crate::log::{self, Hash, LogEntry, LogError, LogKey, MAX_ENTRY_BYTES, TILE_HEIGHT};
 use crate::media::{self, MediaLimits};
+use crate::sync::error_chain;
 
 /// Hashes in a full tile.
 const TILE_WIDTH: u64 = 1 << TILE_HEIGHT;
@@ -939,24 +940,6 @@ fn is_tree_problem(p: &Problem) -> bool {
             | Problem::TileHashMismatch { .. }
             | Problem::RootMismatch { .. }
     )
-}
-
-/// An error and its sources on one line, without the URL.
-fn error_chain(e: &reqwest::Error) -> String {
-    let mut text = String::new();
-    let mut source: Option<&dyn std::error::Error> = Some(e);
-    while let Some(err) = source {
-        let part = err.to_string();
-        let part = part.split(" for url (").next().unwrap_or_default();
-        if !text.contains(part) {
-            if !text.is_empty() {
-                text.push_str(": ");
-            }
-            text.push_str(part);
-        }
-        source = err.source();
-    }
-    text
 }
 
 /// The checkpoint body of a signed note, without checking any signature.

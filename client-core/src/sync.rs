@@ -564,7 +564,7 @@ fn http_client(config: &SyncConfig) -> Result<reqwest::blocking::Client, SyncErr
 }
 
 /// An error and its sources on one line, without the URL.
-fn error_chain(e: &reqwest::Error) -> String {
+pub(crate) fn error_chain(e: &reqwest::Error) -> String {
     let mut text = String::new();
     let mut source: Option<&dyn std::error::Error> = Some(e);
     while let Some(err) = source {
