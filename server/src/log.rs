@@ -8,7 +8,7 @@
 //! server, whatever moment it is killed at (signatures are deterministic, and entries are
 //! appended in the committed order).
 //!
-//! Speed: the integrator keeps the committed tree's right edge in memory ([`Edge`]: the roots
+//! Speed: the integrator keeps the committed tree's right edge in memory (`Edge`: the roots
 //! of its complete subtrees, the incomplete tile of each level and the incomplete entry
 //! bundle), so a batch reads nothing but the new captures: it hashes them, commits entries,
 //! hashes and checkpoint, and writes the tiles from memory. The edge is loaded from storage when
