@@ -125,6 +125,15 @@ pub async fn create(
         .finish())
 }
 
+/// Completes an upload whose last byte arrived (checks, stores, signs the receipt) and asks the
+/// log to integrate it.
+async fn complete(state: &web::Data<AppState>, id: Sha256Hash) -> Result<(), ApiError> {
+    let (storage, keys, limits) = (state.storage.clone(), state.keys.clone(), state.media_limits);
+    web::block(move || ingest::complete_upload(&*storage, &keys, &id, &limits)).await??;
+    state.log.wake();
+    Ok(())
+}
+
 /// Finishes an upload whose bytes all arrived but which is not stored yet: the server stopped
 /// (or crashed) between its last byte and the commit. Completion is idempotent.
 pub async fn finish_if_complete(
@@ -137,9 +146,7 @@ pub async fn finish_if_complete(
         Some(i) if !i.stored && i.offset == i.length => {
             let slot = state.uploads.get(&id);
             let _guard = slot.lock.lock().await;
-            let (storage, keys, limits) =
-                (state.storage.clone(), state.keys.clone(), state.media_limits);
-            web::block(move || ingest::complete_upload(&*storage, &keys, &id, &limits)).await??;
+            complete(state, id).await?;
             let storage = state.storage.clone();
             Ok(web::block(move || storage.upload(&id)).await??)
         }
@@ -251,9 +258,7 @@ pub async fn patch(
     }
     if info.stored || info.offset == info.length {
         if !info.stored {
-            let (storage, keys, limits) =
-                (state.storage.clone(), state.keys.clone(), state.media_limits);
-            web::block(move || ingest::complete_upload(&*storage, &keys, &id, &limits)).await??;
+            complete(&state, id).await?;
         }
         return Ok(tus_response(actix_web::http::StatusCode::NO_CONTENT)
             .insert_header(("Upload-Offset", info.length.to_string()))
@@ -318,11 +323,7 @@ pub async fn patch(
         ));
     }
     if new_offset == info.length {
-        let storage = state.storage.clone();
-        let keys = state.keys.clone();
-        let limits = state.media_limits;
-        web::block(move || ingest::complete_upload(&*storage, &keys, &id, &limits)).await??;
-        state.log.wake();
+        complete(&state, id).await?;
     }
     Ok(tus_response(actix_web::http::StatusCode::NO_CONTENT)
         .insert_header(("Upload-Offset", new_offset.to_string()))

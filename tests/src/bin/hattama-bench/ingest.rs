@@ -30,10 +30,10 @@
 
 use std::collections::HashSet;
 use std::fs;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::Barrier;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -808,14 +808,7 @@ impl Server {
     /// free port.
     fn start(data_dir: &Path, devices: usize) -> Result<Self> {
         let precincts = devices.max(1000);
-        let exe = std::env::current_exe()?;
-        let bin = exe.parent().context("executable has no directory")?.join("hattama-server");
-        ensure!(
-            bin.is_file(),
-            "{} is missing: build it with `cargo build --release -p hattama-server` (scripts/bench \
-             does)",
-            bin.display()
-        );
+        let bin = crate::server::bin()?;
         fs::create_dir_all(data_dir)?;
         let election = data_dir.join("election.json");
         fs::write(
@@ -823,26 +816,7 @@ impl Server {
             serde_json::to_vec(&hattama_tests::fixtures::election("e2e", precincts))?,
         )?;
         admin(&bin, data_dir, &["election", "import", &election.display().to_string()])?;
-        let mut child = Command::new(&bin)
-            .arg("--data-dir")
-            .arg(data_dir)
-            .args(["--listen", "127.0.0.1:0", "serve"])
-            .env("HATTAMA_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .with_context(|| format!("start {}", bin.display()))?;
-        let stdout = child.stdout.take().context("server stdout")?;
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line)?;
-        let url = match line.trim().strip_prefix("listening on ") {
-            Some(url) => url.to_owned(),
-            None => {
-                let _ = child.kill();
-                let _ = child.wait();
-                bail!("hattama-server did not start: {line:?}");
-            }
-        };
+        let (url, child) = crate::server::spawn(&bin, data_dir)?;
         Ok(Self { bin, data_dir: data_dir.to_owned(), url, child })
     }
 

@@ -26,7 +26,7 @@ use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -597,34 +597,8 @@ struct Server {
 
 impl Server {
     fn start(data_dir: &Path) -> Result<Self> {
-        let exe = std::env::current_exe()?;
-        let bin = exe.parent().context("executable has no directory")?.join("hattama-server");
-        ensure!(
-            bin.is_file(),
-            "{} is missing: build it with `cargo build --release -p hattama-server` (scripts/bench \
-             does)",
-            bin.display()
-        );
-        let mut child = Command::new(&bin)
-            .arg("--data-dir")
-            .arg(data_dir)
-            .args(["--listen", "127.0.0.1:0", "serve"])
-            .env("HATTAMA_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .with_context(|| format!("start {}", bin.display()))?;
-        let stdout = child.stdout.take().context("server stdout")?;
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line)?;
-        match line.trim().strip_prefix("listening on ") {
-            Some(url) => Ok(Self { url: url.to_owned(), child }),
-            None => {
-                let _ = child.kill();
-                let _ = child.wait();
-                bail!("hattama-server did not start: {line:?}")
-            }
-        }
+        let (url, child) = crate::server::spawn(&crate::server::bin()?, data_dir)?;
+        Ok(Self { url, child })
     }
 }
 

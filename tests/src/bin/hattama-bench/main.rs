@@ -18,6 +18,7 @@ mod capture;
 mod ingest;
 mod log;
 mod photo;
+mod server;
 
 use std::fs;
 use std::path::{Path, PathBuf};

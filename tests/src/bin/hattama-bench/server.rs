@@ -1,0 +1,45 @@
+//! The release `hattama-server` the HTTP benches measure: found next to this executable, as
+//! cargo builds them (`cargo build --release -p hattama-server -p hattama-tests`).
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use anyhow::{Context, Result, bail, ensure};
+
+/// The server binary.
+pub fn bin() -> Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let bin = exe.parent().context("executable has no directory")?.join("hattama-server");
+    ensure!(
+        bin.is_file(),
+        "{} is missing: build it with `cargo build --release -p hattama-server` (scripts/bench \
+         does)",
+        bin.display()
+    );
+    Ok(bin)
+}
+
+/// Starts `bin` serving `data_dir` on a free loopback port; returns its URL and the process.
+pub fn spawn(bin: &Path, data_dir: &Path) -> Result<(String, Child)> {
+    let mut child = Command::new(bin)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(["--listen", "127.0.0.1:0", "serve"])
+        .env("HATTAMA_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .with_context(|| format!("start {}", bin.display()))?;
+    let stdout = child.stdout.take().context("server stdout")?;
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line)?;
+    match line.trim().strip_prefix("listening on ") {
+        Some(url) => Ok((url.to_owned(), child)),
+        None => {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("hattama-server did not start: {line:?}")
+        }
+    }
+}
