@@ -178,3 +178,18 @@ pub fn textured_jpeg(w: u32, h: u32, seed: u32, quality: u8) -> Vec<u8> {
         .expect("encode jpeg");
     out
 }
+
+/// Copies a directory tree (e.g. a stopped server's data directory, or its log files for a
+/// static mirror).
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), &target).unwrap();
+        }
+    }
+}

@@ -19,7 +19,7 @@ use hattama_core::log::{self, LogKey};
 use hattama_core::media::{self, MediaLimits};
 use hattama_tests::raw::RawDevice;
 use hattama_tests::server::TestServer;
-use hattama_tests::{Run, bin, textured_jpeg};
+use hattama_tests::{Run, bin, copy_dir, textured_jpeg};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -81,19 +81,6 @@ impl Drop for Mirror {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let target = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &target);
-        } else {
-            std::fs::copy(e.path(), &target).unwrap();
-        }
     }
 }
 

@@ -15,7 +15,7 @@ use hattama_core::store::CaptureState;
 use hattama_core::sync::{CancelToken, NoProgress, SyncConfig, SyncError};
 use hattama_core::{CaptureRequest, Client, ClientConfig, Error};
 use hattama_tests::server::{TestServer, admin, import_election};
-use hattama_tests::{Hattama, textured_jpeg};
+use hattama_tests::{Hattama, copy_dir, textured_jpeg};
 use serde_json::Value;
 
 const PRECINCTS: [&str; 5] = ["p0001", "p0002", "p0003", "p0004", "p0005"];
@@ -62,20 +62,6 @@ fn sync(client: &Client) -> u64 {
 fn server_checkpoint(url: &str, key: &LogKey) -> hattama_core::log::Checkpoint {
     let note = reqwest::blocking::get(format!("{url}/log/checkpoint")).unwrap().bytes().unwrap();
     verify_checkpoint(&note, key).unwrap()
-}
-
-/// Copies a (stopped) server's data directory: SQLite with its WAL, keys, photos, log files.
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let target = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &target);
-        } else {
-            std::fs::copy(e.path(), &target).unwrap();
-        }
-    }
 }
 
 fn server_has(data_dir: &Path, id: &Sha256Hash) -> bool {
