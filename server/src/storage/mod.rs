@@ -8,6 +8,7 @@
 //! and renamed under its hash with its directory fsynced, and the capture row with its receipt is
 //! committed (`synchronous = FULL`). Only then may a receipt be handed out.
 
+pub mod review;
 mod sqlite;
 
 use std::io::Write;
@@ -16,6 +17,7 @@ use std::path::PathBuf;
 use hattama_core::election::Election;
 use hattama_core::evidence::{DeviceKey, Sha256Hash};
 use hattama_core::log::LogEntry;
+pub use review::{Decision, DecisionKind, ReviewStorage, Transcription, TranscriptionStatus};
 pub use sqlite::SqliteStorage;
 
 /// Why a storage operation failed.
@@ -36,6 +38,9 @@ pub enum StorageError {
     /// Something referenced does not exist.
     #[error("{0} not found")]
     NotFound(String),
+    /// The change conflicts with the stored state (a name taken, a concurrent change).
+    #[error("conflict: {0}")]
+    Conflict(String),
     /// Stored data breaks an invariant.
     #[error("storage is corrupt: {0}")]
     Corrupt(String),

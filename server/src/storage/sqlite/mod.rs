@@ -16,6 +16,8 @@ use hattama_core::evidence::{DeviceKey, Sha256Hash};
 use hattama_core::log::LogEntry;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 
+mod review;
+
 use super::{
     Device, NewCapture, NewUpload, Storage, StorageError, StoredCapture, UploadInfo, UploadWriter,
     device_id,
@@ -98,6 +100,7 @@ CREATE TABLE checkpoints (
     note BLOB NOT NULL
 ) STRICT;
 ",
+    review::MIGRATION,
 ];
 
 const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
