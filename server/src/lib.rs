@@ -9,6 +9,7 @@ pub mod error;
 pub mod ingest;
 pub mod keys;
 pub mod log;
+pub mod review;
 pub mod routes;
 pub mod settings;
 pub mod startup;

@@ -13,7 +13,7 @@ use crate::error::ApiError;
 use crate::keys::ServerKeys;
 use crate::routes::{self, tus::UploadSlots};
 use crate::settings::Settings;
-use crate::storage::{SqliteStorage, Storage};
+use crate::storage::{ReviewStorage, SqliteStorage, Storage};
 
 /// Shared state of the handlers.
 pub struct AppState {
@@ -29,6 +29,10 @@ pub struct AppState {
     pub uploads: UploadSlots,
     /// The public log.
     pub log: Arc<crate::log::Log>,
+    /// The review's storage (the same database as `storage`).
+    pub review: Arc<dyn ReviewStorage>,
+    /// Failed logins of the review UI.
+    pub login_throttle: crate::review::LoginThrottle,
 }
 
 /// A bound, not yet running server.
@@ -60,7 +64,9 @@ impl Application {
         if lock.try_lock().is_err() {
             return Err(StartError::Busy(settings.data_dir.display().to_string()));
         }
-        let storage: Arc<dyn Storage> = Arc::new(SqliteStorage::open(&settings.data_dir, true)?);
+        let sqlite = Arc::new(SqliteStorage::open(&settings.data_dir, true)?);
+        let storage: Arc<dyn Storage> = sqlite.clone();
+        let review: Arc<dyn ReviewStorage> = sqlite;
         let keys = Arc::new(ServerKeys::load_or_create(&settings.data_dir)?);
         let log = crate::log::Log::open(
             storage.clone(),
@@ -74,6 +80,10 @@ impl Application {
         let media_limits =
             MediaLimits { max_bytes: settings.limits.max_photo_bytes, ..MediaLimits::default() };
         let workers = settings.workers;
+        let login_throttle = crate::review::LoginThrottle::new(
+            settings.review.login_max_failures,
+            settings.review.login_window_secs,
+        );
         let state = web::Data::new(AppState {
             storage,
             keys,
@@ -81,6 +91,8 @@ impl Application {
             media_limits,
             uploads: UploadSlots::default(),
             log,
+            review,
+            login_throttle,
         });
         let mut server = HttpServer::new(move || {
             App::new()
