@@ -94,7 +94,18 @@ impl RawDevice {
 
     /// Signs the next manifest of this device's chain for `photo` at `precinct`.
     pub fn sign(&mut self, precinct: &str, photo: &PhotoInfo) -> SignedManifest {
-        let m = Manifest {
+        self.sign_with(precinct, photo, |_| {})
+    }
+
+    /// Like [`Self::sign`], letting `edit` change the manifest (note, transcription, page,
+    /// capture time) before it is signed.
+    pub fn sign_with(
+        &mut self,
+        precinct: &str,
+        photo: &PhotoInfo,
+        edit: impl FnOnce(&mut Manifest),
+    ) -> SignedManifest {
+        let mut m = Manifest {
             captured_at_ms: 1_795_000_000_000 + self.seq,
             device_key: self.public(),
             election: "e2e".into(),
@@ -110,6 +121,7 @@ impl RawDevice {
             utc_offset_min: 300,
             v: 1,
         };
+        edit(&mut m);
         let signed = SignedManifest::sign(m, &self.key).expect("sign");
         self.seq += 1;
         self.prev = signed.hash();
