@@ -560,7 +560,149 @@ pub fn record_entry(
 
 #[cfg(test)]
 mod tests {
+    use hattama_core::election::{Line, LineKind, Names, Op, Precinct, ProtocolTemplate, Relation};
+
     use super::*;
+    use crate::storage::{SqliteStorage, Storage};
+
+    fn names(s: &str) -> Names {
+        Names { kk: s.into(), ru: s.into(), en: s.into() }
+    }
+
+    fn election() -> Election {
+        let line = |id: &str, kind| Line { id: id.into(), kind, names: names(id) };
+        Election {
+            id: "e".into(),
+            names: names("E"),
+            count_time_ms: None,
+            precincts: ["p1", "p2"]
+                .iter()
+                .map(|p| Precinct {
+                    id: (*p).into(),
+                    number: 1,
+                    region: if *p == "p1" { "North" } else { "South" }.into(),
+                    district: "d".into(),
+                    address: "a".into(),
+                })
+                .collect(),
+            protocol: ProtocolTemplate {
+                lines: vec![
+                    line("1", LineKind::Count),
+                    line("2", LineKind::Candidate),
+                    line("3", LineKind::AgainstAll),
+                ],
+                relations: vec![Relation {
+                    id: "sum".into(),
+                    severity: Severity::Hard,
+                    left: vec!["1".into()],
+                    op: Op::Eq,
+                    right: vec!["2".into(), "3".into()],
+                    names: names("1 = 2 + 3"),
+                }],
+            },
+        }
+    }
+
+    fn setup() -> (tempfile::TempDir, SqliteStorage, Election, Vec<User>) {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = SqliteStorage::open(dir.path(), false).unwrap();
+        let e = election();
+        storage.import_election(&e, 1).unwrap();
+        let users = ["a", "b", "c", "north"]
+            .iter()
+            .map(|u| {
+                let regions = if *u == "north" { vec!["North".to_owned()] } else { Vec::new() };
+                let new = NewUser {
+                    username: (*u).into(),
+                    display_name: u.to_uppercase(),
+                    role: Role::Coordinator,
+                    regions,
+                };
+                // Stored directly: hashing is tested on its own and is slow unoptimised.
+                storage.create_user(&new, "x", 1).unwrap()
+            })
+            .collect();
+        (dir, storage, e, users)
+    }
+
+    fn v(a: u64, b: u64, c: u64) -> BTreeMap<String, u64> {
+        BTreeMap::from([("1".into(), a), ("2".into(), b), ("3".into(), c)])
+    }
+
+    #[test]
+    fn double_entry_state_machine() {
+        let (_dir, s, e, u) = setup();
+        let status = |t: Transcription| t.status;
+        // First entry: pending. The same person again: refused.
+        assert_eq!(
+            status(record_entry(&s, &e, &u[0], "p1", v(10, 7, 3), None, 5).unwrap()),
+            TranscriptionStatus::Pending
+        );
+        assert!(matches!(
+            record_entry(&s, &e, &u[0], "p1", v(10, 7, 3), None, 6),
+            Err(ReviewError::AlreadyEntered)
+        ));
+        // Second, different: disputed; the first two may not resolve.
+        assert_eq!(
+            status(record_entry(&s, &e, &u[1], "p1", v(10, 6, 4), None, 7).unwrap()),
+            TranscriptionStatus::Disputed
+        );
+        assert!(matches!(
+            record_entry(&s, &e, &u[1], "p1", v(10, 7, 3), None, 8),
+            Err(ReviewError::AlreadyEntered)
+        ));
+        // A third person resolves.
+        let t = record_entry(&s, &e, &u[2], "p1", v(10, 7, 3), None, 9).unwrap();
+        assert_eq!(t.status, TranscriptionStatus::Verified);
+        assert_eq!(t.values, v(10, 7, 3));
+        assert_eq!(t.verified_at_ms, Some(9));
+        assert!(matches!(
+            record_entry(&s, &e, &u[3], "p1", v(10, 7, 3), None, 10),
+            Err(ReviewError::AlreadyVerified)
+        ));
+        // Equal entries verify at once; a hard rule needs a reason, kept as the note.
+        assert!(matches!(
+            record_entry(&s, &e, &u[0], "p2", v(10, 7, 4), None, 11),
+            Err(ReviewError::HardRules(v)) if v.len() == 1 && v[0].left == 10 && v[0].right == 11
+        ));
+        record_entry(&s, &e, &u[0], "p2", v(10, 7, 4), Some("written so"), 12).unwrap();
+        let t = record_entry(&s, &e, &u[1], "p2", v(10, 7, 4), Some("written so"), 13).unwrap();
+        assert_eq!(t.status, TranscriptionStatus::Verified);
+        assert_eq!(t.inconsistency_note.as_deref(), Some("written so"));
+        // The contract the gallery reads.
+        let all = s.transcriptions("e").unwrap();
+        assert_eq!(all.len(), 2);
+        assert!(all.iter().all(|t| t.status == TranscriptionStatus::Verified));
+        assert_eq!(s.entries("e", "p1").unwrap().len(), 3);
+        // Incomplete or foreign lines, other regions, unknown precincts.
+        let mut partial = v(1, 1, 0);
+        partial.remove("3");
+        assert!(matches!(
+            record_entry(&s, &e, &u[2], "p2", partial, None, 14),
+            Err(ReviewError::Invalid(_))
+        ));
+        assert!(matches!(
+            record_entry(&s, &e, &u[3], "p2", v(1, 1, 0), None, 14),
+            Err(ReviewError::Forbidden)
+        ));
+        assert!(matches!(
+            record_entry(&s, &e, &u[0], "p9", v(1, 1, 0), None, 14),
+            Err(ReviewError::NotFound(_))
+        ));
+    }
+
+    #[test]
+    fn scopes_and_roles() {
+        let (_dir, _s, _e, u) = setup();
+        assert!(may_see(&u[3], "North") && !may_see(&u[3], "South"));
+        assert!(may_review(&u[0], "South"));
+        let mut sup = u[0].clone();
+        sup.role = Role::Supervisor;
+        assert!(may_see(&sup, "South") && !may_review(&sup, "South") && may_audit(&sup));
+        assert!(!may_audit(&u[0]));
+        assert_eq!(scope(&u[3]), Some(vec!["North".to_owned()]));
+        assert_eq!(scope(&u[0]), None);
+    }
 
     #[test]
     fn passwords_hash_with_argon2id_and_verify() {
