@@ -5,10 +5,12 @@
 //! implementation, never two. Handlers are thin (`routes`), the rules live in `ingest`, and all
 //! persistence sits behind the [`storage::Storage`] trait.
 
+pub mod compare;
 pub mod error;
 pub mod ingest;
 pub mod keys;
 pub mod log;
+pub mod official;
 pub mod routes;
 pub mod settings;
 pub mod startup;

@@ -46,6 +46,11 @@ enum Command {
         #[command(subcommand)]
         command: DeviceCommand,
     },
+    /// Manage official results
+    Official {
+        #[command(subcommand)]
+        command: OfficialCommand,
+    },
     /// Inspect stored captures
     Capture {
         #[command(subcommand)]
@@ -68,6 +73,16 @@ enum ElectionCommand {
     /// Import (or update) an election definition (JSON, see docs/election-format.md)
     Import {
         /// The definition file
+        file: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum OfficialCommand {
+    /// Import official figures (CSV `election,precinct,line,value`, see
+    /// docs/official-results.md) as the election's next version
+    Import {
+        /// The CSV file
         file: PathBuf,
     },
 }
@@ -138,6 +153,17 @@ fn main() -> anyhow::Result<()> {
                 election.id,
                 election.precincts.len()
             );
+            Ok(())
+        }
+        Command::Official { command: OfficialCommand::Import { file } } => {
+            let storage = SqliteStorage::open(&settings.data_dir, false)?;
+            let (election, version) = import_official(&storage, &file)?;
+            match version {
+                Some(v) => println!("imported version {v} of the official results of {election}"),
+                None => println!(
+                    "unchanged: the official results of {election} equal the newest version"
+                ),
+            }
             Ok(())
         }
         Command::Invite { command: InviteCommand::Create { election, precincts, count, json } } => {
@@ -237,6 +263,31 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// Reads, checks and stores an official-results file; returns its election and the new version.
+fn import_official(
+    storage: &SqliteStorage,
+    file: &std::path::Path,
+) -> anyhow::Result<(String, Option<u64>)> {
+    use hattama_server::official;
+    use hattama_server::storage::GalleryStorage;
+    let size =
+        std::fs::metadata(file).with_context(|| format!("cannot read {}", file.display()))?.len();
+    anyhow::ensure!(
+        size <= official::MAX_FILE_BYTES as u64,
+        official::OfficialError::TooLarge(usize::try_from(size).unwrap_or(usize::MAX))
+    );
+    let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let id = official::election_of(&bytes)?;
+    let election =
+        storage.election(&id)?.ok_or_else(|| official::OfficialError::UnknownElection(id))?;
+    let figures = official::parse(&bytes, &election)?;
+    let source = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let sha = hattama_core::evidence::Sha256Hash::of(&bytes).to_hex();
+    let version =
+        storage.import_official(&election.id, &figures, &source, &sha, hattama_core::now_ms())?;
+    Ok((election.id, version))
 }
 
 fn serve(settings: Settings) -> anyhow::Result<()> {
