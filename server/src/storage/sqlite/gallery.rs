@@ -70,10 +70,10 @@ impl GalleryStorage for SqliteStorage {
             )
             .optional()?
             .flatten();
-        if let Some(v) = newest {
-            if &figures_of(&tx, election, v as u64)? == figures {
-                return Ok(None);
-            }
+        if let Some(v) = newest
+            && &figures_of(&tx, election, v as u64)? == figures
+        {
+            return Ok(None);
         }
         let version = newest.unwrap_or(0) + 1;
         tx.execute(
