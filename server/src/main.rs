@@ -280,8 +280,7 @@ fn import_official(
     );
     let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
     let id = official::election_of(&bytes)?;
-    let election =
-        storage.election(&id)?.ok_or_else(|| official::OfficialError::UnknownElection(id))?;
+    let election = storage.election(&id)?.ok_or(official::OfficialError::UnknownElection(id))?;
     let figures = official::parse(&bytes, &election)?;
     let source = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let sha = hattama_core::evidence::Sha256Hash::of(&bytes).to_hex();
