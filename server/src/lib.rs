@@ -6,6 +6,7 @@
 //! persistence sits behind the [`storage::Storage`] trait.
 
 pub mod compare;
+pub mod demo;
 pub mod error;
 pub mod ingest;
 pub mod keys;
