@@ -8,6 +8,7 @@
 pub mod compare;
 pub mod demo;
 pub mod error;
+pub mod gallery;
 pub mod ingest;
 pub mod keys;
 pub mod log;

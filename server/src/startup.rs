@@ -29,6 +29,8 @@ pub struct AppState {
     pub uploads: UploadSlots,
     /// The public log.
     pub log: Arc<crate::log::Log>,
+    /// The public views (gallery, API, open data) and their cache.
+    pub gallery: Arc<crate::gallery::Gallery>,
 }
 
 /// A bound, not yet running server.
@@ -60,7 +62,12 @@ impl Application {
         if lock.try_lock().is_err() {
             return Err(StartError::Busy(settings.data_dir.display().to_string()));
         }
-        let storage: Arc<dyn Storage> = Arc::new(SqliteStorage::open(&settings.data_dir, true)?);
+        let sqlite = Arc::new(SqliteStorage::open(&settings.data_dir, true)?);
+        let storage: Arc<dyn Storage> = sqlite.clone();
+        let gallery = Arc::new(crate::gallery::Gallery::new(
+            sqlite.clone(),
+            Arc::new(crate::gallery::NoReview),
+        ));
         let keys = Arc::new(ServerKeys::load_or_create(&settings.data_dir)?);
         let log = crate::log::Log::open(
             storage.clone(),
@@ -81,6 +88,7 @@ impl Application {
             media_limits,
             uploads: UploadSlots::default(),
             log,
+            gallery,
         });
         let mut server = HttpServer::new(move || {
             App::new()

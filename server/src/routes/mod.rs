@@ -3,6 +3,7 @@
 pub mod enroll;
 pub mod evidence;
 pub mod log;
+pub mod public;
 pub mod receipts;
 pub mod tus;
 
@@ -22,6 +23,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/api/v1/log/consistency", web::get().to(log::consistency))
         .route("/api/v1/captures/{id}", web::get().to(evidence::capture))
         .route("/photos/{sha256}", web::get().to(evidence::photo))
+        .configure(public::configure)
         .route("/log/checkpoint", web::get().to(log::checkpoint))
         .route("/log/tile/{tail:.*}", web::get().to(log::tile))
         .service(
