@@ -108,9 +108,11 @@ impl Application {
                     }
                     srv.call(req).boxed_local()
                 })
+                .wrap(actix_web::middleware::from_fn(crate::web::middleware))
                 .wrap(tracing_actix_web::TracingLogger::default())
                 .app_data(state.clone())
                 .configure(routes::configure)
+                .configure(crate::web::configure)
                 .default_service(web::to(routes::not_found))
         })
         .listen(listener)?;

@@ -6,6 +6,8 @@
 
 pub mod proxy;
 
+pub mod browser;
+
 pub mod fixtures;
 pub mod raw;
 pub mod server;

@@ -45,9 +45,13 @@ async fn health() -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({ "status": "ok" }))
 }
 
-/// The JSON 404 for every unknown route.
-pub async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    Err(ApiError::not_found(format!("no route for {} {}", req.method(), req.path())))
+/// The 404 of every unknown route: JSON on the API's paths, the HTML error page elsewhere.
+pub async fn not_found(req: HttpRequest) -> Result<HttpResponse, actix_web::Error> {
+    if crate::web::is_api_path(req.path()) {
+        Err(ApiError::not_found(format!("no route for {} {}", req.method(), req.path())).into())
+    } else {
+        Err(crate::web::WebError::NotFound.into())
+    }
 }
 
 /// The JSON 405 for a known path with another method.

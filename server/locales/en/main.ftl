@@ -1,0 +1,13 @@
+site-name = Hattama
+skip-to-content = Skip to content
+nav-label = Main navigation
+lang-switcher-label = Language
+footer-text = Hattama: result protocols photographed by observers, signed and kept in a public log.
+error-page-code = Error { $code }
+error-home-link = Go to the home page
+error-400 = The request could not be understood.
+error-403 = You do not have access to this page.
+error-csrf = The form has expired or did not come from this site. Go back, reload the page and try again.
+error-404 = There is no such page.
+error-429 = Too many attempts. Wait a few minutes and try again.
+error-500 = Something went wrong on the server. It has been logged; please try again.
