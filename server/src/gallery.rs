@@ -496,6 +496,11 @@ impl Gallery {
             .collect())
     }
 
+    /// The manifest of a stored capture of this photo.
+    pub fn manifest_of_photo(&self, photo: &Sha256Hash) -> Result<Option<Manifest>, StorageError> {
+        Ok(self.storage.manifest_of_photo(photo)?.and_then(|m| serde_json::from_slice(&m).ok()))
+    }
+
     /// The official figures of one version.
     pub fn official_figures(&self, election: &str, version: u64) -> Result<Figures, StorageError> {
         self.storage.official_figures(election, version)
@@ -508,11 +513,11 @@ impl Gallery {
     }
 
     /// A cached response, or `make`'s, cached under `key` until storage changes.
-    pub fn cached(
+    pub fn cached<E: From<StorageError>>(
         &self,
         key: &str,
-        make: impl FnOnce() -> Result<(&'static str, Vec<u8>), crate::error::ApiError>,
-    ) -> Result<Arc<Cached>, crate::error::ApiError> {
+        make: impl FnOnce() -> Result<(&'static str, Vec<u8>), E>,
+    ) -> Result<Arc<Cached>, E> {
         self.refresh()?;
         if let Some(c) = self.views.read().map_err(|_| Self::poisoned())?.responses.get(key) {
             return Ok(c.clone());

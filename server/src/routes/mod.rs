@@ -23,6 +23,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/api/v1/log/consistency", web::get().to(log::consistency))
         .route("/api/v1/captures/{id}", web::get().to(evidence::capture))
         .route("/photos/{sha256}", web::get().to(evidence::photo))
+        .route("/photos/{sha256}/thumb", web::get().to(evidence::thumbnail))
         .configure(public::configure)
         .route("/log/checkpoint", web::get().to(log::checkpoint))
         .route("/log/tile/{tail:.*}", web::get().to(log::tile))

@@ -58,6 +58,8 @@ pub trait GalleryStorage: Send + Sync + 'static {
         election: &str,
         precinct: Option<&str>,
     ) -> Result<Vec<PublicCapture>, StorageError>;
+    /// The canonical manifest of a stored capture of this photo (the first one stored).
+    fn manifest_of_photo(&self, photo: &Sha256Hash) -> Result<Option<Vec<u8>>, StorageError>;
     /// The precinct of every stored capture of an election.
     fn capture_precincts(&self, election: &str) -> Result<Vec<(Sha256Hash, String)>, StorageError>;
 }

@@ -168,6 +168,17 @@ impl GalleryStorage for SqliteStorage {
         })
     }
 
+    fn manifest_of_photo(&self, photo: &Sha256Hash) -> Result<Option<Vec<u8>>, StorageError> {
+        self.read(|c| {
+            Ok(c.query_row(
+                "SELECT manifest FROM captures WHERE photo_sha256 = ?1 ORDER BY rowid LIMIT 1",
+                [photo.to_hex()],
+                |r| r.get(0),
+            )
+            .optional()?)
+        })
+    }
+
     fn capture_precincts(&self, election: &str) -> Result<Vec<(Sha256Hash, String)>, StorageError> {
         self.read(|c| {
             let mut stmt =

@@ -119,6 +119,7 @@ CREATE TABLE official_figures (
     PRIMARY KEY (election, version, precinct, line),
     FOREIGN KEY (election, version) REFERENCES official_versions (election, version)
 ) STRICT, WITHOUT ROWID;
+CREATE INDEX captures_by_photo ON captures (photo_sha256);
 ",
 ];
 
