@@ -111,6 +111,17 @@ impl Application {
                 .wrap(actix_web::middleware::from_fn(crate::web::middleware))
                 .wrap(tracing_actix_web::TracingLogger::default())
                 .app_data(state.clone())
+                // Malformed paths and queries get the JSON error of the API (and the HTML error
+                // page on browser routes, through the web middleware).
+                .app_data(
+                    web::QueryConfig::default().error_handler(|e, _| {
+                        ApiError::new(400, "bad_query", e.to_string()).into()
+                    }),
+                )
+                .app_data(
+                    web::PathConfig::default()
+                        .error_handler(|e, _| ApiError::new(400, "bad_path", e.to_string()).into()),
+                )
                 .configure(routes::configure)
                 .configure(crate::web::configure)
                 .default_service(web::to(routes::not_found))

@@ -21,14 +21,14 @@ const OPENAPI: &str = include_str!("../../openapi.json");
 
 /// Registers the public API.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/api/v1/openapi.json", web::get().to(openapi))
-        .route("/api/v1/elections", web::get().to(elections))
-        .route("/api/v1/elections/{election}", web::get().to(election))
-        .route("/api/v1/elections/{election}/precincts", web::get().to(precincts))
-        .route("/api/v1/elections/{election}/precincts/{precinct}", web::get().to(precinct))
-        .route("/api/v1/elections/{election}/comparison", web::get().to(comparison))
-        .route("/api/v1/elections/{election}/official", web::get().to(official_versions))
-        .route("/api/v1/elections/{election}/export/{file}", web::get().to(export));
+    cfg.service(crate::routes::get("/api/v1/openapi.json", openapi))
+        .service(crate::routes::get("/api/v1/elections", elections))
+        .service(crate::routes::get("/api/v1/elections/{election}", election))
+        .service(crate::routes::get("/api/v1/elections/{election}/precincts", precincts))
+        .service(crate::routes::get("/api/v1/elections/{election}/precincts/{precinct}", precinct))
+        .service(crate::routes::get("/api/v1/elections/{election}/comparison", comparison))
+        .service(crate::routes::get("/api/v1/elections/{election}/official", official_versions))
+        .service(crate::routes::get("/api/v1/elections/{election}/export/{file}", export));
 }
 
 /// Answers a cached body, or 304 when the client has it.
@@ -296,7 +296,11 @@ async fn export(
             FILES.join(", ")
         )));
     }
-    let version = query.version;
+    if query.version == Some(0) {
+        return Err(ApiError::new(400, "bad_query", "versions are numbered from 1"));
+    }
+    // `version` selects a version of official.csv and is ignored by the other files.
+    let version = query.version.filter(|_| file == "official.csv");
     let key = format!("export:{e}:{file}:{version:?}");
     let mut response = cached(&req, &state, key, move |g| {
         let v = view_of(g, &e)?;
@@ -322,9 +326,6 @@ fn make_export(
 ) -> Result<(&'static str, Vec<u8>), ApiError> {
     const CSV: &str = "text/csv; charset=utf-8";
     let e = &v.election.id;
-    if version.is_some() && file != "official.csv" {
-        return Err(ApiError::new(400, "bad_query", "version applies to official.csv only"));
-    }
     Ok(match file {
         "precincts.csv" => (
             CSV,

@@ -28,15 +28,15 @@ use crate::startup::AppState;
 
 /// Registers the gallery's routes.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/", web::get().to(home))
-        .route("/elections/{election}", web::get().to(election))
-        .route("/elections/{election}/search", web::get().to(search))
-        .route("/elections/{election}/comparison", web::get().to(comparison))
-        .route("/elections/{election}/official", web::get().to(official))
-        .route("/elections/{election}/data", web::get().to(data))
-        .route("/elections/{election}/regions/{region}", web::get().to(region))
-        .route("/elections/{election}/regions/{region}/{district}", web::get().to(district))
-        .route("/elections/{election}/precincts/{precinct}", web::get().to(precinct));
+    cfg.service(crate::routes::get("/", home))
+        .service(crate::routes::get("/elections/{election}", election))
+        .service(crate::routes::get("/elections/{election}/search", search))
+        .service(crate::routes::get("/elections/{election}/comparison", comparison))
+        .service(crate::routes::get("/elections/{election}/official", official))
+        .service(crate::routes::get("/elections/{election}/data", data))
+        .service(crate::routes::get("/elections/{election}/regions/{region}", region))
+        .service(crate::routes::get("/elections/{election}/regions/{region}/{district}", district))
+        .service(crate::routes::get("/elections/{election}/precincts/{precinct}", precinct));
 }
 
 /// A whole number with thin spaces between groups of three digits (`69 669`).
