@@ -45,5 +45,5 @@ pub fn pause(point: &str) {
         }
     }
     #[cfg(not(feature = "test-hooks"))]
-    eprintln!("hattama: pause point {point:?} ignored: this binary was built without test hooks");
+    let _ = point;
 }

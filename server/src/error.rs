@@ -18,6 +18,8 @@ pub struct ApiError {
     pub message: String,
     /// Seconds the client should wait (429, 503).
     pub retry_after: Option<u64>,
+    /// The methods a resource allows (405).
+    pub allow: Option<&'static str>,
 }
 
 impl ApiError {
@@ -28,6 +30,7 @@ impl ApiError {
             code,
             message: message.into(),
             retry_after: None,
+            allow: None,
         }
     }
 
@@ -76,6 +79,9 @@ impl ResponseError for ApiError {
         let mut r = HttpResponse::build(self.status);
         r.insert_header(("Tus-Resumable", "1.0.0"));
         r.insert_header(("Cache-Control", "no-store"));
+        if let Some(methods) = self.allow {
+            r.insert_header(("Allow", methods));
+        }
         if let Some(secs) = self.retry_after {
             r.insert_header(("Retry-After", secs.to_string()));
         }

@@ -5,10 +5,14 @@
 //! implementation, never two. Handlers are thin (`routes`), the rules live in `ingest`, and all
 //! persistence sits behind the [`storage::Storage`] trait.
 
+pub mod compare;
+pub mod demo;
 pub mod error;
+pub mod gallery;
 pub mod ingest;
 pub mod keys;
 pub mod log;
+pub mod official;
 pub mod review;
 pub mod routes;
 pub mod settings;

@@ -31,6 +31,17 @@ struct Cli {
 enum Command {
     /// Serve HTTP; prints `listening on http://ADDR` as its first line
     Serve,
+    /// Serve a demo: a demo election, simulated observers who photograph generated protocols
+    /// and sync them, official results with discrepancies; prints the URLs. Without
+    /// --data-dir the data goes to a new temporary directory.
+    Demo {
+        /// Precincts of the demo election
+        #[arg(long, default_value_t = 400)]
+        precincts: usize,
+        /// Simulated observer devices
+        #[arg(long, default_value_t = 40)]
+        devices: usize,
+    },
     /// Manage elections
     Election {
         #[command(subcommand)]
@@ -45,6 +56,11 @@ enum Command {
     Device {
         #[command(subcommand)]
         command: DeviceCommand,
+    },
+    /// Manage official results
+    Official {
+        #[command(subcommand)]
+        command: OfficialCommand,
     },
     /// Inspect stored captures
     Capture {
@@ -198,6 +214,16 @@ enum ElectionCommand {
 }
 
 #[derive(Subcommand)]
+enum OfficialCommand {
+    /// Import official figures (CSV `election,precinct,line,value`, see
+    /// docs/official-results.md) as the election's next version
+    Import {
+        /// The CSV file
+        file: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
 enum InviteCommand {
     /// Create one-time enrollment codes for precincts
     Create {
@@ -252,6 +278,9 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve => serve(settings),
         Command::User { command } => user_command(&settings, command),
+        Command::Demo { precincts, devices } => {
+            demo(&cli.config, &cli.data_dir, cli.listen, precincts, devices)
+        }
         Command::Election { command: ElectionCommand::Import { file } } => {
             let bytes =
                 std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
@@ -264,6 +293,17 @@ fn main() -> anyhow::Result<()> {
                 election.id,
                 election.precincts.len()
             );
+            Ok(())
+        }
+        Command::Official { command: OfficialCommand::Import { file } } => {
+            let storage = SqliteStorage::open(&settings.data_dir, false)?;
+            let (election, version) = import_official(&storage, &file)?;
+            match version {
+                Some(v) => println!("imported version {v} of the official results of {election}"),
+                None => println!(
+                    "unchanged: the official results of {election} equal the newest version"
+                ),
+            }
             Ok(())
         }
         Command::Invite { command: InviteCommand::Create { election, precincts, count, json } } => {
@@ -363,6 +403,97 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// Reads, checks and stores an official-results file; returns its election and the new version.
+fn import_official(
+    storage: &SqliteStorage,
+    file: &std::path::Path,
+) -> anyhow::Result<(String, Option<u64>)> {
+    use hattama_server::official;
+    use hattama_server::storage::GalleryStorage;
+    let size =
+        std::fs::metadata(file).with_context(|| format!("cannot read {}", file.display()))?.len();
+    anyhow::ensure!(
+        size <= official::MAX_FILE_BYTES as u64,
+        official::OfficialError::TooLarge(usize::try_from(size).unwrap_or(usize::MAX))
+    );
+    let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let id = official::election_of(&bytes)?;
+    let election = storage.election(&id)?.ok_or(official::OfficialError::UnknownElection(id))?;
+    let figures = official::parse(&bytes, &election)?;
+    let source = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let sha = hattama_core::evidence::Sha256Hash::of(&bytes).to_hex();
+    let version =
+        storage.import_official(&election.id, &figures, &source, &sha, hattama_core::now_ms())?;
+    Ok((election.id, version))
+}
+
+/// `hattama-server demo`: see [`hattama_server::demo`].
+fn demo(
+    config_file: &Option<PathBuf>,
+    data_dir: &Option<PathBuf>,
+    listen: Option<SocketAddr>,
+    precincts: usize,
+    devices: usize,
+) -> anyhow::Result<()> {
+    use hattama_server::demo;
+    anyhow::ensure!((1..=20_000).contains(&precincts), "--precincts must be 1 to 20000");
+    let data_dir = match data_dir {
+        Some(dir) => dir.clone(),
+        None => std::env::temp_dir().join(format!("hattama-demo-{}", std::process::id())),
+    };
+    let settings = Settings::load(&Overrides {
+        config_file: config_file.clone(),
+        data_dir: Some(data_dir.clone()),
+        listen,
+    })?;
+    let options = demo::Options { precincts, devices, ..demo::Options::default() };
+    let storage = SqliteStorage::open(&data_dir, false)?;
+    let seeded = storage.election(demo::ELECTION_ID)?.is_some();
+    let election = match storage.election(demo::ELECTION_ID)? {
+        Some(e) => e,
+        None => demo::import_election(&storage, &options)?,
+    };
+    drop(storage);
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let _entered = runtime.enter();
+    let app = Application::build(settings)?;
+    let url = format!("http://{}", app.addr());
+    println!("listening on {url}");
+    println!("data directory: {}", data_dir.display());
+    use std::io::Write;
+    std::io::stdout().flush()?;
+    let seeding = std::thread::spawn(move || -> anyhow::Result<()> {
+        if !seeded {
+            let started = std::time::Instant::now();
+            println!("seeding: simulated observers photograph and sync {precincts} precincts …");
+            let storage = SqliteStorage::open(&data_dir, false)?;
+            let observed =
+                demo::observe(&storage, &election, &url, &data_dir.join("observers"), &options)?;
+            demo::import_official(&storage, &election)?;
+            println!(
+                "seeded {} captures and two versions of official results in {:.1} s",
+                observed.len(),
+                started.elapsed().as_secs_f64()
+            );
+        }
+        println!();
+        println!("  public gallery      {url}/");
+        println!("  election overview   {url}/elections/{}", demo::ELECTION_ID);
+        println!("  open data (OpenAPI) {url}/api/v1/openapi.json");
+        println!("  log checkpoint      {url}/log/checkpoint");
+        println!();
+        println!("Ctrl-C stops the server; the data stays in the data directory.");
+        std::io::stdout().flush()?;
+        Ok(())
+    });
+    let served = actix_web::rt::System::new().block_on(app.run());
+    if seeding.is_finished() {
+        seeding.join().map_err(|_| anyhow::anyhow!("seeding panicked"))??;
+    }
+    served?;
+    Ok(())
 }
 
 fn serve(settings: Settings) -> anyhow::Result<()> {

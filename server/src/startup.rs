@@ -33,6 +33,8 @@ pub struct AppState {
     pub review: Arc<dyn ReviewStorage>,
     /// Failed logins of the review UI.
     pub login_throttle: crate::review::LoginThrottle,
+    /// The public views (gallery, API, open data) and their cache.
+    pub gallery: Arc<crate::gallery::Gallery>,
 }
 
 /// A bound, not yet running server.
@@ -66,7 +68,11 @@ impl Application {
         }
         let sqlite = Arc::new(SqliteStorage::open(&settings.data_dir, true)?);
         let storage: Arc<dyn Storage> = sqlite.clone();
-        let review: Arc<dyn ReviewStorage> = sqlite;
+        let review: Arc<dyn ReviewStorage> = sqlite.clone();
+        let gallery = Arc::new(crate::gallery::Gallery::new(
+            sqlite,
+            Arc::new(crate::review::GalleryFacts(review.clone())),
+        ));
         let keys = Arc::new(ServerKeys::load_or_create(&settings.data_dir)?);
         let log = crate::log::Log::open(
             storage.clone(),
@@ -93,6 +99,7 @@ impl Application {
             log,
             review,
             login_throttle,
+            gallery,
         });
         let mut server = HttpServer::new(move || {
             App::new()
@@ -115,6 +122,17 @@ impl Application {
                 .wrap(actix_web::middleware::from_fn(crate::web::middleware))
                 .wrap(tracing_actix_web::TracingLogger::default())
                 .app_data(state.clone())
+                // Malformed paths and queries get the JSON error of the API (and the HTML error
+                // page on browser routes, through the web middleware).
+                .app_data(
+                    web::QueryConfig::default().error_handler(|e, _| {
+                        ApiError::new(400, "bad_query", e.to_string()).into()
+                    }),
+                )
+                .app_data(
+                    web::PathConfig::default()
+                        .error_handler(|e, _| ApiError::new(400, "bad_path", e.to_string()).into()),
+                )
                 .configure(routes::configure)
                 .configure(crate::web::configure)
                 .default_service(web::to(routes::not_found))

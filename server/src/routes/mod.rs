@@ -3,6 +3,7 @@
 pub mod enroll;
 pub mod evidence;
 pub mod log;
+pub mod public;
 pub mod receipts;
 pub mod tus;
 
@@ -14,28 +15,30 @@ use crate::error::ApiError;
 
 /// Registers every route.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/health", web::get().to(health))
+    cfg.service(get("/health", health))
         .route("/api/v1/enroll", web::post().to(enroll::enroll))
-        .route("/api/v1/receipts/{id}", web::get().to(receipts::get))
-        .route("/api/v1/log/key", web::get().to(log::key))
-        .route("/api/v1/log/inclusion/{id}", web::get().to(log::inclusion))
-        .route("/api/v1/log/consistency", web::get().to(log::consistency))
-        .route("/api/v1/captures/{id}", web::get().to(evidence::capture))
-        .route("/photos/{sha256}", web::get().to(evidence::photo))
-        .route("/log/checkpoint", web::get().to(log::checkpoint))
-        .route("/log/tile/{tail:.*}", web::get().to(log::tile))
+        .service(get("/api/v1/receipts/{id}", receipts::get))
+        .service(get("/api/v1/log/key", log::key))
+        .service(get("/api/v1/log/inclusion/{id}", log::inclusion))
+        .service(get("/api/v1/log/consistency", log::consistency))
+        .service(get("/api/v1/captures/{id}", evidence::capture))
+        .service(get("/photos/{sha256}", evidence::photo))
+        .service(get("/photos/{sha256}/thumb", evidence::thumbnail))
+        .configure(public::configure)
+        .service(get("/log/checkpoint", log::checkpoint))
+        .service(get("/log/tile/{tail:.*}", log::tile))
         .service(
             web::resource("/files/")
                 .route(web::method(actix_web::http::Method::OPTIONS).to(tus::options))
                 .route(web::post().to(tus::create))
-                .default_service(web::to(method_not_allowed)),
+                .default_service(web::to(|req| method_not_allowed(req, "OPTIONS, POST"))),
         )
         .service(
             web::resource("/files/{id}")
                 .route(web::head().to(tus::head))
                 .route(web::patch().to(tus::patch))
                 .route(web::delete().to(tus::delete))
-                .default_service(web::to(method_not_allowed)),
+                .default_service(web::to(|req| method_not_allowed(req, "HEAD, PATCH, DELETE"))),
         );
 }
 
@@ -52,13 +55,31 @@ pub async fn not_found(req: HttpRequest) -> Result<HttpResponse, actix_web::Erro
     }
 }
 
-/// The JSON 405 for a known path with another method.
-async fn method_not_allowed(req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    Err(ApiError::new(
+/// A resource answering GET (and HEAD) with `handler`, and 405 to any other method.
+pub fn get<F, Args>(path: &str, handler: F) -> actix_web::Resource
+where
+    F: actix_web::Handler<Args> + Clone,
+    Args: actix_web::FromRequest + 'static,
+    F::Output: actix_web::Responder + 'static,
+{
+    web::resource(path)
+        .route(web::get().to(handler.clone()))
+        .route(web::head().to(handler))
+        .default_service(web::to(|req| method_not_allowed(req, "GET, HEAD")))
+}
+
+/// The JSON 405 for a known path with another method, with the `Allow` header.
+pub async fn method_not_allowed(
+    req: HttpRequest,
+    allow: &'static str,
+) -> Result<HttpResponse, ApiError> {
+    let mut e = ApiError::new(
         405,
         "method_not_allowed",
-        format!("{} is not allowed on {}", req.method(), req.path()),
-    ))
+        format!("{} is not allowed on {}; allowed: {allow}", req.method(), req.path()),
+    );
+    e.allow = Some(allow);
+    Err(e)
 }
 
 /// Parses a 64-hex-digit id from a path segment.

@@ -8,12 +8,14 @@
 //! and renamed under its hash with its directory fsynced, and the capture row with its receipt is
 //! committed (`synchronous = FULL`). Only then may a receipt be handed out.
 
+mod gallery;
 pub mod review;
 mod sqlite;
 
 use std::io::Write;
 use std::path::PathBuf;
 
+pub use gallery::{GalleryStorage, PublicCapture};
 use hattama_core::election::Election;
 use hattama_core::evidence::{DeviceKey, Sha256Hash};
 use hattama_core::log::LogEntry;

@@ -29,6 +29,7 @@ macro_rules! asset {
 /// Every static file: its name, media type and bytes.
 const FILES: &[(&str, &str, &[u8])] = &[
     asset!("app.css", "text/css; charset=utf-8"),
+    asset!("gallery.css", "text/css; charset=utf-8"),
     asset!("viewer.js", "text/javascript; charset=utf-8"),
     asset!("favicon.svg", "image/svg+xml"),
 ];

@@ -186,12 +186,13 @@ macro_rules! locale_files {
         [
             ("main.ftl", include_str!(concat!("../../locales/", $lang, "/main.ftl"))),
             ("review.ftl", include_str!(concat!("../../locales/", $lang, "/review.ftl"))),
+            ("gallery.ftl", include_str!(concat!("../../locales/", $lang, "/gallery.ftl"))),
         ]
     };
 }
 
 /// File names of [`locale_files!`] (for the tests).
-pub const LOCALE_FILES: &[&str] = &["main.ftl", "review.ftl"];
+pub const LOCALE_FILES: &[&str] = &["main.ftl", "review.ftl", "gallery.ftl"];
 
 struct I18n {
     kk: Bundle,

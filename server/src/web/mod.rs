@@ -11,6 +11,7 @@
 //! request's language and adds the security headers to every HTML response.
 
 pub mod assets;
+pub mod gallery;
 pub mod i18n;
 pub mod review;
 
@@ -34,6 +35,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/static/{file}", web::get().to(assets::serve))
         .route("/lang", web::get().to(switch_language));
     review::configure(cfg);
+    gallery::configure(cfg);
 }
 
 /// Whether a path belongs to the machine interfaces (JSON API, tus, log files, photos), whose

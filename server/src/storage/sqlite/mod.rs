@@ -23,6 +23,8 @@ use super::{
     device_id,
 };
 
+mod gallery;
+
 const DB_FILE: &str = "hattama-server.sqlite3";
 
 const MIGRATIONS: &[&str] = &[
@@ -100,6 +102,27 @@ CREATE TABLE checkpoints (
     note BLOB NOT NULL
 ) STRICT;
 ",
+    // Official results: every import is kept as a numbered version (gallery.rs).
+    "
+CREATE TABLE official_versions (
+    election TEXT NOT NULL REFERENCES elections (id),
+    version INTEGER NOT NULL CHECK (version >= 1),
+    imported_at_ms INTEGER NOT NULL,
+    source TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    PRIMARY KEY (election, version)
+) STRICT;
+CREATE TABLE official_figures (
+    election TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    precinct TEXT NOT NULL,
+    line TEXT NOT NULL,
+    value INTEGER NOT NULL CHECK (value >= 0),
+    PRIMARY KEY (election, version, precinct, line),
+    FOREIGN KEY (election, version) REFERENCES official_versions (election, version)
+) STRICT, WITHOUT ROWID;
+CREATE INDEX captures_by_photo ON captures (photo_sha256);
+",
     review::MIGRATION,
 ];
 
@@ -112,6 +135,8 @@ pub struct SqliteStorage {
     writer: Mutex<Connection>,
     readers: Vec<Mutex<Connection>>,
     log_cursor: Mutex<LogCursor>,
+    /// A connection only for `PRAGMA data_version` (whose value is per connection).
+    watch: Mutex<Connection>,
 }
 
 /// Where [`Storage::unlogged`] resumes, so that it reads only captures not yet logged instead of
@@ -246,6 +271,10 @@ impl SqliteStorage {
             writer: Mutex::new(writer),
             readers,
             log_cursor: Mutex::default(),
+            watch: Mutex::new(Connection::open_with_flags(
+                &path,
+                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )?),
         };
         if recover {
             storage.recover()?;

@@ -1,5 +1,5 @@
 //! The review's SQL ([`ReviewStorage`] for [`SqliteStorage`]): accounts, sessions, the review
-//! index, decisions, transcription entries and the audit trail. The schema is migration 3 of
+//! index, decisions, transcription entries and the audit trail. The schema is its migration in
 //! `MIGRATIONS` (`mod.rs`); its triggers make decisions, entries and audit events append-only.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -17,7 +17,7 @@ use crate::storage::review::{
     TIME_FAR_AFTER_MS, TIME_FAR_BEFORE_MS, Transcription, TranscriptionStatus, User,
 };
 
-/// The review's tables (migration 3).
+/// The review's tables (a migration of `MIGRATIONS`).
 pub(super) const MIGRATION: &str = "
 CREATE TABLE users (
     id INTEGER PRIMARY KEY,

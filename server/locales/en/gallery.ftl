@@ -1,0 +1,121 @@
+# The public gallery.
+g-nav-elections = Elections
+g-nav-comparison = Observed vs official
+g-nav-official = Official results
+g-nav-data = Open data
+g-home-title = Result protocols, photographed at the polling stations
+g-home-intro = Observers photograph the result protocol posted at each polling station. Every photo is signed on the phone and kept in a public log, so that nobody can change it afterwards. Here you can see them, compare them with the official figures and download everything.
+g-no-elections = No election has been published yet.
+g-accepted-of = { $accepted } stations with an accepted photo
+g-of-precincts = of { $count }.
+g-search-label = Find a polling station
+g-search-placeholder = Station number or address
+g-search-button = Search
+g-search-title = Search
+g-search-results = { $count ->
+    [one] One station found.
+   *[other] { $count } stations found.
+}
+g-stat-accepted = Stations with an accepted photo
+g-stat-photographed = Stations photographed
+g-stat-captures = Photos
+g-stat-verified = Verified transcriptions
+g-stat-differing = Differ from official
+g-chart-caption = Coverage: polling stations photographed and accepted
+g-col-area = Area
+g-by-region = By region
+g-by-district = By district
+g-precincts = Polling stations
+g-no-precincts = No polling station here.
+g-precinct-no = Polling station No. { $number }
+g-photos = { $count ->
+    [one] 1 photo
+   *[other] { $count } photos
+}
+g-no-photo = no photo
+g-differs = differs from official
+g-official-heading = Official results
+g-no-official = No official results have been imported yet.
+g-official-versions = { $count ->
+    [one] One version of the official results.
+   *[other] { $count } versions of the official results.
+}
+g-official-changes = { $count ->
+    [0] No figure changed between versions.
+    [one] One figure changed between versions.
+   *[other] { $count } figures changed between versions.
+}
+g-official-broken = { $count ->
+    [one] One official protocol breaks the protocol's arithmetic.
+   *[other] { $count } official protocols break the protocol's arithmetic.
+}
+g-official-version = official version { $version }
+g-official-history = Changes of the official figures
+g-no-changes = The official figures never changed between versions.
+g-figures = Figures
+g-tr-none = not transcribed yet
+g-tr-pending = transcription in progress
+g-tr-disputed = transcriptions disagree, awaiting a decision
+g-tr-verified = verified by two coordinators
+g-inconsistency-note = The protocol itself is inconsistent:
+g-differs-notice = The figures on the photographed protocol differ from the official figures.
+g-col-line = Line
+g-col-observed = Photographed protocol
+g-col-official = Official
+g-col-difference = Difference
+g-col-version = Version
+g-col-imported = Imported
+g-col-source = Source
+g-broken-official = The official figures break these rules of the protocol
+g-broken-official-list = Official protocols that break the protocol's arithmetic
+g-broken-count = { $count ->
+    [one] 1 rule broken
+   *[other] { $count } rules broken
+}
+g-hard = impossible
+g-soft = suspicious
+g-photos-heading = Photos of the protocol
+g-no-photo-yet = No photo of this station's protocol yet.
+g-open-full = Open the full photo
+g-photo-alt = Photo of the protocol, page { $page }
+g-page = Page { $page }
+g-captured = Photographed
+g-received = Received by the server
+g-note = Observer's note:
+g-evidence = Evidence
+g-photo-sha = Photo SHA-256
+g-capture-id = Capture (manifest SHA-256)
+g-device = Device key
+g-signature = Signature (ed25519)
+g-log-index = Public log entry
+g-inclusion-proof = inclusion proof
+g-not-logged-yet = not in the log yet
+g-manifest = signed manifest
+g-receipt = server receipt
+g-permalink = Permanent address of this page:
+g-state-pending = not reviewed yet
+g-state-accepted = accepted
+g-state-flagged = under review
+g-state-rejected = rejected
+g-cmp-observed = { $count } stations with a verified transcription,
+g-cmp-official = { $count } with official figures,
+g-cmp-both = { $count } with both,
+g-cmp-like-for-like = Stations with both
+g-cmp-all = All stations
+g-cmp-explain = "Stations with both" compares the same stations. "All stations" adds up every station that has a figure of that kind (the number of stations is in brackets), as the official total does.
+g-cmp-drill = Stations where the photographed protocol differs, largest difference first
+g-cmp-drill-line = Stations where line { $line } differs, largest difference first
+g-cmp-no-diffs = No station differs.
+g-more-in-export = { $count } more in
+g-none = None.
+g-data-intro = Everything shown here can be downloaded and checked independently. Photos are at content-addressed URLs (/photos/SHA-256) that never change.
+g-data-precincts = polling stations with their counts
+g-data-transcriptions = verified transcriptions
+g-data-official = official figures (every version; CSV in the import format)
+g-data-differences = differences between photographed and official figures
+g-data-evidence = every capture's signed manifest, signature, receipt and log position
+g-data-api = the JSON API (OpenAPI document)
+g-verify-heading = Verify it yourself
+g-verify-text = Every photo is signed by the observer's phone and recorded in a public append-only log (a Merkle tree, like Certificate Transparency). The auditor recomputes the log, checks its signature and every photo's hash and signature:
+g-log-origin = Log name
+g-log-key = Log verifier key

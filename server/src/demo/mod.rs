@@ -1,0 +1,344 @@
+//! `hattama-server demo`: a living instance in one command. It imports a demo election of a few
+//! hundred precincts, starts the server, and lets simulated observers (the real core: capture,
+//! offline store, enrollment and sync over HTTP) photograph generated protocols and sync them;
+//! then it imports official results with discrepancies (two versions) so that the gallery, the
+//! comparison and the open data all have something to show.
+//!
+//! The generators (`election`, `protocol_values`, `official_figures`, `photo::protocol_photo`)
+//! are also used by tests and benchmarks.
+
+pub mod photo;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use hattama_core::election::{Election, LineKind, Names, ProtocolTemplate};
+use hattama_core::evidence::{EvidenceKind, Page};
+use hattama_core::{CaptureRequest, Client, ClientConfig};
+use rand::{Rng, SeedableRng};
+
+use crate::official::Figures;
+use crate::storage::{GalleryStorage, Storage};
+
+/// The demo election's id.
+pub const ELECTION_ID: &str = "kz-demo-2026";
+
+const REGIONS: [&str; 6] =
+    ["Almaty", "Astana", "Shymkent", "Karaganda Region", "Turkistan Region", "Aktobe Region"];
+
+fn names(kk: &str, ru: &str, en: &str) -> Names {
+    Names { kk: kk.into(), ru: ru.into(), en: en.into() }
+}
+
+/// The demo election: `precincts` stations over six regions, a presidential protocol of three
+/// candidates and "against all", counted at `count_time_ms` (0: none given).
+pub fn election(precincts: usize, count_time_ms: u64) -> Result<Election, DemoError> {
+    let json = serde_json::json!({
+        "id": ELECTION_ID,
+        "names": names("Демо сайлау 2026", "Демо-выборы 2026", "Demo election 2026"),
+        "count_time_ms": (count_time_ms > 0).then_some(count_time_ms),
+        "precincts": (1..=precincts).map(|i| {
+            let region = REGIONS[i % REGIONS.len()];
+            serde_json::json!({
+                "id": format!("p{i:04}"),
+                "number": 100 + i,
+                "region": region,
+                "district": format!("{region}, district {}", i % 5 + 1),
+                "address": format!("School No. {}, {} street {}", 10 + i % 90, region, i % 40 + 1),
+            })
+        }).collect::<Vec<_>>(),
+        "protocol": template_json(),
+    });
+    Ok(serde_json::from_value(json)?)
+}
+
+fn template_json() -> serde_json::Value {
+    let n = |kk: &str, ru: &str, en: &str| serde_json::json!({ "kk": kk, "ru": ru, "en": en });
+    serde_json::json!({
+        "lines": [
+            {"id": "1", "kind": "count", "names": n("Сайлаушылар саны", "Число избирателей", "Voters on the lists")},
+            {"id": "2", "kind": "count", "names": n("Алынған бюллетеньдер", "Получено бюллетеней", "Ballots received")},
+            {"id": "3", "kind": "count", "names": n("Берілген бюллетеньдер", "Выдано бюллетеней", "Ballots issued")},
+            {"id": "4", "kind": "count", "names": n("Жойылған бюллетеньдер", "Погашено бюллетеней", "Ballots cancelled")},
+            {"id": "5", "kind": "count", "names": n("Жәшіктердегі бюллетеньдер", "Бюллетеней в ящиках", "Ballots in the boxes")},
+            {"id": "6", "kind": "count", "names": n("Жарамсыз бюллетеньдер", "Недействительные бюллетени", "Invalid ballots")},
+            {"id": "7.1", "kind": "candidate", "names": n("Асанов А.", "Асанов А.", "Asanov A.")},
+            {"id": "7.2", "kind": "candidate", "names": n("Бекова Б.", "Бекова Б.", "Bekova B.")},
+            {"id": "7.3", "kind": "candidate", "names": n("Жұмабаев Ж.", "Жумабаев Ж.", "Zhumabayev Zh.")},
+            {"id": "8", "kind": "against_all", "names": n("Бәріне қарсы", "Против всех", "Against all")}
+        ],
+        "relations": [
+            {"id": "received", "severity": "hard", "left": ["2"], "op": "=", "right": ["3", "4"],
+             "names": n("Алынған = берілген + жойылған", "Получено = выдано + погашено", "Received = issued + cancelled")},
+            {"id": "boxes", "severity": "hard", "left": ["5"], "op": "=", "right": ["6", "7.1", "7.2", "7.3", "8"],
+             "names": n("Жәшіктегі = жарамсыз + дауыстар", "В ящиках = недействительные + голоса", "In boxes = invalid + votes")},
+            {"id": "boxes_vs_issued", "severity": "soft", "left": ["5"], "op": "<=", "right": ["3"],
+             "names": n("Жәшіктегі ≤ берілген", "В ящиках ≤ выдано", "In boxes ≤ issued")},
+            {"id": "issued_vs_voters", "severity": "soft", "left": ["3"], "op": "<=", "right": ["1"],
+             "names": n("Берілген ≤ сайлаушылар", "Выдано ≤ избирателей", "Issued ≤ voters")}
+        ]
+    })
+}
+
+/// An arithmetically consistent protocol for the demo template (or any template with the same
+/// count lines "1" to "6"): voters, ballots, and votes split over the candidate and
+/// against-all lines. Deterministic in `seed`.
+pub fn protocol_values(template: &ProtocolTemplate, seed: u64) -> BTreeMap<String, u64> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let voters: u64 = rng.gen_range(600..2600);
+    let issued = voters * rng.gen_range(45..85) / 100;
+    let cancelled: u64 = rng.gen_range(20..200);
+    let boxes = issued - rng.gen_range(0..3);
+    let invalid = boxes * rng.gen_range(1..4) / 100;
+    let mut votes: Vec<&str> = template
+        .lines
+        .iter()
+        .filter(|l| matches!(l.kind, LineKind::Candidate | LineKind::AgainstAll))
+        .map(|l| l.id.as_str())
+        .collect();
+    let mut v = BTreeMap::new();
+    for (id, value) in [
+        ("1", voters),
+        ("2", issued + cancelled),
+        ("3", issued),
+        ("4", cancelled),
+        ("5", boxes),
+        ("6", invalid),
+    ] {
+        v.insert(id.to_owned(), value);
+    }
+    let mut left = boxes - invalid;
+    let last = votes.pop();
+    for id in votes {
+        let share = left * rng.gen_range(15..55) / 100;
+        v.insert(id.to_owned(), share);
+        left -= share;
+    }
+    if let Some(id) = last {
+        v.insert(id.to_owned(), left);
+    }
+    v
+}
+
+/// The true protocol of every precinct of the demo election (`seed` per precinct index).
+pub fn true_figures(election: &Election) -> Figures {
+    election
+        .precincts
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (p.id.clone(), protocol_values(&election.protocol, i as u64)))
+        .collect()
+}
+
+/// Official figures made from the true ones, as a commission that "adjusts" them would: in
+/// every `every`-th precinct a share of the second candidate's votes goes to the first (the
+/// protocol still adds up). Version two (`second`) adjusts a few more precincts.
+pub fn official_figures(truth: &Figures, every: usize, second: bool) -> Figures {
+    let mut out = truth.clone();
+    for (i, (_, lines)) in out.iter_mut().enumerate() {
+        let moved = if i % every == 3 || (second && i % (every * 3) == 7) {
+            lines.get("7.2").copied().unwrap_or(0) * (20 + (i as u64 % 25)) / 100
+        } else {
+            continue;
+        };
+        if let (Some(a), Some(b)) = (lines.get("7.1").copied(), lines.get("7.2").copied()) {
+            lines.insert("7.1".into(), a + moved);
+            lines.insert("7.2".into(), b - moved);
+        }
+    }
+    out
+}
+
+/// What the demo should seed.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Precincts of the election.
+    pub precincts: usize,
+    /// Simulated observer devices.
+    pub devices: usize,
+    /// Percentage of precincts photographed.
+    pub coverage_pct: usize,
+    /// Photo size (width; the height is 4/3 of it).
+    pub photo_width: u32,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self { precincts: 400, devices: 40, coverage_pct: 75, photo_width: 720 }
+    }
+}
+
+/// One capture a simulated observer made.
+#[derive(Clone, Debug)]
+pub struct Observed {
+    /// Precinct.
+    pub precinct: String,
+    /// Capture id (hex).
+    pub capture: String,
+    /// The protocol's values as written on the photographed sheet.
+    pub values: BTreeMap<String, u64>,
+}
+
+/// Why seeding failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    /// Storage.
+    #[error(transparent)]
+    Storage(#[from] crate::storage::StorageError),
+    /// The core (capture, enrollment, sync).
+    #[error(transparent)]
+    Core(#[from] hattama_core::Error),
+    /// A file.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    /// The generated election definition does not parse (a bug).
+    #[error("demo election: {0}")]
+    Election(#[from] serde_json::Error),
+    /// A simulated observer thread died.
+    #[error("a simulated observer failed: {0}")]
+    Observer(String),
+}
+
+/// Imports the demo election into storage (before the server starts).
+pub fn import_election(storage: &dyn Storage, options: &Options) -> Result<Election, DemoError> {
+    let election = election(options.precincts, hattama_core::now_ms())?;
+    storage.import_election(&election, hattama_core::now_ms())?;
+    Ok(election)
+}
+
+/// Simulated observers photograph the protocols of `coverage_pct` of the precincts (some
+/// protocols on two pages, some with the observer's own transcription) with the real core, then
+/// enroll with one-time codes and sync to the server at `url`. Returns what they captured.
+pub fn observe(
+    storage: &dyn Storage,
+    election: &Election,
+    url: &str,
+    work: &Path,
+    options: &Options,
+) -> Result<Vec<Observed>, DemoError> {
+    let truth = Arc::new(true_figures(election));
+    let covered: Vec<(usize, String)> = election
+        .precincts
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| (i * 37 % 100) < options.coverage_pct)
+        .map(|(i, p)| (i, p.id.clone()))
+        .collect();
+    let devices = options.devices.clamp(1, covered.len().max(1));
+    let mut jobs = Vec::new();
+    for d in 0..devices {
+        let mine: Vec<(usize, String)> =
+            covered.iter().filter(|(i, _)| i % devices == d).cloned().collect();
+        if mine.is_empty() {
+            continue;
+        }
+        let ids: Vec<String> = mine.iter().map(|(_, p)| p.clone()).collect();
+        let code = storage
+            .create_invites(&election.id, &ids, 1, hattama_core::now_ms())?
+            .pop()
+            .unwrap_or_default();
+        jobs.push((d, code, mine));
+    }
+    let threads = 4.min(jobs.len().max(1));
+    let queue = Arc::new(std::sync::Mutex::new(jobs));
+    let election = Arc::new(election.clone());
+    let mut handles = Vec::new();
+    for _ in 0..threads {
+        let (queue, election, truth) = (queue.clone(), election.clone(), truth.clone());
+        let (url, work, width) = (url.to_owned(), work.to_owned(), options.photo_width);
+        handles.push(std::thread::spawn(move || -> Result<Vec<Observed>, DemoError> {
+            let mut out = Vec::new();
+            loop {
+                let job = queue.lock().map_err(|e| DemoError::Observer(e.to_string()))?.pop();
+                let Some((d, code, mine)) = job else { return Ok(out) };
+                let client =
+                    Client::open(&work.join(format!("observer-{d:03}")), ClientConfig::default())?;
+                client.enroll(&url, &code)?;
+                for (i, precinct) in mine {
+                    let values = truth.get(&precinct).cloned().unwrap_or_default();
+                    let number = election.precinct(&precinct).map_or(0, |p| p.number);
+                    let pages = if i % 5 == 0 { 2 } else { 1 };
+                    for page in 1..=pages {
+                        let sheet = photo::Sheet {
+                            title: &election.names.en,
+                            precinct_number: number,
+                            template: &election.protocol,
+                            values: &values,
+                            page: (page, pages),
+                        };
+                        let jpeg = photo::protocol_photo(&sheet, width, width * 4 / 3, i as u64);
+                        let captured = client.capture(
+                            &jpeg,
+                            &CaptureRequest {
+                                election: election.id.clone(),
+                                precinct: precinct.clone(),
+                                kind: EvidenceKind::Posted,
+                                page: Page { count: pages, number: page },
+                                note: (i % 7 == 0).then(|| "Posted at the entrance.".to_owned()),
+                                transcription: (i % 3 == 0 && page == 1).then(|| values.clone()),
+                                location: None,
+                                utc_offset_min: 300,
+                            },
+                        )?;
+                        out.push(Observed {
+                            precinct: precinct.clone(),
+                            capture: captured.id.to_hex(),
+                            values: values.clone(),
+                        });
+                    }
+                }
+                let cancel = hattama_core::sync::CancelToken::new();
+                client.sync(&hattama_core::sync::NoProgress, &cancel)?;
+            }
+        }));
+    }
+    let mut all = Vec::new();
+    for h in handles {
+        let part = h.join().map_err(|_| DemoError::Observer("thread panicked".into()))??;
+        all.extend(part);
+    }
+    all.sort_by(|a, b| a.precinct.cmp(&b.precinct).then_with(|| a.capture.cmp(&b.capture)));
+    Ok(all)
+}
+
+/// Imports two versions of official results with discrepancies.
+pub fn import_official(storage: &dyn GalleryStorage, election: &Election) -> Result<(), DemoError> {
+    let truth = true_figures(election);
+    for (n, second) in [(1, false), (2, true)] {
+        let figures = official_figures(&truth, 12, second);
+        let csv = crate::official::to_csv(&election.id, &figures);
+        let sha = hattama_core::evidence::Sha256Hash::of(&csv).to_hex();
+        storage.import_official(
+            &election.id,
+            &figures,
+            &format!("cec-results-v{n}.csv"),
+            &sha,
+            hattama_core::now_ms(),
+        )?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_demo_election_is_valid_and_its_protocols_add_up() {
+        let e = election(50, 1).unwrap();
+        e.validate().unwrap();
+        assert_eq!(e.precincts.len(), 50);
+        let truth = true_figures(&e);
+        for values in truth.values() {
+            assert!(e.protocol.check(values).is_empty(), "{values:?}");
+        }
+        let official = official_figures(&truth, 12, false);
+        let changed = truth.iter().filter(|(p, v)| official.get(*p) != Some(v)).count();
+        assert!(changed >= 3, "{changed}");
+        for values in official.values() {
+            assert!(e.protocol.check(values).iter().all(|v| v.relation != "boxes"));
+        }
+        assert_ne!(official_figures(&truth, 12, true), official);
+    }
+}

@@ -1,0 +1,462 @@
+//! The public JSON API and the open-data exports (`docs/open-data.md`, described by the OpenAPI
+//! document at `/api/v1/openapi.json`). Everything here reads the gallery's views
+//! (`crate::gallery`), so the API, the exports and the public pages always agree. Responses
+//! carry an ETag and answer `If-None-Match` with 304.
+
+use std::sync::Arc;
+
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse, web};
+use hattama_core::evidence::check_id;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::error::ApiError;
+use crate::gallery::{Cached, ElectionView, Gallery};
+use crate::official;
+use crate::startup::AppState;
+
+/// The OpenAPI document.
+const OPENAPI: &str = include_str!("../../openapi.json");
+
+/// Registers the public API.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(crate::routes::get("/api/v1/openapi.json", openapi))
+        .service(crate::routes::get("/api/v1/elections", elections))
+        .service(crate::routes::get("/api/v1/elections/{election}", election))
+        .service(crate::routes::get("/api/v1/elections/{election}/precincts", precincts))
+        .service(crate::routes::get("/api/v1/elections/{election}/precincts/{precinct}", precinct))
+        .service(crate::routes::get("/api/v1/elections/{election}/comparison", comparison))
+        .service(crate::routes::get("/api/v1/elections/{election}/official", official_versions))
+        .service(crate::routes::get("/api/v1/elections/{election}/export/{file}", export));
+}
+
+/// Answers a cached body, or 304 when the client has it.
+pub fn respond(req: &HttpRequest, cached: &Cached) -> HttpResponse {
+    let fresh = req
+        .headers()
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == cached.etag || t.trim() == "*"));
+    let mut r = if fresh { HttpResponse::NotModified() } else { HttpResponse::Ok() };
+    r.insert_header((header::ETAG, cached.etag.clone()))
+        .insert_header((header::CACHE_CONTROL, "public, no-cache"));
+    if fresh { r.finish() } else { r.content_type(cached.content_type).body(cached.body.clone()) }
+}
+
+fn json_body(value: &impl Serialize) -> Result<(&'static str, Vec<u8>), ApiError> {
+    let body = serde_json::to_vec(value).map_err(|e| ApiError::internal(&e))?;
+    Ok(("application/json", body))
+}
+
+/// A path id checked like every id of the evidence format (no traversal, bounded).
+fn id(kind: &'static str, s: &str) -> Result<(), ApiError> {
+    check_id(kind, s).map_err(|_| ApiError::bad_id(&format!("the {kind} id")))
+}
+
+/// The view of a path's election, 404 if unknown.
+pub fn view_of(gallery: &Gallery, election: &str) -> Result<Arc<ElectionView>, ApiError> {
+    id("election", election)?;
+    gallery.election(election)?.ok_or_else(|| ApiError::not_found("no such election"))
+}
+
+/// Runs blocking gallery work off the async threads.
+async fn cached(
+    req: &HttpRequest,
+    state: &web::Data<AppState>,
+    key: String,
+    make: impl FnOnce(&Gallery) -> Result<(&'static str, Vec<u8>), ApiError> + Send + 'static,
+) -> Result<HttpResponse, ApiError> {
+    let gallery = state.gallery.clone();
+    let c = web::block(move || gallery.cached(&key, || make(&gallery))).await??;
+    Ok(respond(req, &c))
+}
+
+async fn openapi() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .insert_header((header::CACHE_CONTROL, "public, no-cache"))
+        .body(OPENAPI)
+}
+
+/// `GET /api/v1/elections`.
+async fn elections(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    cached(&req, &state, "api:elections".into(), |g| {
+        let mut list = Vec::new();
+        for e in g.elections()?.iter() {
+            if let Some(v) = g.election(&e.id)? {
+                list.push(json!({ "id": e.id, "names": e.names, "coverage": v.coverage }));
+            }
+        }
+        json_body(&list)
+    })
+    .await
+}
+
+/// `GET /api/v1/elections/{election}`.
+async fn election(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let e = path.into_inner();
+    id("election", &e)?;
+    cached(&req, &state, format!("api:election:{e}"), move |g| {
+        let v = view_of(g, &e)?;
+        json_body(&json!({
+            "id": v.election.id,
+            "names": v.election.names,
+            "count_time_ms": v.election.count_time_ms,
+            "coverage": v.coverage,
+            "regions": v.regions,
+            "districts": v.districts,
+            "protocol": v.election.protocol,
+            "official_versions": v.official_versions,
+        }))
+    })
+    .await
+}
+
+/// Filters of the precinct list.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrecinctQuery {
+    /// A precinct number or words of the address.
+    q: Option<String>,
+    /// Only this region.
+    region: Option<String>,
+    /// Only this district.
+    district: Option<String>,
+}
+
+fn precinct_row(v: &ElectionView, p: &hattama_core::election::Precinct) -> Value {
+    let f = v.precincts.get(&p.id).cloned().unwrap_or_default();
+    json!({
+        "id": p.id,
+        "number": p.number,
+        "region": p.region,
+        "district": p.district,
+        "address": p.address,
+        "captures": f.captures,
+        "accepted": f.accepted,
+        "transcription": v.transcriptions.get(&p.id).map(|t| t.status),
+        "official": v.official.contains_key(&p.id),
+        "differs": v.comparison.differences.iter().any(|d| d.precinct == p.id),
+    })
+}
+
+/// `GET /api/v1/elections/{election}/precincts?q=&region=&district=`.
+async fn precincts(
+    path: web::Path<String>,
+    query: web::Query<PrecinctQuery>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let e = path.into_inner();
+    id("election", &e)?;
+    let q = query.into_inner();
+    for s in [&q.q, &q.region, &q.district].into_iter().flatten() {
+        if s.len() > 200 {
+            return Err(ApiError::new(400, "bad_query", "a filter is at most 200 bytes"));
+        }
+    }
+    let gallery = state.gallery.clone();
+    let rows = web::block(move || -> Result<Vec<Value>, ApiError> {
+        let v = view_of(&gallery, &e)?;
+        let list: Vec<&hattama_core::election::Precinct> = match &q.q {
+            Some(text) if !text.trim().is_empty() => v.search(text, 10_000),
+            _ => v.election.precincts.iter().collect(),
+        };
+        Ok(list
+            .into_iter()
+            .filter(|p| q.region.as_ref().is_none_or(|r| &p.region == r))
+            .filter(|p| q.district.as_ref().is_none_or(|d| &p.district == d))
+            .map(|p| precinct_row(&v, p))
+            .collect())
+    })
+    .await??;
+    Ok(HttpResponse::Ok().insert_header((header::CACHE_CONTROL, "public, no-cache")).json(rows))
+}
+
+/// The whole public record of one precinct, as the API and the precinct page show it.
+pub fn precinct_json(g: &Gallery, v: &ElectionView, precinct: &str) -> Result<Value, ApiError> {
+    let p = v.election.precinct(precinct).ok_or_else(|| ApiError::not_found("no such precinct"))?;
+    let captures = g.captures(v, precinct)?;
+    let differences = v.comparison.differences.iter().find(|d| d.precinct == precinct);
+    Ok(json!({
+        "election": v.election.id,
+        "precinct": p,
+        "captures": captures.iter().map(|c| json!({
+            "capture": c,
+            "photo_url": format!("/photos/{}", c.photo_sha256),
+            "manifest_url": format!("/api/v1/captures/{}", c.id),
+            "receipt_url": format!("/api/v1/receipts/{}", c.id),
+            "inclusion_proof_url": format!("/api/v1/log/inclusion/{}", c.id),
+        })).collect::<Vec<_>>(),
+        "transcription": v.transcriptions.get(precinct),
+        "official": v.official.get(precinct),
+        "official_version": v.official_versions.last().map(|x| x.version),
+        "official_changes": v.changes_of(precinct),
+        "differences": differences.map(|d| &d.lines),
+        "official_violations": v.comparison.broken_official.iter()
+            .find(|b| b.precinct == precinct).map(|b| &b.violations),
+    }))
+}
+
+/// `GET /api/v1/elections/{election}/precincts/{precinct}`.
+async fn precinct(
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let (e, p) = path.into_inner();
+    id("election", &e)?;
+    id("precinct", &p)?;
+    cached(&req, &state, format!("api:precinct:{e}:{p}"), move |g| {
+        let v = view_of(g, &e)?;
+        json_body(&precinct_json(g, &v, &p)?)
+    })
+    .await
+}
+
+/// `GET /api/v1/elections/{election}/comparison`.
+async fn comparison(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let e = path.into_inner();
+    id("election", &e)?;
+    cached(&req, &state, format!("api:comparison:{e}"), move |g| {
+        let v = view_of(g, &e)?;
+        json_body(&json!({
+            "election": v.election.id,
+            "official_version": v.official_versions.last().map(|x| x.version),
+            "comparison": v.comparison,
+        }))
+    })
+    .await
+}
+
+/// `GET /api/v1/elections/{election}/official`: versions and every change between them.
+async fn official_versions(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let e = path.into_inner();
+    id("election", &e)?;
+    cached(&req, &state, format!("api:official:{e}"), move |g| {
+        let v = view_of(g, &e)?;
+        json_body(&json!({ "versions": v.official_versions, "changes": v.official_changes }))
+    })
+    .await
+}
+
+/// Query of the official export.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportQuery {
+    /// Official version (default: the newest).
+    version: Option<u64>,
+}
+
+fn csv_rows(header: &[&str], rows: impl IntoIterator<Item = Vec<String>>) -> Vec<u8> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    // Writing to a Vec cannot fail.
+    let _ = w.write_record(header);
+    for row in rows {
+        let _ = w.write_record(&row);
+    }
+    w.into_inner().unwrap_or_default()
+}
+
+/// `GET /api/v1/elections/{election}/export/{file}`: the open data (see docs/open-data.md).
+async fn export(
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+    query: web::Query<ExportQuery>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let (e, file) = path.into_inner();
+    id("election", &e)?;
+    const FILES: [&str; 9] = [
+        "precincts.csv",
+        "precincts.json",
+        "transcriptions.csv",
+        "transcriptions.json",
+        "official.csv",
+        "official.json",
+        "differences.csv",
+        "differences.json",
+        "evidence.jsonl",
+    ];
+    if !FILES.contains(&file.as_str()) {
+        return Err(ApiError::not_found(format!(
+            "no export {file:?}; there are {}",
+            FILES.join(", ")
+        )));
+    }
+    if query.version == Some(0) {
+        return Err(ApiError::new(400, "bad_query", "versions are numbered from 1"));
+    }
+    // `version` selects a version of official.csv and is ignored by the other files.
+    let version = query.version.filter(|_| file == "official.csv");
+    let key = format!("export:{e}:{file}:{version:?}");
+    let mut response = cached(&req, &state, key, move |g| {
+        let v = view_of(g, &e)?;
+        make_export(g, &v, &file, version)
+    })
+    .await?;
+    if response.status().is_success() {
+        let name = req.match_info().get("file").unwrap_or("export").to_owned();
+        response.headers_mut().insert(
+            header::CONTENT_DISPOSITION,
+            header::HeaderValue::from_str(&format!("inline; filename=\"{name}\""))
+                .map_err(|e| ApiError::internal(&e))?,
+        );
+    }
+    Ok(response)
+}
+
+fn make_export(
+    g: &Gallery,
+    v: &ElectionView,
+    file: &str,
+    version: Option<u64>,
+) -> Result<(&'static str, Vec<u8>), ApiError> {
+    const CSV: &str = "text/csv; charset=utf-8";
+    let e = &v.election.id;
+    Ok(match file {
+        "precincts.csv" => (
+            CSV,
+            csv_rows(
+                &[
+                    "election",
+                    "precinct",
+                    "number",
+                    "region",
+                    "district",
+                    "address",
+                    "captures",
+                    "accepted",
+                    "transcription",
+                    "official",
+                    "differs",
+                ],
+                v.election.precincts.iter().map(|p| {
+                    let r = precinct_row(v, p);
+                    let s = |k: &str| match &r[k] {
+                        Value::String(s) => s.clone(),
+                        Value::Null => String::new(),
+                        other => other.to_string(),
+                    };
+                    vec![
+                        e.clone(),
+                        p.id.clone(),
+                        p.number.to_string(),
+                        p.region.clone(),
+                        p.district.clone(),
+                        p.address.clone(),
+                        s("captures"),
+                        s("accepted"),
+                        s("transcription"),
+                        s("official"),
+                        s("differs"),
+                    ]
+                }),
+            ),
+        ),
+        "precincts.json" => {
+            json_body(&v.election.precincts.iter().map(|p| precinct_row(v, p)).collect::<Vec<_>>())?
+        }
+        "transcriptions.csv" => (
+            CSV,
+            csv_rows(
+                &["election", "precinct", "line", "value", "verified_at_ms"],
+                v.observed.iter().flat_map(|(p, lines)| {
+                    let at = v
+                        .transcriptions
+                        .get(p)
+                        .and_then(|t| t.verified_at_ms)
+                        .map(|t| t.to_string())
+                        .unwrap_or_default();
+                    lines.iter().map(move |(l, value)| {
+                        vec![e.clone(), p.clone(), l.clone(), value.to_string(), at.clone()]
+                    })
+                }),
+            ),
+        ),
+        "transcriptions.json" => {
+            let mut list: Vec<_> = v.transcriptions.iter().collect();
+            list.sort_by(|a, b| a.0.cmp(b.0));
+            json_body(
+                &list
+                    .into_iter()
+                    .map(|(p, t)| json!({ "precinct": p, "transcription": t }))
+                    .collect::<Vec<_>>(),
+            )?
+        }
+        "official.csv" => {
+            let newest = v.official_versions.last().map(|x| x.version);
+            let wanted = version.or(newest).ok_or_else(|| {
+                ApiError::not_found("no official results have been imported for this election")
+            })?;
+            if !v.official_versions.iter().any(|x| x.version == wanted) {
+                return Err(ApiError::not_found(format!("no official version {wanted}")));
+            }
+            let figures = if Some(wanted) == newest {
+                v.official.clone()
+            } else {
+                g.official_figures(e, wanted)?
+            };
+            (CSV, official::to_csv(e, &figures))
+        }
+        "official.json" => {
+            let mut versions = Vec::new();
+            for x in &v.official_versions {
+                versions
+                    .push(json!({ "version": x, "figures": g.official_figures(e, x.version)? }));
+            }
+            json_body(&json!({ "versions": versions, "changes": v.official_changes }))?
+        }
+        "differences.csv" => (
+            CSV,
+            csv_rows(
+                &["election", "precinct", "line", "observed", "official", "difference"],
+                v.comparison.differences.iter().flat_map(|d| {
+                    d.lines.iter().map(move |l| {
+                        vec![
+                            e.clone(),
+                            d.precinct.clone(),
+                            l.line.clone(),
+                            l.observed.to_string(),
+                            l.official.to_string(),
+                            (l.observed as i64 - l.official as i64).to_string(),
+                        ]
+                    })
+                }),
+            ),
+        ),
+        "differences.json" => json_body(&v.comparison.differences)?,
+        "evidence.jsonl" => {
+            let mut out = Vec::new();
+            for c in g.all_captures(e)? {
+                let receipt: Value = serde_json::from_slice(&c.receipt).unwrap_or(Value::Null);
+                let line = json!({
+                    "id": c.id.to_hex(),
+                    "precinct": c.precinct,
+                    "manifest": String::from_utf8_lossy(&c.manifest),
+                    "signature": hex::encode(c.signature),
+                    "receipt": receipt,
+                    "log_index": c.log_index,
+                    "photo_url": format!("/photos/{}", c.photo_sha256.to_hex()),
+                    "inclusion_proof_url": format!("/api/v1/log/inclusion/{}", c.id.to_hex()),
+                });
+                serde_json::to_writer(&mut out, &line).map_err(|e| ApiError::internal(&e))?;
+                out.push(b'\n');
+            }
+            ("application/jsonl", out)
+        }
+        _ => return Err(ApiError::not_found("no such export")),
+    })
+}

@@ -1,0 +1,856 @@
+//! The public gallery: elections → election overview → region → district → precinct, search,
+//! the observed-vs-official comparison, the history of official figures and the open-data page.
+//! No login, no cookies but the language choice, no script: light pages for weak phones, with
+//! thumbnails first and the full photo on demand.
+//!
+//! Every page reads the cached views of [`crate::gallery`] and is itself cached per language
+//! and URL until storage changes; pages carry an ETag and answer `If-None-Match` with 304. A
+//! precinct's URL (`/elections/{election}/precincts/{precinct}`) is permanent.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse, web};
+use askama::Template;
+use hattama_core::election::{LineKind, Precinct, Severity};
+use hattama_core::evidence::check_id;
+use serde::Deserialize;
+
+use super::{Lang, PageCtx, WebError, percent_encode};
+use crate::compare::{LineTotals, PrecinctDifference};
+use crate::gallery::{
+    Area, CaptureView, Coverage, ElectionView, Gallery, PublicState, PublicTranscription,
+    TranscriptionState,
+};
+use crate::official::Change;
+use crate::startup::AppState;
+
+/// Registers the gallery's routes.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(crate::routes::get("/", home))
+        .service(crate::routes::get("/elections/{election}", election))
+        .service(crate::routes::get("/elections/{election}/search", search))
+        .service(crate::routes::get("/elections/{election}/comparison", comparison))
+        .service(crate::routes::get("/elections/{election}/official", official))
+        .service(crate::routes::get("/elections/{election}/data", data))
+        .service(crate::routes::get("/elections/{election}/regions/{region}", region))
+        .service(crate::routes::get("/elections/{election}/regions/{region}/{district}", district))
+        .service(crate::routes::get("/elections/{election}/precincts/{precinct}", precinct));
+}
+
+/// A whole number with thin spaces between groups of three digits (`69 669`).
+pub fn num(n: impl Into<i128>) -> String {
+    let n: i128 = n.into();
+    let digits = n.unsigned_abs().to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3 * 3 + 1);
+    if n < 0 {
+        out.push('−');
+    }
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push('\u{202F}');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// A signed difference with its sign (`+1 234`, `−56`, `0`).
+pub fn signed(n: i64) -> String {
+    if n > 0 { format!("+{}", num(n)) } else { num(n) }
+}
+
+/// A time in ms since the epoch as `YYYY-MM-DD HH:MM` at a UTC offset, with the offset.
+pub fn when(ms: u64, offset_min: i32) -> String {
+    let secs = (ms / 1000) as i64 + i64::from(offset_min) * 60;
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    let sign = if offset_min < 0 { '−' } else { '+' };
+    let off = offset_min.unsigned_abs();
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02} (UTC{sign}{:02}:{:02})",
+        rem / 3600,
+        rem % 3600 / 60,
+        off / 60,
+        off % 60
+    )
+}
+
+/// Howard Hinnant's days-to-civil: the proleptic Gregorian date of a day count since 1970-01-01.
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { yoe + era * 400 + 1 } else { yoe + era * 400 }, m, d)
+}
+
+/// The URL of an election page.
+pub fn election_url(e: &str) -> String {
+    format!("/elections/{e}")
+}
+
+/// The permanent URL of a precinct page.
+pub fn precinct_url(e: &str, p: &str) -> String {
+    format!("/elections/{e}/precincts/{p}")
+}
+
+fn region_url(e: &str, region: &str) -> String {
+    format!("/elections/{e}/regions/{}", percent_encode(region))
+}
+
+fn district_url(e: &str, region: &str, district: &str) -> String {
+    format!("/elections/{e}/regions/{}/{}", percent_encode(region), percent_encode(district))
+}
+
+/// Renders a page through the gallery's response cache (per language and URL).
+async fn page(
+    req: &HttpRequest,
+    state: &web::Data<AppState>,
+    render: impl FnOnce(&Gallery, PageCtx) -> Result<String, WebError> + Send + 'static,
+) -> Result<HttpResponse, WebError> {
+    let ctx = PageCtx::new(req);
+    let key = format!("html:{}:{}", ctx.lang.code(), ctx.here);
+    let gallery = state.gallery.clone();
+    let cached = web::block(move || {
+        gallery.cached::<WebError>(&key, || {
+            Ok(("text/html; charset=utf-8", render(&gallery, ctx)?.into_bytes()))
+        })
+    })
+    .await??;
+    let mut r = crate::routes::public::respond(req, &cached);
+    r.headers_mut()
+        .insert(header::VARY, header::HeaderValue::from_static("Cookie, Accept-Language"));
+    Ok(r)
+}
+
+fn valid(s: &str) -> Result<(), WebError> {
+    check_id("id", s).map_err(|_| WebError::NotFound)
+}
+
+fn view(g: &Gallery, e: &str) -> Result<Arc<ElectionView>, WebError> {
+    g.election(e)?.ok_or(WebError::NotFound)
+}
+
+fn render(t: &impl Template) -> Result<String, WebError> {
+    t.render().map_err(|e| WebError::internal(&e))
+}
+
+/// A bar of the coverage chart.
+pub struct Bar {
+    /// Label.
+    pub label: String,
+    /// Link.
+    pub url: String,
+    /// Coverage counts.
+    pub coverage: Coverage,
+    /// Width of the accepted bar, in chart units (0..=300).
+    pub accepted_w: u32,
+    /// Width of the photographed bar.
+    pub photographed_w: u32,
+    /// Top of this bar's row.
+    pub y: u32,
+}
+
+/// The coverage chart: one row per area, two bars (photographed, accepted).
+pub struct Chart {
+    /// Rows.
+    pub bars: Vec<Bar>,
+    /// Total height.
+    pub height: u32,
+}
+
+fn chart(areas: &[Area], url: impl Fn(&str) -> String) -> Chart {
+    let bars: Vec<Bar> = areas
+        .iter()
+        .enumerate()
+        .map(|(i, a)| Bar {
+            label: a.name.clone(),
+            url: url(&a.name),
+            accepted_w: (a.coverage.accepted_pct() * 3.0).round() as u32,
+            photographed_w: (a.coverage.photographed_pct() * 3.0).round() as u32,
+            coverage: a.coverage.clone(),
+            y: i as u32 * 34,
+        })
+        .collect();
+    Chart { height: bars.len() as u32 * 34 + 4, bars }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Template)]
+#[template(path = "gallery/home.html")]
+struct HomePage {
+    ctx: PageCtx,
+    elections: Vec<(String, String, Coverage)>,
+}
+
+async fn home(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, WebError> {
+    page(&req, &state, |g, ctx| {
+        let mut elections = Vec::new();
+        for e in g.elections()?.iter() {
+            if let Some(v) = g.election(&e.id)? {
+                elections.push((
+                    e.id.clone(),
+                    ctx.lang.pick(&e.names).to_owned(),
+                    v.coverage.clone(),
+                ));
+            }
+        }
+        render(&HomePage { ctx, elections })
+    })
+    .await
+}
+
+#[derive(Template)]
+#[template(path = "gallery/election.html")]
+struct ElectionPage {
+    ctx: PageCtx,
+    id: String,
+    name: String,
+    coverage: Coverage,
+    chart: Chart,
+    versions: usize,
+    changes: usize,
+    broken: usize,
+}
+
+async fn election(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, WebError> {
+    let e = path.into_inner();
+    valid(&e)?;
+    page(&req, &state, move |g, ctx| {
+        let v = view(g, &e)?;
+        render(&ElectionPage {
+            name: ctx.lang.pick(&v.election.names).to_owned(),
+            coverage: v.coverage.clone(),
+            chart: chart(&v.regions, |r| region_url(&e, r)),
+            versions: v.official_versions.len(),
+            changes: v.official_changes.len(),
+            broken: v.comparison.broken_official.len(),
+            id: e,
+            ctx,
+        })
+    })
+    .await
+}
+
+/// A row of a precinct list.
+pub struct PrecinctRow {
+    /// Precinct.
+    pub precinct: Precinct,
+    /// Its page.
+    pub url: String,
+    /// Public photos.
+    pub captures: u64,
+    /// Accepted photos.
+    pub accepted: u64,
+    /// Transcription state.
+    pub transcription: Option<TranscriptionState>,
+    /// Observed and official differ.
+    pub differs: bool,
+    /// Official figures exist.
+    pub official: bool,
+}
+
+fn rows<'a>(v: &ElectionView, list: impl IntoIterator<Item = &'a Precinct>) -> Vec<PrecinctRow> {
+    list.into_iter()
+        .map(|p| {
+            let f = v.precincts.get(&p.id).cloned().unwrap_or_default();
+            PrecinctRow {
+                url: precinct_url(&v.election.id, &p.id),
+                captures: f.captures,
+                accepted: f.accepted,
+                transcription: v.transcriptions.get(&p.id).map(|t| t.status),
+                differs: v.comparison.differences.iter().any(|d| d.precinct == p.id),
+                official: v.official.contains_key(&p.id),
+                precinct: p.clone(),
+            }
+        })
+        .collect()
+}
+
+#[derive(Template)]
+#[template(path = "gallery/region.html")]
+struct RegionPage {
+    ctx: PageCtx,
+    id: String,
+    name: String,
+    region: String,
+    coverage: Coverage,
+    chart: Chart,
+}
+
+async fn region(
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, WebError> {
+    let (e, region) = path.into_inner();
+    valid(&e)?;
+    page(&req, &state, move |g, ctx| {
+        let v = view(g, &e)?;
+        let coverage = v
+            .regions
+            .iter()
+            .find(|a| a.name == region)
+            .map(|a| a.coverage.clone())
+            .ok_or(WebError::NotFound)?;
+        let districts = v.districts.get(&region).map(Vec::as_slice).unwrap_or_default();
+        render(&RegionPage {
+            name: ctx.lang.pick(&v.election.names).to_owned(),
+            chart: chart(districts, |d| district_url(&e, &region, d)),
+            coverage,
+            region,
+            id: e,
+            ctx,
+        })
+    })
+    .await
+}
+
+#[derive(Template)]
+#[template(path = "gallery/district.html")]
+struct DistrictPage {
+    ctx: PageCtx,
+    id: String,
+    name: String,
+    region: String,
+    region_url: String,
+    district: String,
+    coverage: Coverage,
+    rows: Vec<PrecinctRow>,
+}
+
+async fn district(
+    req: HttpRequest,
+    path: web::Path<(String, String, String)>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, WebError> {
+    let (e, region, district) = path.into_inner();
+    valid(&e)?;
+    page(&req, &state, move |g, ctx| {
+        let v = view(g, &e)?;
+        let coverage = v
+            .districts
+            .get(&region)
+            .and_then(|d| d.iter().find(|a| a.name == district))
+            .map(|a| a.coverage.clone())
+            .ok_or(WebError::NotFound)?;
+        let mut list: Vec<&Precinct> = v
+            .election
+            .precincts
+            .iter()
+            .filter(|p| p.region == region && p.district == district)
+            .collect();
+        list.sort_by_key(|p| p.number);
+        render(&DistrictPage {
+            name: ctx.lang.pick(&v.election.names).to_owned(),
+            region_url: region_url(&e, &region),
+            rows: rows(&v, list),
+            coverage,
+            region,
+            district,
+            id: e,
+            ctx,
+        })
+    })
+    .await
+}
+
+/// The search form's query.
+#[derive(Deserialize)]
+pub struct SearchQuery {
+    /// A precinct number or words of its address.
+    #[serde(default)]
+    q: String,
+}
+
+#[derive(Template)]
+#[template(path = "gallery/search.html")]
+struct SearchPage {
+    ctx: PageCtx,
+    id: String,
+    name: String,
+    q: String,
+    rows: Vec<PrecinctRow>,
+}
+
+/// Most search results shown.
+const SEARCH_LIMIT: usize = 100;
+
+async fn search(
+    req: HttpRequest,
+    path: web::Path<String>,
+    query: web::Query<SearchQuery>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, WebError> {
+    let e = path.into_inner();
+    valid(&e)?;
+    let q: String = query.into_inner().q.chars().take(200).collect();
+    page(&req, &state, move |g, ctx| {
+        let v = view(g, &e)?;
+        let hits = v.search(&q, SEARCH_LIMIT);
+        render(&SearchPage {
+            name: ctx.lang.pick(&v.election.names).to_owned(),
+            rows: rows(&v, hits),
+            q,
+            id: e,
+            ctx,
+        })
+    })
+    .await
+}
+
+/// One line of a precinct's figures table.
+pub struct FigureRow {
+    /// Line id.
+    pub id: String,
+    /// Its name in the page's language.
+    pub name: String,
+    /// A candidate or against-all line (a vote count).
+    pub vote: bool,
+    /// Verified observed value.
+    pub observed: Option<u64>,
+    /// Official value.
+    pub official: Option<u64>,
+    /// Both exist and differ.
+    pub differs: bool,
+    /// `observed - official` when both exist.
+    pub difference: Option<i64>,
+}
+
+/// A broken control relation, for display.
+pub struct Broken {
+    /// The relation's name in the page's language.
+    pub name: String,
+    /// Hard or soft.
+    pub hard: bool,
+    /// Left sum.
+    pub left: u64,
+    /// Right sum.
+    pub right: u64,
+}
+
+#[derive(Template)]
+#[template(path = "gallery/precinct.html")]
+struct PrecinctPage {
+    ctx: PageCtx,
+    id: String,
+    name: String,
+    precinct: Precinct,
+    region_url: String,
+    district_url: String,
+    captures: Vec<CaptureView>,
+    transcription: Option<PublicTranscription>,
+    figures: Vec<FigureRow>,
+    official_version: Option<u64>,
+    differs: bool,
+    broken_official: Vec<Broken>,
+    changes: Vec<Change>,
+    line_names: BTreeMap<String, String>,
+}
+
+async fn precinct(
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, WebError> {
+    let (e, p) = path.into_inner();
+    valid(&e)?;
+    valid(&p)?;
+    page(&req, &state, move |g, ctx| {
+        let v = view(g, &e)?;
+        let precinct = v.election.precinct(&p).cloned().ok_or(WebError::NotFound)?;
+        let captures = g.captures(&v, &p)?;
+        let transcription = v.transcriptions.get(&p).cloned();
+        let observed = v.observed.get(&p);
+        let official = v.official.get(&p);
+        let figures: Vec<FigureRow> = v
+            .election
+            .protocol
+            .lines
+            .iter()
+            .map(|l| {
+                let o = observed.and_then(|f| f.get(&l.id)).copied();
+                let f = official.and_then(|f| f.get(&l.id)).copied();
+                let difference = o.zip(f).map(|(o, f)| o as i64 - f as i64);
+                FigureRow {
+                    id: l.id.clone(),
+                    name: ctx.lang.pick(&l.names).to_owned(),
+                    vote: matches!(l.kind, LineKind::Candidate | LineKind::AgainstAll),
+                    observed: o,
+                    official: f,
+                    differs: difference.is_some_and(|d| d != 0),
+                    difference,
+                }
+            })
+            .collect();
+        let broken_official = v
+            .comparison
+            .broken_official
+            .iter()
+            .find(|b| b.precinct == p)
+            .map(|b| {
+                b.violations
+                    .iter()
+                    .map(|x| Broken {
+                        name: v
+                            .election
+                            .protocol
+                            .relations
+                            .iter()
+                            .find(|r| r.id == x.relation)
+                            .map_or(x.relation.clone(), |r| ctx.lang.pick(&r.names).to_owned()),
+                        hard: x.severity == Severity::Hard,
+                        left: x.left,
+                        right: x.right,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let line_names = v
+            .election
+            .protocol
+            .lines
+            .iter()
+            .map(|l| (l.id.clone(), ctx.lang.pick(&l.names).to_owned()))
+            .collect();
+        render(&PrecinctPage {
+            name: ctx.lang.pick(&v.election.names).to_owned(),
+            region_url: region_url(&e, &precinct.region),
+            district_url: district_url(&e, &precinct.region, &precinct.district),
+            differs: figures.iter().any(|f| f.differs),
+            official_version: v.official_versions.last().map(|x| x.version),
+            changes: v.changes_of(&p).into_iter().cloned().collect(),
+            captures,
+            transcription,
+            figures,
+            broken_official,
+            line_names,
+            precinct,
+            id: e,
+            ctx,
+        })
+    })
+    .await
+}
+
+/// The drill-down's options.
+#[derive(Deserialize)]
+pub struct ComparisonQuery {
+    /// Sort the differing precincts by this line's difference.
+    line: Option<String>,
+}
+
+/// A line of the comparison table.
+pub struct TotalsRow {
+    /// The totals.
+    pub totals: LineTotals,
+    /// The line's name.
+    pub name: String,
+    /// A vote line.
+    pub vote: bool,
+}
+
+/// A differing precinct of the drill-down.
+pub struct DiffRow {
+    /// The difference.
+    pub diff: PrecinctDifference,
+    /// The precinct.
+    pub precinct: Precinct,
+    /// Its page.
+    pub url: String,
+    /// The sort line's difference, when sorting by a line.
+    pub line_difference: Option<i64>,
+}
+
+#[derive(Template)]
+#[template(path = "gallery/comparison.html")]
+struct ComparisonPage {
+    ctx: PageCtx,
+    id: String,
+    name: String,
+    observed_precincts: u64,
+    official_precincts: u64,
+    both_precincts: u64,
+    total_precincts: usize,
+    official_version: Option<u64>,
+    lines: Vec<TotalsRow>,
+    sort_line: Option<String>,
+    diffs: Vec<DiffRow>,
+    more: usize,
+    broken: Vec<(Precinct, String, usize)>,
+}
+
+/// Most differing precincts listed on the page (the CSV export has them all).
+const DRILL_LIMIT: usize = 200;
+
+async fn comparison(
+    req: HttpRequest,
+    path: web::Path<String>,
+    query: web::Query<ComparisonQuery>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, WebError> {
+    let e = path.into_inner();
+    valid(&e)?;
+    let sort_line = query.into_inner().line;
+    page(&req, &state, move |g, ctx| {
+        let v = view(g, &e)?;
+        let c = &v.comparison;
+        let sort_line = sort_line.filter(|l| v.election.protocol.lines.iter().any(|x| &x.id == l));
+        let line_diff = |d: &PrecinctDifference, l: &str| {
+            d.lines.iter().find(|x| x.line == l).map(|x| x.observed as i64 - x.official as i64)
+        };
+        let mut diffs: Vec<&PrecinctDifference> = match &sort_line {
+            Some(l) => c.differences.iter().filter(|d| line_diff(d, l).is_some()).collect(),
+            None => c.differences.iter().collect(),
+        };
+        if let Some(l) = &sort_line {
+            diffs.sort_by_key(|d| std::cmp::Reverse(line_diff(d, l).map_or(0, i64::unsigned_abs)));
+        }
+        let more = diffs.len().saturating_sub(DRILL_LIMIT);
+        let diffs = diffs
+            .into_iter()
+            .take(DRILL_LIMIT)
+            .filter_map(|d| {
+                let precinct = v.election.precinct(&d.precinct)?.clone();
+                Some(DiffRow {
+                    url: precinct_url(&e, &d.precinct),
+                    line_difference: sort_line.as_deref().and_then(|l| line_diff(d, l)),
+                    diff: d.clone(),
+                    precinct,
+                })
+            })
+            .collect();
+        let lines = c
+            .lines
+            .iter()
+            .filter_map(|t| {
+                let l = v.election.protocol.lines.iter().find(|l| l.id == t.line)?;
+                Some(TotalsRow {
+                    totals: t.clone(),
+                    name: ctx.lang.pick(&l.names).to_owned(),
+                    vote: matches!(l.kind, LineKind::Candidate | LineKind::AgainstAll),
+                })
+            })
+            .collect();
+        let broken = c
+            .broken_official
+            .iter()
+            .filter_map(|b| {
+                let p = v.election.precinct(&b.precinct)?.clone();
+                Some((p, precinct_url(&e, &b.precinct), b.violations.len()))
+            })
+            .collect();
+        render(&ComparisonPage {
+            name: ctx.lang.pick(&v.election.names).to_owned(),
+            observed_precincts: c.observed_precincts,
+            official_precincts: c.official_precincts,
+            both_precincts: c.both_precincts,
+            total_precincts: v.election.precincts.len(),
+            official_version: v.official_versions.last().map(|x| x.version),
+            lines,
+            sort_line,
+            diffs,
+            more,
+            broken,
+            id: e,
+            ctx,
+        })
+    })
+    .await
+}
+
+#[derive(Template)]
+#[template(path = "gallery/official.html")]
+struct OfficialPage {
+    ctx: PageCtx,
+    id: String,
+    name: String,
+    versions: Vec<crate::official::Version>,
+    changes: Vec<(Change, String)>,
+    more: usize,
+    line_names: BTreeMap<String, String>,
+}
+
+async fn official(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, WebError> {
+    let e = path.into_inner();
+    valid(&e)?;
+    page(&req, &state, move |g, ctx| {
+        let v = view(g, &e)?;
+        let more = v.official_changes.len().saturating_sub(DRILL_LIMIT);
+        render(&OfficialPage {
+            name: ctx.lang.pick(&v.election.names).to_owned(),
+            versions: v.official_versions.clone(),
+            changes: v
+                .official_changes
+                .iter()
+                .take(DRILL_LIMIT)
+                .map(|c| (c.clone(), precinct_url(&e, &c.precinct)))
+                .collect(),
+            more,
+            line_names: v
+                .election
+                .protocol
+                .lines
+                .iter()
+                .map(|l| (l.id.clone(), ctx.lang.pick(&l.names).to_owned()))
+                .collect(),
+            id: e,
+            ctx,
+        })
+    })
+    .await
+}
+
+#[derive(Template)]
+#[template(path = "gallery/data.html")]
+struct DataPage {
+    ctx: PageCtx,
+    id: String,
+    name: String,
+    log_origin: String,
+    log_vkey: String,
+    base: String,
+}
+
+async fn data(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, WebError> {
+    let e = path.into_inner();
+    valid(&e)?;
+    let (origin, vkey) = (state.log.log_key.origin.clone(), state.log.log_key.vkey.clone());
+    let base = state.settings.public_url.clone().unwrap_or_else(|| {
+        let info = req.connection_info();
+        format!("{}://{}", info.scheme(), info.host())
+    });
+    page(&req, &state, move |g, ctx| {
+        let v = view(g, &e)?;
+        render(&DataPage {
+            name: ctx.lang.pick(&v.election.names).to_owned(),
+            log_origin: origin,
+            log_vkey: vkey,
+            base: base.trim_end_matches('/').to_owned(),
+            id: e,
+            ctx,
+        })
+    })
+    .await
+}
+
+/// Numbers that templates format (they pass values and references alike).
+pub trait AsNum {
+    /// The value.
+    fn as_num(&self) -> i128;
+}
+
+macro_rules! as_num {
+    ($($t:ty),*) => {$(
+        impl AsNum for $t {
+            fn as_num(&self) -> i128 {
+                i128::from(*self)
+            }
+        }
+    )*};
+}
+as_num!(u32, u64, i64);
+
+impl AsNum for usize {
+    fn as_num(&self) -> i128 {
+        *self as i128
+    }
+}
+
+impl<T: AsNum> AsNum for &T {
+    fn as_num(&self) -> i128 {
+        (*self).as_num()
+    }
+}
+
+/// Template helpers.
+impl PageCtx {
+    /// A number with thin spaces between groups of digits.
+    pub fn num(&self, n: impl AsNum) -> String {
+        num(n.as_num())
+    }
+
+    /// A difference with its sign.
+    pub fn signed(&self, n: impl AsNum) -> String {
+        signed(n.as_num() as i64)
+    }
+
+    /// A server time (UTC).
+    pub fn when(&self, ms: impl AsNum) -> String {
+        when(ms.as_num() as u64, 0)
+    }
+
+    /// A device time at its UTC offset.
+    pub fn when_at(&self, ms: impl AsNum, offset_min: &i32) -> String {
+        when(ms.as_num() as u64, *offset_min)
+    }
+
+    /// The message id of a public review state.
+    pub fn state_msg(&self, s: &PublicState) -> String {
+        self.t(match s {
+            PublicState::Pending => "g-state-pending",
+            PublicState::Accepted => "g-state-accepted",
+            PublicState::Flagged => "g-state-flagged",
+            PublicState::Rejected => "g-state-rejected",
+        })
+    }
+
+    /// The message of a transcription state.
+    pub fn tr_msg(&self, s: &TranscriptionState) -> String {
+        self.t(match s {
+            TranscriptionState::Pending => "g-tr-pending",
+            TranscriptionState::Disputed => "g-tr-disputed",
+            TranscriptionState::Verified => "g-tr-verified",
+        })
+    }
+}
+
+impl Lang {
+    /// The name in this language.
+    pub fn pick(self, names: &hattama_core::election::Names) -> &str {
+        match self {
+            Lang::Kk => &names.kk,
+            Lang::Ru => &names.ru,
+            Lang::En => &names.en,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_and_times_read_well() {
+        assert_eq!(num(0u64), "0");
+        assert_eq!(num(69_669u64), "69\u{202F}669");
+        assert_eq!(num(1_234_567u64), "1\u{202F}234\u{202F}567");
+        assert_eq!(num(-50_366i64), "−50\u{202F}366");
+        assert_eq!(signed(19_303), "+19\u{202F}303");
+        assert_eq!(signed(-5), "−5");
+        assert_eq!(when(0, 0), "1970-01-01 00:00 (UTC+00:00)");
+        // 2026-12-04 15:00 UTC at UTC+5.
+        assert_eq!(when(1_796_396_400_000, 300), "2026-12-04 20:00 (UTC+05:00)");
+        assert_eq!(when(1_709_164_800_000, -90), "2024-02-28 22:30 (UTC−01:30)");
+    }
+}
