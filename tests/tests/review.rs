@@ -555,3 +555,29 @@ fn review_in_a_real_browser() {
     });
     browser::run_script("review", &f.server.url, &[&config.to_string()]);
 }
+
+#[test]
+fn the_public_gallery_shows_what_review_decided() {
+    let f = fixture();
+    let url = &f.server.url;
+    let api = format!("{url}/api/v1/elections/e2e/precincts/p0002");
+    let get = || -> serde_json::Value { reqwest::blocking::get(&api).unwrap().json().unwrap() };
+    assert!(get()["transcription"].is_null(), "nothing transcribed yet");
+    let mut alice = Browser::login(url, "alice");
+    let mut bob = Browser::login(url, "bob");
+    assert_eq!(decide(&mut alice, &f.p2, "accepted", ""), 303);
+    assert_eq!(post_entry(&mut alice, &f.p2, &good_protocol(), ""), 303);
+    assert_eq!(post_entry(&mut bob, &f.p2, &good_protocol(), ""), 303);
+    // The gallery looks at storage again within a quarter of a second.
+    let mut seen = serde_json::Value::Null;
+    for _ in 0..40 {
+        seen = get();
+        if seen["transcription"]["status"] == "verified" {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(seen["transcription"]["status"], "verified", "{seen}");
+    assert_eq!(seen["transcription"]["values"]["7.1"], 400);
+    assert_eq!(seen["captures"][0]["capture"]["state"], "accepted", "{seen}");
+}
