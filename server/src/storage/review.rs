@@ -541,6 +541,13 @@ pub trait ReviewStorage: Send + Sync + 'static {
         election: &str,
         precinct: &str,
     ) -> Result<Option<Transcription>, StorageError>;
+    /// The transcription statuses of some precincts of an election (those without an entry are
+    /// absent).
+    fn transcription_statuses(
+        &self,
+        election: &str,
+        precincts: &[String],
+    ) -> Result<HashMap<String, TranscriptionStatus>, StorageError>;
     /// A precinct's entries, oldest first.
     fn entries(&self, election: &str, precinct: &str) -> Result<Vec<Entry>, StorageError>;
     /// Appends an entry, the precinct's new transcription state and the audit event in one

@@ -135,6 +135,7 @@ pub struct SqliteStorage {
     writer: Mutex<Connection>,
     readers: Vec<Mutex<Connection>>,
     log_cursor: Mutex<LogCursor>,
+    review_cache: review::ReviewCache,
     /// A connection only for `PRAGMA data_version` (whose value is per connection).
     watch: Mutex<Connection>,
 }
@@ -271,6 +272,7 @@ impl SqliteStorage {
             writer: Mutex::new(writer),
             readers,
             log_cursor: Mutex::default(),
+            review_cache: review::ReviewCache::default(),
             watch: Mutex::new(Connection::open_with_flags(
                 &path,
                 OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,

@@ -3,6 +3,8 @@
 //! `MIGRATIONS` (`mod.rs`); its triggers make decisions, entries and audit events append-only.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use hattama_core::election::Election;
 use hattama_core::evidence::{Manifest, Sha256Hash};
@@ -59,6 +61,9 @@ CREATE TABLE review_index (
 ) STRICT;
 CREATE INDEX review_queue ON review_index
     (election, region, district, number, precinct, page, received_at_ms, capture_id);
+-- The queue of one state (usually: the new captures), in queue order.
+CREATE INDEX review_queue_by_state ON review_index
+    (election, state, region, district, number, precinct, page, received_at_ms, capture_id);
 CREATE INDEX review_by_device ON review_index (device_id, seq);
 CREATE INDEX review_by_photo ON review_index (photo_sha256);
 CREATE INDEX review_by_precinct ON review_index (election, precinct);
@@ -118,6 +123,28 @@ CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
 CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
     BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;
 ";
+
+/// What the queue pages read again and again, kept between requests: the number of captures
+/// matching a filter (counting 30,000 index entries costs milliseconds, and every queue page
+/// shows the total) and an election's regions and districts. Only this process writes the
+/// review index (one server per data directory), so a generation counter bumped by every
+/// write that changes what is counted (new captures indexed, decisions) keeps the counts
+/// exact; regions are keyed by the election's import time.
+#[derive(Default)]
+pub(super) struct ReviewCache {
+    generation: AtomicU64,
+    counts: Mutex<HashMap<String, (u64, u64)>>,
+    regions: Mutex<HashMap<String, (i64, Vec<(String, Vec<String>)>)>>,
+}
+
+/// Most filters whose counts are kept (then the cache starts over).
+const COUNT_CACHE_ENTRIES: usize = 4096;
+
+impl ReviewCache {
+    fn changed(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+    }
+}
 
 /// Captures indexed per step of [`ReviewStorage::refresh_index`] (bounds its memory).
 const INDEX_BATCH: i64 = 5_000;
@@ -791,6 +818,7 @@ impl ReviewStorage for SqliteStorage {
                 flag_disagreements(&tx, e, p)?;
             }
             tx.commit()?;
+            self.review_cache.changed();
         }
     }
 
@@ -801,16 +829,42 @@ impl ReviewStorage for SqliteStorage {
         limit: u64,
     ) -> Result<QueuePage, StorageError> {
         let (clause, params) = filter_sql(filter);
+        let key = format!("{clause}{params:?}");
+        // Read before counting: a write after this makes the entry stale, never wrongly fresh.
+        let generation = self.review_cache.generation.load(Ordering::SeqCst);
+        let cached = lock(&self.review_cache.counts)?
+            .get(&key)
+            .filter(|(g, _)| *g == generation)
+            .map(|(_, n)| *n);
         self.read(|c| {
-            let total: i64 = c
-                .prepare_cached(&format!("SELECT count(*) FROM review_index r WHERE {clause}"))?
-                .query_row(params_from_iter(params.iter()), |r| r.get(0))?;
+            let total = match cached {
+                Some(n) => n as i64,
+                None => {
+                    let n: i64 = c
+                        .prepare_cached(&format!(
+                            "SELECT count(*) FROM review_index r WHERE {clause}"
+                        ))?
+                        .query_row(params_from_iter(params.iter()), |r| r.get(0))?;
+                    let mut counts = lock(&self.review_cache.counts)?;
+                    if counts.len() >= COUNT_CACHE_ENTRIES {
+                        counts.clear();
+                    }
+                    counts.insert(key.clone(), (generation, n as u64));
+                    n
+                }
+            };
             let mut all = params.clone();
             all.push(Value::Integer(limit as i64));
             all.push(Value::Integer(offset as i64));
+            // The page's ids first, from an index alone where the filter allows (the rows
+            // skipped by OFFSET are never read), then their rows.
             let mut stmt = c.prepare_cached(&format!(
-                "SELECT {ITEM_COLUMNS} FROM {ITEM_FROM} WHERE {clause}
-                 ORDER BY {QUEUE_ORDER} LIMIT ? OFFSET ?"
+                "SELECT {ITEM_COLUMNS} FROM
+                    (SELECT r.capture_id AS id FROM review_index r WHERE {clause}
+                     ORDER BY {QUEUE_ORDER} LIMIT ? OFFSET ?) page
+                 JOIN review_index r ON r.capture_id = page.id
+                 LEFT JOIN precincts p ON p.election = r.election AND p.id = r.precinct
+                 ORDER BY {QUEUE_ORDER}"
             ))?;
             let items = stmt
                 .query_map(params_from_iter(all), item_row)?
@@ -883,6 +937,16 @@ impl ReviewStorage for SqliteStorage {
 
     fn regions(&self, election: &str) -> Result<Vec<(String, Vec<String>)>, StorageError> {
         self.read(|c| {
+            let imported: Option<i64> = c
+                .prepare_cached("SELECT imported_at_ms FROM elections WHERE id = ?1")?
+                .query_row([election], |r| r.get(0))
+                .optional()?;
+            let Some(imported) = imported else { return Ok(Vec::new()) };
+            if let Some((at, regions)) = lock(&self.review_cache.regions)?.get(election)
+                && *at == imported
+            {
+                return Ok(regions.clone());
+            }
             let mut stmt = c.prepare_cached(
                 "SELECT DISTINCT region, district FROM precincts WHERE election = ?1
                  ORDER BY region, district",
@@ -895,6 +959,7 @@ impl ReviewStorage for SqliteStorage {
                     _ => out.push((region, vec![district])),
                 }
             }
+            lock(&self.review_cache.regions)?.insert(election.to_owned(), (imported, out.clone()));
             Ok(out)
         })
     }
@@ -933,6 +998,7 @@ impl ReviewStorage for SqliteStorage {
         )?;
         insert_audit(&tx, audit)?;
         tx.commit()?;
+        self.review_cache.changed();
         Ok(())
     }
 
@@ -963,6 +1029,37 @@ impl ReviewStorage for SqliteStorage {
         precinct: &str,
     ) -> Result<Option<Transcription>, StorageError> {
         self.read(|c| load_transcription(c, election, precinct))
+    }
+
+    fn transcription_statuses(
+        &self,
+        election: &str,
+        precincts: &[String],
+    ) -> Result<HashMap<String, TranscriptionStatus>, StorageError> {
+        let mut out = HashMap::new();
+        self.read(|c| {
+            // At most 500 per statement, well below SQLite's parameter limit.
+            for chunk in precincts.chunks(500) {
+                let sql = format!(
+                    "SELECT precinct, status FROM transcriptions
+                     WHERE election = ? AND precinct IN ({})",
+                    vec!["?"; chunk.len()].join(", ")
+                );
+                let mut stmt = c.prepare_cached(&sql)?;
+                let params = std::iter::once(election).chain(chunk.iter().map(String::as_str));
+                let rows = stmt.query_map(params_from_iter(params), |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+                })?;
+                for row in rows {
+                    let (precinct, status) = row?;
+                    let status = TranscriptionStatus::parse(&status)
+                        .ok_or_else(|| corrupt(format!("status {status}")))?;
+                    out.insert(precinct, status);
+                }
+            }
+            Ok(())
+        })?;
+        Ok(out)
     }
 
     fn entries(&self, election: &str, precinct: &str) -> Result<Vec<Entry>, StorageError> {

@@ -55,7 +55,11 @@ fn flag_id(f: Flag) -> &'static str {
 }
 
 fn status_id(t: Option<&Transcription>) -> &'static str {
-    match t.map(|t| t.status) {
+    status_label(t.map(|t| t.status))
+}
+
+fn status_label(status: Option<TranscriptionStatus>) -> &'static str {
+    match status {
         None => "transcription-none",
         Some(TranscriptionStatus::Pending) => "transcription-pending",
         Some(TranscriptionStatus::Disputed) => "transcription-disputed",
@@ -369,13 +373,9 @@ pub async fn queue(
         let filter = filter_query.filter(&election, &user);
         let found = storage.queue(&filter, (page - 1) * PAGE_SIZE, PAGE_SIZE)?;
         let regions = storage.regions(&election)?;
-        let mut statuses = BTreeMap::new();
-        for item in &found.items {
-            if !statuses.contains_key(&item.precinct) {
-                let t = storage.transcription(&election, &item.precinct)?;
-                statuses.insert(item.precinct.clone(), status_id(t.as_ref()));
-            }
-        }
+        let mut precincts: Vec<String> = found.items.iter().map(|i| i.precinct.clone()).collect();
+        precincts.dedup();
+        let statuses = storage.transcription_statuses(&election, &precincts)?;
         Ok((elections, Some(election), Some((found, regions, statuses))))
     })
     .await??;
@@ -393,7 +393,7 @@ pub async fn queue(
                 region: item.region.clone(),
                 district: item.district.clone(),
                 address: item.address.clone(),
-                status: statuses.get(&item.precinct).copied().unwrap_or("transcription-none"),
+                status: status_label(statuses.get(&item.precinct).copied()),
                 items: vec![view],
             }),
         }
@@ -785,12 +785,8 @@ pub async fn capture(
     Ok(private(html(&capture_page(&req, &r, data, &query, None))?))
 }
 
-fn back_query(back: &str) -> QueueQuery {
-    serde_urlencoded_lite(back)
-}
-
-/// Parses the carried filter (`back`) into a [`QueueQuery`]; anything malformed is dropped.
-fn serde_urlencoded_lite(qs: &str) -> QueueQuery {
+/// Parses the filter a form carries along (`back`); a malformed one is dropped.
+fn back_query(qs: &str) -> QueueQuery {
     web::Query::<QueueQuery>::from_query(qs).map(|q| q.into_inner()).unwrap_or_default()
 }
 
