@@ -191,7 +191,7 @@ macro_rules! locale_files {
     };
 }
 
-/// File names of [`locale_files!`] (for the tests).
+/// File names of the message files of every language (the tests check the list).
 pub const LOCALE_FILES: &[&str] = &["main.ftl", "review.ftl", "gallery.ftl"];
 
 struct I18n {
