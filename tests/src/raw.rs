@@ -94,13 +94,23 @@ impl RawDevice {
 
     /// Signs the next manifest of this device's chain for `photo` at `precinct`.
     pub fn sign(&mut self, precinct: &str, photo: &PhotoInfo) -> SignedManifest {
+        self.sign_with(precinct, photo, None)
+    }
+
+    /// Signs the next manifest with the observer's note.
+    pub fn sign_with(
+        &mut self,
+        precinct: &str,
+        photo: &PhotoInfo,
+        note: Option<&str>,
+    ) -> SignedManifest {
         let m = Manifest {
             captured_at_ms: 1_795_000_000_000 + self.seq,
             device_key: self.public(),
             election: "e2e".into(),
             kind: EvidenceKind::Posted,
             location: None,
-            note: None,
+            note: note.map(str::to_owned),
             page: Page { count: 1, number: 1 },
             photo: photo.clone(),
             precinct: precinct.into(),

@@ -29,6 +29,7 @@ use crate::startup::AppState;
 /// Registers the gallery's routes.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(crate::routes::get("/", home))
+        .service(crate::routes::get("/favicon.ico", super::assets::favicon))
         .service(crate::routes::get("/elections/{election}", election))
         .service(crate::routes::get("/elections/{election}/search", search))
         .service(crate::routes::get("/elections/{election}/comparison", comparison))
