@@ -3,6 +3,9 @@
 //! by HTTP and by a real browser (headless Chromium through playwright-core), and the API
 //! checked against its own OpenAPI document by schemathesis.
 
+// Test helpers: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::path::PathBuf;
 
 use hattama_core::media::{self, MediaLimits};
