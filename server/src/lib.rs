@@ -13,6 +13,7 @@ pub mod ingest;
 pub mod keys;
 pub mod log;
 pub mod official;
+pub mod review;
 pub mod routes;
 pub mod settings;
 pub mod startup;

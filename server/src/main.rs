@@ -67,6 +67,131 @@ enum Command {
         #[command(subcommand)]
         command: CaptureCommand,
     },
+    /// Manage the accounts of the review UI
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Create an account; prints a generated password unless --password-stdin is given
+    Add {
+        /// Login name (a-z 0-9 . _ -)
+        username: String,
+        /// Name shown to others and in the audit trail
+        #[arg(long)]
+        name: String,
+        /// admin, coordinator or supervisor
+        #[arg(long)]
+        role: String,
+        /// Limit a coordinator to a region (repeatable; none: every region)
+        #[arg(long = "region")]
+        regions: Vec<String>,
+        /// Read the password from the first line of standard input (never from arguments)
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Disable an account and end its sessions (its history stays)
+    Disable {
+        /// Login name
+        username: String,
+    },
+    /// Set a new password (and enable the account); ends its sessions
+    Reset {
+        /// Login name
+        username: String,
+        /// Read the password from the first line of standard input
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// List accounts
+    List {
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// The password of `user add`/`user reset`: the first line of standard input, or a generated
+/// one that is printed once. Never an argument (it would show in `ps` and shell history).
+fn new_password(from_stdin: bool) -> anyhow::Result<(String, bool)> {
+    if from_stdin {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line)?;
+        let password = line.trim_end_matches(['\n', '\r']).to_owned();
+        hattama_server::review::check_password(&password)?;
+        Ok((password, false))
+    } else {
+        Ok((hattama_server::review::generate_password(), true))
+    }
+}
+
+fn user_command(settings: &Settings, command: UserCommand) -> anyhow::Result<()> {
+    use hattama_server::storage::review::{NewUser, ReviewStorage, Role};
+    let storage = SqliteStorage::open(&settings.data_dir, false)?;
+    let now = hattama_core::now_ms();
+    match command {
+        UserCommand::Add { username, name, role, regions, password_stdin } => {
+            let role = Role::parse(&role)
+                .ok_or_else(|| anyhow::anyhow!("--role is admin, coordinator or supervisor"))?;
+            let (password, generated) = new_password(password_stdin)?;
+            let user = hattama_server::review::create_user(
+                &storage,
+                &NewUser { username, display_name: name, role, regions },
+                &password,
+                now,
+            )?;
+            println!("created user {} ({})", user.username, user.role.as_str());
+            if generated {
+                println!("password: {password}");
+            }
+        }
+        UserCommand::Disable { username } => {
+            anyhow::ensure!(storage.disable_user(&username, now)?, "no user {username}");
+            println!("disabled {username}");
+        }
+        UserCommand::Reset { username, password_stdin } => {
+            let (password, generated) = new_password(password_stdin)?;
+            hattama_server::review::reset_password(&storage, &username, &password, now)?;
+            println!("new password set for {username}");
+            if generated {
+                println!("password: {password}");
+            }
+        }
+        UserCommand::List { json } => {
+            let users = storage.users()?;
+            if json {
+                let list: Vec<_> = users
+                    .iter()
+                    .map(|u| {
+                        json!({
+                            "username": u.username,
+                            "display_name": u.display_name,
+                            "role": u.role,
+                            "regions": u.regions,
+                            "disabled": u.disabled,
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::Value::Array(list));
+            } else {
+                for u in &users {
+                    let state = if u.disabled { "disabled" } else { "active" };
+                    println!(
+                        "{}  {}  {}  {}  {}",
+                        u.username,
+                        u.role.as_str(),
+                        state,
+                        u.regions.join(","),
+                        u.display_name
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 #[derive(Subcommand)]
@@ -155,6 +280,7 @@ fn main() -> anyhow::Result<()> {
         Command::Demo { precincts, devices } => {
             demo(&cli.config, &cli.data_dir, cli.listen, precincts, devices)
         }
+        Command::User { command } => user_command(&settings, command),
         Command::Election { command: ElectionCommand::Import { file } } => {
             let bytes =
                 std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
@@ -346,8 +472,10 @@ fn demo(
             let observed =
                 demo::observe(&storage, &election, &url, &data_dir.join("observers"), &options)?;
             demo::import_official(&storage, &election)?;
+            demo::review(&storage, &election, &observed)?;
             println!(
-                "seeded {} captures and two versions of official results in {:.1} s",
+                "seeded {} captures, reviews and transcriptions, and two versions of official \
+                 results in {:.1} s",
                 observed.len(),
                 started.elapsed().as_secs_f64()
             );
@@ -355,6 +483,11 @@ fn demo(
         println!();
         println!("  public gallery      {url}/");
         println!("  election overview   {url}/elections/{}", demo::ELECTION_ID);
+        println!(
+            "  review (log in)     {url}/review   users: {}; password: {}",
+            demo::DEMO_USERS.map(|u| u.0).join(", "),
+            demo::DEMO_PASSWORD
+        );
         println!("  open data (OpenAPI) {url}/api/v1/openapi.json");
         println!("  log checkpoint      {url}/log/checkpoint");
         println!();

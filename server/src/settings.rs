@@ -22,6 +22,26 @@ pub struct Settings {
     pub limits: Limits,
     /// Worker threads of the HTTP server (0: one per core).
     pub workers: usize,
+    /// The review UI.
+    pub review: ReviewSettings,
+}
+
+/// Settings of the coordinators' review UI.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReviewSettings {
+    /// How long a session lasts after login, in seconds.
+    pub session_ttl_secs: u64,
+    /// Failed logins allowed per user name (and per client address) in the window.
+    pub login_max_failures: usize,
+    /// The window of `login_max_failures`, in seconds.
+    pub login_window_secs: u64,
+}
+
+impl Default for ReviewSettings {
+    fn default() -> Self {
+        Self { session_ttl_secs: 12 * 3600, login_max_failures: 5, login_window_secs: 900 }
+    }
 }
 
 /// Hard limits on requests.
@@ -69,7 +89,13 @@ impl Settings {
             .set_default("log_origin", "hattama.local/log")?
             .set_default("limits.max_photo_bytes", limits.max_bytes)?
             .set_default("limits.max_json_bytes", 64 * 1024)?
-            .set_default("limits.read_timeout_secs", 30)?;
+            .set_default("limits.read_timeout_secs", 30)?
+            .set_default("review.session_ttl_secs", ReviewSettings::default().session_ttl_secs)?
+            .set_default(
+                "review.login_max_failures",
+                ReviewSettings::default().login_max_failures as u64,
+            )?
+            .set_default("review.login_window_secs", ReviewSettings::default().login_window_secs)?;
         if let Some(file) = &overrides.config_file {
             builder = builder.add_source(config::File::from(file.as_path()).required(true));
         }
@@ -101,6 +127,7 @@ impl Settings {
                 read_timeout_secs: 30,
             },
             workers: 2,
+            review: ReviewSettings::default(),
         }
     }
 
@@ -122,6 +149,16 @@ impl Settings {
         if !(256..=1024 * 1024).contains(&self.limits.max_json_bytes) {
             return Err(SettingsError::Invalid(
                 "limits.max_json_bytes must be 256..=1048576".into(),
+            ));
+        }
+        if self.review.session_ttl_secs == 0 || self.review.login_window_secs == 0 {
+            return Err(SettingsError::Invalid(
+                "review.session_ttl_secs and review.login_window_secs must be positive".into(),
+            ));
+        }
+        if self.review.login_max_failures == 0 {
+            return Err(SettingsError::Invalid(
+                "review.login_max_failures must be positive".into(),
             ));
         }
         if self.limits.read_timeout_secs == 0 {

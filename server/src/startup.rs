@@ -13,7 +13,7 @@ use crate::error::ApiError;
 use crate::keys::ServerKeys;
 use crate::routes::{self, tus::UploadSlots};
 use crate::settings::Settings;
-use crate::storage::{SqliteStorage, Storage};
+use crate::storage::{ReviewStorage, SqliteStorage, Storage};
 
 /// Shared state of the handlers.
 pub struct AppState {
@@ -31,6 +31,10 @@ pub struct AppState {
     pub log: Arc<crate::log::Log>,
     /// The public views (gallery, API, open data) and their cache.
     pub gallery: Arc<crate::gallery::Gallery>,
+    /// The review's storage (the same database as `storage`).
+    pub review: Arc<dyn ReviewStorage>,
+    /// Failed logins of the review UI.
+    pub login_throttle: crate::review::LoginThrottle,
 }
 
 /// A bound, not yet running server.
@@ -64,10 +68,8 @@ impl Application {
         }
         let sqlite = Arc::new(SqliteStorage::open(&settings.data_dir, true)?);
         let storage: Arc<dyn Storage> = sqlite.clone();
-        let gallery = Arc::new(crate::gallery::Gallery::new(
-            sqlite.clone(),
-            Arc::new(crate::gallery::NoReview),
-        ));
+        let gallery = Arc::new(crate::gallery::Gallery::new(sqlite.clone(), sqlite.clone()));
+        let review: Arc<dyn ReviewStorage> = sqlite;
         let keys = Arc::new(ServerKeys::load_or_create(&settings.data_dir)?);
         let log = crate::log::Log::open(
             storage.clone(),
@@ -81,6 +83,10 @@ impl Application {
         let media_limits =
             MediaLimits { max_bytes: settings.limits.max_photo_bytes, ..MediaLimits::default() };
         let workers = settings.workers;
+        let login_throttle = crate::review::LoginThrottle::new(
+            settings.review.login_max_failures,
+            settings.review.login_window_secs,
+        );
         let state = web::Data::new(AppState {
             storage,
             keys,
@@ -89,6 +95,8 @@ impl Application {
             uploads: UploadSlots::default(),
             log,
             gallery,
+            review,
+            login_throttle,
         });
         let mut server = HttpServer::new(move || {
             App::new()

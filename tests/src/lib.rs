@@ -10,6 +10,7 @@ pub mod browser;
 
 pub mod fixtures;
 pub mod raw;
+pub mod review;
 pub mod server;
 
 use std::collections::HashSet;

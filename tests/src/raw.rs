@@ -94,23 +94,24 @@ impl RawDevice {
 
     /// Signs the next manifest of this device's chain for `photo` at `precinct`.
     pub fn sign(&mut self, precinct: &str, photo: &PhotoInfo) -> SignedManifest {
-        self.sign_with(precinct, photo, None)
+        self.sign_with(precinct, photo, |_| {})
     }
 
-    /// Signs the next manifest with the observer's note.
+    /// Like [`Self::sign`], letting `edit` change the manifest (note, transcription, page,
+    /// capture time) before it is signed.
     pub fn sign_with(
         &mut self,
         precinct: &str,
         photo: &PhotoInfo,
-        note: Option<&str>,
+        edit: impl FnOnce(&mut Manifest),
     ) -> SignedManifest {
-        let m = Manifest {
+        let mut m = Manifest {
             captured_at_ms: 1_795_000_000_000 + self.seq,
             device_key: self.public(),
             election: "e2e".into(),
             kind: EvidenceKind::Posted,
             location: None,
-            note: note.map(str::to_owned),
+            note: None,
             page: Page { count: 1, number: 1 },
             photo: photo.clone(),
             precinct: precinct.into(),
@@ -120,6 +121,7 @@ impl RawDevice {
             utc_offset_min: 300,
             v: 1,
         };
+        edit(&mut m);
         let signed = SignedManifest::sign(m, &self.key).expect("sign");
         self.seq += 1;
         self.prev = signed.hash();

@@ -44,6 +44,17 @@ impl TestServer {
         s
     }
 
+    /// Starts a server on a fresh data directory with this election definition and these
+    /// extra environment variables (e.g. `HATTAMA__REVIEW__SESSION_TTL_SECS`).
+    pub fn start_with(election: &Value, env: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data_dir = dir.path().to_owned();
+        import_election(&data_dir, election);
+        let mut s = Self::spawn_with(&data_dir, "127.0.0.1:0", None, env).0;
+        s._dir = Some(dir);
+        s
+    }
+
     /// Starts a server on an existing data directory, listening on `listen`.
     pub fn start_on(data_dir: &Path, listen: &str) -> Self {
         Self::spawn(data_dir, listen, None).0
@@ -61,7 +72,17 @@ impl TestServer {
         listen: &str,
         pause: Option<&str>,
     ) -> (Self, Option<Receiver<String>>) {
+        Self::spawn_with(data_dir, listen, pause, &[])
+    }
+
+    fn spawn_with(
+        data_dir: &Path,
+        listen: &str,
+        pause: Option<&str>,
+        env: &[(&str, &str)],
+    ) -> (Self, Option<Receiver<String>>) {
         let mut command = Command::new(bin("hattama-server"));
+        command.envs(env.iter().copied());
         command
             .arg("--data-dir")
             .arg(data_dir)

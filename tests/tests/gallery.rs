@@ -83,7 +83,7 @@ impl Gallery {
             [("p0001", 1, None), ("p0001", 2, Some(MARKUP_NOTE)), ("p0002", 3, None)]
         {
             let (bytes, info) = protocol_photo(1, seed);
-            let signed = device.sign_with(precinct, &info, note);
+            let signed = device.sign_with(precinct, &info, |m| m.note = note.map(str::to_owned));
             let answer = device.upload(&server.url, &signed, &bytes);
             assert_eq!(answer.status, 200, "{answer:?}");
             photos.push(info.sha256.to_hex());

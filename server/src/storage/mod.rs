@@ -9,6 +9,7 @@
 //! committed (`synchronous = FULL`). Only then may a receipt be handed out.
 
 mod gallery;
+pub mod review;
 mod sqlite;
 
 use std::io::Write;
@@ -18,6 +19,7 @@ pub use gallery::{GalleryStorage, PublicCapture};
 use hattama_core::election::Election;
 use hattama_core::evidence::{DeviceKey, Sha256Hash};
 use hattama_core::log::LogEntry;
+pub use review::{Decision, DecisionKind, ReviewStorage, Transcription, TranscriptionStatus};
 pub use sqlite::SqliteStorage;
 
 /// Why a storage operation failed.
@@ -38,6 +40,9 @@ pub enum StorageError {
     /// Something referenced does not exist.
     #[error("{0} not found")]
     NotFound(String),
+    /// The change conflicts with the stored state (a name taken, a concurrent change).
+    #[error("conflict: {0}")]
+    Conflict(String),
     /// Stored data breaks an invariant.
     #[error("storage is corrupt: {0}")]
     Corrupt(String),

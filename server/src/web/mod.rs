@@ -308,6 +308,18 @@ pub async fn middleware(
     // Not a clone of the request: the router needs it unshared while the handler runs.
     let mut res = next.call(req).await?.map_into_boxed_body();
     let status = res.status();
+    if status.is_redirection()
+        && res.response().error().is_some_and(|e| e.as_error::<WebError>().is_some())
+    {
+        // A redirect (to the login page) is no error: answer it without the error attached,
+        // so that the request log does not report it as one.
+        let (http_req, old) = res.into_parts();
+        let mut new = HttpResponse::build(status);
+        for (name, value) in old.headers() {
+            new.append_header((name.clone(), value.clone()));
+        }
+        res = ServiceResponse::new(http_req, new.finish());
+    }
     if browser && (status.is_client_error() || status.is_server_error()) {
         let web_error = res.response().error().and_then(|e| e.as_error::<WebError>());
         let message = match web_error {

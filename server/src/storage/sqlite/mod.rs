@@ -16,6 +16,8 @@ use hattama_core::evidence::{DeviceKey, Sha256Hash};
 use hattama_core::log::LogEntry;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 
+mod review;
+
 use super::{
     Device, NewCapture, NewUpload, Storage, StorageError, StoredCapture, UploadInfo, UploadWriter,
     device_id,
@@ -121,6 +123,7 @@ CREATE TABLE official_figures (
 ) STRICT, WITHOUT ROWID;
 CREATE INDEX captures_by_photo ON captures (photo_sha256);
 ",
+    review::MIGRATION,
 ];
 
 const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;

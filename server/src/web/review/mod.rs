@@ -1,6 +1,172 @@
-//! The coordinators' review UI (see `docs/review.md`).
+//! The coordinators' review UI under `/review` (see `docs/review.md`): login, the queue, a
+//! capture's page (photo viewer, decision, double-entry transcription, audit trail) and the
+//! audit export. Handlers are thin: session and CSRF checks here, rules in [`crate::review`],
+//! SQL behind [`crate::storage::ReviewStorage`].
+//!
+//! Sessions: a random token in the `hattama_session` cookie (HttpOnly, SameSite=Strict, Secure
+//! when `public_url` is https; only its SHA-256 is stored), expiring after
+//! `review.session_ttl_secs`. Every form carries the session's CSRF token (the login form a
+//! token bound to a cookie of its own), checked before anything else.
 
-use actix_web::web;
+mod pages;
+
+use actix_web::cookie::{Cookie, SameSite};
+use actix_web::{HttpRequest, web};
+
+use super::{PageCtx, UserBadge, WebError};
+use crate::review::{self, ReviewError};
+use crate::startup::AppState;
+use crate::storage::review::{Role, User};
+
+/// The session cookie.
+pub const SESSION_COOKIE: &str = "hattama_session";
+/// The cookie binding the login form's CSRF token.
+pub const LOGIN_CSRF_COOKIE: &str = "hattama_login_csrf";
 
 /// Registers the review routes.
-pub fn configure(_cfg: &mut web::ServiceConfig) {}
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/review/login")
+            .route(web::get().to(pages::login_page))
+            .route(web::post().to(pages::login)),
+    )
+    .route("/review/logout", web::post().to(pages::logout))
+    .route("/review", web::get().to(pages::queue))
+    .route("/review/", web::get().to(pages::queue))
+    .route("/review/captures/{id}", web::get().to(pages::capture))
+    .route("/review/captures/{id}/decision", web::post().to(pages::decide))
+    .route("/review/captures/{id}/entry", web::post().to(pages::enter))
+    .route("/review/audit.csv", web::get().to(pages::audit_csv))
+    .route("/review/audit.json", web::get().to(pages::audit_json));
+}
+
+/// The signed-in user of a request.
+pub struct Reviewer {
+    /// The user.
+    pub user: User,
+    /// The session's CSRF token.
+    pub csrf: String,
+    /// The session token (for logout).
+    pub token: String,
+}
+
+impl Reviewer {
+    /// The page context with this user.
+    pub fn ctx(&self, req: &HttpRequest) -> PageCtx {
+        let mut ctx = PageCtx::new(req);
+        ctx.user = Some(UserBadge {
+            name: self.user.display_name.clone(),
+            role: match self.user.role {
+                Role::Admin => "role-admin",
+                Role::Coordinator => "role-coordinator",
+                Role::Supervisor => "role-supervisor",
+            },
+        });
+        ctx.csrf = self.csrf.clone();
+        ctx
+    }
+
+    /// Refuses a form whose CSRF token is not this session's.
+    pub fn check_csrf(&self, token: &str) -> Result<(), WebError> {
+        if constant_time_eq(token.as_bytes(), self.csrf.as_bytes()) {
+            Ok(())
+        } else {
+            Err(WebError::Csrf)
+        }
+    }
+}
+
+/// Compares two byte strings in time independent of where they differ.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The signed-in user, or [`WebError::LoginRequired`] (back to this page after logging in).
+pub async fn reviewer(
+    req: &HttpRequest,
+    state: &web::Data<AppState>,
+) -> Result<Reviewer, WebError> {
+    let here = req.uri().path_and_query().map_or("/review", |p| p.as_str()).to_owned();
+    let next = if req.method() == actix_web::http::Method::GET { here } else { "/review".into() };
+    let Some(token) = req.cookie(SESSION_COOKIE).map(|c| c.value().to_owned()) else {
+        return Err(WebError::LoginRequired { next });
+    };
+    let storage = state.review.clone();
+    let hash = review::token_hash(&token);
+    let session = web::block(move || storage.session(&hash, hattama_core::now_ms())).await??;
+    match session {
+        Some(s) => Ok(Reviewer { user: s.user, csrf: s.csrf, token }),
+        None => Err(WebError::LoginRequired { next }),
+    }
+}
+
+/// A cookie of the review: HttpOnly, SameSite=Strict, path `/`, Secure when the public URL is
+/// https (plain http on loopback, as in the tests, must keep working).
+pub fn cookie(
+    state: &AppState,
+    name: &'static str,
+    value: String,
+    max_age_secs: i64,
+) -> Cookie<'static> {
+    let secure = state.settings.public_url.as_deref().is_some_and(|u| u.starts_with("https://"));
+    Cookie::build(name, value)
+        .path("/")
+        .http_only(true)
+        .same_site(SameSite::Strict)
+        .secure(secure)
+        .max_age(actix_web::cookie::time::Duration::seconds(max_age_secs))
+        .finish()
+}
+
+impl From<ReviewError> for WebError {
+    fn from(e: ReviewError) -> Self {
+        match e {
+            ReviewError::Storage(e) => WebError::internal(&e),
+            ReviewError::Forbidden => WebError::Forbidden,
+            ReviewError::NotFound(_) => WebError::NotFound,
+            ReviewError::Throttled(secs) => WebError::TooManyRequests(secs),
+            ReviewError::Invalid(_)
+            | ReviewError::HardRules(_)
+            | ReviewError::AlreadyEntered
+            | ReviewError::AlreadyVerified
+            | ReviewError::Conflict
+            | ReviewError::BadLogin => WebError::BadRequest,
+        }
+    }
+}
+
+/// `YYYY-MM-DD HH:MM UTC` of a time in ms since the epoch.
+pub fn format_time(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (days, rest) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02} {:02}:{:02} UTC", rest / 3600, rest % 3600 / 60)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_format_as_utc() {
+        assert_eq!(format_time(0), "1970-01-01 00:00 UTC");
+        assert_eq!(format_time(1_773_592_800_000), "2026-03-15 16:40 UTC");
+        assert_eq!(format_time(951_782_400_000), "2000-02-29 00:00 UTC");
+    }
+
+    #[test]
+    fn csrf_comparison() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"ab"));
+    }
+}

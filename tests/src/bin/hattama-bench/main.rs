@@ -7,6 +7,8 @@
 //! - `log`: the public log (entries integrated per second against bare SHA-256 hashing of the
 //!   same tree, inclusion proofs per second, tile GETs against nginx serving the same files);
 //!   see `log.rs`. `scripts/bench log` starts nginx.
+//! - `review`: the coordinators' queue page with 30,000 captures against nginx serving the same
+//!   HTML as a file; see `review.rs`. `scripts/bench review` starts nginx.
 //!
 //! Every goal ends in one `RATIO name value (goal <= bound) PASS|MISS` line (`>=` for goals
 //! that are floors). A missed goal is reported, not an error: the process fails only when the
@@ -18,6 +20,7 @@ mod capture;
 mod ingest;
 mod log;
 mod photo;
+mod review;
 mod server;
 
 use std::fs;
@@ -27,7 +30,13 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 
 fn usage() -> String {
-    format!("usage: {}\n       {}\n       {}", capture::USAGE, ingest::USAGE, log::USAGE)
+    format!(
+        "usage: {}\n       {}\n       {}\n       {}",
+        capture::USAGE,
+        ingest::USAGE,
+        log::USAGE,
+        review::USAGE
+    )
 }
 
 fn main() -> Result<()> {
@@ -38,6 +47,7 @@ fn main() -> Result<()> {
         Some("baseline-child") => capture::child(capture::ChildMode::Baseline, &args[1..]),
         Some("ingest") => ingest::run(&ingest::Options::parse(&args[1..])?),
         Some("log") => log::run(&log::Options::parse(&args[1..])?),
+        Some("review") => review::run(&review::Options::parse(&args[1..])?),
         Some("photo") => {
             let [out] = &args[1..] else { bail!("usage: hattama-bench photo OUT.jpg") };
             Ok(fs::write(out, photo::make_photo()?.0)?)

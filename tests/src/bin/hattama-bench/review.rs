@@ -1,0 +1,463 @@
+//! `hattama-bench review`: the coordinators' queue page with 30,000 captures, against nginx
+//! serving the same HTML saved as a file, in the same run.
+//!
+//! 1. Off the clock: an election of 10,000 precincts is imported and 30,000 captures (three
+//!    pages per precinct, real signed manifests, some with the observer's transcription, spread
+//!    over 64 devices) are written straight into the server's database; the review index is
+//!    built in-process with the server's own `SqliteStorage` (its time is printed), a
+//!    coordinator account and a session are created.
+//! 2. The real release `hattama-server` serves that data directory. The queue page
+//!    (`GET /review`, with the session cookie: session lookup, the filtered and counted query,
+//!    the template in Kazakh) is fetched once and saved into nginx's root as a file.
+//! 3. In alternating rounds, K keep-alive clients (16 by default) GET the page from the server
+//!    and the file from nginx for a fixed time; every answer's status and length are checked.
+//!    Goal: the server's p99 latency ≤ 50 ms. nginx's figures and the ratio of requests/s are
+//!    printed next to it. A filtered, deep page of the queue (a region, a state, page 20) is
+//!    measured too, as information.
+
+use std::fs;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Barrier};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use ed25519_dalek::SigningKey;
+use hattama_core::election::Election;
+use hattama_core::evidence::{
+    DeviceKey, EvidenceKind, Manifest, MediaType, Page, PhotoInfo, Sha256Hash, SignedManifest,
+};
+use hattama_server::review;
+use hattama_server::storage::review::{NewUser, ReviewStorage, Role};
+use hattama_server::storage::{SqliteStorage, Storage};
+use rusqlite::params;
+
+use crate::{Goal, Stats, bench_root, fs_type, report};
+
+pub const USAGE: &str = "hattama-bench review [--precincts N] [--clients K] [--secs S] \
+                         [--rounds R] [--nginx URL --nginx-root DIR] [--dir DIR]";
+
+/// The goal: p99 of the queue page, in ms.
+const P99_MS: f64 = 50.0;
+/// Captures per precinct (pages).
+const PAGES: usize = 3;
+/// Devices the captures are spread over.
+const DEVICES: usize = 64;
+const WARMUP: Duration = Duration::from_millis(500);
+
+pub struct Options {
+    precincts: usize,
+    clients: usize,
+    secs: f64,
+    rounds: usize,
+    nginx: Option<String>,
+    nginx_root: Option<PathBuf>,
+    dir: Option<PathBuf>,
+}
+
+impl Options {
+    pub fn parse(args: &[String]) -> Result<Self> {
+        let mut o = Self {
+            precincts: 10_000,
+            clients: 16,
+            secs: 3.0,
+            rounds: 3,
+            nginx: None,
+            nginx_root: None,
+            dir: None,
+        };
+        let mut it = args.iter();
+        while let Some(arg) = it.next() {
+            let mut value = || it.next().with_context(|| format!("{arg} needs a value"));
+            match arg.as_str() {
+                "--precincts" => o.precincts = value()?.parse().context("--precincts")?,
+                "--clients" => o.clients = value()?.parse().context("--clients")?,
+                "--secs" => o.secs = value()?.parse().context("--secs")?,
+                "--rounds" => o.rounds = value()?.parse().context("--rounds")?,
+                "--nginx" => o.nginx = Some(value()?.trim_end_matches('/').to_owned()),
+                "--nginx-root" => o.nginx_root = Some(PathBuf::from(value()?)),
+                // Passed by scripts/bench to every nginx bench; not needed here.
+                "--nginx-pid" => {
+                    value()?;
+                }
+                "--dir" => o.dir = Some(PathBuf::from(value()?)),
+                other => bail!("unknown option {other}\n{USAGE}"),
+            }
+        }
+        ensure!(o.precincts >= 100, "--precincts must be at least 100");
+        ensure!((1..=256).contains(&o.clients), "--clients must be 1 to 256");
+        ensure!(o.secs > 0.0 && o.rounds >= 1, "--secs and --rounds must be positive");
+        ensure!(
+            o.nginx.is_some() == o.nginx_root.is_some(),
+            "--nginx and --nginx-root go together"
+        );
+        Ok(o)
+    }
+}
+
+pub fn run(opts: &Options) -> Result<()> {
+    let root = bench_root(opts.dir.as_deref())?;
+    let tmp = tempfile::Builder::new().prefix("hattama-bench-review-").tempdir_in(&root)?;
+    let data = tmp.path().join("server");
+    println!(
+        "bench directory: {} (file system {})",
+        tmp.path().display(),
+        fs_type(tmp.path()).unwrap_or_else(|| "unknown".into())
+    );
+
+    // --- Data, off the clock ---------------------------------------------------------------------
+    let started = Instant::now();
+    let n = store(&data, opts.precincts)?;
+    println!(
+        "stored {n} captures of {} precincts straight into the database ({:.1} s)",
+        opts.precincts,
+        started.elapsed().as_secs_f64()
+    );
+    let token = {
+        let storage = SqliteStorage::open(&data, false)?;
+        let started = Instant::now();
+        storage.refresh_index()?;
+        println!("review index built in-process: {:.2} s", started.elapsed().as_secs_f64());
+        let now = hattama_core::now_ms();
+        let user = review::create_user(
+            &storage,
+            &NewUser {
+                username: "bench".into(),
+                display_name: "Bench Coordinator".into(),
+                role: Role::Coordinator,
+                regions: Vec::new(),
+            },
+            "a long bench password",
+            now,
+        )?;
+        let token = "bench-session-token".to_owned();
+        storage.create_session(
+            &review::token_hash(&token),
+            user.id,
+            "csrf",
+            now,
+            now + 86_400_000,
+        )?;
+        token
+    };
+
+    // --- The server and the saved page -------------------------------------------------------------
+    let (url, mut child) = crate::server::spawn(&crate::server::bin()?, &data)?;
+    let result = measure(opts, &url, &token);
+    let _ = child.kill();
+    let _ = child.wait();
+    result
+}
+
+fn measure(opts: &Options, url: &str, token: &str) -> Result<()> {
+    let cookie = format!("hattama_session={token}");
+    // A deep page of one region's new captures (page 20 of 150 with 10,000 precincts).
+    let deep = (opts.precincts / 4 * PAGES / 50).clamp(1, 20);
+    let pages = [
+        ("queue page", "/review".to_owned(), "review.html"),
+        (
+            "filtered, deep page",
+            format!("/review?region=Almaty&state=new&page={deep}"),
+            "review-filtered.html",
+        ),
+    ];
+    let mut goal_p99 = None;
+    for (label, path, file) in &pages {
+        let mut conn = Conn::connect(url, &cookie)?;
+        let mut body = Vec::new();
+        let status = conn.get(path, &mut body)?;
+        ensure!(status == 200, "GET {path}: {status}");
+        let links = String::from_utf8_lossy(&body).matches("href=\"/review/captures/").count();
+        ensure!(links >= 50, "GET {path}: {links} captures listed, expected 50");
+        println!("\n{label}: GET {path}: {} bytes, {links} captures listed", body.len());
+        let nginx = match (&opts.nginx, &opts.nginx_root) {
+            (Some(nginx), Some(root)) => {
+                fs::write(root.join(file), &body)?;
+                Some(format!("{nginx}/{file}"))
+            }
+            _ => None,
+        };
+        let mut ours = Vec::new();
+        let mut theirs = Vec::new();
+        for r in 0..opts.rounds {
+            let nginx_first = r % 2 == 1;
+            for side in [nginx_first, !nginx_first] {
+                let run = match (side, &nginx) {
+                    (true, Some(target)) => {
+                        let (base, p) = split(target);
+                        let run = clients(base, &p, "", body.len(), opts)?;
+                        println!("  round {}  nginx    {}", r + 1, run.line());
+                        theirs.push(run);
+                        continue;
+                    }
+                    (true, None) => continue,
+                    (false, _) => clients(url, path, &cookie, body.len(), opts)?,
+                };
+                println!("  round {}  Hattama  {}", r + 1, run.line());
+                ours.push(run);
+            }
+        }
+        let all: Vec<Duration> = ours.iter().flat_map(|r| r.samples.iter().copied()).collect();
+        let stats = Stats::of(&all);
+        let rps: f64 = ours.iter().map(|r| r.rps).sum::<f64>() / ours.len() as f64;
+        println!("  Hattama  {rps:8.0} req/s  {stats}  p99 {:.2} ms", ms(stats.p99));
+        if !theirs.is_empty() {
+            let all: Vec<Duration> =
+                theirs.iter().flat_map(|r| r.samples.iter().copied()).collect();
+            let nstats = Stats::of(&all);
+            let nrps: f64 = theirs.iter().map(|r| r.rps).sum::<f64>() / theirs.len() as f64;
+            println!("  nginx    {nrps:8.0} req/s  {nstats}  p99 {:.2} ms", ms(nstats.p99));
+            println!(
+                "  Hattama / nginx: requests/s {:.3}, p99 {:.1}x",
+                rps / nrps,
+                ms(stats.p99) / ms(nstats.p99).max(1e-6)
+            );
+        }
+        if goal_p99.is_none() {
+            goal_p99 = Some(ms(stats.p99));
+        }
+    }
+    println!();
+    if opts.nginx.is_none() {
+        println!("(nginx not given: run `scripts/bench review` for the comparison)");
+    }
+    report("review_queue_p99_ms", goal_p99.unwrap_or(f64::MAX), Goal::AtMost(P99_MS));
+    Ok(())
+}
+
+fn split(url: &str) -> (&str, String) {
+    let rest = url.strip_prefix("http://").unwrap_or(url);
+    match rest.find('/') {
+        Some(i) => (&url[..url.len() - rest.len() + i], rest[i..].to_owned()),
+        None => (url, "/".to_owned()),
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+struct Run {
+    rps: f64,
+    samples: Vec<Duration>,
+}
+
+impl Run {
+    fn line(&self) -> String {
+        let s = Stats::of(&self.samples);
+        format!("{:8.0} req/s  p50 {:6.2} ms  p99 {:6.2} ms", self.rps, ms(s.median), ms(s.p99))
+    }
+}
+
+/// K keep-alive clients GET `path` for the configured time (after a warm-up); every answer must
+/// be 200 with `len` bytes.
+fn clients(url: &str, path: &str, cookie: &str, len: usize, opts: &Options) -> Result<Run> {
+    let k = opts.clients;
+    let secs = Duration::from_secs_f64(opts.secs);
+    let barrier = Arc::new(Barrier::new(k));
+    let handles: Vec<_> = (0..k)
+        .map(|_| {
+            let (url, path, cookie, barrier) =
+                (url.to_owned(), path.to_owned(), cookie.to_owned(), barrier.clone());
+            thread::spawn(move || -> Result<(Vec<Duration>, Duration)> {
+                let mut conn = Conn::connect(&url, &cookie)?;
+                let mut body = Vec::new();
+                let warm = Instant::now();
+                while warm.elapsed() < WARMUP {
+                    conn.get(&path, &mut body)?;
+                }
+                barrier.wait();
+                let start = Instant::now();
+                let mut samples = Vec::new();
+                while start.elapsed() < secs {
+                    let t = Instant::now();
+                    let status = conn.get(&path, &mut body)?;
+                    samples.push(t.elapsed());
+                    ensure!(
+                        status == 200 && body.len() == len,
+                        "GET {path}: {status}, {} bytes",
+                        body.len()
+                    );
+                }
+                Ok((samples, start.elapsed()))
+            })
+        })
+        .collect();
+    let mut samples = Vec::new();
+    let mut rps = 0.0;
+    for h in handles {
+        let (s, elapsed) = h.join().map_err(|_| anyhow::anyhow!("client panicked"))??;
+        rps += s.len() as f64 / elapsed.as_secs_f64();
+        samples.extend(s);
+    }
+    Ok(Run { rps, samples })
+}
+
+/// A minimal HTTP/1.1 keep-alive client sending one cookie (the log bench's client has none).
+struct Conn {
+    addr: String,
+    cookie: String,
+    reader: BufReader<TcpStream>,
+    request: Vec<u8>,
+    line: String,
+}
+
+impl Conn {
+    fn connect(url: &str, cookie: &str) -> Result<Self> {
+        let addr = url.strip_prefix("http://").context("an http:// URL")?.to_owned();
+        let stream = TcpStream::connect(&addr).with_context(|| format!("connect {addr}"))?;
+        stream.set_nodelay(true)?;
+        stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+        Ok(Self {
+            addr,
+            cookie: cookie.to_owned(),
+            reader: BufReader::with_capacity(64 << 10, stream),
+            request: Vec::new(),
+            line: String::new(),
+        })
+    }
+
+    fn get(&mut self, path: &str, body: &mut Vec<u8>) -> Result<u16> {
+        self.request.clear();
+        write!(self.request, "GET {path} HTTP/1.1\r\nHost: {}\r\n", self.addr)?;
+        if !self.cookie.is_empty() {
+            write!(self.request, "Cookie: {}\r\n", self.cookie)?;
+        }
+        self.request.extend_from_slice(b"\r\n");
+        self.reader.get_mut().write_all(&self.request)?;
+        self.line.clear();
+        self.reader.read_line(&mut self.line)?;
+        let status: u16 = self
+            .line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .with_context(|| format!("bad status line {:?}", self.line))?;
+        let mut len = None;
+        loop {
+            self.line.clear();
+            ensure!(self.reader.read_line(&mut self.line)? > 0, "connection closed in headers");
+            let line = self.line.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            if let Some((name, value)) = line.split_once(':')
+                && name.eq_ignore_ascii_case("content-length")
+            {
+                len = Some(value.trim().parse::<usize>().context("Content-Length")?);
+            }
+        }
+        let len = len.with_context(|| format!("GET {path}: no Content-Length"))?;
+        body.clear();
+        body.resize(len, 0);
+        self.reader.read_exact(body)?;
+        Ok(status)
+    }
+}
+
+/// Imports an election of `precincts` stations and writes `PAGES` signed captures per precinct
+/// straight into the database, in one transaction. Returns the number of captures.
+fn store(data: &Path, precincts: usize) -> Result<usize> {
+    let regions = ["Almaty", "Astana", "Shymkent", "Karaganda"];
+    let list: Vec<serde_json::Value> = (1..=precincts)
+        .map(|i| {
+            let region = regions[i % regions.len()];
+            serde_json::json!({
+                "id": format!("p{i:05}"), "number": i, "region": region,
+                "district": format!("{region} district {}", i % 7 + 1),
+                "address": format!("School No. {}, {region} street {}", 100 + i, i % 50 + 1),
+            })
+        })
+        .collect();
+    let names = |s: &str| serde_json::json!({"kk": s, "ru": s, "en": s});
+    let election = serde_json::json!({
+        "id": "e2e",
+        "names": names("Bench election"),
+        "count_time_ms": 1_795_000_000_000u64,
+        "precincts": list,
+        "protocol": {
+            "lines": (1..=8).map(|l| serde_json::json!({"id": l.to_string(), "kind": "count", "names": names("line")})).collect::<Vec<_>>(),
+            "relations": [],
+        },
+    });
+    let election = Election::from_json(&serde_json::to_vec(&election)?)?;
+    let storage = SqliteStorage::open(data, false)?;
+    storage.import_election(&election, 1)?;
+    drop(storage);
+
+    let keys: Vec<SigningKey> =
+        (0..DEVICES).map(|d| SigningKey::from_bytes(&[d as u8 + 1; 32])).collect();
+    let mut conn = rusqlite::Connection::open(data.join("hattama-server.sqlite3"))?;
+    conn.pragma_update(None, "synchronous", "OFF")?;
+    let tx = conn.transaction()?;
+    let mut prev = vec![Sha256Hash::ZERO; DEVICES];
+    let mut seq = vec![0u64; DEVICES];
+    for key in &keys {
+        let public = DeviceKey(key.verifying_key().to_bytes());
+        let id = hattama_server::storage::device_id(&public);
+        tx.execute(
+            "INSERT INTO devices (id, key, election, enrolled_at_ms) VALUES (?1, ?2, 'e2e', 1)",
+            params![id, public.0.as_slice()],
+        )?;
+    }
+    let mut insert = tx.prepare(
+        "INSERT INTO captures (id, device_id, seq, election, precinct, manifest, signature,
+            photo_sha256, photo_bytes, media_type, received_at_ms, receipt)
+         VALUES (?1, ?2, ?3, 'e2e', ?4, ?5, ?6, ?7, ?8, 'image/jpeg', ?9, ?10)",
+    )?;
+    let receipt = vec![b'r'; 450];
+    let mut n = 0;
+    for p in 1..=precincts {
+        let d = p % DEVICES;
+        let key = &keys[d];
+        let public = DeviceKey(key.verifying_key().to_bytes());
+        for page in 1..=PAGES {
+            seq[d] += 1;
+            let photo = PhotoInfo {
+                bytes: 2_000_000,
+                height: 3000,
+                media_type: MediaType::Jpeg,
+                orientation: 1,
+                sha256: Sha256Hash::of(format!("{p}/{page}").as_bytes()),
+                width: 4000,
+            };
+            let manifest = Manifest {
+                captured_at_ms: 1_795_000_000_000 + (n as u64) * 1000,
+                device_key: public,
+                election: "e2e".into(),
+                kind: EvidenceKind::Posted,
+                location: None,
+                note: (p % 10 == 0).then(|| "stamp is faint".to_owned()),
+                page: Page { count: PAGES as u32, number: page as u32 },
+                photo: photo.clone(),
+                precinct: format!("p{p:05}"),
+                prev: prev[d],
+                seq: seq[d],
+                transcription: (page == 1 && p % 3 == 0)
+                    .then(|| (1..=8).map(|l| (l.to_string(), 100 + l as u64)).collect()),
+                utc_offset_min: 300,
+                v: 1,
+            };
+            let signed = SignedManifest::sign(manifest, key)?;
+            prev[d] = signed.hash();
+            insert.execute(params![
+                signed.hash().to_hex(),
+                hattama_server::storage::device_id(&public),
+                seq[d] as i64,
+                format!("p{p:05}"),
+                signed.canonical,
+                signed.signature.as_slice(),
+                photo.sha256.to_hex(),
+                photo.bytes as i64,
+                1_795_000_000_000i64 + n as i64,
+                receipt,
+            ])?;
+            n += 1;
+        }
+    }
+    drop(insert);
+    tx.commit()?;
+    Ok(n)
+}
