@@ -32,6 +32,43 @@ pub const RECHECK: Duration = Duration::from_millis(250);
 /// Most bytes the response cache holds before it starts over.
 const RESPONSE_CACHE_BYTES: usize = 256 * 1024 * 1024;
 
+/// Most bytes of photos kept in memory (photos are immutable: a cached photo is never stale).
+const PHOTO_CACHE_BYTES: usize = 256 * 1024 * 1024;
+
+/// Photos larger than this are always read from disk.
+const PHOTO_CACHE_MAX_ONE: usize = 8 * 1024 * 1024;
+
+/// The most requested photos in memory: election night traffic asks for the same few thousand
+/// photos again and again. Starts over when full.
+#[derive(Default)]
+pub struct PhotoCache {
+    photos: RwLock<(HashMap<Sha256Hash, actix_web::web::Bytes>, usize)>,
+}
+
+impl PhotoCache {
+    /// A cached photo.
+    pub fn get(&self, sha: &Sha256Hash) -> Option<actix_web::web::Bytes> {
+        self.photos.read().ok()?.0.get(sha).cloned()
+    }
+
+    /// Keeps a photo read from disk.
+    pub fn put(&self, sha: Sha256Hash, bytes: actix_web::web::Bytes) {
+        if bytes.len() > PHOTO_CACHE_MAX_ONE {
+            return;
+        }
+        if let Ok(mut p) = self.photos.write() {
+            if p.1 + bytes.len() > PHOTO_CACHE_BYTES {
+                p.0.clear();
+                p.1 = 0;
+            }
+            p.1 += bytes.len();
+            if let Some(old) = p.0.insert(sha, bytes) {
+                p.1 -= old.len();
+            }
+        }
+    }
+}
+
 /// A coordinator's decision as the public sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -383,6 +420,8 @@ pub struct Gallery {
     checked: Mutex<Instant>,
     /// Bumped whenever the cache is dropped: part of every ETag.
     generation: AtomicU64,
+    /// Photos in memory.
+    pub photos: PhotoCache,
 }
 
 impl Gallery {
@@ -400,6 +439,7 @@ impl Gallery {
             }),
             checked: Mutex::new(Instant::now() - RECHECK * 2),
             generation: AtomicU64::new(0),
+            photos: PhotoCache::default(),
         }
     }
 

@@ -136,6 +136,16 @@ fn store_photos(data: &Path, nginx_root: &Path, count: usize) -> Result<Vec<(Str
         fs::write(nginx_root.join("photos").join(&sha), &jpeg)?;
         out.push((sha, jpeg.len()));
     }
+    // The server keeps only photos that a capture names (its start-up recovery removes the
+    // others): the first captures name these photos. (Their manifests still name the stand-in
+    // hashes `store` signed; the photo route does not look at manifests.)
+    let db = rusqlite::Connection::open(data.join("hattama-server.sqlite3"))?;
+    for (i, (sha, len)) in out.iter().enumerate() {
+        db.execute(
+            "UPDATE captures SET photo_sha256 = ?1, photo_bytes = ?2 WHERE rowid = ?3",
+            rusqlite::params![sha, *len as i64, i as i64 + 1],
+        )?;
+    }
     Ok(out)
 }
 
@@ -206,9 +216,17 @@ fn measure(
     }
     let p99 = ms(Stats::of(&server_page_samples).p99);
     println!();
-    report("gallery precinct pages: requests/s vs nginx", median(&page_ratios), Goal::AtLeast(PAGES_VS_NGINX));
+    report(
+        "gallery precinct pages: requests/s vs nginx",
+        median(&page_ratios),
+        Goal::AtLeast(PAGES_VS_NGINX),
+    );
     report("gallery precinct pages: p99 ms at 64 connections", p99, Goal::AtMost(P99_MS));
-    report("gallery photo bytes: MB/s vs nginx", median(&photo_ratios), Goal::AtLeast(PHOTOS_VS_NGINX));
+    report(
+        "gallery photo bytes: MB/s vs nginx",
+        median(&photo_ratios),
+        Goal::AtLeast(PHOTOS_VS_NGINX),
+    );
     Ok(())
 }
 
