@@ -23,6 +23,7 @@ use serde::Serialize;
 
 use crate::compare::{Comparison, compare};
 use crate::official::{Change, Figures, Version, changes};
+use crate::storage::review::{DecisionKind, ReviewStorage, Transcription, TranscriptionStatus};
 use crate::storage::{GalleryStorage, PublicCapture, StorageError};
 
 /// How often the data version is looked at, at most.
@@ -30,6 +31,43 @@ pub const RECHECK: Duration = Duration::from_millis(250);
 
 /// Most bytes the response cache holds before it starts over.
 const RESPONSE_CACHE_BYTES: usize = 256 * 1024 * 1024;
+
+/// Most bytes of photos kept in memory (photos are immutable: a cached photo is never stale).
+const PHOTO_CACHE_BYTES: usize = 256 * 1024 * 1024;
+
+/// Photos larger than this are always read from disk.
+const PHOTO_CACHE_MAX_ONE: usize = 8 * 1024 * 1024;
+
+/// The most requested photos in memory: election night traffic asks for the same few thousand
+/// photos again and again. Starts over when full.
+#[derive(Default)]
+pub struct PhotoCache {
+    photos: RwLock<(HashMap<Sha256Hash, actix_web::web::Bytes>, usize)>,
+}
+
+impl PhotoCache {
+    /// A cached photo.
+    pub fn get(&self, sha: &Sha256Hash) -> Option<actix_web::web::Bytes> {
+        self.photos.read().ok()?.0.get(sha).cloned()
+    }
+
+    /// Keeps a photo read from disk.
+    pub fn put(&self, sha: Sha256Hash, bytes: actix_web::web::Bytes) {
+        if bytes.len() > PHOTO_CACHE_MAX_ONE {
+            return;
+        }
+        if let Ok(mut p) = self.photos.write() {
+            if p.1 + bytes.len() > PHOTO_CACHE_BYTES {
+                p.0.clear();
+                p.1 = 0;
+            }
+            p.1 += bytes.len();
+            if let Some(old) = p.0.insert(sha, bytes) {
+                p.1 -= old.len();
+            }
+        }
+    }
+}
 
 /// A coordinator's decision as the public sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -45,44 +83,35 @@ pub enum PublicState {
     Rejected,
 }
 
-/// The state of a precinct's transcription.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TranscriptionState {
-    /// Not transcribed, or one entry so far.
-    Pending,
-    /// Two entries differ; a third coordinator decides.
-    Disputed,
-    /// Two coordinators entered the same numbers (or a third decided).
-    Verified,
-}
-
-/// A precinct's transcription as the public sees it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct PublicTranscription {
-    /// Its state.
-    pub status: TranscriptionState,
-    /// The verified figures (empty unless verified).
-    pub values: BTreeMap<String, u64>,
-    /// When it was verified.
-    pub verified_at_ms: Option<u64>,
-    /// Why a protocol that breaks a hard rule was verified as it is.
-    pub inconsistency_note: Option<String>,
-}
-
-/// What review says, for the public views. Filled from the review storage.
+/// What review says, for the public views: the newest decision per capture (absent:
+/// pending) and the transcriptions by precinct.
 #[derive(Clone, Debug, Default)]
 pub struct ReviewFacts {
     /// The newest decision per capture (absent: pending).
     pub decisions: HashMap<Sha256Hash, PublicState>,
     /// Transcriptions by precinct.
-    pub transcriptions: HashMap<String, PublicTranscription>,
+    pub transcriptions: HashMap<String, Transcription>,
 }
 
-/// Where review facts come from (the review storage, once it exists; tests may give fixed ones).
-pub trait ReviewSource: Send + Sync + 'static {
-    /// The review facts of one election.
-    fn facts(&self, election: &str) -> Result<ReviewFacts, StorageError>;
+impl ReviewFacts {
+    /// The review facts of one election, from the review storage.
+    pub fn load(review: &dyn ReviewStorage, election: &str) -> Result<Self, StorageError> {
+        let decisions = review
+            .capture_decisions(election)?
+            .into_iter()
+            .map(|(id, d)| {
+                let state = match d.kind {
+                    DecisionKind::Accepted => PublicState::Accepted,
+                    DecisionKind::Rejected => PublicState::Rejected,
+                    DecisionKind::Flagged => PublicState::Flagged,
+                };
+                (id, state)
+            })
+            .collect();
+        let transcriptions =
+            review.transcriptions(election)?.into_iter().map(|t| (t.precinct.clone(), t)).collect();
+        Ok(Self { decisions, transcriptions })
+    }
 }
 
 /// Counts over a set of precincts (an election, a region, a district).
@@ -154,7 +183,7 @@ pub struct ElectionView {
     /// The newest decision per capture.
     pub decisions: HashMap<Sha256Hash, PublicState>,
     /// Transcriptions by precinct.
-    pub transcriptions: HashMap<String, PublicTranscription>,
+    pub transcriptions: HashMap<String, Transcription>,
     /// Verified figures by precinct.
     pub observed: Figures,
     /// Official versions, oldest first.
@@ -187,7 +216,7 @@ impl ElectionView {
         let observed: Figures = facts
             .transcriptions
             .iter()
-            .filter(|(_, t)| t.status == TranscriptionState::Verified && !t.values.is_empty())
+            .filter(|(_, t)| t.status == TranscriptionStatus::Verified && !t.values.is_empty())
             .map(|(p, t)| (p.clone(), t.values.clone()))
             .collect();
         let comparison = compare(&election.protocol, &observed, &official);
@@ -386,16 +415,18 @@ struct Views {
 /// The public views and the response cache, dropped together whenever storage changes.
 pub struct Gallery {
     storage: Arc<dyn GalleryStorage>,
-    review: Arc<dyn ReviewSource>,
+    review: Arc<dyn ReviewStorage>,
     views: RwLock<Views>,
     checked: Mutex<Instant>,
     /// Bumped whenever the cache is dropped: part of every ETag.
     generation: AtomicU64,
+    /// Photos in memory.
+    pub photos: PhotoCache,
 }
 
 impl Gallery {
     /// A gallery over this storage and review source.
-    pub fn new(storage: Arc<dyn GalleryStorage>, review: Arc<dyn ReviewSource>) -> Self {
+    pub fn new(storage: Arc<dyn GalleryStorage>, review: Arc<dyn ReviewStorage>) -> Self {
         Self {
             storage,
             review,
@@ -408,6 +439,7 @@ impl Gallery {
             }),
             checked: Mutex::new(Instant::now() - RECHECK * 2),
             generation: AtomicU64::new(0),
+            photos: PhotoCache::default(),
         }
     }
 
@@ -473,7 +505,7 @@ impl Gallery {
         let Some(election) = self.elections()?.iter().find(|e| e.id == id).cloned() else {
             return Ok(None);
         };
-        let facts = self.review.facts(id)?;
+        let facts = ReviewFacts::load(&*self.review, id)?;
         let view = Arc::new(ElectionView::build(&*self.storage, election, facts)?);
         self.views.write().map_err(|_| Self::poisoned())?.views.insert(id.to_owned(), view.clone());
         Ok(Some(view))
@@ -537,14 +569,5 @@ impl Gallery {
             v.responses.insert(key.to_owned(), cached.clone());
         }
         Ok(cached)
-    }
-}
-
-/// Review facts when there is no review data (nothing decided, nothing transcribed).
-pub struct NoReview;
-
-impl ReviewSource for NoReview {
-    fn facts(&self, _election: &str) -> Result<ReviewFacts, StorageError> {
-        Ok(ReviewFacts::default())
     }
 }

@@ -12,6 +12,7 @@ pub mod gallery;
 pub mod ingest;
 pub mod keys;
 pub mod log;
+pub mod observed;
 pub mod official;
 pub mod review;
 pub mod routes;

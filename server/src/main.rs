@@ -57,6 +57,11 @@ enum Command {
         #[command(subcommand)]
         command: DeviceCommand,
     },
+    /// Import verified transcriptions exported by a Hattama instance
+    Transcription {
+        #[command(subcommand)]
+        command: TranscriptionCommand,
+    },
     /// Manage official results
     Official {
         #[command(subcommand)]
@@ -214,6 +219,17 @@ enum ElectionCommand {
 }
 
 #[derive(Subcommand)]
+enum TranscriptionCommand {
+    /// Import `transcriptions.csv` of the open data (`election,precinct,line,value`) as verified
+    /// transcriptions, attributed to the system account `import` (precincts with entries here
+    /// are skipped)
+    Import {
+        /// The CSV file
+        file: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
 enum OfficialCommand {
     /// Import official figures (CSV `election,precinct,line,value`, see
     /// docs/official-results.md) as the election's next version
@@ -277,10 +293,10 @@ fn main() -> anyhow::Result<()> {
     })?;
     match cli.command {
         Command::Serve => serve(settings),
-        Command::User { command } => user_command(&settings, command),
         Command::Demo { precincts, devices } => {
             demo(&cli.config, &cli.data_dir, cli.listen, precincts, devices)
         }
+        Command::User { command } => user_command(&settings, command),
         Command::Election { command: ElectionCommand::Import { file } } => {
             let bytes =
                 std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
@@ -292,6 +308,24 @@ fn main() -> anyhow::Result<()> {
                 if new { "imported" } else { "updated" },
                 election.id,
                 election.precincts.len()
+            );
+            Ok(())
+        }
+        Command::Transcription { command: TranscriptionCommand::Import { file } } => {
+            let storage = SqliteStorage::open(&settings.data_dir, false)?;
+            let (bytes, election) = read_figures_file(&storage, &file)?;
+            let figures = hattama_server::official::parse(&bytes, &election)?;
+            let sha = hattama_core::evidence::Sha256Hash::of(&bytes).to_hex();
+            let done = hattama_server::observed::import(
+                &storage,
+                &election,
+                &figures,
+                &sha,
+                hattama_core::now_ms(),
+            )?;
+            println!(
+                "imported {} verified transcriptions of {} ({} precincts skipped: they have entries)",
+                done.verified, election.id, done.skipped
             );
             Ok(())
         }
@@ -405,6 +439,24 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
+/// Reads a figures CSV (size-checked first) and finds the election its first row names.
+fn read_figures_file(
+    storage: &SqliteStorage,
+    file: &std::path::Path,
+) -> anyhow::Result<(Vec<u8>, Election)> {
+    use hattama_server::official;
+    let size =
+        std::fs::metadata(file).with_context(|| format!("cannot read {}", file.display()))?.len();
+    anyhow::ensure!(
+        size <= official::MAX_FILE_BYTES as u64,
+        official::OfficialError::TooLarge(usize::try_from(size).unwrap_or(usize::MAX))
+    );
+    let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let id = official::election_of(&bytes)?;
+    let election = storage.election(&id)?.ok_or(official::OfficialError::UnknownElection(id))?;
+    Ok((bytes, election))
+}
+
 /// Reads, checks and stores an official-results file; returns its election and the new version.
 fn import_official(
     storage: &SqliteStorage,
@@ -472,8 +524,10 @@ fn demo(
             let observed =
                 demo::observe(&storage, &election, &url, &data_dir.join("observers"), &options)?;
             demo::import_official(&storage, &election)?;
+            demo::review(&storage, &election, &observed)?;
             println!(
-                "seeded {} captures and two versions of official results in {:.1} s",
+                "seeded {} captures, reviews and transcriptions, and two versions of official \
+                 results in {:.1} s",
                 observed.len(),
                 started.elapsed().as_secs_f64()
             );
@@ -481,6 +535,11 @@ fn demo(
         println!();
         println!("  public gallery      {url}/");
         println!("  election overview   {url}/elections/{}", demo::ELECTION_ID);
+        println!(
+            "  review (log in)     {url}/review   users: {}; password: {}",
+            demo::DEMO_USERS.map(|u| u.0).join(", "),
+            demo::DEMO_PASSWORD
+        );
         println!("  open data (OpenAPI) {url}/api/v1/openapi.json");
         println!("  log checkpoint      {url}/log/checkpoint");
         println!();

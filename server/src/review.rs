@@ -18,7 +18,7 @@
 //! decisions and entries are appended, each with its audit event (who, when, before, after).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use argon2::Argon2;
 use argon2::password_hash::phc::PasswordHash;
@@ -28,9 +28,6 @@ use hattama_core::evidence::{MAX_SAFE_INTEGER, Sha256Hash};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use crate::gallery::{
-    PublicState, PublicTranscription, ReviewFacts, ReviewSource, TranscriptionState,
-};
 use crate::storage::StorageError;
 use crate::storage::review::{
     Decision, DecisionKind, NewAudit, NewEntry, NewUser, QueueItem, ReviewStorage, Role,
@@ -88,51 +85,6 @@ impl From<StorageError> for ReviewError {
             StorageError::Conflict(_) => ReviewError::Conflict,
             e => ReviewError::Storage(e),
         }
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// What the public gallery shows of the review.
-
-/// The review's facts for the public gallery: the newest decision per capture and every
-/// precinct's transcription state, read from the review storage.
-pub struct GalleryFacts(pub Arc<dyn ReviewStorage>);
-
-impl ReviewSource for GalleryFacts {
-    fn facts(&self, election: &str) -> Result<ReviewFacts, StorageError> {
-        let decisions = self
-            .0
-            .capture_decisions(election)?
-            .into_iter()
-            .map(|(id, d)| {
-                let state = match d.kind {
-                    DecisionKind::Accepted => PublicState::Accepted,
-                    DecisionKind::Rejected => PublicState::Rejected,
-                    DecisionKind::Flagged => PublicState::Flagged,
-                };
-                (id, state)
-            })
-            .collect();
-        let transcriptions = self
-            .0
-            .transcriptions(election)?
-            .into_iter()
-            .map(|t| {
-                let status = match t.status {
-                    TranscriptionStatus::Pending => TranscriptionState::Pending,
-                    TranscriptionStatus::Disputed => TranscriptionState::Disputed,
-                    TranscriptionStatus::Verified => TranscriptionState::Verified,
-                };
-                let public = PublicTranscription {
-                    status,
-                    values: t.values,
-                    verified_at_ms: t.verified_at_ms,
-                    inconsistency_note: t.inconsistency_note,
-                };
-                (t.precinct, public)
-            })
-            .collect();
-        Ok(ReviewFacts { decisions, transcriptions })
     }
 }
 

@@ -29,12 +29,12 @@ pub struct AppState {
     pub uploads: UploadSlots,
     /// The public log.
     pub log: Arc<crate::log::Log>,
+    /// The public views (gallery, API, open data) and their cache.
+    pub gallery: Arc<crate::gallery::Gallery>,
     /// The review's storage (the same database as `storage`).
     pub review: Arc<dyn ReviewStorage>,
     /// Failed logins of the review UI.
     pub login_throttle: crate::review::LoginThrottle,
-    /// The public views (gallery, API, open data) and their cache.
-    pub gallery: Arc<crate::gallery::Gallery>,
 }
 
 /// A bound, not yet running server.
@@ -68,11 +68,8 @@ impl Application {
         }
         let sqlite = Arc::new(SqliteStorage::open(&settings.data_dir, true)?);
         let storage: Arc<dyn Storage> = sqlite.clone();
-        let review: Arc<dyn ReviewStorage> = sqlite.clone();
-        let gallery = Arc::new(crate::gallery::Gallery::new(
-            sqlite,
-            Arc::new(crate::review::GalleryFacts(review.clone())),
-        ));
+        let gallery = Arc::new(crate::gallery::Gallery::new(sqlite.clone(), sqlite.clone()));
+        let review: Arc<dyn ReviewStorage> = sqlite;
         let keys = Arc::new(ServerKeys::load_or_create(&settings.data_dir)?);
         let log = crate::log::Log::open(
             storage.clone(),
@@ -97,9 +94,9 @@ impl Application {
             media_limits,
             uploads: UploadSlots::default(),
             log,
+            gallery,
             review,
             login_throttle,
-            gallery,
         });
         let mut server = HttpServer::new(move || {
             App::new()

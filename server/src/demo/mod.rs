@@ -19,6 +19,7 @@ use hattama_core::{CaptureRequest, Client, ClientConfig};
 use rand::{Rng, SeedableRng};
 
 use crate::official::Figures;
+use crate::storage::review::{DecisionKind, NewUser, ReviewStorage, Role};
 use crate::storage::{GalleryStorage, Storage};
 
 /// The demo election's id.
@@ -195,6 +196,9 @@ pub enum DemoError {
     /// The generated election definition does not parse (a bug).
     #[error("demo election: {0}")]
     Election(#[from] serde_json::Error),
+    /// Review refused something (a bug in the demo).
+    #[error(transparent)]
+    Review(#[from] crate::review::ReviewError),
     /// A simulated observer thread died.
     #[error("a simulated observer failed: {0}")]
     Observer(String),
@@ -300,6 +304,74 @@ pub fn observe(
     }
     all.sort_by(|a, b| a.precinct.cmp(&b.precinct).then_with(|| a.capture.cmp(&b.capture)));
     Ok(all)
+}
+
+/// The demo's accounts: user name, display name, role. They all get the password
+/// [`DEMO_PASSWORD`] (a demo only; `hattama-server user reset` changes it).
+pub const DEMO_USERS: [(&str, &str, Role); 4] = [
+    ("admin", "Demo admin", Role::Admin),
+    ("aigerim", "Aigerim (coordinator)", Role::Coordinator),
+    ("dmitry", "Dmitry (coordinator)", Role::Coordinator),
+    ("saule", "Saule (supervisor)", Role::Supervisor),
+];
+
+/// The demo accounts' password.
+pub const DEMO_PASSWORD: &str = "hattama-demo-2026";
+
+/// Coordinators review what the observers sent, as they would on election night: most photos
+/// accepted, a few rejected or flagged; most photographed protocols entered twice and verified,
+/// some entered differently by the second coordinator (disputed, waiting for a third), some not
+/// yet transcribed. Uses the same domain functions as the review UI.
+pub fn review(
+    storage: &dyn ReviewStorage,
+    election: &Election,
+    observed: &[Observed],
+) -> Result<(), DemoError> {
+    let now = hattama_core::now_ms();
+    let mut users = Vec::new();
+    for (name, display, role) in DEMO_USERS {
+        let user = NewUser {
+            username: name.into(),
+            display_name: display.into(),
+            role,
+            regions: Vec::new(),
+        };
+        users.push(crate::review::create_user(storage, &user, DEMO_PASSWORD, now)?);
+    }
+    let (first, second) = (&users[1], &users[2]);
+    let mut precincts: Vec<(&str, &BTreeMap<String, u64>)> = Vec::new();
+    for (i, o) in observed.iter().enumerate() {
+        let id = hattama_core::evidence::Sha256Hash::from_hex(&o.capture)
+            .ok_or_else(|| DemoError::Observer("bad capture id".into()))?;
+        let (kind, reason) = match i % 23 {
+            5 => (DecisionKind::Rejected, Some("unreadable")),
+            11 => (DecisionKind::Flagged, Some("The stamp is missing.")),
+            _ => (DecisionKind::Accepted, None),
+        };
+        crate::review::record_decision(storage, first, &id, kind, reason, now)?;
+        if precincts.last().is_none_or(|(p, _)| *p != o.precinct) {
+            precincts.push((&o.precinct, &o.values));
+        }
+    }
+    for (i, (precinct, values)) in precincts.into_iter().enumerate() {
+        if i % 5 == 4 {
+            continue; // not transcribed yet
+        }
+        let values = values.clone();
+        crate::review::record_entry(storage, election, first, precinct, values.clone(), None, now)?;
+        let mut second_values = values;
+        if i % 9 == 2 {
+            // A typing slip: the entries differ, a third coordinator must decide.
+            if let Some(v) = second_values.get_mut("7.2") {
+                *v += 10;
+            }
+            if let Some(v) = second_values.get_mut("5") {
+                *v += 10;
+            }
+        }
+        crate::review::record_entry(storage, election, second, precinct, second_values, None, now)?;
+    }
+    Ok(())
 }
 
 /// Imports two versions of official results with discrepancies.

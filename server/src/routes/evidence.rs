@@ -33,11 +33,20 @@ pub async fn photo(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let sha = parse_hash(&path)?;
-    let file = state.storage.photo_path(&sha);
-    let bytes = web::block(move || std::fs::read(file)).await?.map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => ApiError::not_found("no photo with this hash"),
-        _ => ApiError::internal(&e),
-    })?;
+    let bytes = match state.gallery.photos.get(&sha) {
+        Some(bytes) => bytes,
+        None => {
+            let file = state.storage.photo_path(&sha);
+            let bytes =
+                web::block(move || std::fs::read(file)).await?.map_err(|e| match e.kind() {
+                    std::io::ErrorKind::NotFound => ApiError::not_found("no photo with this hash"),
+                    _ => ApiError::internal(&e),
+                })?;
+            let bytes = actix_web::web::Bytes::from(bytes);
+            state.gallery.photos.put(sha, bytes.clone());
+            bytes
+        }
+    };
     let media = if bytes.starts_with(b"\x89PNG") { "image/png" } else { "image/jpeg" };
     Ok(HttpResponse::Ok()
         .content_type(media)

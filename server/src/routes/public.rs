@@ -369,23 +369,8 @@ fn make_export(
         "precincts.json" => {
             json_body(&v.election.precincts.iter().map(|p| precinct_row(v, p)).collect::<Vec<_>>())?
         }
-        "transcriptions.csv" => (
-            CSV,
-            csv_rows(
-                &["election", "precinct", "line", "value", "verified_at_ms"],
-                v.observed.iter().flat_map(|(p, lines)| {
-                    let at = v
-                        .transcriptions
-                        .get(p)
-                        .and_then(|t| t.verified_at_ms)
-                        .map(|t| t.to_string())
-                        .unwrap_or_default();
-                    lines.iter().map(move |(l, value)| {
-                        vec![e.clone(), p.clone(), l.clone(), value.to_string(), at.clone()]
-                    })
-                }),
-            ),
-        ),
+        // The format of official results, so that another instance can import it.
+        "transcriptions.csv" => (CSV, official::to_csv(e, &v.observed)),
         "transcriptions.json" => {
             let mut list: Vec<_> = v.transcriptions.iter().collect();
             list.sort_by(|a, b| a.0.cmp(b.0));

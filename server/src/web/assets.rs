@@ -69,6 +69,16 @@ pub async fn serve(path: web::Path<String>) -> Result<HttpResponse, WebError> {
         .body(asset.bytes))
 }
 
+/// `GET /favicon.ico`: browsers ask for it on pages that name none (a photo opened on its own);
+/// it is the site's SVG icon.
+pub async fn favicon() -> Result<HttpResponse, WebError> {
+    let asset = ASSETS.iter().find(|a| a.name == "favicon.svg").ok_or(WebError::NotFound)?;
+    Ok(HttpResponse::Ok()
+        .content_type(asset.content_type)
+        .insert_header(("Cache-Control", "public, max-age=86400"))
+        .body(asset.bytes))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

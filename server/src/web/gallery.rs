@@ -19,16 +19,15 @@ use serde::Deserialize;
 
 use super::{Lang, PageCtx, WebError, percent_encode};
 use crate::compare::{LineTotals, PrecinctDifference};
-use crate::gallery::{
-    Area, CaptureView, Coverage, ElectionView, Gallery, PublicState, PublicTranscription,
-    TranscriptionState,
-};
+use crate::gallery::{Area, CaptureView, Coverage, ElectionView, Gallery, PublicState};
 use crate::official::Change;
 use crate::startup::AppState;
+use crate::storage::review::{Transcription, TranscriptionStatus};
 
 /// Registers the gallery's routes.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(crate::routes::get("/", home))
+        .service(crate::routes::get("/favicon.ico", super::assets::favicon))
         .service(crate::routes::get("/elections/{election}", election))
         .service(crate::routes::get("/elections/{election}/search", search))
         .service(crate::routes::get("/elections/{election}/comparison", comparison))
@@ -255,7 +254,7 @@ pub struct PrecinctRow {
     /// Accepted photos.
     pub accepted: u64,
     /// Transcription state.
-    pub transcription: Option<TranscriptionState>,
+    pub transcription: Option<TranscriptionStatus>,
     /// Observed and official differ.
     pub differs: bool,
     /// Official figures exist.
@@ -451,7 +450,7 @@ struct PrecinctPage {
     region_url: String,
     district_url: String,
     captures: Vec<CaptureView>,
-    transcription: Option<PublicTranscription>,
+    transcription: Option<Transcription>,
     figures: Vec<FigureRow>,
     official_version: Option<u64>,
     differs: bool,
@@ -816,11 +815,11 @@ impl PageCtx {
     }
 
     /// The message of a transcription state.
-    pub fn tr_msg(&self, s: &TranscriptionState) -> String {
+    pub fn tr_msg(&self, s: &TranscriptionStatus) -> String {
         self.t(match s {
-            TranscriptionState::Pending => "g-tr-pending",
-            TranscriptionState::Disputed => "g-tr-disputed",
-            TranscriptionState::Verified => "g-tr-verified",
+            TranscriptionStatus::Pending => "g-tr-pending",
+            TranscriptionStatus::Disputed => "g-tr-disputed",
+            TranscriptionStatus::Verified => "g-tr-verified",
         })
     }
 }

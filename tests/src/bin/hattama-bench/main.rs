@@ -7,6 +7,8 @@
 //! - `log`: the public log (entries integrated per second against bare SHA-256 hashing of the
 //!   same tree, inclusion proofs per second, tile GETs against nginx serving the same files);
 //!   see `log.rs`. `scripts/bench log` starts nginx.
+//! - `gallery`: public precinct pages and photo bytes against nginx serving the same files; see
+//!   `gallery.rs`. `scripts/bench gallery` starts nginx.
 //! - `review`: the coordinators' queue page with 30,000 captures against nginx serving the same
 //!   HTML as a file; see `review.rs`. `scripts/bench review` starts nginx.
 //!
@@ -17,6 +19,7 @@
 //! `photo OUT.jpg` writes the generated photo, to look at it.
 
 mod capture;
+mod gallery;
 mod ingest;
 mod log;
 mod photo;
@@ -31,11 +34,12 @@ use anyhow::{Context, Result, bail};
 
 fn usage() -> String {
     format!(
-        "usage: {}\n       {}\n       {}\n       {}",
+        "usage: {}\n       {}\n       {}\n       {}\n       {}",
         capture::USAGE,
         ingest::USAGE,
         log::USAGE,
-        review::USAGE
+        review::USAGE,
+        gallery::USAGE
     )
 }
 
@@ -48,6 +52,7 @@ fn main() -> Result<()> {
         Some("ingest") => ingest::run(&ingest::Options::parse(&args[1..])?),
         Some("log") => log::run(&log::Options::parse(&args[1..])?),
         Some("review") => review::run(&review::Options::parse(&args[1..])?),
+        Some("gallery") => gallery::run(&gallery::Options::parse(&args[1..])?),
         Some("photo") => {
             let [out] = &args[1..] else { bail!("usage: hattama-bench photo OUT.jpg") };
             Ok(fs::write(out, photo::make_photo()?.0)?)

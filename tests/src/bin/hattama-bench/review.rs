@@ -227,7 +227,7 @@ fn measure(opts: &Options, url: &str, token: &str) -> Result<()> {
     Ok(())
 }
 
-fn split(url: &str) -> (&str, String) {
+pub(crate) fn split(url: &str) -> (&str, String) {
     let rest = url.strip_prefix("http://").unwrap_or(url);
     match rest.find('/') {
         Some(i) => (&url[..url.len() - rest.len() + i], rest[i..].to_owned()),
@@ -235,17 +235,17 @@ fn split(url: &str) -> (&str, String) {
     }
 }
 
-fn ms(d: Duration) -> f64 {
+pub(crate) fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-struct Run {
-    rps: f64,
-    samples: Vec<Duration>,
+pub(crate) struct Run {
+    pub(crate) rps: f64,
+    pub(crate) samples: Vec<Duration>,
 }
 
 impl Run {
-    fn line(&self) -> String {
+    pub(crate) fn line(&self) -> String {
         let s = Stats::of(&self.samples);
         format!("{:8.0} req/s  p50 {:6.2} ms  p99 {:6.2} ms", self.rps, ms(s.median), ms(s.p99))
     }
@@ -296,7 +296,7 @@ fn clients(url: &str, path: &str, cookie: &str, len: usize, opts: &Options) -> R
 }
 
 /// A minimal HTTP/1.1 keep-alive client sending one cookie (the log bench's client has none).
-struct Conn {
+pub(crate) struct Conn {
     addr: String,
     cookie: String,
     reader: BufReader<TcpStream>,
@@ -305,7 +305,7 @@ struct Conn {
 }
 
 impl Conn {
-    fn connect(url: &str, cookie: &str) -> Result<Self> {
+    pub(crate) fn connect(url: &str, cookie: &str) -> Result<Self> {
         let addr = url.strip_prefix("http://").context("an http:// URL")?.to_owned();
         let stream = TcpStream::connect(&addr).with_context(|| format!("connect {addr}"))?;
         stream.set_nodelay(true)?;
@@ -319,7 +319,7 @@ impl Conn {
         })
     }
 
-    fn get(&mut self, path: &str, body: &mut Vec<u8>) -> Result<u16> {
+    pub(crate) fn get(&mut self, path: &str, body: &mut Vec<u8>) -> Result<u16> {
         self.request.clear();
         write!(self.request, "GET {path} HTTP/1.1\r\nHost: {}\r\n", self.addr)?;
         if !self.cookie.is_empty() {
@@ -359,7 +359,7 @@ impl Conn {
 
 /// Imports an election of `precincts` stations and writes `PAGES` signed captures per precinct
 /// straight into the database, in one transaction. Returns the number of captures.
-fn store(data: &Path, precincts: usize) -> Result<usize> {
+pub(crate) fn store(data: &Path, precincts: usize) -> Result<usize> {
     let regions = ["Almaty", "Astana", "Shymkent", "Karaganda"];
     let list: Vec<serde_json::Value> = (1..=precincts)
         .map(|i| {
