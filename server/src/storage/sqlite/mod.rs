@@ -5,16 +5,18 @@
 // Row tuples read straight from SQL are clearer inline than behind one-use type aliases.
 #![allow(clippy::type_complexity)]
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Condvar, Mutex, MutexGuard};
 
 use hattama_core::election::Election;
 use hattama_core::evidence::{DeviceKey, Sha256Hash};
 use hattama_core::log::LogEntry;
-use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{
+    Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior, params,
+};
 
 mod log;
 #[cfg(test)]
@@ -149,6 +151,19 @@ pub struct SqliteStorage {
     dir: PathBuf,
     writer: Mutex<Connection>,
     readers: Vec<Mutex<Connection>>,
+    /// Captures waiting for their group commit ([`SqliteStorage::group_commit`]).
+    commits: Mutex<CommitQueue>,
+    committed: Condvar,
+}
+
+/// The queue of the group commit.
+#[derive(Default)]
+struct CommitQueue {
+    next_ticket: u64,
+    pending: Vec<(u64, NewCapture)>,
+    done: HashMap<u64, Result<Vec<u8>, StorageError>>,
+    /// Whether a thread is committing rounds.
+    leading: bool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> Result<MutexGuard<'_, T>, StorageError> {
@@ -172,17 +187,17 @@ fn ms(v: u64) -> i64 {
 
 fn load_device(conn: &Connection, key: &[u8]) -> Result<Option<Device>, StorageError> {
     let row: Option<(String, Vec<u8>, String, i64, Option<i64>)> = conn
-        .query_row(
+        .prepare_cached(
             "SELECT id, key, election, enrolled_at_ms, revoked_at_ms FROM devices WHERE key = ?1",
-            [key],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
-        )
+        )?
+        .query_row([key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
         .optional()?;
     let Some((id, key, election, enrolled, revoked)) = row else { return Ok(None) };
     let key: [u8; 32] =
         key.try_into().map_err(|_| StorageError::Corrupt("device key length".into()))?;
-    let mut stmt = conn
-        .prepare("SELECT precinct FROM device_precincts WHERE device_id = ?1 ORDER BY precinct")?;
+    let mut stmt = conn.prepare_cached(
+        "SELECT precinct FROM device_precincts WHERE device_id = ?1 ORDER BY precinct",
+    )?;
     let precincts = stmt.query_map([&id], |r| r.get(0))?.collect::<Result<Vec<String>, _>>()?;
     Ok(Some(Device {
         id,
@@ -192,6 +207,52 @@ fn load_device(conn: &Connection, key: &[u8]) -> Result<Option<Device>, StorageE
         enrolled_at_ms: enrolled as u64,
         revoked_at_ms: revoked.map(|v| v as u64),
     }))
+}
+
+/// Inserts a capture (its photo already durable) with its receipt and its log entry at the next
+/// log position, in `tx`; a capture stored already keeps its first receipt. Returns the receipt.
+fn insert_capture(tx: &Transaction<'_>, c: &NewCapture) -> Result<Vec<u8>, StorageError> {
+    let existing: Option<Vec<u8>> = tx
+        .prepare_cached("SELECT receipt FROM captures WHERE id = ?1")?
+        .query_row([c.id.to_hex()], |r| r.get(0))
+        .optional()?;
+    if let Some(receipt) = existing {
+        return Ok(receipt);
+    }
+    // Its place in the log: the next one, in commit order, with its entry queued for the
+    // integrator in the same transaction.
+    let log_index = log::next_index(tx)?;
+    let entry = LogEntry {
+        capture_id: c.id,
+        election: c.election.clone(),
+        photo_sha256: c.photo_sha256,
+        precinct: c.precinct.clone(),
+        received_at_ms: c.received_at_ms,
+        v: hattama_core::log::ENTRY_VERSION,
+    };
+    log::queue_entry(tx, log_index, &entry.to_bytes())?;
+    tx.prepare_cached(
+        "INSERT INTO captures (id, device_id, seq, election, precinct, manifest, signature,
+            photo_sha256, photo_bytes, media_type, received_at_ms, receipt, log_index)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+    )?
+    .execute(params![
+        c.id.to_hex(),
+        c.device_id,
+        ms(c.seq),
+        c.election,
+        c.precinct,
+        c.manifest,
+        c.signature.as_slice(),
+        c.photo_sha256.to_hex(),
+        ms(c.photo_bytes),
+        c.media_type,
+        ms(c.received_at_ms),
+        c.receipt,
+        log_index as i64,
+    ])?;
+    tx.prepare_cached("DELETE FROM uploads WHERE id = ?1")?.execute([c.id.to_hex()])?;
+    Ok(c.receipt.clone())
 }
 
 /// Crockford base32 without the ambiguous letters: 20 characters, 100 bits, in groups of four.
@@ -240,7 +301,13 @@ impl SqliteStorage {
             configure(&r)?;
             readers.push(Mutex::new(r));
         }
-        let storage = Self { dir: dir.to_owned(), writer: Mutex::new(writer), readers };
+        let storage = Self {
+            dir: dir.to_owned(),
+            writer: Mutex::new(writer),
+            readers,
+            commits: Mutex::default(),
+            committed: Condvar::new(),
+        };
         if recover {
             storage.recover()?;
         }
@@ -258,6 +325,77 @@ impl SqliteStorage {
         }
         let conn = lock(&self.readers[0])?;
         f(&conn)
+    }
+
+    /// Commits a capture whose photo is renamed into place, together with the captures other
+    /// threads are completing at the same moment: one thread at a time leads a round, which
+    /// fsyncs the photo directory once and commits every queued row in one transaction (one
+    /// WAL fsync); the others wait for their round. Each caller returns only after its own
+    /// round is durable. If a round's transaction fails, its captures are committed one by one,
+    /// so that one bad capture fails alone.
+    fn group_commit(&self, c: &NewCapture) -> Result<Vec<u8>, StorageError> {
+        let mut q = lock(&self.commits)?;
+        let ticket = q.next_ticket;
+        q.next_ticket += 1;
+        q.pending.push((ticket, c.clone()));
+        while q.leading {
+            q = self
+                .committed
+                .wait(q)
+                .map_err(|_| StorageError::Corrupt("lock poisoned".into()))?;
+            if let Some(result) = q.done.remove(&ticket) {
+                return result;
+            }
+        }
+        q.leading = true;
+        while !q.pending.is_empty() {
+            let round = std::mem::take(&mut q.pending);
+            drop(q);
+            let results = self.commit_round(&round);
+            q = lock(&self.commits)?;
+            q.done.extend(results);
+            self.committed.notify_all();
+        }
+        q.leading = false;
+        // Someone may have queued after the last round was taken and is waiting for a leader.
+        self.committed.notify_all();
+        q.done
+            .remove(&ticket)
+            .unwrap_or_else(|| Err(StorageError::Corrupt("a commit round lost a capture".into())))
+    }
+
+    /// One round of [`Self::group_commit`].
+    fn commit_round(
+        &self,
+        round: &[(u64, NewCapture)],
+    ) -> Vec<(u64, Result<Vec<u8>, StorageError>)> {
+        let commit = |captures: &[(u64, NewCapture)]| -> Result<Vec<Vec<u8>>, StorageError> {
+            fsync_dir(&self.dir.join("blobs"))?;
+            let mut conn = lock(&self.writer)?;
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let receipts =
+                captures.iter().map(|(_, c)| insert_capture(&tx, c)).collect::<Result<_, _>>()?;
+            tx.commit()?;
+            Ok(receipts)
+        };
+        match commit(round) {
+            Ok(receipts) => {
+                round.iter().map(|(t, _)| *t).zip(receipts.into_iter().map(Ok)).collect()
+            }
+            Err(e) if round.len() == 1 => vec![(round[0].0, Err(e))],
+            Err(e) => {
+                tracing::warn!(error = %e, captures = round.len(), "group commit failed; one by one");
+                round
+                    .iter()
+                    .map(|job| {
+                        let result = commit(std::slice::from_ref(job)).and_then(|mut r| {
+                            r.pop().ok_or_else(|| StorageError::Corrupt("no receipt".into()))
+                        });
+                        (job.0, result)
+                    })
+                    .collect()
+            }
+        }
     }
 
     fn part_path(&self, id: &Sha256Hash) -> PathBuf {
@@ -374,12 +512,11 @@ impl Storage for SqliteStorage {
 
     fn precinct_known(&self, election: &str, precinct: &str) -> Result<(bool, bool), StorageError> {
         self.read(|c| {
-            Ok(c.query_row(
+            Ok(c.prepare_cached(
                 "SELECT EXISTS (SELECT 1 FROM elections WHERE id = ?1),
                         EXISTS (SELECT 1 FROM precincts WHERE election = ?1 AND id = ?2)",
-                params![election, precinct],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )?)
+            )?
+            .query_row(params![election, precinct], |r| Ok((r.get(0)?, r.get(1)?)))?)
         })
     }
 
@@ -501,7 +638,7 @@ impl Storage for SqliteStorage {
         // whose session vanished creates it again. So no fsync here (synchronous = NORMAL for
         // this one commit), and the `.part` file is created by the first PATCH.
         let conn = lock(&self.writer)?;
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.prepare_cached("PRAGMA synchronous = NORMAL")?.execute([])?;
         let inserted = conn
             .prepare_cached(
                 "INSERT INTO uploads (id, manifest, signature, length, created_at_ms)
@@ -518,7 +655,7 @@ impl Storage for SqliteStorage {
                     ms(u.now_ms)
                 ])
             });
-        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.prepare_cached("PRAGMA synchronous = FULL")?.execute([])?;
         inserted?;
         Ok(())
     }
@@ -590,66 +727,22 @@ impl Storage for SqliteStorage {
         }
         let part = self.part_path(&c.id);
         let blob = self.photo_path(&c.photo_sha256);
-        // The photo first: fsynced (by the upload writer), renamed, directory fsynced.
+        // The photo first: fsynced and renamed here (concurrent completions do this side by
+        // side); the directory is fsynced by the group commit, before the rows are committed.
         if blob.exists() {
             fs::remove_file(&part)?;
         } else {
             File::open(&part)?.sync_all()?;
             fs::rename(&part, &blob)?;
-            fsync_dir(&self.dir.join("blobs"))?;
         }
-        // Then the row, with its receipt, in one durable commit.
-        let mut conn = lock(&self.writer)?;
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let existing: Option<Vec<u8>> = tx
-            .query_row("SELECT receipt FROM captures WHERE id = ?1", [c.id.to_hex()], |r| r.get(0))
-            .optional()?;
-        if let Some(receipt) = existing {
-            return Ok(receipt);
-        }
-        // Its place in the log: the next one, in commit order, with its entry queued for the
-        // integrator in the same transaction.
-        let log_index = log::next_index(&tx)?;
-        let entry = LogEntry {
-            capture_id: c.id,
-            election: c.election.clone(),
-            photo_sha256: c.photo_sha256,
-            precinct: c.precinct.clone(),
-            received_at_ms: c.received_at_ms,
-            v: hattama_core::log::ENTRY_VERSION,
-        };
-        log::queue_entry(&tx, log_index, &entry.to_bytes())?;
-        tx.execute(
-            "INSERT INTO captures (id, device_id, seq, election, precinct, manifest, signature,
-                photo_sha256, photo_bytes, media_type, received_at_ms, receipt, log_index)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
-            params![
-                c.id.to_hex(),
-                c.device_id,
-                ms(c.seq),
-                c.election,
-                c.precinct,
-                c.manifest,
-                c.signature.as_slice(),
-                c.photo_sha256.to_hex(),
-                ms(c.photo_bytes),
-                c.media_type,
-                ms(c.received_at_ms),
-                c.receipt,
-                log_index as i64,
-            ],
-        )?;
-        tx.execute("DELETE FROM uploads WHERE id = ?1", [c.id.to_hex()])?;
-        tx.commit()?;
-        Ok(c.receipt.clone())
+        self.group_commit(c)
     }
 
     fn receipt(&self, id: &Sha256Hash) -> Result<Option<Vec<u8>>, StorageError> {
         self.read(|c| {
-            Ok(c.query_row("SELECT receipt FROM captures WHERE id = ?1", [id.to_hex()], |r| {
-                r.get(0)
-            })
-            .optional()?)
+            Ok(c.prepare_cached("SELECT receipt FROM captures WHERE id = ?1")?
+                .query_row([id.to_hex()], |r| r.get(0))
+                .optional()?)
         })
     }
 
