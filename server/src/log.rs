@@ -40,13 +40,6 @@ const MIN_BATCH: usize = 1 << 12;
 /// rewritten at each batch's end, and the index pages the batch dirties cost less per entry.
 const MAX_BATCH: usize = 1 << 16;
 
-/// Shortest time from the start of one batch to the start of the next while captures keep
-/// arriving: under a steady trickle, the integrator waits so that a batch gathers what arrived
-/// meanwhile, instead of committing (one fsync) and rewriting the partial tiles and the
-/// checkpoint file (a few file creations) for every capture or two. A capture that arrives
-/// alone is integrated at once.
-const BEAT: Duration = Duration::from_millis(25);
-
 /// Hashes in a full tile.
 const TILE_WIDTH: usize = 1 << TILE_HEIGHT;
 
@@ -291,11 +284,11 @@ impl Log {
         let log = self.clone();
         std::thread::Builder::new().name("log-integrator".into()).spawn(move || {
             loop {
-                let started = Instant::now();
+                // No pause between batches: a batch gathers whatever was committed while the one
+                // before it ran, so batches grow with the load without delaying any receipt.
                 match log.integrate_once() {
                     Ok(0) => log.sleep_until_woken(Duration::from_secs(1)),
-                    // A backlog takes far longer than a beat: the next batch starts at once.
-                    Ok(_) => std::thread::sleep(BEAT.saturating_sub(started.elapsed())),
+                    Ok(_) => {}
                     Err(e) => {
                         tracing::error!(error = %e, "log integration failed");
                         std::thread::sleep(Duration::from_secs(1));
