@@ -678,6 +678,20 @@ fn short(s: String, max: usize) -> String {
     }
 }
 
+/// The request header asking the server for the receipt in the answer of the request that
+/// completes an upload (`docs/sync-protocol.md`).
+const RECEIPT_HEADER: &str = "Hattama-Receipt";
+
+/// The receipt an upload's answer carries: a JSON body (an answer without one has none).
+fn receipt_in(answer: Answer) -> Option<Vec<u8>> {
+    let json = answer
+        .headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    (json && !answer.body.is_empty()).then_some(answer.body)
+}
+
 fn header_u64(headers: &HeaderMap, name: &str) -> Option<u64> {
     let v = headers.get(name)?.to_str().ok()?.trim();
     if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
@@ -1229,19 +1243,45 @@ impl Engine<'_> {
         let mut failures = 0u32;
         let mut receipt_failures = 0u32;
         let mut best_offset = None::<u64>;
+        // A photo that fits one request goes with the first creation (tus creation-with-upload),
+        // whose answer then also carries the receipt; a server without the extension ignores
+        // the body and the upload goes on with PATCH. Later attempts resume instead.
+        let chunk = self.config.chunk_bytes.clamp(1, MAX_CHUNK_BYTES) as u64;
+        let mut body_with_create = u.len() > 0 && u.len() <= chunk;
+        // A receipt that came in the answer of the request that completed the upload.
+        let mut ready: Option<Vec<u8>> = None;
         loop {
             if self.cancel.is_cancelled() {
                 return Ok(Outcome::Cancelled);
             }
             let result = match step {
-                Step::Create => self.create(&mut u).map(|()| Step::Offset),
+                Step::Create => {
+                    let with_body = std::mem::take(&mut body_with_create);
+                    if with_body && best_offset.is_none() {
+                        // The body counts as sent as far as the server's offset grows from 0.
+                        best_offset = Some(0);
+                    }
+                    self.create(&mut u, with_body).map(|(offset, receipt)| match offset {
+                        Some(off) if with_body && off == u.len() => {
+                            ready = receipt;
+                            Step::Receipt
+                        }
+                        Some(off) if with_body && off < u.len() => Step::Send(off),
+                        _ => Step::Offset,
+                    })
+                }
                 Step::Offset => self
                     .offset(&u)
                     .map(|off| if off == u.len() { Step::Receipt } else { Step::Send(off) }),
-                Step::Send(off) => self
-                    .patch(&u, off)
-                    .map(|new| if new == u.len() { Step::Receipt } else { Step::Send(new) }),
-                Step::Receipt => match self.receipt(&u) {
+                Step::Send(off) => self.patch(&u, off).map(|(new, receipt)| {
+                    if new == u.len() {
+                        ready = receipt;
+                        Step::Receipt
+                    } else {
+                        Step::Send(new)
+                    }
+                }),
+                Step::Receipt => match self.receipt(&u, ready.take()) {
                     Ok(Ok(())) => {
                         self.progress(&u, u.len(), CaptureState::Receipted);
                         return Ok(Outcome::Receipted);
@@ -1344,17 +1384,30 @@ impl Engine<'_> {
         request.header("Tus-Resumable", TUS_VERSION)
     }
 
-    /// `POST /files/`: creates the upload (or finds it again).
-    fn create(&self, u: &mut Upload) -> Result<(), Failure> {
+    /// `POST /files/`: creates the upload (or finds it again); `with_body`: with the whole photo,
+    /// asking for the receipt in the answer. Returns the answered offset and receipt, if any.
+    fn create(
+        &self,
+        u: &mut Upload,
+        with_body: bool,
+    ) -> Result<(Option<u64>, Option<Vec<u8>>), Failure> {
         let c = &u.capture;
-        let request = self
+        let mut request = self
             .tus(self.http.post(format!("{}/files/", self.base)))
             .header("Upload-Length", u.len())
-            .header("Upload-Metadata", upload_metadata(&c.canonical, &c.signature))
-            .body(Vec::new());
-        let answer = exchange(request, MAX_ERROR_BODY_BYTES).map_err(|f| {
-            Failure::from_http(f, Step::Create, |_, code, message| reject(code, message))
-        })?;
+            .header("Upload-Metadata", upload_metadata(&c.canonical, &c.signature));
+        request = if with_body {
+            let request = request
+                .header(CONTENT_TYPE, "application/offset+octet-stream")
+                .header(RECEIPT_HEADER, "wait");
+            self.with_checksum(request, &u.photo).body(u.photo.clone())
+        } else {
+            request.body(Vec::new())
+        };
+        let answer =
+            exchange(request, MAX_RECEIPT_BYTES.max(MAX_ERROR_BODY_BYTES)).map_err(|f| {
+                Failure::from_http(f, Step::Create, |_, code, message| reject(code, message))
+            })?;
         if answer.status != 201 && answer.status != 200 {
             return Err(Failure::protocol(format!("creation answered {}", answer.status)));
         }
@@ -1371,7 +1424,17 @@ impl Engine<'_> {
             return Err(Failure::protocol("creation answered a Location for another upload"));
         }
         u.url = url.to_string();
-        Ok(())
+        let offset = header_u64(&answer.headers, "Upload-Offset").filter(|o| *o <= u.len());
+        Ok((offset, receipt_in(answer)))
+    }
+
+    /// Adds `Upload-Checksum` for `body` if the config asks for it.
+    fn with_checksum(&self, request: RequestBuilder, body: &[u8]) -> RequestBuilder {
+        if !self.config.checksum {
+            return request;
+        }
+        let digest = Sha256Hash::of(body);
+        request.header("Upload-Checksum", format!("sha256 {}", BASE64.encode(digest.0)))
     }
 
     /// `HEAD /files/<id>`: the server's offset.
@@ -1401,8 +1464,9 @@ impl Engine<'_> {
         Ok(offset)
     }
 
-    /// `PATCH /files/<id>`: sends the next chunk from `offset`; returns the new offset.
-    fn patch(&self, u: &Upload, offset: u64) -> Result<u64, Failure> {
+    /// `PATCH /files/<id>`: sends the next chunk from `offset` (the last one asks for the receipt
+    /// in the answer); returns the new offset and that receipt, if it came.
+    fn patch(&self, u: &Upload, offset: u64) -> Result<(u64, Option<Vec<u8>>), Failure> {
         let chunk = self.config.chunk_bytes.clamp(1, MAX_CHUNK_BYTES);
         let start = usize::try_from(offset).map_err(|_| Failure::protocol("offset overflow"))?;
         let end = start.saturating_add(chunk).min(u.photo.len());
@@ -1411,28 +1475,28 @@ impl Engine<'_> {
             .tus(self.http.patch(&u.url))
             .header(CONTENT_TYPE, "application/offset+octet-stream")
             .header("Upload-Offset", offset);
-        if self.config.checksum {
-            let digest = Sha256Hash::of(&body);
-            request =
-                request.header("Upload-Checksum", format!("sha256 {}", BASE64.encode(digest.0)));
+        if end == u.photo.len() {
+            request = request.header(RECEIPT_HEADER, "wait");
         }
-        let answer = exchange(request.body(body), MAX_ERROR_BODY_BYTES).map_err(|f| {
-            Failure::from_http(f, Step::Offset, |status, code, message| {
-                match (status, code.as_str()) {
-                    (404, _) => Failure::Retry {
-                        reason: "upload not found".into(),
-                        retry_after: None,
-                        then: Step::Create,
-                    },
-                    (409, _) | (460, _) => Failure::Retry {
-                        reason: format!("{status} {code}"),
-                        retry_after: None,
-                        then: Step::Offset,
-                    },
-                    _ => reject(code, message),
-                }
-            })
-        })?;
+        let request = self.with_checksum(request, &body);
+        let answer = exchange(request.body(body), MAX_RECEIPT_BYTES.max(MAX_ERROR_BODY_BYTES))
+            .map_err(|f| {
+                Failure::from_http(f, Step::Offset, |status, code, message| {
+                    match (status, code.as_str()) {
+                        (404, _) => Failure::Retry {
+                            reason: "upload not found".into(),
+                            retry_after: None,
+                            then: Step::Create,
+                        },
+                        (409, _) | (460, _) => Failure::Retry {
+                            reason: format!("{status} {code}"),
+                            retry_after: None,
+                            then: Step::Offset,
+                        },
+                        _ => reject(code, message),
+                    }
+                })
+            })?;
         let new = header_u64(&answer.headers, "Upload-Offset")
             .ok_or_else(|| Failure::protocol("PATCH answered without a valid Upload-Offset"))?;
         if new <= offset || new > end as u64 {
@@ -1441,14 +1505,26 @@ impl Engine<'_> {
                 end - start
             )));
         }
-        Ok(new)
+        Ok((new, receipt_in(answer)))
     }
 
-    /// `GET /api/v1/receipts/<id>`, then verification and storage. `Ok(Err(_))`: the receipt
-    /// arrived but does not verify.
-    fn receipt(&self, u: &Upload) -> Result<Result<(), ReceiptError>, Failure> {
-        let c = &u.capture;
-        let url = format!("{}/api/v1/receipts/{}", self.base, c.id.to_hex());
+    /// The receipt (`ready`: as it came in an upload's answer; else `GET /api/v1/receipts/<id>`),
+    /// then verification and storage. `Ok(Err(_))`: the receipt arrived but does not verify.
+    fn receipt(
+        &self,
+        u: &Upload,
+        ready: Option<Vec<u8>>,
+    ) -> Result<Result<(), ReceiptError>, Failure> {
+        let body = match ready {
+            Some(body) => body,
+            None => self.fetch_receipt(u)?,
+        };
+        self.keep_receipt(u, &body)
+    }
+
+    /// `GET /api/v1/receipts/<id>`.
+    fn fetch_receipt(&self, u: &Upload) -> Result<Vec<u8>, Failure> {
+        let url = format!("{}/api/v1/receipts/{}", self.base, u.capture.id.to_hex());
         let answer = exchange(self.http.get(url), MAX_RECEIPT_BYTES).map_err(|f| {
             Failure::from_http(f, Step::Receipt, |status, code, message| match status {
                 // Not stored yet: ask for the offset again (resuming the upload if needed).
@@ -1463,7 +1539,13 @@ impl Engine<'_> {
         if answer.status != 200 {
             return Err(Failure::protocol(format!("receipt answered {}", answer.status)));
         }
-        let verified = SignedReceipt::from_json(&answer.body).and_then(|r| {
+        Ok(answer.body)
+    }
+
+    /// Verification and storage of a receipt (see [`Self::receipt`]).
+    fn keep_receipt(&self, u: &Upload, body: &[u8]) -> Result<Result<(), ReceiptError>, Failure> {
+        let c = &u.capture;
+        let verified = SignedReceipt::from_json(body).and_then(|r| {
             r.verify(&self.pinned, &c.id, &c.photo_sha256)?;
             match &self.log_key {
                 Some(key) => r.verify_log(key, &u.election, &u.precinct).map(Some),
@@ -1485,7 +1567,7 @@ impl Engine<'_> {
         let log = in_log.as_ref().map(|v| (v.index, v.checkpoint.note.as_slice()));
         let stored = self
             .store
-            .write(|tx| Store::save_receipt(tx, &c.id, &answer.body, log, now_ms()))
+            .write(|tx| Store::save_receipt(tx, &c.id, body, log, now_ms()))
             .map_err(Failure::fatal)?;
         if !stored {
             // Only a change outside this code can do that: nothing here leaves `uploading`

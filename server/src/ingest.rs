@@ -8,7 +8,7 @@ use hattama_core::receipt::Receipt;
 
 use crate::error::ApiError;
 use crate::keys::ServerKeys;
-use crate::storage::{NewCapture, NewUpload, Storage, device_id};
+use crate::storage::{NewCapture, NewUpload, Storage, UploadInfo, device_id};
 
 /// Milliseconds since the Unix epoch now.
 pub fn now_ms() -> u64 {
@@ -90,16 +90,24 @@ fn check_device(storage: &dyn Storage, signed: &SignedManifest) -> Result<(), Ap
 
 /// Finishes an upload whose last byte arrived: checks the whole photo against the manifest and
 /// the core's photo rules, signs a receipt and stores both durably. Returns the receipt JSON.
+/// `known`: the upload as the caller just read it, not stored yet, and the whole photo if the
+/// caller holds it; without it, both are read from storage.
 pub fn complete_upload(
     storage: &dyn Storage,
     keys: &ServerKeys,
     id: &Sha256Hash,
+    known: Option<(UploadInfo, Option<Vec<u8>>)>,
     limits: &MediaLimits,
 ) -> Result<Vec<u8>, ApiError> {
-    if let Some(receipt) = storage.receipt(id)? {
-        return Ok(receipt);
-    }
-    let info = storage.upload(id)?.ok_or_else(|| ApiError::not_found("no such upload"))?;
+    let (info, photo) = match known {
+        Some((info, photo)) if !info.stored => (info, photo),
+        _ => {
+            if let Some(receipt) = storage.receipt(id)? {
+                return Ok(receipt);
+            }
+            (storage.upload(id)?.ok_or_else(|| ApiError::not_found("no such upload"))?, None)
+        }
+    };
     // The signature was verified strictly when the upload was created; the stored manifest is
     // only parsed again here.
     let signed = SignedManifest {
@@ -108,7 +116,10 @@ pub fn complete_upload(
         signature: info.signature,
     };
     let m = &signed.manifest;
-    let photo = storage.read_upload(id, info.length + 1)?;
+    let photo = match photo {
+        Some(photo) => photo,
+        None => storage.read_upload(id, info.length + 1)?,
+    };
     let refuse = |status, code, message: String| -> Result<Vec<u8>, ApiError> {
         storage.discard_upload(id)?;
         Err(ApiError::new(status, code, message))

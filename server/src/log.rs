@@ -1,7 +1,9 @@
 //! The public log on the server: one integrator thread appends stored captures to the Merkle
-//! tree in batches, signs a checkpoint for every new size, commits entries, hashes and the
+//! tree in batches, signs a checkpoint for every new size, commits the new hashes and the
 //! checkpoint in one transaction, and only then publishes tiles and the checkpoint as files
-//! (`<data dir>/log/`), which anyone can mirror with a plain web server.
+//! (`<data dir>/log/`), which anyone can mirror with a plain web server. A capture's position
+//! and entry are stored with the capture itself (`Storage::commit_capture`, commit order): the
+//! integrator reads them as a queue keyed by position.
 //!
 //! Invariant: a checkpoint is published only after it is committed, and the tree it signs is
 //! a prefix of every later tree, so no two different checkpoints for one size ever leave the
@@ -10,8 +12,8 @@
 //!
 //! Speed: the integrator keeps the committed tree's right edge in memory (`Edge`: the roots
 //! of its complete subtrees, the incomplete tile of each level and the incomplete entry
-//! bundle), so a batch reads nothing but the new captures: it hashes them, commits entries,
-//! hashes and checkpoint, and writes the tiles from memory. The edge is loaded from storage when
+//! bundle), so a batch reads nothing but the queued entries: it hashes them, commits hashes and
+//! checkpoint, and writes the tiles from memory. The edge is loaded from storage when
 //! the log opens and again after any failure, so storage stays the only source of truth.
 
 use std::fs;
@@ -99,11 +101,11 @@ struct Integrator {
     batch: usize,
 }
 
-/// What a batch writes: stored hashes (for storage) and tiles (files, after the commit).
+/// What a batch writes: stored hashes (for storage, from storage index `first_hash` on) and
+/// tiles (files, after the commit).
 struct Batch {
-    /// Storage index of the next stored hash.
-    next_index: u64,
-    hashes: Vec<(u64, [u8; 32])>,
+    first_hash: u64,
+    hashes: Vec<[u8; 32]>,
     tiles: Vec<(Tile, Vec<u8>)>,
 }
 
@@ -179,8 +181,7 @@ impl Edge {
         hash: Hash,
         batch: &mut Batch,
     ) -> Result<(), StorageError> {
-        batch.hashes.push((batch.next_index, hash.0));
-        batch.next_index += 1;
+        batch.hashes.push(hash.0);
         if !level.is_multiple_of(TILE_HEIGHT) {
             return Ok(());
         }
@@ -283,6 +284,8 @@ impl Log {
         let log = self.clone();
         std::thread::Builder::new().name("log-integrator".into()).spawn(move || {
             loop {
+                // No pause between batches: a batch gathers whatever was committed while the one
+                // before it ran, so batches grow with the load without delaying any receipt.
                 match log.integrate_once() {
                     Ok(0) => log.sleep_until_woken(Duration::from_secs(1)),
                     Ok(_) => {}
@@ -366,20 +369,21 @@ impl Log {
     /// One batch on top of `edge`; returns how many entries and the new edge.
     fn integrate(&self, edge: Edge, limit: usize) -> Result<(usize, Edge), StorageError> {
         let started = Instant::now();
-        let entries = self.storage.unlogged(limit)?;
+        let old = edge.size;
+        // The queue: entries stored with their captures, at the positions after the log's end.
+        let entries = self.storage.log_entries(old, old + limit as u64)?;
         if entries.is_empty() {
             return Ok((0, edge));
         }
         let read = started.elapsed();
-        let old = edge.size;
         let mut next = edge;
         let mut batch = Batch {
-            next_index: tlog_tiles::stored_hash_index(0, old),
+            first_hash: tlog_tiles::stored_hash_index(0, old),
             hashes: Vec::with_capacity(entries.len() * 2 + 64),
             tiles: Vec::new(),
         };
         for e in &entries {
-            next.append(&e.to_bytes(), &mut batch)?;
+            next.append(e, &mut batch)?;
         }
         next.partial_tiles(old, &mut batch.tiles);
         let size = next.size;
@@ -388,7 +392,7 @@ impl Log {
         let hashed = started.elapsed();
         // Fails, and changes nothing, unless the stored log is `old` entries long: the edge was
         // that of the stored tree.
-        self.storage.append_log(old, &entries, &batch.hashes, &note)?;
+        self.storage.append_log(old, size, batch.first_hash, &batch.hashes, &note)?;
         let committed = started.elapsed();
         hattama_core::hooks::pause("log:after-commit");
         for (tile, data) in &batch.tiles {
@@ -436,11 +440,11 @@ impl Log {
         timeout: Duration,
     ) -> Result<Option<u64>, StorageError> {
         let deadline = Instant::now() + timeout;
+        // Given when the capture was committed; it never changes.
+        let Some(index) = self.storage.log_index(id)? else { return Ok(None) };
         let mut woken = false;
         loop {
-            if let Some(index) = self.storage.log_index(id)?
-                && index < self.published_size()
-            {
+            if index < self.published_size() {
                 return Ok(Some(index));
             }
             if !woken {

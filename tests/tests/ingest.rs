@@ -102,7 +102,7 @@ fn tus_discovery_and_checksums() {
     assert_eq!(options.status().as_u16(), 204);
     let h = |n: &str| options.headers().get(n).unwrap().to_str().unwrap().to_owned();
     assert_eq!(h("Tus-Version"), "1.0.0");
-    assert_eq!(h("Tus-Extension"), "creation,checksum,termination");
+    assert_eq!(h("Tus-Extension"), "creation,creation-with-upload,checksum,termination");
     assert_eq!(h("Tus-Checksum-Algorithm"), "sha256");
 
     let code = &server.invite(&["p0001"], 1)[0];
@@ -432,4 +432,102 @@ fn crc32(bytes: &[u8]) -> u32 {
         }
     }
     !crc
+}
+
+/// `POST /files/` with the upload's bytes (tus creation-with-upload) and `Hattama-Receipt: wait`.
+fn create_with_body(
+    device: &RawDevice,
+    url: &str,
+    signed: &hattama_core::evidence::SignedManifest,
+    photo: &[u8],
+) -> (u16, Option<u64>, Vec<u8>) {
+    let r = device
+        .http()
+        .post(format!("{url}/files/"))
+        .header("Tus-Resumable", "1.0.0")
+        .header("Upload-Length", photo.len().to_string())
+        .header(
+            "Upload-Metadata",
+            hattama_core::sync::upload_metadata(&signed.canonical, &signed.signature),
+        )
+        .header("Content-Type", "application/offset+octet-stream")
+        .header("Hattama-Receipt", "wait")
+        .body(photo.to_vec())
+        .send()
+        .unwrap();
+    let status = r.status().as_u16();
+    let offset = r.headers().get("Upload-Offset").map(|v| v.to_str().unwrap().parse().unwrap());
+    (status, offset, r.bytes().unwrap().to_vec())
+}
+
+#[test]
+fn one_request_carries_the_photo_and_answers_the_logged_receipt() {
+    let server = TestServer::start_with_election(2);
+    let url = &server.url;
+    let code = &server.invite(&["p0001"], 1)[0];
+    let mut device = RawDevice::new(21);
+    let pinned = receipt_key(&device.enroll(url, code));
+    let log_key = {
+        let v: Value =
+            reqwest::blocking::get(format!("{url}/api/v1/log/key")).unwrap().json().unwrap();
+        hattama_core::log::LogKey::from_vkey(v["vkey"].as_str().unwrap()).unwrap()
+    };
+    let (bytes, info) = clean_photo(&photo("video-001.jpeg"));
+
+    // The whole photo with the creation: stored, logged, and the receipt in the answer, with
+    // its log entry and a proof that verifies.
+    let signed = device.sign("p0001", &info);
+    let id = signed.hash();
+    let (status, offset, body) = create_with_body(&device, url, &signed, &bytes);
+    assert_eq!((status, offset), (201, Some(bytes.len() as u64)));
+    let receipt = SignedReceipt::from_json(&body).unwrap();
+    receipt.verify(&pinned, &id, &info.sha256).unwrap();
+    receipt.verify_log(&log_key, "e2e", "p0001").unwrap();
+    // It is the receipt the receipts route serves (the signed part), stored once.
+    let fetched = device.receipt(url, &id.to_hex());
+    assert_eq!(
+        fetched.body["signature"],
+        serde_json::from_slice::<Value>(&body).unwrap()["signature"]
+    );
+    // Sent again the same way: the same signed receipt, nothing stored twice.
+    let (status, offset, again) = create_with_body(&device, url, &signed, &bytes);
+    assert_eq!((status, offset), (201, Some(bytes.len() as u64)));
+    assert_eq!(
+        serde_json::from_slice::<Value>(&again).unwrap()["signature"],
+        serde_json::from_slice::<Value>(&body).unwrap()["signature"]
+    );
+    assert_eq!(captures(&server), 1);
+
+    // An upload that already holds bytes ignores a creation's body and answers its offset; the
+    // last PATCH asking for the receipt answers 200 with it.
+    let signed = device.sign("p0001", &info);
+    let id = signed.hash();
+    let sig = hex::encode(signed.signature);
+    assert_eq!(device.create(url, &signed.canonical, &sig, bytes.len() as u64).status, 201);
+    assert_eq!(device.patch(url, &id.to_hex(), 0, &bytes[..100]).status, 204);
+    let (status, offset, body) = create_with_body(&device, url, &signed, &bytes);
+    assert_eq!((status, offset, body.len()), (201, Some(100), 0));
+    let last = device
+        .http()
+        .patch(format!("{url}/files/{id}"))
+        .header("Tus-Resumable", "1.0.0")
+        .header("Content-Type", "application/offset+octet-stream")
+        .header("Upload-Offset", "100")
+        .header("Hattama-Receipt", "wait")
+        .body(bytes[100..].to_vec())
+        .send()
+        .unwrap();
+    assert_eq!(last.status().as_u16(), 200);
+    let receipt = SignedReceipt::from_json(&last.bytes().unwrap()).unwrap();
+    receipt.verify(&pinned, &id, &info.sha256).unwrap();
+    receipt.verify_log(&log_key, "e2e", "p0001").unwrap();
+
+    // A creation whose body does not match the manifest stores nothing.
+    let mut bad = bytes.clone();
+    let n = bad.len();
+    bad[n / 2] ^= 1;
+    let signed = device.sign("p0001", &info);
+    let (status, _, body) = create_with_body(&device, url, &signed, &bad);
+    assert_eq!(status, 422, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(captures(&server), 2);
 }

@@ -5,9 +5,13 @@ use std::time::Duration;
 use actix_web::{HttpResponse, web};
 use hattama_core::receipt::{ReceiptLog, SignedReceipt};
 
+use hattama_core::evidence::Sha256Hash;
+
 use super::parse_hash;
 use crate::error::ApiError;
+use crate::log::Log;
 use crate::startup::AppState;
+use crate::storage::Storage;
 
 /// How long a receipt request waits for the capture to enter a published checkpoint.
 const LOG_WAIT: Duration = Duration::from_secs(10);
@@ -21,32 +25,40 @@ pub async fn get(
     let id = parse_hash(&path)?;
     super::tus::finish_if_complete(&state, id).await?;
     let (storage, log) = (state.storage.clone(), state.log.clone());
-    let body = web::block(move || -> Result<Vec<u8>, ApiError> {
-        let stored = storage
-            .receipt(&id)?
-            .ok_or_else(|| ApiError::not_found("no stored capture with this id"))?;
-        let Some(index) = log.wait_logged(&id, LOG_WAIT)? else {
-            let mut e = ApiError::new(503, "not_logged_yet", "the capture is not in the log yet");
-            e.retry_after = Some(1);
-            return Err(e);
-        };
-        let mut signed: SignedReceipt =
-            serde_json::from_slice(&stored).map_err(|e| ApiError::internal(&e))?;
-        let entry = storage
-            .log_entries(index, index + 1)?
-            .pop()
-            .ok_or_else(|| ApiError::not_found("log entry"))?;
-        let proof = log.inclusion(index)?;
-        signed.log = Some(ReceiptLog {
-            index,
-            entry: String::from_utf8(entry).map_err(|e| ApiError::internal(&e))?,
-            proof: proof.to_text(),
-        });
-        serde_json::to_vec(&signed).map_err(|e| ApiError::internal(&e))
-    })
-    .await??;
+    let body = web::block(move || with_log(&*storage, &log, &id)).await??.ok_or_else(|| {
+        let mut e = ApiError::new(503, "not_logged_yet", "the capture is not in the log yet");
+        e.retry_after = Some(1);
+        e
+    })?;
     Ok(HttpResponse::Ok()
         .content_type("application/json")
         .insert_header(("Cache-Control", "no-store"))
         .body(body))
+}
+
+/// A stored capture's receipt with its place in the log (entry and inclusion proof in the
+/// newest published checkpoint), waiting up to [`LOG_WAIT`] for it to be logged; `None` if it
+/// is not logged by then, 404 if it is not stored. Blocking.
+pub fn with_log(
+    storage: &dyn Storage,
+    log: &Log,
+    id: &Sha256Hash,
+) -> Result<Option<Vec<u8>>, ApiError> {
+    let stored = storage
+        .receipt(id)?
+        .ok_or_else(|| ApiError::not_found("no stored capture with this id"))?;
+    let Some(index) = log.wait_logged(id, LOG_WAIT)? else { return Ok(None) };
+    let mut signed: SignedReceipt =
+        serde_json::from_slice(&stored).map_err(|e| ApiError::internal(&e))?;
+    let entry = storage
+        .log_entries(index, index + 1)?
+        .pop()
+        .ok_or_else(|| ApiError::not_found("log entry"))?;
+    let proof = log.inclusion(index)?;
+    signed.log = Some(ReceiptLog {
+        index,
+        entry: String::from_utf8(entry).map_err(|e| ApiError::internal(&e))?,
+        proof: proof.to_text(),
+    });
+    serde_json::to_vec(&signed).map(Some).map_err(|e| ApiError::internal(&e))
 }

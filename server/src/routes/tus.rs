@@ -69,7 +69,7 @@ fn tus_response(status: actix_web::http::StatusCode) -> actix_web::HttpResponseB
 pub async fn options(state: web::Data<AppState>) -> HttpResponse {
     tus_response(actix_web::http::StatusCode::NO_CONTENT)
         .insert_header(("Tus-Version", TUS_VERSION))
-        .insert_header(("Tus-Extension", "creation,checksum,termination"))
+        .insert_header(("Tus-Extension", "creation,creation-with-upload,checksum,termination"))
         .insert_header(("Tus-Checksum-Algorithm", "sha256"))
         .insert_header(("Tus-Max-Size", state.settings.limits.max_photo_bytes.to_string()))
         .finish()
@@ -89,9 +89,21 @@ fn parse_metadata(value: &str) -> Result<HashMap<String, Vec<u8>>, ApiError> {
     Ok(out)
 }
 
-/// `POST /files/`: creation. Checks the manifest before any byte is sent.
+/// The request header asking for the receipt in the answer of the request that completes an
+/// upload (`docs/sync-protocol.md`).
+const RECEIPT_HEADER: &str = "Hattama-Receipt";
+
+/// Whether the request asks for the receipt in its answer.
+fn wants_receipt(req: &HttpRequest) -> bool {
+    header(req, RECEIPT_HEADER) == Some("wait")
+}
+
+/// `POST /files/`: creation. Checks the manifest before any byte is sent. With a body
+/// (`Content-Type: application/offset+octet-stream`, tus `creation-with-upload`), the body is
+/// the upload's first bytes, taken only by an upload still at offset 0.
 pub async fn create(
     req: HttpRequest,
+    payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     check_tus(&req)?;
@@ -111,27 +123,65 @@ pub async fn create(
         .ok_or_else(|| {
             ApiError::new(400, "bad_signature", "signature must be 128 lowercase hex digits")
         })?;
+    let with_body = header(&req, "Content-Type") == Some("application/offset+octet-stream");
+    let checksum = if with_body { parse_checksum(&req)? } else { None };
     let storage = state.storage.clone();
     let max = state.settings.limits.max_photo_bytes;
-    let (id, offset) = web::block(move || -> Result<_, ApiError> {
+    let (id, info) = web::block(move || -> Result<_, ApiError> {
         let id = ingest::create_upload(&*storage, &manifest, &signature, length, max)?;
-        let offset = storage.upload(&id)?.map(|i| i.offset).unwrap_or(0);
-        Ok((id, offset))
+        let info = storage.upload(&id)?.ok_or_else(|| ApiError::not_found("no such upload"))?;
+        Ok((id, info))
     })
     .await??;
-    Ok(tus_response(actix_web::http::StatusCode::CREATED)
+    let mut offset = info.offset;
+    let mut receipt = None;
+    if with_body && offset == 0 && !info.stored {
+        let slot = state.uploads.get(&id);
+        let generation = slot.generation.fetch_add(1, Ordering::SeqCst) + 1;
+        slot.preempt.notify_waiters();
+        let _guard = take_slot(&slot).await?;
+        let body = Body { offset: 0, payload, checksum, want_receipt: wants_receipt(&req) };
+        (offset, receipt) = receive(&state, &slot, generation, id, info, body).await?;
+    } else if info.stored && wants_receipt(&req) {
+        receipt = logged_receipt(&state, id).await?;
+    }
+    let mut answer = tus_response(actix_web::http::StatusCode::CREATED);
+    answer
         .insert_header(("Location", format!("/files/{id}")))
-        .insert_header(("Upload-Offset", offset.to_string()))
-        .finish())
+        .insert_header(("Upload-Offset", offset.to_string()));
+    Ok(match receipt {
+        Some(body) => answer.content_type("application/json").body(body),
+        None => answer.finish(),
+    })
+}
+
+/// The receipt with its log proof, once the capture is in a published checkpoint (waiting for
+/// that as `GET /api/v1/receipts/{id}` does); `None` if it is not logged in time.
+async fn logged_receipt(
+    state: &web::Data<AppState>,
+    id: Sha256Hash,
+) -> Result<Option<Vec<u8>>, ApiError> {
+    let (storage, log) = (state.storage.clone(), state.log.clone());
+    web::block(move || super::receipts::with_log(&*storage, &log, &id)).await?
 }
 
 /// Completes an upload whose last byte arrived (checks, stores, signs the receipt) and asks the
 /// log to integrate it.
 async fn complete(state: &web::Data<AppState>, id: Sha256Hash) -> Result<(), ApiError> {
     let (storage, keys, limits) = (state.storage.clone(), state.keys.clone(), state.media_limits);
-    web::block(move || ingest::complete_upload(&*storage, &keys, &id, &limits)).await??;
+    web::block(move || ingest::complete_upload(&*storage, &keys, &id, None, &limits)).await??;
     state.log.wake();
     Ok(())
+}
+
+/// Waits for the upload's lock (see [`UploadSlots`]).
+async fn take_slot(slot: &Slot) -> Result<tokio::sync::MutexGuard<'_, ()>, ApiError> {
+    let Ok(guard) = tokio::time::timeout(Duration::from_secs(10), slot.lock.lock()).await else {
+        let mut e = ApiError::new(423, "upload_busy", "another request is writing this upload");
+        e.retry_after = Some(1);
+        return Err(e);
+    };
+    Ok(guard)
 }
 
 /// Finishes an upload whose bytes all arrived but which is not stored yet: the server stopped
@@ -218,7 +268,7 @@ fn parse_checksum(req: &HttpRequest) -> Result<Option<[u8; 32]>, ApiError> {
 pub async fn patch(
     req: HttpRequest,
     path: web::Path<String>,
-    mut payload: web::Payload,
+    payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     check_tus(&req)?;
@@ -239,11 +289,7 @@ pub async fn patch(
     let slot = state.uploads.get(&id);
     let generation = slot.generation.fetch_add(1, Ordering::SeqCst) + 1;
     slot.preempt.notify_waiters();
-    let Ok(_guard) = tokio::time::timeout(Duration::from_secs(10), slot.lock.lock()).await else {
-        let mut e = ApiError::new(423, "upload_busy", "another request is writing this upload");
-        e.retry_after = Some(1);
-        return Err(e);
-    };
+    let _guard = take_slot(&slot).await?;
 
     let storage = state.storage.clone();
     let info = web::block(move || storage.upload(&id))
@@ -256,17 +302,58 @@ pub async fn patch(
             format!("the upload is at offset {}", info.offset),
         ));
     }
-    if info.stored || info.offset == info.length {
+    let (new_offset, receipt) = if info.stored || info.offset == info.length {
         if !info.stored {
             complete(&state, id).await?;
         }
-        return Ok(tus_response(actix_web::http::StatusCode::NO_CONTENT)
-            .insert_header(("Upload-Offset", info.length.to_string()))
-            .finish());
-    }
+        let receipt = if wants_receipt(&req) { logged_receipt(&state, id).await? } else { None };
+        (info.length, receipt)
+    } else {
+        let body = Body { offset, payload, checksum, want_receipt: wants_receipt(&req) };
+        receive(&state, &slot, generation, id, info, body).await?
+    };
+    let status = if receipt.is_some() {
+        actix_web::http::StatusCode::OK
+    } else {
+        actix_web::http::StatusCode::NO_CONTENT
+    };
+    let mut answer = tus_response(status);
+    answer.insert_header(("Upload-Offset", new_offset.to_string()));
+    Ok(match receipt {
+        Some(body) => answer.content_type("application/json").body(body),
+        None => answer.finish(),
+    })
+}
+
+/// A request body for an upload.
+struct Body {
+    /// Where it starts (the caller checked it is the upload's offset).
+    offset: u64,
+    payload: web::Payload,
+    checksum: Option<[u8; 32]>,
+    /// Whether the request asks for the receipt in its answer.
+    want_receipt: bool,
+}
+
+/// Receives a request body into an upload (the caller holds the upload's lock). When the last
+/// byte arrives, completes the upload in the same blocking call, from the bytes in memory if
+/// this request carried the whole photo, and then, if asked, waits for the receipt with its log
+/// proof. Returns the new offset and that receipt.
+async fn receive(
+    state: &web::Data<AppState>,
+    slot: &Slot,
+    generation: u64,
+    id: Sha256Hash,
+    info: crate::storage::UploadInfo,
+    body: Body,
+) -> Result<(u64, Option<Vec<u8>>), ApiError> {
+    let Body { offset, mut payload, checksum, want_receipt } = body;
+    let length = info.length;
     let storage = state.storage.clone();
     let mut writer = web::block(move || storage.upload_writer(&id, offset)).await??;
     let mut hasher = checksum.map(|_| Sha256::new());
+    // The whole photo in one request: keep it for the completion, which reads it whole anyway.
+    let mut whole = (offset == 0).then(Vec::new);
     let mut received = 0u64;
     let read_timeout = Duration::from_secs(state.settings.limits.read_timeout_secs);
     let mut cut = false;
@@ -282,7 +369,7 @@ pub async fn patch(
         match next {
             None => break,
             Some(Ok(chunk)) => {
-                if offset + received + chunk.len() as u64 > info.length {
+                if offset + received + chunk.len() as u64 > length {
                     web::block(move || writer.rollback()).await??;
                     return Err(ApiError::new(
                         413,
@@ -294,6 +381,9 @@ pub async fn patch(
                 writer.write_all(&chunk).map_err(|e| ApiError::internal(&e))?;
                 if let Some(h) = hasher.as_mut() {
                     h.update(&chunk);
+                }
+                if let Some(w) = whole.as_mut() {
+                    w.extend_from_slice(&chunk);
                 }
                 received += chunk.len() as u64;
             }
@@ -313,7 +403,16 @@ pub async fn patch(
             "the body does not match Upload-Checksum",
         ));
     }
-    let new_offset = web::block(move || writer.finish()).await??;
+    let (storage, keys, limits) = (state.storage.clone(), state.keys.clone(), state.media_limits);
+    let new_offset = web::block(move || -> Result<u64, ApiError> {
+        let new_offset = writer.finish()?;
+        if !cut && new_offset == length {
+            let photo = whole.filter(|w| w.len() as u64 == length);
+            ingest::complete_upload(&*storage, &keys, &id, Some((info, photo)), &limits)?;
+        }
+        Ok(new_offset)
+    })
+    .await??;
     if cut {
         // Keep what arrived; the client resumes from the next HEAD.
         return Err(ApiError::new(
@@ -322,10 +421,10 @@ pub async fn patch(
             format!("body ended early at offset {new_offset}"),
         ));
     }
-    if new_offset == info.length {
-        complete(&state, id).await?;
+    if new_offset != length {
+        return Ok((new_offset, None));
     }
-    Ok(tus_response(actix_web::http::StatusCode::NO_CONTENT)
-        .insert_header(("Upload-Offset", new_offset.to_string()))
-        .finish())
+    state.log.wake();
+    let receipt = if want_receipt { logged_receipt(state, id).await? } else { None };
+    Ok((new_offset, receipt))
 }

@@ -6,7 +6,8 @@
 //!
 //! Durability contract of [`Storage::commit_capture`]: when it returns, the photo file is fsynced
 //! and renamed under its hash with its directory fsynced, and the capture row with its receipt is
-//! committed (`synchronous = FULL`). Only then may a receipt be handed out.
+//! committed (`synchronous = FULL`), together with the capture's log entry at the next log
+//! position (commit order). Only then may a receipt be handed out.
 
 mod gallery;
 pub mod review;
@@ -18,7 +19,6 @@ use std::path::PathBuf;
 pub use gallery::{GalleryStorage, PublicCapture};
 use hattama_core::election::Election;
 use hattama_core::evidence::{DeviceKey, Sha256Hash};
-use hattama_core::log::LogEntry;
 pub use review::{Decision, DecisionKind, ReviewStorage, Transcription, TranscriptionStatus};
 pub use sqlite::SqliteStorage;
 
@@ -223,24 +223,27 @@ pub trait Storage: Send + Sync + 'static {
     /// A stored capture's canonical manifest and signature.
     fn evidence(&self, id: &Sha256Hash) -> Result<Option<Evidence>, StorageError>;
 
-    /// Number of entries in the log.
+    /// Number of entries in the log: the size of its newest checkpoint.
     fn log_size(&self) -> Result<u64, StorageError>;
-    /// Up to `limit` stored captures not yet in the log, in the order they were committed.
-    fn unlogged(&self, limit: usize) -> Result<Vec<LogEntry>, StorageError>;
     /// Stored Merkle hashes by their storage index (Go `tlog` numbering).
     fn read_log_hashes(&self, indexes: &[u64]) -> Result<Vec<[u8; 32]>, StorageError>;
-    /// Appends entries, their new stored hashes and the checkpoint of the new size in one
-    /// durable transaction; fails if the log is no longer `old_size` long.
+    /// Appends stored hashes `first_hash..` (those that entries `old_size..new_size` add) and
+    /// the checkpoint of `new_size` entries in one durable transaction; fails, changing
+    /// nothing, unless the log is `old_size` entries long.
     fn append_log(
         &self,
         old_size: u64,
-        entries: &[LogEntry],
-        hashes: &[(u64, [u8; 32])],
+        new_size: u64,
+        first_hash: u64,
+        hashes: &[[u8; 32]],
         checkpoint: &[u8],
     ) -> Result<(), StorageError>;
-    /// A capture's index in the log.
+    /// A stored capture's position in the log. [`Storage::commit_capture`] gives it (in commit
+    /// order, with the capture's entry); the capture is in the log once a checkpoint larger
+    /// than it is published.
     fn log_index(&self, capture: &Sha256Hash) -> Result<Option<u64>, StorageError>;
-    /// The canonical bytes of entries `start..end`.
+    /// The canonical bytes of the entries at positions `start..end`, as far as captures are
+    /// stored: past the log's size they are the integrator's queue.
     fn log_entries(&self, start: u64, end: u64) -> Result<Vec<Vec<u8>>, StorageError>;
     /// The newest checkpoint (size and signed note).
     fn latest_checkpoint(&self) -> Result<Option<(u64, Vec<u8>)>, StorageError>;

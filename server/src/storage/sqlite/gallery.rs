@@ -129,8 +129,11 @@ impl GalleryStorage for SqliteStorage {
         self.read(|c| {
             let mut stmt = c.prepare_cached(
                 "SELECT c.id, c.precinct, c.manifest, c.signature, c.photo_sha256, c.photo_bytes,
-                    c.received_at_ms, c.receipt, l.idx
-                 FROM captures c LEFT JOIN log_entries l ON l.capture_id = c.id
+                    c.received_at_ms, c.receipt,
+                    -- A position counts once a signed checkpoint covers it.
+                    CASE WHEN c.log_index < (SELECT coalesce(max(size), 0) FROM checkpoints)
+                         THEN c.log_index END
+                 FROM captures c
                  WHERE c.election = ?1 AND (?2 IS NULL OR c.precinct = ?2)
                  ORDER BY c.rowid",
             )?;

@@ -5,16 +5,22 @@
 // Row tuples read straight from SQL are clearer inline than behind one-use type aliases.
 #![allow(clippy::type_complexity)]
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Condvar, Mutex, MutexGuard};
 
 use hattama_core::election::Election;
 use hattama_core::evidence::{DeviceKey, Sha256Hash};
 use hattama_core::log::LogEntry;
-use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{
+    Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior, params,
+};
+
+mod log;
+#[cfg(test)]
+mod tests;
 
 mod review;
 
@@ -124,6 +130,43 @@ CREATE TABLE official_figures (
 CREATE INDEX captures_by_photo ON captures (photo_sha256);
 ",
     review::MIGRATION,
+    // The log position is given when a capture is committed (commit order), and its entry is
+    // stored with it, keyed by that position: the log's queue needs no index of capture ids.
+    // Merkle hashes are stored in blocks of 64 (storage order), not one row per hash. Captures
+    // committed but not yet logged take the next positions in the order the integrator would
+    // have taken them (rowid); their entries are written as `LogEntry::to_bytes` writes them
+    // (keys in this order, compact, integers bare; ids are plain ASCII).
+    "
+ALTER TABLE captures ADD COLUMN log_index INTEGER CHECK (log_index >= 0);
+ALTER TABLE log_entries RENAME TO log_entries_v2;
+UPDATE captures SET log_index = (SELECT idx FROM log_entries_v2 WHERE capture_id = captures.id);
+UPDATE captures SET log_index = pending.idx
+FROM (SELECT rowid AS r,
+        (SELECT coalesce(max(idx) + 1, 0) FROM log_entries_v2)
+            + row_number() OVER (ORDER BY rowid) - 1 AS idx
+      FROM captures WHERE log_index IS NULL) AS pending
+WHERE captures.rowid = pending.r;
+CREATE TABLE log_entries (
+    idx INTEGER PRIMARY KEY CHECK (idx >= 0),
+    entry BLOB NOT NULL
+) STRICT;
+INSERT INTO log_entries (idx, entry) SELECT idx, entry FROM log_entries_v2 ORDER BY idx;
+INSERT INTO log_entries (idx, entry)
+SELECT log_index, CAST(json_object('capture_id', id, 'election', election,
+        'photo_sha256', photo_sha256, 'precinct', precinct, 'received_at_ms', received_at_ms,
+        'v', 1) AS BLOB)
+FROM captures WHERE log_index >= (SELECT coalesce(max(idx) + 1, 0) FROM log_entries_v2)
+ORDER BY log_index;
+DROP TABLE log_entries_v2;
+CREATE TABLE log_hash_blocks (
+    block INTEGER PRIMARY KEY CHECK (block >= 0),
+    hashes BLOB NOT NULL CHECK (length(hashes) BETWEEN 32 AND 2048 AND length(hashes) % 32 = 0)
+) STRICT;
+INSERT INTO log_hash_blocks (block, hashes)
+SELECT idx / 64, CAST(group_concat(hash, x'' ORDER BY idx) AS BLOB) FROM log_hashes
+GROUP BY idx / 64;
+DROP TABLE log_hashes;
+",
 ];
 
 const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
@@ -134,47 +177,22 @@ pub struct SqliteStorage {
     dir: PathBuf,
     writer: Mutex<Connection>,
     readers: Vec<Mutex<Connection>>,
-    log_cursor: Mutex<LogCursor>,
     review_cache: review::ReviewCache,
     /// A connection only for `PRAGMA data_version` (whose value is per connection).
     watch: Mutex<Connection>,
+    /// Captures waiting for their group commit ([`SqliteStorage::group_commit`]).
+    commits: Mutex<CommitQueue>,
+    committed: Condvar,
 }
 
-/// Where [`Storage::unlogged`] resumes, so that it reads only captures not yet logged instead of
-/// every capture ever stored. It relies on two facts: SQLite gives a new row a larger rowid than
-/// every row in the table (`max(rowid) + 1`; no capture is ever deleted, and nothing VACUUMs
-/// the database while the server runs), and the log takes captures in rowid order.
+/// The queue of the group commit.
 #[derive(Default)]
-struct LogCursor {
-    /// Every capture whose rowid is at most this is in the log; `None` until first computed.
-    floor: Option<i64>,
-    /// The captures `unlogged` handed out last: the first's and the last's ids, how many, and
-    /// the last's rowid. When `append_log` commits exactly these, the floor moves past them.
-    handed: Option<(Sha256Hash, Sha256Hash, usize, i64)>,
-}
-
-/// Rows per multi-row INSERT of `append_log` (3 or 2 parameters each, far below SQLite's
-/// limit of 32,766).
-const LOG_INSERT_ROWS: usize = 64;
-
-/// Lowercase hex of a hash, without allocating.
-fn hex32<'a>(bytes: &[u8; 32], out: &'a mut [u8; 64]) -> Result<&'a str, StorageError> {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    for (i, b) in bytes.iter().enumerate() {
-        out[2 * i] = DIGITS[usize::from(b >> 4)];
-        out[2 * i + 1] = DIGITS[usize::from(b & 15)];
-    }
-    std::str::from_utf8(out).map_err(|_| StorageError::Corrupt("hex".into()))
-}
-
-/// `INSERT INTO {table} ({columns}) VALUES (?, …), …` for `rows` rows.
-fn multi_insert(table: &str, columns: &[&str], rows: usize) -> String {
-    let row = format!("({})", vec!["?"; columns.len()].join(", "));
-    format!(
-        "INSERT OR ROLLBACK INTO {table} ({}) VALUES {}",
-        columns.join(", "),
-        vec![row; rows].join(", ")
-    )
+struct CommitQueue {
+    next_ticket: u64,
+    pending: Vec<(u64, NewCapture)>,
+    done: HashMap<u64, Result<Vec<u8>, StorageError>>,
+    /// Whether a thread is committing rounds.
+    leading: bool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> Result<MutexGuard<'_, T>, StorageError> {
@@ -198,17 +216,17 @@ fn ms(v: u64) -> i64 {
 
 fn load_device(conn: &Connection, key: &[u8]) -> Result<Option<Device>, StorageError> {
     let row: Option<(String, Vec<u8>, String, i64, Option<i64>)> = conn
-        .query_row(
+        .prepare_cached(
             "SELECT id, key, election, enrolled_at_ms, revoked_at_ms FROM devices WHERE key = ?1",
-            [key],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
-        )
+        )?
+        .query_row([key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
         .optional()?;
     let Some((id, key, election, enrolled, revoked)) = row else { return Ok(None) };
     let key: [u8; 32] =
         key.try_into().map_err(|_| StorageError::Corrupt("device key length".into()))?;
-    let mut stmt = conn
-        .prepare("SELECT precinct FROM device_precincts WHERE device_id = ?1 ORDER BY precinct")?;
+    let mut stmt = conn.prepare_cached(
+        "SELECT precinct FROM device_precincts WHERE device_id = ?1 ORDER BY precinct",
+    )?;
     let precincts = stmt.query_map([&id], |r| r.get(0))?.collect::<Result<Vec<String>, _>>()?;
     Ok(Some(Device {
         id,
@@ -218,6 +236,52 @@ fn load_device(conn: &Connection, key: &[u8]) -> Result<Option<Device>, StorageE
         enrolled_at_ms: enrolled as u64,
         revoked_at_ms: revoked.map(|v| v as u64),
     }))
+}
+
+/// Inserts a capture (its photo already durable) with its receipt and its log entry at the next
+/// log position, in `tx`; a capture stored already keeps its first receipt. Returns the receipt.
+fn insert_capture(tx: &Transaction<'_>, c: &NewCapture) -> Result<Vec<u8>, StorageError> {
+    let existing: Option<Vec<u8>> = tx
+        .prepare_cached("SELECT receipt FROM captures WHERE id = ?1")?
+        .query_row([c.id.to_hex()], |r| r.get(0))
+        .optional()?;
+    if let Some(receipt) = existing {
+        return Ok(receipt);
+    }
+    // Its place in the log: the next one, in commit order, with its entry queued for the
+    // integrator in the same transaction.
+    let log_index = log::next_index(tx)?;
+    let entry = LogEntry {
+        capture_id: c.id,
+        election: c.election.clone(),
+        photo_sha256: c.photo_sha256,
+        precinct: c.precinct.clone(),
+        received_at_ms: c.received_at_ms,
+        v: hattama_core::log::ENTRY_VERSION,
+    };
+    log::queue_entry(tx, log_index, &entry.to_bytes())?;
+    tx.prepare_cached(
+        "INSERT INTO captures (id, device_id, seq, election, precinct, manifest, signature,
+            photo_sha256, photo_bytes, media_type, received_at_ms, receipt, log_index)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+    )?
+    .execute(params![
+        c.id.to_hex(),
+        c.device_id,
+        ms(c.seq),
+        c.election,
+        c.precinct,
+        c.manifest,
+        c.signature.as_slice(),
+        c.photo_sha256.to_hex(),
+        ms(c.photo_bytes),
+        c.media_type,
+        ms(c.received_at_ms),
+        c.receipt,
+        log_index as i64,
+    ])?;
+    tx.prepare_cached("DELETE FROM uploads WHERE id = ?1")?.execute([c.id.to_hex()])?;
+    Ok(c.receipt.clone())
 }
 
 /// Crockford base32 without the ambiguous letters: 20 characters, 100 bits, in groups of four.
@@ -241,9 +305,8 @@ impl SqliteStorage {
         writer.pragma_update(None, "journal_mode", "WAL")?;
         configure(&writer)?;
         // 128 MiB of page cache for the one writer (a limit; pages are cached as they are used):
-        // the log's batches insert into the random-keyed index of capture ids and check every
-        // entry's capture, and with SQLite's default 2 MB each of those would read its pages
-        // again, and a large batch would spill dirty pages into the WAL before its commit.
+        // every capture goes into the random-keyed index of capture ids (its primary key), and
+        // with SQLite's default 2 MB each insert would read that index's pages again.
         writer.pragma_update(None, "cache_size", -131_072)?;
         loop {
             let tx = writer.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -271,12 +334,13 @@ impl SqliteStorage {
             dir: dir.to_owned(),
             writer: Mutex::new(writer),
             readers,
-            log_cursor: Mutex::default(),
             review_cache: review::ReviewCache::default(),
             watch: Mutex::new(Connection::open_with_flags(
                 &path,
                 OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
             )?),
+            commits: Mutex::default(),
+            committed: Condvar::new(),
         };
         if recover {
             storage.recover()?;
@@ -295,6 +359,77 @@ impl SqliteStorage {
         }
         let conn = lock(&self.readers[0])?;
         f(&conn)
+    }
+
+    /// Commits a capture whose photo is renamed into place, together with the captures other
+    /// threads are completing at the same moment: one thread at a time leads a round, which
+    /// fsyncs the photo directory once and commits every queued row in one transaction (one
+    /// WAL fsync); the others wait for their round. Each caller returns only after its own
+    /// round is durable. If a round's transaction fails, its captures are committed one by one,
+    /// so that one bad capture fails alone.
+    fn group_commit(&self, c: &NewCapture) -> Result<Vec<u8>, StorageError> {
+        let mut q = lock(&self.commits)?;
+        let ticket = q.next_ticket;
+        q.next_ticket += 1;
+        q.pending.push((ticket, c.clone()));
+        while q.leading {
+            q = self
+                .committed
+                .wait(q)
+                .map_err(|_| StorageError::Corrupt("lock poisoned".into()))?;
+            if let Some(result) = q.done.remove(&ticket) {
+                return result;
+            }
+        }
+        q.leading = true;
+        while !q.pending.is_empty() {
+            let round = std::mem::take(&mut q.pending);
+            drop(q);
+            let results = self.commit_round(&round);
+            q = lock(&self.commits)?;
+            q.done.extend(results);
+            self.committed.notify_all();
+        }
+        q.leading = false;
+        // Someone may have queued after the last round was taken and is waiting for a leader.
+        self.committed.notify_all();
+        q.done
+            .remove(&ticket)
+            .unwrap_or_else(|| Err(StorageError::Corrupt("a commit round lost a capture".into())))
+    }
+
+    /// One round of [`Self::group_commit`].
+    fn commit_round(
+        &self,
+        round: &[(u64, NewCapture)],
+    ) -> Vec<(u64, Result<Vec<u8>, StorageError>)> {
+        let commit = |captures: &[(u64, NewCapture)]| -> Result<Vec<Vec<u8>>, StorageError> {
+            fsync_dir(&self.dir.join("blobs"))?;
+            let mut conn = lock(&self.writer)?;
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let receipts =
+                captures.iter().map(|(_, c)| insert_capture(&tx, c)).collect::<Result<_, _>>()?;
+            tx.commit()?;
+            Ok(receipts)
+        };
+        match commit(round) {
+            Ok(receipts) => {
+                round.iter().map(|(t, _)| *t).zip(receipts.into_iter().map(Ok)).collect()
+            }
+            Err(e) if round.len() == 1 => vec![(round[0].0, Err(e))],
+            Err(e) => {
+                tracing::warn!(error = %e, captures = round.len(), "group commit failed; one by one");
+                round
+                    .iter()
+                    .map(|job| {
+                        let result = commit(std::slice::from_ref(job)).and_then(|mut r| {
+                            r.pop().ok_or_else(|| StorageError::Corrupt("no receipt".into()))
+                        });
+                        (job.0, result)
+                    })
+                    .collect()
+            }
+        }
     }
 
     fn part_path(&self, id: &Sha256Hash) -> PathBuf {
@@ -411,12 +546,11 @@ impl Storage for SqliteStorage {
 
     fn precinct_known(&self, election: &str, precinct: &str) -> Result<(bool, bool), StorageError> {
         self.read(|c| {
-            Ok(c.query_row(
+            Ok(c.prepare_cached(
                 "SELECT EXISTS (SELECT 1 FROM elections WHERE id = ?1),
                         EXISTS (SELECT 1 FROM precincts WHERE election = ?1 AND id = ?2)",
-                params![election, precinct],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )?)
+            )?
+            .query_row(params![election, precinct], |r| Ok((r.get(0)?, r.get(1)?)))?)
         })
     }
 
@@ -538,7 +672,7 @@ impl Storage for SqliteStorage {
         // whose session vanished creates it again. So no fsync here (synchronous = NORMAL for
         // this one commit), and the `.part` file is created by the first PATCH.
         let conn = lock(&self.writer)?;
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.prepare_cached("PRAGMA synchronous = NORMAL")?.execute([])?;
         let inserted = conn
             .prepare_cached(
                 "INSERT INTO uploads (id, manifest, signature, length, created_at_ms)
@@ -555,7 +689,7 @@ impl Storage for SqliteStorage {
                     ms(u.now_ms)
                 ])
             });
-        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.prepare_cached("PRAGMA synchronous = FULL")?.execute([])?;
         inserted?;
         Ok(())
     }
@@ -627,53 +761,22 @@ impl Storage for SqliteStorage {
         }
         let part = self.part_path(&c.id);
         let blob = self.photo_path(&c.photo_sha256);
-        // The photo first: fsynced (by the upload writer), renamed, directory fsynced.
+        // The photo first: fsynced and renamed here (concurrent completions do this side by
+        // side); the directory is fsynced by the group commit, before the rows are committed.
         if blob.exists() {
             fs::remove_file(&part)?;
         } else {
             File::open(&part)?.sync_all()?;
             fs::rename(&part, &blob)?;
-            fsync_dir(&self.dir.join("blobs"))?;
         }
-        // Then the row, with its receipt, in one durable commit.
-        let mut conn = lock(&self.writer)?;
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let existing: Option<Vec<u8>> = tx
-            .query_row("SELECT receipt FROM captures WHERE id = ?1", [c.id.to_hex()], |r| r.get(0))
-            .optional()?;
-        if let Some(receipt) = existing {
-            return Ok(receipt);
-        }
-        tx.execute(
-            "INSERT INTO captures (id, device_id, seq, election, precinct, manifest, signature,
-                photo_sha256, photo_bytes, media_type, received_at_ms, receipt)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-            params![
-                c.id.to_hex(),
-                c.device_id,
-                ms(c.seq),
-                c.election,
-                c.precinct,
-                c.manifest,
-                c.signature.as_slice(),
-                c.photo_sha256.to_hex(),
-                ms(c.photo_bytes),
-                c.media_type,
-                ms(c.received_at_ms),
-                c.receipt,
-            ],
-        )?;
-        tx.execute("DELETE FROM uploads WHERE id = ?1", [c.id.to_hex()])?;
-        tx.commit()?;
-        Ok(c.receipt.clone())
+        self.group_commit(c)
     }
 
     fn receipt(&self, id: &Sha256Hash) -> Result<Option<Vec<u8>>, StorageError> {
         self.read(|c| {
-            Ok(c.query_row("SELECT receipt FROM captures WHERE id = ?1", [id.to_hex()], |r| {
-                r.get(0)
-            })
-            .optional()?)
+            Ok(c.prepare_cached("SELECT receipt FROM captures WHERE id = ?1")?
+                .query_row([id.to_hex()], |r| r.get(0))
+                .optional()?)
         })
     }
 
@@ -727,195 +830,39 @@ impl Storage for SqliteStorage {
     }
 
     fn log_size(&self) -> Result<u64, StorageError> {
-        self.read(|c| {
-            Ok(c.query_row("SELECT coalesce(max(idx) + 1, 0) FROM log_entries", [], |r| {
-                r.get::<_, i64>(0)
-            })? as u64)
-        })
-    }
-
-    fn unlogged(&self, limit: usize) -> Result<Vec<LogEntry>, StorageError> {
-        let mut cursor = lock(&self.log_cursor)?;
-        let (floor, rows) = self.read(|c| {
-            let floor = match cursor.floor {
-                Some(floor) => floor,
-                // Once per process: just below the first capture not in the log. The index of
-                // capture ids (SQLite's own for the primary key) holds every id with its rowid,
-                // so scanning it reads a tenth of what the rows would (0.2 s per 500,000).
-                None => c.query_row(
-                    "SELECT coalesce(
-                        (SELECT min(c.rowid) - 1
-                         FROM captures c INDEXED BY sqlite_autoindex_captures_1
-                         WHERE NOT EXISTS
-                            (SELECT 1 FROM log_entries l WHERE l.capture_id = c.id)),
-                        (SELECT max(rowid) FROM captures),
-                        0)",
-                    [],
-                    |r| r.get::<_, i64>(0),
-                )?,
-            };
-            let mut stmt = c.prepare_cached(
-                "SELECT c.rowid, c.id, c.election, c.photo_sha256, c.precinct, c.received_at_ms
-                 FROM captures c
-                 WHERE c.rowid > ?1
-                   AND NOT EXISTS (SELECT 1 FROM log_entries l WHERE l.capture_id = c.id)
-                 ORDER BY c.rowid LIMIT ?2",
-            )?;
-            let rows = stmt.query_map(params![floor, limit as i64], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, String>(3)?,
-                    r.get::<_, String>(4)?,
-                    r.get::<_, i64>(5)?,
-                ))
-            })?;
-            let hash = |h: &str| {
-                Sha256Hash::from_hex(h)
-                    .ok_or_else(|| StorageError::Corrupt(format!("bad hash {h}")))
-            };
-            let rows = rows
-                .map(|row| {
-                    let (rowid, id, election, photo, precinct, received) = row?;
-                    Ok((
-                        rowid,
-                        LogEntry {
-                            capture_id: hash(&id)?,
-                            election,
-                            photo_sha256: hash(&photo)?,
-                            precinct,
-                            received_at_ms: received as u64,
-                            v: hattama_core::log::ENTRY_VERSION,
-                        },
-                    ))
-                })
-                .collect::<Result<Vec<_>, StorageError>>()?;
-            Ok((floor, rows))
-        })?;
-        // Whatever lies between the floor and the first capture found is logged.
-        cursor.floor = Some(rows.first().map_or(floor, |(rowid, _)| (rowid - 1).max(floor)));
-        cursor.handed = match (rows.first(), rows.last()) {
-            (Some((_, first)), Some((rowid, last))) => {
-                Some((first.capture_id, last.capture_id, rows.len(), *rowid))
-            }
-            _ => None,
-        };
-        Ok(rows.into_iter().map(|(_, e)| e).collect())
+        self.read(log::size)
     }
 
     fn read_log_hashes(&self, indexes: &[u64]) -> Result<Vec<[u8; 32]>, StorageError> {
-        self.read(|c| {
-            let mut stmt = c.prepare_cached("SELECT hash FROM log_hashes WHERE idx = ?1")?;
-            indexes
-                .iter()
-                .map(|i| {
-                    let h: Vec<u8> = stmt.query_row([*i as i64], |r| r.get(0))?;
-                    h.try_into().map_err(|_| StorageError::Corrupt("hash length".into()))
-                })
-                .collect()
-        })
+        self.read(|c| log::read_hashes(c, indexes))
     }
 
     fn append_log(
         &self,
         old_size: u64,
-        entries: &[LogEntry],
-        hashes: &[(u64, [u8; 32])],
+        new_size: u64,
+        first_hash: u64,
+        hashes: &[[u8; 32]],
         checkpoint: &[u8],
     ) -> Result<(), StorageError> {
         let mut conn = lock(&self.writer)?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let size: i64 =
-            tx.query_row("SELECT coalesce(max(idx) + 1, 0) FROM log_entries", [], |r| r.get(0))?;
-        if size as u64 != old_size {
-            return Err(StorageError::Corrupt(format!("log is {size} long, not {old_size}")));
-        }
-        // Multi-row INSERTs: one statement step per LOG_INSERT_ROWS rows instead of per row. A
-        // statement that may fail half-way would make SQLite save every page it touches in a
-        // statement journal first, so these fail whole: `OR ROLLBACK` ends the transaction at a
-        // duplicate, and the foreign keys are checked at the commit (`defer_foreign_keys` lasts
-        // until the end of this transaction). Either failure commits nothing.
-        tx.pragma_update(None, "defer_foreign_keys", true)?;
-        // Full chunks go through one multi-row statement, the rest row by row: two statements
-        // per table in the connection's statement cache, whatever the batch sizes.
-        let rows_of = |chunk: usize| if chunk == LOG_INSERT_ROWS { chunk } else { 1 };
-        let mut hex = [0u8; 64];
-        let mut idx = old_size as i64;
-        for chunk in entries.chunks(LOG_INSERT_ROWS) {
-            let rows = rows_of(chunk.len());
-            let sql = multi_insert("log_entries", &["idx", "capture_id", "entry"], rows);
-            let mut stmt = tx.prepare_cached(&sql)?;
-            for part in chunk.chunks(rows) {
-                for (i, e) in part.iter().enumerate() {
-                    stmt.raw_bind_parameter(3 * i + 1, idx)?;
-                    stmt.raw_bind_parameter(3 * i + 2, hex32(&e.capture_id.0, &mut hex)?)?;
-                    stmt.raw_bind_parameter(3 * i + 3, e.to_bytes())?;
-                    idx += 1;
-                }
-                stmt.raw_execute()?;
-            }
-        }
-        for chunk in hashes.chunks(LOG_INSERT_ROWS) {
-            let rows = rows_of(chunk.len());
-            let mut stmt =
-                tx.prepare_cached(&multi_insert("log_hashes", &["idx", "hash"], rows))?;
-            for part in chunk.chunks(rows) {
-                for (i, (index, h)) in part.iter().enumerate() {
-                    stmt.raw_bind_parameter(2 * i + 1, *index as i64)?;
-                    stmt.raw_bind_parameter(2 * i + 2, h.as_slice())?;
-                }
-                stmt.raw_execute()?;
-            }
-        }
-        tx.execute(
-            "INSERT INTO checkpoints (size, note) VALUES (?1, ?2)",
-            params![(old_size + entries.len() as u64) as i64, checkpoint],
-        )?;
+        log::append(&tx, old_size, new_size, first_hash, hashes, checkpoint)?;
         tx.commit()?;
-        drop(conn);
-        let mut cursor = lock(&self.log_cursor)?;
-        if let (Some((first, last, count, rowid)), Some(f), Some(l)) =
-            (cursor.handed, entries.first(), entries.last())
-            && (first, last, count) == (f.capture_id, l.capture_id, entries.len())
-        {
-            cursor.floor = cursor.floor.map(|floor| floor.max(rowid));
-        }
-        cursor.handed = None;
         Ok(())
     }
 
     fn log_index(&self, capture: &Sha256Hash) -> Result<Option<u64>, StorageError> {
-        self.read(|c| {
-            Ok(c.query_row(
-                "SELECT idx FROM log_entries WHERE capture_id = ?1",
-                [capture.to_hex()],
-                |r| r.get::<_, i64>(0),
-            )
-            .optional()?
-            .map(|i| i as u64))
-        })
+        let hex = capture.to_hex();
+        self.read(|c| log::index_of(c, &hex))
     }
 
     fn log_entries(&self, start: u64, end: u64) -> Result<Vec<Vec<u8>>, StorageError> {
-        self.read(|c| {
-            let mut stmt = c.prepare_cached(
-                "SELECT entry FROM log_entries WHERE idx >= ?1 AND idx < ?2 ORDER BY idx",
-            )?;
-            let rows = stmt.query_map([start as i64, end as i64], |r| r.get(0))?;
-            Ok(rows.collect::<Result<Vec<Vec<u8>>, _>>()?)
-        })
+        self.read(|c| log::entries(c, start, end))
     }
 
     fn latest_checkpoint(&self) -> Result<Option<(u64, Vec<u8>)>, StorageError> {
-        self.read(|c| {
-            Ok(c.query_row(
-                "SELECT size, note FROM checkpoints ORDER BY size DESC LIMIT 1",
-                [],
-                |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)),
-            )
-            .optional()?)
-        })
+        self.read(log::latest_checkpoint)
     }
 
     fn evidence(&self, id: &Sha256Hash) -> Result<Option<super::Evidence>, StorageError> {
@@ -936,11 +883,6 @@ impl Storage for SqliteStorage {
     }
 
     fn checkpoint(&self, size: u64) -> Result<Option<Vec<u8>>, StorageError> {
-        self.read(|c| {
-            Ok(c.query_row("SELECT note FROM checkpoints WHERE size = ?1", [size as i64], |r| {
-                r.get(0)
-            })
-            .optional()?)
-        })
+        self.read(|c| log::checkpoint(c, size))
     }
 }

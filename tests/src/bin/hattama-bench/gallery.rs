@@ -2,8 +2,9 @@
 //! pages and photos as files, in the same run.
 //!
 //! 1. Off the clock: an election of 10,000 precincts with three signed captures each (30,000,
-//!    written straight into the database as `review` does), plus `--photos` real JPEG photos of
-//!    protocols (generated, about 100–150 KB) stored as the server stores photos. The real
+//!    written straight into the database as `review` does), the first `--photos` of them with
+//!    real JPEG photos of protocols (generated, about 100 KB) stored as the server stores photos
+//!    (its start-up recovery keeps only photos that a capture names). The real
 //!    release `hattama-server` serves that data directory; once its log has integrated every
 //!    capture (the cache drops whenever the database changes), every precinct page is fetched
 //!    once (this also warms the server's page cache, as normal traffic would) and saved into
@@ -99,8 +100,12 @@ pub fn run(opts: &Options) -> Result<()> {
         fs_type(tmp.path()).unwrap_or_else(|| "unknown".into())
     );
     let started = Instant::now();
-    let n = store(&data, opts.precincts)?;
     let photos = store_photos(&data, &nginx_root, opts.photos)?;
+    let named: Vec<(Sha256Hash, u64)> = photos
+        .iter()
+        .filter_map(|(sha, len)| Some((Sha256Hash::from_hex(sha)?, *len as u64)))
+        .collect();
+    let n = store(&data, opts.precincts, &named)?;
     println!(
         "stored {n} captures of {} precincts and {} photos ({:.1} MB) in {:.1} s",
         opts.precincts,
@@ -135,16 +140,6 @@ fn store_photos(data: &Path, nginx_root: &Path, count: usize) -> Result<Vec<(Str
         fs::write(data.join("blobs").join(&sha), &jpeg)?;
         fs::write(nginx_root.join("photos").join(&sha), &jpeg)?;
         out.push((sha, jpeg.len()));
-    }
-    // The server keeps only photos that a capture names (its start-up recovery removes the
-    // others): the first captures name these photos. (Their manifests still name the stand-in
-    // hashes `store` signed; the photo route does not look at manifests.)
-    let db = rusqlite::Connection::open(data.join("hattama-server.sqlite3"))?;
-    for (i, (sha, len)) in out.iter().enumerate() {
-        db.execute(
-            "UPDATE captures SET photo_sha256 = ?1, photo_bytes = ?2 WHERE rowid = ?3",
-            rusqlite::params![sha, *len as i64, i as i64 + 1],
-        )?;
     }
     Ok(out)
 }

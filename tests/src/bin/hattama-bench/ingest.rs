@@ -7,20 +7,23 @@
 //! it costs), imports an election, enrolls K simulated devices (one thread and one keep-alive
 //! HTTP client each, `hattama_tests::raw::RawDevice`) and measures:
 //!
+//! Every capture is one request, as a device sends a photo that fits one request
+//! (`docs/sync-protocol.md`): the tus creation carries the whole photo (`creation-with-upload`)
+//! and asks for the receipt in its answer (`Hattama-Receipt: wait`), which comes once the capture
+//! is durable and in a published log checkpoint.
+//!
 //! 1. Photos: N distinct ~4 MB camera photos, stripped and signed before the clock starts,
-//!    uploaded by the K devices at once: tus creation (its answer carries `Upload-Offset`, so no
-//!    HEAD), one PATCH with the whole photo, then the receipt. Against it, nginx accepts the same
-//!    bodies with PUT to distinct paths at the same concurrency. Rounds alternate (H N, N H, …)
-//!    with a `sync` of the file system between them off the clock, so that neither pays for the
-//!    other's writeback, and recycled page cache for both (`prime_page_cache`). Goal: the median of the rounds' ratios of photos/s is ≥ 0.7.
-//!    nginx does not fsync (its round's writeback is timed separately and only shown), so
-//!    Hattama does strictly more: hash, verify the signature, check the photo, fsync the file
-//!    and its directory, commit to SQLite, sign a receipt.
+//!    uploaded by the K devices at once. Against it, nginx accepts the same bodies with PUT to
+//!    distinct paths at the same concurrency. Rounds alternate (H N, N H, …) with a `sync` of
+//!    the file system between them off the clock, so that neither pays for the other's
+//!    writeback, and recycled page cache for both (`prime_page_cache`). Goal: the median of the
+//!    rounds' ratios of photos/s is ≥ 0.7. nginx does not fsync (its round's writeback is timed
+//!    separately and only shown), so Hattama does strictly more: hash, verify the signature,
+//!    check the photo, fsync the file and its directory, commit to SQLite, sign a receipt, log.
 //! 2. Tiny captures: distinct 64×64 JPEGs by the K devices for a fixed time: captures committed
-//!    per second (goal ≥ 3,000/s) and the time from sending the last byte (the PATCH of the
-//!    whole, one-packet body) to holding the receipt (the PATCH answer and the GET of the
-//!    receipt), p50 and p99. nginx taking the same tiny bodies is shown as a reference for what
-//!    this client and machine can do at all.
+//!    per second (goal ≥ 3,000/s) and the time from sending the last byte (the request's whole,
+//!    one-packet body) to holding the receipt, p50 and p99. nginx taking the same tiny bodies is
+//!    shown as a reference for what this client and machine can do at all.
 //!
 //! Every receipt is verified afterwards against the key pinned at enrollment, and the server's
 //! capture list must hold exactly the uploaded captures. Each phase also prints where the time
@@ -347,20 +350,27 @@ pub fn run(opts: &Options) -> Result<()> {
         println!("  (a device ran out of prepared captures: raise --tiny-max)");
     }
     let tiny_rate = tiny_done as f64 / tiny_wall.as_secs_f64();
-    let last_byte = Stats::of(&timed.iter().map(|t| t.patch + t.receipt_get).collect::<Vec<_>>());
-    let create = Stats::of(&timed.iter().map(|t| t.create).collect::<Vec<_>>());
-    let patch = Stats::of(&timed.iter().map(|t| t.patch).collect::<Vec<_>>());
-    let receipt = Stats::of(&timed.iter().map(|t| t.receipt_get).collect::<Vec<_>>());
+    let last_byte = Stats::of(
+        &timed.iter().map(|t| t.request + t.receipt_get.unwrap_or_default()).collect::<Vec<_>>(),
+    );
+    let gets: Vec<Duration> = timed.iter().filter_map(|t| t.receipt_get).collect();
     println!(
         "  Hattama  {tiny_done} captures in {:.2} s: {tiny_rate:.0} captures/s",
         tiny_wall.as_secs_f64()
     );
     println!("           {}", tiny_usage.line(tiny_done, false));
-    println!("    per request (each device waits for one before sending the next):");
-    println!("      POST creation          {}", ms_stats(&create));
-    println!("      PATCH (last byte)      {}", ms_stats(&patch));
-    println!("      GET receipt            {}", ms_stats(&receipt));
+    println!(
+        "    one request per capture (the creation carries the photo, its answer the receipt; \
+         each device waits for it before sending the next):"
+    );
     println!("      last byte -> receipt   {}", ms_stats(&last_byte));
+    if !gets.is_empty() {
+        println!(
+            "      ({} receipts came later, by GET: {})",
+            gets.len(),
+            ms_stats(&Stats::of(&gets))
+        );
+    }
     let cores = thread::available_parallelism().map_or(2, |p| p.get());
     let per = |cpu: f64| cpu * 1000.0 / tiny_done as f64;
     let (server_ms, client_ms) = (per(tiny_usage.0.server), per(tiny_usage.0.own));
@@ -394,7 +404,7 @@ pub fn run(opts: &Options) -> Result<()> {
         let rate = n as f64 / wall.as_secs_f64();
         println!(
             "  nginx    {n} PUTs of the same bodies in {:.2} s: {rate:.0} PUTs/s (reference: one \
-             request each, a capture takes three)",
+             request each, as a capture)",
             wall.as_secs_f64()
         );
         println!("           {}", usage.line(n, true));
@@ -570,11 +580,13 @@ impl Device {
     }
 }
 
-/// The times of one capture's three requests, and its receipt.
+/// The time of one capture's request, and its receipt.
 struct Timed {
-    create: Duration,
-    patch: Duration,
-    receipt_get: Duration,
+    /// The creation with the whole photo and the receipt in its answer: for a photo of one
+    /// packet, the time from its last byte to the receipt.
+    request: Duration,
+    /// A `GET` of the receipt, needed only if the answer came without it.
+    receipt_get: Option<Duration>,
     receipt: Vec<u8>,
 }
 
@@ -595,36 +607,35 @@ fn offset(r: &reqwest::blocking::Response) -> Option<u64> {
     r.headers().get("Upload-Offset")?.to_str().ok()?.parse().ok()
 }
 
-/// One capture as a device sends it: creation, the whole photo in one PATCH, the receipt.
+/// One capture as a device sends it (`docs/sync-protocol.md`): the tus creation carrying the
+/// whole photo (`creation-with-upload`) and asking for the receipt in its answer
+/// (`Hattama-Receipt: wait`); the receipt is fetched separately only if it did not come.
 fn upload(http: &Client, url: &str, u: &Upload) -> Result<Timed> {
-    let id = u.id.to_hex();
     let t = Instant::now();
     let r = http
         .post(format!("{url}/files/"))
         .header("Tus-Resumable", "1.0.0")
         .header("Upload-Length", u.body.len().to_string())
         .header("Upload-Metadata", &u.metadata)
-        .send()?;
-    let r = check_status(r, &[201], "creation")?;
-    ensure!(offset(&r) == Some(0), "creation of a new capture answered offset {:?}", offset(&r));
-    r.bytes()?;
-    let create = t.elapsed();
-    let t = Instant::now();
-    let r = http
-        .patch(format!("{url}/files/{id}"))
-        .header("Tus-Resumable", "1.0.0")
         .header("Content-Type", "application/offset+octet-stream")
-        .header("Upload-Offset", "0")
+        .header("Hattama-Receipt", "wait")
         .body(u.body)
         .send()?;
-    let r = check_status(r, &[204], "PATCH")?;
-    ensure!(offset(&r) == Some(u.body.len() as u64), "PATCH answered offset {:?}", offset(&r));
-    r.bytes()?;
-    let patch = t.elapsed();
+    let r = check_status(r, &[201], "creation with the photo")?;
+    ensure!(
+        offset(&r) == Some(u.body.len() as u64),
+        "creation with the whole photo answered offset {:?}",
+        offset(&r)
+    );
+    let receipt = r.bytes()?.to_vec();
+    let request = t.elapsed();
+    if !receipt.is_empty() {
+        return Ok(Timed { request, receipt_get: None, receipt });
+    }
     let t = Instant::now();
-    let r = http.get(format!("{url}/api/v1/receipts/{id}")).send()?;
+    let r = http.get(format!("{url}/api/v1/receipts/{}", u.id.to_hex())).send()?;
     let receipt = check_status(r, &[200], "receipt")?.bytes()?.to_vec();
-    Ok(Timed { create, patch, receipt_get: t.elapsed(), receipt })
+    Ok(Timed { request, receipt_get: Some(t.elapsed()), receipt })
 }
 
 /// `PUT` of a body to nginx, as a new file.

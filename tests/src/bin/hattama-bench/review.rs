@@ -109,7 +109,7 @@ pub fn run(opts: &Options) -> Result<()> {
 
     // --- Data, off the clock ---------------------------------------------------------------------
     let started = Instant::now();
-    let n = store(&data, opts.precincts)?;
+    let n = store(&data, opts.precincts, &[])?;
     println!(
         "stored {n} captures of {} precincts straight into the database ({:.1} s)",
         opts.precincts,
@@ -358,8 +358,10 @@ impl Conn {
 }
 
 /// Imports an election of `precincts` stations and writes `PAGES` signed captures per precinct
-/// straight into the database, in one transaction. Returns the number of captures.
-pub(crate) fn store(data: &Path, precincts: usize) -> Result<usize> {
+/// straight into the database, in one transaction, each queued for the log at its position as
+/// `commit_capture` does. The first captures name `photos` (hash, length) as their photos, the
+/// others stand-in hashes. Returns the number of captures.
+pub(crate) fn store(data: &Path, precincts: usize, photos: &[(Sha256Hash, u64)]) -> Result<usize> {
     let regions = ["Almaty", "Astana", "Shymkent", "Karaganda"];
     let list: Vec<serde_json::Value> = (1..=precincts)
         .map(|i| {
@@ -404,9 +406,10 @@ pub(crate) fn store(data: &Path, precincts: usize) -> Result<usize> {
     }
     let mut insert = tx.prepare(
         "INSERT INTO captures (id, device_id, seq, election, precinct, manifest, signature,
-            photo_sha256, photo_bytes, media_type, received_at_ms, receipt)
-         VALUES (?1, ?2, ?3, 'e2e', ?4, ?5, ?6, ?7, ?8, 'image/jpeg', ?9, ?10)",
+            photo_sha256, photo_bytes, media_type, received_at_ms, receipt, log_index)
+         VALUES (?1, ?2, ?3, 'e2e', ?4, ?5, ?6, ?7, ?8, 'image/jpeg', ?9, ?10, ?11)",
     )?;
+    let mut queue = tx.prepare("INSERT INTO log_entries (idx, entry) VALUES (?1, ?2)")?;
     let receipt = vec![b'r'; 450];
     let mut n = 0;
     for p in 1..=precincts {
@@ -415,13 +418,23 @@ pub(crate) fn store(data: &Path, precincts: usize) -> Result<usize> {
         let public = DeviceKey(key.verifying_key().to_bytes());
         for page in 1..=PAGES {
             seq[d] += 1;
-            let photo = PhotoInfo {
-                bytes: 2_000_000,
-                height: 3000,
-                media_type: MediaType::Jpeg,
-                orientation: 1,
-                sha256: Sha256Hash::of(format!("{p}/{page}").as_bytes()),
-                width: 4000,
+            let photo = match photos.get(n) {
+                Some((sha256, bytes)) => PhotoInfo {
+                    bytes: *bytes,
+                    height: 800,
+                    media_type: MediaType::Jpeg,
+                    orientation: 1,
+                    sha256: *sha256,
+                    width: 600,
+                },
+                None => PhotoInfo {
+                    bytes: 2_000_000,
+                    height: 3000,
+                    media_type: MediaType::Jpeg,
+                    orientation: 1,
+                    sha256: Sha256Hash::of(format!("{p}/{page}").as_bytes()),
+                    width: 4000,
+                },
             };
             let manifest = Manifest {
                 captured_at_ms: 1_795_000_000_000 + (n as u64) * 1000,
@@ -453,11 +466,22 @@ pub(crate) fn store(data: &Path, precincts: usize) -> Result<usize> {
                 photo.bytes as i64,
                 1_795_000_000_000i64 + n as i64,
                 receipt,
+                n as i64,
             ])?;
+            let entry = hattama_core::log::LogEntry {
+                capture_id: signed.hash(),
+                election: "e2e".into(),
+                photo_sha256: photo.sha256,
+                precinct: format!("p{p:05}"),
+                received_at_ms: 1_795_000_000_000 + n as u64,
+                v: 1,
+            };
+            queue.execute(params![n as i64, entry.to_bytes()])?;
             n += 1;
         }
     }
     drop(insert);
+    drop(queue);
     tx.commit()?;
     Ok(n)
 }
