@@ -4,7 +4,6 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use hattama_core::election::Election;
 use hattama_core::evidence::{Manifest, Sha256Hash};
@@ -67,6 +66,13 @@ CREATE INDEX review_queue_by_state ON review_index
 CREATE INDEX review_by_device ON review_index (device_id, seq);
 CREATE INDEX review_by_photo ON review_index (photo_sha256);
 CREATE INDEX review_by_precinct ON review_index (election, precinct);
+-- Bumped by every change of the review index (captures indexed, decisions), in the same
+-- transaction, by whichever process makes it: what the queue's counts are cached against.
+CREATE TABLE review_generation (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    value INTEGER NOT NULL
+) STRICT;
+INSERT INTO review_generation (id, value) VALUES (1, 0);
 CREATE TABLE decisions (
     id INTEGER PRIMARY KEY,
     capture_id TEXT NOT NULL REFERENCES captures (id),
@@ -126,24 +132,23 @@ CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
 
 /// What the queue pages read again and again, kept between requests: the number of captures
 /// matching a filter (counting 30,000 index entries costs milliseconds, and every queue page
-/// shows the total) and an election's regions and districts. Only this process writes the
-/// review index (one server per data directory), so a generation counter bumped by every
-/// write that changes what is counted (new captures indexed, decisions) keeps the counts
-/// exact; regions are keyed by the election's import time.
+/// shows the total) and an election's regions and districts. Counts are kept against the
+/// `review_generation` row, which every change of the review index bumps in its own
+/// transaction, whatever process makes it (the server, or `hattama-server demo` seeding beside
+/// it), so they are exact; regions are kept against the election's import time.
 #[derive(Default)]
 pub(super) struct ReviewCache {
-    generation: AtomicU64,
-    counts: Mutex<HashMap<String, (u64, u64)>>,
+    counts: Mutex<HashMap<String, (i64, u64)>>,
     regions: Mutex<HashMap<String, (i64, Vec<(String, Vec<String>)>)>>,
 }
 
 /// Most filters whose counts are kept (then the cache starts over).
 const COUNT_CACHE_ENTRIES: usize = 4096;
 
-impl ReviewCache {
-    fn changed(&self) {
-        self.generation.fetch_add(1, Ordering::SeqCst);
-    }
+/// Marks the review index changed (inside the changing transaction).
+fn bump_generation(c: &Connection) -> Result<(), StorageError> {
+    c.prepare_cached("UPDATE review_generation SET value = value + 1 WHERE id = 1")?.execute([])?;
+    Ok(())
 }
 
 /// Captures indexed per step of [`ReviewStorage::refresh_index`] (bounds its memory).
@@ -817,8 +822,8 @@ impl ReviewStorage for SqliteStorage {
             for (e, p) in &precincts {
                 flag_disagreements(&tx, e, p)?;
             }
+            bump_generation(&tx)?;
             tx.commit()?;
-            self.review_cache.changed();
         }
     }
 
@@ -830,13 +835,16 @@ impl ReviewStorage for SqliteStorage {
     ) -> Result<QueuePage, StorageError> {
         let (clause, params) = filter_sql(filter);
         let key = format!("{clause}{params:?}");
-        // Read before counting: a write after this makes the entry stale, never wrongly fresh.
-        let generation = self.review_cache.generation.load(Ordering::SeqCst);
-        let cached = lock(&self.review_cache.counts)?
-            .get(&key)
-            .filter(|(g, _)| *g == generation)
-            .map(|(_, n)| *n);
         self.read(|c| {
+            // The generation first: a change after this makes the entry stale, never wrongly
+            // fresh.
+            let generation: i64 = c
+                .prepare_cached("SELECT value FROM review_generation WHERE id = 1")?
+                .query_row([], |r| r.get(0))?;
+            let cached = lock(&self.review_cache.counts)?
+                .get(&key)
+                .filter(|(g, _)| *g == generation)
+                .map(|(_, n)| *n);
             let total = match cached {
                 Some(n) => n as i64,
                 None => {
@@ -997,8 +1005,8 @@ impl ReviewStorage for SqliteStorage {
             params![capture.to_hex(), state.as_str()],
         )?;
         insert_audit(&tx, audit)?;
+        bump_generation(&tx)?;
         tx.commit()?;
-        self.review_cache.changed();
         Ok(())
     }
 
@@ -1154,7 +1162,112 @@ impl ReviewStorage for SqliteStorage {
 
 #[cfg(test)]
 mod tests {
+    use hattama_core::election::{Names, Precinct, ProtocolTemplate};
+    use hattama_core::evidence::{DeviceKey, EvidenceKind, MediaType, Page, PhotoInfo};
+
     use super::*;
+    use crate::storage::Storage;
+
+    /// Stores a capture row the way ingest would (the manifest unsigned: the index never
+    /// checks signatures).
+    fn store_capture(s: &SqliteStorage, seq: u64) -> Sha256Hash {
+        let m = Manifest {
+            captured_at_ms: 1000,
+            device_key: DeviceKey([1; 32]),
+            election: "e".into(),
+            kind: EvidenceKind::Posted,
+            location: None,
+            note: None,
+            page: Page { count: 1, number: 1 },
+            photo: PhotoInfo {
+                bytes: 1,
+                height: 1,
+                media_type: MediaType::Jpeg,
+                orientation: 1,
+                sha256: Sha256Hash::of(&seq.to_be_bytes()),
+                width: 1,
+            },
+            precinct: "p1".into(),
+            prev: Sha256Hash::ZERO,
+            seq,
+            transcription: None,
+            utc_offset_min: 0,
+            v: 1,
+        };
+        let manifest = serde_json::to_vec(&m).unwrap();
+        let id = Sha256Hash::of(&manifest);
+        let conn = lock(&s.writer).unwrap();
+        conn.execute(
+            "INSERT OR IGNORE INTO devices (id, key, election, enrolled_at_ms) VALUES ('d', x'01', 'e', 1)",
+            [],
+        )
+        .unwrap();
+        conn.execute(
+            "INSERT INTO captures (id, device_id, seq, election, precinct, manifest, signature,
+                photo_sha256, photo_bytes, media_type, received_at_ms, receipt)
+             VALUES (?1, 'd', ?2, 'e', 'p1', ?3, x'00', ?4, 1, 'image/jpeg', ?2, x'00')",
+            params![id.to_hex(), seq as i64, manifest, m.photo.sha256.to_hex()],
+        )
+        .unwrap();
+        id
+    }
+
+    #[test]
+    fn queue_counts_follow_changes_made_by_another_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let names = || Names { kk: "x".into(), ru: "x".into(), en: "x".into() };
+        let election = Election {
+            id: "e".into(),
+            names: names(),
+            count_time_ms: None,
+            precincts: vec![Precinct {
+                id: "p1".into(),
+                number: 1,
+                region: "r".into(),
+                district: "d".into(),
+                address: "a".into(),
+            }],
+            protocol: ProtocolTemplate { lines: Vec::new(), relations: Vec::new() },
+        };
+        let server = SqliteStorage::open(dir.path(), false).unwrap();
+        server.import_election(&election, 1).unwrap();
+        // Another process (an admin command, the demo's seeding) with its own storage object.
+        let other = SqliteStorage::open(dir.path(), false).unwrap();
+        let user = other.create_user(
+            &NewUser {
+                username: "u".into(),
+                display_name: "U".into(),
+                role: Role::Coordinator,
+                regions: Vec::new(),
+            },
+            "x",
+            1,
+        );
+        let user = user.unwrap();
+        let first = store_capture(&other, 1);
+        let new = QueueFilter {
+            election: "e".into(),
+            state: Some(ReviewState::New),
+            ..QueueFilter::default()
+        };
+        server.refresh_index().unwrap();
+        assert_eq!(server.queue(&new, 0, 50).unwrap().total, 1);
+        // The other process indexes a new capture …
+        store_capture(&other, 2);
+        other.refresh_index().unwrap();
+        assert_eq!(server.queue(&new, 0, 50).unwrap().total, 2, "not the cached 1");
+        // … and decides on the first.
+        let decision = Decision { kind: DecisionKind::Accepted, reason: None, at_ms: 2 };
+        other.record_decision(&first, user.id, &decision, &NewAudit::default()).unwrap();
+        let page = server.queue(&new, 0, 50).unwrap();
+        assert_eq!((page.total, page.items.len()), (1, 1), "the cached count is not reused");
+        let all = QueueFilter { election: "e".into(), ..QueueFilter::default() };
+        assert_eq!(server.queue(&all, 0, 50).unwrap().total, 2);
+        // The append-only tables refuse changes.
+        let conn = lock(&server.writer).unwrap();
+        assert!(conn.execute("UPDATE decisions SET kind = 'rejected'", []).is_err());
+        assert!(conn.execute("DELETE FROM audit", []).is_err());
+    }
 
     #[test]
     fn filter_sql_binds_every_value() {
