@@ -15,6 +15,7 @@
 //! `photo OUT.jpg` writes the generated photo, to look at it.
 
 mod capture;
+mod http;
 mod ingest;
 mod log;
 mod photo;
