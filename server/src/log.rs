@@ -410,9 +410,7 @@ impl Log {
         self.storage.append_log(old, size, batch.first_hash, &batch.hashes, &note)?;
         let committed = started.elapsed();
         hattama_core::hooks::pause("log:after-commit");
-        for (tile, data) in &batch.tiles {
-            write_file(&self.dir.join(tlog::tile_path(tile)), data)?;
-        }
+        self.write_tiles(&batch.tiles)?;
         write_file(&self.dir.join("checkpoint"), &note)?;
         self.set_published(size)?;
         tracing::info!(
@@ -425,6 +423,35 @@ impl Log {
             "log integrated"
         );
         Ok((entries.len(), next))
+    }
+
+    /// Writes tile files, on a few threads when there are many (a batch under load writes
+    /// thousands; creating a file costs the file system far more than writing it). Returns once
+    /// every one is written, so the checkpoint after them never leads to a missing tile.
+    fn write_tiles(&self, tiles: &[(Tile, Vec<u8>)]) -> std::io::Result<()> {
+        let threads = if tiles.len() < 64 {
+            1
+        } else {
+            std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(2, 4)
+        };
+        let write = |part: &[(Tile, Vec<u8>)]| -> std::io::Result<()> {
+            for (tile, data) in part {
+                write_file(&self.dir.join(tlog::tile_path(tile)), data)?;
+            }
+            Ok(())
+        };
+        if threads == 1 {
+            return write(tiles);
+        }
+        std::thread::scope(|scope| {
+            let parts: Vec<_> = tiles
+                .chunks(tiles.len().div_ceil(threads))
+                .map(|part| scope.spawn(move || write(part)))
+                .collect();
+            parts.into_iter().try_for_each(|part| {
+                part.join().unwrap_or_else(|_| Err(std::io::Error::other("a tile writer panicked")))
+            })
+        })
     }
 
     /// Writes the tiles that change between `old` and `new` entries, reading them from storage,
