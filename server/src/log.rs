@@ -16,6 +16,7 @@
 //! checkpoint, and writes the tiles from memory. The edge is loaded from storage when
 //! the log opens and again after any failure, so storage stays the only source of truth.
 
+use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
@@ -56,6 +57,19 @@ pub struct Log {
     wake_changed: Condvar,
     /// The integrator's state, held for the whole of a batch, so batches never overlap.
     integrator: Mutex<Integrator>,
+    /// Tile files served lately, by path under `tile/`: they never change once written.
+    tiles: Mutex<TileCache>,
+}
+
+/// Most bytes of tile files kept in memory for serving.
+const TILE_CACHE_BYTES: usize = 128 << 20;
+
+/// Recently served tile files (immutable), so that a popular tile is served without a file
+/// read on the blocking pool. When full, it starts again empty: simple, and bounded.
+#[derive(Default)]
+struct TileCache {
+    files: HashMap<String, actix_web::web::Bytes>,
+    bytes: usize,
 }
 
 fn corrupt(e: impl std::fmt::Display) -> StorageError {
@@ -262,6 +276,7 @@ impl Log {
             wake_changed: Condvar::new(),
             // Before any rate is known, a batch of a size that takes well under a second.
             integrator: Mutex::new(Integrator { edge: None, batch: MIN_BATCH * 4 }),
+            tiles: Mutex::default(),
         });
         fs::create_dir_all(&log.dir)?;
         let from = log.published_file_size();
@@ -395,9 +410,7 @@ impl Log {
         self.storage.append_log(old, size, batch.first_hash, &batch.hashes, &note)?;
         let committed = started.elapsed();
         hattama_core::hooks::pause("log:after-commit");
-        for (tile, data) in &batch.tiles {
-            write_file(&self.dir.join(tlog::tile_path(tile)), data)?;
-        }
+        self.write_tiles(&batch.tiles)?;
         write_file(&self.dir.join("checkpoint"), &note)?;
         self.set_published(size)?;
         tracing::info!(
@@ -410,6 +423,35 @@ impl Log {
             "log integrated"
         );
         Ok((entries.len(), next))
+    }
+
+    /// Writes tile files, on a few threads when there are many (a batch under load writes
+    /// thousands; creating a file costs the file system far more than writing it). Returns once
+    /// every one is written, so the checkpoint after them never leads to a missing tile.
+    fn write_tiles(&self, tiles: &[(Tile, Vec<u8>)]) -> std::io::Result<()> {
+        let threads = if tiles.len() < 64 {
+            1
+        } else {
+            std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(2, 4)
+        };
+        let write = |part: &[(Tile, Vec<u8>)]| -> std::io::Result<()> {
+            for (tile, data) in part {
+                write_file(&self.dir.join(tlog::tile_path(tile)), data)?;
+            }
+            Ok(())
+        };
+        if threads == 1 {
+            return write(tiles);
+        }
+        std::thread::scope(|scope| {
+            let parts: Vec<_> = tiles
+                .chunks(tiles.len().div_ceil(threads))
+                .map(|part| scope.spawn(move || write(part)))
+                .collect();
+            parts.into_iter().try_for_each(|part| {
+                part.join().unwrap_or_else(|_| Err(std::io::Error::other("a tile writer panicked")))
+            })
+        })
     }
 
     /// Writes the tiles that change between `old` and `new` entries, reading them from storage,
@@ -498,5 +540,20 @@ impl Log {
     /// The published files (`checkpoint`, `tile/...`).
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// A tile file (`tail`: its path under `tile/`, already checked) as served lately.
+    pub fn cached_tile(&self, tail: &str) -> Option<actix_web::web::Bytes> {
+        self.tiles.lock().ok()?.files.get(tail).cloned()
+    }
+
+    /// Keeps a tile file read for serving. Only for files that exist: tiles never change.
+    pub fn cache_tile(&self, tail: String, data: actix_web::web::Bytes) {
+        let Ok(mut cache) = self.tiles.lock() else { return };
+        if cache.bytes + data.len() > TILE_CACHE_BYTES {
+            *cache = TileCache::default();
+        }
+        cache.bytes += data.len();
+        cache.files.insert(tail, data);
     }
 }

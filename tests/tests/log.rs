@@ -243,7 +243,8 @@ fn no_two_checkpoints_for_one_size_across_sigkill_during_integration() {
         log::verify_checkpoint(&b, &key).unwrap()
     };
     let seen = seen.lock().unwrap();
-    assert!(seen.len() >= 20, "only {} checkpoint sizes seen", seen.len());
+    // Batches grow with the load, so a fast integrator publishes fewer, larger checkpoints.
+    assert!(seen.len() >= 10, "only {} checkpoint sizes seen", seen.len());
     assert_eq!(paused_kills, 5);
     for (size, notes) in seen.iter() {
         assert_eq!(notes.len(), 1, "two different checkpoints for size {size}");

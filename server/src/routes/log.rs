@@ -63,8 +63,15 @@ pub async fn tile(
     if !is_tile_path(&tail) {
         return Err(ApiError::new(400, "bad_tile_path", "not a tile path"));
     }
-    let file = state.log.dir().join("tile").join(&tail);
-    let data = web::block(move || read(file)).await??;
+    let data = match state.log.cached_tile(&tail) {
+        Some(data) => data,
+        None => {
+            let file = state.log.dir().join("tile").join(&tail);
+            let data = web::Bytes::from(web::block(move || read(file)).await??);
+            state.log.cache_tile(tail, data.clone());
+            data
+        }
+    };
     Ok(HttpResponse::Ok()
         .content_type("application/octet-stream")
         .insert_header(("Cache-Control", "public, max-age=31536000, immutable"))

@@ -125,23 +125,36 @@ pub async fn create(
         })?;
     let with_body = header(&req, "Content-Type") == Some("application/offset+octet-stream");
     let checksum = if with_body { parse_checksum(&req)? } else { None };
+    // With a body, the upload's lock is taken first, for the id a canonical manifest has (the
+    // SHA-256 of its bytes), so that the same blocking call can open the upload for writing.
+    let claimed = with_body.then(|| Sha256Hash::of(&manifest));
+    let slot = claimed.map(|id| state.uploads.get(&id));
+    let generation = slot.as_ref().map(|slot| {
+        let generation = slot.generation.fetch_add(1, Ordering::SeqCst) + 1;
+        slot.preempt.notify_waiters();
+        generation
+    });
+    let _guard = match &slot {
+        Some(slot) => Some(take_slot(slot).await?),
+        None => None,
+    };
     let storage = state.storage.clone();
     let max = state.settings.limits.max_photo_bytes;
-    let (id, info) = web::block(move || -> Result<_, ApiError> {
+    let (id, info, writer) = web::block(move || -> Result<_, ApiError> {
         let id = ingest::create_upload(&*storage, &manifest, &signature, length, max)?;
         let info = storage.upload(&id)?.ok_or_else(|| ApiError::not_found("no such upload"))?;
-        Ok((id, info))
+        // The body is taken only by an upload still at 0, under the lock of its id.
+        let writer = (claimed == Some(id) && info.offset == 0 && !info.stored)
+            .then(|| storage.upload_writer(&id, 0))
+            .transpose()?;
+        Ok((id, info, writer))
     })
     .await??;
     let mut offset = info.offset;
     let mut receipt = None;
-    if with_body && offset == 0 && !info.stored {
-        let slot = state.uploads.get(&id);
-        let generation = slot.generation.fetch_add(1, Ordering::SeqCst) + 1;
-        slot.preempt.notify_waiters();
-        let _guard = take_slot(&slot).await?;
+    if let (Some(writer), Some(slot), Some(generation)) = (writer, &slot, generation) {
         let body = Body { offset: 0, payload, checksum, want_receipt: wants_receipt(&req) };
-        (offset, receipt) = receive(&state, &slot, generation, id, info, body).await?;
+        (offset, receipt) = receive(&state, slot, generation, id, info, writer, body).await?;
     } else if info.stored && wants_receipt(&req) {
         receipt = logged_receipt(&state, id).await?;
     }
@@ -292,25 +305,30 @@ pub async fn patch(
     let _guard = take_slot(&slot).await?;
 
     let storage = state.storage.clone();
-    let info = web::block(move || storage.upload(&id))
-        .await??
-        .ok_or_else(|| ApiError::not_found("no such upload"))?;
-    if offset != info.offset {
-        return Err(ApiError::new(
-            409,
-            "offset_mismatch",
-            format!("the upload is at offset {}", info.offset),
-        ));
-    }
-    let (new_offset, receipt) = if info.stored || info.offset == info.length {
+    let (info, writer) = web::block(move || -> Result<_, ApiError> {
+        let info = storage.upload(&id)?.ok_or_else(|| ApiError::not_found("no such upload"))?;
+        if offset != info.offset {
+            return Err(ApiError::new(
+                409,
+                "offset_mismatch",
+                format!("the upload is at offset {}", info.offset),
+            ));
+        }
+        let writer = (!info.stored && info.offset < info.length)
+            .then(|| storage.upload_writer(&id, offset))
+            .transpose()?;
+        Ok((info, writer))
+    })
+    .await??;
+    let (new_offset, receipt) = if let Some(writer) = writer {
+        let body = Body { offset, payload, checksum, want_receipt: wants_receipt(&req) };
+        receive(&state, &slot, generation, id, info, writer, body).await?
+    } else {
         if !info.stored {
             complete(&state, id).await?;
         }
         let receipt = if wants_receipt(&req) { logged_receipt(&state, id).await? } else { None };
         (info.length, receipt)
-    } else {
-        let body = Body { offset, payload, checksum, want_receipt: wants_receipt(&req) };
-        receive(&state, &slot, generation, id, info, body).await?
     };
     let status = if receipt.is_some() {
         actix_web::http::StatusCode::OK
@@ -335,22 +353,21 @@ struct Body {
     want_receipt: bool,
 }
 
-/// Receives a request body into an upload (the caller holds the upload's lock). When the last
-/// byte arrives, completes the upload in the same blocking call, from the bytes in memory if
-/// this request carried the whole photo, and then, if asked, waits for the receipt with its log
-/// proof. Returns the new offset and that receipt.
+/// Receives a request body into an upload through `writer` (the caller holds the upload's lock).
+/// When the last byte arrives, completes the upload in the same blocking call, from the bytes in
+/// memory if this request carried the whole photo, and then, if asked, waits there for the
+/// receipt with its log proof. Returns the new offset and that receipt.
 async fn receive(
     state: &web::Data<AppState>,
     slot: &Slot,
     generation: u64,
     id: Sha256Hash,
     info: crate::storage::UploadInfo,
+    mut writer: Box<dyn crate::storage::UploadWriter>,
     body: Body,
 ) -> Result<(u64, Option<Vec<u8>>), ApiError> {
     let Body { offset, mut payload, checksum, want_receipt } = body;
     let length = info.length;
-    let storage = state.storage.clone();
-    let mut writer = web::block(move || storage.upload_writer(&id, offset)).await??;
     let mut hasher = checksum.map(|_| Sha256::new());
     // The whole photo in one request: keep it for the completion, which reads it whole anyway.
     let mut whole = (offset == 0).then(Vec::new);
@@ -404,13 +421,18 @@ async fn receive(
         ));
     }
     let (storage, keys, limits) = (state.storage.clone(), state.keys.clone(), state.media_limits);
-    let new_offset = web::block(move || -> Result<u64, ApiError> {
+    let log = state.log.clone();
+    let (new_offset, receipt) = web::block(move || -> Result<_, ApiError> {
         let new_offset = writer.finish()?;
-        if !cut && new_offset == length {
-            let photo = whole.filter(|w| w.len() as u64 == length);
-            ingest::complete_upload(&*storage, &keys, &id, Some((info, photo)), &limits)?;
+        if cut || new_offset != length {
+            return Ok((new_offset, None));
         }
-        Ok(new_offset)
+        let photo = whole.filter(|w| w.len() as u64 == length);
+        ingest::complete_upload(&*storage, &keys, &id, Some((info, photo)), &limits)?;
+        log.wake();
+        let receipt =
+            if want_receipt { super::receipts::with_log(&*storage, &log, &id)? } else { None };
+        Ok((new_offset, receipt))
     })
     .await??;
     if cut {
@@ -421,10 +443,5 @@ async fn receive(
             format!("body ended early at offset {new_offset}"),
         ));
     }
-    if new_offset != length {
-        return Ok((new_offset, None));
-    }
-    state.log.wake();
-    let receipt = if want_receipt { logged_receipt(state, id).await? } else { None };
     Ok((new_offset, receipt))
 }

@@ -20,6 +20,7 @@
 
 mod capture;
 mod gallery;
+mod http;
 mod ingest;
 mod log;
 mod photo;
