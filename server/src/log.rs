@@ -13,7 +13,9 @@
 //! Speed: the integrator keeps the committed tree's right edge in memory (`Edge`: the roots
 //! of its complete subtrees, the incomplete tile of each level and the incomplete entry
 //! bundle), so a batch reads nothing but the queued entries: it hashes them, commits hashes and
-//! checkpoint, and writes the tiles from memory. The edge is loaded from storage when
+//! checkpoint, and writes the tiles from memory. Under a backlog, a batch's files are written on
+//! a thread of their own while the next batch is read, hashed and committed; the next batch's
+//! files wait for them, so checkpoints are still published in order, each after its tiles. The edge is loaded from storage when
 //! the log opens and again after any failure, so storage stays the only source of truth.
 
 use std::collections::HashMap;
@@ -51,8 +53,7 @@ pub struct Log {
     /// The log's public identity.
     pub log_key: LogKey,
     dir: PathBuf,
-    published: Mutex<u64>,
-    published_changed: Condvar,
+    published: Arc<Published>,
     wake: Mutex<bool>,
     wake_changed: Condvar,
     /// The integrator's state, held for the whole of a batch, so batches never overlap.
@@ -60,6 +61,43 @@ pub struct Log {
     /// Tile files served lately, by path under `tile/`: they never change once written.
     tiles: Mutex<TileCache>,
 }
+
+/// The size of the newest published checkpoint, and a signal when it grows.
+#[derive(Default)]
+struct Published {
+    size: Mutex<u64>,
+    changed: Condvar,
+}
+
+impl Published {
+    /// Records a published size; sizes only grow.
+    fn set(&self, size: u64) -> Result<(), StorageError> {
+        let mut published = self.size.lock().map_err(corrupt)?;
+        *published = (*published).max(size);
+        self.changed.notify_all();
+        Ok(())
+    }
+}
+
+/// A committed batch's files: its tiles, then its checkpoint.
+struct Publication {
+    dir: PathBuf,
+    tiles: Vec<(Tile, Vec<u8>)>,
+    note: Vec<u8>,
+    size: u64,
+}
+
+impl Publication {
+    fn run(self, published: &Published) -> Result<(), StorageError> {
+        write_tiles(&self.dir, &self.tiles)?;
+        write_file(&self.dir.join("checkpoint"), &self.note)?;
+        published.set(self.size)
+    }
+}
+
+/// Fewest entries whose batch publishes its files on a thread of its own, while the next batch
+/// is read, hashed and committed (a backlog); smaller batches publish before returning.
+const PIPELINED: usize = MIN_BATCH;
 
 /// Most bytes of tile files kept in memory for serving.
 const TILE_CACHE_BYTES: usize = 128 << 20;
@@ -113,6 +151,8 @@ struct Integrator {
     edge: Option<Edge>,
     /// The most entries the next batch takes.
     batch: usize,
+    /// The publication of the batch before, still writing its files.
+    publishing: Option<std::thread::JoinHandle<Result<(), StorageError>>>,
 }
 
 /// What a batch writes: stored hashes (for storage, from storage index `first_hash` on) and
@@ -256,6 +296,40 @@ fn write_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     fs::rename(&tmp, path)
 }
 
+/// Writes tile files, on a few threads when there are many (a batch under load writes
+/// thousands; creating a file costs the file system far more than writing it). Returns once
+/// every one is written, so the checkpoint after them never leads to a missing tile.
+fn write_tiles(dir: &Path, tiles: &[(Tile, Vec<u8>)]) -> std::io::Result<()> {
+    let threads = if tiles.len() < 64 {
+        1
+    } else {
+        std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(2, 4)
+    };
+    let write = |part: &[(Tile, Vec<u8>)]| -> std::io::Result<()> {
+        for (tile, data) in part {
+            write_file(&dir.join(tlog::tile_path(tile)), data)?;
+        }
+        Ok(())
+    };
+    if threads == 1 {
+        return write(tiles);
+    }
+    std::thread::scope(|scope| {
+        let parts: Vec<_> = tiles
+            .chunks(tiles.len().div_ceil(threads))
+            .map(|part| scope.spawn(move || write(part)))
+            .collect();
+        parts.into_iter().try_for_each(|part| {
+            part.join().unwrap_or_else(|_| Err(std::io::Error::other("a tile writer panicked")))
+        })
+    })
+}
+
+/// Waits for a publication thread.
+fn join(handle: std::thread::JoinHandle<Result<(), StorageError>>) -> Result<(), StorageError> {
+    handle.join().unwrap_or_else(|_| Err(corrupt("the log publisher panicked")))
+}
+
 impl Log {
     /// Opens the log over `storage`, re-publishing whatever a crash left unpublished.
     pub fn open(
@@ -270,12 +344,15 @@ impl Log {
             key,
             log_key,
             dir: data_dir.join("log"),
-            published: Mutex::new(0),
-            published_changed: Condvar::new(),
+            published: Arc::default(),
             wake: Mutex::new(false),
             wake_changed: Condvar::new(),
             // Before any rate is known, a batch of a size that takes well under a second.
-            integrator: Mutex::new(Integrator { edge: None, batch: MIN_BATCH * 4 }),
+            integrator: Mutex::new(Integrator {
+                edge: None,
+                batch: MIN_BATCH * 4,
+                publishing: None,
+            }),
             tiles: Mutex::default(),
         });
         fs::create_dir_all(&log.dir)?;
@@ -284,7 +361,7 @@ impl Log {
             if from != Some(size) {
                 log.publish(from.unwrap_or(0).min(size), size, &note)?;
             }
-            *log.published.lock().map_err(corrupt)? = size;
+            log.published.set(size)?;
         }
         Ok(log)
     }
@@ -333,7 +410,7 @@ impl Log {
 
     /// The size of the newest published checkpoint.
     pub fn published_size(&self) -> u64 {
-        self.published.lock().map(|g| *g).unwrap_or(0)
+        self.published.size.lock().map(|g| *g).unwrap_or(0)
     }
 
     /// Integrates up to one batch of stored captures; returns how many.
@@ -343,6 +420,11 @@ impl Log {
         let loaded = match state.edge.take() {
             Some(e) => e,
             None => {
+                // A publication still running ends first; whatever it left undone is redone
+                // from storage.
+                if let Some(Err(e)) = state.publishing.take().map(join) {
+                    tracing::warn!(error = %e, "log publication failed; publishing again");
+                }
                 let size = self.storage.log_size()?;
                 self.publish_missing(size)?;
                 Edge::load(&*self.storage, size)?
@@ -350,7 +432,23 @@ impl Log {
         };
         let limit = state.batch;
         let started = Instant::now();
-        let (done, next) = self.integrate(loaded, limit)?;
+        let (done, next, publication) = self.integrate(loaded, limit)?;
+        // Checkpoints leave in order: the batch before this one is published first. On any
+        // failure from here the edge stays `None`, and the next call publishes from storage.
+        if let Some(before) = state.publishing.take() {
+            join(before)?;
+        }
+        match publication {
+            Some(p) if done >= PIPELINED => {
+                let published = self.published.clone();
+                let handle = std::thread::Builder::new()
+                    .name("log-publisher".into())
+                    .spawn(move || p.run(&published))?;
+                state.publishing = Some(handle);
+            }
+            Some(p) => p.run(&self.published)?,
+            None => {}
+        }
         state.edge = Some(next);
         if done == limit {
             // A backlog: size the next batch to take about BATCH_TIME.
@@ -371,24 +469,22 @@ impl Log {
             .latest_checkpoint()?
             .ok_or_else(|| StorageError::NotFound("checkpoint".into()))?;
         self.publish(published.min(size), size, &note)?;
-        self.set_published(size)
+        self.published.set(size)
     }
 
-    fn set_published(&self, size: u64) -> Result<(), StorageError> {
-        let mut published = self.published.lock().map_err(corrupt)?;
-        *published = size;
-        self.published_changed.notify_all();
-        Ok(())
-    }
-
-    /// One batch on top of `edge`; returns how many entries and the new edge.
-    fn integrate(&self, edge: Edge, limit: usize) -> Result<(usize, Edge), StorageError> {
+    /// One batch on top of `edge`, committed; returns how many entries, the new edge and the
+    /// files to publish.
+    fn integrate(
+        &self,
+        edge: Edge,
+        limit: usize,
+    ) -> Result<(usize, Edge, Option<Publication>), StorageError> {
         let started = Instant::now();
         let old = edge.size;
         // The queue: entries stored with their captures, at the positions after the log's end.
         let entries = self.storage.log_entries(old, old + limit as u64)?;
         if entries.is_empty() {
-            return Ok((0, edge));
+            return Ok((0, edge, None));
         }
         let read = started.elapsed();
         let mut next = edge;
@@ -410,48 +506,16 @@ impl Log {
         self.storage.append_log(old, size, batch.first_hash, &batch.hashes, &note)?;
         let committed = started.elapsed();
         hattama_core::hooks::pause("log:after-commit");
-        self.write_tiles(&batch.tiles)?;
-        write_file(&self.dir.join("checkpoint"), &note)?;
-        self.set_published(size)?;
         tracing::info!(
             entries = entries.len(),
             size,
             read_ms = read.as_millis() as u64,
             hash_ms = (hashed - read).as_millis() as u64,
             commit_ms = (committed - hashed).as_millis() as u64,
-            publish_ms = (started.elapsed() - committed).as_millis() as u64,
             "log integrated"
         );
-        Ok((entries.len(), next))
-    }
-
-    /// Writes tile files, on a few threads when there are many (a batch under load writes
-    /// thousands; creating a file costs the file system far more than writing it). Returns once
-    /// every one is written, so the checkpoint after them never leads to a missing tile.
-    fn write_tiles(&self, tiles: &[(Tile, Vec<u8>)]) -> std::io::Result<()> {
-        let threads = if tiles.len() < 64 {
-            1
-        } else {
-            std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(2, 4)
-        };
-        let write = |part: &[(Tile, Vec<u8>)]| -> std::io::Result<()> {
-            for (tile, data) in part {
-                write_file(&self.dir.join(tlog::tile_path(tile)), data)?;
-            }
-            Ok(())
-        };
-        if threads == 1 {
-            return write(tiles);
-        }
-        std::thread::scope(|scope| {
-            let parts: Vec<_> = tiles
-                .chunks(tiles.len().div_ceil(threads))
-                .map(|part| scope.spawn(move || write(part)))
-                .collect();
-            parts.into_iter().try_for_each(|part| {
-                part.join().unwrap_or_else(|_| Err(std::io::Error::other("a tile writer panicked")))
-            })
-        })
+        let publication = Publication { dir: self.dir.clone(), tiles: batch.tiles, note, size };
+        Ok((entries.len(), next, Some(publication)))
     }
 
     /// Writes the tiles that change between `old` and `new` entries, reading them from storage,
@@ -497,9 +561,10 @@ impl Log {
             if now >= deadline {
                 return Ok(None);
             }
-            let guard = self.published.lock().map_err(corrupt)?;
+            let guard = self.published.size.lock().map_err(corrupt)?;
             let _ = self
-                .published_changed
+                .published
+                .changed
                 .wait_timeout(guard, (deadline - now).min(Duration::from_millis(200)))
                 .map_err(corrupt)?;
         }
@@ -555,5 +620,117 @@ impl Log {
         }
         cache.bytes += data.len();
         cache.files.insert(tail, data);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use hattama_core::log::{ENTRY_VERSION, LogEntry};
+    use rusqlite::params;
+
+    use super::*;
+    use crate::storage::SqliteStorage;
+
+    /// `n` stored captures with their queued entries, written straight into the database.
+    fn queue(dir: &Path, n: u64) -> Vec<Vec<u8>> {
+        drop(SqliteStorage::open(dir, false).unwrap());
+        let mut conn = rusqlite::Connection::open(dir.join("hattama-server.sqlite3")).unwrap();
+        let tx = conn.transaction().unwrap();
+        tx.execute("INSERT INTO elections VALUES ('e1', x'7b7d', 1)", []).unwrap();
+        tx.execute("INSERT INTO devices VALUES ('d1', x'01', 'e1', 1, NULL)", []).unwrap();
+        let mut entries = Vec::new();
+        for i in 0..n {
+            let e = LogEntry {
+                capture_id: Sha256Hash::of(&i.to_le_bytes()),
+                election: "e1".into(),
+                photo_sha256: Sha256Hash::of(&(i + n).to_le_bytes()),
+                precinct: format!("p{}", i % 5),
+                received_at_ms: 1_760_000_000_000 + i,
+                v: ENTRY_VERSION,
+            };
+            tx.execute(
+                "INSERT INTO captures VALUES (?1, 'd1', ?2, 'e1', ?3, x'6d', x'73', ?4, 1,
+                    'image/jpeg', ?5, x'72', ?2)",
+                params![
+                    e.capture_id.to_hex(),
+                    i as i64,
+                    e.precinct,
+                    e.photo_sha256.to_hex(),
+                    e.received_at_ms as i64
+                ],
+            )
+            .unwrap();
+            tx.execute("INSERT INTO log_entries VALUES (?1, ?2)", params![i as i64, e.to_bytes()])
+                .unwrap();
+            entries.push(e.to_bytes());
+        }
+        tx.commit().unwrap();
+        entries
+    }
+
+    /// The RFC 6962 root of the entries, computed here without the log's code.
+    fn root(entries: &[Vec<u8>]) -> Hash {
+        let mut stack: Vec<Hash> = Vec::new();
+        for (i, e) in entries.iter().enumerate() {
+            let mut h = tlog_tiles::record_hash(e);
+            let mut size = i + 1;
+            while size & 1 == 0 {
+                h = tlog_tiles::node_hash(stack.pop().unwrap(), h);
+                size >>= 1;
+            }
+            stack.push(h);
+        }
+        let mut root = stack.pop().unwrap();
+        while let Some(l) = stack.pop() {
+            root = tlog_tiles::node_hash(l, root);
+        }
+        root
+    }
+
+    #[test]
+    fn large_batches_publish_on_their_own_thread_in_order_and_every_file_is_right() {
+        let dir = tempfile::tempdir().unwrap();
+        let n = 3 * PIPELINED as u64 + 1000;
+        let entries = queue(dir.path(), n);
+        let storage: Arc<dyn Storage> = Arc::new(SqliteStorage::open(dir.path(), false).unwrap());
+        let key = SigningKey::from_bytes(&[9; 32]);
+        let log = Log::open(storage.clone(), key, "test.local/log", dir.path()).unwrap();
+        // Batches of at least PIPELINED entries: each publishes on its own thread while the next
+        // one is committed; published sizes only grow, one checkpoint per batch.
+        log.integrator.lock().unwrap().batch = PIPELINED;
+        let mut sizes = Vec::new();
+        loop {
+            let done = log.integrate_once().unwrap();
+            if done == 0 {
+                break;
+            }
+            sizes.push(log.published_size());
+        }
+        assert!(sizes.windows(2).all(|w| w[0] <= w[1]), "{sizes:?}");
+        // Nothing left to do means everything is published.
+        assert_eq!(log.published_size(), n);
+        let checkpoint =
+            tlog::verify_checkpoint(&fs::read(log.dir().join("checkpoint")).unwrap(), &log.log_key)
+                .unwrap();
+        assert_eq!((checkpoint.size, checkpoint.root), (n, root(&entries)));
+        // The first batch took PIPELINED entries, the next ones (sized to the rate) the rest.
+        assert!(sizes.len() >= 2, "{sizes:?}");
+        for size in [PIPELINED as u64, n] {
+            assert!(storage.checkpoint(size).unwrap().is_some(), "checkpoint of {size}");
+        }
+        let reader = Reader { storage: &*storage };
+        for tile in Tile::new_tiles(TILE_HEIGHT, 0, n) {
+            let file = fs::read(log.dir().join(tlog::tile_path(&tile))).unwrap();
+            assert_eq!(file, tile.read_data(&reader).unwrap(), "{}", tlog::tile_path(&tile));
+            if tile.level() == 0 {
+                let start = (tile.level_index() << TILE_HEIGHT) as usize;
+                let want = tlog::entry_bundle(
+                    entries[start..start + tile.width() as usize].iter().map(Vec::as_slice),
+                );
+                let mut bundle = tile;
+                bundle.set_is_data();
+                assert_eq!(fs::read(log.dir().join(tlog::tile_path(&bundle))).unwrap(), want);
+            }
+        }
     }
 }

@@ -343,6 +343,9 @@ pub async fn patch(
     })
 }
 
+/// Largest photo whose bytes a request keeps in memory for its completion.
+const KEEP_IN_MEMORY: u64 = 1 << 20;
+
 /// A request body for an upload.
 struct Body {
     /// Where it starts (the caller checked it is the upload's offset).
@@ -369,8 +372,10 @@ async fn receive(
     let Body { offset, mut payload, checksum, want_receipt } = body;
     let length = info.length;
     let mut hasher = checksum.map(|_| Sha256::new());
-    // The whole photo in one request: keep it for the completion, which reads it whole anyway.
-    let mut whole = (offset == 0).then(Vec::new);
+    // A small photo whole in one request: kept for the completion, which reads it whole anyway.
+    // A large one is read back from its file there, on the blocking pool, rather than copied
+    // here on the thread that serves the connections.
+    let mut whole = (offset == 0 && length <= KEEP_IN_MEMORY).then(Vec::new);
     let mut received = 0u64;
     let read_timeout = Duration::from_secs(state.settings.limits.read_timeout_secs);
     let mut cut = false;
