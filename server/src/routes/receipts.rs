@@ -37,7 +37,7 @@ pub async fn get(
 }
 
 /// A stored capture's receipt with its place in the log (entry and inclusion proof in the
-/// newest published checkpoint), waiting up to [`LOG_WAIT`] for it to be logged; `None` if it
+/// newest published checkpoint), waiting up to `LOG_WAIT` for it to be logged; `None` if it
 /// is not logged by then, 404 if it is not stored. Blocking.
 pub fn with_log(
     storage: &dyn Storage,
