@@ -26,7 +26,8 @@ use anyhow::{Context, Result, bail, ensure};
 use hattama_core::evidence::Sha256Hash;
 use hattama_server::demo;
 
-use crate::review::{Conn, Run, ms, split, store};
+use crate::http::Conn;
+use crate::review::{Run, ms, split, store};
 use crate::{Goal, Stats, bench_root, fs_type, report};
 
 pub const USAGE: &str = "hattama-bench gallery [--precincts N] [--photos N] [--clients K] \
@@ -169,11 +170,11 @@ fn measure(
     // Every page once: saved for nginx, and the server's cache warmed as traffic would.
     let started = Instant::now();
     let mut pages = Vec::with_capacity(opts.precincts);
-    let mut conn = Conn::connect(url, "")?;
+    let mut conn = Conn::connect(url)?;
     let mut body = Vec::new();
     for p in 1..=opts.precincts {
         let path = format!("/elections/e2e/precincts/p{p:05}");
-        let status = conn.get(&path, &mut body)?;
+        let status = conn.get(&path, &[], &mut body)?;
         ensure!(status == 200, "GET {path}: {status}");
         let file = nginx_root.join(path.trim_start_matches('/'));
         fs::create_dir_all(file.parent().context("parent")?)?;
@@ -232,9 +233,9 @@ fn median(v: &[f64]) -> f64 {
 }
 
 fn checkpoint_size(url: &str) -> Result<u64> {
-    let mut conn = Conn::connect(url, "")?;
+    let mut conn = Conn::connect(url)?;
     let mut body = Vec::new();
-    let status = conn.get("/log/checkpoint", &mut body)?;
+    let status = conn.get("/log/checkpoint", &[], &mut body)?;
     if status != 200 {
         return Ok(0);
     }
@@ -253,7 +254,7 @@ fn clients(url: &str, targets: &Targets, opts: &Options, seed: u64) -> Result<Ru
         .map(|c| {
             let (base, targets, barrier) = (base.to_owned(), targets.clone(), barrier.clone());
             thread::spawn(move || -> Result<(Vec<Duration>, Duration)> {
-                let mut conn = Conn::connect(&base, "")?;
+                let mut conn = Conn::connect(&base)?;
                 let mut body = Vec::new();
                 let mut rng = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (c as u64 + 1);
                 let mut next = || {
@@ -264,7 +265,7 @@ fn clients(url: &str, targets: &Targets, opts: &Options, seed: u64) -> Result<Ru
                 };
                 let warm = Instant::now();
                 while warm.elapsed() < WARMUP {
-                    conn.get(&next().0, &mut body)?;
+                    conn.get(&next().0, &[], &mut body)?;
                 }
                 barrier.wait();
                 let start = Instant::now();
@@ -272,7 +273,7 @@ fn clients(url: &str, targets: &Targets, opts: &Options, seed: u64) -> Result<Ru
                 while start.elapsed() < secs {
                     let (path, len) = next();
                     let t = Instant::now();
-                    let status = conn.get(path, &mut body)?;
+                    let status = conn.get(path, &[], &mut body)?;
                     samples.push(t.elapsed());
                     ensure!(
                         status == 200 && body.len() == *len,

@@ -1,7 +1,7 @@
-//! A minimal HTTP/1.1 keep-alive client for the tiny-capture runs: one request at a time,
-//! bodies with `Content-Length` only. A device thread's own cost then stays small next to the
-//! server's on the shared cores (a blocking reqwest client costs several times as much CPU per
-//! request); both the server and nginx are measured with it.
+//! The benches' one HTTP client: minimal HTTP/1.1 keep-alive, one request at a time, bodies with
+//! `Content-Length` only. A client thread's own cost then stays small next to the server's on
+//! the shared cores (a blocking reqwest client costs several times as much CPU per request), and
+//! the server and nginx are always measured with the same client.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -46,12 +46,34 @@ impl Conn {
         headers: &[(&str, &str)],
         body: &[u8],
     ) -> Result<Answer> {
+        let mut out = Vec::new();
+        let (status, offset) = self.exchange(method, path, headers, body, &mut out)?;
+        Ok(Answer { status, offset, body: out })
+    }
+
+    /// GETs `path` with `headers` into `out` (reusing its allocation); returns the status.
+    pub fn get(&mut self, path: &str, headers: &[(&str, &str)], out: &mut Vec<u8>) -> Result<u16> {
+        Ok(self.exchange("GET", path, headers, &[], out)?.0)
+    }
+
+    /// One request and its answer: the status and `Upload-Offset`; the body goes into `out`.
+    fn exchange(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(u16, Option<u64>)> {
         self.request.clear();
         write!(self.request, "{method} {path} HTTP/1.1\r\nHost: {}\r\n", self.addr)?;
         for (name, value) in headers {
             write!(self.request, "{name}: {value}\r\n")?;
         }
-        write!(self.request, "Content-Length: {}\r\n\r\n", body.len())?;
+        if method != "GET" || !body.is_empty() {
+            write!(self.request, "Content-Length: {}\r\n", body.len())?;
+        }
+        self.request.extend_from_slice(b"\r\n");
         self.request.extend_from_slice(body);
         self.reader.get_mut().write_all(&self.request)?;
         self.line.clear();
@@ -83,11 +105,12 @@ impl Conn {
                 close = true;
             }
         }
-        let mut body = vec![0; len];
-        self.reader.read_exact(&mut body)?;
+        out.clear();
+        out.resize(len, 0);
+        self.reader.read_exact(out)?;
         if close {
             *self = Self::connect(&format!("http://{}", self.addr))?;
         }
-        Ok(Answer { status, offset, body })
+        Ok((status, offset))
     }
 }

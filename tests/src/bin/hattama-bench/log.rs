@@ -24,8 +24,6 @@
 //! own cost, which shares this machine's cores with the servers, is small and the same for both.
 
 use std::fs;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::sync::{Arc, Barrier};
@@ -42,6 +40,7 @@ use hattama_server::storage::{SqliteStorage, Storage};
 use rusqlite::params;
 use sha2::{Digest, Sha256};
 
+use crate::http::Conn;
 use crate::{Goal, Stats, bench_root, fs_type, report};
 
 pub const USAGE: &str = "hattama-bench log [--entries N] [--clients K] [--secs S] [--rounds R] \
@@ -282,7 +281,7 @@ pub fn run(opts: &Options) -> Result<()> {
     let mut rng = Rng::new(7);
     for _ in 0..VERIFIED_PROOFS {
         let i = rng.below(n);
-        let status = conn.get(&proof_paths[i].path, &mut body)?;
+        let status = conn.get(&proof_paths[i].path, &[], &mut body)?;
         ensure!(status == 200, "inclusion proof of entry {i}: HTTP {status}");
         let proof = TlogProof::from_text(std::str::from_utf8(&body)?)?;
         ensure!(proof.index == i as u64, "proof of entry {i} is for index {}", proof.index);
@@ -699,7 +698,7 @@ fn load(
                             break;
                         }
                         let target = &targets[rng.below(targets.len())];
-                        let status = conn.get(&target.path, &mut body)?;
+                        let status = conn.get(&target.path, &[], &mut body)?;
                         ensure!(status == 200, "GET {}: HTTP {status}", target.path);
                         if let Some(len) = target.len {
                             ensure!(
@@ -733,72 +732,6 @@ fn load(
         ensure!(run.count > 0, "no request completed");
         Ok(run)
     })
-}
-
-/// A minimal HTTP/1.1 keep-alive client: GET only, bodies with `Content-Length`.
-struct Conn {
-    addr: String,
-    reader: BufReader<TcpStream>,
-    request: Vec<u8>,
-    line: String,
-}
-
-impl Conn {
-    fn connect(url: &str) -> Result<Self> {
-        let addr = url.strip_prefix("http://").context("an http:// URL")?.to_owned();
-        let stream = TcpStream::connect(&addr).with_context(|| format!("connect {addr}"))?;
-        stream.set_nodelay(true)?;
-        stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-        Ok(Self {
-            addr,
-            reader: BufReader::with_capacity(64 << 10, stream),
-            request: Vec::new(),
-            line: String::new(),
-        })
-    }
-
-    /// GETs `path` into `body`; returns the status.
-    fn get(&mut self, path: &str, body: &mut Vec<u8>) -> Result<u16> {
-        self.request.clear();
-        write!(self.request, "GET {path} HTTP/1.1\r\nHost: {}\r\n\r\n", self.addr)?;
-        self.reader.get_mut().write_all(&self.request)?;
-        self.line.clear();
-        self.reader.read_line(&mut self.line)?;
-        let status: u16 = self
-            .line
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .with_context(|| format!("bad status line {:?}", self.line))?;
-        let mut len = None;
-        let mut close = false;
-        loop {
-            self.line.clear();
-            ensure!(self.reader.read_line(&mut self.line)? > 0, "connection closed in headers");
-            let line = self.line.trim_end();
-            if line.is_empty() {
-                break;
-            }
-            let Some((name, value)) = line.split_once(':') else { continue };
-            let value = value.trim();
-            if name.eq_ignore_ascii_case("content-length") {
-                len = Some(value.parse::<usize>().context("Content-Length")?);
-            } else if name.eq_ignore_ascii_case("transfer-encoding") {
-                bail!("GET {path}: Transfer-Encoding {value} is not supported here");
-            } else if name.eq_ignore_ascii_case("connection") && value.eq_ignore_ascii_case("close")
-            {
-                close = true;
-            }
-        }
-        let len = len.with_context(|| format!("GET {path}: no Content-Length"))?;
-        body.clear();
-        body.resize(len, 0);
-        self.reader.read_exact(body)?;
-        if close {
-            *self = Self::connect(&format!("http://{}", self.addr))?;
-        }
-        Ok(status)
-    }
 }
 
 /// xorshift64*: cheap, reproducible picks.

@@ -16,8 +16,6 @@
 //!    measured too, as information.
 
 use std::fs;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Barrier};
 use std::thread;
@@ -34,6 +32,7 @@ use hattama_server::storage::review::{NewUser, ReviewStorage, Role};
 use hattama_server::storage::{SqliteStorage, Storage};
 use rusqlite::params;
 
+use crate::http::Conn;
 use crate::{Goal, Stats, bench_root, fs_type, report};
 
 pub const USAGE: &str = "hattama-bench review [--precincts N] [--clients K] [--secs S] \
@@ -165,9 +164,9 @@ fn measure(opts: &Options, url: &str, token: &str) -> Result<()> {
     ];
     let mut goal_p99 = None;
     for (label, path, file) in &pages {
-        let mut conn = Conn::connect(url, &cookie)?;
+        let mut conn = Conn::connect(url)?;
         let mut body = Vec::new();
-        let status = conn.get(path, &mut body)?;
+        let status = conn.get(path, &[("Cookie", &cookie)], &mut body)?;
         ensure!(status == 200, "GET {path}: {status}");
         let links = String::from_utf8_lossy(&body).matches("href=\"/review/captures/").count();
         ensure!(links >= 50, "GET {path}: {links} captures listed, expected 50");
@@ -262,18 +261,18 @@ fn clients(url: &str, path: &str, cookie: &str, len: usize, opts: &Options) -> R
             let (url, path, cookie, barrier) =
                 (url.to_owned(), path.to_owned(), cookie.to_owned(), barrier.clone());
             thread::spawn(move || -> Result<(Vec<Duration>, Duration)> {
-                let mut conn = Conn::connect(&url, &cookie)?;
+                let mut conn = Conn::connect(&url)?;
                 let mut body = Vec::new();
                 let warm = Instant::now();
                 while warm.elapsed() < WARMUP {
-                    conn.get(&path, &mut body)?;
+                    conn.get(&path, &[("Cookie", &cookie)], &mut body)?;
                 }
                 barrier.wait();
                 let start = Instant::now();
                 let mut samples = Vec::new();
                 while start.elapsed() < secs {
                     let t = Instant::now();
-                    let status = conn.get(&path, &mut body)?;
+                    let status = conn.get(&path, &[("Cookie", &cookie)], &mut body)?;
                     samples.push(t.elapsed());
                     ensure!(
                         status == 200 && body.len() == len,
@@ -293,68 +292,6 @@ fn clients(url: &str, path: &str, cookie: &str, len: usize, opts: &Options) -> R
         samples.extend(s);
     }
     Ok(Run { rps, samples })
-}
-
-/// A minimal HTTP/1.1 keep-alive client sending one cookie (the log bench's client has none).
-pub(crate) struct Conn {
-    addr: String,
-    cookie: String,
-    reader: BufReader<TcpStream>,
-    request: Vec<u8>,
-    line: String,
-}
-
-impl Conn {
-    pub(crate) fn connect(url: &str, cookie: &str) -> Result<Self> {
-        let addr = url.strip_prefix("http://").context("an http:// URL")?.to_owned();
-        let stream = TcpStream::connect(&addr).with_context(|| format!("connect {addr}"))?;
-        stream.set_nodelay(true)?;
-        stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-        Ok(Self {
-            addr,
-            cookie: cookie.to_owned(),
-            reader: BufReader::with_capacity(64 << 10, stream),
-            request: Vec::new(),
-            line: String::new(),
-        })
-    }
-
-    pub(crate) fn get(&mut self, path: &str, body: &mut Vec<u8>) -> Result<u16> {
-        self.request.clear();
-        write!(self.request, "GET {path} HTTP/1.1\r\nHost: {}\r\n", self.addr)?;
-        if !self.cookie.is_empty() {
-            write!(self.request, "Cookie: {}\r\n", self.cookie)?;
-        }
-        self.request.extend_from_slice(b"\r\n");
-        self.reader.get_mut().write_all(&self.request)?;
-        self.line.clear();
-        self.reader.read_line(&mut self.line)?;
-        let status: u16 = self
-            .line
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .with_context(|| format!("bad status line {:?}", self.line))?;
-        let mut len = None;
-        loop {
-            self.line.clear();
-            ensure!(self.reader.read_line(&mut self.line)? > 0, "connection closed in headers");
-            let line = self.line.trim_end();
-            if line.is_empty() {
-                break;
-            }
-            if let Some((name, value)) = line.split_once(':')
-                && name.eq_ignore_ascii_case("content-length")
-            {
-                len = Some(value.trim().parse::<usize>().context("Content-Length")?);
-            }
-        }
-        let len = len.with_context(|| format!("GET {path}: no Content-Length"))?;
-        body.clear();
-        body.resize(len, 0);
-        self.reader.read_exact(body)?;
-        Ok(status)
-    }
 }
 
 /// Imports an election of `precincts` stations and writes `PAGES` signed captures per precinct
