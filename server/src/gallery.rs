@@ -12,7 +12,7 @@
 //! signed manifests, receipts and log positions, verified transcriptions, official figures.
 //! Nothing here names an observer.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -194,6 +194,8 @@ pub struct ElectionView {
     pub official_changes: Vec<Change>,
     /// Observed against official.
     pub comparison: Comparison,
+    /// The precincts whose observed and official figures differ.
+    pub differing: HashSet<String>,
 }
 
 impl ElectionView {
@@ -202,17 +204,11 @@ impl ElectionView {
         storage: &dyn GalleryStorage,
         election: Election,
         facts: ReviewFacts,
+        official: &Official,
     ) -> Result<Self, StorageError> {
-        let official_versions = storage.official_versions(&election.id)?;
-        let mut official = Figures::new();
-        let mut official_changes = Vec::new();
-        for v in &official_versions {
-            let figures = storage.official_figures(&election.id, v.version)?;
-            if v.version > 1 {
-                official_changes.extend(changes(v.version, &official, &figures));
-            }
-            official = figures;
-        }
+        let official_versions = official.versions.clone();
+        let official_changes = official.changes.clone();
+        let official = official.figures.clone();
         let observed: Figures = facts
             .transcriptions
             .iter()
@@ -220,8 +216,8 @@ impl ElectionView {
             .map(|(p, t)| (p.clone(), t.values.clone()))
             .collect();
         let comparison = compare(&election.protocol, &observed, &official);
-        let differing: std::collections::HashSet<&str> =
-            comparison.differences.iter().map(|d| d.precinct.as_str()).collect();
+        let differing: HashSet<String> =
+            comparison.differences.iter().map(|d| d.precinct.clone()).collect();
         let mut precincts: HashMap<String, PrecinctFacts> = HashMap::new();
         for (id, precinct) in storage.capture_precincts(&election.id)? {
             let state = facts.decisions.get(&id).copied().unwrap_or(PublicState::Pending);
@@ -243,7 +239,7 @@ impl ElectionView {
             c.accepted += u64::from(f.is_some_and(|f| f.accepted > 0));
             c.captures += f.map_or(0, |f| f.captures);
             c.verified += u64::from(observed.contains_key(&p.id));
-            c.differing += u64::from(differing.contains(p.id.as_str()));
+            c.differing += u64::from(differing.contains(&p.id));
         };
         let mut coverage = Coverage::default();
         let mut regions: BTreeMap<String, Coverage> = BTreeMap::new();
@@ -275,6 +271,7 @@ impl ElectionView {
             official,
             official_changes,
             comparison,
+            differing,
             election,
         })
     }
@@ -321,6 +318,39 @@ impl ElectionView {
     /// The official changes of one precinct, oldest first.
     pub fn changes_of(&self, precinct: &str) -> Vec<&Change> {
         self.official_changes.iter().filter(|c| c.precinct == precinct).collect()
+    }
+}
+
+/// The official results of an election: every version, the newest figures, and the changes
+/// between versions. Derived from every version's figures, so it is kept until a new version is
+/// imported (not rebuilt with every capture stored).
+#[derive(Debug, Default)]
+pub struct Official {
+    /// The versions, oldest first.
+    pub versions: Vec<Version>,
+    /// The newest version's figures.
+    pub figures: Figures,
+    /// Every change between consecutive versions.
+    pub changes: Vec<Change>,
+}
+
+impl Official {
+    /// Reads every version of an election's official figures.
+    pub fn load(
+        storage: &dyn GalleryStorage,
+        election: &str,
+        versions: Vec<Version>,
+    ) -> Result<Self, StorageError> {
+        let mut figures = Figures::new();
+        let mut all_changes = Vec::new();
+        for v in &versions {
+            let next = storage.official_figures(election, v.version)?;
+            if v.version > 1 {
+                all_changes.extend(changes(v.version, &figures, &next));
+            }
+            figures = next;
+        }
+        Ok(Self { versions, figures, changes: all_changes })
     }
 }
 
@@ -422,6 +452,8 @@ pub struct Gallery {
     generation: AtomicU64,
     /// Photos in memory.
     pub photos: PhotoCache,
+    /// Official results per election, kept while their versions are the same.
+    official: Mutex<HashMap<String, Arc<Official>>>,
 }
 
 impl Gallery {
@@ -440,6 +472,7 @@ impl Gallery {
             checked: Mutex::new(Instant::now() - RECHECK * 2),
             generation: AtomicU64::new(0),
             photos: PhotoCache::default(),
+            official: Mutex::default(),
         }
     }
 
@@ -506,9 +539,25 @@ impl Gallery {
             return Ok(None);
         };
         let facts = ReviewFacts::load(&*self.review, id)?;
-        let view = Arc::new(ElectionView::build(&*self.storage, election, facts)?);
+        let official = self.official(id)?;
+        let view = Arc::new(ElectionView::build(&*self.storage, election, facts, &official)?);
         self.views.write().map_err(|_| Self::poisoned())?.views.insert(id.to_owned(), view.clone());
         Ok(Some(view))
+    }
+
+    /// The official results of an election, read again only when its versions changed.
+    fn official(&self, election: &str) -> Result<Arc<Official>, StorageError> {
+        let versions = self.storage.official_versions(election)?;
+        let cached = self.official.lock().map_err(|_| Self::poisoned())?.get(election).cloned();
+        if let Some(o) = cached.filter(|o| o.versions == versions) {
+            return Ok(o);
+        }
+        let official = Arc::new(Official::load(&*self.storage, election, versions)?);
+        self.official
+            .lock()
+            .map_err(|_| Self::poisoned())?
+            .insert(election.to_owned(), official.clone());
+        Ok(official)
     }
 
     /// The public captures of a precinct (not rejected), in the order received.

@@ -315,3 +315,26 @@ fn a_phone_browses_to_a_precinct_searches_switches_language_and_opens_a_photo() 
     let g = Gallery::start();
     hattama_tests::browser::run_script("gallery", &g.server.url, &["e2e", &g.photos[0]]);
 }
+
+#[test]
+fn an_official_import_beside_the_running_server_is_seen_at_once() {
+    let g = Gallery::start();
+    assert_eq!(g.json("/api/v1/elections/e2e/precincts/p0001")["official"]["7.1"], 207);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("v3.csv");
+    std::fs::write(&file, official_csv(20)).unwrap();
+    let run = admin(&g.server.data_dir, &["official", "import", file.to_str().unwrap()]);
+    assert!(run.stdout.contains("imported version 3"), "{run:?}");
+    // The cached views notice the commit of another process within a second.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let p = g.json("/api/v1/elections/e2e/precincts/p0001");
+        if p["official_version"] == 3 {
+            assert_eq!(p["official"]["7.1"], 220);
+            assert_eq!(p["official_changes"].as_array().unwrap().len(), 2, "{p}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "version 3 never shown: {p}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}

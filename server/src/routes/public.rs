@@ -141,7 +141,7 @@ fn precinct_row(v: &ElectionView, p: &hattama_core::election::Precinct) -> Value
         "accepted": f.accepted,
         "transcription": v.transcriptions.get(&p.id).map(|t| t.status),
         "official": v.official.contains_key(&p.id),
-        "differs": v.comparison.differences.iter().any(|d| d.precinct == p.id),
+        "differs": v.differing.contains(&p.id),
     })
 }
 

@@ -270,7 +270,7 @@ fn rows<'a>(v: &ElectionView, list: impl IntoIterator<Item = &'a Precinct>) -> V
                 captures: f.captures,
                 accepted: f.accepted,
                 transcription: v.transcriptions.get(&p.id).map(|t| t.status),
-                differs: v.comparison.differences.iter().any(|d| d.precinct == p.id),
+                differs: v.differing.contains(&p.id),
                 official: v.official.contains_key(&p.id),
                 precinct: p.clone(),
             }

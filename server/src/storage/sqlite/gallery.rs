@@ -77,9 +77,10 @@ impl GalleryStorage for SqliteStorage {
         }
         let version = newest.unwrap_or(0) + 1;
         tx.execute(
-            "INSERT INTO official_versions (election, version, imported_at_ms, source, sha256)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![election, version, ms(now_ms), source, sha256],
+            "INSERT INTO official_versions
+                (election, version, imported_at_ms, source, sha256, precincts)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![election, version, ms(now_ms), source, sha256, figures.len() as i64],
         )?;
         {
             let mut stmt = tx.prepare(
@@ -99,10 +100,8 @@ impl GalleryStorage for SqliteStorage {
     fn official_versions(&self, election: &str) -> Result<Vec<Version>, StorageError> {
         self.read(|c| {
             let mut stmt = c.prepare_cached(
-                "SELECT v.version, v.imported_at_ms, v.source, v.sha256,
-                    (SELECT count(DISTINCT precinct) FROM official_figures f
-                     WHERE f.election = v.election AND f.version = v.version)
-                 FROM official_versions v WHERE v.election = ?1 ORDER BY v.version",
+                "SELECT version, imported_at_ms, source, sha256, precincts
+                 FROM official_versions WHERE election = ?1 ORDER BY version",
             )?;
             let rows = stmt.query_map([election], |r| {
                 Ok(Version {

@@ -116,6 +116,7 @@ CREATE TABLE official_versions (
     imported_at_ms INTEGER NOT NULL,
     source TEXT NOT NULL,
     sha256 TEXT NOT NULL,
+    precincts INTEGER NOT NULL,
     PRIMARY KEY (election, version)
 ) STRICT;
 CREATE TABLE official_figures (
