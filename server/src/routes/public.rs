@@ -93,17 +93,28 @@ async fn elections(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpR
     .await
 }
 
+/// A cached JSON answer made from one election's view by `make`, under the cache key `name`.
+async fn of_election(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+    name: &'static str,
+    make: fn(&ElectionView) -> Value,
+) -> Result<HttpResponse, ApiError> {
+    let e = path.into_inner();
+    id("election", &e)?;
+    cached(&req, &state, format!("api:{name}:{e}"), move |g| json_body(&make(&*view_of(g, &e)?)))
+        .await
+}
+
 /// `GET /api/v1/elections/{election}`.
 async fn election(
     req: HttpRequest,
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let e = path.into_inner();
-    id("election", &e)?;
-    cached(&req, &state, format!("api:election:{e}"), move |g| {
-        let v = view_of(g, &e)?;
-        json_body(&json!({
+    of_election(req, path, state, "election", |v| {
+        json!({
             "id": v.election.id,
             "names": v.election.names,
             "count_time_ms": v.election.count_time_ms,
@@ -112,7 +123,7 @@ async fn election(
             "districts": v.districts,
             "protocol": v.election.protocol,
             "official_versions": v.official_versions,
-        }))
+        })
     })
     .await
 }
@@ -224,15 +235,12 @@ async fn comparison(
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let e = path.into_inner();
-    id("election", &e)?;
-    cached(&req, &state, format!("api:comparison:{e}"), move |g| {
-        let v = view_of(g, &e)?;
-        json_body(&json!({
+    of_election(req, path, state, "comparison", |v| {
+        json!({
             "election": v.election.id,
             "official_version": v.official_versions.last().map(|x| x.version),
             "comparison": v.comparison,
-        }))
+        })
     })
     .await
 }
@@ -243,12 +251,13 @@ async fn official_versions(
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let e = path.into_inner();
-    id("election", &e)?;
-    cached(&req, &state, format!("api:official:{e}"), move |g| {
-        let v = view_of(g, &e)?;
-        json_body(&json!({ "versions": v.official_versions, "changes": v.official_changes }))
-    })
+    of_election(
+        req,
+        path,
+        state,
+        "official",
+        |v| json!({ "versions": v.official_versions, "changes": v.official_changes }),
+    )
     .await
 }
 
