@@ -17,7 +17,7 @@ use hattama_core::election::{LineKind, Precinct, Severity};
 use hattama_core::evidence::check_id;
 use serde::Deserialize;
 
-use super::{Lang, PageCtx, WebError, percent_encode};
+use super::{PageCtx, WebError, percent_encode};
 use crate::compare::{LineTotals, PrecinctDifference};
 use crate::gallery::{Area, CaptureView, Coverage, ElectionView, Gallery, PublicState};
 use crate::official::Change;
@@ -821,17 +821,6 @@ impl PageCtx {
             TranscriptionStatus::Disputed => "g-tr-disputed",
             TranscriptionStatus::Verified => "g-tr-verified",
         })
-    }
-}
-
-impl Lang {
-    /// The name in this language.
-    pub fn pick(self, names: &hattama_core::election::Names) -> &str {
-        match self {
-            Lang::Kk => &names.kk,
-            Lang::Ru => &names.ru,
-            Lang::En => &names.en,
-        }
     }
 }
 

@@ -102,6 +102,15 @@ impl Lang {
         }
     }
 
+    /// A name of the election data (election, line, relation) in this language.
+    pub fn pick(self, names: &hattama_core::election::Names) -> &str {
+        match self {
+            Lang::Kk => &names.kk,
+            Lang::Ru => &names.ru,
+            Lang::En => &names.en,
+        }
+    }
+
     /// The message `id` in this language (its id if it does not exist).
     pub fn t(self, id: &str) -> String {
         self.format(id, None).into_owned()

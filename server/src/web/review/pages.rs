@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
-use hattama_core::election::{Election, LineKind, Names, Severity, Violation};
+use hattama_core::election::{Election, LineKind, Severity, Violation};
 use hattama_core::evidence::{Manifest, Sha256Hash};
 use serde::Deserialize;
 
@@ -26,14 +26,6 @@ const PAGE_SIZE: u64 = 50;
 fn private(mut r: HttpResponse) -> HttpResponse {
     r.headers_mut().insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
     r
-}
-
-fn name(names: &Names, lang: Lang) -> String {
-    match lang {
-        Lang::Kk => names.kk.clone(),
-        Lang::Ru => names.ru.clone(),
-        Lang::En => names.en.clone(),
-    }
 }
 
 fn state_id(s: ReviewState) -> &'static str {
@@ -645,7 +637,7 @@ fn capture_page(
             LineView {
                 id: l.id.clone(),
                 field: format!("line:{}", l.id),
-                name: name(&l.names, lang),
+                name: lang.pick(&l.names).to_owned(),
                 kind_class: match l.kind {
                     LineKind::Count => "count",
                     LineKind::Candidate => "candidate",
@@ -681,7 +673,7 @@ fn capture_page(
             .relations
             .iter()
             .find(|r| r.id == id)
-            .map_or_else(|| id.to_owned(), |r| name(&r.names, lang))
+            .map_or_else(|| id.to_owned(), |r| lang.pick(&r.names).to_owned())
     };
     let violations_of = |vs: &[Violation]| -> Vec<ViolationView> {
         vs.iter()
