@@ -8,7 +8,9 @@ use hattama_core::receipt::Receipt;
 
 use crate::error::ApiError;
 use crate::keys::ServerKeys;
-use crate::storage::{NewCapture, NewUpload, Storage, UploadInfo, device_id};
+use crate::storage::{
+    Committed, NewCapture, NewUpload, PhotoBytes, SMALL_PHOTO_BYTES, Storage, UploadInfo, device_id,
+};
 
 /// Milliseconds since the Unix epoch now.
 pub fn now_ms() -> u64 {
@@ -30,6 +32,47 @@ pub fn create_upload(
     length: u64,
     max_photo_bytes: u64,
 ) -> Result<Sha256Hash, ApiError> {
+    let signed = check_new(storage, manifest, signature, length, max_photo_bytes)?;
+    let id = signed.hash();
+    storage.create_upload(&NewUpload {
+        id,
+        manifest: signed.canonical,
+        signature: signed.signature,
+        length,
+        now_ms: now_ms(),
+    })?;
+    Ok(id)
+}
+
+/// Stores a whole photo of at most [`SMALL_PHOTO_BYTES`] that came with its manifest in one
+/// request (tus `creation-with-upload`): the checks of [`create_upload`] and then those of
+/// [`complete_upload`], in one step and without an upload session. A refused photo leaves
+/// nothing behind. Returns the capture id and what the commit answered.
+pub fn store_whole(
+    storage: &dyn Storage,
+    keys: &ServerKeys,
+    manifest: &[u8],
+    signature: &[u8],
+    photo: Vec<u8>,
+    limits: &MediaLimits,
+) -> Result<(Sha256Hash, Committed), ApiError> {
+    let length = photo.len() as u64;
+    let signed = check_new(storage, manifest, signature, length, SMALL_PHOTO_BYTES)?;
+    let id = signed.hash();
+    let committed = finish(storage, keys, &id, &signed, photo, false, limits)?;
+    Ok((id, committed))
+}
+
+/// The checks of a new upload: a strictly valid signature, a known election and precinct, a
+/// device enrolled for them and not revoked, and a length as the manifest says and within the
+/// limit.
+fn check_new(
+    storage: &dyn Storage,
+    manifest: &[u8],
+    signature: &[u8],
+    length: u64,
+    max_photo_bytes: u64,
+) -> Result<SignedManifest, ApiError> {
     let signed = SignedManifest::verify(manifest, signature).map_err(evidence_error)?;
     let m = &signed.manifest;
     let (election_known, precinct_known) = storage.precinct_known(&m.election, &m.precinct)?;
@@ -58,15 +101,7 @@ pub fn create_upload(
             format!("photos are at most {max_photo_bytes} bytes"),
         ));
     }
-    let id = signed.hash();
-    storage.create_upload(&NewUpload {
-        id,
-        manifest: signed.canonical,
-        signature: signed.signature,
-        length,
-        now_ms: now_ms(),
-    })?;
-    Ok(id)
+    Ok(signed)
 }
 
 /// The device must be enrolled, not revoked, and assigned the manifest's election and precinct.
@@ -115,42 +150,57 @@ pub fn complete_upload(
         canonical: info.manifest.clone(),
         signature: info.signature,
     };
-    let m = &signed.manifest;
     let photo = match photo {
         Some(photo) => photo,
         None => storage.read_upload(id, info.length + 1)?,
     };
-    let refuse = |status, code, message: String| -> Result<Vec<u8>, ApiError> {
-        storage.discard_upload(id)?;
-        Err(ApiError::new(status, code, message))
-    };
-    if photo.len() as u64 != m.photo.bytes || Sha256Hash::of(&photo) != m.photo.sha256 {
-        return refuse(
+    match finish(storage, keys, id, &signed, photo, true, limits) {
+        Ok(committed) => Ok(committed.receipt),
+        Err(e) => {
+            // A refused photo is dropped with its upload; the client learns why.
+            if e.status.is_client_error() {
+                storage.discard_upload(id)?;
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Checks a whole photo against its (verified) manifest and the core's photo rules, then signs
+/// the receipt and commits the capture with its photo. `in_upload`: the photo is also in its
+/// upload's file (which a large photo is stored from).
+fn finish(
+    storage: &dyn Storage,
+    keys: &ServerKeys,
+    id: &Sha256Hash,
+    signed: &SignedManifest,
+    bytes: Vec<u8>,
+    in_upload: bool,
+    limits: &MediaLimits,
+) -> Result<Committed, ApiError> {
+    let m = &signed.manifest;
+    if bytes.len() as u64 != m.photo.bytes || Sha256Hash::of(&bytes) != m.photo.sha256 {
+        return Err(ApiError::new(
             422,
             "photo_mismatch",
-            "the bytes are not the photo the manifest signs".into(),
-        );
+            "the bytes are not the photo the manifest signs",
+        ));
     }
-    let clean = match media::strip(&photo, limits) {
-        Ok(clean) => clean,
-        Err(e) => return refuse(422, "photo_refused", e.to_string()),
-    };
-    if clean.bytes != photo
+    let clean = media::strip(&bytes, limits)
+        .map_err(|e| ApiError::new(422, "photo_refused", e.to_string()))?;
+    if clean.bytes != bytes
         || clean.media_type != m.photo.media_type
         || (clean.width, clean.height) != (m.photo.width, m.photo.height)
     {
-        return refuse(
+        return Err(ApiError::new(
             422,
             "photo_mismatch",
-            "the photo is not clean or not as the manifest says".into(),
-        );
+            "the photo is not clean or not as the manifest says",
+        ));
     }
     drop(clean);
     // A device revoked while its upload was under way can store nothing more.
-    if let Err(e) = check_device(storage, &signed) {
-        storage.discard_upload(id)?;
-        return Err(e);
-    }
+    check_device(storage, signed)?;
     let received_at_ms = now_ms();
     let receipt = Receipt {
         capture_id: *id,
@@ -162,7 +212,12 @@ pub fn complete_upload(
     }
     .sign(&keys.receipt);
     let receipt = serde_json::to_vec(&receipt).map_err(|e| ApiError::internal(&e))?;
-    let stored = storage.commit_capture(&NewCapture {
+    let photo = if in_upload && bytes.len() as u64 > SMALL_PHOTO_BYTES {
+        PhotoBytes::Upload
+    } else {
+        PhotoBytes::Held(bytes)
+    };
+    let committed = storage.commit_capture(&NewCapture {
         id: *id,
         device_id: device_id(&m.device_key),
         seq: m.seq,
@@ -175,7 +230,8 @@ pub fn complete_upload(
         media_type: m.photo.media_type.as_str().to_owned(),
         received_at_ms,
         receipt,
+        photo,
     })?;
     tracing::info!(seq = m.seq, bytes = m.photo.bytes, "capture stored");
-    Ok(stored)
+    Ok(committed)
 }

@@ -545,13 +545,19 @@ impl Log {
         id: &Sha256Hash,
         timeout: Duration,
     ) -> Result<Option<u64>, StorageError> {
-        let deadline = Instant::now() + timeout;
         // Given when the capture was committed; it never changes.
         let Some(index) = self.storage.log_index(id)? else { return Ok(None) };
+        Ok(self.wait_published(index, timeout)?.then_some(index))
+    }
+
+    /// Waits (blocking) until the entry at `index` is in a published checkpoint; returns whether
+    /// that happened within `timeout`.
+    pub fn wait_published(&self, index: u64, timeout: Duration) -> Result<bool, StorageError> {
+        let deadline = Instant::now() + timeout;
         let mut woken = false;
         loop {
             if index < self.published_size() {
-                return Ok(Some(index));
+                return Ok(true);
             }
             if !woken {
                 self.wake();
@@ -559,7 +565,7 @@ impl Log {
             }
             let now = Instant::now();
             if now >= deadline {
-                return Ok(None);
+                return Ok(false);
             }
             let guard = self.published.size.lock().map_err(corrupt)?;
             let _ = self

@@ -167,6 +167,32 @@ pub fn check_store_consistent(dir: &Path) -> usize {
     records.iter().filter(|r| r.state != CaptureState::Deleted).count()
 }
 
+/// A photo as the server in `data_dir` stores it, by its hex SHA-256: one of at most
+/// `SMALL_PHOTO_BYTES` in its database (table `small_photos`), a larger one as `blobs/<sha256>`.
+/// Works whether the server runs or not.
+pub fn stored_photo(data_dir: &Path, sha: &str) -> Option<Vec<u8>> {
+    let db = rusqlite::Connection::open_with_flags(
+        data_dir.join("hattama-server.sqlite3"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .expect("open the server's database");
+    let small: Option<Vec<u8>> =
+        db.query_row("SELECT bytes FROM small_photos WHERE sha256 = ?1", [sha], |r| r.get(0)).ok();
+    small.or_else(|| std::fs::read(data_dir.join("blobs").join(sha)).ok())
+}
+
+/// How many photos the server in `data_dir` stores (each once, however many captures show it).
+pub fn stored_photo_count(data_dir: &Path) -> usize {
+    let db = rusqlite::Connection::open_with_flags(
+        data_dir.join("hattama-server.sqlite3"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .expect("open the server's database");
+    let small: i64 =
+        db.query_row("SELECT count(*) FROM small_photos", [], |r| r.get(0)).expect("count");
+    small as usize + std::fs::read_dir(data_dir.join("blobs")).expect("blobs/").count()
+}
+
 /// A deterministic JPEG of `w`×`h` with texture, as a camera might produce (no metadata).
 pub fn textured_jpeg(w: u32, h: u32, seed: u32, quality: u8) -> Vec<u8> {
     let img = image::RgbImage::from_fn(w, h, |x, y| {

@@ -129,7 +129,7 @@ impl Setup {
             let on_server = stored.get(id).unwrap_or_else(|| panic!("{id} is not on the server"));
             let sha = held_receipt["photo_sha256"].as_str().unwrap();
             assert_eq!(on_server["photo_sha256"], sha, "{id}");
-            let blob = std::fs::read(self.server.data_dir.join("blobs").join(sha)).unwrap();
+            let blob = hattama_tests::stored_photo(&self.server.data_dir, sha).unwrap();
             assert_eq!(Sha256Hash::of(&blob).to_hex(), sha);
             held += 1;
         }

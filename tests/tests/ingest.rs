@@ -22,7 +22,7 @@ fn receipt_key(enrolled: &Answer) -> DeviceKey {
 }
 
 fn blob_count(server: &TestServer) -> usize {
-    std::fs::read_dir(server.data_dir.join("blobs")).unwrap().count()
+    hattama_tests::stored_photo_count(&server.data_dir)
 }
 
 fn captures(server: &TestServer) -> u64 {
@@ -79,7 +79,7 @@ fn enroll_upload_and_receipt_are_idempotent_and_resumable() {
     assert_eq!(device.head(url, &id.to_hex()).offset, Some(bytes.len() as u64));
     assert_eq!(blob_count(&server), 1);
     assert_eq!(
-        std::fs::read(server.data_dir.join("blobs").join(info.sha256.to_hex())).unwrap(),
+        hattama_tests::stored_photo(&server.data_dir, &info.sha256.to_hex()).unwrap(),
         bytes
     );
 
@@ -498,15 +498,13 @@ fn one_request_carries_the_photo_and_answers_the_logged_receipt() {
     );
     assert_eq!(captures(&server), 1);
 
-    // An upload that already holds bytes ignores a creation's body and answers its offset; the
-    // last PATCH asking for the receipt answers 200 with it.
+    // An upload that already holds bytes: the last PATCH asking for the receipt answers 200
+    // with it.
     let signed = device.sign("p0001", &info);
     let id = signed.hash();
     let sig = hex::encode(signed.signature);
     assert_eq!(device.create(url, &signed.canonical, &sig, bytes.len() as u64).status, 201);
     assert_eq!(device.patch(url, &id.to_hex(), 0, &bytes[..100]).status, 204);
-    let (status, offset, body) = create_with_body(&device, url, &signed, &bytes);
-    assert_eq!((status, offset, body.len()), (201, Some(100), 0));
     let last = device
         .http()
         .patch(format!("{url}/files/{id}"))
@@ -521,6 +519,36 @@ fn one_request_carries_the_photo_and_answers_the_logged_receipt() {
     let receipt = SignedReceipt::from_json(&last.bytes().unwrap()).unwrap();
     receipt.verify(&pinned, &id, &info.sha256).unwrap();
     receipt.verify_log(&log_key, "e2e", "p0001").unwrap();
+    assert_eq!(captures(&server), 2);
+
+    // A small photo sent whole with a creation is stored at once, whatever an earlier upload of
+    // the same capture holds, and that upload's bytes go.
+    assert!(bytes.len() as u64 <= 64 * 1024);
+    let signed = device.sign("p0001", &info);
+    let id = signed.hash();
+    let sig = hex::encode(signed.signature);
+    assert_eq!(device.create(url, &signed.canonical, &sig, bytes.len() as u64).status, 201);
+    assert_eq!(device.patch(url, &id.to_hex(), 0, &bytes[..100]).status, 204);
+    let (status, offset, body) = create_with_body(&device, url, &signed, &bytes);
+    assert_eq!((status, offset), (201, Some(bytes.len() as u64)));
+    SignedReceipt::from_json(&body).unwrap().verify(&pinned, &id, &info.sha256).unwrap();
+    assert_eq!(std::fs::read_dir(server.data_dir.join("uploads")).unwrap().count(), 0);
+    assert_eq!(captures(&server), 3);
+
+    // A larger photo: a creation's body is taken only by an upload still at offset 0; one that
+    // already holds bytes ignores it and answers its offset, so the client resumes from there.
+    let large = hattama_tests::textured_jpeg(900, 675, 5, 92);
+    let large = hattama_core::media::strip(&large, &Default::default()).unwrap();
+    let (large, large_info) = (large.bytes.clone(), large.info());
+    assert!(large.len() as u64 > 64 * 1024, "{} bytes", large.len());
+    let signed = device.sign("p0001", &large_info);
+    let id = signed.hash();
+    let sig = hex::encode(signed.signature);
+    assert_eq!(device.create(url, &signed.canonical, &sig, large.len() as u64).status, 201);
+    assert_eq!(device.patch(url, &id.to_hex(), 0, &large[..100]).status, 204);
+    let (status, offset, body) = create_with_body(&device, url, &signed, &large);
+    assert_eq!((status, offset, body.len()), (201, Some(100), 0));
+    assert_eq!(captures(&server), 3);
 
     // A creation whose body does not match the manifest stores nothing.
     let mut bad = bytes.clone();
@@ -529,5 +557,6 @@ fn one_request_carries_the_photo_and_answers_the_logged_receipt() {
     let signed = device.sign("p0001", &info);
     let (status, _, body) = create_with_body(&device, url, &signed, &bad);
     assert_eq!(status, 422, "{}", String::from_utf8_lossy(&body));
-    assert_eq!(captures(&server), 2);
+    assert_eq!(captures(&server), 3);
+    assert_eq!(std::fs::read_dir(server.data_dir.join("uploads")).unwrap().count(), 1);
 }

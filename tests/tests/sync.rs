@@ -89,8 +89,8 @@ fn check_receipts_are_honoured(client: &Client, data_dir: &Path) -> usize {
             .get(&r.id.to_hex())
             .unwrap_or_else(|| panic!("capture #{} has a receipt but is not on the server", r.seq));
         let sha = on_server["photo_sha256"].as_str().unwrap();
-        let blob = std::fs::read(data_dir.join("blobs").join(sha)).expect("photo file present");
-        assert_eq!(Sha256Hash::of(&blob).to_hex(), sha, "photo file matches its hash");
+        let blob = hattama_tests::stored_photo(data_dir, sha).expect("photo stored");
+        assert_eq!(Sha256Hash::of(&blob).to_hex(), sha, "stored photo matches its hash");
     }
     held
 }
@@ -162,8 +162,10 @@ fn the_server_killed_twenty_times_during_uploads_loses_no_receipted_capture() {
     let mut rng = rand::thread_rng();
     let mut interrupted = 0;
     for round in 0..20 {
-        // New evidence keeps arriving, so every kill lands during uploads.
-        capture_photos(&client, count, 3, 900);
+        // New evidence keeps arriving, so every kill lands during uploads: large photos (files,
+        // several requests each) and, every other round, small ones (stored in the database,
+        // one request each).
+        capture_photos(&client, count, 3, if round % 2 == 0 { 900 } else { 160 });
         count += 3;
         let cancel = CancelToken::new();
         let sync = {

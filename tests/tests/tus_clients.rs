@@ -153,7 +153,7 @@ fn upload_with_a_cut(client: &TusClient, seed: u8) {
     assert_eq!(answer.status, 200, "{answer:?}");
     let receipt: SignedReceipt = serde_json::from_value(answer.body.clone()).unwrap();
     receipt.verify(&pinned, &id, &info.sha256).unwrap();
-    let blob = std::fs::read(server.data_dir.join("blobs").join(info.sha256.to_hex())).unwrap();
+    let blob = hattama_tests::stored_photo(&server.data_dir, &info.sha256.to_hex()).unwrap();
     assert!(blob == bytes, "the stored blob differs from the photo");
     let captures = admin(&server.data_dir, &["capture", "list", "--json"]).ok_json();
     assert_eq!(captures.as_array().unwrap().len(), 1, "{captures}");

@@ -36,12 +36,10 @@ pub async fn photo(
     let bytes = match state.gallery.photos.get(&sha) {
         Some(bytes) => bytes,
         None => {
-            let file = state.storage.photo_path(&sha);
-            let bytes =
-                web::block(move || std::fs::read(file)).await?.map_err(|e| match e.kind() {
-                    std::io::ErrorKind::NotFound => ApiError::not_found("no photo with this hash"),
-                    _ => ApiError::internal(&e),
-                })?;
+            let storage = state.storage.clone();
+            let bytes = web::block(move || storage.photo(&sha))
+                .await??
+                .ok_or_else(|| ApiError::not_found("no photo with this hash"))?;
             let bytes = actix_web::web::Bytes::from(bytes);
             state.gallery.photos.put(sha, bytes.clone());
             bytes
@@ -63,7 +61,7 @@ pub async fn thumbnail(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let sha = parse_hash(&path)?;
-    let photo = state.storage.photo_path(&sha);
+    let storage = state.storage.clone();
     let dir = state.settings.data_dir.join("thumbs");
     let (gallery, limits) = (state.gallery.clone(), state.media_limits);
     let bytes = web::block(move || -> Result<Vec<u8>, ApiError> {
@@ -74,7 +72,8 @@ pub async fn thumbnail(
         let manifest = gallery
             .manifest_of_photo(&sha)?
             .ok_or_else(|| ApiError::not_found("no photo with this hash"))?;
-        let original = std::fs::read(&photo).map_err(|e| ApiError::internal(&e))?;
+        let original =
+            storage.photo(&sha)?.ok_or_else(|| ApiError::not_found("no photo with this hash"))?;
         let thumb = hattama_core::thumbnail::make(
             &original,
             manifest.photo.media_type,

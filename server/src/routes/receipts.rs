@@ -11,7 +11,7 @@ use super::parse_hash;
 use crate::error::ApiError;
 use crate::log::Log;
 use crate::startup::AppState;
-use crate::storage::Storage;
+use crate::storage::{Committed, Storage};
 
 /// How long a receipt request waits for the capture to enter a published checkpoint.
 const LOG_WAIT: Duration = Duration::from_secs(10);
@@ -44,12 +44,29 @@ pub fn with_log(
     log: &Log,
     id: &Sha256Hash,
 ) -> Result<Option<Vec<u8>>, ApiError> {
-    let stored = storage
+    let receipt = storage
         .receipt(id)?
         .ok_or_else(|| ApiError::not_found("no stored capture with this id"))?;
-    let Some(index) = log.wait_logged(id, LOG_WAIT)? else { return Ok(None) };
+    let Some(log_index) = storage.log_index(id)? else { return Ok(None) };
+    logged(storage, log, id, Committed { receipt, log_index })
+}
+
+/// [`with_log`] for a capture just committed, whose receipt and log position the caller holds.
+pub fn logged(
+    storage: &dyn Storage,
+    log: &Log,
+    id: &Sha256Hash,
+    committed: Committed,
+) -> Result<Option<Vec<u8>>, ApiError> {
+    let Committed { receipt, log_index: index } = committed;
+    if !log.wait_published(index, LOG_WAIT)? {
+        return Ok(None);
+    }
     let mut signed: SignedReceipt =
-        serde_json::from_slice(&stored).map_err(|e| ApiError::internal(&e))?;
+        serde_json::from_slice(&receipt).map_err(|e| ApiError::internal(&e))?;
+    if signed.receipt.capture_id != *id {
+        return Err(ApiError::internal(&std::io::Error::other("a receipt of another capture")));
+    }
     let entry = storage
         .log_entries(index, index + 1)?
         .pop()

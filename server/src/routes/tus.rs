@@ -19,6 +19,7 @@ use super::parse_hash;
 use crate::error::ApiError;
 use crate::ingest;
 use crate::startup::AppState;
+use crate::storage::SMALL_PHOTO_BYTES;
 
 const TUS_VERSION: &str = "1.0.0";
 
@@ -125,6 +126,11 @@ pub async fn create(
         })?;
     let with_body = header(&req, "Content-Type") == Some("application/offset+octet-stream");
     let checksum = if with_body { parse_checksum(&req)? } else { None };
+    let content_length = header(&req, "Content-Length").and_then(|v| v.parse::<u64>().ok());
+    if with_body && length > 0 && length <= SMALL_PHOTO_BYTES && content_length == Some(length) {
+        let upload = Whole { manifest, signature, length, checksum };
+        return create_whole(&req, payload, &state, upload).await;
+    }
     // With a body, the upload's lock is taken first, for the id a canonical manifest has (the
     // SHA-256 of its bytes), so that the same blocking call can open the upload for writing.
     let claimed = with_body.then(|| Sha256Hash::of(&manifest));
@@ -162,6 +168,114 @@ pub async fn create(
     answer
         .insert_header(("Location", format!("/files/{id}")))
         .insert_header(("Upload-Offset", offset.to_string()));
+    Ok(match receipt {
+        Some(body) => answer.content_type("application/json").body(body),
+        None => answer.finish(),
+    })
+}
+
+/// A creation request that carries a small photo whole (see [`create_whole`]).
+struct Whole {
+    manifest: Vec<u8>,
+    signature: [u8; 64],
+    length: u64,
+    checksum: Option<[u8; 32]>,
+}
+
+/// `POST /files/` with a whole photo of at most [`SMALL_PHOTO_BYTES`] as its body: the photo is
+/// read into memory, then checked and stored in one blocking call without an upload session
+/// (`ingest::store_whole`), the answer carrying the receipt if asked. Only if the body is cut
+/// does an upload session keep what arrived, so that the client resumes it as usual.
+async fn create_whole(
+    req: &HttpRequest,
+    mut payload: web::Payload,
+    state: &web::Data<AppState>,
+    upload: Whole,
+) -> Result<HttpResponse, ApiError> {
+    let Whole { manifest, signature, length, checksum } = upload;
+    let claimed = Sha256Hash::of(&manifest);
+    let slot = state.uploads.get(&claimed);
+    let generation = slot.generation.fetch_add(1, Ordering::SeqCst) + 1;
+    slot.preempt.notify_waiters();
+    let _guard = take_slot(&slot).await?;
+    let mut photo = Vec::with_capacity(length as usize);
+    let read_timeout = Duration::from_secs(state.settings.limits.read_timeout_secs);
+    let mut cut = false;
+    loop {
+        let next = tokio::select! {
+            chunk = payload.next() => chunk,
+            _ = slot.preempt.notified() => {
+                if slot.generation.load(Ordering::SeqCst) != generation { cut = true; break; }
+                continue;
+            }
+            _ = tokio::time::sleep(read_timeout) => { cut = true; break; }
+        };
+        match next {
+            None => break,
+            Some(Ok(chunk)) => {
+                if photo.len() + chunk.len() > length as usize {
+                    return Err(ApiError::new(
+                        413,
+                        "body_too_large",
+                        "the body runs past Upload-Length",
+                    ));
+                }
+                photo.extend_from_slice(&chunk);
+            }
+            Some(Err(_)) => {
+                cut = true;
+                break;
+            }
+        }
+    }
+    if let Some(expected) = checksum
+        && (cut || Sha256::digest(&photo).as_slice() != expected)
+    {
+        return Err(ApiError::new(
+            460,
+            "checksum_mismatch",
+            "the body does not match Upload-Checksum",
+        ));
+    }
+    let (storage, keys, limits) = (state.storage.clone(), state.keys.clone(), state.media_limits);
+    let max = state.settings.limits.max_photo_bytes;
+    if cut || photo.len() as u64 != length {
+        // Keep what arrived as an upload session, as a creation without this path would have.
+        let offset = web::block(move || -> Result<u64, ApiError> {
+            let id = ingest::create_upload(&*storage, &manifest, &signature, length, max)?;
+            let info = storage.upload(&id)?.ok_or_else(|| ApiError::not_found("no such upload"))?;
+            if info.stored || info.offset != 0 {
+                return Ok(info.offset);
+            }
+            let mut writer = storage.upload_writer(&id, 0)?;
+            writer.write_all(&photo).map_err(|e| ApiError::internal(&e))?;
+            Ok(writer.finish()?)
+        })
+        .await??;
+        return Err(ApiError::new(
+            400,
+            "body_incomplete",
+            format!("body ended early at offset {offset}"),
+        ));
+    }
+    let want_receipt = wants_receipt(req);
+    let log = state.log.clone();
+    let (id, receipt) = web::block(move || -> Result<_, ApiError> {
+        let (id, committed) =
+            ingest::store_whole(&*storage, &keys, &manifest, &signature, photo, &limits)?;
+        log.wake();
+        let receipt = if want_receipt {
+            super::receipts::logged(&*storage, &log, &id, committed)?
+        } else {
+            None
+        };
+        Ok((id, receipt))
+    })
+    .await??;
+    let mut answer = tus_response(actix_web::http::StatusCode::CREATED);
+    answer
+        .insert_header(("Location", format!("/files/{id}")))
+        .insert_header(("Upload-Offset", length.to_string()));
     Ok(match receipt {
         Some(body) => answer.content_type("application/json").body(body),
         None => answer.finish(),

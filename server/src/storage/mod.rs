@@ -4,17 +4,17 @@
 //! (SQLite in WAL mode plus a content-addressed photo directory, in one data directory). A
 //! PostgreSQL + S3-compatible backend implements the same trait without touching handlers.
 //!
-//! Durability contract of [`Storage::commit_capture`]: when it returns, the photo file is fsynced
-//! and renamed under its hash with its directory fsynced, and the capture row with its receipt is
-//! committed (`synchronous = FULL`), together with the capture's log entry at the next log
-//! position (commit order). Only then may a receipt be handed out.
+//! Durability contract of [`Storage::commit_capture`]: when it returns, the photo is durable (a
+//! photo of at most [`SMALL_PHOTO_BYTES`] in the capture's own transaction; a larger one as a file
+//! fsynced and renamed under its hash, with its directory fsynced before the commit), and the
+//! capture row with its receipt is committed (`synchronous = FULL`), together with the capture's
+//! log entry at the next log position (commit order). Only then may a receipt be handed out.
 
 mod gallery;
 pub mod review;
 mod sqlite;
 
 use std::io::Write;
-use std::path::PathBuf;
 
 pub use gallery::{GalleryStorage, PublicCapture};
 use hattama_core::election::Election;
@@ -135,6 +135,33 @@ pub struct NewCapture {
     pub received_at_ms: u64,
     /// The signed receipt (JSON) to keep with it.
     pub receipt: Vec<u8>,
+    /// The photo's bytes.
+    pub photo: PhotoBytes,
+}
+
+/// What [`Storage::commit_capture`] answers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Committed {
+    /// The capture's receipt (JSON): the first one, if the capture was stored already.
+    pub receipt: Vec<u8>,
+    /// Its position in the log.
+    pub log_index: u64,
+}
+
+/// Photos of at most this many bytes are stored in the database, in the transaction that commits
+/// their capture, rather than as files: for blobs this small, SQLite reads and writes faster than
+/// the file system (<https://www.sqlite.org/intern-v-extern-blob.html>), and a capture's commit
+/// then needs no file created, no file fsync and no directory fsync. A creation request carrying
+/// such a photo whole is stored in one step, without an upload session (`ingest::store_whole`).
+pub const SMALL_PHOTO_BYTES: u64 = 64 * 1024;
+
+/// Where the photo of a capture being committed is.
+#[derive(Clone, Debug)]
+pub enum PhotoBytes {
+    /// In its upload's file, written by [`Storage::upload_writer`].
+    Upload,
+    /// Here, whole (a photo of at most [`SMALL_PHOTO_BYTES`], or any the caller read back).
+    Held(Vec<u8>),
 }
 
 /// A stored capture's canonical manifest and signature.
@@ -208,13 +235,13 @@ pub trait Storage: Send + Sync + 'static {
     fn read_upload(&self, id: &Sha256Hash, limit: u64) -> Result<Vec<u8>, StorageError>;
     /// Discards an unfinished upload and its bytes.
     fn discard_upload(&self, id: &Sha256Hash) -> Result<(), StorageError>;
-    /// Stores a complete upload as a capture, durably (see the module docs). If the capture is
-    /// stored already, keeps the first and returns its receipt.
-    fn commit_capture(&self, capture: &NewCapture) -> Result<Vec<u8>, StorageError>;
+    /// Stores a complete capture, durably (see the module docs). If the capture is stored
+    /// already, keeps the first and returns its receipt.
+    fn commit_capture(&self, capture: &NewCapture) -> Result<Committed, StorageError>;
     /// A stored capture's receipt.
     fn receipt(&self, id: &Sha256Hash) -> Result<Option<Vec<u8>>, StorageError>;
-    /// A stored photo's path (embedded storage) or bytes location.
-    fn photo_path(&self, sha256: &Sha256Hash) -> PathBuf;
+    /// A stored photo's bytes, by its hash.
+    fn photo(&self, sha256: &Sha256Hash) -> Result<Option<Vec<u8>>, StorageError>;
     /// How many captures are stored.
     fn capture_count(&self) -> Result<u64, StorageError>;
     /// Every stored capture, in the order received.

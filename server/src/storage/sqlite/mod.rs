@@ -1,5 +1,6 @@
 //! The embedded default storage: SQLite (WAL, `synchronous = FULL`) and files in one data
-//! directory: `hattama-server.sqlite3`, `blobs/<sha256>` (stored photos), `uploads/<id>.part`
+//! directory: `hattama-server.sqlite3` (with the photos of at most `SMALL_PHOTO_BYTES`, in its
+//! table `small_photos`), `blobs/<sha256>` (larger stored photos), `uploads/<id>.part`
 //! (unfinished uploads). All SQL of the server lives here.
 
 // Row tuples read straight from SQL are clearer inline than behind one-use type aliases.
@@ -25,8 +26,8 @@ mod tests;
 mod review;
 
 use super::{
-    Device, NewCapture, NewUpload, Storage, StorageError, StoredCapture, UploadInfo, UploadWriter,
-    device_id,
+    Committed, Device, NewCapture, NewUpload, PhotoBytes, SMALL_PHOTO_BYTES, Storage, StorageError,
+    StoredCapture, UploadInfo, UploadWriter, device_id,
 };
 
 mod gallery;
@@ -168,6 +169,13 @@ SELECT idx / 64, CAST(group_concat(hash, x'' ORDER BY idx) AS BLOB) FROM log_has
 GROUP BY idx / 64;
 DROP TABLE log_hashes;
 ",
+    // Photos of at most `SMALL_PHOTO_BYTES`, stored with their capture (`commit_capture`).
+    "
+CREATE TABLE small_photos (
+    sha256 TEXT PRIMARY KEY,
+    bytes BLOB NOT NULL
+) STRICT;
+",
 ];
 
 const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
@@ -191,7 +199,7 @@ pub struct SqliteStorage {
 struct CommitQueue {
     next_ticket: u64,
     pending: Vec<(u64, NewCapture)>,
-    done: HashMap<u64, Result<Vec<u8>, StorageError>>,
+    done: HashMap<u64, Result<Committed, StorageError>>,
     /// Whether a thread is committing rounds.
     leading: bool,
 }
@@ -239,15 +247,27 @@ fn load_device(conn: &Connection, key: &[u8]) -> Result<Option<Device>, StorageE
     }))
 }
 
-/// Inserts a capture (its photo already durable) with its receipt and its log entry at the next
-/// log position, in `tx`; a capture stored already keeps its first receipt. Returns the receipt.
-fn insert_capture(tx: &Transaction<'_>, c: &NewCapture) -> Result<Vec<u8>, StorageError> {
-    let existing: Option<Vec<u8>> = tx
-        .prepare_cached("SELECT receipt FROM captures WHERE id = ?1")?
-        .query_row([c.id.to_hex()], |r| r.get(0))
+/// A stored capture's receipt and log position.
+fn committed(c: &Connection, id: &Sha256Hash) -> Result<Option<Committed>, StorageError> {
+    let row: Option<(Vec<u8>, i64)> = c
+        .prepare_cached("SELECT receipt, log_index FROM captures WHERE id = ?1")?
+        .query_row([id.to_hex()], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
-    if let Some(receipt) = existing {
-        return Ok(receipt);
+    Ok(row.map(|(receipt, index)| Committed { receipt, log_index: index as u64 }))
+}
+
+/// Inserts a capture with its receipt and its log entry at the next log position, in `tx`, and
+/// its photo if it is held (a small photo); a file photo is durable already. A capture stored
+/// already keeps its first receipt.
+fn insert_capture(tx: &Transaction<'_>, c: &NewCapture) -> Result<Committed, StorageError> {
+    if let Some(existing) = committed(tx, &c.id)? {
+        return Ok(existing);
+    }
+    if let PhotoBytes::Held(bytes) = &c.photo {
+        tx.prepare_cached(
+            "INSERT INTO small_photos (sha256, bytes) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+        )?
+        .execute(params![c.photo_sha256.to_hex(), bytes])?;
     }
     // Its place in the log: the next one, in commit order, with its entry queued for the
     // integrator in the same transaction.
@@ -282,7 +302,7 @@ fn insert_capture(tx: &Transaction<'_>, c: &NewCapture) -> Result<Vec<u8>, Stora
         log_index as i64,
     ])?;
     tx.prepare_cached("DELETE FROM uploads WHERE id = ?1")?.execute([c.id.to_hex()])?;
-    Ok(c.receipt.clone())
+    Ok(Committed { receipt: c.receipt.clone(), log_index })
 }
 
 /// Crockford base32 without the ambiguous letters: 20 characters, 100 bits, in groups of four.
@@ -362,17 +382,17 @@ impl SqliteStorage {
         f(&conn)
     }
 
-    /// Commits a capture whose photo is renamed into place, together with the captures other
-    /// threads are completing at the same moment: one thread at a time leads a round, which
-    /// fsyncs the photo directory once and commits every queued row in one transaction (one
-    /// WAL fsync); the others wait for their round. Each caller returns only after its own
-    /// round is durable. If a round's transaction fails, its captures are committed one by one,
-    /// so that one bad capture fails alone.
-    fn group_commit(&self, c: &NewCapture) -> Result<Vec<u8>, StorageError> {
+    /// Commits a capture whose photo is held or renamed into place, together with the captures
+    /// other threads are completing at the same moment: one thread at a time leads a round,
+    /// which fsyncs the photo directory once (if a photo of the round is a file) and commits
+    /// every queued row in one transaction (one WAL fsync); the others wait for their round.
+    /// Each caller returns only after its own round is durable. If a round's transaction fails,
+    /// its captures are committed one by one, so that one bad capture fails alone.
+    fn group_commit(&self, c: NewCapture) -> Result<Committed, StorageError> {
         let mut q = lock(&self.commits)?;
         let ticket = q.next_ticket;
         q.next_ticket += 1;
-        q.pending.push((ticket, c.clone()));
+        q.pending.push((ticket, c));
         while q.leading {
             q = self
                 .committed
@@ -403,9 +423,11 @@ impl SqliteStorage {
     fn commit_round(
         &self,
         round: &[(u64, NewCapture)],
-    ) -> Vec<(u64, Result<Vec<u8>, StorageError>)> {
-        let commit = |captures: &[(u64, NewCapture)]| -> Result<Vec<Vec<u8>>, StorageError> {
-            fsync_dir(&self.dir.join("blobs"))?;
+    ) -> Vec<(u64, Result<Committed, StorageError>)> {
+        let commit = |captures: &[(u64, NewCapture)]| -> Result<Vec<Committed>, StorageError> {
+            if captures.iter().any(|(_, c)| matches!(c.photo, PhotoBytes::Upload)) {
+                fsync_dir(&self.dir.join("blobs"))?;
+            }
             let mut conn = lock(&self.writer)?;
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let receipts =
@@ -431,6 +453,11 @@ impl SqliteStorage {
                     .collect()
             }
         }
+    }
+
+    /// Where a stored photo larger than [`SMALL_PHOTO_BYTES`] is.
+    fn blob_path(&self, sha256: &Sha256Hash) -> PathBuf {
+        self.dir.join("blobs").join(sha256.to_hex())
     }
 
     fn part_path(&self, id: &Sha256Hash) -> PathBuf {
@@ -756,12 +783,28 @@ impl Storage for SqliteStorage {
         }
     }
 
-    fn commit_capture(&self, c: &NewCapture) -> Result<Vec<u8>, StorageError> {
-        if let Some(receipt) = self.receipt(&c.id)? {
-            return Ok(receipt);
+    fn commit_capture(&self, c: &NewCapture) -> Result<Committed, StorageError> {
+        if let Some(done) = self.read(|conn| committed(conn, &c.id))? {
+            return Ok(done);
         }
         let part = self.part_path(&c.id);
-        let blob = self.photo_path(&c.photo_sha256);
+        if c.photo_bytes <= SMALL_PHOTO_BYTES {
+            // Into the database, with the capture's row.
+            let mut c = c.clone();
+            if let PhotoBytes::Upload = c.photo {
+                c.photo = PhotoBytes::Held(fs::read(&part)?);
+            }
+            let done = self.group_commit(c)?;
+            // An upload's file, if there was one, is not needed any more.
+            match fs::remove_file(&part) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e.into()),
+                _ => return Ok(done),
+            }
+        }
+        if let PhotoBytes::Held(bytes) = &c.photo {
+            fs::write(&part, bytes)?;
+        }
+        let blob = self.blob_path(&c.photo_sha256);
         // The photo first: fsynced and renamed here (concurrent completions do this side by
         // side); the directory is fsynced by the group commit, before the rows are committed.
         if blob.exists() {
@@ -770,7 +813,7 @@ impl Storage for SqliteStorage {
             File::open(&part)?.sync_all()?;
             fs::rename(&part, &blob)?;
         }
-        self.group_commit(c)
+        self.group_commit(NewCapture { photo: PhotoBytes::Upload, ..c.clone() })
     }
 
     fn receipt(&self, id: &Sha256Hash) -> Result<Option<Vec<u8>>, StorageError> {
@@ -781,8 +824,20 @@ impl Storage for SqliteStorage {
         })
     }
 
-    fn photo_path(&self, sha256: &Sha256Hash) -> PathBuf {
-        self.dir.join("blobs").join(sha256.to_hex())
+    fn photo(&self, sha256: &Sha256Hash) -> Result<Option<Vec<u8>>, StorageError> {
+        let small: Option<Vec<u8>> = self.read(|c| {
+            Ok(c.prepare_cached("SELECT bytes FROM small_photos WHERE sha256 = ?1")?
+                .query_row([sha256.to_hex()], |r| r.get(0))
+                .optional()?)
+        })?;
+        if small.is_some() {
+            return Ok(small);
+        }
+        match fs::read(self.blob_path(sha256)) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.into()),
+        }
     }
 
     fn capture_count(&self) -> Result<u64, StorageError> {

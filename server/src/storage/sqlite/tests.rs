@@ -7,7 +7,7 @@ use hattama_core::log::{ENTRY_VERSION, LogEntry};
 use rusqlite::{Connection, params};
 
 use super::{DB_FILE, MIGRATIONS, SqliteStorage};
-use crate::storage::{NewCapture, Storage};
+use crate::storage::{NewCapture, PhotoBytes, Storage};
 
 /// `sqlite_master` without SQLite's own objects, sorted: the schema to compare.
 fn schema(path: &Path) -> Vec<(String, String, Option<String>)> {
@@ -101,6 +101,7 @@ fn new_capture(storage: &SqliteStorage, i: u64) -> NewCapture {
         media_type: "image/jpeg".into(),
         received_at_ms: e.received_at_ms,
         receipt: format!("receipt {i}").into_bytes(),
+        photo: PhotoBytes::Upload,
     }
 }
 
