@@ -9,7 +9,8 @@ use hattama_core::receipt::Receipt;
 use crate::error::ApiError;
 use crate::keys::ServerKeys;
 use crate::storage::{
-    Committed, NewCapture, NewUpload, PhotoBytes, SMALL_PHOTO_BYTES, Storage, UploadInfo, device_id,
+    Admission, Committed, NewCapture, NewUpload, PhotoBytes, SMALL_PHOTO_BYTES, Storage,
+    UploadInfo, device_id,
 };
 
 /// Milliseconds since the Unix epoch now.
@@ -75,18 +76,18 @@ fn check_new(
 ) -> Result<SignedManifest, ApiError> {
     let signed = SignedManifest::verify(manifest, signature).map_err(evidence_error)?;
     let m = &signed.manifest;
-    let (election_known, precinct_known) = storage.precinct_known(&m.election, &m.precinct)?;
-    if !election_known {
+    let admission = storage.admission(&m.election, &m.precinct, &m.device_key)?;
+    if !admission.election_known {
         return Err(ApiError::new(404, "unknown_election", format!("no election {}", m.election)));
     }
-    if !precinct_known {
+    if !admission.precinct_known {
         return Err(ApiError::new(
             404,
             "unknown_precinct",
             format!("election {} has no precinct {}", m.election, m.precinct),
         ));
     }
-    check_device(storage, &signed)?;
+    check_device(&signed, admission)?;
     if length != m.photo.bytes {
         return Err(ApiError::new(
             400,
@@ -105,15 +106,15 @@ fn check_new(
 }
 
 /// The device must be enrolled, not revoked, and assigned the manifest's election and precinct.
-fn check_device(storage: &dyn Storage, signed: &SignedManifest) -> Result<(), ApiError> {
+fn check_device(signed: &SignedManifest, admission: Admission) -> Result<(), ApiError> {
     let m = &signed.manifest;
-    let device = storage
-        .device(&m.device_key)?
-        .ok_or_else(|| ApiError::new(403, "device_unknown", "this device is not enrolled"))?;
-    if device.revoked_at_ms.is_some() {
+    if !admission.device_known {
+        return Err(ApiError::new(403, "device_unknown", "this device is not enrolled"));
+    }
+    if admission.device_revoked {
         return Err(ApiError::new(403, "device_revoked", "this device was revoked"));
     }
-    if device.election != m.election || !device.precincts.contains(&m.precinct) {
+    if !admission.precinct_assigned {
         return Err(ApiError::new(
             403,
             "precinct_not_assigned",
@@ -199,8 +200,12 @@ fn finish(
         ));
     }
     drop(clean);
-    // A device revoked while its upload was under way can store nothing more.
-    check_device(storage, signed)?;
+    // A device revoked while its upload was under way can store nothing more. (A photo stored
+    // in one step was checked a moment ago, in this same call.)
+    if in_upload {
+        let m = &signed.manifest;
+        check_device(signed, storage.admission(&m.election, &m.precinct, &m.device_key)?)?;
+    }
     let received_at_ms = now_ms();
     let receipt = Receipt {
         capture_id: *id,

@@ -48,7 +48,7 @@ pub fn with_log(
         .receipt(id)?
         .ok_or_else(|| ApiError::not_found("no stored capture with this id"))?;
     let Some(log_index) = storage.log_index(id)? else { return Ok(None) };
-    logged(storage, log, id, Committed { receipt, log_index })
+    logged(storage, log, id, Committed { receipt, log_index, log_entry: None })
 }
 
 /// [`with_log`] for a capture just committed, whose receipt and log position the caller holds.
@@ -58,7 +58,7 @@ pub fn logged(
     id: &Sha256Hash,
     committed: Committed,
 ) -> Result<Option<Vec<u8>>, ApiError> {
-    let Committed { receipt, log_index: index } = committed;
+    let Committed { receipt, log_index: index, log_entry } = committed;
     if !log.wait_published(index, LOG_WAIT)? {
         return Ok(None);
     }
@@ -67,10 +67,13 @@ pub fn logged(
     if signed.receipt.capture_id != *id {
         return Err(ApiError::internal(&std::io::Error::other("a receipt of another capture")));
     }
-    let entry = storage
-        .log_entries(index, index + 1)?
-        .pop()
-        .ok_or_else(|| ApiError::not_found("log entry"))?;
+    let entry = match log_entry {
+        Some(entry) => entry,
+        None => storage
+            .log_entries(index, index + 1)?
+            .pop()
+            .ok_or_else(|| ApiError::not_found("log entry"))?,
+    };
     let proof = log.inclusion(index)?;
     signed.log = Some(ReceiptLog {
         index,

@@ -146,6 +146,24 @@ pub struct Committed {
     pub receipt: Vec<u8>,
     /// Its position in the log.
     pub log_index: u64,
+    /// Its log entry (canonical bytes), if the commit wrote it now.
+    pub log_entry: Option<Vec<u8>>,
+}
+
+/// What storage knows of a manifest's election, precinct and device, for the checks of an
+/// upload ([`Storage::admission`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Admission {
+    /// The election exists.
+    pub election_known: bool,
+    /// The election has the precinct.
+    pub precinct_known: bool,
+    /// The device key is enrolled.
+    pub device_known: bool,
+    /// The device is revoked.
+    pub device_revoked: bool,
+    /// The device is enrolled for this election and precinct.
+    pub precinct_assigned: bool,
 }
 
 /// Photos of at most this many bytes are stored in the database, in the transaction that commits
@@ -203,8 +221,13 @@ pub trait Storage: Send + Sync + 'static {
     fn import_election(&self, election: &Election, now_ms: u64) -> Result<bool, StorageError>;
     /// An election by id.
     fn election(&self, id: &str) -> Result<Option<Election>, StorageError>;
-    /// Whether the election exists, and whether it has this precinct.
-    fn precinct_known(&self, election: &str, precinct: &str) -> Result<(bool, bool), StorageError>;
+    /// Everything the checks of an upload ask about its election, precinct and device, at once.
+    fn admission(
+        &self,
+        election: &str,
+        precinct: &str,
+        key: &DeviceKey,
+    ) -> Result<Admission, StorageError>;
     /// Creates `count` one-time enrollment codes for these precincts of an election.
     fn create_invites(
         &self,
@@ -215,8 +238,6 @@ pub trait Storage: Send + Sync + 'static {
     ) -> Result<Vec<String>, StorageError>;
     /// Uses a code: binds the device key to the code's election and precincts.
     fn enroll(&self, code: &str, key: &DeviceKey, now_ms: u64) -> Result<Device, StorageError>;
-    /// A device by key.
-    fn device(&self, key: &DeviceKey) -> Result<Option<Device>, StorageError>;
     /// All devices.
     fn devices(&self) -> Result<Vec<Device>, StorageError>;
     /// Revokes a device by id; returns whether it existed.
