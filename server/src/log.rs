@@ -36,6 +36,9 @@ use crate::storage::{Storage, StorageError};
 /// from the rate of the last full batch, between [`MIN_BATCH`] and [`MAX_BATCH`] entries.
 const BATCH_TIME: Duration = Duration::from_millis(800);
 
+/// Least time between the starts of two batches (see `Log::start`).
+const BATCH_INTERVAL: Duration = Duration::from_millis(3);
+
 /// Fewest entries a batch may be limited to.
 const MIN_BATCH: usize = 1 << 12;
 
@@ -62,16 +65,24 @@ pub struct Log {
     tiles: Mutex<TileCache>,
 }
 
-/// The size of the newest published checkpoint, and a signal when it grows.
+/// The size of the newest published checkpoint, and a signal when it grows; and that
+/// checkpoint, so that a receipt's proof needs no read of it.
 #[derive(Default)]
 struct Published {
     size: Mutex<u64>,
     changed: Condvar,
+    note: Mutex<Option<(u64, Arc<[u8]>)>>,
 }
 
 impl Published {
-    /// Records a published size; sizes only grow.
-    fn set(&self, size: u64) -> Result<(), StorageError> {
+    /// Records a published checkpoint; sizes only grow.
+    fn set(&self, size: u64, note: &[u8]) -> Result<(), StorageError> {
+        {
+            let mut latest = self.note.lock().map_err(corrupt)?;
+            if latest.as_ref().is_none_or(|(s, _)| *s < size) {
+                *latest = Some((size, note.into()));
+            }
+        }
         let mut published = self.size.lock().map_err(corrupt)?;
         *published = (*published).max(size);
         self.changed.notify_all();
@@ -91,7 +102,7 @@ impl Publication {
     fn run(self, published: &Published) -> Result<(), StorageError> {
         write_tiles(&self.dir, &self.tiles)?;
         write_file(&self.dir.join("checkpoint"), &self.note)?;
-        published.set(self.size)
+        published.set(self.size, &self.note)
     }
 }
 
@@ -361,7 +372,7 @@ impl Log {
             if from != Some(size) {
                 log.publish(from.unwrap_or(0).min(size), size, &note)?;
             }
-            log.published.set(size)?;
+            log.published.set(size, &note)?;
         }
         Ok(log)
     }
@@ -376,11 +387,19 @@ impl Log {
         let log = self.clone();
         std::thread::Builder::new().name("log-integrator".into()).spawn(move || {
             loop {
-                // No pause between batches: a batch gathers whatever was committed while the one
-                // before it ran, so batches grow with the load without delaying any receipt.
+                // A batch gathers whatever was committed while the one before it ran, so batches
+                // grow with the load. Batches start at most every BATCH_INTERVAL: a capture
+                // arriving after a quiet moment is integrated at once, while under a stream of
+                // small commits each batch's fixed costs (a signature, a commit, the partial
+                // tiles rewritten) are shared by the captures of a few milliseconds.
+                let started = Instant::now();
                 match log.integrate_once() {
                     Ok(0) => log.sleep_until_woken(Duration::from_secs(1)),
-                    Ok(_) => {}
+                    Ok(_) => {
+                        if let Some(rest) = BATCH_INTERVAL.checked_sub(started.elapsed()) {
+                            std::thread::sleep(rest);
+                        }
+                    }
                     Err(e) => {
                         tracing::error!(error = %e, "log integration failed");
                         std::thread::sleep(Duration::from_secs(1));
@@ -469,7 +488,7 @@ impl Log {
             .latest_checkpoint()?
             .ok_or_else(|| StorageError::NotFound("checkpoint".into()))?;
         self.publish(published.min(size), size, &note)?;
-        self.published.set(size)
+        self.published.set(size, &note)
     }
 
     /// One batch on top of `edge`, committed; returns how many entries, the new edge and the
@@ -579,6 +598,11 @@ impl Log {
     /// The newest published checkpoint: size and signed note.
     fn published_checkpoint(&self) -> Result<(u64, Vec<u8>), StorageError> {
         let size = self.published_size();
+        if let Some((s, note)) = self.published.note.lock().map_err(corrupt)?.as_ref()
+            && *s == size
+        {
+            return Ok((size, note.to_vec()));
+        }
         let note = self
             .storage
             .checkpoint(size)?

@@ -6,11 +6,11 @@
 // Row tuples read straight from SQL are clearer inline than behind one-use type aliases.
 #![allow(clippy::type_complexity)]
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, mpsc};
 
 use hattama_core::election::Election;
 use hattama_core::evidence::{DeviceKey, Sha256Hash};
@@ -191,15 +191,13 @@ pub struct SqliteStorage {
     watch: Mutex<Connection>,
     /// Captures waiting for their group commit ([`SqliteStorage::group_commit`]).
     commits: Mutex<CommitQueue>,
-    committed: Condvar,
 }
 
 /// The queue of the group commit.
 #[derive(Default)]
 struct CommitQueue {
-    next_ticket: u64,
-    pending: Vec<(u64, NewCapture)>,
-    done: HashMap<u64, Result<Committed, StorageError>>,
+    /// Captures waiting for a round, each with where its result goes.
+    pending: Vec<(NewCapture, mpsc::SyncSender<Result<Committed, StorageError>>)>,
     /// Whether a thread is committing rounds.
     leading: bool,
 }
@@ -366,7 +364,6 @@ impl SqliteStorage {
                 OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
             )?),
             commits: Mutex::default(),
-            committed: Condvar::new(),
         };
         if recover {
             storage.recover()?;
@@ -394,66 +391,58 @@ impl SqliteStorage {
     /// Each caller returns only after its own round is durable. If a round's transaction fails,
     /// its captures are committed one by one, so that one bad capture fails alone.
     fn group_commit(&self, c: NewCapture) -> Result<Committed, StorageError> {
+        // Each waiter is woken by its own channel, once its round is committed: no thread wakes
+        // for another's round.
+        let (done, result) = mpsc::sync_channel(1);
         let mut q = lock(&self.commits)?;
-        let ticket = q.next_ticket;
-        q.next_ticket += 1;
-        q.pending.push((ticket, c));
-        while q.leading {
-            q = self
-                .committed
-                .wait(q)
-                .map_err(|_| StorageError::Corrupt("lock poisoned".into()))?;
-            if let Some(result) = q.done.remove(&ticket) {
-                return result;
+        q.pending.push((c, done));
+        if !q.leading {
+            q.leading = true;
+            loop {
+                let round = std::mem::take(&mut q.pending);
+                if round.is_empty() {
+                    q.leading = false;
+                    break;
+                }
+                drop(q);
+                let (captures, senders): (Vec<NewCapture>, Vec<_>) = round.into_iter().unzip();
+                for (result, sender) in self.commit_round(&captures).into_iter().zip(senders) {
+                    // A waiter that is gone (it cannot be: it waits below) needs no answer.
+                    let _ = sender.send(result);
+                }
+                q = lock(&self.commits)?;
             }
         }
-        q.leading = true;
-        while !q.pending.is_empty() {
-            let round = std::mem::take(&mut q.pending);
-            drop(q);
-            let results = self.commit_round(&round);
-            q = lock(&self.commits)?;
-            q.done.extend(results);
-            self.committed.notify_all();
-        }
-        q.leading = false;
-        // Someone may have queued after the last round was taken and is waiting for a leader.
-        self.committed.notify_all();
-        q.done
-            .remove(&ticket)
-            .unwrap_or_else(|| Err(StorageError::Corrupt("a commit round lost a capture".into())))
+        drop(q);
+        result
+            .recv()
+            .unwrap_or_else(|_| Err(StorageError::Corrupt("a commit round lost a capture".into())))
     }
 
-    /// One round of [`Self::group_commit`].
-    fn commit_round(
-        &self,
-        round: &[(u64, NewCapture)],
-    ) -> Vec<(u64, Result<Committed, StorageError>)> {
-        let commit = |captures: &[(u64, NewCapture)]| -> Result<Vec<Committed>, StorageError> {
-            if captures.iter().any(|(_, c)| matches!(c.photo, PhotoBytes::Upload)) {
+    /// One round of [`Self::group_commit`]: the results, in the order of `round`.
+    fn commit_round(&self, round: &[NewCapture]) -> Vec<Result<Committed, StorageError>> {
+        let commit = |captures: &[NewCapture]| -> Result<Vec<Committed>, StorageError> {
+            if captures.iter().any(|c| matches!(c.photo, PhotoBytes::Upload)) {
                 fsync_dir(&self.dir.join("blobs"))?;
             }
             let mut conn = lock(&self.writer)?;
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let receipts =
-                captures.iter().map(|(_, c)| insert_capture(&tx, c)).collect::<Result<_, _>>()?;
+                captures.iter().map(|c| insert_capture(&tx, c)).collect::<Result<_, _>>()?;
             tx.commit()?;
             Ok(receipts)
         };
         match commit(round) {
-            Ok(receipts) => {
-                round.iter().map(|(t, _)| *t).zip(receipts.into_iter().map(Ok)).collect()
-            }
-            Err(e) if round.len() == 1 => vec![(round[0].0, Err(e))],
+            Ok(receipts) => receipts.into_iter().map(Ok).collect(),
+            Err(e) if round.len() == 1 => vec![Err(e)],
             Err(e) => {
                 tracing::warn!(error = %e, captures = round.len(), "group commit failed; one by one");
                 round
                     .iter()
-                    .map(|job| {
-                        let result = commit(std::slice::from_ref(job)).and_then(|mut r| {
+                    .map(|c| {
+                        commit(std::slice::from_ref(c)).and_then(|mut r| {
                             r.pop().ok_or_else(|| StorageError::Corrupt("no receipt".into()))
-                        });
-                        (job.0, result)
+                        })
                     })
                     .collect()
             }
