@@ -37,7 +37,7 @@ use crate::storage::{Storage, StorageError};
 const BATCH_TIME: Duration = Duration::from_millis(800);
 
 /// Least time between the starts of two batches (see `Log::start`).
-const BATCH_INTERVAL: Duration = Duration::from_millis(3);
+const BATCH_INTERVAL: Duration = Duration::from_millis(5);
 
 /// Fewest entries a batch may be limited to.
 const MIN_BATCH: usize = 1 << 12;

@@ -168,7 +168,8 @@ pub fn check_store_consistent(dir: &Path) -> usize {
 }
 
 /// A photo as the server in `data_dir` stores it, by its hex SHA-256: one of at most
-/// `SMALL_PHOTO_BYTES` in its database (table `small_photos`), a larger one as `blobs/<sha256>`.
+/// `SMALL_PHOTO_BYTES` in its database (table `small_photos`, by the log position of the first
+/// capture showing it), a larger one as `blobs/<sha256>`.
 /// Works whether the server runs or not.
 pub fn stored_photo(data_dir: &Path, sha: &str) -> Option<Vec<u8>> {
     let db = rusqlite::Connection::open_with_flags(
@@ -176,8 +177,14 @@ pub fn stored_photo(data_dir: &Path, sha: &str) -> Option<Vec<u8>> {
         rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
     )
     .expect("open the server's database");
-    let small: Option<Vec<u8>> =
-        db.query_row("SELECT bytes FROM small_photos WHERE sha256 = ?1", [sha], |r| r.get(0)).ok();
+    let small: Option<Vec<u8>> = db
+        .query_row(
+            "SELECT p.bytes FROM captures AS c JOIN small_photos AS p USING (log_index)
+             WHERE c.photo_sha256 = ?1 LIMIT 1",
+            [sha],
+            |r| r.get(0),
+        )
+        .ok();
     small.or_else(|| std::fs::read(data_dir.join("blobs").join(sha)).ok())
 }
 

@@ -169,10 +169,13 @@ SELECT idx / 64, CAST(group_concat(hash, x'' ORDER BY idx) AS BLOB) FROM log_has
 GROUP BY idx / 64;
 DROP TABLE log_hashes;
 ",
-    // Photos of at most `SMALL_PHOTO_BYTES`, stored with their capture (`commit_capture`).
+    // Photos of at most `SMALL_PHOTO_BYTES`, stored with the first capture that shows them
+    // (`commit_capture`), keyed by its log position: appended in order, so that a capture's
+    // commit touches no index of random keys for its photo. Found by hash through
+    // `captures_by_photo`.
     "
 CREATE TABLE small_photos (
-    sha256 TEXT PRIMARY KEY,
+    log_index INTEGER PRIMARY KEY,
     bytes BLOB NOT NULL
 ) STRICT;
 ",
@@ -261,15 +264,17 @@ fn insert_capture(tx: &Transaction<'_>, c: &NewCapture) -> Result<Committed, Sto
     if let Some(existing) = committed(tx, &c.id)? {
         return Ok(existing);
     }
-    if let PhotoBytes::Held(bytes) = &c.photo {
-        tx.prepare_cached(
-            "INSERT INTO small_photos (sha256, bytes) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
-        )?
-        .execute(params![c.photo_sha256.to_hex(), bytes])?;
-    }
     // Its place in the log: the next one, in commit order, with its entry queued for the
     // integrator in the same transaction.
     let log_index = log::next_index(tx)?;
+    if let PhotoBytes::Held(bytes) = &c.photo {
+        // Once per photo: a second capture of the same bytes shares the first one's.
+        tx.prepare_cached(
+            "INSERT INTO small_photos (log_index, bytes)
+             SELECT ?1, ?2 WHERE NOT EXISTS (SELECT 1 FROM captures WHERE photo_sha256 = ?3)",
+        )?
+        .execute(params![log_index as i64, bytes, c.photo_sha256.to_hex()])?;
+    }
     let entry = LogEntry {
         capture_id: c.id,
         election: c.election.clone(),
@@ -834,9 +839,12 @@ impl Storage for SqliteStorage {
 
     fn photo(&self, sha256: &Sha256Hash) -> Result<Option<Vec<u8>>, StorageError> {
         let small: Option<Vec<u8>> = self.read(|c| {
-            Ok(c.prepare_cached("SELECT bytes FROM small_photos WHERE sha256 = ?1")?
-                .query_row([sha256.to_hex()], |r| r.get(0))
-                .optional()?)
+            Ok(c.prepare_cached(
+                "SELECT p.bytes FROM captures AS c JOIN small_photos AS p USING (log_index)
+                 WHERE c.photo_sha256 = ?1 LIMIT 1",
+            )?
+            .query_row([sha256.to_hex()], |r| r.get(0))
+            .optional()?)
         })?;
         if small.is_some() {
             return Ok(small);
