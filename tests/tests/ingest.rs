@@ -328,6 +328,44 @@ fn hostile_requests_are_refused_with_json_errors_and_store_nothing() {
         "decompression bomb PNG",
     );
 
+    // The same through the one-step path (a small photo whole with its creation): refused,
+    // and not even an upload is left.
+    let whole =
+        |device: &RawDevice, signed: &hattama_core::evidence::SignedManifest, body: &[u8]| {
+            let (status, _, body) = create_with_body(device, &url, signed, body);
+            (status, serde_json::from_slice::<Value>(&body).unwrap()["error"].clone())
+        };
+    let s10 = device.sign("p0001", &bomb_info);
+    assert_eq!(
+        whole(&device, &s10, &png_bomb),
+        (422, "photo_refused".into()),
+        "PNG bomb, one step"
+    );
+    assert_eq!(device.head(&url, &s10.hash().to_hex()).status, 404);
+    let s11 = device.sign("p0001", &info);
+    let mut other = bytes.clone();
+    let n = other.len();
+    other[n - 10] ^= 1;
+    assert_eq!(
+        whole(&device, &s11, &other),
+        (422, "photo_mismatch".into()),
+        "other bytes, one step"
+    );
+    assert_eq!(device.head(&url, &s11.hash().to_hex()).status, 404);
+    let mut s12 = device.sign("p0001", &info);
+    s12.signature[0] ^= 1;
+    assert_eq!(
+        whole(&device, &s12, &bytes),
+        (400, "bad_signature".into()),
+        "bad signature, one step"
+    );
+    let s13 = device.sign("p0009", &info);
+    assert_eq!(
+        whole(&device, &s13, &bytes),
+        (404, "unknown_precinct".into()),
+        "unknown precinct, one step"
+    );
+
     // Path traversal in ids.
     for path in [
         "/files/..%2F..%2Fetc%2Fpasswd",
