@@ -147,12 +147,95 @@ fn is_heif(bytes: &[u8]) -> bool {
 
 /// Checks `bytes` against `limits` and returns the photo with its metadata stripped.
 pub fn strip(bytes: &[u8], limits: &MediaLimits) -> Result<CleanPhoto, MediaError> {
+    let (out, found) = walk(bytes, limits, Vec::with_capacity(bytes.len()))?;
+    Ok(CleanPhoto {
+        removed_bytes: (bytes.len() - out.len()) as u64,
+        bytes: out,
+        media_type: found.media_type,
+        width: found.width,
+        height: found.height,
+        orientation: found.orientation,
+    })
+}
+
+/// What [`check`] finds: what [`strip`] would say of the photo, without its bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Checked {
+    /// JPEG or PNG.
+    pub media_type: MediaType,
+    /// Width in pixels as stored.
+    pub width: u32,
+    /// Height in pixels as stored.
+    pub height: u32,
+    /// EXIF orientation (1 when absent or unreadable).
+    pub orientation: u8,
+    /// Whether stripping would leave the bytes exactly as they are (the photo is clean).
+    pub unchanged: bool,
+}
+
+/// The checks of [`strip`], without making the stripped copy: `check(b)` fails exactly when
+/// `strip(b)` fails, and says `unchanged` exactly when `strip(b).bytes == b`. For a server that
+/// must refuse any photo that is not clean, this costs no copy of the photo.
+pub fn check(bytes: &[u8], limits: &MediaLimits) -> Result<Checked, MediaError> {
+    let (same, found) = walk(bytes, limits, SameAs { input: bytes, len: 0, same: true })?;
+    Ok(Checked {
+        media_type: found.media_type,
+        width: found.width,
+        height: found.height,
+        orientation: found.orientation,
+        unchanged: same.same && same.len == bytes.len(),
+    })
+}
+
+/// Where [`walk`] puts the parts of the photo it keeps, in order.
+trait Output {
+    fn put(&mut self, part: &[u8]);
+}
+
+impl Output for Vec<u8> {
+    fn put(&mut self, part: &[u8]) {
+        self.extend_from_slice(part);
+    }
+}
+
+/// An [`Output`] that only tells whether the kept parts, one after another, are the input.
+struct SameAs<'a> {
+    input: &'a [u8],
+    len: usize,
+    same: bool,
+}
+
+impl Output for SameAs<'_> {
+    fn put(&mut self, part: &[u8]) {
+        let end = self.len + part.len();
+        // A kept part is usually a slice of the input at this very place: then no byte needs
+        // comparing.
+        self.same = self.same
+            && self
+                .input
+                .get(self.len..end)
+                .is_some_and(|here| std::ptr::eq(here.as_ptr(), part.as_ptr()) || here == part);
+        self.len = end;
+    }
+}
+
+/// What a walk over a photo found, besides the kept bytes.
+struct Found {
+    media_type: MediaType,
+    width: u32,
+    height: u32,
+    orientation: u8,
+}
+
+/// The one implementation of the photo checks and of stripping: walks the photo, checks it, and
+/// puts the parts it keeps into `out`.
+fn walk<O: Output>(bytes: &[u8], limits: &MediaLimits, out: O) -> Result<(O, Found), MediaError> {
     if bytes.len() as u64 > limits.max_bytes {
         return Err(MediaError::TooLarge { actual: bytes.len() as u64, limit: limits.max_bytes });
     }
     match sniff(bytes)? {
-        MediaType::Jpeg => strip_jpeg(bytes, limits),
-        MediaType::Png => strip_png(bytes, limits),
+        MediaType::Jpeg => strip_jpeg(bytes, limits, out),
+        MediaType::Png => strip_png(bytes, limits, out),
     }
 }
 
@@ -187,9 +270,12 @@ fn be32(b: &[u8], at: usize) -> Option<u32> {
     Some(u32::from_be_bytes([*b.get(at)?, *b.get(at + 1)?, *b.get(at + 2)?, *b.get(at + 3)?]))
 }
 
-fn strip_jpeg(input: &[u8], limits: &MediaLimits) -> Result<CleanPhoto, MediaError> {
-    let mut out = Vec::with_capacity(input.len());
-    out.extend_from_slice(&[0xFF, 0xD8]);
+fn strip_jpeg<O: Output>(
+    input: &[u8],
+    limits: &MediaLimits,
+    mut out: O,
+) -> Result<(O, Found), MediaError> {
+    out.put(&input[..2]);
     let mut pos = 2;
     let mut segments = 0u32;
     let mut frame: Option<(u32, u32)> = None;
@@ -220,18 +306,14 @@ fn strip_jpeg(input: &[u8], limits: &MediaLimits) -> Result<CleanPhoto, MediaErr
                 if frame.is_none() || scans == 0 {
                     return Err(MediaError::Malformed("no image data before the end marker"));
                 }
-                out.extend_from_slice(&[0xFF, 0xD9]);
+                out.put(&input[pos - 2..pos]);
                 check_trailer(&input[pos..])?;
                 let (width, height) = frame.unwrap_or((0, 0));
-                let removed = (input.len() - out.len()) as u64;
-                return Ok(CleanPhoto {
-                    bytes: out,
-                    media_type: MediaType::Jpeg,
-                    width,
-                    height,
-                    orientation: orientation.unwrap_or(1),
-                    removed_bytes: removed,
-                });
+                let orientation = orientation.unwrap_or(1);
+                return Ok((
+                    out,
+                    Found { media_type: MediaType::Jpeg, width, height, orientation },
+                ));
             }
             0xD8 => return Err(MediaError::Malformed("second start-of-image marker")),
             0x00 => return Err(MediaError::Malformed("stuffed byte outside entropy data")),
@@ -268,7 +350,7 @@ fn strip_jpeg(input: &[u8], limits: &MediaLimits) -> Result<CleanPhoto, MediaErr
                 }
                 check_pixels(width, height, limits)?;
                 frame = Some((width, height));
-                out.extend_from_slice(&input[marker_start..end]);
+                out.put(&input[marker_start..end]);
                 pos = end;
             }
             // Other processes: hierarchical, arithmetic coding, JPEG-LS and extensions.
@@ -277,7 +359,7 @@ fn strip_jpeg(input: &[u8], limits: &MediaLimits) -> Result<CleanPhoto, MediaErr
             }
             // Tables and restart interval: needed to decode.
             0xC4 | 0xDB | 0xDD | 0xCC | 0xDC => {
-                out.extend_from_slice(&input[marker_start..end]);
+                out.put(&input[marker_start..end]);
                 pos = end;
             }
             0xDA => {
@@ -300,7 +382,7 @@ fn strip_jpeg(input: &[u8], limits: &MediaLimits) -> Result<CleanPhoto, MediaErr
                         Some(_) => break i,
                     }
                 };
-                out.extend_from_slice(&input[marker_start..data_end]);
+                out.put(&input[marker_start..data_end]);
                 pos = data_end;
             }
             0xE1 => {
@@ -312,7 +394,7 @@ fn strip_jpeg(input: &[u8], limits: &MediaLimits) -> Result<CleanPhoto, MediaErr
             // Adobe APP14: its transform flag decides how CMYK/YCCK and RGB data decode. It has
             // a fixed 12-byte layout with no room for personal data, so it is the one APPn kept.
             0xEE if payload.len() == 12 && payload.starts_with(b"Adobe") => {
-                out.extend_from_slice(&input[marker_start..end]);
+                out.put(&input[marker_start..end]);
                 pos = end;
             }
             // Every other APPn and COM: metadata, dropped.
@@ -329,9 +411,12 @@ const PNG_SIGNATURE: &[u8] = b"\x89PNG\r\n\x1a\n";
 const PNG_KEEP: [&[u8; 4]; 9] =
     [b"IHDR", b"PLTE", b"IDAT", b"IEND", b"tRNS", b"gAMA", b"cHRM", b"sRGB", b"sBIT"];
 
-fn strip_png(input: &[u8], limits: &MediaLimits) -> Result<CleanPhoto, MediaError> {
-    let mut out = Vec::with_capacity(input.len());
-    out.extend_from_slice(PNG_SIGNATURE);
+fn strip_png<O: Output>(
+    input: &[u8],
+    limits: &MediaLimits,
+    mut out: O,
+) -> Result<(O, Found), MediaError> {
+    out.put(&input[..PNG_SIGNATURE.len()]);
     let mut pos = PNG_SIGNATURE.len();
     let mut segments = 0u32;
     let mut size: Option<(u32, u32)> = None;
@@ -408,7 +493,7 @@ fn strip_png(input: &[u8], limits: &MediaLimits) -> Result<CleanPhoto, MediaErro
             return Err(MediaError::Unsupported("unknown critical PNG chunk"));
         }
         if keep {
-            out.extend_from_slice(&input[pos..end]);
+            out.put(&input[pos..end]);
         }
         pos = end;
         if &kind == b"IEND" {
@@ -417,15 +502,8 @@ fn strip_png(input: &[u8], limits: &MediaLimits) -> Result<CleanPhoto, MediaErro
             }
             check_trailer(&input[pos..])?;
             let (width, height) = size.unwrap_or((0, 0));
-            let removed = (input.len() - out.len()) as u64;
-            return Ok(CleanPhoto {
-                bytes: out,
-                media_type: MediaType::Png,
-                width,
-                height,
-                orientation: orientation.unwrap_or(1),
-                removed_bytes: removed,
-            });
+            let orientation = orientation.unwrap_or(1);
+            return Ok((out, Found { media_type: MediaType::Png, width, height, orientation }));
         }
     }
 }
@@ -620,5 +698,84 @@ mod tests {
         assert_eq!(exif_orientation(b"II*\0\xff\xff\xff\xff"), None);
         assert_eq!(exif_orientation(b""), None);
         assert_eq!(exif_orientation(&exif_block(77)[6..]), None);
+    }
+
+    /// `check` agrees with `strip`: the same error, or the same facts, with `unchanged` exactly
+    /// when stripping changes nothing.
+    fn agrees(input: &[u8]) -> Result<(), String> {
+        let limits = MediaLimits::default();
+        match (strip(input, &limits), super::check(input, &limits)) {
+            (Ok(clean), Ok(checked)) => {
+                let facts = (clean.media_type, clean.width, clean.height, clean.orientation);
+                let found =
+                    (checked.media_type, checked.width, checked.height, checked.orientation);
+                if facts != found || checked.unchanged != (clean.bytes == input) {
+                    return Err(format!(
+                        "strip {facts:?} (unchanged: {}), check {checked:?}",
+                        clean.bytes == input
+                    ));
+                }
+                Ok(())
+            }
+            (Err(a), Err(b)) if a == b => Ok(()),
+            (a, b) => Err(format!("strip {a:?}, check {b:?}")),
+        }
+    }
+
+    /// Photos with and without metadata, fill bytes, comments and padding.
+    fn variants() -> Vec<Vec<u8>> {
+        let jpeg = tiny_jpeg(8, 8);
+        let clean = strip(&jpeg, &MediaLimits::default()).unwrap().bytes;
+        let mut padded = clean.clone();
+        padded.extend_from_slice(&[0; 16]);
+        let mut filled = clean.clone();
+        filled.insert(2, 0xFF);
+        let png = tiny_png(5, 4);
+        let clean_png = strip(&png, &MediaLimits::default()).unwrap().bytes;
+        vec![
+            jpeg.clone(),
+            clean.clone(),
+            with_segments_after_soi(&clean, &[segment(0xE1, &exif_block(6))]),
+            with_segments_after_soi(&clean, &[segment(0xFE, b"a comment")]),
+            padded,
+            filled,
+            png,
+            clean_png,
+        ]
+    }
+
+    #[test]
+    fn check_agrees_with_strip() {
+        for (i, v) in variants().iter().enumerate() {
+            agrees(v).unwrap_or_else(|e| panic!("variant {i}: {e}"));
+        }
+        let clean = strip(&tiny_jpeg(8, 8), &MediaLimits::default()).unwrap().bytes;
+        assert!(super::check(&clean, &MediaLimits::default()).unwrap().unchanged);
+        let dirty = with_segments_after_soi(&clean, &[segment(0xE1, &exif_block(6))]);
+        assert!(!super::check(&dirty, &MediaLimits::default()).unwrap().unchanged);
+    }
+
+    proptest::proptest! {
+        /// Damaged photos (bytes changed, cut short) too: the checks are one walk.
+        #[test]
+        fn check_agrees_with_strip_on_damaged_photos(
+            which in 0usize..8,
+            edits in proptest::collection::vec(
+                (proptest::prelude::any::<proptest::sample::Index>(), proptest::prelude::any::<u8>()),
+                0..4,
+            ),
+            cut in proptest::prelude::any::<proptest::sample::Index>(),
+            truncate in proptest::prelude::any::<bool>(),
+        ) {
+            let mut v = variants().swap_remove(which);
+            for (at, byte) in edits {
+                let i = at.index(v.len());
+                v[i] = byte;
+            }
+            if truncate {
+                v.truncate(cut.index(v.len() + 1));
+            }
+            proptest::prop_assert!(agrees(&v).is_ok(), "{}", agrees(&v).unwrap_err());
+        }
     }
 }

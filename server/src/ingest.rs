@@ -127,12 +127,13 @@ fn check_device(signed: &SignedManifest, admission: Admission) -> Result<(), Api
 /// Finishes an upload whose last byte arrived: checks the whole photo against the manifest and
 /// the core's photo rules, signs a receipt and stores both durably. Returns the receipt JSON.
 /// `known`: the upload as the caller just read it, not stored yet, and the whole photo if the
-/// caller holds it; without it, both are read from storage.
+/// caller holds it, with whether it is also in the upload's file (else storage writes it);
+/// without it, both are read from storage.
 pub fn complete_upload(
     storage: &dyn Storage,
     keys: &ServerKeys,
     id: &Sha256Hash,
-    known: Option<(UploadInfo, Option<Vec<u8>>)>,
+    known: Option<(UploadInfo, Option<(Vec<u8>, bool)>)>,
     limits: &MediaLimits,
 ) -> Result<Vec<u8>, ApiError> {
     let (info, photo) = match known {
@@ -151,11 +152,11 @@ pub fn complete_upload(
         canonical: info.manifest.clone(),
         signature: info.signature,
     };
-    let photo = match photo {
+    let (photo, in_upload) = match photo {
         Some(photo) => photo,
-        None => storage.read_upload(id, info.length + 1)?,
+        None => (storage.read_upload(id, info.length + 1)?, true),
     };
-    match finish(storage, keys, id, &signed, photo, true, limits) {
+    match finish(storage, keys, id, &signed, photo, in_upload, limits) {
         Ok(committed) => Ok(committed.receipt),
         Err(e) => {
             // A refused photo is dropped with its upload; the client learns why.
@@ -187,11 +188,12 @@ fn finish(
             "the bytes are not the photo the manifest signs",
         ));
     }
-    let clean = media::strip(&bytes, limits)
+    // The core's checks, and whether stripping would change anything (without a stripped copy).
+    let checked = media::check(&bytes, limits)
         .map_err(|e| ApiError::new(422, "photo_refused", e.to_string()))?;
-    if clean.bytes != bytes
-        || clean.media_type != m.photo.media_type
-        || (clean.width, clean.height) != (m.photo.width, m.photo.height)
+    if !checked.unchanged
+        || checked.media_type != m.photo.media_type
+        || (checked.width, checked.height) != (m.photo.width, m.photo.height)
     {
         return Err(ApiError::new(
             422,
@@ -199,7 +201,6 @@ fn finish(
             "the photo is not clean or not as the manifest says",
         ));
     }
-    drop(clean);
     // A device revoked while its upload was under way can store nothing more. (A photo stored
     // in one step was checked a moment ago, in this same call.)
     if in_upload {

@@ -587,6 +587,17 @@ fn one_request_carries_the_photo_and_answers_the_logged_receipt() {
     let (status, offset, body) = create_with_body(&device, url, &signed, &large);
     assert_eq!((status, offset, body.len()), (201, Some(100), 0));
     assert_eq!(captures(&server), 3);
+    // The same larger photo whole with a fresh creation: kept in memory, written once, stored as
+    // a file under its hash.
+    let signed = device.sign("p0001", &large_info);
+    let id = signed.hash();
+    let (status, offset, body) = create_with_body(&device, url, &signed, &large);
+    assert_eq!((status, offset), (201, Some(large.len() as u64)));
+    SignedReceipt::from_json(&body).unwrap().verify(&pinned, &id, &large_info.sha256).unwrap();
+    let hex = large_info.sha256.to_hex();
+    assert_eq!(std::fs::read(server.data_dir.join("blobs").join(&hex)).unwrap(), large);
+    assert_eq!(hattama_tests::stored_photo(&server.data_dir, &hex).unwrap(), large);
+    assert_eq!(captures(&server), 4);
 
     // A creation whose body does not match the manifest stores nothing.
     let mut bad = bytes.clone();
@@ -595,6 +606,6 @@ fn one_request_carries_the_photo_and_answers_the_logged_receipt() {
     let signed = device.sign("p0001", &info);
     let (status, _, body) = create_with_body(&device, url, &signed, &bad);
     assert_eq!(status, 422, "{}", String::from_utf8_lossy(&body));
-    assert_eq!(captures(&server), 3);
+    assert_eq!(captures(&server), 4);
     assert_eq!(std::fs::read_dir(server.data_dir.join("uploads")).unwrap().count(), 1);
 }

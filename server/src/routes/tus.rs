@@ -159,7 +159,13 @@ pub async fn create(
     let mut offset = info.offset;
     let mut receipt = None;
     if let (Some(writer), Some(slot), Some(generation)) = (writer, &slot, generation) {
-        let body = Body { offset: 0, payload, checksum, want_receipt: wants_receipt(&req) };
+        let body = Body {
+            offset: 0,
+            payload,
+            checksum,
+            want_receipt: wants_receipt(&req),
+            whole_photo: content_length == Some(length),
+        };
         (offset, receipt) = receive(&state, slot, generation, id, info, writer, body).await?;
     } else if info.stored && wants_receipt(&req) {
         receipt = logged_receipt(&state, id).await?;
@@ -411,6 +417,7 @@ pub async fn patch(
         .and_then(|v| v.parse().ok())
         .ok_or_else(|| ApiError::new(400, "bad_offset", "Upload-Offset is required"))?;
     let checksum = parse_checksum(&req)?;
+    let content_length = header(&req, "Content-Length").and_then(|v| v.parse::<u64>().ok());
 
     // Take over the upload from an older PATCH that may still wait on a dead connection.
     let slot = state.uploads.get(&id);
@@ -435,7 +442,9 @@ pub async fn patch(
     })
     .await??;
     let (new_offset, receipt) = if let Some(writer) = writer {
-        let body = Body { offset, payload, checksum, want_receipt: wants_receipt(&req) };
+        let whole_photo = offset == 0 && content_length == Some(info.length);
+        let body =
+            Body { offset, payload, checksum, want_receipt: wants_receipt(&req), whole_photo };
         receive(&state, &slot, generation, id, info, writer, body).await?
     } else {
         if !info.stored {
@@ -460,6 +469,33 @@ pub async fn patch(
 /// Largest photo whose bytes a request keeps in memory for its completion.
 const KEEP_IN_MEMORY: u64 = 1 << 20;
 
+/// Most bytes that requests carrying a whole photo hold in memory at once, all together (see
+/// [`receive`]); past it, they write to the upload's file as they arrive.
+const WHOLE_IN_MEMORY_BUDGET: u64 = 256 << 20;
+
+/// Bytes reserved now under [`WHOLE_IN_MEMORY_BUDGET`].
+static WHOLE_IN_MEMORY: AtomicU64 = AtomicU64::new(0);
+
+/// A reservation under [`WHOLE_IN_MEMORY_BUDGET`], given back when dropped.
+struct Reserved(u64);
+
+impl Reserved {
+    fn take(bytes: u64) -> Option<Self> {
+        WHOLE_IN_MEMORY
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |held| {
+                (held + bytes <= WHOLE_IN_MEMORY_BUDGET).then_some(held + bytes)
+            })
+            .ok()
+            .map(|_| Self(bytes))
+    }
+}
+
+impl Drop for Reserved {
+    fn drop(&mut self) {
+        WHOLE_IN_MEMORY.fetch_sub(self.0, Ordering::SeqCst);
+    }
+}
+
 /// A request body for an upload.
 struct Body {
     /// Where it starts (the caller checked it is the upload's offset).
@@ -468,6 +504,8 @@ struct Body {
     checksum: Option<[u8; 32]>,
     /// Whether the request asks for the receipt in its answer.
     want_receipt: bool,
+    /// Whether the body is the whole photo (`Content-Length` equal to `Upload-Length`).
+    whole_photo: bool,
 }
 
 /// Receives a request body into an upload through `writer` (the caller holds the upload's lock).
@@ -483,13 +521,18 @@ async fn receive(
     mut writer: Box<dyn crate::storage::UploadWriter>,
     body: Body,
 ) -> Result<(u64, Option<Vec<u8>>), ApiError> {
-    let Body { offset, mut payload, checksum, want_receipt } = body;
+    let Body { offset, mut payload, checksum, want_receipt, whole_photo } = body;
     let length = info.length;
     let mut hasher = checksum.map(|_| Sha256::new());
-    // A small photo whole in one request: kept for the completion, which reads it whole anyway.
-    // A large one is read back from its file there, on the blocking pool, rather than copied
-    // here on the thread that serves the connections.
-    let mut whole = (offset == 0 && length <= KEEP_IN_MEMORY).then(Vec::new);
+    // A whole photo in one request is kept in memory (within the budget) and written to a file
+    // once, by the completion on the blocking pool, not chunk by chunk here on the thread that
+    // serves the connections; only a cut body is written here, for the client to resume. A
+    // first part of a photo is written as it arrives; a small one is also kept for the
+    // completion, which reads it whole anyway.
+    let reserved = (offset == 0 && whole_photo).then(|| Reserved::take(length)).flatten();
+    let held = reserved.is_some();
+    let mut whole = (held || (offset == 0 && length <= KEEP_IN_MEMORY))
+        .then(|| Vec::with_capacity(length as usize));
     let mut received = 0u64;
     let read_timeout = Duration::from_secs(state.settings.limits.read_timeout_secs);
     let mut cut = false;
@@ -513,8 +556,10 @@ async fn receive(
                         "the body runs past Upload-Length",
                     ));
                 }
-                // Small sequential writes into the page cache; made durable by `finish`.
-                writer.write_all(&chunk).map_err(|e| ApiError::internal(&e))?;
+                if !held {
+                    // Small sequential writes into the page cache; made durable by `finish`.
+                    writer.write_all(&chunk).map_err(|e| ApiError::internal(&e))?;
+                }
                 if let Some(h) = hasher.as_mut() {
                     h.update(&chunk);
                 }
@@ -542,11 +587,19 @@ async fn receive(
     let (storage, keys, limits) = (state.storage.clone(), state.keys.clone(), state.media_limits);
     let log = state.log.clone();
     let (new_offset, receipt) = web::block(move || -> Result<_, ApiError> {
-        let new_offset = writer.finish()?;
+        let _reserved = reserved;
+        let complete = !cut && offset + received == length;
+        if held && !complete {
+            // Keep what arrived, for the client to resume.
+            if let Some(w) = &whole {
+                writer.write_all(w).map_err(|e| ApiError::internal(&e))?;
+            }
+        }
+        let new_offset = if held && complete { length } else { writer.finish()? };
         if cut || new_offset != length {
             return Ok((new_offset, None));
         }
-        let photo = whole.filter(|w| w.len() as u64 == length);
+        let photo = whole.filter(|w| w.len() as u64 == length).map(|w| (w, !held));
         ingest::complete_upload(&*storage, &keys, &id, Some((info, photo)), &limits)?;
         log.wake();
         let receipt =
