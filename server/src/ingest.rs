@@ -126,14 +126,21 @@ fn check_device(signed: &SignedManifest, admission: Admission) -> Result<(), Api
 
 /// Finishes an upload whose last byte arrived: checks the whole photo against the manifest and
 /// the core's photo rules, signs a receipt and stores both durably. Returns the receipt JSON.
+/// A whole photo the caller holds for [`complete_upload`].
+pub struct HeldPhoto {
+    /// Its bytes.
+    pub bytes: Vec<u8>,
+    /// Whether they are also in the upload's file (else storage writes them).
+    pub in_upload: bool,
+}
+
 /// `known`: the upload as the caller just read it, not stored yet, and the whole photo if the
-/// caller holds it, with whether it is also in the upload's file (else storage writes it);
-/// without it, both are read from storage.
+/// caller holds it; without it, both are read from storage.
 pub fn complete_upload(
     storage: &dyn Storage,
     keys: &ServerKeys,
     id: &Sha256Hash,
-    known: Option<(UploadInfo, Option<(Vec<u8>, bool)>)>,
+    known: Option<(UploadInfo, Option<HeldPhoto>)>,
     limits: &MediaLimits,
 ) -> Result<Vec<u8>, ApiError> {
     let (info, photo) = match known {
@@ -152,9 +159,9 @@ pub fn complete_upload(
         canonical: info.manifest.clone(),
         signature: info.signature,
     };
-    let (photo, in_upload) = match photo {
-        Some(photo) => photo,
-        None => (storage.read_upload(id, info.length + 1)?, true),
+    let HeldPhoto { bytes: photo, in_upload } = match photo {
+        Some(held) => held,
+        None => HeldPhoto { bytes: storage.read_upload(id, info.length + 1)?, in_upload: true },
     };
     match finish(storage, keys, id, &signed, photo, in_upload, limits) {
         Ok(committed) => Ok(committed.receipt),

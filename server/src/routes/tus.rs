@@ -599,7 +599,9 @@ async fn receive(
         if cut || new_offset != length {
             return Ok((new_offset, None));
         }
-        let photo = whole.filter(|w| w.len() as u64 == length).map(|w| (w, !held));
+        let photo = whole
+            .filter(|w| w.len() as u64 == length)
+            .map(|bytes| ingest::HeldPhoto { bytes, in_upload: !held });
         ingest::complete_upload(&*storage, &keys, &id, Some((info, photo)), &limits)?;
         log.wake();
         let receipt =
