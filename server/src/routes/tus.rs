@@ -180,6 +180,38 @@ pub async fn create(
     })
 }
 
+/// What a request body gives next.
+enum Chunk {
+    Bytes(web::Bytes),
+    /// The body ended.
+    End,
+    /// The body broke off: the connection failed, stayed silent past the read timeout, or a
+    /// newer request for the same upload took it over.
+    Cut,
+}
+
+/// The next chunk of an upload's body (the caller holds the upload's lock as `generation`).
+async fn next_chunk(
+    payload: &mut web::Payload,
+    slot: &Slot,
+    generation: u64,
+    read_timeout: Duration,
+) -> Chunk {
+    loop {
+        return tokio::select! {
+            chunk = payload.next() => match chunk {
+                None => Chunk::End,
+                Some(Ok(bytes)) => Chunk::Bytes(bytes),
+                Some(Err(_)) => Chunk::Cut,
+            },
+            _ = slot.preempt.notified() => {
+                if slot.generation.load(Ordering::SeqCst) != generation { Chunk::Cut } else { continue }
+            }
+            _ = tokio::time::sleep(read_timeout) => Chunk::Cut,
+        };
+    }
+}
+
 /// A creation request that carries a small photo whole (see [`create_whole`]).
 struct Whole {
     manifest: Vec<u8>,
@@ -208,17 +240,13 @@ async fn create_whole(
     let read_timeout = Duration::from_secs(state.settings.limits.read_timeout_secs);
     let mut cut = false;
     loop {
-        let next = tokio::select! {
-            chunk = payload.next() => chunk,
-            _ = slot.preempt.notified() => {
-                if slot.generation.load(Ordering::SeqCst) != generation { cut = true; break; }
-                continue;
+        match next_chunk(&mut payload, &slot, generation, read_timeout).await {
+            Chunk::End => break,
+            Chunk::Cut => {
+                cut = true;
+                break;
             }
-            _ = tokio::time::sleep(read_timeout) => { cut = true; break; }
-        };
-        match next {
-            None => break,
-            Some(Ok(chunk)) => {
+            Chunk::Bytes(chunk) => {
                 if photo.len() + chunk.len() > length as usize {
                     return Err(ApiError::new(
                         413,
@@ -227,10 +255,6 @@ async fn create_whole(
                     ));
                 }
                 photo.extend_from_slice(&chunk);
-            }
-            Some(Err(_)) => {
-                cut = true;
-                break;
             }
         }
     }
@@ -537,17 +561,13 @@ async fn receive(
     let read_timeout = Duration::from_secs(state.settings.limits.read_timeout_secs);
     let mut cut = false;
     loop {
-        let next = tokio::select! {
-            chunk = payload.next() => chunk,
-            _ = slot.preempt.notified() => {
-                if slot.generation.load(Ordering::SeqCst) != generation { cut = true; break; }
-                continue;
+        match next_chunk(&mut payload, slot, generation, read_timeout).await {
+            Chunk::End => break,
+            Chunk::Cut => {
+                cut = true;
+                break;
             }
-            _ = tokio::time::sleep(read_timeout) => { cut = true; break; }
-        };
-        match next {
-            None => break,
-            Some(Ok(chunk)) => {
+            Chunk::Bytes(chunk) => {
                 if offset + received + chunk.len() as u64 > length {
                     web::block(move || writer.rollback()).await??;
                     return Err(ApiError::new(
@@ -567,10 +587,6 @@ async fn receive(
                     w.extend_from_slice(&chunk);
                 }
                 received += chunk.len() as u64;
-            }
-            Some(Err(_)) => {
-                cut = true;
-                break;
             }
         }
     }
