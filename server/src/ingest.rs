@@ -9,7 +9,7 @@ use hattama_core::receipt::Receipt;
 use crate::error::ApiError;
 use crate::keys::ServerKeys;
 use crate::storage::{
-    Admission, Committed, NewCapture, NewUpload, PhotoBytes, SMALL_PHOTO_BYTES, Storage,
+    Admission, Committed, NewCapture, NewUpload, PhotoBuf, PhotoBytes, SMALL_PHOTO_BYTES, Storage,
     UploadInfo, device_id,
 };
 
@@ -54,7 +54,7 @@ pub fn store_whole(
     keys: &ServerKeys,
     manifest: &[u8],
     signature: &[u8],
-    photo: Vec<u8>,
+    photo: PhotoBuf,
     limits: &MediaLimits,
 ) -> Result<(Sha256Hash, Committed), ApiError> {
     let length = photo.len() as u64;
@@ -129,7 +129,7 @@ fn check_device(signed: &SignedManifest, admission: Admission) -> Result<(), Api
 /// A whole photo the caller holds for [`complete_upload`].
 pub struct HeldPhoto {
     /// Its bytes.
-    pub bytes: Vec<u8>,
+    pub bytes: PhotoBuf,
     /// Whether they are also in the upload's file (else storage writes them).
     pub in_upload: bool,
 }
@@ -161,7 +161,9 @@ pub fn complete_upload(
     };
     let HeldPhoto { bytes: photo, in_upload } = match photo {
         Some(held) => held,
-        None => HeldPhoto { bytes: storage.read_upload(id, info.length + 1)?, in_upload: true },
+        None => {
+            HeldPhoto { bytes: storage.read_upload(id, info.length + 1)?.into(), in_upload: true }
+        }
     };
     match finish(storage, keys, id, &signed, photo, in_upload, limits) {
         Ok(committed) => Ok(committed.receipt),
@@ -183,7 +185,7 @@ fn finish(
     keys: &ServerKeys,
     id: &Sha256Hash,
     signed: &SignedManifest,
-    bytes: Vec<u8>,
+    bytes: PhotoBuf,
     in_upload: bool,
     limits: &MediaLimits,
 ) -> Result<Committed, ApiError> {
@@ -230,7 +232,7 @@ fn finish(
     } else {
         PhotoBytes::Held(bytes)
     };
-    let committed = storage.commit_capture(&NewCapture {
+    let committed = storage.commit_capture(NewCapture {
         id: *id,
         device_id: device_id(&m.device_key),
         seq: m.seq,

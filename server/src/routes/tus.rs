@@ -236,7 +236,7 @@ async fn create_whole(
     let generation = slot.generation.fetch_add(1, Ordering::SeqCst) + 1;
     slot.preempt.notify_waiters();
     let _guard = take_slot(&slot).await?;
-    let mut photo = Vec::with_capacity(length as usize);
+    let mut photo = crate::storage::PhotoBuf::with_capacity(length as usize);
     let read_timeout = Duration::from_secs(state.settings.limits.read_timeout_secs);
     let mut cut = false;
     loop {
@@ -556,7 +556,7 @@ async fn receive(
     let reserved = (offset == 0 && whole_photo).then(|| Reserved::take(length)).flatten();
     let held = reserved.is_some();
     let mut whole = (held || (offset == 0 && length <= KEEP_IN_MEMORY))
-        .then(|| Vec::with_capacity(length as usize));
+        .then(|| crate::storage::PhotoBuf::with_capacity(length as usize));
     let mut received = 0u64;
     let read_timeout = Duration::from_secs(state.settings.limits.read_timeout_secs);
     let mut cut = false;

@@ -11,6 +11,7 @@
 //! log entry at the next log position (commit order). Only then may a receipt be handed out.
 
 mod gallery;
+mod photo_buf;
 pub mod review;
 mod sqlite;
 
@@ -19,6 +20,7 @@ use std::io::Write;
 pub use gallery::{GalleryStorage, PublicCapture};
 use hattama_core::election::Election;
 use hattama_core::evidence::{DeviceKey, Sha256Hash};
+pub use photo_buf::PhotoBuf;
 pub use review::{Decision, DecisionKind, ReviewStorage, Transcription, TranscriptionStatus};
 pub use sqlite::SqliteStorage;
 
@@ -178,8 +180,8 @@ pub const SMALL_PHOTO_BYTES: u64 = 64 * 1024;
 pub enum PhotoBytes {
     /// In its upload's file, written by [`Storage::upload_writer`].
     Upload,
-    /// Here, whole (a photo of at most [`SMALL_PHOTO_BYTES`], or any the caller read back).
-    Held(Vec<u8>),
+    /// Here, whole (a photo of at most [`SMALL_PHOTO_BYTES`], or any the caller holds).
+    Held(PhotoBuf),
 }
 
 /// A stored capture's canonical manifest and signature.
@@ -258,7 +260,7 @@ pub trait Storage: Send + Sync + 'static {
     fn discard_upload(&self, id: &Sha256Hash) -> Result<(), StorageError>;
     /// Stores a complete capture, durably (see the module docs). If the capture is stored
     /// already, keeps the first and returns its receipt.
-    fn commit_capture(&self, capture: &NewCapture) -> Result<Committed, StorageError>;
+    fn commit_capture(&self, capture: NewCapture) -> Result<Committed, StorageError>;
     /// A stored capture's receipt.
     fn receipt(&self, id: &Sha256Hash) -> Result<Option<Vec<u8>>, StorageError>;
     /// A stored photo's bytes, by its hash.

@@ -273,7 +273,7 @@ fn insert_capture(tx: &Transaction<'_>, c: &NewCapture) -> Result<Committed, Sto
             "INSERT INTO small_photos (log_index, bytes)
              SELECT ?1, ?2 WHERE NOT EXISTS (SELECT 1 FROM captures WHERE photo_sha256 = ?3)",
         )?
-        .execute(params![log_index as i64, bytes, c.photo_sha256.to_hex()])?;
+        .execute(params![log_index as i64, &bytes[..], c.photo_sha256.to_hex()])?;
     }
     let entry = LogEntry {
         capture_id: c.id,
@@ -796,16 +796,16 @@ impl Storage for SqliteStorage {
         }
     }
 
-    fn commit_capture(&self, c: &NewCapture) -> Result<Committed, StorageError> {
+    fn commit_capture(&self, c: NewCapture) -> Result<Committed, StorageError> {
         if let Some(done) = self.read(|conn| committed(conn, &c.id))? {
             return Ok(done);
         }
         let part = self.part_path(&c.id);
         if c.photo_bytes <= SMALL_PHOTO_BYTES {
             // Into the database, with the capture's row.
-            let mut c = c.clone();
+            let mut c = c;
             if let PhotoBytes::Upload = c.photo {
-                c.photo = PhotoBytes::Held(fs::read(&part)?);
+                c.photo = PhotoBytes::Held(fs::read(&part)?.into());
             }
             let done = self.group_commit(c)?;
             // An upload's file, if there was one, is not needed any more.
@@ -814,19 +814,25 @@ impl Storage for SqliteStorage {
                 _ => return Ok(done),
             }
         }
-        if let PhotoBytes::Held(bytes) = &c.photo {
-            fs::write(&part, bytes)?;
-        }
         let blob = self.blob_path(&c.photo_sha256);
         // The photo first: fsynced and renamed here (concurrent completions do this side by
         // side); the directory is fsynced by the group commit, before the rows are committed.
-        if blob.exists() {
-            fs::remove_file(&part)?;
-        } else {
-            File::open(&part)?.sync_all()?;
-            fs::rename(&part, &blob)?;
+        let mut c = c;
+        match std::mem::replace(&mut c.photo, PhotoBytes::Upload) {
+            _ if blob.exists() => match fs::remove_file(&part) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e.into()),
+                _ => {}
+            },
+            PhotoBytes::Held(bytes) => {
+                bytes.write_durably(&part)?;
+                fs::rename(&part, &blob)?;
+            }
+            PhotoBytes::Upload => {
+                File::open(&part)?.sync_all()?;
+                fs::rename(&part, &blob)?;
+            }
         }
-        self.group_commit(NewCapture { photo: PhotoBytes::Upload, ..c.clone() })
+        self.group_commit(c)
     }
 
     fn receipt(&self, id: &Sha256Hash) -> Result<Option<Vec<u8>>, StorageError> {
