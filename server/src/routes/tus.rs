@@ -135,14 +135,12 @@ pub async fn create(
     // SHA-256 of its bytes), so that the same blocking call can open the upload for writing.
     let claimed = with_body.then(|| Sha256Hash::of(&manifest));
     let slot = claimed.map(|id| state.uploads.get(&id));
-    let generation = slot.as_ref().map(|slot| {
-        let generation = slot.generation.fetch_add(1, Ordering::SeqCst) + 1;
-        slot.preempt.notify_waiters();
-        generation
-    });
-    let _guard = match &slot {
-        Some(slot) => Some(take_slot(slot).await?),
-        None => None,
+    let (_guard, generation) = match &slot {
+        Some(slot) => {
+            let (guard, generation) = slot.take_over().await?;
+            (Some(guard), Some(generation))
+        }
+        None => (None, None),
     };
     let storage = state.storage.clone();
     let max = state.settings.limits.max_photo_bytes;
@@ -233,9 +231,7 @@ async fn create_whole(
     let Whole { manifest, signature, length, checksum } = upload;
     let claimed = Sha256Hash::of(&manifest);
     let slot = state.uploads.get(&claimed);
-    let generation = slot.generation.fetch_add(1, Ordering::SeqCst) + 1;
-    slot.preempt.notify_waiters();
-    let _guard = take_slot(&slot).await?;
+    let (_guard, generation) = slot.take_over().await?;
     let mut photo = crate::storage::PhotoBuf::with_capacity(length as usize);
     let read_timeout = Duration::from_secs(state.settings.limits.read_timeout_secs);
     let mut cut = false;
@@ -332,13 +328,28 @@ async fn complete(state: &web::Data<AppState>, id: Sha256Hash) -> Result<(), Api
 }
 
 /// Waits for the upload's lock (see [`UploadSlots`]).
-async fn take_slot(slot: &Slot) -> Result<tokio::sync::MutexGuard<'_, ()>, ApiError> {
-    let Ok(guard) = tokio::time::timeout(Duration::from_secs(10), slot.lock.lock()).await else {
-        let mut e = ApiError::new(423, "upload_busy", "another request is writing this upload");
-        e.retry_after = Some(1);
-        return Err(e);
-    };
-    Ok(guard)
+impl Slot {
+    /// Tells an older request that may still wait on a dead connection to let go of the
+    /// upload; returns this request's generation.
+    fn preempt_others(&self) -> u64 {
+        let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
+        self.preempt.notify_waiters();
+        generation
+    }
+
+    /// Takes the upload over from any older request ([`Slot::preempt_others`]) and then its
+    /// lock, waiting at most 10 s (else `423` with `Retry-After`). Returns the lock and this
+    /// request's generation, for [`next_chunk`].
+    async fn take_over(&self) -> Result<(tokio::sync::MutexGuard<'_, ()>, u64), ApiError> {
+        let generation = self.preempt_others();
+        let Ok(guard) = tokio::time::timeout(Duration::from_secs(10), self.lock.lock()).await
+        else {
+            let mut e = ApiError::new(423, "upload_busy", "another request is writing this upload");
+            e.retry_after = Some(1);
+            return Err(e);
+        };
+        Ok((guard, generation))
+    }
 }
 
 /// Finishes an upload whose bytes all arrived but which is not stored yet: the server stopped
@@ -387,8 +398,7 @@ pub async fn delete(
     check_tus(&req)?;
     let id = parse_hash(&path)?;
     let slot = state.uploads.get(&id);
-    slot.generation.fetch_add(1, Ordering::SeqCst);
-    slot.preempt.notify_waiters();
+    slot.preempt_others();
     let _guard = slot.lock.lock().await;
     let storage = state.storage.clone();
     web::block(move || -> Result<(), ApiError> {
@@ -445,9 +455,7 @@ pub async fn patch(
 
     // Take over the upload from an older PATCH that may still wait on a dead connection.
     let slot = state.uploads.get(&id);
-    let generation = slot.generation.fetch_add(1, Ordering::SeqCst) + 1;
-    slot.preempt.notify_waiters();
-    let _guard = take_slot(&slot).await?;
+    let (_guard, generation) = slot.take_over().await?;
 
     let storage = state.storage.clone();
     let (info, writer) = web::block(move || -> Result<_, ApiError> {
