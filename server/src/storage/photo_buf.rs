@@ -43,7 +43,8 @@ impl PhotoBuf {
     /// padding to a whole page; from the pool if one there is large enough.
     pub fn with_capacity(len: usize) -> Self {
         let need = round_up(len) + PAGE;
-        let pooled = {
+        // A small photo takes fresh memory: the pool's buffers are for large ones.
+        let pooled = (need >= POOLED_MIN).then(|| {
             let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
             let best = pool
                 .iter()
@@ -52,8 +53,8 @@ impl PhotoBuf {
                 .min_by_key(|(_, b)| b.capacity())
                 .map(|(i, _)| i);
             best.map(|i| pool.swap_remove(i))
-        };
-        let mut buf = pooled.unwrap_or_else(|| Vec::with_capacity(need));
+        });
+        let mut buf = pooled.flatten().unwrap_or_else(|| Vec::with_capacity(need));
         buf.clear();
         let start = buf.as_ptr().align_offset(PAGE).min(PAGE);
         buf.resize(start, 0);
@@ -242,6 +243,9 @@ mod tests {
         let mut first = PhotoBuf::with_capacity(1 << 20);
         first.extend_from_slice(&[9; 1 << 20]);
         drop(first);
+        // A small photo does not take a large buffer from the pool.
+        let small = PhotoBuf::with_capacity(2048);
+        assert!(small.buf.capacity() < POOLED_MIN);
         // Another test may take it first; whichever buffer comes, it is empty and aligned.
         let again = PhotoBuf::with_capacity(1 << 20);
         assert!(again.is_empty());
