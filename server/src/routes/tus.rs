@@ -19,7 +19,7 @@ use super::parse_hash;
 use crate::error::ApiError;
 use crate::ingest;
 use crate::startup::AppState;
-use crate::storage::SMALL_PHOTO_BYTES;
+use crate::storage::{PhotoBuf, SMALL_PHOTO_BYTES};
 
 const TUS_VERSION: &str = "1.0.0";
 
@@ -35,6 +35,30 @@ struct Slot {
     lock: tokio::sync::Mutex<()>,
     generation: AtomicU64,
     preempt: tokio::sync::Notify,
+}
+
+impl Slot {
+    /// Tells an older request that may still wait on a dead connection to let go of the
+    /// upload; returns this request's generation.
+    fn preempt_others(&self) -> u64 {
+        let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
+        self.preempt.notify_waiters();
+        generation
+    }
+
+    /// Takes the upload over from any older request ([`Slot::preempt_others`]) and then its
+    /// lock, waiting at most 10 s (else `423` with `Retry-After`). Returns the lock and this
+    /// request's generation, for [`next_chunk`].
+    async fn take_over(&self) -> Result<(tokio::sync::MutexGuard<'_, ()>, u64), ApiError> {
+        let generation = self.preempt_others();
+        let Ok(guard) = tokio::time::timeout(Duration::from_secs(10), self.lock.lock()).await
+        else {
+            let mut e = ApiError::new(423, "upload_busy", "another request is writing this upload");
+            e.retry_after = Some(1);
+            return Err(e);
+        };
+        Ok((guard, generation))
+    }
 }
 
 impl UploadSlots {
@@ -232,7 +256,7 @@ async fn create_whole(
     let claimed = Sha256Hash::of(&manifest);
     let slot = state.uploads.get(&claimed);
     let (_guard, generation) = slot.take_over().await?;
-    let mut photo = crate::storage::PhotoBuf::with_capacity(length as usize);
+    let mut photo = PhotoBuf::with_capacity(length as usize);
     let read_timeout = Duration::from_secs(state.settings.limits.read_timeout_secs);
     let mut cut = false;
     loop {
@@ -325,31 +349,6 @@ async fn complete(state: &web::Data<AppState>, id: Sha256Hash) -> Result<(), Api
     web::block(move || ingest::complete_upload(&*storage, &keys, &id, None, &limits)).await??;
     state.log.wake();
     Ok(())
-}
-
-/// Waits for the upload's lock (see [`UploadSlots`]).
-impl Slot {
-    /// Tells an older request that may still wait on a dead connection to let go of the
-    /// upload; returns this request's generation.
-    fn preempt_others(&self) -> u64 {
-        let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
-        self.preempt.notify_waiters();
-        generation
-    }
-
-    /// Takes the upload over from any older request ([`Slot::preempt_others`]) and then its
-    /// lock, waiting at most 10 s (else `423` with `Retry-After`). Returns the lock and this
-    /// request's generation, for [`next_chunk`].
-    async fn take_over(&self) -> Result<(tokio::sync::MutexGuard<'_, ()>, u64), ApiError> {
-        let generation = self.preempt_others();
-        let Ok(guard) = tokio::time::timeout(Duration::from_secs(10), self.lock.lock()).await
-        else {
-            let mut e = ApiError::new(423, "upload_busy", "another request is writing this upload");
-            e.retry_after = Some(1);
-            return Err(e);
-        };
-        Ok((guard, generation))
-    }
 }
 
 /// Finishes an upload whose bytes all arrived but which is not stored yet: the server stopped
@@ -564,7 +563,7 @@ async fn receive(
     let reserved = (offset == 0 && whole_photo).then(|| Reserved::take(length)).flatten();
     let held = reserved.is_some();
     let mut whole = (held || (offset == 0 && length <= KEEP_IN_MEMORY))
-        .then(|| crate::storage::PhotoBuf::with_capacity(length as usize));
+        .then(|| PhotoBuf::with_capacity(length as usize));
     let mut received = 0u64;
     let read_timeout = Duration::from_secs(state.settings.limits.read_timeout_secs);
     let mut cut = false;

@@ -209,6 +209,14 @@ fn lock<T>(m: &Mutex<T>) -> Result<MutexGuard<'_, T>, StorageError> {
     m.lock().map_err(|_| StorageError::Corrupt("lock poisoned".into()))
 }
 
+/// Removes a file if it is there.
+fn remove_if_present(path: &Path) -> io::Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
 fn fsync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
@@ -790,39 +798,29 @@ impl Storage for SqliteStorage {
         let conn = lock(&self.writer)?;
         conn.execute("DELETE FROM uploads WHERE id = ?1", [id.to_hex()])?;
         drop(conn);
-        match fs::remove_file(self.part_path(id)) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e.into()),
-            _ => Ok(()),
-        }
+        Ok(remove_if_present(&self.part_path(id))?)
     }
 
-    fn commit_capture(&self, c: NewCapture) -> Result<Committed, StorageError> {
+    fn commit_capture(&self, mut c: NewCapture) -> Result<Committed, StorageError> {
         if let Some(done) = self.read(|conn| committed(conn, &c.id))? {
             return Ok(done);
         }
         let part = self.part_path(&c.id);
         if c.photo_bytes <= SMALL_PHOTO_BYTES {
             // Into the database, with the capture's row.
-            let mut c = c;
             if let PhotoBytes::Upload = c.photo {
                 c.photo = PhotoBytes::Held(fs::read(&part)?.into());
             }
             let done = self.group_commit(c)?;
             // An upload's file, if there was one, is not needed any more.
-            match fs::remove_file(&part) {
-                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e.into()),
-                _ => return Ok(done),
-            }
+            remove_if_present(&part)?;
+            return Ok(done);
         }
         let blob = self.blob_path(&c.photo_sha256);
         // The photo first: fsynced and renamed here (concurrent completions do this side by
         // side); the directory is fsynced by the group commit, before the rows are committed.
-        let mut c = c;
         match std::mem::replace(&mut c.photo, PhotoBytes::Upload) {
-            _ if blob.exists() => match fs::remove_file(&part) {
-                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e.into()),
-                _ => {}
-            },
+            _ if blob.exists() => remove_if_present(&part)?,
             PhotoBytes::Held(bytes) => {
                 bytes.write_durably(&part)?;
                 fs::rename(&part, &blob)?;
