@@ -30,7 +30,7 @@ use sha2::{Digest, Sha256};
 
 use crate::storage::StorageError;
 use crate::storage::review::{
-    Decision, DecisionKind, NewAudit, NewEntry, NewUser, QueueItem, ReviewStorage, Role,
+    Decision, DecisionKind, Entry, NewAudit, NewEntry, NewUser, QueueItem, ReviewStorage, Role,
     Transcription, TranscriptionStatus, User,
 };
 
@@ -378,13 +378,29 @@ fn item_for(storage: &dyn ReviewStorage, capture: &Sha256Hash) -> Result<QueueIt
 
 /// Records a decision on a capture by `user`: accepted (no reason), rejected (a reason of
 /// [`REJECT_REASONS`]) or flagged for a supervisor (an optional note). Earlier decisions stay;
-/// the newest one is the capture's state.
+/// the newest one is the capture's state. Without a check of what the user saw (the demo, the
+/// tests); the pages use [`record_decision_seen`].
 pub fn record_decision(
     storage: &dyn ReviewStorage,
     user: &User,
     capture: &Sha256Hash,
     kind: DecisionKind,
     reason: Option<&str>,
+    now_ms: u64,
+) -> Result<Decision, ReviewError> {
+    record_decision_seen(storage, user, capture, kind, reason, None, now_ms)
+}
+
+/// [`record_decision`], refused with [`ReviewError::Conflict`] unless the newest decision is
+/// still the one the user saw (`seen`: its id, 0 for none): a decision taken on a stale page
+/// never silently replaces one taken meanwhile.
+pub fn record_decision_seen(
+    storage: &dyn ReviewStorage,
+    user: &User,
+    capture: &Sha256Hash,
+    kind: DecisionKind,
+    reason: Option<&str>,
+    seen: Option<i64>,
     now_ms: u64,
 ) -> Result<Decision, ReviewError> {
     let item = item_for(storage, capture)?;
@@ -419,7 +435,7 @@ pub fn record_decision(
         before: before.map(|d| json!(d).to_string()),
         after: Some(json!(decision).to_string()),
     };
-    storage.record_decision(capture, user.id, &decision, &audit)?;
+    storage.record_decision(capture, user.id, &decision, &audit, seen)?;
     Ok(decision)
 }
 
@@ -433,7 +449,9 @@ pub fn hard_violations(election: &Election, values: &BTreeMap<String, u64>) -> V
 
 /// Records a transcription entry of `precinct`'s protocol by `user` (see the module docs for
 /// the double-entry rules) and returns the precinct's new state. `values` must give every line
-/// of the template; `reason` is required when they break a hard rule.
+/// of the template; `reason` is required when they break a hard rule (and dropped when they do
+/// not: a corrected entry needs no reason). Without a check of what the user saw (the demo, the
+/// tests); the pages use [`record_entry_seen`].
 pub fn record_entry(
     storage: &dyn ReviewStorage,
     election: &Election,
@@ -441,6 +459,25 @@ pub fn record_entry(
     precinct: &str,
     values: BTreeMap<String, u64>,
     reason: Option<&str>,
+    now_ms: u64,
+) -> Result<Transcription, ReviewError> {
+    record_entry_seen(storage, election, user, precinct, values, reason, None, now_ms)
+}
+
+/// [`record_entry`], refused with [`ReviewError::Conflict`] unless the precinct's state is
+/// still the one the user's form was made for (`seen`; no entry counts as pending): a blind
+/// entry never silently becomes the resolution of a dispute it did not see, and a resolution
+/// never comes after another. (A second blind entry made meanwhile changes nothing for a
+/// blind entry: it stays pending.)
+#[allow(clippy::too_many_arguments)] // the entry and what it was made from
+pub fn record_entry_seen(
+    storage: &dyn ReviewStorage,
+    election: &Election,
+    user: &User,
+    precinct: &str,
+    values: BTreeMap<String, u64>,
+    reason: Option<&str>,
+    seen: Option<TranscriptionStatus>,
     now_ms: u64,
 ) -> Result<Transcription, ReviewError> {
     let p = election
@@ -480,6 +517,9 @@ pub fn record_entry(
         return Err(ReviewError::AlreadyEntered);
     }
     let status = before.as_ref().map_or(TranscriptionStatus::Pending, |t| t.status);
+    if seen.is_some_and(|seen| seen != status) {
+        return Err(ReviewError::Conflict);
+    }
     let (state, resolution) = match (status, entries.as_slice()) {
         (TranscriptionStatus::Verified, _) => return Err(ReviewError::AlreadyVerified),
         (TranscriptionStatus::Pending, []) => (
@@ -556,6 +596,48 @@ pub fn record_entry(
     };
     storage.append_entry(&election.id, precinct, entries.len(), &entry, &state, &audit)?;
     Ok(state)
+}
+
+/// How the third person settles one line of a disputed protocol: a value already there, or a
+/// number typed because every value there is wrong.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pick {
+    /// The first entry's value.
+    First,
+    /// The second entry's value.
+    Second,
+    /// The observer's own transcription (from the signed manifest).
+    Observer,
+    /// A typed number.
+    Typed(u64),
+}
+
+/// The values of a resolution from the third person's pick per line, against the precinct's
+/// two entries and the observer's transcription. A pick of a value that is not there is
+/// refused ([`ReviewError::Invalid`]); whether every line has a value is [`record_entry`]'s
+/// check.
+pub fn resolved_values(
+    entries: &[Entry],
+    observer: Option<&BTreeMap<String, u64>>,
+    picks: &BTreeMap<String, Pick>,
+) -> Result<BTreeMap<String, u64>, ReviewError> {
+    picks
+        .iter()
+        .map(|(line, pick)| {
+            let from = |values: Option<&BTreeMap<String, u64>>| {
+                values.and_then(|v| v.get(line)).copied().ok_or_else(|| {
+                    ReviewError::Invalid(format!("line {line}: the value picked is not there"))
+                })
+            };
+            let value = match pick {
+                Pick::First => from(entries.first().map(|e| &e.values))?,
+                Pick::Second => from(entries.get(1).map(|e| &e.values))?,
+                Pick::Observer => from(observer)?,
+                Pick::Typed(v) => *v,
+            };
+            Ok((line.clone(), value))
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -689,6 +771,53 @@ mod tests {
             record_entry(&s, &e, &u[0], "p9", v(1, 1, 0), None, 14),
             Err(ReviewError::NotFound(_))
         ));
+    }
+
+    #[test]
+    fn stale_pages_are_refused() {
+        let (_dir, s, e, u) = setup();
+        let pending = Some(TranscriptionStatus::Pending);
+        let disputed = Some(TranscriptionStatus::Disputed);
+        record_entry_seen(&s, &e, &u[0], "p1", v(10, 7, 3), None, pending, 5).unwrap();
+        // A blind form made before the first entry still makes the second blind entry.
+        record_entry_seen(&s, &e, &u[1], "p1", v(10, 6, 4), None, pending, 6).unwrap();
+        // A blind form made before the dispute does not become its resolution …
+        assert!(matches!(
+            record_entry_seen(&s, &e, &u[2], "p1", v(10, 7, 3), None, pending, 7),
+            Err(ReviewError::Conflict)
+        ));
+        // … a resolution form does, once.
+        record_entry_seen(&s, &e, &u[2], "p1", v(10, 7, 3), None, disputed, 8).unwrap();
+        assert!(matches!(
+            record_entry_seen(&s, &e, &u[3], "p1", v(10, 7, 3), None, disputed, 9),
+            Err(ReviewError::Conflict)
+        ));
+        // A corrected entry needs no reason, and a reason it does not need is not kept.
+        assert!(matches!(
+            record_entry(&s, &e, &u[0], "p2", v(10, 7, 4), None, 10),
+            Err(ReviewError::HardRules(_))
+        ));
+        record_entry(&s, &e, &u[0], "p2", v(10, 7, 3), Some("left over"), 11).unwrap();
+        assert_eq!(s.entries("e", "p2").unwrap()[0].reason, None);
+    }
+
+    #[test]
+    fn a_resolution_is_made_of_picks() {
+        let (_dir, s, e, u) = setup();
+        record_entry(&s, &e, &u[0], "p1", v(10, 7, 3), None, 5).unwrap();
+        record_entry(&s, &e, &u[1], "p1", v(10, 6, 4), None, 6).unwrap();
+        let entries = s.entries("e", "p1").unwrap();
+        let observer = v(11, 8, 3);
+        let picks = BTreeMap::from([
+            ("1".to_owned(), Pick::First),
+            ("2".to_owned(), Pick::Observer),
+            ("3".to_owned(), Pick::Typed(2)),
+        ]);
+        assert_eq!(resolved_values(&entries, Some(&observer), &picks).unwrap(), v(10, 8, 2));
+        let picks = BTreeMap::from([("3".to_owned(), Pick::Second)]);
+        assert_eq!(resolved_values(&entries, None, &picks).unwrap()["3"], 4);
+        let picks = BTreeMap::from([("2".to_owned(), Pick::Observer)]);
+        assert!(matches!(resolved_values(&entries, None, &picks), Err(ReviewError::Invalid(_))));
     }
 
     #[test]

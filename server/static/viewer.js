@@ -1,8 +1,20 @@
 // Photo viewer of the review pages: zoom, pan, rotate, by mouse, touch (pinch and drag) and
 // keyboard. Without JavaScript the photo still shows, fitted to the frame, with a link to the
-// full file. Also: single-key shortcuts for links marked data-key (next/previous capture).
+// full file. Also the review's keyboard: single keys for the elements marked data-key (clicked:
+// next/previous capture, accept, back to the one just done) and data-focus-key (focused: the
+// reject reason, the flag note, the entry form); the viewer's keys work wherever the focus is,
+// except while typing (Escape leaves a field). And the browser's offset from UTC goes into the
+// `tz` cookie, so that the server shows times in the coordinator's local time.
 'use strict';
 (function () {
+  var keyHandlers = [];
+
+  // The coordinator's local time: minutes east of UTC, for the server.
+  var offset = String(-new Date().getTimezoneOffset());
+  if (!document.cookie.split('; ').some(function (c) { return c === 'tz=' + offset; })) {
+    document.cookie = 'tz=' + offset + '; path=/; max-age=31536000; samesite=strict';
+  }
+
   function setup(viewer) {
     var stage = viewer.querySelector('.viewer-stage');
     var img = viewer.querySelector('img');
@@ -36,21 +48,22 @@
       });
     }
     stage.tabIndex = 0;
-    stage.addEventListener('keydown', function (e) {
+    // The viewer's keys, from anywhere on the page: arrows pan when the photo has the focus or
+    // is zoomed in (a fitted photo leaves them to scroll the page).
+    keyHandlers.push(function (e) {
       var step = 40;
-      var handled = true;
+      var arrows = document.activeElement === stage || s.scale > 1;
       switch (e.key) {
-        case '+': case '=': zoom(1.25); break;
-        case '-': case '_': zoom(0.8); break;
-        case 'r': case 'R': rotate(e.shiftKey ? -90 : 90); break;
-        case '0': reset(); break;
-        case 'ArrowLeft': pan(step, 0); break;
-        case 'ArrowRight': pan(-step, 0); break;
-        case 'ArrowUp': pan(0, step); break;
-        case 'ArrowDown': pan(0, -step); break;
-        default: handled = false;
+        case '+': case '=': zoom(1.25); return true;
+        case '-': case '_': zoom(0.8); return true;
+        case 'r': case 'R': rotate(e.shiftKey ? -90 : 90); return true;
+        case '0': reset(); return true;
+        case 'ArrowLeft': if (arrows) { pan(step, 0); return true; } return false;
+        case 'ArrowRight': if (arrows) { pan(-step, 0); return true; } return false;
+        case 'ArrowUp': if (arrows) { pan(0, step); return true; } return false;
+        case 'ArrowDown': if (arrows) { pan(0, -step); return true; } return false;
+        default: return false;
       }
-      if (handled) { e.preventDefault(); e.stopPropagation(); }
     });
     stage.addEventListener('wheel', function (e) {
       e.preventDefault();
@@ -86,12 +99,67 @@
 
   document.querySelectorAll('.viewer').forEach(setup);
 
-  // Single-key shortcuts (n, p) for links marked data-key, except while typing.
+  function typing(t) {
+    return t && (t.isContentEditable || /^(INPUT|TEXTAREA|SELECT)$/.test(t.tagName));
+  }
+
+  // Focuses a field; for a radio button, the one checked in its group.
+  function focusField(el) {
+    if (el.type === 'radio' && el.form) {
+      var checked = el.form.querySelector('input[type=radio][name="' + el.name + '"]:checked');
+      if (checked) el = checked;
+    }
+    el.focus();
+    el.scrollIntoView({ block: 'center' });
+  }
+
   document.addEventListener('keydown', function (e) {
     if (e.ctrlKey || e.metaKey || e.altKey) return;
-    var t = e.target;
-    if (t && (t.isContentEditable || /^(INPUT|TEXTAREA|SELECT)$/.test(t.tagName))) return;
-    var link = document.querySelector('a[data-key="' + e.key + '"]');
-    if (link) { e.preventDefault(); link.click(); }
+    if (typing(e.target)) {
+      if (e.key === 'Escape') { e.target.blur(); e.preventDefault(); }
+      return;
+    }
+    var key = e.key.length === 1 ? e.key : null;
+    var target = key && document.querySelector('[data-key="' + key + '"]');
+    if (target) { e.preventDefault(); target.click(); return; }
+    var field = key && document.querySelector('[data-focus-key="' + key + '"]');
+    if (field) { e.preventDefault(); focusField(field); return; }
+    for (var i = 0; i < keyHandlers.length; i++) {
+      if (keyHandlers[i](e)) { e.preventDefault(); return; }
+    }
+  });
+
+  // Enter on the reject reason rejects; Ctrl+Enter in the flag note flags.
+  document.querySelectorAll('[data-submit-on-enter]').forEach(function (el) {
+    el.addEventListener('keydown', function (e) {
+      if (e.key === 'Enter' && el.form) { e.preventDefault(); el.form.requestSubmit(); }
+    });
+  });
+  document.querySelectorAll('[data-submit-on-ctrl-enter]').forEach(function (el) {
+    el.addEventListener('keydown', function (e) {
+      if (e.key === 'Enter' && (e.ctrlKey || e.metaKey) && el.form) {
+        e.preventDefault();
+        el.form.requestSubmit();
+      }
+    });
+  });
+
+  // The third person's "other" value: typing a number picks it; picking it goes to the number,
+  // which is left out of the Tab order until then (Tab goes from line to line).
+  document.querySelectorAll('[data-pick-typed]').forEach(function (input) {
+    var radio = input.parentNode.querySelector('[data-pick-typed-radio]');
+    if (!radio || !radio.form) return;
+    var group = radio.form.querySelectorAll('input[type=radio][name="' + radio.name + '"]');
+    function sync() { input.tabIndex = radio.checked ? 0 : -1; }
+    input.addEventListener('input', function () {
+      if (input.value !== '') { radio.checked = true; sync(); }
+    });
+    group.forEach(function (r) {
+      r.addEventListener('change', function () {
+        sync();
+        if (radio.checked) input.focus();
+      });
+    });
+    sync();
   });
 })();

@@ -66,16 +66,20 @@ await run(async (browser) => {
   await page.keyboard.press('0');
   assertEq(await viewer.getAttribute('data-scale'), '1.00', 'reset');
 
-  // A decision.
-  await Promise.all([page.waitForLoadState('load'), page.click('#accept')]);
+  // A decision: the next capture opens, saying what was done, with a link back.
+  await Promise.all([page.waitForURL(new RegExp(config.p1[1])), page.click('#accept')]);
+  assert((await page.textContent('#done')).includes('Accepted: precinct 1, page 1/2.'), 'confirmation line');
+  await Promise.all([page.waitForURL(new RegExp(config.p1[0])), page.click('#done-again')]);
   assertEq((await page.textContent('#capture-state')).trim(), 'accepted', 'accepted');
 
-  // First blind entry.
+  // First blind entry (then the next capture, page 2 of the same precinct, opens).
   await fillEntry(page, GOOD);
   await submitEntry(page);
+  assert((await page.textContent('#done')).includes('Waiting for a second entry'), 'entry confirmed');
   assertEq(await status(page), 'waiting for a second entry', 'after the first entry');
   assert(await page.isVisible('#entry-waiting'), 'waiting notice');
   await screenshots(page, artifacts, 'review-capture-entered');
+  await Promise.all([page.waitForURL(new RegExp(config.p1[0])), page.click('#done-again')]);
 
   // Next capture by keyboard (n), and back (p), without losing place.
   await page.locator('body').press('n');
@@ -97,7 +101,7 @@ await run(async (browser) => {
   page = carol.page;
   await page.goto(`${url}/review/captures/${config.p1[0]}`);
   assert(await page.isVisible('#dispute'), 'both entries shown');
-  assertEq(await page.locator('#dispute td.diff').count(), 4, 'two lines differ, two cells each');
+  assertEq(await page.locator('#dispute fieldset.differs').count(), 2, 'two lines differ');
   await screenshots(page, artifacts, 'review-dispute');
   await fillEntry(page, GOOD);
   await submitEntry(page);
@@ -115,8 +119,11 @@ await run(async (browser) => {
   assert(await page.isVisible('#entry-reason'), 'reason field open');
   await screenshots(page, artifacts, 'review-hard-rule');
   await page.fill('#entry-reason', 'The protocol itself says 950 received; the stamp is clear.');
-  await submitEntry(page);
-  assertEq(await status(page), 'waiting for a second entry', 'accepted with a reason');
+  // p0002 is the last of the queue: back to the queue, which says so.
+  await Promise.all([page.waitForURL(/\/review\?/), page.click('#entry-submit')]);
+  assert((await page.textContent('#done')).includes('Waiting for a second entry'), 'accepted with a reason');
+  await page.goto(`${url}/review/captures/${config.p2}`);
+  assertEq(await status(page), 'waiting for a second entry', 'waiting');
 
   // Switching language on the capture page, without JavaScript's help (plain links).
   await page.click('nav.langs a[hreflang="ru"]');

@@ -73,22 +73,60 @@ fn good_protocol() -> Vec<(&'static str, u64)> {
     ]
 }
 
-fn post_entry(b: &mut Browser, capture: &str, pairs: &[(&str, u64)], reason: &str) -> u16 {
+/// The value of the first hidden field `name` in `body` after `from`.
+fn hidden(body: &str, from: &str, name: &str) -> Option<String> {
+    let body = &body[body.find(from)?..];
+    let key = format!("name=\"{name}\" value=\"");
+    let start = body.find(&key)? + key.len();
+    body[start..].split('"').next().map(str::to_owned)
+}
+
+/// What a capture's page was rendered from, as its forms carry it: the newest decision's id
+/// and the precinct's transcription state (`pending` if the page has no entry form).
+fn seen(b: &mut Browser, capture: &str) -> (String, String) {
+    let page = b.get(&format!("/review/captures/{capture}"));
+    let decision = hidden(&page.body, "", "seen").unwrap_or_else(|| "0".into());
+    let entry = hidden(&page.body, "id=\"entry-form\"", "seen").unwrap_or_else(|| "pending".into());
+    (decision, entry)
+}
+
+fn post_entry_page(
+    b: &mut Browser,
+    capture: &str,
+    pairs: &[(String, String)],
+    reason: &str,
+) -> hattama_tests::review::Page {
+    let (_, seen) = seen(b, capture);
     let csrf = b.csrf();
-    let mut form: Vec<(String, String)> = values(pairs);
+    let mut form = pairs.to_vec();
     form.push(("csrf".into(), csrf));
     form.push(("reason".into(), reason.into()));
+    form.push(("seen".into(), seen));
     let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    b.post(&format!("/review/captures/{capture}/entry"), &form).status
+    b.post(&format!("/review/captures/{capture}/entry"), &form)
+}
+
+fn post_entry(b: &mut Browser, capture: &str, pairs: &[(&str, u64)], reason: &str) -> u16 {
+    post_entry_page(b, capture, &values(pairs), reason).status
 }
 
 fn decide(b: &mut Browser, capture: &str, kind: &str, reason: &str) -> u16 {
+    let (seen, _) = seen(b, capture);
+    decide_seen(b, capture, kind, reason, &seen).status
+}
+
+fn decide_seen(
+    b: &mut Browser,
+    capture: &str,
+    kind: &str,
+    reason: &str,
+    seen: &str,
+) -> hattama_tests::review::Page {
     let csrf = b.csrf();
     b.post(
         &format!("/review/captures/{capture}/decision"),
-        &[("csrf", &csrf), ("kind", kind), ("reason", reason)],
+        &[("csrf", &csrf), ("kind", kind), ("reason", reason), ("seen", seen)],
     )
-    .status
 }
 
 #[test]
@@ -342,9 +380,9 @@ fn double_entry_mismatch_goes_to_a_third_person() {
     assert_eq!(post_entry(&mut carol, capture, &good_protocol(), ""), 303);
     let page = carol.get(&format!("/review/captures/{capture}"));
     assert!(page.body.contains("id=\"transcription-status\">verified"));
-    // Verified: no more entries.
+    // Verified: no more entries (a form made before is refused as stale).
     let mut root = Browser::login(url, "root");
-    assert_eq!(post_entry(&mut root, capture, &good_protocol(), ""), 422);
+    assert_eq!(post_entry(&mut root, capture, &good_protocol(), ""), 409);
     // Every entry is in the audit trail with who and what.
     let audit: serde_json::Value =
         serde_json::from_str(&root.get("/review/audit.json").body).unwrap();
@@ -372,6 +410,7 @@ fn hard_rules_block_verification_unless_a_reason_is_recorded() {
     let csrf = alice.csrf();
     let mut form = values(&broken);
     form.push(("csrf".into(), csrf));
+    form.push(("seen".into(), "pending".into()));
     let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let page = alice.post(&format!("/review/captures/{capture}/entry"), &form);
     assert_eq!(page.status, 422);
@@ -580,4 +619,353 @@ fn the_public_gallery_shows_what_review_decided() {
     assert_eq!(seen["transcription"]["status"], "verified", "{seen}");
     assert_eq!(seen["transcription"]["values"]["7.1"], 400);
     assert_eq!(seen["captures"][0]["capture"]["state"], "accepted", "{seen}");
+}
+
+/// The count shown on a view's tab of a queue page.
+fn view_count(body: &str, view: &str) -> u64 {
+    let at = body.find(&format!("id=\"{view}\"")).unwrap_or_else(|| panic!("no tab {view}"));
+    let rest = &body[at..];
+    let start = rest.find("<span class=\"count\">").unwrap() + 20;
+    rest[start..].split('<').next().unwrap().parse().unwrap()
+}
+
+#[test]
+fn a_corrected_entry_saves_without_a_reason() {
+    let f = fixture();
+    let url = &f.server.url;
+    let capture = &f.p2;
+    let mut alice = Browser::login(url, "alice");
+    let mut broken = good_protocol();
+    broken[1].1 = 950; // received 950 != issued 700 + cancelled 200
+    let page = post_entry_page(&mut alice, capture, &values(&broken), "");
+    assert_eq!(page.status, 422);
+    // The reason box is offered, never required by the browser: the server decides.
+    let textarea = page.body.split("<textarea id=\"entry-reason\"").nth(1).unwrap();
+    let textarea = textarea.split('>').next().unwrap();
+    assert!(!textarea.contains("required"), "the reason is not a required field: {textarea}");
+    // The fields of the broken rule (received = issued + cancelled) are the ones marked, the
+    // first of them has the focus; the others are not.
+    for line in ["2", "3", "4"] {
+        let input = page.body.split(&format!("id=\"line-{line}\"")).nth(1).unwrap();
+        let input = input.split('>').next().unwrap();
+        assert!(input.contains("aria-invalid=\"true\""), "line {line}: {input}");
+        assert_eq!(input.contains("autofocus"), line == "2", "line {line}: {input}");
+    }
+    for line in ["1", "5", "7.1"] {
+        let input = page.body.split(&format!("id=\"line-{line}\"")).nth(1).unwrap();
+        assert!(!input.split('>').next().unwrap().contains("aria-invalid"), "line {line}");
+    }
+    // Still broken without a reason: still refused.
+    let mut still = good_protocol();
+    still[2].1 = 690;
+    assert_eq!(post_entry(&mut alice, capture, &still, ""), 422);
+    // Corrected: saved without a reason; a reason left in the box is not kept (it would
+    // become public as the protocol's inconsistency note).
+    let page = post_entry_page(&mut alice, capture, &values(&good_protocol()), "left over");
+    assert_eq!(page.status, 303, "{}", page.body);
+    let mut root = Browser::login(url, "root");
+    let audit: serde_json::Value =
+        serde_json::from_str(&root.get("/review/audit.json").body).unwrap();
+    let entries: Vec<&serde_json::Value> =
+        audit.as_array().unwrap().iter().filter(|e| e["action"] == "entry").collect();
+    assert_eq!(entries.len(), 1);
+    let after: serde_json::Value =
+        serde_json::from_str(entries[0]["after"].as_str().unwrap()).unwrap();
+    assert_eq!(after["reason"], serde_json::Value::Null, "{after}");
+    assert_eq!(after["entry"]["2"], 900);
+}
+
+#[test]
+fn a_decision_or_entry_on_a_stale_page_is_refused() {
+    let f = fixture();
+    let url = &f.server.url;
+    let capture = &f.p2;
+    let mut alice = Browser::login(url, "alice");
+    // Alice's clock is five hours east of UTC.
+    alice.cookies.push(("tz".into(), "300".into()));
+    let mut bob = Browser::login(url, "bob");
+    let (alice_saw, _) = seen(&mut alice, capture);
+    assert_eq!(alice_saw, "0", "no decision yet");
+    assert_eq!(decide(&mut bob, capture, "rejected", "unreadable"), 303);
+    // Alice decides on her stale page: refused, with what Bob decided and when.
+    let page = decide_seen(&mut alice, capture, "accepted", "", &alice_saw);
+    assert_eq!(page.status, 409);
+    assert!(page.body.contains("Already decided by Bob Bekov at "), "{}", page.body);
+    assert!(page.body.contains(": rejected — unreadable."), "{}", page.body);
+    assert!(page.body.contains("Times in UTC+05:00."));
+    assert!(page.body.contains("id=\"capture-state\">rejected"), "the current state is shown");
+    // Nothing was overwritten: one decision; a decision on the fresh page goes through.
+    let mut root = Browser::login(url, "root");
+    let decisions =
+        |root: &mut Browser| root.get("/review/audit.csv").body.matches("\"decision\"").count();
+    assert_eq!(decisions(&mut root), 1);
+    let fresh = hidden(&page.body, "", "seen").unwrap();
+    assert_ne!(fresh, "0");
+    assert_eq!(decide_seen(&mut alice, capture, "accepted", "", &fresh).status, 303);
+    assert_eq!(decisions(&mut root), 2);
+    // A forged or missing version is no version.
+    assert_eq!(decide_seen(&mut alice, capture, "accepted", "", "x").status, 400);
+
+    // Entries: Carol opens the blind form; meanwhile Alice and Bob enter differently.
+    let mut carol = Browser::login(url, "carol");
+    let (_, carol_saw) = seen(&mut carol, capture);
+    assert_eq!(carol_saw, "pending");
+    assert_eq!(post_entry(&mut alice, capture, &good_protocol(), ""), 303);
+    let mut other = good_protocol();
+    other[6].1 = 410;
+    other[9].1 = 20;
+    assert_eq!(post_entry(&mut bob, capture, &other, ""), 303);
+    // Carol's blind entry does not silently become the resolution of a dispute she never saw.
+    let csrf = carol.csrf();
+    let mut form = values(&good_protocol());
+    form.extend([("csrf".into(), csrf), ("seen".into(), carol_saw)]);
+    let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let page = carol.post(&format!("/review/captures/{capture}/entry"), &form);
+    assert_eq!(page.status, 409);
+    assert!(
+        page.body.contains("Changed meanwhile: Bob Bekov entered this protocol at"),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains("entries differ: needs a third person"));
+    assert!(page.body.contains("id=\"dispute\""), "she now gets the resolution form");
+    // Two third persons resolve at once: the second is refused, not a silent overwrite.
+    let (_, root_saw) = seen(&mut root, capture);
+    assert_eq!(root_saw, "disputed");
+    assert_eq!(post_entry(&mut carol, capture, &good_protocol(), ""), 303);
+    let csrf = root.csrf();
+    let mut form = values(&other);
+    form.extend([("csrf".into(), csrf), ("seen".into(), root_saw)]);
+    let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let page = root.post(&format!("/review/captures/{capture}/entry"), &form);
+    assert_eq!(page.status, 409);
+    assert!(page.body.contains("Changed meanwhile: Carol Sarsen entered this protocol at"));
+    let api = format!("{url}/api/v1/elections/e2e/precincts/p0002");
+    let t: serde_json::Value = reqwest::blocking::get(&api).unwrap().json().unwrap();
+    assert_eq!(t["transcription"]["values"]["7.1"], 400, "Carol's resolution stands");
+}
+
+#[test]
+fn queue_views_by_transcription_state_with_counts() {
+    let f = fixture();
+    let url = &f.server.url;
+    let mut alice = Browser::login(url, "alice");
+    let mut bob = Browser::login(url, "bob");
+    let mut carol = Browser::login(url, "carol");
+    let mut root = Browser::login(url, "root");
+    // p0001 (two pages): Bob and Carol differ → disputed.
+    let mut other = good_protocol();
+    other[6].1 = 410;
+    other[9].1 = 20;
+    assert_eq!(post_entry(&mut bob, &f.p1[0], &good_protocol(), ""), 303);
+    assert_eq!(post_entry(&mut carol, &f.p1[1], &other, ""), 303);
+    // p0002: Alice entered → pending. p0004: Alice entered a protocol that breaks a hard rule,
+    // with the reason.
+    assert_eq!(post_entry(&mut alice, &f.p2, &good_protocol(), ""), 303);
+    let mut broken = good_protocol();
+    broken[1].1 = 950;
+    assert_eq!(post_entry(&mut alice, &f.p4, &broken, "The protocol says 950"), 303);
+
+    let ids = |b: &mut Browser, q: &str| {
+        let mut v = capture_links(&b.get(&format!("/review?{q}")).body);
+        v.sort();
+        v
+    };
+    let sorted = |mut v: Vec<String>| {
+        v.sort();
+        v
+    };
+    // Needs my entry: what this user has not entered and is not verified, disputed or rejected.
+    assert!(ids(&mut alice, "view=mine").is_empty());
+    assert_eq!(ids(&mut bob, "view=mine"), sorted(vec![f.p2.clone(), f.p4.clone()]));
+    assert_eq!(ids(&mut root, "view=mine"), sorted(vec![f.p2.clone(), f.p4.clone()]));
+    // Disputed, needs a third person: for those who did not enter it.
+    assert_eq!(ids(&mut alice, "view=disputed"), sorted(f.p1.clone()));
+    assert!(ids(&mut bob, "view=disputed").is_empty());
+    // Inconsistent protocol: an entry recorded why the protocol breaks a hard rule.
+    assert_eq!(ids(&mut bob, "view=inconsistent"), vec![f.p4.clone()]);
+    // The counts on the tabs, under the other filters too.
+    let queue = bob.get("/review").body;
+    assert_eq!(
+        ["view-all", "view-mine", "view-disputed", "view-inconsistent"]
+            .map(|v| view_count(&queue, v)),
+        [4, 2, 0, 1]
+    );
+    let queue = alice.get("/review?region=Astana").body;
+    assert_eq!(
+        ["view-all", "view-mine", "view-disputed", "view-inconsistent"]
+            .map(|v| view_count(&queue, v)),
+        [2, 0, 2, 0]
+    );
+    assert!(queue.contains("aria-current=\"page\">All"), "the current view is marked");
+    // A rejected capture needs nobody's entry; an entry moves a precinct out of the view at
+    // once (the counts are not stale).
+    assert_eq!(decide(&mut root, &f.p2, "rejected", "unreadable"), 303);
+    assert_eq!(ids(&mut bob, "view=mine"), vec![f.p4.clone()]);
+    assert_eq!(post_entry(&mut bob, &f.p4, &broken, "The protocol says 950"), 303);
+    let queue = bob.get("/review?view=mine").body;
+    assert_eq!(view_count(&queue, "view-mine"), 0);
+    assert!(queue.contains("aria-current=\"page\">Needs my entry"));
+    assert_eq!(view_count(&queue, "view-inconsistent"), 1, "verified, still inconsistent");
+    // The view is kept when filters change and when going to a capture and back.
+    assert!(queue.contains("<input type=\"hidden\" name=\"view\" value=\"mine\">"));
+    let page = alice.get(&format!("/review/captures/{}?view=disputed", f.p1[0]));
+    assert!(
+        page.body.contains(&format!("/review/captures/{}?election=e2e&#38;view=disputed", f.p1[1]))
+    );
+}
+
+#[test]
+fn after_a_decision_or_entry_the_next_in_the_view_opens() {
+    let f = fixture();
+    let url = &f.server.url;
+    let mut alice = Browser::login(url, "alice");
+    // Queue order: Almaty (p0004), Astana (p0001, two pages), Shymkent (p0002).
+    let order = capture_links(&alice.get("/review?view=mine").body);
+    assert_eq!(order, [f.p4.clone(), f.p1[0].clone(), f.p1[1].clone(), f.p2.clone()]);
+    // A decision: on to the next of the view, with a confirmation line and a way back.
+    let (seen0, _) = seen(&mut alice, &f.p4);
+    let csrf = alice.csrf();
+    let page = alice.post(
+        &format!("/review/captures/{}/decision", f.p4),
+        &[("csrf", &csrf), ("kind", "accepted"), ("seen", &seen0), ("back", "view=mine")],
+    );
+    assert_eq!(page.status, 303);
+    assert_eq!(
+        page.location,
+        format!("/review/captures/{}?view=mine&done=accepted&after={}", f.p1[0], f.p4)
+    );
+    let next = alice.get(&page.location);
+    assert!(next.body.contains("Accepted: precinct 4, page 1/1."), "{}", next.body);
+    assert!(next.body.contains(&format!(
+        "href=\"/review/captures/{}?election=e2e&#38;view=mine\" data-key=\"b\"",
+        f.p4
+    )));
+    // An entry of p0001 takes its second page out of the view too: the next is p0002.
+    let csrf = alice.csrf();
+    let mut form = values(&good_protocol());
+    form.extend([
+        ("csrf".to_owned(), csrf),
+        ("seen".to_owned(), "pending".to_owned()),
+        ("back".to_owned(), "view=mine".to_owned()),
+    ]);
+    let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let page = alice.post(&format!("/review/captures/{}/entry", f.p1[0]), &form);
+    assert_eq!(
+        page.location,
+        format!("/review/captures/{}?view=mine&done=entered&after={}", f.p2, f.p1[0])
+    );
+    let next = alice.get(&page.location);
+    assert!(next.body.contains("Entry saved: precinct 1, page 1/2. Waiting for a second entry."));
+    // The last of the view: back to the queue, which says so.
+    let (seen2, _) = seen(&mut alice, &f.p2);
+    let csrf = alice.csrf();
+    let page = alice.post(
+        &format!("/review/captures/{}/decision", f.p2),
+        &[("csrf", &csrf), ("kind", "flagged"), ("seen", &seen2), ("back", "view=mine")],
+    );
+    assert_eq!(page.location, format!("/review?view=mine&done=flagged&after={}", f.p2));
+    let queue = alice.get(&page.location).body;
+    assert!(queue.contains("Flagged for a supervisor: precinct 2, page 1/1."), "{queue}");
+    assert!(queue.contains("That was the last one in this view."));
+}
+
+#[test]
+fn the_third_person_picks_per_line() {
+    let server = TestServer::start_with(&election(4), &[]);
+    for (u, name) in [("alice", "Alice Abenova"), ("bob", "Bob Bekov"), ("carol", "Carol Sarsen")] {
+        add_user(&server.data_dir, u, name, "coordinator", &[]);
+    }
+    let mut d = enrolled_device(&server, 9, &["p0001"]);
+    // The observer's own transcription says 7.1 = 405.
+    let observer: BTreeMap<String, u64> = good_protocol()
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), if k == "7.1" { 405 } else { v }))
+        .collect();
+    let capture = upload(&server, &mut d, "p0001", &photo(5), |m| {
+        m.transcription = Some(observer.clone());
+    });
+    let url = &server.url;
+    let mut alice = Browser::login(url, "alice");
+    let mut bob = Browser::login(url, "bob");
+    let mut carol = Browser::login(url, "carol");
+    assert_eq!(post_entry(&mut alice, &capture, &good_protocol(), ""), 303);
+    let mut other = good_protocol();
+    other[6].1 = 410; // 7.1
+    other[9].1 = 20; // 8
+    assert_eq!(post_entry(&mut bob, &capture, &other, ""), 303);
+
+    // Carol sees both entries per line: the differing lines offer Alice's and Bob's value (and
+    // the observer's where it is a third one), the agreed lines come picked.
+    let page = carol.get(&format!("/review/captures/{capture}"));
+    assert_eq!(page.body.matches("class=\"pick differs\"").count(), 2);
+    let line = |body: &str, id: &str| {
+        let at = body.find(&format!("id=\"pick-{id}\"")).unwrap();
+        body[at..].split("</fieldset>").next().unwrap().to_owned()
+    };
+    let l71 = line(&page.body, "7.1");
+    assert!(l71.contains("Alice Abenova: <b>400</b>") && l71.contains("Bob Bekov: <b>410</b>"));
+    assert!(l71.contains("Observer: <b>405</b>"), "{l71}");
+    assert!(!l71.contains("checked"), "a differing line is not picked for her");
+    let l8 = line(&page.body, "8");
+    assert!(!l8.contains("Observer"), "the observer agrees with one of them: no third choice");
+    let l1 = line(&page.body, "1");
+    assert!(
+        l1.contains("value=\"first\" required checked") && l1.contains("Both entries: <b>1000</b>")
+    );
+
+    let agreed: Vec<(String, String)> = good_protocol()
+        .iter()
+        .filter(|(k, _)| !["7.1", "8"].contains(k))
+        .map(|(k, _)| (format!("pick:{k}"), "first".to_owned()))
+        .collect();
+    let resolve = |carol: &mut Browser, picks: &[(&str, &str)], typed: &[(&str, &str)]| {
+        let mut form = agreed.clone();
+        form.extend(picks.iter().map(|(k, v)| (format!("pick:{k}"), (*v).to_owned())));
+        form.extend(typed.iter().map(|(k, v)| (format!("line:{k}"), (*v).to_owned())));
+        post_entry_page(carol, &capture, &form, "")
+    };
+    // "Neither" without a number: refused, the choices kept.
+    let page = resolve(&mut carol, &[("7.1", "second"), ("8", "typed")], &[("8", "")]);
+    assert_eq!(page.status, 422);
+    assert!(page.body.contains("Pick a value for every line"));
+    assert!(line(&page.body, "7.1").contains("value=\"second\" checked"));
+    // Picks that break a hard rule (in boxes 690 ≠ 400 + 200 + 50 + 20 + 10): refused, the
+    // lines of the rule marked.
+    let page = resolve(&mut carol, &[("7.1", "first"), ("8", "second")], &[]);
+    assert_eq!(page.status, 422);
+    assert!(page.body.contains("class=\"pick differs invalid\" id=\"pick-7.1\""));
+    // Bob's 7.1, and 8 typed because both are wrong (the observer's 405 would not add up).
+    let page =
+        resolve(&mut carol, &[("7.1", "second"), ("8", "typed")], &[("8", "20"), ("7.1", "999")]);
+    assert_eq!(page.status, 303, "{}", page.body);
+    let t: serde_json::Value =
+        reqwest::blocking::get(format!("{url}/api/v1/elections/e2e/precincts/p0001"))
+            .unwrap()
+            .json()
+            .unwrap();
+    assert_eq!(t["transcription"]["status"], "verified");
+    assert_eq!(t["transcription"]["values"]["7.1"], 410, "Bob's value, not the stray typed 999");
+    assert_eq!(t["transcription"]["values"]["8"], 20);
+    assert_eq!(t["transcription"]["values"]["1"], 1000);
+}
+
+#[test]
+fn the_review_by_keyboard_alone_in_a_real_browser() {
+    let f = fixture();
+    // p0004 is disputed before Alice comes: Bob and Carol differ on lines 7.1 and 8.
+    let mut bob = Browser::login(&f.server.url, "bob");
+    let mut carol = Browser::login(&f.server.url, "carol");
+    assert_eq!(post_entry(&mut bob, &f.p4, &good_protocol(), ""), 303);
+    let mut other = good_protocol();
+    other[6].1 = 410;
+    other[9].1 = 20;
+    assert_eq!(post_entry(&mut carol, &f.p4, &other, ""), 303);
+    let config = serde_json::json!({
+        "password": PASSWORD,
+        "p1": f.p1,
+        "p2": f.p2,
+        "p4": f.p4,
+    });
+    browser::run_script("review_keyboard", &f.server.url, &[&config.to_string()]);
 }

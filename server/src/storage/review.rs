@@ -142,6 +142,19 @@ pub struct Decision {
     pub at_ms: u64,
 }
 
+/// A capture's newest decision with its id and who took it: the id is the version a decision
+/// form is rendered from, so that a decision taken on a stale page is refused and the page can
+/// say "already decided by … at …".
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct DecisionRecord {
+    /// The decision's id (decisions are numbered in the order they were taken).
+    pub id: i64,
+    /// Who took it (display name).
+    pub user_name: String,
+    /// The decision.
+    pub decision: Decision,
+}
+
 /// Where the double entry of a precinct's protocol stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -415,6 +428,18 @@ pub struct QueueItem {
     pub state: ReviewState,
 }
 
+/// A view of the queue by transcription state (on top of the other filters).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QueueView {
+    /// Captures (not rejected) of precincts still waiting for a blind entry that this user (by
+    /// id) has not entered.
+    NeedsEntry(i64),
+    /// Captures of disputed precincts that this user (by id) did not enter: they may resolve.
+    Disputed(i64),
+    /// Captures of precincts where an entry recorded why the protocol itself breaks a hard rule.
+    Inconsistent,
+}
+
 /// What the queue shows.
 #[derive(Clone, Debug, Default)]
 pub struct QueueFilter {
@@ -432,6 +457,8 @@ pub struct QueueFilter {
     pub flag: Option<Flag>,
     /// Only these regions (a coordinator's scope; `None`: all).
     pub scope: Option<Vec<String>>,
+    /// Only this view by transcription state.
+    pub view: Option<QueueView>,
 }
 
 /// One page of the queue.
@@ -524,16 +551,22 @@ pub trait ReviewStorage: Send + Sync + 'static {
     fn election_ids(&self) -> Result<Vec<String>, StorageError>;
 
     /// Appends a decision on a capture and its audit event, and updates the capture's review
-    /// state, in one transaction.
+    /// state, in one transaction. With `seen` (the id of the newest decision the decider saw, 0
+    /// for none), only if that is still the newest (else [`StorageError::Conflict`]: someone
+    /// else decided meanwhile).
     fn record_decision(
         &self,
         capture: &Sha256Hash,
         user_id: i64,
         decision: &Decision,
         audit: &NewAudit,
+        seen: Option<i64>,
     ) -> Result<(), StorageError>;
     /// A capture's newest decision.
     fn decision(&self, capture: &Sha256Hash) -> Result<Option<Decision>, StorageError>;
+    /// A capture's newest decision with its id and who took it.
+    fn decision_record(&self, capture: &Sha256Hash)
+    -> Result<Option<DecisionRecord>, StorageError>;
 
     /// A precinct's transcription state, if it has an entry.
     fn transcription(

@@ -13,9 +13,9 @@ use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params, 
 use super::{SqliteStorage, lock, ms};
 use crate::storage::StorageError;
 use crate::storage::review::{
-    AuditEvent, AuditFilter, Decision, DecisionKind, Entry, Flag, NewAudit, NewEntry, NewUser,
-    QueueFilter, QueueItem, QueuePage, ReviewState, ReviewStorage, Role, Session,
-    TIME_FAR_AFTER_MS, TIME_FAR_BEFORE_MS, Transcription, TranscriptionStatus, User,
+    AuditEvent, AuditFilter, Decision, DecisionKind, DecisionRecord, Entry, Flag, NewAudit,
+    NewEntry, NewUser, QueueFilter, QueueItem, QueuePage, QueueView, ReviewState, ReviewStorage,
+    Role, Session, TIME_FAR_AFTER_MS, TIME_FAR_BEFORE_MS, Transcription, TranscriptionStatus, User,
 };
 
 /// The review's tables (a migration of `MIGRATIONS`).
@@ -133,8 +133,8 @@ CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
 /// What the queue pages read again and again, kept between requests: the number of captures
 /// matching a filter (counting 30,000 index entries costs milliseconds, and every queue page
 /// shows the total) and an election's regions and districts. Counts are kept against the
-/// `review_generation` row, which every change of the review index bumps in its own
-/// transaction, whatever process makes it (the server, or `hattama-server demo` seeding beside
+/// `review_generation` row, which every change of the review index (and every transcription
+/// entry, which the views by transcription state read) bumps in its own transaction, whatever process makes it (the server, or `hattama-server demo` seeding beside
 /// it), so they are exact; regions are kept against the election's import time.
 #[derive(Default)]
 pub(super) struct ReviewCache {
@@ -306,6 +306,32 @@ fn filter_sql(f: &QueueFilter) -> (String, Vec<Value>) {
         sql.push_str(&vec!["?"; scope.len()].join(", "));
         sql.push(')');
         params.extend(scope.iter().map(|r| Value::Text(r.clone())));
+    }
+    // The views by transcription state: one lookup per capture in `transcriptions` (primary
+    // key) and `entries` (`entries_by_precinct`).
+    let not_entered_by = "NOT EXISTS (SELECT 1 FROM entries e WHERE e.election = r.election
+        AND e.precinct = r.precinct AND e.user_id = ?)";
+    match f.view {
+        None => {}
+        Some(QueueView::NeedsEntry(user)) => {
+            sql.push_str(&format!(
+                " AND r.state != 'rejected' AND NOT EXISTS (SELECT 1 FROM transcriptions t
+                    WHERE t.election = r.election AND t.precinct = r.precinct
+                    AND t.status != 'pending') AND {not_entered_by}"
+            ));
+            params.push(Value::Integer(user));
+        }
+        Some(QueueView::Disputed(user)) => {
+            sql.push_str(&format!(
+                " AND EXISTS (SELECT 1 FROM transcriptions t WHERE t.election = r.election
+                    AND t.precinct = r.precinct AND t.status = 'disputed') AND {not_entered_by}"
+            ));
+            params.push(Value::Integer(user));
+        }
+        Some(QueueView::Inconsistent) => sql.push_str(
+            " AND EXISTS (SELECT 1 FROM entries e WHERE e.election = r.election
+                AND e.precinct = r.precinct AND e.reason IS NOT NULL)",
+        ),
     }
     (sql, params)
 }
@@ -985,9 +1011,20 @@ impl ReviewStorage for SqliteStorage {
         user_id: i64,
         decision: &Decision,
         audit: &NewAudit,
+        seen: Option<i64>,
     ) -> Result<(), StorageError> {
         let mut conn = lock(&self.writer)?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        if let Some(seen) = seen {
+            let newest: i64 = tx
+                .prepare_cached("SELECT coalesce(max(id), 0) FROM decisions WHERE capture_id = ?1")?
+                .query_row([capture.to_hex()], |r| r.get(0))?;
+            if newest != seen {
+                return Err(StorageError::Conflict(format!(
+                    "capture {capture} has decision {newest}, not {seen}"
+                )));
+            }
+        }
         tx.execute(
             "INSERT INTO decisions (capture_id, user_id, kind, reason, at_ms)
              VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -1025,6 +1062,34 @@ impl ReviewStorage for SqliteStorage {
                         .ok_or_else(|| corrupt(format!("kind {kind}")))?,
                     reason,
                     at_ms: at as u64,
+                })
+            })
+            .transpose()
+        })
+    }
+
+    fn decision_record(
+        &self,
+        capture: &Sha256Hash,
+    ) -> Result<Option<DecisionRecord>, StorageError> {
+        self.read(|c| {
+            let row: Option<(i64, String, String, Option<String>, i64)> = c
+                .prepare_cached(
+                    "SELECT d.id, u.display_name, d.kind, d.reason, d.at_ms
+                     FROM decisions d JOIN users u ON u.id = d.user_id
+                     WHERE d.capture_id = ?1 ORDER BY d.id DESC LIMIT 1",
+                )?
+                .query_row([capture.to_hex()], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                })
+                .optional()?;
+            row.map(|(id, user_name, kind, reason, at)| {
+                let kind =
+                    DecisionKind::parse(&kind).ok_or_else(|| corrupt(format!("kind {kind}")))?;
+                Ok(DecisionRecord {
+                    id,
+                    user_name,
+                    decision: Decision { kind, reason, at_ms: at as u64 },
                 })
             })
             .transpose()
@@ -1155,6 +1220,8 @@ impl ReviewStorage for SqliteStorage {
             ],
         )?;
         insert_audit(&tx, audit)?;
+        // The queue's views by transcription state change with entries.
+        bump_generation(&tx)?;
         tx.commit()?;
         Ok(())
     }
@@ -1258,7 +1325,12 @@ mod tests {
         assert_eq!(server.queue(&new, 0, 50).unwrap().total, 2, "not the cached 1");
         // … and decides on the first.
         let decision = Decision { kind: DecisionKind::Accepted, reason: None, at_ms: 2 };
-        other.record_decision(&first, user.id, &decision, &NewAudit::default()).unwrap();
+        other.record_decision(&first, user.id, &decision, &NewAudit::default(), Some(0)).unwrap();
+        // A decision on a stale page (it saw no decision) is refused.
+        assert!(matches!(
+            server.record_decision(&first, user.id, &decision, &NewAudit::default(), Some(0)),
+            Err(StorageError::Conflict(_))
+        ));
         let page = server.queue(&new, 0, 50).unwrap();
         assert_eq!((page.total, page.items.len()), (1, 1), "the cached count is not reused");
         let all = QueueFilter { election: "e".into(), ..QueueFilter::default() };
@@ -1279,6 +1351,7 @@ mod tests {
             state: Some(ReviewState::New),
             flag: Some(Flag::TimeFar),
             scope: Some(vec!["a".into(), "b".into()]),
+            view: Some(QueueView::NeedsEntry(3)),
         };
         let (sql, params) = filter_sql(&f);
         assert_eq!(sql.matches('?').count(), params.len());

@@ -22,6 +22,9 @@ use crate::storage::review::{Role, User};
 pub const SESSION_COOKIE: &str = "hattama_session";
 /// The cookie binding the login form's CSRF token.
 pub const LOGIN_CSRF_COOKIE: &str = "hattama_login_csrf";
+/// The cookie in which `static/viewer.js` keeps the browser's offset from UTC in minutes, so
+/// that the review shows times in the coordinator's local time (a display preference only).
+pub const TZ_COOKIE: &str = "tz";
 
 /// Registers the review routes.
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -48,6 +51,8 @@ pub struct Reviewer {
     pub csrf: String,
     /// The session token (for logout).
     pub token: String,
+    /// The coordinator's local time.
+    pub clock: Clock,
 }
 
 impl Reviewer {
@@ -95,7 +100,9 @@ pub async fn reviewer(
     let hash = review::token_hash(&token);
     let session = web::block(move || storage.session(&hash, hattama_core::now_ms())).await??;
     match session {
-        Some(s) => Ok(Reviewer { user: s.user, csrf: s.csrf, token }),
+        Some(s) => {
+            Ok(Reviewer { user: s.user, csrf: s.csrf, token, clock: Clock::of_request(req) })
+        }
         None => Err(WebError::LoginRequired { next }),
     }
 }
@@ -137,7 +144,52 @@ impl From<ReviewError> for WebError {
 
 /// `YYYY-MM-DD HH:MM UTC` of a time in ms since the epoch.
 pub fn format_time(ms: u64) -> String {
-    let secs = ms / 1000;
+    format!("{} UTC", Clock::UTC.time(ms))
+}
+
+/// Times as the coordinator reads them: at the browser's offset from UTC (the `tz` cookie that
+/// `viewer.js` sets, from the login page on), UTC without it. Pages state the zone once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Clock {
+    offset_min: i32,
+}
+
+impl Clock {
+    /// UTC.
+    pub const UTC: Clock = Clock { offset_min: 0 };
+
+    /// The clock of a request's `tz` cookie (minutes east of UTC, −12 h to +14 h).
+    pub fn of_request(req: &HttpRequest) -> Self {
+        req.cookie(TZ_COOKIE)
+            .and_then(|c| c.value().parse::<i32>().ok())
+            .filter(|m| (-720..=840).contains(m))
+            .map_or(Self::UTC, |offset_min| Clock { offset_min })
+    }
+
+    /// `YYYY-MM-DD HH:MM` of a time in ms since the epoch, at this clock's offset.
+    pub fn time(self, ms: u64) -> String {
+        let local = (ms / 1000) as i64 + i64::from(self.offset_min) * 60;
+        civil(local.max(0) as u64)
+    }
+
+    /// `HH:MM` of a time, at this clock's offset.
+    pub fn hour(self, ms: u64) -> String {
+        self.time(ms).split_off(11)
+    }
+
+    /// The zone, as pages state it once: `UTC` or `UTC+05:00`.
+    pub fn zone(self) -> String {
+        if self.offset_min == 0 {
+            return "UTC".into();
+        }
+        let sign = if self.offset_min < 0 { '−' } else { '+' };
+        let m = self.offset_min.unsigned_abs();
+        format!("UTC{sign}{:02}:{:02}", m / 60, m % 60)
+    }
+}
+
+/// `YYYY-MM-DD HH:MM` of seconds since the epoch.
+fn civil(secs: u64) -> String {
     let (days, rest) = (secs / 86_400, secs % 86_400);
     // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
     let z = days as i64 + 719_468;
@@ -149,7 +201,7 @@ pub fn format_time(ms: u64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02} {:02}:{:02} UTC", rest / 3600, rest % 3600 / 60)
+    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}", rest / 3600, rest % 3600 / 60)
 }
 
 #[cfg(test)]
@@ -161,6 +213,12 @@ mod tests {
         assert_eq!(format_time(0), "1970-01-01 00:00 UTC");
         assert_eq!(format_time(1_773_592_800_000), "2026-03-15 16:40 UTC");
         assert_eq!(format_time(951_782_400_000), "2000-02-29 00:00 UTC");
+        let almaty = Clock { offset_min: 300 };
+        assert_eq!(almaty.time(1_773_592_800_000), "2026-03-15 21:40");
+        assert_eq!(almaty.hour(1_773_592_800_000), "21:40");
+        assert_eq!(almaty.zone(), "UTC+05:00");
+        assert_eq!(Clock { offset_min: -210 }.zone(), "UTC−03:30");
+        assert_eq!(Clock::UTC.zone(), "UTC");
     }
 
     #[test]

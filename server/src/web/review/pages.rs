@@ -10,14 +10,16 @@ use hattama_core::evidence::{Manifest, Sha256Hash};
 use serde::Deserialize;
 
 use super::{
-    LOGIN_CSRF_COOKIE, Reviewer, SESSION_COOKIE, constant_time_eq, cookie, format_time, reviewer,
+    Clock, LOGIN_CSRF_COOKIE, Reviewer, SESSION_COOKIE, constant_time_eq, cookie, format_time,
+    reviewer,
 };
-use crate::review::{self, REJECT_REASONS, ReviewError};
+use crate::review::{self, Pick, REJECT_REASONS, ReviewError};
 use crate::startup::AppState;
 use crate::storage::review::{
-    AuditEvent, AuditFilter, DecisionKind, Entry, Flag, QueueFilter, QueueItem, ReviewState,
-    Transcription, TranscriptionStatus,
+    AuditEvent, AuditFilter, DecisionKind, DecisionRecord, Entry, Flag, QueueFilter, QueueItem,
+    QueueView, ReviewState, ReviewStorage, Transcription, TranscriptionStatus, User,
 };
+use crate::web::i18n::IntoArg;
 use crate::web::{Lang, PageCtx, WebError, html, local_path, percent_encode, see_other};
 
 /// Captures per queue page.
@@ -221,15 +223,34 @@ pub struct QueueQuery {
     precinct: Option<String>,
     state: Option<String>,
     flag: Option<String>,
+    view: Option<String>,
     page: Option<u64>,
+    /// After a decision or an entry: what was done (`accepted`, `entered`, …), shown as a
+    /// confirmation line on the next page; never carried further.
+    done: Option<String>,
+    /// … and to which capture.
+    after: Option<String>,
 }
 
 fn some(s: &Option<String>) -> Option<String> {
     s.as_deref().map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned)
 }
 
+/// The queue's views by transcription state: URL spelling and message id.
+const VIEWS: [(&str, &str); 3] =
+    [("mine", "view-mine"), ("disputed", "view-disputed"), ("inconsistent", "view-inconsistent")];
+
+fn view_of(s: &str, user: &User) -> Option<QueueView> {
+    match s {
+        "mine" => Some(QueueView::NeedsEntry(user.id)),
+        "disputed" => Some(QueueView::Disputed(user.id)),
+        "inconsistent" => Some(QueueView::Inconsistent),
+        _ => None,
+    }
+}
+
 impl QueueQuery {
-    fn filter(&self, election: &str, user: &crate::storage::review::User) -> QueueFilter {
+    fn filter(&self, election: &str, user: &User) -> QueueFilter {
         QueueFilter {
             election: election.to_owned(),
             region: some(&self.region),
@@ -238,6 +259,7 @@ impl QueueQuery {
             state: some(&self.state).and_then(|s| ReviewState::parse(&s)),
             flag: some(&self.flag).and_then(|f| Flag::parse(&f)),
             scope: review::scope(user),
+            view: some(&self.view).and_then(|v| view_of(&v, user)),
         }
     }
 
@@ -250,12 +272,18 @@ impl QueueQuery {
             ("precinct", &self.precinct),
             ("state", &self.state),
             ("flag", &self.flag),
+            ("view", &self.view),
         ];
         pairs
             .iter()
             .filter_map(|(k, v)| some(v).map(|v| format!("{k}={}", percent_encode(&v))))
             .collect::<Vec<_>>()
             .join("&")
+    }
+
+    /// The capture named by `after`, if it is one.
+    fn after(&self) -> Option<Sha256Hash> {
+        some(&self.after).and_then(|a| Sha256Hash::from_hex(&a))
     }
 }
 
@@ -270,16 +298,27 @@ struct ItemView {
     url: String,
     page: u32,
     pages: u32,
-    kind: String,
+    kind: &'static str,
     state: &'static str,
     state_class: &'static str,
     flags: Vec<&'static str>,
     received: String,
     device: String,
     seq: u64,
+    /// The first capture of the queue page: `n` opens it.
+    hotkey: bool,
 }
 
-fn item_view(item: &QueueItem, qs: &str) -> ItemView {
+fn kind_id(kind: &str) -> &'static str {
+    match kind {
+        "posted" => "kind-posted",
+        "handed" => "kind-handed",
+        "not-posted" => "kind-not-posted",
+        _ => "kind-other",
+    }
+}
+
+fn item_view(item: &QueueItem, qs: &str, clock: Clock) -> ItemView {
     let id = item.capture.to_hex();
     ItemView {
         short: id[..12].to_owned(),
@@ -287,13 +326,14 @@ fn item_view(item: &QueueItem, qs: &str) -> ItemView {
         id,
         page: item.page,
         pages: item.pages,
-        kind: item.kind.clone(),
+        kind: kind_id(&item.kind),
         state: state_id(item.state),
         state_class: item.state.as_str(),
         flags: Flag::of_bits(item.flags).into_iter().map(flag_id).collect(),
-        received: format_time(item.received_at_ms),
+        received: clock.time(item.received_at_ms),
         device: item.device_id.chars().take(8).collect(),
         seq: item.seq,
+        hotkey: false,
     }
 }
 
@@ -313,6 +353,47 @@ struct Choice {
     selected: bool,
 }
 
+/// A view of the queue as a tab: its name, its count under the other filters, its link.
+struct ViewTab {
+    label: String,
+    count: u64,
+    url: String,
+    current: bool,
+    id: &'static str,
+}
+
+/// The confirmation line after a decision or an entry, with a link back to that capture.
+struct DoneView {
+    text: String,
+    again_url: String,
+}
+
+/// The confirmation line of `done` on `item` (`None` for an unknown word).
+fn done_view(lang: Lang, done: &str, item: &QueueItem, qs: &str) -> Option<DoneView> {
+    let id = match done {
+        "accepted" => "done-accepted",
+        "rejected" => "done-rejected",
+        "flagged" => "done-flagged",
+        "entered" => "done-entered",
+        "verified" => "done-verified",
+        "disputed" => "done-disputed",
+        "resolved" => "done-resolved",
+        _ => return None,
+    };
+    let what = lang.t_args(
+        "done-what",
+        &[
+            ("number", item.number.into_arg()),
+            ("page", item.page.into_arg()),
+            ("pages", item.pages.into_arg()),
+        ],
+    );
+    Some(DoneView {
+        text: lang.t1(id, "what", what),
+        again_url: with_query(&format!("/review/captures/{}", item.capture), qs),
+    })
+}
+
 #[derive(Template)]
 #[template(path = "review/queue.html")]
 struct QueuePage {
@@ -322,6 +403,8 @@ struct QueuePage {
     districts: Vec<Choice>,
     states: Vec<Choice>,
     flags: Vec<Choice>,
+    views: Vec<ViewTab>,
+    view: String,
     precinct: String,
     groups: Vec<GroupView>,
     total: u64,
@@ -330,6 +413,8 @@ struct QueuePage {
     prev_url: Option<String>,
     next_url: Option<String>,
     can_audit: bool,
+    done: Option<DoneView>,
+    zone: String,
 }
 
 fn choices(values: Vec<(String, String)>, current: &Option<String>) -> Vec<Choice> {
@@ -364,19 +449,30 @@ pub async fn queue(
         };
         let filter = filter_query.filter(&election, &user);
         let found = storage.queue(&filter, (page - 1) * PAGE_SIZE, PAGE_SIZE)?;
+        // Each view's count under the other filters (kept between requests by the storage).
+        let mut counts = Vec::new();
+        for view in std::iter::once(None).chain(VIEWS.iter().map(|(v, _)| view_of(v, &user))) {
+            let f = QueueFilter { view, ..filter.clone() };
+            counts.push(storage.queue(&f, 0, 0)?.total);
+        }
         let regions = storage.regions(&election)?;
         let mut precincts: Vec<String> = found.items.iter().map(|i| i.precinct.clone()).collect();
         precincts.dedup();
         let statuses = storage.transcription_statuses(&election, &precincts)?;
-        Ok((elections, Some(election), Some((found, regions, statuses))))
+        let after = match filter_query.after() {
+            Some(id) => storage.queue_item(&id)?,
+            None => None,
+        };
+        Ok((elections, Some(election), Some((found, regions, statuses, counts, after))))
     })
     .await??;
     query.election = election.clone();
     let qs = query.query_string();
-    let (found, regions, statuses) = data.unwrap_or_default();
+    let clock = r.clock;
+    let (found, regions, statuses, counts, after) = data.unwrap_or_default();
     let mut groups: Vec<GroupView> = Vec::new();
     for item in &found.items {
-        let view = item_view(item, &qs);
+        let view = item_view(item, &qs, clock);
         match groups.last_mut() {
             Some(g) if g.precinct == item.precinct => g.items.push(view),
             _ => groups.push(GroupView {
@@ -389,6 +485,9 @@ pub async fn queue(
                 items: vec![view],
             }),
         }
+    }
+    if let Some(first) = groups.first_mut().and_then(|g| g.items.first_mut()) {
+        first.hotkey = true;
     }
     let scope = review::scope(&r.user);
     let visible_regions: Vec<&(String, Vec<String>)> = regions
@@ -408,6 +507,26 @@ pub async fn queue(
         let sep = if qs.is_empty() { "" } else { "&" };
         format!("/review?{qs}{sep}page={p}")
     };
+    let current_view = some(&query.view).filter(|v| VIEWS.iter().any(|(w, _)| w == v));
+    let views = std::iter::once(("", "view-all"))
+        .chain(VIEWS)
+        .zip(counts.iter().copied().chain(std::iter::repeat(0)))
+        .map(|((value, label), count)| {
+            let q =
+                QueueQuery { view: (!value.is_empty()).then(|| value.to_owned()), ..query.clone() };
+            ViewTab {
+                label: lang.t(label),
+                count,
+                url: with_query("/review", &q.query_string()),
+                current: current_view.as_deref().unwrap_or("") == value,
+                id: label,
+            }
+        })
+        .collect();
+    let done = match (&after, some(&query.done)) {
+        (Some(item), Some(done)) => done_view(lang, &done, item, &qs),
+        _ => None,
+    };
     let view = QueuePage {
         ctx: r.ctx(&req),
         elections: choices(elections.iter().map(|e| (e.clone(), e.clone())).collect(), &election),
@@ -424,6 +543,8 @@ pub async fn queue(
             Flag::ALL.iter().map(|f| (f.as_str().to_owned(), lang.t(flag_id(*f)))).collect(),
             &query.flag,
         ),
+        views,
+        view: current_view.unwrap_or_default(),
         precinct: some(&query.precinct).unwrap_or_default(),
         groups,
         total: found.total,
@@ -432,6 +553,8 @@ pub async fn queue(
         prev_url: (page > 1).then(|| page_url(page - 1)),
         next_url: (page < pages).then(|| page_url(page + 1)),
         can_audit: review::may_audit(&r.user),
+        done,
+        zone: clock.zone(),
     };
     Ok(private(html(&view)?))
 }
@@ -444,19 +567,31 @@ struct DecisionView {
     kind_class: &'static str,
     reason: Option<String>,
     at: String,
+    by: String,
 }
 
 struct LineView {
     id: String,
     field: String,
+    pick_field: String,
     name: String,
     kind_class: &'static str,
+    /// The form's value (blind entry) or the typed value (resolution).
     input: String,
     first: String,
     second: String,
     observer: String,
     verified: String,
+    /// Resolution: the two entries differ on this line.
     differs: bool,
+    /// Resolution: the observer's value is a third choice.
+    observer_extra: bool,
+    /// Resolution: the choice made (`first`, `second`, `observer`, `typed`) or none.
+    picked: &'static str,
+    /// The line is in a hard rule the refused entry broke.
+    invalid: bool,
+    /// Where `e` (and, after a refusal, the page's focus) goes.
+    focus: bool,
 }
 
 struct ViolationView {
@@ -468,10 +603,8 @@ struct ViolationView {
 
 struct AuditRow {
     at: String,
-    who: String,
-    action: String,
-    before: String,
-    after: String,
+    text: String,
+    detail: String,
 }
 
 /// What the transcription part of the page shows.
@@ -504,6 +637,7 @@ struct CapturePage {
     captured: String,
     page_label: String,
     decision: Option<DecisionView>,
+    decision_seen: i64,
     can_review: bool,
     reject_reasons: Vec<(&'static str, &'static str)>,
     back: String,
@@ -512,17 +646,22 @@ struct CapturePage {
     next_url: Option<String>,
     siblings: Vec<ItemView>,
     status: &'static str,
+    entry_seen: &'static str,
     mode: Mode,
     lines: Vec<LineView>,
     entry_names: (String, String),
     show_observer: bool,
     violations: Vec<ViolationView>,
     error: Option<&'static str>,
-    needs_reason: bool,
+    decision_stale: Option<String>,
+    entry_stale: Option<String>,
+    autofocus: bool,
     reason: String,
     inconsistency_note: Option<String>,
     verified_at: Option<String>,
     audit: Vec<AuditRow>,
+    done: Option<DoneView>,
+    zone: String,
 }
 
 impl CapturePage {
@@ -538,24 +677,28 @@ impl CapturePage {
     }
 }
 
-/// A refused entry, shown again with its values.
+/// A refused entry, shown again with what was typed and picked.
 struct Refused {
     values: BTreeMap<String, String>,
+    picks: BTreeMap<String, String>,
     reason: String,
     error: &'static str,
     violations: Vec<Violation>,
+    /// Refused because the precinct changed since the form was made: the page says how.
+    stale: bool,
 }
 
 struct CaptureData {
     item: QueueItem,
     election: Election,
     manifest: Option<Manifest>,
-    decision: Option<crate::storage::Decision>,
+    decision: Option<DecisionRecord>,
     siblings: Vec<QueueItem>,
     neighbours: (Option<Sha256Hash>, Option<Sha256Hash>),
     transcription: Option<Transcription>,
     entries: Vec<Entry>,
     audit: Vec<AuditEvent>,
+    after: Option<QueueItem>,
 }
 
 async fn load_capture(
@@ -578,8 +721,12 @@ async fn load_capture(
         let manifest =
             s.storage.evidence(&id)?.and_then(|(m, _)| serde_json::from_slice::<Manifest>(&m).ok());
         let filter = query.filter(&item.election, &user);
+        let after = match query.after() {
+            Some(a) => s.review.queue_item(&a)?.filter(|a| review::may_see(&user, &a.region)),
+            None => None,
+        };
         Ok(CaptureData {
-            decision: s.review.decision(&id)?,
+            decision: s.review.decision_record(&id)?,
             siblings: s.review.precinct_items(&item.election, &item.precinct)?,
             neighbours: s.review.queue_neighbours(&filter, &item)?,
             transcription: s.review.transcription(&item.election, &item.precinct)?,
@@ -592,10 +739,78 @@ async fn load_capture(
             item,
             election,
             manifest,
+            after,
         })
     })
     .await??;
     Ok(data)
+}
+
+/// A translated review state or reason of a decision as JSON in the audit trail.
+fn decision_words(lang: Lang, v: &serde_json::Value) -> (String, String) {
+    let kind = v["kind"].as_str().and_then(DecisionKind::parse);
+    let state = kind.map_or_else(|| "?".to_owned(), |k| lang.t(state_id(k.into())));
+    let reason = v["reason"]
+        .as_str()
+        .map(|r| reason_id(r).map_or_else(|| r.to_owned(), |id| lang.t(id)))
+        .unwrap_or_default();
+    (state, reason)
+}
+
+/// One audit event as a sentence, with the stored JSON one click away (hidden, like the
+/// numbers, from a user who has still to make a blind entry).
+fn audit_row(lang: Lang, clock: Clock, e: &AuditEvent, blind: bool) -> AuditRow {
+    let json = |s: &Option<String>| {
+        s.as_deref().and_then(|s| serde_json::from_str(s).ok()).unwrap_or(serde_json::Value::Null)
+    };
+    let (before, after) = (json(&e.before), json(&e.after));
+    let who = e.user_name.clone().unwrap_or_else(|| "—".into());
+    let username = after["username"].as_str().unwrap_or("").to_owned();
+    let hide = blind && matches!(e.action.as_str(), "entry" | "entry_resolution" | "entry_import");
+    let text = match e.action.as_str() {
+        "decision" => {
+            let (state, reason) = decision_words(lang, &after);
+            let id = if reason.is_empty() { "audit-decision" } else { "audit-decision-reason" };
+            let mut text = lang.t_args(
+                id,
+                &[
+                    ("who", who.into_arg()),
+                    ("state", state.into_arg()),
+                    ("reason", reason.into_arg()),
+                ],
+            );
+            if !before.is_null() {
+                text.push(' ');
+                text.push_str(&lang.t1("audit-was", "state", decision_words(lang, &before).0));
+            }
+            text
+        }
+        "entry" | "entry_resolution" | "entry_import" if hide => {
+            lang.t1("audit-entry-hidden", "who", who)
+        }
+        "entry" | "entry_resolution" | "entry_import" => {
+            let status = after["state"]["status"].as_str().and_then(TranscriptionStatus::parse);
+            let status = lang.t(status_label(status));
+            let id = format!("audit-{}", e.action);
+            lang.t_args(&id, &[("who", who.into_arg()), ("status", status.into_arg())])
+        }
+        "login_failed" => lang.t1("audit-login_failed", "username", username),
+        "user_created" | "user_disabled" | "password_reset" => {
+            lang.t1(&format!("audit-{}", e.action), "username", username)
+        }
+        "login" | "logout" => lang.t1(&format!("audit-{}", e.action), "who", who),
+        other => format!("{who}: {other}"),
+    };
+    let detail = if hide {
+        lang.t("audit-hidden-blind")
+    } else {
+        [e.before.as_deref(), e.after.as_deref()]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join(" → ")
+    };
+    AuditRow { at: clock.time(e.at_ms), text, detail }
 }
 
 fn capture_page(
@@ -604,8 +819,10 @@ fn capture_page(
     d: CaptureData,
     query: &QueueQuery,
     refused: Option<Refused>,
+    decision_stale: bool,
 ) -> CapturePage {
     let lang = Lang::of_request(req);
+    let clock = r.clock;
     let mut q = query.clone();
     q.election = Some(d.item.election.clone());
     let qs = q.query_string();
@@ -626,7 +843,16 @@ fn capture_page(
     let first = d.entries.first();
     let second = d.entries.get(1);
     let show = |v: Option<&u64>| v.map(|v| v.to_string()).unwrap_or_default();
-    let lines = d
+    // The lines of the hard rules the refused entry broke: the fields to look at again.
+    let invalid: Vec<&str> = refused
+        .iter()
+        .flat_map(|f| &f.violations)
+        .filter(|v| v.severity == Severity::Hard)
+        .filter_map(|v| d.election.protocol.relations.iter().find(|r| r.id == v.relation))
+        .flat_map(|r| r.left.iter().chain(&r.right).map(String::as_str))
+        .collect();
+    let resolve = mode == Mode::Resolve;
+    let mut lines: Vec<LineView> = d
         .election
         .protocol
         .lines
@@ -634,9 +860,22 @@ fn capture_page(
         .map(|l| {
             let a = first.and_then(|e| e.values.get(&l.id));
             let b = second.and_then(|e| e.values.get(&l.id));
+            let o = observer.as_ref().and_then(|o| o.get(&l.id));
+            let differs = resolve && a != b;
+            let picked = match refused.as_ref().and_then(|f| f.picks.get(&l.id)).map(|s| s.as_str())
+            {
+                Some("first") => "first",
+                Some("second") => "second",
+                Some("observer") => "observer",
+                Some("typed") => "typed",
+                _ if resolve && !differs => "first",
+                _ => "",
+            };
+            let both = mode == Mode::Resolve || mode == Mode::Verified;
             LineView {
                 id: l.id.clone(),
                 field: format!("line:{}", l.id),
+                pick_field: format!("pick:{}", l.id),
                 name: lang.pick(&l.names).to_owned(),
                 kind_class: match l.kind {
                     LineKind::Count => "count",
@@ -647,26 +886,28 @@ fn capture_page(
                     .as_ref()
                     .and_then(|f| f.values.get(&l.id).cloned())
                     .unwrap_or_default(),
-                first: if mode == Mode::Resolve || mode == Mode::Verified {
-                    show(a)
-                } else {
-                    String::new()
-                },
-                second: if mode == Mode::Resolve || mode == Mode::Verified {
-                    show(b)
-                } else {
-                    String::new()
-                },
-                observer: if show_observer {
-                    show(observer.as_ref().and_then(|o| o.get(&l.id)))
-                } else {
-                    String::new()
-                },
+                first: if both { show(a) } else { String::new() },
+                second: if both { show(b) } else { String::new() },
+                observer: if show_observer { show(o) } else { String::new() },
                 verified: show(d.transcription.as_ref().and_then(|t| t.values.get(&l.id))),
-                differs: mode == Mode::Resolve && a != b,
+                differs,
+                observer_extra: resolve && show_observer && o.is_some() && o != a && o != b,
+                picked,
+                invalid: invalid.contains(&l.id.as_str()),
+                focus: false,
             }
         })
         .collect();
+    // `e` goes to the first line to look at: one a broken rule names, else (resolving) the
+    // first where the entries differ, else the first.
+    let focus = lines
+        .iter()
+        .position(|l| l.invalid)
+        .or_else(|| lines.iter().position(|l| l.differs))
+        .unwrap_or(0);
+    if let Some(l) = lines.get_mut(focus) {
+        l.focus = true;
+    }
     let relation_name = |id: &str| {
         d.election
             .protocol
@@ -692,25 +933,44 @@ fn capture_page(
         }
         _ => Vec::new(),
     };
-    let needs_reason =
-        refused.as_ref().is_some_and(|f| f.violations.iter().any(|v| v.severity == Severity::Hard));
-    let audit = d
-        .audit
-        .iter()
-        .map(|e| {
-            let hide = blind && e.action == "entry";
-            let hidden = lang.t("audit-hidden-blind");
-            AuditRow {
-                at: format_time(e.at_ms),
-                who: e.user_name.clone().unwrap_or_else(|| "—".into()),
-                action: lang.t(&format!("audit-action-{}", e.action)),
-                before: if hide { hidden.clone() } else { e.before.clone().unwrap_or_default() },
-                after: if hide { hidden } else { e.after.clone().unwrap_or_default() },
-            }
+    let audit = d.audit.iter().map(|e| audit_row(lang, clock, e, blind)).collect();
+    // A refusal because the page was stale says what happened meanwhile.
+    let decision_stale = if decision_stale {
+        d.decision.as_ref().map(|rec| {
+            let (state, reason) = decision_words(lang, &serde_json::json!(rec.decision));
+            let state = if reason.is_empty() { state } else { format!("{state} — {reason}") };
+            lang.t_args(
+                "stale-decision",
+                &[
+                    ("who", rec.user_name.clone().into_arg()),
+                    ("time", clock.time(rec.decision.at_ms).into_arg()),
+                    ("state", state.into_arg()),
+                ],
+            )
         })
-        .collect();
+    } else {
+        None
+    };
+    let entry_stale = if refused.as_ref().is_some_and(|f| f.stale) {
+        d.entries.last().map(|e| {
+            lang.t_args(
+                "stale-entry",
+                &[
+                    ("who", e.user_name.clone().into_arg()),
+                    ("time", clock.time(e.at_ms).into_arg()),
+                    ("status", lang.t(status_label(status)).into_arg()),
+                ],
+            )
+        })
+    } else {
+        None
+    };
     let item = &d.item;
     let capture_url = |h: &Sha256Hash| with_query(&format!("/review/captures/{h}"), &qs);
+    let done = match (&d.after, some(&query.done)) {
+        (Some(after), Some(done)) => done_view(lang, &done, after, &qs),
+        _ => None,
+    };
     CapturePage {
         ctx: r.ctx(req),
         precinct: item.precinct.clone(),
@@ -720,16 +980,19 @@ fn capture_page(
         address: item.address.clone(),
         photo_url: format!("/photos/{}", item.photo_sha256),
         note: d.manifest.as_ref().and_then(|m| m.note.clone()),
-        captured: format_time(item.captured_at_ms),
+        captured: clock.time(item.captured_at_ms),
         page_label: format!("{}/{}", item.page, item.pages),
-        decision: d.decision.as_ref().map(|dec| DecisionView {
-            kind: state_id(dec.kind.into()),
-            kind_class: ReviewState::from(dec.kind).as_str(),
-            reason: dec
+        decision_seen: d.decision.as_ref().map_or(0, |rec| rec.id),
+        decision: d.decision.as_ref().map(|rec| DecisionView {
+            kind: state_id(rec.decision.kind.into()),
+            kind_class: ReviewState::from(rec.decision.kind).as_str(),
+            reason: rec
+                .decision
                 .reason
                 .as_ref()
                 .map(|r| reason_id(r).map_or_else(|| r.clone(), |id| lang.t(id))),
-            at: format_time(dec.at_ms),
+            at: clock.time(rec.decision.at_ms),
+            by: rec.user_name.clone(),
         }),
         can_review,
         reject_reasons: REJECT_REASONS
@@ -740,8 +1003,9 @@ fn capture_page(
         queue_url: with_query("/review", &qs),
         prev_url: d.neighbours.0.as_ref().map(capture_url),
         next_url: d.neighbours.1.as_ref().map(capture_url),
-        siblings: d.siblings.iter().map(|s| item_view(s, &qs)).collect(),
+        siblings: d.siblings.iter().map(|s| item_view(s, &qs, clock)).collect(),
         status: status_id(d.transcription.as_ref()),
+        entry_seen: status.unwrap_or(TranscriptionStatus::Pending).as_str(),
         mode,
         lines,
         entry_names: (
@@ -750,13 +1014,17 @@ fn capture_page(
         ),
         show_observer,
         violations,
-        error: refused.as_ref().map(|f| f.error),
-        needs_reason,
+        error: refused.as_ref().filter(|f| !f.stale).map(|f| f.error),
+        decision_stale,
+        entry_stale,
+        autofocus: refused.as_ref().is_some_and(|f| !f.stale),
         reason: refused.as_ref().map(|f| f.reason.clone()).unwrap_or_default(),
         inconsistency_note: d.transcription.as_ref().and_then(|t| t.inconsistency_note.clone()),
-        verified_at: d.transcription.as_ref().and_then(|t| t.verified_at_ms).map(format_time),
+        verified_at: d.transcription.as_ref().and_then(|t| t.verified_at_ms).map(|t| clock.time(t)),
         audit,
-        item: item_view(item, &qs),
+        item: item_view(item, &qs, clock),
+        done,
+        zone: clock.zone(),
     }
 }
 
@@ -774,12 +1042,40 @@ pub async fn capture(
     let r = reviewer(&req, &state).await?;
     let id = parse_id(&path)?;
     let data = load_capture(&state, &r, id, &query).await?;
-    Ok(private(html(&capture_page(&req, &r, data, &query, None))?))
+    Ok(private(html(&capture_page(&req, &r, data, &query, None, false))?))
 }
 
 /// Parses the filter a form carries along (`back`); a malformed one is dropped.
 fn back_query(qs: &str) -> QueueQuery {
-    web::Query::<QueueQuery>::from_query(qs).map(|q| q.into_inner()).unwrap_or_default()
+    let mut q =
+        web::Query::<QueueQuery>::from_query(qs).map(|q| q.into_inner()).unwrap_or_default();
+    (q.done, q.after, q.page) = (None, None, None);
+    q
+}
+
+/// Where to go after `done` on capture `id`: the next capture of the filtered queue (it opens
+/// with a confirmation line), or the queue when there is none.
+fn after_url(next: Option<Sha256Hash>, back: &QueueQuery, done: &str, id: &Sha256Hash) -> String {
+    let qs = back.query_string();
+    let sep = if qs.is_empty() { "" } else { "&" };
+    let qs = format!("{qs}{sep}done={done}&after={id}");
+    match next {
+        Some(next) => format!("/review/captures/{next}?{qs}"),
+        None => format!("/review?{qs}"),
+    }
+}
+
+/// The next capture after `item` in the queue filtered as `back` says (computed after the
+/// change, so a capture that left the view is skipped).
+fn next_in_queue(
+    storage: &dyn ReviewStorage,
+    back: &QueueQuery,
+    user: &User,
+    id: &Sha256Hash,
+) -> Result<Option<Sha256Hash>, ReviewError> {
+    let Some(item) = storage.queue_item(id)? else { return Ok(None) };
+    let filter = back.filter(&item.election, user);
+    Ok(storage.queue_neighbours(&filter, &item)?.1)
 }
 
 /// The decision form.
@@ -789,9 +1085,12 @@ pub struct DecisionForm {
     kind: String,
     reason: Option<String>,
     back: Option<String>,
+    /// The id of the newest decision the page showed (0: none).
+    seen: Option<String>,
 }
 
-/// `POST /review/captures/{id}/decision`.
+/// `POST /review/captures/{id}/decision`: refused (409, the page with what was decided
+/// meanwhile) when the page was stale; else on to the next capture of the filtered queue.
 pub async fn decide(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -802,25 +1101,47 @@ pub async fn decide(
     r.check_csrf(&form.csrf)?;
     let id = parse_id(&path)?;
     let kind = DecisionKind::parse(&form.kind).ok_or(WebError::BadRequest)?;
+    let seen: i64 =
+        form.seen.as_deref().and_then(|s| s.trim().parse().ok()).ok_or(WebError::BadRequest)?;
     let reason = form.reason.clone();
+    let back = back_query(form.back.as_deref().unwrap_or(""));
     let storage = state.review.clone();
     let user = r.user.clone();
-    web::block(move || {
-        review::record_decision(
+    let filter = back.clone();
+    let result = web::block(move || {
+        review::record_decision_seen(
             &*storage,
             &user,
             &id,
             kind,
             reason.as_deref(),
+            Some(seen),
             hattama_core::now_ms(),
-        )
+        )?;
+        next_in_queue(&*storage, &filter, &user, &id)
     })
-    .await??;
-    let back = back_query(form.back.as_deref().unwrap_or(""));
-    Ok(private(see_other(&with_query(&format!("/review/captures/{id}"), &back.query_string()))))
+    .await?;
+    match result {
+        Ok(next) => Ok(private(see_other(&after_url(next, &back, kind.as_str(), &id)))),
+        Err(ReviewError::Conflict) => {
+            let data = load_capture(&state, &r, id, &back).await?;
+            let mut resp = html(&capture_page(&req, &r, data, &back, None, true))?;
+            *resp.status_mut() = actix_web::http::StatusCode::CONFLICT;
+            Ok(private(resp))
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
-/// `POST /review/captures/{id}/entry`: a transcription entry of the capture's precinct.
+/// What an entry form sent: numbers (a blind entry), or a pick per line (a resolution).
+enum Submitted {
+    Values(BTreeMap<String, u64>),
+    Picks(BTreeMap<String, Pick>),
+}
+
+/// `POST /review/captures/{id}/entry`: a transcription entry of the capture's precinct (numbers
+/// in `line:ID`; a resolution picks per line in `pick:ID`: `first`, `second`, `observer`, or
+/// `typed` with the number in `line:ID`). `seen` is the precinct's state the form was made for.
 pub async fn enter(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -831,26 +1152,58 @@ pub async fn enter(
     let field = |name: &str| form.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
     r.check_csrf(&field("csrf").unwrap_or_default())?;
     let id = parse_id(&path)?;
+    let seen = field("seen")
+        .and_then(|s| TranscriptionStatus::parse(s.trim()))
+        .ok_or(WebError::BadRequest)?;
     let back = back_query(&field("back").unwrap_or_default());
     let reason = field("reason").unwrap_or_default();
-    let raw: BTreeMap<String, String> = form
-        .iter()
-        .filter_map(|(k, v)| k.strip_prefix("line:").map(|l| (l.to_owned(), v.trim().to_owned())))
-        .collect();
-    let parsed: Result<BTreeMap<String, u64>, ()> =
-        raw.iter().map(|(k, v)| v.parse::<u64>().map(|n| (k.clone(), n)).map_err(|_| ())).collect();
+    let prefixed = |prefix: &str| -> BTreeMap<String, String> {
+        form.iter()
+            .filter_map(|(k, v)| {
+                k.strip_prefix(prefix).map(|l| (l.to_owned(), v.trim().to_owned()))
+            })
+            .collect()
+    };
+    let raw = prefixed("line:");
+    let picks = prefixed("pick:");
     let refuse = |error: &'static str, violations: Vec<Violation>| Refused {
         values: raw.clone(),
+        picks: picks.clone(),
         reason: reason.clone(),
         error,
         violations,
+        stale: false,
     };
-    let outcome = match parsed {
-        Err(()) => Err(refuse("entry-error-numbers", Vec::new())),
-        Ok(values) => {
+    let number = |line: &str| raw.get(line).and_then(|v| v.parse::<u64>().ok());
+    let submitted = if picks.is_empty() {
+        raw.keys()
+            .map(|k| number(k).map(|n| (k.clone(), n)))
+            .collect::<Option<BTreeMap<_, _>>>()
+            .map(Submitted::Values)
+            .ok_or_else(|| refuse("entry-error-numbers", Vec::new()))
+    } else {
+        picks
+            .iter()
+            .map(|(line, pick)| {
+                let pick = match pick.as_str() {
+                    "first" => Pick::First,
+                    "second" => Pick::Second,
+                    "observer" => Pick::Observer,
+                    _ => Pick::Typed(number(line)?),
+                };
+                Some((line.clone(), pick))
+            })
+            .collect::<Option<BTreeMap<_, _>>>()
+            .map(Submitted::Picks)
+            .ok_or_else(|| refuse("entry-error-pick", Vec::new()))
+    };
+    let outcome = match submitted {
+        Err(refused) => Err(refused),
+        Ok(submitted) => {
             let s = state.clone();
             let user = r.user.clone();
             let reason2 = reason.clone();
+            let filter = back.clone();
             let result = web::block(move || {
                 let item =
                     s.review.queue_item(&id)?.ok_or(ReviewError::NotFound("capture".into()))?;
@@ -858,39 +1211,70 @@ pub async fn enter(
                     .storage
                     .election(&item.election)?
                     .ok_or(ReviewError::NotFound("election".into()))?;
-                review::record_entry(
+                let values = match submitted {
+                    Submitted::Values(v) => v,
+                    Submitted::Picks(p) => {
+                        let entries = s.review.entries(&item.election, &item.precinct)?;
+                        let observer = s
+                            .storage
+                            .evidence(&id)?
+                            .and_then(|(m, _)| serde_json::from_slice::<Manifest>(&m).ok())
+                            .and_then(|m| m.transcription);
+                        review::resolved_values(&entries, observer.as_ref(), &p)?
+                    }
+                };
+                let t = review::record_entry_seen(
                     &*s.review,
                     &election,
                     &user,
                     &item.precinct,
                     values,
                     Some(&reason2),
+                    Some(seen),
                     hattama_core::now_ms(),
-                )
+                )?;
+                Ok::<_, ReviewError>((t, next_in_queue(&*s.review, &filter, &user, &id)?))
             })
             .await?;
             match result {
-                Ok(_) => Ok(()),
+                Ok(ok) => Ok(ok),
                 Err(ReviewError::HardRules(v)) => Err(refuse("entry-error-hard", v)),
                 Err(ReviewError::Invalid(_)) => Err(refuse("entry-error-invalid", Vec::new())),
                 Err(ReviewError::AlreadyEntered) => Err(refuse("entry-error-already", Vec::new())),
                 Err(ReviewError::AlreadyVerified) => {
                     Err(refuse("entry-error-verified", Vec::new()))
                 }
-                Err(ReviewError::Conflict) => Err(refuse("entry-error-conflict", Vec::new())),
+                // The precinct changed since the form was made: what was typed was meant for
+                // another state, so it is not offered again.
+                Err(ReviewError::Conflict) => Err(Refused {
+                    values: BTreeMap::new(),
+                    picks: BTreeMap::new(),
+                    stale: true,
+                    ..refuse("entry-error-conflict", Vec::new())
+                }),
                 Err(e) => return Err(e.into()),
             }
         }
     };
     match outcome {
-        Ok(()) => Ok(private(see_other(&with_query(
-            &format!("/review/captures/{id}"),
-            &back.query_string(),
-        )))),
+        Ok((t, next)) => {
+            let done = match (seen, t.status) {
+                (TranscriptionStatus::Disputed, _) => "resolved",
+                (_, TranscriptionStatus::Pending) => "entered",
+                (_, TranscriptionStatus::Disputed) => "disputed",
+                (_, TranscriptionStatus::Verified) => "verified",
+            };
+            Ok(private(see_other(&after_url(next, &back, done, &id))))
+        }
         Err(refused) => {
+            let status = if refused.stale {
+                actix_web::http::StatusCode::CONFLICT
+            } else {
+                actix_web::http::StatusCode::UNPROCESSABLE_ENTITY
+            };
             let data = load_capture(&state, &r, id, &back).await?;
-            let mut resp = html(&capture_page(&req, &r, data, &back, Some(refused)))?;
-            *resp.status_mut() = actix_web::http::StatusCode::UNPROCESSABLE_ENTITY;
+            let mut resp = html(&capture_page(&req, &r, data, &back, Some(refused), false))?;
+            *resp.status_mut() = status;
             Ok(private(resp))
         }
     }
@@ -986,18 +1370,109 @@ mod tests {
         assert_eq!(csv_field("x,y\nz"), "\"x,y\nz\"");
     }
 
+    /// The message ids the pages build at run time (kinds, views, confirmations, audit
+    /// sentences, stale refusals) exist in every language: no id shows instead of words.
+    #[test]
+    fn every_message_built_at_run_time_exists() {
+        let item = QueueItem {
+            capture: Sha256Hash::of(b"x"),
+            election: "e".into(),
+            precinct: "p1".into(),
+            number: 12,
+            region: "r".into(),
+            district: "d".into(),
+            address: "a".into(),
+            device_id: "dev".into(),
+            seq: 1,
+            page: 1,
+            pages: 2,
+            kind: "posted".into(),
+            captured_at_ms: 0,
+            received_at_ms: 0,
+            photo_sha256: Sha256Hash::of(b"y"),
+            flags: 0,
+            state: ReviewState::New,
+        };
+        let event = |action: &str, before: Option<&str>, after: &str| AuditEvent {
+            id: 1,
+            at_ms: 0,
+            user_id: Some(1),
+            user_name: Some("Alice".into()),
+            action: action.into(),
+            election: None,
+            precinct: None,
+            capture: None,
+            before: before.map(str::to_owned),
+            after: Some(after.to_owned()),
+        };
+        let decision = r#"{"kind":"rejected","reason":"unreadable","at_ms":1}"#;
+        let entry = r#"{"entry":{},"reason":null,"state":{"status":"verified"}}"#;
+        let events = [
+            event("decision", Some(decision), r#"{"kind":"accepted","reason":null,"at_ms":2}"#),
+            event("decision", None, decision),
+            event("entry", None, entry),
+            event("entry_resolution", None, entry),
+            event("entry_import", None, entry),
+            event("login", None, "null"),
+            event("logout", None, "null"),
+            event("login_failed", None, r#"{"username":"x"}"#),
+            event("user_created", None, r#"{"username":"x"}"#),
+            event("user_disabled", None, r#"{"username":"x"}"#),
+            event("password_reset", None, r#"{"username":"x"}"#),
+        ];
+        for lang in Lang::ALL {
+            let mut texts: Vec<String> = ["posted", "handed", "not-posted", "?"]
+                .iter()
+                .map(|k| lang.t(kind_id(k)))
+                .collect();
+            texts.extend(VIEWS.iter().map(|(_, id)| lang.t(id)));
+            for done in
+                ["accepted", "rejected", "flagged", "entered", "verified", "disputed", "resolved"]
+            {
+                texts.push(done_view(lang, done, &item, "").unwrap().text);
+            }
+            for e in &events {
+                texts.push(audit_row(lang, Clock::UTC, e, false).text);
+                texts.push(audit_row(lang, Clock::UTC, e, true).text);
+            }
+            for t in texts {
+                assert!(
+                    !t.contains("kind-")
+                        && !t.contains("view-")
+                        && !t.contains("done-")
+                        && !t.contains("audit-")
+                        && !t.contains("state-")
+                        && !t.contains("transcription-")
+                        && !t.contains("reason-"),
+                    "{}: {t}",
+                    lang.code()
+                );
+            }
+        }
+        let en = audit_row(Lang::En, Clock::UTC, &events[0], false).text;
+        assert_eq!(en, "Alice: decision — accepted. Before: rejected.");
+        let en = audit_row(Lang::En, Clock::UTC, &events[1], false).text;
+        assert_eq!(en, "Alice: decision — rejected (unreadable).");
+        let hidden = audit_row(Lang::En, Clock::UTC, &events[2], true);
+        assert!(!hidden.detail.contains("verified"), "a blind entry's numbers stay hidden");
+    }
+
     #[test]
     fn the_filter_round_trips_through_its_query_string() {
         let q = QueueQuery {
             election: Some("e 1".into()),
             region: Some("Алматы".into()),
             state: Some("new".into()),
+            view: Some("mine".into()),
             page: Some(3),
+            done: Some("accepted".into()),
             ..QueueQuery::default()
         };
         let back = back_query(&q.query_string());
         assert_eq!(back.query_string(), q.query_string());
         assert_eq!(back.region.as_deref(), Some("Алматы"));
         assert_eq!(back.page, None, "the page is not carried");
+        assert_eq!(back.view.as_deref(), Some("mine"), "the view is carried");
+        assert_eq!(back.done, None, "a confirmation is shown once");
     }
 }
