@@ -144,13 +144,13 @@
     });
   });
 
-  // The third person's "other" value: typing a number picks it; picking it goes to the number,
-  // which is left out of the Tab order until then (Tab goes from line to line).
+  // The third person's "other number": shown (and focused) once picked, so that an agreed line
+  // takes one row and Tab goes from line to line.
   document.querySelectorAll('[data-pick-typed]').forEach(function (input) {
     var radio = input.parentNode.querySelector('[data-pick-typed-radio]');
     if (!radio || !radio.form) return;
     var group = radio.form.querySelectorAll('input[type=radio][name="' + radio.name + '"]');
-    function sync() { input.tabIndex = radio.checked ? 0 : -1; }
+    function sync() { input.hidden = !radio.checked; }
     input.addEventListener('input', function () {
       if (input.value !== '') { radio.checked = true; sync(); }
     });

@@ -103,7 +103,10 @@ await run(async (browser) => {
   assert(await page.isVisible('#dispute'), 'both entries shown');
   assertEq(await page.locator('#dispute fieldset.differs').count(), 2, 'two lines differ');
   await screenshots(page, artifacts, 'review-dispute');
-  await fillEntry(page, GOOD);
+  // She picks Alice's value on both differing lines (the agreed ones come picked).
+  assertEq(await page.isVisible('[id="line-7.1"]'), false, '"other number" shown only once picked');
+  await page.check('input[name="pick:7.1"][value="first"]');
+  await page.check('input[name="pick:8"][value="first"]');
   await submitEntry(page);
   assertEq(await status(page), 'verified', 'resolved');
   assert(await page.isVisible('#transcription-values'), 'verified values shown');
