@@ -766,6 +766,12 @@ fn queue_views_by_transcription_state_with_counts() {
     broken[1].1 = 950;
     assert_eq!(post_entry(&mut alice, &f.p4, &broken, "The protocol says 950"), 303);
 
+    // p0003: only a report that no protocol was posted: nothing to enter.
+    let mut d3 = enrolled_device(&f.server, 30, &["p0003"]);
+    upload(&f.server, &mut d3, "p0003", &photo(40), |m| {
+        m.kind = hattama_core::evidence::EvidenceKind::NotPosted;
+    });
+
     let ids = |b: &mut Browser, q: &str| {
         let mut v = capture_links(&b.get(&format!("/review?{q}")).body);
         v.sort();
@@ -775,7 +781,8 @@ fn queue_views_by_transcription_state_with_counts() {
         v.sort();
         v
     };
-    // Needs my entry: what this user has not entered and is not verified, disputed or rejected.
+    // Needs my entry: what this user has not entered and is not verified, disputed, rejected or
+    // a report of no protocol.
     assert!(ids(&mut alice, "view=mine").is_empty());
     assert_eq!(ids(&mut bob, "view=mine"), sorted(vec![f.p2.clone(), f.p4.clone()]));
     assert_eq!(ids(&mut root, "view=mine"), sorted(vec![f.p2.clone(), f.p4.clone()]));
@@ -789,7 +796,7 @@ fn queue_views_by_transcription_state_with_counts() {
     assert_eq!(
         ["view-all", "view-mine", "view-disputed", "view-inconsistent"]
             .map(|v| view_count(&queue, v)),
-        [4, 2, 0, 1]
+        [5, 2, 0, 1]
     );
     let queue = alice.get("/review?region=Astana").body;
     assert_eq!(

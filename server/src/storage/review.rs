@@ -431,8 +431,8 @@ pub struct QueueItem {
 /// A view of the queue by transcription state (on top of the other filters).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum QueueView {
-    /// Captures (not rejected) of precincts still waiting for a blind entry that this user (by
-    /// id) has not entered.
+    /// Captures of a protocol (not rejected, not a report that none was posted) of precincts
+    /// still waiting for a blind entry that this user (by id) has not entered.
     NeedsEntry(i64),
     /// Captures of disputed precincts that this user (by id) did not enter: they may resolve.
     Disputed(i64),

@@ -315,7 +315,8 @@ fn filter_sql(f: &QueueFilter) -> (String, Vec<Value>) {
         None => {}
         Some(QueueView::NeedsEntry(user)) => {
             sql.push_str(&format!(
-                " AND r.state != 'rejected' AND NOT EXISTS (SELECT 1 FROM transcriptions t
+                " AND r.state != 'rejected' AND r.kind != 'not-posted'
+                    AND NOT EXISTS (SELECT 1 FROM transcriptions t
                     WHERE t.election = r.election AND t.precinct = r.precinct
                     AND t.status != 'pending') AND {not_entered_by}"
             ));
