@@ -88,7 +88,12 @@ await run(async (browser) => {
   const page = await ctx.newPage();
 
   // Log in: the user name field has the focus.
-  await page.goto(`${url}/review/login?next=${encodeURIComponent('/review?view=mine')}`);
+  const login = `${url}/review/login?next=${encodeURIComponent('/review?view=mine')}`;
+  await page.goto(login);
+  await fits(page, 'review-keyboard-login');
+  await inLanguages(page, 'review-keyboard-login');
+  await page.goto(login);
+  assertEq(await focused(page), 'username', 'the user name has the focus');
   await page.keyboard.type('alice');
   await page.keyboard.press('Tab');
   await page.keyboard.type(config.password);
@@ -128,7 +133,8 @@ await run(async (browser) => {
   }
   assertEq(await page.getAttribute('[id="line-1"]', 'aria-invalid'), null, 'line 1 not marked');
   assertEq(await page.$eval('#entry-reason', (el) => el.required), false, 'the reason is not required');
-  await screenshots(page, artifacts, 'review-keyboard-hard-rule');
+  await fits(page, 'review-keyboard-hard-rule');
+  assertEq(await focused(page), 'line-2', 'still there after the screenshots');
   // Corrected in place, saved without a reason.
   await page.keyboard.press('Control+A');
   await page.keyboard.type('900');
