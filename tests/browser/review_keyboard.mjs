@@ -117,7 +117,7 @@ await run(async (browser) => {
 
   // a accepts; the next of the view opens, saying what was done.
   await go(page, 'a', config.p1[1]);
-  assertEq(await text(page, '#done'), '✓ Accepted: precinct 1, page 1/2. Open it again', 'confirmation');
+  assertEq(await text(page, '#done'), '✓ Accepted: precinct 1, page 1/2. Open it again b', 'confirmation');
   // b goes back to it; e goes to the entry form.
   await go(page, 'b', config.p1[0]);
   assertEq(await text(page, '#capture-state'), 'accepted', 'accepted');
@@ -140,7 +140,7 @@ await run(async (browser) => {
   await page.keyboard.type('900');
   await go(page, 'Enter', config.p2);
   assertEq(await text(page, '#done'),
-    '✓ Entry saved: precinct 1, page 1/2. Waiting for a second entry. Open it again', 'entry saved');
+    '✓ Entry saved: precinct 1, page 1/2. Waiting for a second entry. Open it again b', 'entry saved');
   await screenshots(page, artifacts, 'review-keyboard-next');
 
   // x goes to the reject reason; an arrow picks "unreadable"; Enter rejects.
