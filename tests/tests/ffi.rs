@@ -84,7 +84,8 @@ struct Setup {
 
 impl Setup {
     fn start(codes: usize, seed: u64) -> Self {
-        let server = TestServer::start_with_election(PRECINCTS.len());
+        // One station more than the codes are for: a capture for it is refused on the device.
+        let server = TestServer::start_with_election(PRECINCTS.len() + 1);
         let codes = server.invite(&PRECINCTS, codes);
         // 90 % of connections cut within their first 48 KiB (the photos are small), 5 % stalled
         // for a second first, chunks delayed: a bad mobile network.
@@ -105,6 +106,7 @@ impl Setup {
             .env("HATTAMA_URL", self.proxy.url())
             .env("HATTAMA_CODES", self.codes.join(","))
             .env("HATTAMA_PRECINCTS", PRECINCTS.join(","))
+            .env("HATTAMA_UNASSIGNED", hattama_tests::fixtures::precinct_id(PRECINCTS.len() + 1))
             .env("HATTAMA_PHOTOS", photos)
             .env("HATTAMA_WORK", self.work.path())
             .env("HATTAMA_RESULT", &result);
@@ -150,7 +152,7 @@ fn run(what: &str, command: &mut Command) {
 #[test]
 fn python_bindings_drive_the_whole_flow_against_the_real_server() {
     let python = bindings("python");
-    let setup = Setup::start(8, 11);
+    let setup = Setup::start(10, 11);
     let mut command = Command::new("python3");
     command
         .arg("-u")

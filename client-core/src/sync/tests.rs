@@ -17,7 +17,7 @@ use super::*;
 use crate::evidence::{EvidenceKind, Page, SignedManifest};
 use crate::log::{LogEntry, TlogProof, sign_checkpoint};
 use crate::receipt::{Receipt, ReceiptLog};
-use crate::{CaptureRequest, Client, ClientConfig};
+use crate::{CaptureRefusal, CaptureRequest, Client, ClientConfig};
 
 // ---------------------------------------------------------------------------------------------
 // Pure helpers.
@@ -785,6 +785,8 @@ fn sync_sends_everything_in_chunks_and_stores_verified_receipts() {
             bytes_sent: big.manifest.photo.bytes + small.manifest.photo.bytes,
             cancelled: false,
             log_size: Some(2),
+            refused: vec![],
+            reviewed: vec![],
         }
     );
     for (i, c) in [&big, &small].into_iter().enumerate() {
@@ -894,11 +896,29 @@ fn sync_resumes_after_cuts_and_transient_errors() {
 #[test]
 fn a_refused_capture_is_rejected_and_the_next_one_still_goes() {
     let stub = Stub::start(3);
-    let (_dir, client) = enrolled(&stub);
-    let bad = client.capture(&tiny_jpeg(8, 8, 6), &request("p9")).unwrap();
+    // Captured before the device enrolled, so not checked against the election then.
+    let dir = tempfile::tempdir().unwrap();
+    let bad = Client::open(dir.path(), test_config())
+        .unwrap()
+        .capture(&tiny_jpeg(8, 8, 6), &request("p9"))
+        .unwrap();
+    let client = Client::open(dir.path(), test_config()).unwrap();
+    client.enroll(&stub.url, "K7Q2-9XZM").unwrap();
+    // Enrolled, the device refuses such a capture itself, before signing it.
+    let refused = client.capture(&tiny_jpeg(8, 8, 6), &request("p9")).unwrap_err();
+    assert!(matches!(refused, Error::Refused(CaptureRefusal::UnknownPrecinct { .. })));
     let good = client.capture(&tiny_jpeg(8, 8, 7), &request("p1")).unwrap();
+    assert_eq!(good.seq, 2, "the refusal used no sequence number");
     let summary = client.sync(&NoProgress, &CancelToken::new()).unwrap();
     assert_eq!((summary.receipted, summary.rejected, summary.remaining), (1, 1, 0));
+    assert_eq!(
+        summary.refused,
+        [RefusedCapture {
+            id: bad.id,
+            seq: 1,
+            reason: "precinct_not_assigned: stub says precinct_not_assigned".into()
+        }]
+    );
     assert_eq!(
         state(&client, &bad.id),
         CaptureState::Rejected {
@@ -1159,7 +1179,11 @@ fn the_newest_checkpoint_is_kept_and_each_newer_one_proven_to_extend_it() {
     // Nothing changed: no proof is needed.
     let before = stub.log().len();
     assert_eq!(sync_ok(&client).log_size, Some(kept + 5));
-    assert_eq!(stub.log()[before..], ["GET /log/checkpoint".to_owned()]);
+    // Only the contact check, and the question for review decisions (this stub has none).
+    assert_eq!(
+        stub.log()[before..],
+        ["GET /log/checkpoint".to_owned(), "POST /api/v1/challenge".to_owned()]
+    );
 }
 
 #[test]

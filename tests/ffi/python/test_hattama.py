@@ -5,6 +5,7 @@ Run by tests/tests/ffi.rs, which starts the server and the proxy and passes, in 
   HATTAMA_URL        the proxy's URL (a faulty network in front of the server)
   HATTAMA_CODES      enrollment codes, comma-separated (each test enrolls a device of its own)
   HATTAMA_PRECINCTS  the precincts the codes are for, comma-separated
+  HATTAMA_UNASSIGNED a precinct of the election that no code is for
   HATTAMA_PHOTOS     real photos, os.pathsep-separated
   HATTAMA_WORK       a scratch directory
   HATTAMA_RESULT     a file to which every receipted capture is appended (JSON lines), for the
@@ -20,6 +21,7 @@ import sqlite3
 import threading
 import time
 import unittest
+import urllib.parse
 
 import hattama_ffi as h
 from hattama_ffi import HattamaError
@@ -27,6 +29,7 @@ from hattama_ffi import HattamaError
 URL = os.environ["HATTAMA_URL"]
 CODES = os.environ["HATTAMA_CODES"].split(",")
 PRECINCTS = os.environ["HATTAMA_PRECINCTS"].split(",")
+UNASSIGNED = os.environ["HATTAMA_UNASSIGNED"]
 PHOTOS = os.environ["HATTAMA_PHOTOS"].split(os.pathsep)
 WORK = os.environ["HATTAMA_WORK"]
 RESULT = os.environ["HATTAMA_RESULT"]
@@ -319,6 +322,57 @@ class ErrorKindsTest(unittest.TestCase):
         for kind in (HattamaError.FixInput, HattamaError.RetryLater, HattamaError.Storage,
                      HattamaError.RejectedByServer):
             self.assertFalse(issubclass(HattamaError.Internal, kind))
+
+
+class ObserverTest(unittest.TestCase):
+    """At the station: what does not fit the enrolled election is refused before signing."""
+
+    def test_capture_refuses_what_does_not_fit_the_election_before_signing(self):
+        client = enrolled_client("observer-refusals")
+        photo = read(PHOTOS[0])
+
+        def refused(code, req):
+            for call in (lambda: client.capture(photo, req),
+                         lambda: client.check_capture(req)):
+                with self.assertRaises(HattamaError.FixInput) as e:
+                    call()
+                self.assertEqual(e.exception.code, code, e.exception.detail)
+            return e.exception.detail
+
+        def req(precinct, election="e2e", **kw):
+            return h.CaptureRequest(election=election, precinct=precinct, utc_offset_min=300, **kw)
+
+        detail = refused("wrong_election", req(PRECINCTS[0], election="kz-2019"))
+        self.assertIn("enrolled for election e2e", detail)
+        detail = refused("unknown_precinct", req("p0099"))
+        self.assertIn("no polling station", detail)
+        refused("unknown_precinct", req("99"))
+        detail = refused("precinct_not_assigned", req(UNASSIGNED))
+        self.assertIn("Ask your coordinator", detail)
+        detail = refused("unknown_line", req(PRECINCTS[0], transcription={"3": 10, "99": 5}))
+        self.assertIn('"99"', detail)
+        self.assertEqual(client.list(), [], "nothing was stored")
+
+        # A station's number, as on its door, is as good as its id; no sequence number was used.
+        self.assertEqual(client.check_capture(req("2")), "p0002")
+        captured = client.capture(photo, req("№3", transcription={"3": 700}))
+        self.assertEqual(captured.seq, 1)
+        [summary] = client.list()
+        self.assertEqual(summary.precinct, "p0003")
+        self.assertFalse(summary.needs_action)
+        self.assertIsNone(summary.review)
+
+    def test_an_invite_enrolls_as_printed_and_a_typed_code_in_any_case(self):
+        code = next(_codes)
+        invite = "hattama://enroll?" + urllib.parse.urlencode({"server": URL, "code": code})
+        client = open_client("observer-invite")
+        self.assertEqual(client.enroll_invite(invite).server_url, URL)
+        # Enrolling again with the code as a person types it is the same enrollment.
+        typed = code.lower().replace("-", " ")
+        self.assertEqual(client.enroll(URL, typed).precincts, sorted(PRECINCTS))
+        with self.assertRaises(HattamaError.FixInput) as e:
+            client.enroll_invite("hattama://enroll?code=" + code)
+        self.assertEqual(e.exception.code, "bad_invite")
 
 
 class ListenerTest(unittest.TestCase):
