@@ -1536,7 +1536,8 @@ impl Engine<'_> {
                     let next_at = now_ms().saturating_add(delay.as_millis() as u64);
                     self.store.write(|tx| Store::record_failure(tx, &id, &reason, next_at))?;
                     if failures > self.config.max_retries {
-                        tracing::warn!(seq, failures, %reason, "giving up");
+                        // The caller gets the error; a CLI prints it with what to do.
+                        tracing::info!(seq, failures, %reason, "giving up");
                         return Err(SyncError::Unreachable {
                             attempts: failures,
                             last_error: reason,
@@ -1557,7 +1558,8 @@ impl Engine<'_> {
                     step = then;
                 }
                 Err(Failure::Reject { reason }) => {
-                    tracing::warn!(seq = u.capture.seq, "capture rejected by the server");
+                    // Reported to the caller (summary, progress, the capture's state).
+                    tracing::info!(seq = u.capture.seq, "capture rejected by the server");
                     self.store.write(|tx| Store::reject(tx, &id, &reason, now_ms()))?;
                     self.summary.refused.push(RefusedCapture {
                         id,

@@ -684,10 +684,9 @@ fn run(cli: Cli, local_offset: i32) -> anyhow::Result<ExitCode> {
             let client = open(&dir)?;
             let e = if hattama_core::sync::is_invite(&url) {
                 if !code.is_empty() {
-                    return Err(SyncError::BadInvite(
-                        "an invite already holds its code: give the invite alone".into(),
-                    )
-                    .into());
+                    anyhow::bail!(UsageError(
+                        "an invite already holds its code: give the invite alone".into()
+                    ));
                 }
                 client.enroll_invite(&url)?
             } else if code.is_empty() {
@@ -944,9 +943,16 @@ fn status_text(s: &SyncStatus, e: Option<&Enrollment>, records: &[CaptureRecord]
     let mut out = s.log_alarm.as_ref().map(|a| alarm_line(a) + "\n").unwrap_or_default();
     out += &match (&s.server_url, e) {
         (Some(url), Some(e)) => format!(
-            "server   {url}\nelection {} (precincts {})\n",
+            "server   {url}\nelection {} (stations {})\n",
             e.election.id,
-            e.precincts.join(", ")
+            e.precincts
+                .iter()
+                .map(|id| match e.election.precinct(id) {
+                    Some(p) => format!("{id} No. {}", p.number),
+                    None => id.clone(),
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
         _ => "server   not enrolled\n".to_owned(),
     };

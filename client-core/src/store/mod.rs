@@ -1443,6 +1443,60 @@ mod tests {
     }
 
     #[test]
+    fn a_review_is_kept_for_a_receipted_capture_and_only_a_later_one_replaces_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let capture = |id: &Sha256Hash, seq: i64, state: &str| {
+            store
+                .write(|tx| -> Result<(), StoreError> {
+                    tx.execute(
+                        "INSERT INTO captures (seq, id, manifest, signature, photo_sha256,
+                            photo_bytes, media_type, election, precinct, kind, page_number,
+                            page_count, captured_at_ms, utc_offset_min, removed_bytes, state,
+                            updated_at_ms)
+                         VALUES (?1, ?2, X'7B7D', ?3, ?4, 10, 'image/jpeg', 'e', 'p', 'posted',
+                            1, 1, 5, 0, 0, ?5, 5)",
+                        params![
+                            seq,
+                            id.to_hex(),
+                            vec![7u8; 64],
+                            Sha256Hash::of(b"p").to_hex(),
+                            state
+                        ],
+                    )?;
+                    Ok(())
+                })
+                .unwrap();
+        };
+        let (sent, queued) = (Sha256Hash::of(b"a"), Sha256Hash::of(b"b"));
+        capture(&sent, 1, "receipted");
+        capture(&queued, 2, "queued");
+        let review = |kind, reason: Option<&str>, at| Review {
+            kind,
+            reason: reason.map(str::to_owned),
+            decided_at_ms: at,
+        };
+        let save =
+            |id, r: &Review| store.write(|tx| Store::save_review(tx, id, r, b"{}", 9)).unwrap();
+        let rejected = review(DecisionKind::Rejected, Some("unreadable"), 10);
+        assert!(!save(&queued, &rejected), "only a capture the server holds is reviewed");
+        assert!(save(&sent, &rejected));
+        assert!(!save(&sent, &rejected), "the same decision again is no news");
+        assert!(!save(&sent, &review(DecisionKind::Accepted, None, 9)), "an older one is not kept");
+        let records = store.list().unwrap();
+        let (newest, oldest) = (&records[1], &records[0]);
+        assert_eq!(newest.review, Some(rejected));
+        assert!(newest.needs_action());
+        assert_eq!((oldest.review.as_ref(), oldest.needs_action()), (None, false));
+        let accepted = review(DecisionKind::Accepted, None, 11);
+        assert!(save(&sent, &accepted));
+        let record = store.find(&sent.to_hex()).unwrap().remove(0);
+        assert_eq!(record.review, Some(accepted));
+        assert!(!record.needs_action());
+        assert_eq!(store.review_statement(&sent).unwrap(), Some(b"{}".to_vec()));
+    }
+
+    #[test]
     fn refuses_a_newer_schema() {
         let dir = tempfile::tempdir().unwrap();
         drop(Store::open(dir.path()).unwrap());

@@ -65,6 +65,47 @@ fn retry_after_takes_seconds_only() {
 }
 
 #[test]
+fn codes_are_read_as_people_type_them_and_invites_as_printed() {
+    let code = "K7Q2-9XZM-0ABC-1DEF-GHJK";
+    for typed in [
+        code,
+        " k7q2 9xzm 0abc 1def ghjk ",
+        "K7Q29XZM0ABC1DEFGHJK",
+        "k7q2-9xzm-oabc-idef-ghjk",
+        "K7Q2 - 9XZM - 0ABC - LDEF - GHJK",
+    ] {
+        assert_eq!(canonical_code(typed), code, "{typed:?}");
+    }
+    // What is not such a code is left as it was (trimmed): the server decides.
+    for other in ["NOPE-NOPE", "K7Q2-9XZM", "K7Q2-9XZM-0ABC-1DEF-GHJU", "ÄBCD"] {
+        assert_eq!(canonical_code(&format!(" {other} ")), other);
+    }
+
+    let uri = invite_uri("https://hattama.example.kz:8443/x", code);
+    assert_eq!(
+        uri,
+        format!("hattama://enroll?server=https%3A%2F%2Fhattama.example.kz%3A8443%2Fx&code={code}")
+    );
+    assert!(is_invite(&uri) && is_invite(" HATTAMA://enroll") && !is_invite("https://x.kz"));
+    let parsed = ("https://hattama.example.kz:8443/x".to_owned(), code.to_owned());
+    assert_eq!(parse_invite(&uri).unwrap(), parsed);
+    // Unencoded, with spaces around it, other parameters ignored.
+    let plain =
+        format!(" hattama://enroll?server=https://hattama.example.kz:8443/x/&code={code}&v=2 ");
+    assert_eq!(parse_invite(&plain).unwrap(), parsed);
+    for bad in [
+        "https://hattama.example.kz",
+        "hattama://other?server=https://x.kz&code=A",
+        "hattama://enroll?code=A",
+        "hattama://enroll?server=https://x.kz",
+        "hattama://enroll?server=ftp://x.kz&code=A",
+        "hattama://enroll?server=https://x.kz&code=A&code=B",
+    ] {
+        assert!(parse_invite(bad).is_err(), "{bad}");
+    }
+}
+
+#[test]
 fn upload_metadata_is_base64_of_manifest_and_hex_signature() {
     let canonical = br#"{"a":"\u00e9"}"#;
     let signature = [0xabu8; 64];
