@@ -17,6 +17,7 @@ use std::time::{Instant, SystemTime};
 
 use hattama_core::evidence::Sha256Hash;
 use hattama_tests::proxy::{FaultConfig, FaultProxy};
+use hattama_tests::review::{PASSWORD, add_user};
 use hattama_tests::server::{TestServer, admin};
 use hattama_tests::{GO_IMAGE, GOEXIF, files, sample_dir};
 use serde_json::Value;
@@ -152,8 +153,15 @@ fn run(what: &str, command: &mut Command) {
 #[test]
 fn python_bindings_drive_the_whole_flow_against_the_real_server() {
     let python = bindings("python");
-    let setup = Setup::start(10, 11);
+    let setup = Setup::start(11, 11);
+    // A coordinator, whose decisions the Python program takes in the review UI (directly, not
+    // through the faulty proxy) and then finds in the app's capture list.
+    add_user(&setup.server.data_dir, "coord", "Coordinator", "coordinator", &[]);
     let mut command = Command::new("python3");
+    command
+        .env("HATTAMA_SERVER_URL", &setup.server.url)
+        .env("HATTAMA_REVIEWER", "coord")
+        .env("HATTAMA_REVIEWER_PASSWORD", PASSWORD);
     command
         .arg("-u")
         .arg(root().join("tests/ffi/python/test_hattama.py"))
