@@ -715,6 +715,7 @@ fn run(cli: Cli, local_offset: i32) -> anyhow::Result<ExitCode> {
             let summary = client.sync(&line, &CancelToken::new());
             line.finish();
             let summary = summary?;
+            let enrollment = client.enrollment()?;
             print(json, &summary_json(&summary), || {
                 let log = match summary.log_size {
                     Some(n) => format!("; log checkpoint of {n} entries verified"),
@@ -735,7 +736,8 @@ fn run(cli: Cli, local_offset: i32) -> anyhow::Result<ExitCode> {
                     );
                 }
                 for r in &summary.reviewed {
-                    out += &format!("\n{}", review_line(r.seq, &r.id, &r.precinct, &r.review));
+                    let at = station(enrollment.as_ref(), &r.precinct);
+                    out += &format!("\n{}", review_line(r.seq, &r.id, &at, &r.review));
                 }
                 if summary.remaining > 0 {
                     out += &format!(
@@ -867,6 +869,14 @@ fn review_json(r: &Review) -> Value {
     v
 }
 
+/// A station as an observer knows it: its id and its number on the door, when known.
+fn station(e: Option<&Enrollment>, id: &str) -> String {
+    match e.and_then(|e| e.election.precinct(id)) {
+        Some(p) => format!("{id} No. {}", p.number),
+        None => id.to_owned(),
+    }
+}
+
 /// One line (two for a rejection) about a capture's review decision.
 fn review_line(seq: u64, id: &Sha256Hash, precinct: &str, r: &Review) -> String {
     let what = format!("#{seq} {} ({precinct})", &id.to_hex()[..12]);
@@ -945,14 +955,7 @@ fn status_text(s: &SyncStatus, e: Option<&Enrollment>, records: &[CaptureRecord]
         (Some(url), Some(e)) => format!(
             "server   {url}\nelection {} (stations {})\n",
             e.election.id,
-            e.precincts
-                .iter()
-                .map(|id| match e.election.precinct(id) {
-                    Some(p) => format!("{id} No. {}", p.number),
-                    None => id.clone(),
-                })
-                .collect::<Vec<_>>()
-                .join(", ")
+            e.precincts.iter().map(|id| station(Some(e), id)).collect::<Vec<_>>().join(", ")
         ),
         _ => "server   not enrolled\n".to_owned(),
     };
@@ -973,7 +976,7 @@ fn status_text(s: &SyncStatus, e: Option<&Enrollment>, records: &[CaptureRecord]
         "captures {} captured, {} queued, {} uploading, {} receipted, {} rejected, {} deleted\n",
         c.captured, c.queued, c.uploading, c.receipted, c.rejected, c.deleted
     ));
-    out.push_str(&plain_status(records));
+    out.push_str(&plain_status(records, e));
     out.push_str(&match (s.last_sync_at_ms, &s.last_sync_error) {
         (None, _) => "last sync never".to_owned(),
         (Some(ms), None) => format!("last sync {} ok", time_text(ms, 0)),
@@ -987,7 +990,7 @@ fn status_text(s: &SyncStatus, e: Option<&Enrollment>, records: &[CaptureRecord]
 
 /// The captures as an observer asks about them: which are safe here and waiting, which are on
 /// the server, which need the observer now (and what to do).
-fn plain_status(records: &[CaptureRecord]) -> String {
+fn plain_status(records: &[CaptureRecord], e: Option<&Enrollment>) -> String {
     let waiting = records.iter().filter(|r| r.state.is_pending()).count();
     let receipted: Vec<&CaptureRecord> =
         records.iter().filter(|r| r.state == CaptureState::Receipted).collect();
@@ -1027,12 +1030,12 @@ fn plain_status(records: &[CaptureRecord]) -> String {
                      what to do: {}\n",
                     r.seq,
                     &r.id.to_hex()[..12],
-                    r.precinct,
+                    station(e, &r.precinct),
                     refusal_advice(code)
                 );
             }
             (_, Some(review)) => {
-                out += &review_line(r.seq, &r.id, &r.precinct, review);
+                out += &review_line(r.seq, &r.id, &station(e, &r.precinct), review);
                 out.push('\n');
             }
             _ => {}
