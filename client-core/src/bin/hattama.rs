@@ -1,8 +1,8 @@
 //! `hattama`: the observer's command line, the desktop thin UI over `hattama-core`.
 //!
 //! Exit codes: 0 success; 1 unexpected failure; 2 usage error (also: not enrolled yet);
-//! 3 input refused (photo, field, server URL, enrollment code, or the server refused the
-//! enrollment or this device); 4 no such capture (or an ambiguous id prefix); 5 storage failure;
+//! 3 input refused (photo, field, a capture that does not fit the enrolled election, server URL,
+//! enrollment code or invite, or the server refused the enrollment or this device); 4 no such capture (or an ambiguous id prefix); 5 storage failure;
 //! 6 verification failed (a bundle, a server receipt or its log proof, a log checkpoint, or a
 //! changed server or log key); 7 capture can no longer be deleted; 8 network or server failure
 //! (unreachable after retries, or answers outside the protocol); 9 a sync of this store is
