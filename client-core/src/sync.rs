@@ -610,7 +610,7 @@ pub fn parse_invite(uri: &str) -> Result<(String, String), SyncError> {
 }
 
 /// Characters of the server's enrollment codes (no I, L, O or U, which people misread).
-const CODE_ALPHABET: &str = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+pub const CODE_ALPHABET: &str = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 
 /// The spelling of an enrollment code the server issued (20 characters of
 /// [`CODE_ALPHABET`] in groups of four joined by `-`), however a person typed it: in any
