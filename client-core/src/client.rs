@@ -9,6 +9,7 @@ use std::io::Read;
 use std::path::Path;
 #[cfg(feature = "sync")]
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use ed25519_dalek::SigningKey;
@@ -21,7 +22,7 @@ use crate::evidence::{
 };
 use crate::hooks;
 use crate::media::{self, MediaError, MediaLimits};
-use crate::store::{CaptureRecord, CaptureState, NewCapture, Store, StoreError};
+use crate::store::{CaptureRecord, CaptureState, NewCapture, ServerRecord, Store, StoreError};
 use crate::thumbnail;
 #[cfg(feature = "sync")]
 use crate::{
@@ -217,6 +218,9 @@ pub struct Client {
     store: Store,
     config: ClientConfig,
     key: SigningKey,
+    /// The enrolled election package, parsed, with the enrollment time and package length it
+    /// was parsed from: parsed again only when the device enrolled again.
+    election: Mutex<Option<(u64, usize, Arc<Election>)>>,
     /// Set while this handle runs a sync (the file lock guards other handles and processes).
     #[cfg(feature = "sync")]
     syncing: AtomicBool,
@@ -237,6 +241,7 @@ impl Client {
             store,
             config,
             key,
+            election: Mutex::new(None),
             #[cfg(feature = "sync")]
             syncing: AtomicBool::new(false),
         })
@@ -282,12 +287,12 @@ impl Client {
             evidence::check_id("precinct", &request.precinct)?;
             return Ok((request, false));
         };
-        let election = Election::from_json(&server.election)
-            .map_err(|e| StoreError::Corrupt(format!("stored election package: {e}")))?;
+        let election = self.enrolled_election(&server)?;
+        let election = election.as_ref();
         if request.election != election.id {
             return Err(CaptureRefusal::WrongElection {
                 given: request.election,
-                enrolled: election.id,
+                enrolled: election.id.clone(),
             }
             .into());
         }
@@ -322,13 +327,31 @@ impl Client {
             if !election.has_line(line) {
                 return Err(CaptureRefusal::UnknownLine {
                     line: line.clone(),
-                    election: election.id,
+                    election: election.id.clone(),
                     lines: election.protocol.lines.iter().map(|l| l.id.clone()).collect(),
                 }
                 .into());
             }
         }
         Ok((request, true))
+    }
+
+    /// The stored election package, parsed once per enrollment (a national election's package
+    /// is large; a capture should not parse it every time).
+    fn enrolled_election(&self, server: &ServerRecord) -> Result<Arc<Election>, Error> {
+        let mut cached = self.election.lock().map_err(|_| StoreError::Poisoned)?;
+        let key = (server.enrolled_at_ms, server.election.len());
+        if let Some((at, len, election)) = cached.as_ref()
+            && (*at, *len) == key
+        {
+            return Ok(election.clone());
+        }
+        let election = Arc::new(
+            Election::from_json(&server.election)
+                .map_err(|e| StoreError::Corrupt(format!("stored election package: {e}")))?,
+        );
+        *cached = Some((key.0, key.1, election.clone()));
+        Ok(election)
     }
 
     /// Captures a photo: check the request ([`Self::check_request`]), check and strip the

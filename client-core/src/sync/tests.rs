@@ -1106,8 +1106,12 @@ fn only_one_sync_runs_per_store() {
 fn enrolling_again_adds_precincts_and_refuses_another_server_key() {
     let stub = Stub::start(9);
     let (dir, client) = enrolled(&stub);
+    let refused = client.capture(&tiny_jpeg(8, 8, 1), &request("p2")).unwrap_err();
+    assert!(matches!(refused, Error::Refused(CaptureRefusal::PrecinctNotAssigned { .. })));
     let e = client.enroll(&stub.url, "P2").unwrap();
     assert_eq!(e.precincts, vec!["p1".to_owned(), "p2".to_owned()]);
+    // The station assigned by the second code is the device's own now, by id or number.
+    assert_eq!(client.capture(&tiny_jpeg(8, 8, 1), &request("2")).unwrap().manifest.precinct, "p2");
     assert_eq!(client.enrollment().unwrap(), Some(e));
     let err = client.enroll(&stub.url, "USED").unwrap_err();
     assert!(
