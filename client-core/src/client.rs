@@ -9,18 +9,20 @@ use std::io::Read;
 use std::path::Path;
 #[cfg(feature = "sync")]
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use ed25519_dalek::SigningKey;
 
 use crate::bundle::{self, BundleError};
+use crate::election::Election;
 use crate::evidence::{
     self, CoarseLocation, DeviceKey, EvidenceError, EvidenceKind, Manifest, Page, Sha256Hash,
     SignedManifest,
 };
 use crate::hooks;
 use crate::media::{self, MediaError, MediaLimits};
-use crate::store::{CaptureRecord, CaptureState, NewCapture, Store, StoreError};
+use crate::store::{CaptureRecord, CaptureState, NewCapture, ServerRecord, Store, StoreError};
 use crate::thumbnail;
 #[cfg(feature = "sync")]
 use crate::{
@@ -85,6 +87,87 @@ pub enum Error {
     #[cfg(feature = "sync")]
     #[error(transparent)]
     Sync(#[from] SyncError),
+    /// The capture does not fit the election package received at enrollment: refused before
+    /// anything was signed or stored.
+    #[error(transparent)]
+    Refused(#[from] CaptureRefusal),
+}
+
+/// Why a capture was refused at the station, before signing: it does not fit the election
+/// package this device received at enrollment, so the server would refuse it later, when the
+/// observer may have left. Nothing was signed or stored and no sequence number was used.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CaptureRefusal {
+    /// The election is not the one this device is enrolled for.
+    #[error(
+        "this device is enrolled for election {enrolled}, not {given}: capture with election \
+         {enrolled}"
+    )]
+    WrongElection {
+        /// What the observer gave.
+        given: String,
+        /// The enrolled election.
+        enrolled: String,
+    },
+    /// No polling station of the election has this id or number.
+    #[error(
+        "election {election} has no polling station {given:?} (by id or number): check the \
+         station's number on its door; this device is assigned {}",
+        list(.assigned)
+    )]
+    UnknownPrecinct {
+        /// What the observer gave.
+        given: String,
+        /// The election.
+        election: String,
+        /// The stations assigned to this device, as `id (No. n)`.
+        assigned: Vec<String>,
+    },
+    /// The polling station exists but was not assigned to this device at enrollment.
+    #[error(
+        "polling station {precinct} (No. {number}) is not assigned to this device, so the \
+         server would refuse its photo; this device is assigned {}. Ask your coordinator for \
+         an enrollment code for this station and enroll with it, then capture again",
+        list(.assigned)
+    )]
+    PrecinctNotAssigned {
+        /// The station's id.
+        precinct: String,
+        /// Its official number.
+        number: u32,
+        /// The stations assigned to this device, as `id (No. n)`.
+        assigned: Vec<String>,
+    },
+    /// The transcription names a line the election's protocol does not have.
+    #[error(
+        "the protocol of election {election} has no line {line:?}: use the line numbers \
+         printed on the protocol ({})",
+        list(.lines)
+    )]
+    UnknownLine {
+        /// The line given.
+        line: String,
+        /// The election.
+        election: String,
+        /// The protocol's lines.
+        lines: Vec<String>,
+    },
+}
+
+impl CaptureRefusal {
+    /// The stable code word (the FFI's `FixInput` code, the CLI's JSON `error`).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::WrongElection { .. } => "wrong_election",
+            Self::UnknownPrecinct { .. } => "unknown_precinct",
+            Self::PrecinctNotAssigned { .. } => "precinct_not_assigned",
+            Self::UnknownLine { .. } => "unknown_line",
+        }
+    }
+}
+
+fn list(items: &[String]) -> String {
+    if items.is_empty() { "none".to_owned() } else { items.join(", ") }
 }
 
 /// What the observer says about a photo at capture time.
@@ -135,6 +218,9 @@ pub struct Client {
     store: Store,
     config: ClientConfig,
     key: SigningKey,
+    /// The enrolled election package, parsed, with the enrollment time and package length it
+    /// was parsed from: parsed again only when the device enrolled again.
+    election: Mutex<Option<(u64, usize, Arc<Election>)>>,
     /// Set while this handle runs a sync (the file lock guards other handles and processes).
     #[cfg(feature = "sync")]
     syncing: AtomicBool,
@@ -155,6 +241,7 @@ impl Client {
             store,
             config,
             key,
+            election: Mutex::new(None),
             #[cfg(feature = "sync")]
             syncing: AtomicBool::new(false),
         })
@@ -184,9 +271,96 @@ impl Client {
         self.capture(&bytes, request)
     }
 
-    /// Captures a photo: check and strip it, hash, sign, and store it durably. When this
-    /// returns `Ok`, the capture survives a crash or power loss.
+    /// Checks a capture request against the election package received at enrollment, as
+    /// [`Self::capture`] does before it signs anything: the election must be the enrolled one,
+    /// the precinct (its id, or its number as on the station's door) one of the election's
+    /// and assigned to this device, every transcribed line a line of the protocol.
+    /// Returns the request as it will be signed (the precinct given by its id) and whether it
+    /// was checked against an enrollment: `false` when the device is not enrolled yet, so that
+    /// only the fields' form could be checked (the server checks the rest when it is sent).
+    pub fn check_request(&self, request: &CaptureRequest) -> Result<(CaptureRequest, bool), Error> {
+        let mut request = request.clone();
+        request.election = request.election.trim().to_owned();
+        request.precinct = request.precinct.trim().to_owned();
+        let Some(server) = self.store.server()? else {
+            evidence::check_id("election", &request.election)?;
+            evidence::check_id("precinct", &request.precinct)?;
+            return Ok((request, false));
+        };
+        let election = self.enrolled_election(&server)?;
+        let election = election.as_ref();
+        if request.election != election.id {
+            return Err(CaptureRefusal::WrongElection {
+                given: request.election,
+                enrolled: election.id.clone(),
+            }
+            .into());
+        }
+        let assigned = || -> Vec<String> {
+            server
+                .precincts
+                .iter()
+                .map(|id| match election.precinct(id) {
+                    Some(p) => format!("{id} (No. {})", p.number),
+                    None => id.clone(),
+                })
+                .collect()
+        };
+        let Some(precinct) = election.find_precinct(&request.precinct) else {
+            return Err(CaptureRefusal::UnknownPrecinct {
+                given: request.precinct,
+                election: election.id.clone(),
+                assigned: assigned(),
+            }
+            .into());
+        };
+        if !server.precincts.contains(&precinct.id) {
+            return Err(CaptureRefusal::PrecinctNotAssigned {
+                precinct: precinct.id.clone(),
+                number: precinct.number,
+                assigned: assigned(),
+            }
+            .into());
+        }
+        request.precinct = precinct.id.clone();
+        for line in request.transcription.iter().flat_map(|t| t.keys()) {
+            if !election.has_line(line) {
+                return Err(CaptureRefusal::UnknownLine {
+                    line: line.clone(),
+                    election: election.id.clone(),
+                    lines: election.protocol.lines.iter().map(|l| l.id.clone()).collect(),
+                }
+                .into());
+            }
+        }
+        Ok((request, true))
+    }
+
+    /// The stored election package, parsed once per enrollment (a national election's package
+    /// is large; a capture should not parse it every time).
+    fn enrolled_election(&self, server: &ServerRecord) -> Result<Arc<Election>, Error> {
+        let mut cached = self.election.lock().map_err(|_| StoreError::Poisoned)?;
+        let key = (server.enrolled_at_ms, server.election.len());
+        if let Some((at, len, election)) = cached.as_ref()
+            && (*at, *len) == key
+        {
+            return Ok(election.clone());
+        }
+        let election = Arc::new(
+            Election::from_json(&server.election)
+                .map_err(|e| StoreError::Corrupt(format!("stored election package: {e}")))?,
+        );
+        *cached = Some((key.0, key.1, election.clone()));
+        Ok(election)
+    }
+
+    /// Captures a photo: check the request ([`Self::check_request`]), check and strip the
+    /// photo, hash, sign, and store it durably. When this returns `Ok`, the capture survives a
+    /// crash or power loss. A refused request or photo leaves nothing stored and uses no
+    /// sequence number.
     pub fn capture(&self, photo: &[u8], request: &CaptureRequest) -> Result<Captured, Error> {
+        let (request, _) = self.check_request(request)?;
+        let request = &request;
         evidence::check_id("election", &request.election)?;
         evidence::check_id("precinct", &request.precinct)?;
         if let Some(note) = &request.note {
@@ -354,6 +528,14 @@ impl Client {
         sync::enroll(&self.store, &self.key, &self.config.sync, base_url, code)
     }
 
+    /// Enrolls with an invite URI exactly as a coordinator handed it out
+    /// (`hattama://enroll?server=…&code=…`, [`sync::invite_uri`]); see [`Self::enroll`].
+    #[cfg(feature = "sync")]
+    pub fn enroll_invite(&self, invite: &str) -> Result<Enrollment, Error> {
+        let (base_url, code) = sync::parse_invite(invite)?;
+        self.enroll(&base_url, &code)
+    }
+
     /// The stored enrollment, if this device enrolled.
     #[cfg(feature = "sync")]
     pub fn enrollment(&self) -> Result<Option<Enrollment>, Error> {
@@ -383,7 +565,7 @@ impl Client {
         }
         let _reset = Reset(&self.syncing);
         let _lock = SyncLock::acquire(self.store.dir())?;
-        sync::run(&self.store, &self.config.sync, listener, cancel)
+        sync::run(&self.store, &self.key, &self.config.sync, listener, cancel)
     }
 
     /// Counts per state, the enrolled server and how the last sync ended.

@@ -201,6 +201,45 @@ impl Election {
     pub fn precinct(&self, id: &str) -> Option<&Precinct> {
         self.precincts.iter().find(|p| p.id == id)
     }
+
+    /// The precinct an observer means by `given`: its id, or else its official number as
+    /// written on the station's door (`123`, `№123`, `No. 123`, `#123`, `участок 123`). `None`
+    /// if no precinct has that id, or the number matches none or more than one.
+    pub fn find_precinct(&self, given: &str) -> Option<&Precinct> {
+        let given = given.trim();
+        if let Some(p) = self.precinct(given) {
+            return Some(p);
+        }
+        let number = precinct_number(given)?;
+        let mut found = self.precincts.iter().filter(|p| p.number == number);
+        match (found.next(), found.next()) {
+            (Some(p), None) => Some(p),
+            _ => None,
+        }
+    }
+
+    /// Whether the protocol has a line with this id.
+    pub fn has_line(&self, id: &str) -> bool {
+        self.protocol.lines.iter().any(|l| l.id == id)
+    }
+}
+
+/// The number in a precinct's number as people write it: digits, after an optional `№`, `#`,
+/// `No.`, `N` or the word for "precinct" (Kazakh `учаске`, Russian `участок`, `уч.`).
+pub fn precinct_number(given: &str) -> Option<u32> {
+    let mut s = given.trim().to_lowercase();
+    for prefix in ["учаскесі", "учаске", "участок", "уч.", "no.", "no", "№", "#", "n"]
+    {
+        if let Some(rest) = s.strip_prefix(prefix) {
+            s = rest.trim_start().to_owned();
+            break;
+        }
+    }
+    let s = s.trim_start_matches(['№', '#']).trim();
+    if s.is_empty() || s.len() > 9 || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
 }
 
 impl ProtocolTemplate {
@@ -295,6 +334,50 @@ mod tests {
                 },
             ]
         );
+    }
+
+    #[test]
+    fn a_precinct_is_found_by_id_or_by_its_number_as_people_write_it() {
+        let p = |id: &str, number| Precinct {
+            id: id.into(),
+            number,
+            region: "r".into(),
+            district: "d".into(),
+            address: "a".into(),
+        };
+        let e = Election {
+            id: "kz".into(),
+            names: names("Test"),
+            count_time_ms: None,
+            precincts: vec![p("p0123", 123), p("77", 5), p("a", 9), p("b", 9)],
+            protocol: template(),
+        };
+        let found = |given: &str| e.find_precinct(given).map(|p| p.id.as_str());
+        for (given, expected) in [
+            ("p0123", Some("p0123")),
+            (" p0123 ", Some("p0123")),
+            ("123", Some("p0123")),
+            ("0123", Some("p0123")),
+            ("№123", Some("p0123")),
+            ("№ 123", Some("p0123")),
+            ("No. 123", Some("p0123")),
+            ("#123", Some("p0123")),
+            ("участок 123", Some("p0123")),
+            ("Учаске 123", Some("p0123")),
+            // An id wins over a number.
+            ("77", Some("77")),
+            ("5", Some("77")),
+            // A number two precincts share is ambiguous.
+            ("9", None),
+            ("124", None),
+            ("p0124", None),
+            ("", None),
+            ("12a", None),
+            ("99999999999", None),
+        ] {
+            assert_eq!(found(given), expected, "{given:?}");
+        }
+        assert!(e.has_line("5") && !e.has_line("55"));
     }
 
     #[test]

@@ -14,6 +14,7 @@
 pub mod audit;
 pub mod bundle;
 mod client;
+pub mod decision;
 pub mod election;
 pub mod evidence;
 pub mod hooks;
@@ -25,4 +26,6 @@ pub mod store;
 pub mod sync;
 pub mod thumbnail;
 
-pub use client::{CaptureDetail, CaptureRequest, Captured, Client, ClientConfig, Error, now_ms};
+pub use client::{
+    CaptureDetail, CaptureRefusal, CaptureRequest, Captured, Client, ClientConfig, Error, now_ms,
+};

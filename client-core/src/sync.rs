@@ -51,12 +51,13 @@ use reqwest::header::{CONTENT_TYPE, HeaderMap, LOCATION, RETRY_AFTER};
 use serde::Deserialize;
 
 use crate::client::{Error, now_ms};
+use crate::decision::{self, DecisionsAnswer};
 use crate::election::{Election, ElectionError};
 use crate::evidence::{DeviceKey, Manifest, Sha256Hash, check_id};
 use crate::hooks;
 use crate::log::{Checkpoint, Hash, LogError, LogKey, hash_from_base64, verify_checkpoint};
 use crate::receipt::{MAX_RECEIPT_BYTES, ReceiptError, SignedReceipt};
-use crate::store::{CaptureState, PendingCapture, ServerRecord, Store, StoreError};
+use crate::store::{CaptureState, PendingCapture, Review, ServerRecord, Store, StoreError};
 pub use crate::store::{KeptCheckpoint, LogAlarm, LogAlarmKind};
 
 /// The tus protocol version spoken.
@@ -152,6 +153,12 @@ pub enum SyncError {
     /// The enrollment code is empty, too long or has control characters.
     #[error("invalid enrollment code")]
     BadCode,
+    /// An invite is not of the form `hattama://enroll?server=URL&code=CODE`.
+    #[error(
+        "this is not an invite ({0}): give the invite exactly as the coordinator sent it \
+         (hattama://enroll?server=…&code=…), or the server's URL and the code"
+    )]
+    BadInvite(String),
     /// The server could not be reached, or kept failing, for `attempts` attempts in a row.
     #[error("server unreachable after {attempts} attempts: {last_error}")]
     Unreachable {
@@ -324,6 +331,34 @@ pub struct SyncSummary {
     /// Size of the newest log checkpoint verified so far (by this run or an earlier one);
     /// `None` without a pinned log key or before the first.
     pub log_size: Option<u64>,
+    /// The captures the server refused during this run, with its reasons.
+    pub refused: Vec<RefusedCapture>,
+    /// The coordinators' review decisions this run learned (new or changed).
+    pub reviewed: Vec<ReviewedCapture>,
+}
+
+/// A capture the server refused for good, with its reason (`code: message`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RefusedCapture {
+    /// The capture.
+    pub id: Sha256Hash,
+    /// Its sequence number.
+    pub seq: u64,
+    /// The server's code word and message.
+    pub reason: String,
+}
+
+/// A review decision the device learned about one of its captures.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReviewedCapture {
+    /// The capture.
+    pub id: Sha256Hash,
+    /// Its sequence number.
+    pub seq: u64,
+    /// Its precinct.
+    pub precinct: String,
+    /// The decision.
+    pub review: Review,
 }
 
 /// Cancels a running sync: cheap to clone, shared between threads.
@@ -527,6 +562,77 @@ pub fn enroll_message(code: &str, device_key_hex: &str) -> Vec<u8> {
     msg
 }
 
+/// The start of an invite URI: `hattama://enroll?server=<URL>&code=<CODE>`.
+pub const INVITE_PREFIX: &str = "hattama://enroll";
+
+/// The invite URI a coordinator hands out: the server's URL and the code, each
+/// percent-encoded as a query value (`docs/sync-protocol.md`, "Invites").
+pub fn invite_uri(server_url: &str, code: &str) -> String {
+    let mut uri = format!("{INVITE_PREFIX}?");
+    uri.push_str(
+        &reqwest::Url::parse("x://y")
+            .map(|mut u| {
+                u.query_pairs_mut().append_pair("server", server_url).append_pair("code", code);
+                u.query().unwrap_or_default().to_owned()
+            })
+            .unwrap_or_default(),
+    );
+    uri
+}
+
+/// Whether `s` looks like an invite URI (rather than a server URL).
+pub fn is_invite(s: &str) -> bool {
+    s.trim().get(..8).is_some_and(|p| p.eq_ignore_ascii_case("hattama:"))
+}
+
+/// Reads an invite URI exactly as printed (the server URL percent-encoded or not): returns
+/// the server's base URL (checked, without a trailing slash) and the code.
+pub fn parse_invite(uri: &str) -> Result<(String, String), SyncError> {
+    let bad = |what: &str| SyncError::BadInvite(what.to_owned());
+    let url = reqwest::Url::parse(uri.trim()).map_err(|e| bad(&e.to_string()))?;
+    if url.scheme() != "hattama" || url.host_str() != Some("enroll") {
+        return Err(bad("it does not start with hattama://enroll"));
+    }
+    let (mut server, mut code) = (None, None);
+    for (key, value) in url.query_pairs() {
+        let slot = match key.as_ref() {
+            "server" => &mut server,
+            "code" => &mut code,
+            _ => continue,
+        };
+        if slot.replace(value.into_owned()).is_some() {
+            return Err(bad(&format!("{key} appears twice")));
+        }
+    }
+    let server = server.ok_or_else(|| bad("it names no server"))?;
+    let code = code.ok_or_else(|| bad("it has no code"))?;
+    Ok((normalize_base_url(&server)?, code))
+}
+
+/// Characters of the server's enrollment codes (no I, L, O or U, which people misread).
+pub const CODE_ALPHABET: &str = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+
+/// The spelling of an enrollment code the server issued (20 characters of
+/// [`CODE_ALPHABET`] in groups of four joined by `-`), however a person typed it: in any
+/// case, with spaces or dashes anywhere or none, `O` for `0`, `I` or `L` for `1`. Anything
+/// that is not such a code is returned trimmed, as it was.
+pub fn canonical_code(code: &str) -> String {
+    let chars: String = code
+        .chars()
+        .filter(|c| !c.is_whitespace() && *c != '-')
+        .map(|c| match c.to_ascii_uppercase() {
+            'O' => '0',
+            'I' | 'L' => '1',
+            c => c,
+        })
+        .collect();
+    if chars.len() != 20 || !chars.chars().all(|c| CODE_ALPHABET.contains(c)) {
+        return code.trim().to_owned();
+    }
+    let groups: Vec<&str> = (0..5).map(|i| &chars[i * 4..i * 4 + 4]).collect();
+    groups.join("-")
+}
+
 /// Checks a server URL and returns it without a trailing slash.
 pub fn normalize_base_url(url: &str) -> Result<String, SyncError> {
     let parsed = reqwest::Url::parse(url.trim()).map_err(|e| SyncError::BadUrl(e.to_string()))?;
@@ -722,7 +828,8 @@ pub(crate) fn enroll(
     code: &str,
 ) -> Result<Enrollment, Error> {
     let base = normalize_base_url(base_url)?;
-    let code = code.trim();
+    let code = canonical_code(code);
+    let code = code.as_str();
     if code.is_empty() || code.len() > MAX_CODE_BYTES || code.chars().any(char::is_control) {
         return Err(SyncError::BadCode.into());
     }
@@ -903,6 +1010,8 @@ impl Upload {
 
 struct Engine<'a> {
     store: &'a Store,
+    /// The device's key, to prove it when asking for its review decisions.
+    key: &'a SigningKey,
     config: &'a SyncConfig,
     listener: &'a dyn SyncListener,
     cancel: &'a CancelToken,
@@ -917,6 +1026,7 @@ struct Engine<'a> {
 /// Runs one sync of `store` (the caller holds the lock).
 pub(crate) fn run(
     store: &Store,
+    key: &SigningKey,
     config: &SyncConfig,
     listener: &dyn SyncListener,
     cancel: &CancelToken,
@@ -931,6 +1041,7 @@ pub(crate) fn run(
     let http = http_client(config)?;
     let mut engine = Engine {
         store,
+        key,
         config,
         listener,
         cancel,
@@ -992,9 +1103,104 @@ impl Engine<'_> {
             checked = self.check_log(self.config.max_retries)?;
             self.summary.cancelled = !checked;
         }
+        if !self.summary.cancelled {
+            self.fetch_decisions()?;
+        }
         self.summary.remaining = self.store.pending_totals()?.0;
         self.summary.log_size = self.store.log_checkpoint()?.map(|c| c.size);
         Ok(self.summary.clone())
+    }
+
+    /// Asks the server for the coordinators' newest decisions on this device's captures
+    /// (`docs/sync-protocol.md`, "Review decisions"), proving the device key with a signature
+    /// over the server's fresh challenge, verifies each under the pinned receipt key and keeps
+    /// the new ones ([`SyncSummary::reviewed`]). Only a storage failure stops the sync: the
+    /// uploads are done, and a decision missed now is asked for again at the next sync.
+    fn fetch_decisions(&mut self) -> Result<(), Error> {
+        let receipted = self.store.counts()?.iter().any(|(s, n)| s == "receipted" && *n > 0);
+        if !receipted {
+            return Ok(());
+        }
+        let answer = match self.ask_decisions() {
+            Ok(a) => a,
+            Err(reason) => {
+                tracing::info!(%reason, "review decisions not fetched this time");
+                return Ok(());
+            }
+        };
+        let own = DeviceKey(self.key.verifying_key().to_bytes());
+        let mut learned = Vec::new();
+        self.store.write(|tx| -> Result<(), Error> {
+            for signed in &answer.decisions {
+                let d = &signed.decision;
+                if let Err(e) = signed.verify(&self.pinned, &own) {
+                    tracing::warn!(error = %e, "a review decision does not verify; ignored");
+                    continue;
+                }
+                let review = Review {
+                    kind: d.kind,
+                    reason: d.reason.clone(),
+                    decided_at_ms: d.decided_at_ms,
+                };
+                let statement = serde_json::to_vec(signed)
+                    .map_err(|e| StoreError::Corrupt(format!("decision: {e}")))?;
+                if Store::save_review(tx, &d.capture_id, &review, &statement, now_ms())? {
+                    learned.push((d.capture_id, review));
+                }
+            }
+            Ok(())
+        })?;
+        for (id, review) in learned {
+            let Some(record) = self.store.find(&id.to_hex())?.pop() else { continue };
+            tracing::info!(seq = record.seq, decision = review.kind.as_str(), "review decision");
+            self.summary.reviewed.push(ReviewedCapture {
+                id,
+                seq: record.seq,
+                precinct: record.precinct,
+                review,
+            });
+        }
+        Ok(())
+    }
+
+    /// `POST /api/v1/challenge`, then `POST /api/v1/decisions` with the signed challenge.
+    fn ask_decisions(&self) -> Result<DecisionsAnswer, String> {
+        #[derive(Deserialize)]
+        struct Challenge {
+            challenge: String,
+        }
+        let http = |f: HttpFailure| match f {
+            HttpFailure::Transient { reason, .. } => reason,
+            HttpFailure::Refused { status, code, message } => format!("{status} {code}: {message}"),
+            HttpFailure::Protocol(p) => p,
+        };
+        let request = self.http.post(format!("{}/api/v1/challenge", self.base)).body(Vec::new());
+        let answer = exchange(request, decision::MAX_CHALLENGE_BYTES + 256).map_err(http)?;
+        let challenge: Challenge =
+            serde_json::from_slice(&answer.body).map_err(|e| format!("challenge: {e}"))?;
+        let challenge = challenge.challenge;
+        if challenge.is_empty()
+            || challenge.len() > decision::MAX_CHALLENGE_BYTES
+            || challenge.chars().any(char::is_control)
+        {
+            return Err("the challenge is empty, too long or has control characters".into());
+        }
+        let device_hex = DeviceKey(self.key.verifying_key().to_bytes()).to_hex();
+        let signature = hex::encode(
+            self.key.sign(&decision::request_message(&challenge, &device_hex)).to_bytes(),
+        );
+        let body = serde_json::json!({
+            "challenge": challenge,
+            "device_key": device_hex,
+            "signature": signature,
+        });
+        let request = self
+            .http
+            .post(format!("{}/api/v1/decisions", self.base))
+            .header(CONTENT_TYPE, "application/json")
+            .body(body.to_string());
+        let answer = exchange(request, decision::MAX_ANSWER_BYTES).map_err(http)?;
+        serde_json::from_slice(&answer.body).map_err(|e| format!("decisions: {e}"))
     }
 
     /// The contact check: fetches the log's newest checkpoint and checks it against the kept
@@ -1330,7 +1536,8 @@ impl Engine<'_> {
                     let next_at = now_ms().saturating_add(delay.as_millis() as u64);
                     self.store.write(|tx| Store::record_failure(tx, &id, &reason, next_at))?;
                     if failures > self.config.max_retries {
-                        tracing::warn!(seq, failures, %reason, "giving up");
+                        // The caller gets the error; a CLI prints it with what to do.
+                        tracing::info!(seq, failures, %reason, "giving up");
                         return Err(SyncError::Unreachable {
                             attempts: failures,
                             last_error: reason,
@@ -1351,8 +1558,14 @@ impl Engine<'_> {
                     step = then;
                 }
                 Err(Failure::Reject { reason }) => {
-                    tracing::warn!(seq = u.capture.seq, "capture rejected by the server");
+                    // Reported to the caller (summary, progress, the capture's state).
+                    tracing::info!(seq = u.capture.seq, "capture rejected by the server");
                     self.store.write(|tx| Store::reject(tx, &id, &reason, now_ms()))?;
+                    self.summary.refused.push(RefusedCapture {
+                        id,
+                        seq: u.capture.seq,
+                        reason: reason.clone(),
+                    });
                     self.progress(&u, best_offset.unwrap_or(0), CaptureState::Rejected { reason });
                     return Ok(Outcome::Rejected);
                 }

@@ -46,19 +46,36 @@ impl Client {
         Ok(self.inner.enroll(&server_url, &code)?.into())
     }
 
+    /// Enrolls with an invite exactly as the coordinator handed it out (a QR code or a link:
+    /// `hattama://enroll?server=…&code=…`). `FixInput` (`bad_invite`) if it is not one.
+    pub fn enroll_invite(&self, invite: String) -> Result<EnrollmentInfo, HattamaError> {
+        Ok(self.inner.enroll_invite(&invite)?.into())
+    }
+
     /// The stored enrollment (server, precincts, election for offline use), if enrolled.
     pub fn enrollment(&self) -> Result<Option<EnrollmentInfo>, HattamaError> {
         Ok(self.inner.enrollment()?.map(Into::into))
     }
 
-    /// Captures a photo from the camera's bytes (JPEG or PNG): strips its metadata, signs it and
-    /// stores it durably. When this returns, the capture survives a crash or power loss.
+    /// Captures a photo from the camera's bytes (JPEG or PNG): checks the request against the
+    /// enrolled election (see `check_capture`), strips the photo's metadata, signs it and stores
+    /// it durably. When this returns, the capture survives a crash or power loss; a refusal
+    /// stores nothing and uses no sequence number.
     pub fn capture(
         &self,
         photo: Vec<u8>,
         request: CaptureRequest,
     ) -> Result<Captured, HattamaError> {
         Ok(self.inner.capture(&photo, &request.into())?.into())
+    }
+
+    /// Checks a capture request against the enrolled election, as `capture` does before it
+    /// signs anything, so the app can check the observer's choices before the photo is taken:
+    /// `FixInput` with `wrong_election`, `unknown_precinct`, `precinct_not_assigned` or
+    /// `unknown_line` if it does not fit. Returns the precinct's id (the observer may give the
+    /// station's number instead).
+    pub fn check_capture(&self, request: CaptureRequest) -> Result<String, HattamaError> {
+        Ok(self.inner.check_request(&request.into())?.0.precinct)
     }
 
     /// Like [`Client::capture`] from a file, refusing one above the size limit before reading it.

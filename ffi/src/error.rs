@@ -24,7 +24,10 @@ pub enum HattamaError {
     #[error("{code}: {detail}")]
     FixInput {
         /// Stable code word, e.g. `photo_refused`, `photo_heic`, `invalid_field`, `not_found`,
-        /// `not_deletable`, `bad_url`, `bad_code`, `not_enrolled`.
+        /// `not_deletable`, `bad_url`, `bad_code`, `not_enrolled`, `bad_invite`; and the
+        /// refusals of a capture that does not fit the enrolled election (checked before
+        /// anything is signed or stored): `wrong_election`, `unknown_precinct`,
+        /// `precinct_not_assigned`, `unknown_line`.
         code: String,
         /// What is wrong, in English, for logs and developers.
         detail: String,
@@ -110,6 +113,7 @@ impl From<SyncError> for HattamaError {
             SyncError::NotEnrolled => Self::fix("not_enrolled", e),
             SyncError::BadUrl(_) => Self::fix("bad_url", e),
             SyncError::BadCode => Self::fix("bad_code", e),
+            SyncError::BadInvite(_) => Self::fix("bad_invite", e),
             SyncError::SyncBusy => Self::retry("sync_busy", e),
             SyncError::Unreachable { .. } => Self::retry("unreachable", e),
             SyncError::Protocol(_) => Self::retry("protocol", e),
@@ -148,6 +152,7 @@ impl From<CoreError> for HattamaError {
             CoreError::NotDeletable { .. } => Self::fix("not_deletable", e),
             CoreError::Thumbnail(_) => Self::internal("thumbnail", e),
             CoreError::Sync(s) => s.into(),
+            CoreError::Refused(r) => Self::fix(r.code(), r),
         }
     }
 }
@@ -156,6 +161,12 @@ impl From<CoreError> for HattamaError {
 impl From<uniffi::UnexpectedUniFFICallbackError> for HattamaError {
     fn from(e: uniffi::UnexpectedUniFFICallbackError) -> Self {
         Self::internal("listener", e.reason)
+    }
+}
+
+impl From<hattama_core::CaptureRefusal> for HattamaError {
+    fn from(e: hattama_core::CaptureRefusal) -> Self {
+        CoreError::Refused(e).into()
     }
 }
 
@@ -208,6 +219,21 @@ mod tests {
             ("fix", "not_deletable"),
         );
         check(CoreError::Thumbnail("x".into()), ("internal", "thumbnail"));
+        use hattama_core::CaptureRefusal as R;
+        let (given, election, s) = (String::new(), String::new(), Vec::new());
+        check(
+            R::WrongElection { given: given.clone(), enrolled: election.clone() },
+            ("fix", "wrong_election"),
+        );
+        check(
+            R::UnknownPrecinct { given, election: election.clone(), assigned: s.clone() },
+            ("fix", "unknown_precinct"),
+        );
+        check(
+            R::PrecinctNotAssigned { precinct: "p".into(), number: 1, assigned: s.clone() },
+            ("fix", "precinct_not_assigned"),
+        );
+        check(R::UnknownLine { line: "9".into(), election, lines: s }, ("fix", "unknown_line"));
         check(SyncError::NotEnrolled, ("fix", "not_enrolled"));
         check(SyncError::BadCode, ("fix", "bad_code"));
         check(SyncError::SyncBusy, ("retry", "sync_busy"));

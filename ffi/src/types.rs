@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use hattama_core::decision;
 use hattama_core::election::{self, Election, Line, LineKind, Relation};
 use hattama_core::evidence::{self, Page, SignedManifest};
 use hattama_core::media::MediaLimits;
@@ -136,7 +137,7 @@ impl From<evidence::CoarseLocation> for CoarseLocation {
 pub struct CaptureRequest {
     /// Election id (from the enrollment's election).
     pub election: String,
-    /// Precinct id (one of the enrollment's precincts).
+    /// Precinct: its id or its official number (one of the enrollment's precincts).
     pub precinct: String,
     /// The device's UTC offset now, in minutes (the app knows the time zone; the core does not).
     pub utc_offset_min: i32,
@@ -248,6 +249,40 @@ impl From<store::CaptureState> for CaptureState {
     }
 }
 
+/// What the coordinators decided about a capture.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, uniffi::Enum)]
+pub enum ReviewKind {
+    /// A readable protocol of the right station: nothing more to do.
+    Accepted,
+    /// Not usable: ask the observer for a retake while they may still be at the station.
+    Rejected,
+    /// Handed to a supervisor: still under review.
+    Flagged,
+}
+
+/// The coordinators' newest decision on a capture, as the server signed it for this device.
+#[derive(Clone, Debug, PartialEq, Eq, uniffi::Record)]
+pub struct ReviewDecision {
+    /// What was decided.
+    pub kind: ReviewKind,
+    /// Why, for a rejection: `unreadable`, `not_a_protocol`, `wrong_precinct` or `duplicate`
+    /// (code words: the app shows its own words for them).
+    pub reason: Option<String>,
+    /// When (server clock).
+    pub decided_at_ms: u64,
+}
+
+impl From<store::Review> for ReviewDecision {
+    fn from(r: store::Review) -> Self {
+        let kind = match r.kind {
+            decision::DecisionKind::Accepted => ReviewKind::Accepted,
+            decision::DecisionKind::Rejected => ReviewKind::Rejected,
+            decision::DecisionKind::Flagged => ReviewKind::Flagged,
+        };
+        Self { kind, reason: r.reason, decided_at_ms: r.decided_at_ms }
+    }
+}
+
 /// One row of the capture list.
 #[derive(Clone, Debug, uniffi::Record)]
 pub struct CaptureSummary {
@@ -281,11 +316,19 @@ pub struct CaptureSummary {
     pub state: CaptureState,
     /// Last state change.
     pub updated_at_ms: u64,
+    /// The coordinators' newest decision, once the device learned it at a sync.
+    pub review: Option<ReviewDecision>,
+    /// The observer must act: the server refused the capture (`state` says why), or the
+    /// coordinators rejected its photo (`review` says why): show it first and ask for a retake.
+    pub needs_action: bool,
 }
 
 impl From<CaptureRecord> for CaptureSummary {
     fn from(r: CaptureRecord) -> Self {
+        let needs_action = r.needs_action();
         Self {
+            needs_action,
+            review: r.review.map(Into::into),
             id: r.id.to_hex(),
             seq: r.seq,
             election: r.election,
@@ -669,11 +712,15 @@ pub struct SyncSummary {
     pub cancelled: bool,
     /// Entries in the newest log checkpoint verified, once the server has a log.
     pub log_size: Option<u64>,
+    /// Review decisions this sync learned (new or changed); those that reject a photo ask for
+    /// a retake (`CaptureSummary.needs_action`).
+    pub reviewed: u64,
 }
 
 impl From<sync::SyncSummary> for SyncSummary {
     fn from(s: sync::SyncSummary) -> Self {
         Self {
+            reviewed: s.reviewed.len() as u64,
             receipted: s.receipted,
             rejected: s.rejected,
             remaining: s.remaining,

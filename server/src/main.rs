@@ -291,6 +291,9 @@ fn main() -> anyhow::Result<()> {
         data_dir: cli.data_dir.clone(),
         listen: cli.listen,
     })?;
+    if !matches!(cli.command, Command::Serve | Command::Demo { .. }) {
+        check_admin_data_dir(&settings, cli.data_dir.is_some(), &cli.command)?;
+    }
     match cli.command {
         Command::Serve => serve(settings),
         Command::Demo { precincts, devices } => {
@@ -345,13 +348,10 @@ fn main() -> anyhow::Result<()> {
             let storage = SqliteStorage::open(&settings.data_dir, false)?;
             let codes =
                 storage.create_invites(&election, &precincts, count, hattama_core::now_ms())?;
-            let base = settings
-                .public_url
-                .clone()
-                .unwrap_or_else(|| format!("http://{}", settings.listen));
+            let base = invite_base_url(&settings);
             let list: Vec<_> = codes
                 .iter()
-                .map(|c| json!({ "code": c, "uri": format!("hattama://enroll?server={base}&code={c}") }))
+                .map(|c| json!({ "code": c, "uri": hattama_core::sync::invite_uri(&base, c) }))
                 .collect();
             if json {
                 println!("{}", serde_json::Value::Array(list));
@@ -439,6 +439,68 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
+/// The file in the data directory where a serving process writes the URL it listens on, for
+/// the admin commands (`invite create`) to find it.
+const LISTENING_FILE: &str = "listening.url";
+
+/// The settings' data directory must have been given (never the built-in default, which is
+/// relative to wherever the command runs), and must hold a server's data unless the command
+/// creates it (`election import`).
+fn check_admin_data_dir(
+    settings: &Settings,
+    flag_given: bool,
+    command: &Command,
+) -> anyhow::Result<()> {
+    let defaulted = !flag_given
+        && settings.data_dir == std::path::Path::new("hattama-data")
+        && std::env::var_os("HATTAMA__DATA_DIR").is_none();
+    anyhow::ensure!(
+        !defaulted,
+        "which server's data? Pass --data-dir DIR, the directory the server runs with (or set \
+         data_dir in the --config file, or HATTAMA__DATA_DIR)"
+    );
+    let creates = matches!(command, Command::Election { .. });
+    anyhow::ensure!(
+        creates || settings.data_dir.join("hattama-server.sqlite3").exists(),
+        "{} holds no server data: pass --data-dir DIR, the directory the server runs with \
+         (`election import` creates a new one)",
+        settings.data_dir.display()
+    );
+    Ok(())
+}
+
+/// The server URL an invite carries: `public_url`, or else the URL the server running on this
+/// data directory listens on (with a warning: phones must be able to reach it).
+fn invite_base_url(settings: &Settings) -> String {
+    if let Some(url) = &settings.public_url {
+        return url.trim_end_matches('/').to_owned();
+    }
+    let listening = std::fs::read_to_string(settings.data_dir.join(LISTENING_FILE))
+        .ok()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty());
+    let (url, whose) = match listening {
+        Some(url) => (url, "the address the server on this data directory listens on"),
+        None => (
+            format!("http://{}", settings.listen),
+            "the configured listen address (the server has not run on this data directory yet)",
+        ),
+    };
+    eprintln!(
+        "warning: public_url is not set, so the invites carry {whose}, {url}; phones must be \
+         able to reach it. Set public_url (HATTAMA__PUBLIC_URL or public_url in the --config \
+         file) to the address observers' phones reach, for example https://hattama.example.kz"
+    );
+    url
+}
+
+/// Records the URL the server listens on in the data directory (see [`LISTENING_FILE`]).
+fn record_listening(data_dir: &std::path::Path, url: &str) {
+    if let Err(e) = std::fs::write(data_dir.join(LISTENING_FILE), format!("{url}\n")) {
+        tracing::warn!(error = %e, "cannot record the listening address in the data directory");
+    }
+}
+
 /// Reads a figures CSV (size-checked first) and finds the election its first row names.
 fn read_figures_file(
     storage: &SqliteStorage,
@@ -513,6 +575,7 @@ fn demo(
     let app = Application::build(settings)?;
     let url = format!("http://{}", app.addr());
     println!("listening on {url}");
+    record_listening(&data_dir, &url);
     println!("data directory: {}", data_dir.display());
     use std::io::Write;
     std::io::stdout().flush()?;
@@ -558,8 +621,10 @@ fn demo(
 fn serve(settings: Settings) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let _entered = runtime.enter();
+    let data_dir = settings.data_dir.clone();
     let app = Application::build(settings)?;
     println!("listening on http://{}", app.addr());
+    record_listening(&data_dir, &format!("http://{}", app.addr()));
     use std::io::Write;
     std::io::stdout().flush()?;
     actix_web::rt::System::new().block_on(app.run())?;

@@ -17,6 +17,7 @@ use std::time::{Instant, SystemTime};
 
 use hattama_core::evidence::Sha256Hash;
 use hattama_tests::proxy::{FaultConfig, FaultProxy};
+use hattama_tests::review::{PASSWORD, add_user};
 use hattama_tests::server::{TestServer, admin};
 use hattama_tests::{GO_IMAGE, GOEXIF, files, sample_dir};
 use serde_json::Value;
@@ -84,7 +85,8 @@ struct Setup {
 
 impl Setup {
     fn start(codes: usize, seed: u64) -> Self {
-        let server = TestServer::start_with_election(PRECINCTS.len());
+        // One station more than the codes are for: a capture for it is refused on the device.
+        let server = TestServer::start_with_election(PRECINCTS.len() + 1);
         let codes = server.invite(&PRECINCTS, codes);
         // 90 % of connections cut within their first 48 KiB (the photos are small), 5 % stalled
         // for a second first, chunks delayed: a bad mobile network.
@@ -105,6 +107,7 @@ impl Setup {
             .env("HATTAMA_URL", self.proxy.url())
             .env("HATTAMA_CODES", self.codes.join(","))
             .env("HATTAMA_PRECINCTS", PRECINCTS.join(","))
+            .env("HATTAMA_UNASSIGNED", hattama_tests::fixtures::precinct_id(PRECINCTS.len() + 1))
             .env("HATTAMA_PHOTOS", photos)
             .env("HATTAMA_WORK", self.work.path())
             .env("HATTAMA_RESULT", &result);
@@ -150,8 +153,15 @@ fn run(what: &str, command: &mut Command) {
 #[test]
 fn python_bindings_drive_the_whole_flow_against_the_real_server() {
     let python = bindings("python");
-    let setup = Setup::start(8, 11);
+    let setup = Setup::start(11, 11);
+    // A coordinator, whose decisions the Python program takes in the review UI (directly, not
+    // through the faulty proxy) and then finds in the app's capture list.
+    add_user(&setup.server.data_dir, "coord", "Coordinator", "coordinator", &[]);
     let mut command = Command::new("python3");
+    command
+        .env("HATTAMA_SERVER_URL", &setup.server.url)
+        .env("HATTAMA_REVIEWER", "coord")
+        .env("HATTAMA_REVIEWER_PASSWORD", PASSWORD);
     command
         .arg("-u")
         .arg(root().join("tests/ffi/python/test_hattama.py"))

@@ -1,8 +1,8 @@
 //! `hattama`: the observer's command line, the desktop thin UI over `hattama-core`.
 //!
 //! Exit codes: 0 success; 1 unexpected failure; 2 usage error (also: not enrolled yet);
-//! 3 input refused (photo, field, server URL, enrollment code, or the server refused the
-//! enrollment or this device); 4 no such capture (or an ambiguous id prefix); 5 storage failure;
+//! 3 input refused (photo, field, a capture that does not fit the enrolled election, server URL,
+//! enrollment code or invite, or the server refused the enrollment or this device); 4 no such capture (or an ambiguous id prefix); 5 storage failure;
 //! 6 verification failed (a bundle, a server receipt or its log proof, a log checkpoint, or a
 //! changed server or log key); 7 capture can no longer be deleted; 8 network or server failure
 //! (unreachable after retries, or answers outside the protocol); 9 a sync of this store is
@@ -22,9 +22,11 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use clap::{Parser, Subcommand};
 use hattama_core::audit::{AuditConfig, AuditError, Auditor, Problem, Round};
 use hattama_core::bundle::{self, BundleError};
+use hattama_core::decision::DecisionKind;
+use hattama_core::evidence::Sha256Hash;
 use hattama_core::evidence::{CoarseLocation, EvidenceKind, Page};
 use hattama_core::media::MediaLimits;
-use hattama_core::store::{CaptureRecord, CaptureState};
+use hattama_core::store::{CaptureRecord, CaptureState, Review};
 use hattama_core::sync::{
     CancelToken, Enrollment, LogAlarm, SyncError, SyncListener, SyncProgress, SyncStatus,
     SyncSummary,
@@ -54,10 +56,10 @@ enum Command {
     Capture {
         /// The photo (JPEG or PNG, straight from the camera)
         photo: PathBuf,
-        /// Election id
+        /// Election id (the one this device enrolled for)
         #[arg(long)]
         election: String,
-        /// Precinct (polling station) id
+        /// Polling station: its id, or its number as on its door (`123`, `№123`)
         #[arg(long)]
         precinct: String,
         /// Page number and count, as N/M
@@ -126,12 +128,13 @@ enum Command {
         /// Output file
         out: PathBuf,
     },
-    /// Enroll this device with a server using a one-time code from a coordinator
+    /// Enroll this device with a server: the invite from a coordinator as it was printed
+    /// (`hattama://enroll?server=…&code=…`), or the server's URL and the code
     Enroll {
-        /// The server's base URL, for example `https://hattama.example.kz`
+        /// The invite, or the server's base URL (for example `https://hattama.example.kz`)
         url: String,
-        /// The enrollment code
-        code: String,
+        /// The enrollment code, with a URL (in any case; spaces and dashes do not matter)
+        code: Vec<String>,
         /// Print JSON
         #[arg(long)]
         json: bool,
@@ -224,7 +227,22 @@ struct Failure {
     error: anyhow::Error,
 }
 
+/// A command used wrongly (exit 2, `usage`), with what to do instead.
+#[derive(Debug)]
+struct UsageError(String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
 fn classify(e: anyhow::Error) -> Failure {
+    if e.downcast_ref::<UsageError>().is_some() {
+        return Failure { exit: 2, code: "usage", error: e };
+    }
     if let Some(a) = e.downcast_ref::<AuditError>() {
         let (exit, code) = match a {
             AuditError::BadUrl { .. } => (3, "bad_url"),
@@ -245,10 +263,12 @@ fn classify(e: anyhow::Error) -> Failure {
         Some(Error::Bundle(BundleError::NotEmpty(_))) => (3, "target_not_empty"),
         Some(Error::Bundle(_)) => (5, "storage"),
         Some(Error::Thumbnail(_)) => (1, "thumbnail"),
+        Some(Error::Refused(r)) => (3, r.code()),
         Some(Error::Sync(e)) => match e {
             SyncError::NotEnrolled => (2, "not_enrolled"),
             SyncError::BadUrl(_) => (3, "bad_url"),
             SyncError::BadCode => (3, "bad_code"),
+            SyncError::BadInvite(_) => (3, "bad_invite"),
             SyncError::Refused { .. } => (3, "refused"),
             SyncError::ReceiptInvalid { .. } => (6, "receipt_invalid"),
             SyncError::ServerKeyChanged => (6, "server_key_changed"),
@@ -298,6 +318,7 @@ fn main() -> ExitCode {
         Command::Audit(a) => a.json,
         Command::Export { .. } | Command::Thumbnail { .. } => false,
     };
+    let capturing = matches!(cli.command, Command::Capture { .. });
     match run(cli, local_offset) {
         Ok(code) => code,
         Err(e) => {
@@ -310,6 +331,21 @@ fn main() -> ExitCode {
             match alarm {
                 Some(e) => eprintln!("{}", alarm_text(e)),
                 None => eprintln!("error: {message}"),
+            }
+            if let Some(Error::Sync(e)) = f.error.downcast_ref::<Error>()
+                && let Some(hint) = sync_hint(e)
+            {
+                eprintln!("what to do: {hint}");
+            }
+            match f.error.downcast_ref::<Error>() {
+                Some(Error::Media(_) | Error::Input { .. }) if capturing => eprintln!(
+                    "nothing was stored: give the photo file straight from the camera (JPEG or \
+                     PNG) and capture again"
+                ),
+                Some(Error::Refused(_) | Error::Evidence(_)) if capturing => {
+                    eprintln!("nothing was signed or stored: fix this and capture again")
+                }
+                _ => {}
             }
             if json {
                 let mut v = json!({ "error": f.code, "message": message });
@@ -333,6 +369,41 @@ fn main() -> ExitCode {
             ExitCode::from(f.exit)
         }
     }
+}
+
+/// What to do about a failed enrollment or sync, in words a volunteer understands.
+fn sync_hint(e: &SyncError) -> Option<&'static str> {
+    Some(match e {
+        SyncError::Unreachable { .. } => {
+            "the server cannot be reached now. Your captures are safe on this device: run \
+             `hattama sync` again when you have a network (`hattama status` shows the server's \
+             address)"
+        }
+        SyncError::NotEnrolled => {
+            "enroll first, with the invite from your coordinator: `hattama enroll INVITE`"
+        }
+        SyncError::BadUrl(_) | SyncError::BadCode | SyncError::BadInvite(_) => {
+            "give the invite exactly as your coordinator sent it (hattama://enroll?…), or the \
+             server's address (https://…) and the code"
+        }
+        SyncError::SyncBusy => "another sync of this device is running: wait for it to finish",
+        SyncError::Refused { code, .. } => match code.as_str() {
+            "bad_code" => "check the code with your coordinator: every letter and digit counts",
+            "code_used" => {
+                "this code was already used by another device: ask your coordinator for a new one"
+            }
+            "device_revoked" | "device_unknown" => {
+                "the server does not accept this device: ask your coordinator for a new code and \
+                 enroll again; your captures stay safe on this device"
+            }
+            _ => "tell your coordinator what the server said",
+        },
+        SyncError::Protocol(_) => {
+            "the server answered something unexpected (a Wi-Fi login page?): check your network \
+             and sync again"
+        }
+        _ => return None,
+    })
 }
 
 /// The loud message of a log alarm, for stderr.
@@ -415,7 +486,12 @@ fn record_json(r: &CaptureRecord) -> Value {
     });
     if let CaptureState::Rejected { reason } = &r.state {
         v["reason"] = json!(reason);
+        v["advice"] = json!(refusal_advice(split_reason(reason).0));
     }
+    if let Some(review) = &r.review {
+        v["review"] = review_json(review);
+    }
+    v["needs_action"] = json!(r.needs_action());
     if let Some((hash, bytes, media_type)) = &r.photo {
         v["photo_sha256"] = json!(hash.to_hex());
         v["photo_bytes"] = json!(bytes);
@@ -487,11 +563,22 @@ fn run(cli: Cli, local_offset: i32) -> anyhow::Result<ExitCode> {
                 location,
                 utc_offset_min: utc_offset.unwrap_or(local_offset),
             };
+            let (_, checked) = client.check_request(&request)?;
+            if !checked {
+                eprintln!(
+                    "warning: this device is not enrolled yet, so the election and polling \
+                     station could not be checked; enroll (`hattama enroll INVITE`) before you \
+                     leave the station if you can"
+                );
+            }
             let captured = client.capture_file(&photo, &request)?;
             let m = &captured.manifest;
             let v = json!({
                 "id": captured.id.to_hex(),
                 "seq": captured.seq,
+                "election": m.election,
+                "precinct": m.precinct,
+                "checked": checked,
                 "photo_sha256": m.photo.sha256.to_hex(),
                 "photo_bytes": m.photo.bytes,
                 "removed_bytes": captured.removed_bytes,
@@ -501,9 +588,12 @@ fn run(cli: Cli, local_offset: i32) -> anyhow::Result<ExitCode> {
             });
             print(json, &v, || {
                 format!(
-                    "captured {} (#{}) {}×{} {} bytes, {} bytes of metadata removed",
+                    "captured {} (#{}) for {}/{}, {}×{} {} bytes, {} bytes of metadata \
+                     removed; safe on this device, `hattama sync` sends it",
                     captured.id,
                     captured.seq,
+                    m.election,
+                    m.precinct,
                     m.photo.width,
                     m.photo.height,
                     m.photo.bytes,
@@ -592,7 +682,22 @@ fn run(cli: Cli, local_offset: i32) -> anyhow::Result<ExitCode> {
         }
         Command::Enroll { url, code, json } => {
             let client = open(&dir)?;
-            let e = client.enroll(&url, &code)?;
+            let e = if hattama_core::sync::is_invite(&url) {
+                if !code.is_empty() {
+                    anyhow::bail!(UsageError(
+                        "an invite already holds its code: give the invite alone".into()
+                    ));
+                }
+                client.enroll_invite(&url)?
+            } else if code.is_empty() {
+                anyhow::bail!(UsageError(
+                    "give the invite (hattama://enroll?server=…&code=…) as it was printed, or \
+                     the server's URL and the code"
+                        .into()
+                ));
+            } else {
+                client.enroll(&url, &code.join(" "))?
+            };
             print(json, &enrollment_json(&e), || {
                 format!(
                     "enrolled with {} for election {}: precincts {} (receipt key {}, log {})",
@@ -610,15 +715,38 @@ fn run(cli: Cli, local_offset: i32) -> anyhow::Result<ExitCode> {
             let summary = client.sync(&line, &CancelToken::new());
             line.finish();
             let summary = summary?;
+            let enrollment = client.enrollment()?;
             print(json, &summary_json(&summary), || {
                 let log = match summary.log_size {
                     Some(n) => format!("; log checkpoint of {n} entries verified"),
                     None => String::new(),
                 };
-                format!(
+                let mut out = format!(
                     "receipted {}, rejected {}, remaining {} ({} bytes sent){log}",
                     summary.receipted, summary.rejected, summary.remaining, summary.bytes_sent
-                )
+                );
+                for r in &summary.refused {
+                    let (code, message) = split_reason(&r.reason);
+                    out += &format!(
+                        "\nREFUSED  #{} {}: the server refused it ({code}: {message})\n         \
+                         what to do: {}",
+                        r.seq,
+                        &r.id.to_hex()[..12],
+                        refusal_advice(code)
+                    );
+                }
+                for r in &summary.reviewed {
+                    let at = station(enrollment.as_ref(), &r.precinct);
+                    out += &format!("\n{}", review_line(r.seq, &r.id, &at, &r.review));
+                }
+                if summary.remaining > 0 {
+                    out += &format!(
+                        "\n{} captures are still waiting, safe on this device: run `hattama \
+                         sync` again",
+                        summary.remaining
+                    );
+                }
+                out
             });
         }
         Command::Audit(args) => return run_audit(args),
@@ -626,8 +754,13 @@ fn run(cli: Cli, local_offset: i32) -> anyhow::Result<ExitCode> {
             let client = open(&dir)?;
             let status = client.status()?;
             let enrollment = client.enrollment()?;
-            let v = status_json(&status, enrollment.as_ref());
-            print(json, &v, || status_text(&status, enrollment.as_ref()));
+            let records = client.list()?;
+            let mut v = status_json(&status, enrollment.as_ref());
+            v["waiting"] = json!(records.iter().filter(|r| r.state.is_pending()).count());
+            v["needs_action"] = Value::Array(
+                records.iter().filter(|r| r.needs_action()).map(record_json).collect(),
+            );
+            print(json, &v, || status_text(&status, enrollment.as_ref(), &records));
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -652,7 +785,110 @@ fn summary_json(s: &SyncSummary) -> Value {
         "bytes_sent": s.bytes_sent,
         "cancelled": s.cancelled,
         "log_size": s.log_size,
+        "refused": s.refused.iter().map(|r| {
+            let (code, message) = split_reason(&r.reason);
+            json!({
+                "id": r.id.to_hex(),
+                "seq": r.seq,
+                "code": code,
+                "message": message,
+                "advice": refusal_advice(code),
+            })
+        }).collect::<Vec<_>>(),
+        "reviewed": s.reviewed.iter().map(|r| {
+            let mut v = review_json(&r.review);
+            v["id"] = json!(r.id.to_hex());
+            v["seq"] = json!(r.seq);
+            v["precinct"] = json!(r.precinct);
+            v
+        }).collect::<Vec<_>>(),
     })
+}
+
+/// A stored rejection reason (`code: message`) as its code word and message.
+fn split_reason(reason: &str) -> (&str, &str) {
+    reason.split_once(": ").unwrap_or((reason, ""))
+}
+
+/// What an observer can do about a capture the server refused, by the server's code word.
+fn refusal_advice(code: &str) -> &'static str {
+    match code {
+        "precinct_not_assigned" => {
+            "this device is not registered for that polling station. Ask your coordinator for \
+             an enrollment code for it, enroll with it (`hattama enroll INVITE`), then take the \
+             photo again"
+        }
+        "unknown_precinct" | "unknown_election" => {
+            "the server has no such election or polling station. Take the photo again for your \
+             station (its number is on the door) and the election you enrolled for"
+        }
+        "body_too_large" => {
+            "the photo is too large for the server. Take it again at a lower resolution"
+        }
+        "photo_refused" | "photo_mismatch" | "length_mismatch" | "bad_manifest"
+        | "bad_signature" => {
+            "the server could not accept this photo. Take the photo again; if that one is \
+             refused too, tell your coordinator"
+        }
+        _ => "tell your coordinator, and take the photo again if you can",
+    }
+}
+
+/// What an observer can do about a coordinator's rejection, by its reason.
+fn review_advice(reason: Option<&str>) -> &'static str {
+    match reason {
+        Some("unreadable") => {
+            "the coordinators cannot read the photo. Take it again while you are at the \
+             station: closer, sharp, well lit, the whole protocol in the frame"
+        }
+        Some("not_a_protocol") => {
+            "the photo does not show the result protocol. Photograph the protocol posted at the \
+             station"
+        }
+        Some("wrong_precinct") => {
+            "the photo shows another station's protocol. Photograph your station's protocol \
+             (check the number on it)"
+        }
+        Some("duplicate") => {
+            "the same photo was sent before: nothing to do unless you have a better one"
+        }
+        _ => "take the photo again if you can",
+    }
+}
+
+fn review_json(r: &Review) -> Value {
+    let mut v = json!({
+        "decision": r.kind.as_str(),
+        "reason": r.reason,
+        "decided_at": time_text(r.decided_at_ms, 0),
+        "decided_at_ms": r.decided_at_ms,
+    });
+    if r.kind == DecisionKind::Rejected {
+        v["advice"] = json!(review_advice(r.reason.as_deref()));
+    }
+    v
+}
+
+/// A station as an observer knows it: its id and its number on the door, when known.
+fn station(e: Option<&Enrollment>, id: &str) -> String {
+    match e.and_then(|e| e.election.precinct(id)) {
+        Some(p) => format!("{id} No. {}", p.number),
+        None => id.to_owned(),
+    }
+}
+
+/// One line (two for a rejection) about a capture's review decision.
+fn review_line(seq: u64, id: &Sha256Hash, precinct: &str, r: &Review) -> String {
+    let what = format!("#{seq} {} ({precinct})", &id.to_hex()[..12]);
+    match r.kind {
+        DecisionKind::Accepted => format!("ACCEPTED {what}: the coordinators accepted the photo"),
+        DecisionKind::Flagged => format!("REVIEW   {what}: a supervisor is looking at the photo"),
+        DecisionKind::Rejected => format!(
+            "RETAKE   {what}: the coordinators rejected the photo ({})\n         what to do: {}",
+            r.reason.as_deref().unwrap_or("no reason given"),
+            review_advice(r.reason.as_deref())
+        ),
+    }
 }
 
 fn alarm_json(a: &LogAlarm) -> Value {
@@ -712,14 +948,14 @@ fn status_json(s: &SyncStatus, e: Option<&Enrollment>) -> Value {
     })
 }
 
-fn status_text(s: &SyncStatus, e: Option<&Enrollment>) -> String {
+fn status_text(s: &SyncStatus, e: Option<&Enrollment>, records: &[CaptureRecord]) -> String {
     let c = &s.counts;
     let mut out = s.log_alarm.as_ref().map(|a| alarm_line(a) + "\n").unwrap_or_default();
     out += &match (&s.server_url, e) {
         (Some(url), Some(e)) => format!(
-            "server   {url}\nelection {} (precincts {})\n",
+            "server   {url}\nelection {} (stations {})\n",
             e.election.id,
-            e.precincts.join(", ")
+            e.precincts.iter().map(|id| station(Some(e), id)).collect::<Vec<_>>().join(", ")
         ),
         _ => "server   not enrolled\n".to_owned(),
     };
@@ -740,6 +976,7 @@ fn status_text(s: &SyncStatus, e: Option<&Enrollment>) -> String {
         "captures {} captured, {} queued, {} uploading, {} receipted, {} rejected, {} deleted\n",
         c.captured, c.queued, c.uploading, c.receipted, c.rejected, c.deleted
     ));
+    out.push_str(&plain_status(records, e));
     out.push_str(&match (s.last_sync_at_ms, &s.last_sync_error) {
         (None, _) => "last sync never".to_owned(),
         (Some(ms), None) => format!("last sync {} ok", time_text(ms, 0)),
@@ -747,6 +984,62 @@ fn status_text(s: &SyncStatus, e: Option<&Enrollment>) -> String {
     });
     if s.running {
         out.push_str("\na sync is running now");
+    }
+    out
+}
+
+/// The captures as an observer asks about them: which are safe here and waiting, which are on
+/// the server, which need the observer now (and what to do).
+fn plain_status(records: &[CaptureRecord], e: Option<&Enrollment>) -> String {
+    let waiting = records.iter().filter(|r| r.state.is_pending()).count();
+    let receipted: Vec<&CaptureRecord> =
+        records.iter().filter(|r| r.state == CaptureState::Receipted).collect();
+    let decided = |k: DecisionKind| {
+        receipted.iter().filter(|r| r.review.as_ref().is_some_and(|v| v.kind == k)).count()
+    };
+    let mut out = String::new();
+    if waiting > 0 {
+        out += &format!(
+            "waiting  {waiting} safe on this device, not sent yet: run `hattama sync` when you \
+             have a network\n"
+        );
+    }
+    if !receipted.is_empty() {
+        let (accepted, rejected) =
+            (decided(DecisionKind::Accepted), decided(DecisionKind::Rejected));
+        let open = receipted.len() - accepted - rejected;
+        out += &format!(
+            "sent     {} on the server with its receipt: {accepted} accepted by the \
+             coordinators, {rejected} rejected, {open} not decided yet\n",
+            receipted.len()
+        );
+    }
+    let act: Vec<&CaptureRecord> = records.iter().filter(|r| r.needs_action()).collect();
+    if act.is_empty() {
+        out.push_str("action   none needed\n");
+        return out;
+    }
+    out +=
+        &format!("ACTION   {} need you now, while you may still be at the station:\n", act.len());
+    for r in act {
+        match (&r.state, &r.review) {
+            (CaptureState::Rejected { reason }, _) => {
+                let (code, message) = split_reason(reason);
+                out += &format!(
+                    "REFUSED  #{} {} ({}): the server refused it ({code}: {message})\n         \
+                     what to do: {}\n",
+                    r.seq,
+                    &r.id.to_hex()[..12],
+                    station(e, &r.precinct),
+                    refusal_advice(code)
+                );
+            }
+            (_, Some(review)) => {
+                out += &review_line(r.seq, &r.id, &station(e, &r.precinct), review);
+                out.push('\n');
+            }
+            _ => {}
+        }
     }
     out
 }

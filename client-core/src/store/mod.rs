@@ -22,6 +22,7 @@ use rusqlite::{
     Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior, params,
 };
 
+use crate::decision::DecisionKind;
 use crate::evidence::{DeviceKey, EvidenceKind, MediaType, Sha256Hash, parse_lower_hex};
 pub use blobs::BlobDir;
 
@@ -108,6 +109,15 @@ const MIGRATIONS: &[&str] = &[
     ) STRICT;
     ALTER TABLE receipts ADD COLUMN log_index INTEGER;
     ALTER TABLE receipts ADD COLUMN log_checkpoint BLOB;",
+    // 5: the coordinators' newest review decision on each capture, as the server signed it.
+    "CREATE TABLE reviews (
+        capture_id TEXT PRIMARY KEY REFERENCES captures (id),
+        decision TEXT NOT NULL CHECK (decision IN ('accepted', 'rejected', 'flagged')),
+        decision_reason TEXT,
+        decided_at_ms INTEGER NOT NULL,
+        statement BLOB NOT NULL,
+        received_at_ms INTEGER NOT NULL
+    ) STRICT;",
 ];
 
 /// The schema version this code writes.
@@ -187,10 +197,27 @@ impl CaptureState {
         self.to_sql().0
     }
 
+    /// Whether the capture waits to be sent (captured, queued, or its upload started): safe on
+    /// the device, not on the server yet.
+    pub fn is_pending(&self) -> bool {
+        matches!(self, Self::Captured | Self::Queued | Self::Uploading)
+    }
+
     /// Whether the capture has not reached the server yet (and so may be deleted).
     pub fn is_unsent(&self) -> bool {
         matches!(self, Self::Captured | Self::Queued | Self::Rejected { .. })
     }
+}
+
+/// The coordinators' newest review decision on a capture, as the server told this device.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Review {
+    /// What was decided.
+    pub kind: DecisionKind,
+    /// Why, for a rejection (`unreadable`, `not_a_protocol`, `wrong_precinct`, `duplicate`).
+    pub reason: Option<String>,
+    /// When (server clock, ms since the epoch).
+    pub decided_at_ms: u64,
 }
 
 /// One row of the capture list.
@@ -222,6 +249,17 @@ pub struct CaptureRecord {
     pub state: CaptureState,
     /// Last state change (ms since the epoch).
     pub updated_at_ms: u64,
+    /// The coordinators' newest decision, once the server told it.
+    pub review: Option<Review>,
+}
+
+impl CaptureRecord {
+    /// Whether the observer must act on this capture: the server refused it, or coordinators
+    /// rejected its photo (a retake, while the observer may still be at the station).
+    pub fn needs_action(&self) -> bool {
+        matches!(self.state, CaptureState::Rejected { .. })
+            || self.review.as_ref().is_some_and(|r| r.kind == DecisionKind::Rejected)
+    }
 }
 
 /// A new capture's row, written together with its blob.
@@ -926,6 +964,55 @@ impl Store {
         Ok(n == 1)
     }
 
+    /// Stores the newest review decision on a capture (its verified signed statement), unless
+    /// the one stored was decided later. Returns whether it is new or changed; false (storing
+    /// nothing) also if the capture is not receipted.
+    pub fn save_review(
+        tx: &Transaction<'_>,
+        id: &Sha256Hash,
+        review: &Review,
+        statement: &[u8],
+        now_ms: u64,
+    ) -> Result<bool, StoreError> {
+        let receipted = matches!(Store::state_of(tx, id)?, Some(CaptureState::Receipted));
+        if !receipted {
+            return Ok(false);
+        }
+        let n = tx.execute(
+            "INSERT INTO reviews (capture_id, decision, decision_reason, decided_at_ms, statement,
+                received_at_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT (capture_id) DO UPDATE SET decision = ?2, decision_reason = ?3,
+                decided_at_ms = ?4, statement = ?5, received_at_ms = ?6
+             WHERE excluded.decided_at_ms >= reviews.decided_at_ms
+               AND (reviews.decision, coalesce(reviews.decision_reason, ''),
+                    reviews.decided_at_ms)
+                   IS NOT (?2, coalesce(?3, ''), ?4)",
+            params![
+                id.to_hex(),
+                review.kind.as_str(),
+                review.reason,
+                review.decided_at_ms as i64,
+                statement,
+                now_ms as i64
+            ],
+        )?;
+        Ok(n == 1)
+    }
+
+    /// A capture's stored review statement (the server's signed JSON), if any.
+    pub fn review_statement(&self, id: &Sha256Hash) -> Result<Option<Vec<u8>>, StoreError> {
+        self.read(|conn| {
+            Ok(conn
+                .query_row(
+                    "SELECT statement FROM reviews WHERE capture_id = ?1",
+                    [id.to_hex()],
+                    |r| r.get(0),
+                )
+                .optional()?)
+        })
+    }
+
     /// A capture's stored receipt (the signed receipt's JSON) and when it was received.
     pub fn receipt(&self, id: &Sha256Hash) -> Result<Option<(Vec<u8>, u64)>, StoreError> {
         self.read(|conn| {
@@ -1047,7 +1134,8 @@ fn load_log_alarm(conn: &Connection) -> Result<Option<LogAlarm>, StoreError> {
 
 const SELECT_RECORD: &str = "SELECT id, seq, election, precinct, kind, page_number, page_count,
     captured_at_ms, utc_offset_min, photo_sha256, photo_bytes, media_type, removed_bytes, state,
-    state_detail, updated_at_ms FROM captures";
+    state_detail, updated_at_ms, r.decision, r.decision_reason, r.decided_at_ms
+    FROM captures LEFT JOIN reviews r ON r.capture_id = captures.id";
 
 struct RawRecord {
     id: String,
@@ -1066,6 +1154,9 @@ struct RawRecord {
     state: String,
     state_detail: Option<String>,
     updated_at_ms: i64,
+    decision: Option<String>,
+    decision_reason: Option<String>,
+    decided_at_ms: Option<i64>,
 }
 
 fn raw_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawRecord> {
@@ -1086,6 +1177,9 @@ fn raw_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawRecord> {
         state: r.get(13)?,
         state_detail: r.get(14)?,
         updated_at_ms: r.get(15)?,
+        decision: r.get(16)?,
+        decision_reason: r.get(17)?,
+        decided_at_ms: r.get(18)?,
     })
 }
 
@@ -1099,6 +1193,14 @@ impl RawRecord {
                 b as u64,
                 MediaType::parse(t).ok_or_else(|| corrupt("media type"))?,
             )),
+            _ => None,
+        };
+        let review = match (&self.decision, self.decided_at_ms) {
+            (Some(kind), Some(at)) => Some(Review {
+                kind: DecisionKind::parse(kind).ok_or_else(|| corrupt("review decision"))?,
+                reason: self.decision_reason.clone(),
+                decided_at_ms: at as u64,
+            }),
             _ => None,
         };
         Ok(CaptureRecord {
@@ -1115,6 +1217,7 @@ impl RawRecord {
             removed_bytes: self.removed_bytes as u64,
             state: CaptureState::from_sql(&self.state, self.state_detail)?,
             updated_at_ms: self.updated_at_ms as u64,
+            review,
         })
     }
 }
@@ -1337,6 +1440,60 @@ mod tests {
         );
         store.write(|tx| Store::record_sync_end(tx, 10, None)).unwrap();
         assert_eq!(store.server().unwrap().unwrap().last_sync_error, None);
+    }
+
+    #[test]
+    fn a_review_is_kept_for_a_receipted_capture_and_only_a_later_one_replaces_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let capture = |id: &Sha256Hash, seq: i64, state: &str| {
+            store
+                .write(|tx| -> Result<(), StoreError> {
+                    tx.execute(
+                        "INSERT INTO captures (seq, id, manifest, signature, photo_sha256,
+                            photo_bytes, media_type, election, precinct, kind, page_number,
+                            page_count, captured_at_ms, utc_offset_min, removed_bytes, state,
+                            updated_at_ms)
+                         VALUES (?1, ?2, X'7B7D', ?3, ?4, 10, 'image/jpeg', 'e', 'p', 'posted',
+                            1, 1, 5, 0, 0, ?5, 5)",
+                        params![
+                            seq,
+                            id.to_hex(),
+                            vec![7u8; 64],
+                            Sha256Hash::of(b"p").to_hex(),
+                            state
+                        ],
+                    )?;
+                    Ok(())
+                })
+                .unwrap();
+        };
+        let (sent, queued) = (Sha256Hash::of(b"a"), Sha256Hash::of(b"b"));
+        capture(&sent, 1, "receipted");
+        capture(&queued, 2, "queued");
+        let review = |kind, reason: Option<&str>, at| Review {
+            kind,
+            reason: reason.map(str::to_owned),
+            decided_at_ms: at,
+        };
+        let save =
+            |id, r: &Review| store.write(|tx| Store::save_review(tx, id, r, b"{}", 9)).unwrap();
+        let rejected = review(DecisionKind::Rejected, Some("unreadable"), 10);
+        assert!(!save(&queued, &rejected), "only a capture the server holds is reviewed");
+        assert!(save(&sent, &rejected));
+        assert!(!save(&sent, &rejected), "the same decision again is no news");
+        assert!(!save(&sent, &review(DecisionKind::Accepted, None, 9)), "an older one is not kept");
+        let records = store.list().unwrap();
+        let (newest, oldest) = (&records[1], &records[0]);
+        assert_eq!(newest.review, Some(rejected));
+        assert!(newest.needs_action());
+        assert_eq!((oldest.review.as_ref(), oldest.needs_action()), (None, false));
+        let accepted = review(DecisionKind::Accepted, None, 11);
+        assert!(save(&sent, &accepted));
+        let record = store.find(&sent.to_hex()).unwrap().remove(0);
+        assert_eq!(record.review, Some(accepted));
+        assert!(!record.needs_action());
+        assert_eq!(store.review_statement(&sent).unwrap(), Some(b"{}".to_vec()));
     }
 
     #[test]

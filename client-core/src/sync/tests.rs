@@ -17,7 +17,7 @@ use super::*;
 use crate::evidence::{EvidenceKind, Page, SignedManifest};
 use crate::log::{LogEntry, TlogProof, sign_checkpoint};
 use crate::receipt::{Receipt, ReceiptLog};
-use crate::{CaptureRequest, Client, ClientConfig};
+use crate::{CaptureRefusal, CaptureRequest, Client, ClientConfig};
 
 // ---------------------------------------------------------------------------------------------
 // Pure helpers.
@@ -62,6 +62,47 @@ fn retry_after_takes_seconds_only() {
     check("+3", None);
     check("Wed, 21 Oct 2015 07:28:00 GMT", None);
     check("99999999999999999999", None);
+}
+
+#[test]
+fn codes_are_read_as_people_type_them_and_invites_as_printed() {
+    let code = "K7Q2-9XZM-0ABC-1DEF-GHJK";
+    for typed in [
+        code,
+        " k7q2 9xzm 0abc 1def ghjk ",
+        "K7Q29XZM0ABC1DEFGHJK",
+        "k7q2-9xzm-oabc-idef-ghjk",
+        "K7Q2 - 9XZM - 0ABC - LDEF - GHJK",
+    ] {
+        assert_eq!(canonical_code(typed), code, "{typed:?}");
+    }
+    // What is not such a code is left as it was (trimmed): the server decides.
+    for other in ["NOPE-NOPE", "K7Q2-9XZM", "K7Q2-9XZM-0ABC-1DEF-GHJU", "ÄBCD"] {
+        assert_eq!(canonical_code(&format!(" {other} ")), other);
+    }
+
+    let uri = invite_uri("https://hattama.example.kz:8443/x", code);
+    assert_eq!(
+        uri,
+        format!("hattama://enroll?server=https%3A%2F%2Fhattama.example.kz%3A8443%2Fx&code={code}")
+    );
+    assert!(is_invite(&uri) && is_invite(" HATTAMA://enroll") && !is_invite("https://x.kz"));
+    let parsed = ("https://hattama.example.kz:8443/x".to_owned(), code.to_owned());
+    assert_eq!(parse_invite(&uri).unwrap(), parsed);
+    // Unencoded, with spaces around it, other parameters ignored.
+    let plain =
+        format!(" hattama://enroll?server=https://hattama.example.kz:8443/x/&code={code}&v=2 ");
+    assert_eq!(parse_invite(&plain).unwrap(), parsed);
+    for bad in [
+        "https://hattama.example.kz",
+        "hattama://other?server=https://x.kz&code=A",
+        "hattama://enroll?code=A",
+        "hattama://enroll?server=https://x.kz",
+        "hattama://enroll?server=ftp://x.kz&code=A",
+        "hattama://enroll?server=https://x.kz&code=A&code=B",
+    ] {
+        assert!(parse_invite(bad).is_err(), "{bad}");
+    }
 }
 
 #[test]
@@ -785,6 +826,8 @@ fn sync_sends_everything_in_chunks_and_stores_verified_receipts() {
             bytes_sent: big.manifest.photo.bytes + small.manifest.photo.bytes,
             cancelled: false,
             log_size: Some(2),
+            refused: vec![],
+            reviewed: vec![],
         }
     );
     for (i, c) in [&big, &small].into_iter().enumerate() {
@@ -894,11 +937,29 @@ fn sync_resumes_after_cuts_and_transient_errors() {
 #[test]
 fn a_refused_capture_is_rejected_and_the_next_one_still_goes() {
     let stub = Stub::start(3);
-    let (_dir, client) = enrolled(&stub);
-    let bad = client.capture(&tiny_jpeg(8, 8, 6), &request("p9")).unwrap();
+    // Captured before the device enrolled, so not checked against the election then.
+    let dir = tempfile::tempdir().unwrap();
+    let bad = Client::open(dir.path(), test_config())
+        .unwrap()
+        .capture(&tiny_jpeg(8, 8, 6), &request("p9"))
+        .unwrap();
+    let client = Client::open(dir.path(), test_config()).unwrap();
+    client.enroll(&stub.url, "K7Q2-9XZM").unwrap();
+    // Enrolled, the device refuses such a capture itself, before signing it.
+    let refused = client.capture(&tiny_jpeg(8, 8, 6), &request("p9")).unwrap_err();
+    assert!(matches!(refused, Error::Refused(CaptureRefusal::UnknownPrecinct { .. })));
     let good = client.capture(&tiny_jpeg(8, 8, 7), &request("p1")).unwrap();
+    assert_eq!(good.seq, 2, "the refusal used no sequence number");
     let summary = client.sync(&NoProgress, &CancelToken::new()).unwrap();
     assert_eq!((summary.receipted, summary.rejected, summary.remaining), (1, 1, 0));
+    assert_eq!(
+        summary.refused,
+        [RefusedCapture {
+            id: bad.id,
+            seq: 1,
+            reason: "precinct_not_assigned: stub says precinct_not_assigned".into()
+        }]
+    );
     assert_eq!(
         state(&client, &bad.id),
         CaptureState::Rejected {
@@ -1045,8 +1106,12 @@ fn only_one_sync_runs_per_store() {
 fn enrolling_again_adds_precincts_and_refuses_another_server_key() {
     let stub = Stub::start(9);
     let (dir, client) = enrolled(&stub);
+    let refused = client.capture(&tiny_jpeg(8, 8, 1), &request("p2")).unwrap_err();
+    assert!(matches!(refused, Error::Refused(CaptureRefusal::PrecinctNotAssigned { .. })));
     let e = client.enroll(&stub.url, "P2").unwrap();
     assert_eq!(e.precincts, vec!["p1".to_owned(), "p2".to_owned()]);
+    // The station assigned by the second code is the device's own now, by id or number.
+    assert_eq!(client.capture(&tiny_jpeg(8, 8, 1), &request("2")).unwrap().manifest.precinct, "p2");
     assert_eq!(client.enrollment().unwrap(), Some(e));
     let err = client.enroll(&stub.url, "USED").unwrap_err();
     assert!(
@@ -1159,7 +1224,11 @@ fn the_newest_checkpoint_is_kept_and_each_newer_one_proven_to_extend_it() {
     // Nothing changed: no proof is needed.
     let before = stub.log().len();
     assert_eq!(sync_ok(&client).log_size, Some(kept + 5));
-    assert_eq!(stub.log()[before..], ["GET /log/checkpoint".to_owned()]);
+    // Only the contact check, and the question for review decisions (this stub has none).
+    assert_eq!(
+        stub.log()[before..],
+        ["GET /log/checkpoint".to_owned(), "POST /api/v1/challenge".to_owned()]
+    );
 }
 
 #[test]

@@ -50,7 +50,9 @@ pub async fn enroll(
         return Err(ApiError::new(403, "bad_code", "unknown enrollment code"));
     }
     let storage = state.storage.clone();
-    let code = req.code.clone();
+    // A code typed by a person (any case, spaces, `O` for `0`) is read as the code it means;
+    // the signature covers the code as sent.
+    let code = hattama_core::sync::canonical_code(&req.code);
     let device = web::block(move || storage.enroll(&code, &DeviceKey(key), now_ms()))
         .await?
         .map_err(|e| match e {

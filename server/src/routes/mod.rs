@@ -1,5 +1,6 @@
 //! HTTP handlers: thin, parse → domain (`ingest`) → storage → response.
 
+pub mod decisions;
 pub mod enroll;
 pub mod evidence;
 pub mod log;
@@ -17,6 +18,8 @@ use crate::error::ApiError;
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(get("/health", health))
         .route("/api/v1/enroll", web::post().to(enroll::enroll))
+        .route("/api/v1/challenge", web::post().to(decisions::challenge))
+        .route("/api/v1/decisions", web::post().to(decisions::decisions))
         .service(get("/api/v1/receipts/{id}", receipts::get))
         .service(get("/api/v1/log/key", log::key))
         .service(get("/api/v1/log/inclusion/{id}", log::inclusion))

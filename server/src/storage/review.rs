@@ -567,6 +567,13 @@ pub trait ReviewStorage: Send + Sync + 'static {
     /// A capture's newest decision with its id and who took it.
     fn decision_record(&self, capture: &Sha256Hash)
     -> Result<Option<DecisionRecord>, StorageError>;
+    /// The newest decision on each capture of a device (by device id) that has one, in the
+    /// device's sequence order, at most `limit`: what the device is told at its sync.
+    fn device_decisions(
+        &self,
+        device_id: &str,
+        limit: usize,
+    ) -> Result<Vec<(Sha256Hash, Decision)>, StorageError>;
 
     /// A precinct's transcription state, if it has an entry.
     fn transcription(

@@ -1048,6 +1048,38 @@ impl ReviewStorage for SqliteStorage {
         Ok(())
     }
 
+    fn device_decisions(
+        &self,
+        device_id: &str,
+        limit: usize,
+    ) -> Result<Vec<(Sha256Hash, Decision)>, StorageError> {
+        self.read(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT c.id, d.kind, d.reason, d.at_ms FROM captures c
+                 JOIN decisions d ON d.id =
+                    (SELECT max(id) FROM decisions WHERE capture_id = c.id)
+                 WHERE c.device_id = ?1 ORDER BY c.seq LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(params![device_id, limit as i64], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, Option<String>>(2)?,
+                    r.get::<_, i64>(3)?,
+                ))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (id, kind, reason, at) = row?;
+                let id = Sha256Hash::from_hex(&id).ok_or_else(|| corrupt(format!("id {id}")))?;
+                let kind =
+                    DecisionKind::parse(&kind).ok_or_else(|| corrupt(format!("kind {kind}")))?;
+                out.push((id, Decision { kind, reason, at_ms: at as u64 }));
+            }
+            Ok(out)
+        })
+    }
+
     fn decision(&self, capture: &Sha256Hash) -> Result<Option<Decision>, StorageError> {
         self.read(|c| {
             let row: Option<(String, Option<String>, i64)> = c
