@@ -134,11 +134,16 @@ fn sync_prints_each_refusal_with_its_reason_and_status_says_what_needs_action() 
 }
 
 /// Posts a decision through the review page, as a coordinator does.
+/// The form carries the decision the page was rendered from (`seen`), as the review page's does.
 fn decide(b: &mut Browser, capture: &str, kind: &str, reason: &str) {
+    let shown = b.get(&format!("/review/captures/{capture}"));
+    let key = "name=\"seen\" value=\"";
+    let start = shown.body.find(key).expect("the capture page has a decision form") + key.len();
+    let seen = shown.body[start..].split('"').next().unwrap_or("0").to_owned();
     let csrf = b.csrf();
     let page = b.post(
         &format!("/review/captures/{capture}/decision"),
-        &[("csrf", &csrf), ("kind", kind), ("reason", reason)],
+        &[("csrf", &csrf), ("kind", kind), ("reason", reason), ("seen", &seen)],
     );
     assert_eq!(page.status, 303, "{page:?}");
 }

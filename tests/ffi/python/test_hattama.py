@@ -370,7 +370,11 @@ class Coordinator:
         assert status == 303, status
 
     def decide(self, capture, kind, reason=""):
-        form = {"csrf": self.csrf("/review"), "kind": kind, "reason": reason}
+        # The form carries the decision its page was rendered from, as the review page's does.
+        status, page = self.request(f"/review/captures/{capture}")
+        assert status == 200, (status, page[:500])
+        seen = re.search(r'name="seen" value="([^"]*)"', page).group(1)
+        form = {"csrf": self.csrf("/review"), "kind": kind, "reason": reason, "seen": seen}
         status, body = self.request(f"/review/captures/{capture}/decision", form)
         assert status == 303, (status, body[:500])
 
