@@ -146,7 +146,8 @@ fn the_api_shows_every_capture_official_version_and_change() {
     for (i, csv) in g.official.iter().enumerate() {
         let r = g.get(&format!("/api/v1/elections/e2e/export/official.csv?version={}", i + 1));
         assert_eq!(r.status(), 200);
-        assert_eq!(&r.text().unwrap(), csv);
+        let text = r.text().unwrap();
+        assert_eq!(text.strip_prefix('\u{feff}'), Some(csv.as_str()), "a BOM, then the file");
     }
     // The bulk evidence export has every capture, with manifest, signature, receipt and log.
     let jsonl = g.get("/api/v1/elections/e2e/export/evidence.jsonl").text().unwrap();
@@ -337,4 +338,68 @@ fn an_official_import_beside_the_running_server_is_seen_at_once() {
         assert!(std::time::Instant::now() < deadline, "version 3 never shown: {p}");
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
+}
+
+/// The bytes a client receives for `path` with this `Accept-Encoding` (none: identity), and
+/// the answer's `Content-Encoding`.
+fn sent(url: &str, path: &str, accept: Option<&str>) -> (Vec<u8>, String) {
+    let mut req = reqwest::blocking::Client::new().get(format!("{url}{path}"));
+    if let Some(a) = accept {
+        req = req.header("Accept-Encoding", a);
+    }
+    let r = req.send().unwrap();
+    assert_eq!(r.status(), 200, "{path}");
+    let encoding = r
+        .headers()
+        .get("content-encoding")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    (r.bytes().unwrap().to_vec(), encoding)
+}
+
+#[test]
+fn pages_and_data_are_compressed_as_negotiated_and_csv_downloads_with_a_bom() {
+    let g = Gallery::start();
+    let url = &g.server.url;
+    let station = "/elections/e2e/precincts/p0001";
+    let (plain, none) = sent(url, station, None);
+    assert_eq!(none, "", "nothing compressed unless asked");
+    assert!(String::from_utf8(plain.clone()).unwrap().contains("<html"));
+    let (gz, gzip) = sent(url, station, Some("gzip"));
+    assert_eq!(gzip, "gzip");
+    assert_eq!(&gz[..2], &[0x1f, 0x8b], "a gzip stream");
+    let (br, brotli) = sent(url, station, Some("br, gzip"));
+    assert_eq!(brotli, "br", "brotli preferred when both are accepted");
+    assert!(br.len() * 3 < plain.len() && gz.len() * 3 < plain.len(), "compressed well");
+    println!(
+        "station page as sent: {} bytes plain, {} gzip, {} brotli",
+        plain.len(),
+        gz.len(),
+        br.len()
+    );
+    for path in ["/api/v1/elections/e2e", "/api/v1/elections/e2e/export/precincts.csv"] {
+        assert_eq!(sent(url, path, Some("gzip")).1, "gzip", "{path}");
+    }
+    // Photos are JPEG already: sent as they are.
+    let photo = format!("/photos/{}", g.photos[0]);
+    assert_eq!(sent(url, &photo, Some("br, gzip")).1, "", "photo");
+
+    // CSV: a byte-order mark, a download with a file name that says what it is.
+    let r = g.get("/api/v1/elections/e2e/export/official.csv?version=1");
+    assert_eq!(r.headers()["content-disposition"], "attachment; filename=\"e2e-official-v1.csv\"");
+    let bytes = r.bytes().unwrap();
+    assert_eq!(&bytes[..3], b"\xEF\xBB\xBF", "UTF-8 byte-order mark");
+    assert_eq!(&bytes[3..], g.official[0].as_bytes(), "then the import format, byte for byte");
+    let r = g.get("/api/v1/elections/e2e/export/differences.csv");
+    assert_eq!(r.headers()["content-disposition"], "attachment; filename=\"e2e-differences.csv\"");
+    let text = r.text().unwrap();
+    assert!(
+        text.starts_with(
+            "\u{feff}election,precinct,number,region,line,observed,official,difference\n"
+        ),
+        "{text}"
+    );
+    let r = g.get("/api/v1/elections/e2e/export/precincts.json");
+    assert_eq!(r.headers()["content-disposition"], "attachment; filename=\"e2e-precincts.json\"");
+    assert_eq!(r.bytes().unwrap()[0], b'[', "no byte-order mark in JSON");
 }

@@ -31,6 +31,7 @@ const FILES: &[(&str, &str, &[u8])] = &[
     asset!("app.css", "text/css; charset=utf-8"),
     asset!("gallery.css", "text/css; charset=utf-8"),
     asset!("viewer.js", "text/javascript; charset=utf-8"),
+    asset!("check.js", "text/javascript; charset=utf-8"),
     asset!("favicon.svg", "image/svg+xml"),
 ];
 

@@ -35,7 +35,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(crate::routes::get("/elections/{election}/data", data))
         .service(crate::routes::get("/elections/{election}/regions/{region}", region))
         .service(crate::routes::get("/elections/{election}/regions/{region}/{district}", district))
-        .service(crate::routes::get("/elections/{election}/precincts/{precinct}", precinct));
+        .service(crate::routes::get("/elections/{election}/precincts/{precinct}", precinct))
+        .service(crate::routes::get("/check/{capture}", check));
 }
 
 /// A whole number with thin spaces between groups of three digits (`69 669`).
@@ -175,10 +176,10 @@ fn chart(areas: &[Area], url: impl Fn(&str) -> String) -> Chart {
             accepted_w: (a.coverage.accepted_pct() * 3.0).round() as u32,
             photographed_w: (a.coverage.photographed_pct() * 3.0).round() as u32,
             coverage: a.coverage.clone(),
-            y: i as u32 * 34,
+            y: i as u32 * 46,
         })
         .collect();
-    Chart { height: bars.len() as u32 * 34 + 4, bars }
+    Chart { height: bars.len() as u32 * 46 + 4, bars }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -382,6 +383,8 @@ struct SearchPage {
     name: String,
     q: String,
     rows: Vec<PrecinctRow>,
+    /// How many matched in all (more than shown when over the limit).
+    total: usize,
 }
 
 /// Most search results shown.
@@ -398,9 +401,10 @@ async fn search(
     let q: String = query.into_inner().q.chars().take(200).collect();
     page(&req, &state, move |g, ctx| {
         let v = view(g, &e)?;
-        let hits = v.search(&q, SEARCH_LIMIT);
+        let (hits, total) = v.search_counted(&q, SEARCH_LIMIT);
         render(&SearchPage {
             name: ctx.lang.pick(&v.election.names).to_owned(),
+            total,
             rows: rows(&v, hits),
             q,
             id: e,
@@ -457,6 +461,8 @@ struct PrecinctPage {
     broken_official: Vec<Broken>,
     changes: Vec<Change>,
     line_names: BTreeMap<String, String>,
+    /// Verified figures exist, but no accepted photo stands behind them.
+    observed_without_photo: bool,
 }
 
 async fn precinct(
@@ -524,7 +530,9 @@ async fn precinct(
             .iter()
             .map(|l| (l.id.clone(), ctx.lang.pick(&l.names).to_owned()))
             .collect();
+        let accepted = v.precincts.get(&p).map_or(0, |f| f.accepted);
         render(&PrecinctPage {
+            observed_without_photo: observed.is_some() && accepted == 0,
             name: ctx.lang.pick(&v.election.names).to_owned(),
             region_url: region_url(&e, &precinct.region),
             district_url: district_url(&e, &precinct.region, &precinct.district),
@@ -753,6 +761,55 @@ async fn data(
     .await
 }
 
+#[derive(Template)]
+#[template(path = "gallery/check.html")]
+struct CheckPage {
+    ctx: PageCtx,
+    id: String,
+    name: String,
+    precinct: Precinct,
+    capture: CaptureView,
+    log_vkey: String,
+}
+
+/// `GET /check/{capture}`: "Check this photo yourself", linked from every photo: the reader
+/// picks the downloaded photo (or pastes its address) and `static/check.js` checks it in the
+/// browser against the signed manifest and the public log, with a guide for doing the same
+/// with ordinary tools.
+async fn check(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, WebError> {
+    let capture = path.into_inner();
+    let id = hattama_core::evidence::Sha256Hash::from_hex(&capture).ok_or(WebError::NotFound)?;
+    let vkey = state.log.log_key.vkey.clone();
+    let storage = state.storage.clone();
+    let (manifest, _) =
+        web::block(move || storage.evidence(&id)).await??.ok_or(WebError::NotFound)?;
+    let manifest: hattama_core::evidence::Manifest =
+        serde_json::from_slice(&manifest).map_err(|e| WebError::internal(&e))?;
+    page(&req, &state, move |g, ctx| {
+        let v = view(g, &manifest.election)?;
+        let capture = g
+            .captures(&v, &manifest.precinct)?
+            .into_iter()
+            .find(|c| c.id == id.to_hex())
+            .ok_or(WebError::NotFound)?;
+        let precinct =
+            v.election.precinct(&manifest.precinct).cloned().ok_or(WebError::NotFound)?;
+        render(&CheckPage {
+            name: ctx.lang.pick(&v.election.names).to_owned(),
+            id: manifest.election.clone(),
+            precinct,
+            capture,
+            log_vkey: vkey,
+            ctx,
+        })
+    })
+    .await
+}
+
 /// Numbers that templates format (they pass values and references alike).
 pub trait AsNum {
     /// The value.
@@ -792,6 +849,25 @@ impl PageCtx {
     /// A difference with its sign.
     pub fn signed(&self, n: impl AsNum) -> String {
         signed(n.as_num() as i64)
+    }
+
+    /// A size in bytes, in kilobytes or megabytes with the unit in the page's language.
+    pub fn size(&self, bytes: impl AsNum) -> String {
+        let b = bytes.as_num();
+        if b < 1_000_000 {
+            self.t1("g-size-kb", "size", num((b + 999) / 1000))
+        } else {
+            let tenths = (b + 50_000) / 100_000;
+            let sep = if self.lang == super::Lang::En { '.' } else { ',' };
+            self.t1("g-size-mb", "size", format!("{}{sep}{}", tenths / 10, tenths % 10))
+        }
+    }
+
+    /// "Showing the first N of M stations found" (message `g-search-some`).
+    pub fn search_some(&self, shown: usize, total: &usize) -> String {
+        use super::i18n::IntoArg;
+        self.lang
+            .t_args("g-search-some", &[("shown", shown.into_arg()), ("count", total.into_arg())])
     }
 
     /// A server time (UTC).
