@@ -403,3 +403,53 @@ fn pages_and_data_are_compressed_as_negotiated_and_csv_downloads_with_a_bom() {
     assert_eq!(r.headers()["content-disposition"], "attachment; filename=\"e2e-precincts.json\"");
     assert_eq!(r.bytes().unwrap()[0], b'[', "no byte-order mark in JSON");
 }
+
+#[test]
+fn a_medium_rendition_sits_between_the_thumbnail_and_the_original() {
+    let g = Gallery::start();
+    // A phone-camera-sized photo of a protocol (2400×3200), uploaded like any other.
+    let election = demo::election(3, 0).unwrap();
+    let values = demo::protocol_values(&election.protocol, 9);
+    let sheet = demo::photo::Sheet {
+        title: "Election",
+        precinct_number: 2,
+        template: &election.protocol,
+        values: &values,
+        page: (1, 1),
+    };
+    let jpeg = demo::photo::protocol_photo(&sheet, 2400, 3200, 9);
+    let clean = media::strip(&jpeg, &MediaLimits::default()).unwrap();
+    let info = clean.info();
+    let code = &g.server.invite(&["p0002"], 1)[0];
+    let mut device = RawDevice::new(78);
+    assert_eq!(device.enroll(&g.server.url, code).status, 200);
+    let signed = device.sign_with("p0002", &info, |_| {});
+    assert_eq!(device.upload(&g.server.url, &signed, &clean.bytes).status, 200);
+    let sha = info.sha256.to_hex();
+
+    let fetch = |path: String| {
+        let r = g.get(&path);
+        assert_eq!(r.status(), 200, "{path}");
+        assert_eq!(r.headers()["content-type"], "image/jpeg");
+        assert_eq!(r.headers()["cache-control"], "public, max-age=31536000, immutable");
+        r.bytes().unwrap().to_vec()
+    };
+    let original = fetch(format!("/photos/{sha}"));
+    let medium = fetch(format!("/photos/{sha}/medium"));
+    let thumb = fetch(format!("/photos/{sha}/thumb"));
+    let img = image::load_from_memory(&medium).unwrap();
+    assert_eq!((img.width(), img.height()), (960, 1280), "1280 pixels on the long side");
+    assert!(thumb.len() < medium.len() && medium.len() * 3 < original.len(), "a fraction");
+    println!(
+        "photo 2400×3200: original {} bytes, medium (1280 px) {} bytes ({:.0} %), thumbnail {} bytes",
+        original.len(),
+        medium.len(),
+        100.0 * medium.len() as f64 / original.len() as f64,
+        thumb.len()
+    );
+    // Made once: the same bytes again.
+    assert_eq!(fetch(format!("/photos/{sha}/medium")), medium);
+    // The station page opens the medium rendition from the thumbnail.
+    let page = g.get("/elections/e2e/precincts/p0002").text().unwrap();
+    assert!(page.contains(&format!("href=\"/photos/{sha}/medium\"")), "linked from the page");
+}
