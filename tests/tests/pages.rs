@@ -62,6 +62,22 @@ fn every_page_fits_a_phone_reads_in_three_languages_and_passes_axe() {
         page("review-queue-precinct", format!("/review?precinct={}", id(&disputed))),
         page("review-capture", format!("/review/captures/{capture}")),
     ];
+    // One time zone on a station page, the election's own, stated once.
+    let html =
+        |path: &str| reqwest::blocking::get(format!("{}{path}", demo.url)).unwrap().text().unwrap();
+    let station = html(&format!("{e}/precincts/{}", id(&differs)));
+    assert_eq!(station.matches("UTC").count(), 1, "one time zone, stated once");
+    assert!(station.contains("UTC+05:00"), "the election's own time zone");
+    // Search by the number as people write it, on the home page too.
+    assert!(html("/").contains(&format!("action=\"{e}/search\"")), "search on the home page");
+    let n = &differs["number"];
+    for q in
+        [format!("№{n}"), format!("участок {n}"), format!("{n}-участке"), format!("№ {n} учаске")]
+    {
+        let found = html(&format!("{e}/search?q={}", enc(&q)));
+        assert!(found.contains(&format!("/precincts/{}\"", id(&differs))), "{q} finds the station");
+        assert!(found.contains("id=\"search-count\""), "{q}: says how many");
+    }
     let config = json!({
         "public": public,
         "review": { "username": "aigerim", "password": PASSWORD, "pages": review },

@@ -145,3 +145,4 @@ g-check-technical = Technical details
 g-check-technical-text = The phone signed a statement (the manifest) naming this station and the photo's SHA-256 with its own Ed25519 key; the server recorded it in a public append-only log (a Merkle tree). This page checks the signature, the fingerprint and the log's inclusion proof against the log's published key.
 g-search-some = { $count } stations found; the first { $shown } are shown. Add words of the address to narrow it down.
 g-open-medium = Open the photo, sized for a phone
+g-times-in = Times on this page are in { $zone }.

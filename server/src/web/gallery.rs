@@ -463,6 +463,8 @@ struct PrecinctPage {
     line_names: BTreeMap<String, String>,
     /// Verified figures exist, but no accepted photo stands behind them.
     observed_without_photo: bool,
+    /// The election's UTC offset, in which every time of the page is shown.
+    tz: i32,
 }
 
 async fn precinct(
@@ -532,6 +534,7 @@ async fn precinct(
             .collect();
         let accepted = v.precincts.get(&p).map_or(0, |f| f.accepted);
         render(&PrecinctPage {
+            tz: v.election.utc_offset_min.unwrap_or(0),
             observed_without_photo: observed.is_some() && accepted == 0,
             name: ctx.lang.pick(&v.election.names).to_owned(),
             region_url: region_url(&e, &precinct.region),
@@ -688,6 +691,8 @@ struct OfficialPage {
     changes: Vec<(Change, String)>,
     more: usize,
     line_names: BTreeMap<String, String>,
+    /// The election's UTC offset.
+    tz: i32,
 }
 
 async fn official(
@@ -701,6 +706,7 @@ async fn official(
         let v = view(g, &e)?;
         let more = v.official_changes.len().saturating_sub(DRILL_LIMIT);
         render(&OfficialPage {
+            tz: v.election.utc_offset_min.unwrap_or(0),
             name: ctx.lang.pick(&v.election.names).to_owned(),
             versions: v.official_versions.clone(),
             changes: v
@@ -873,6 +879,20 @@ impl PageCtx {
     /// A server time (UTC).
     pub fn when(&self, ms: impl AsNum) -> String {
         when(ms.as_num() as u64, 0)
+    }
+
+    /// A time at the page's UTC offset (the election's), without the offset: a page states its
+    /// time zone once ([`Self::zone`]).
+    pub fn at(&self, ms: impl AsNum, offset_min: &i32) -> String {
+        let full = when(ms.as_num() as u64, *offset_min);
+        full.split_once(" (").map_or(full.clone(), |(t, _)| t.to_owned())
+    }
+
+    /// The time zone of a page, `UTC+05:00`.
+    pub fn zone(&self, offset_min: &i32) -> String {
+        let sign = if *offset_min < 0 { '−' } else { '+' };
+        let off = offset_min.unsigned_abs();
+        format!("UTC{sign}{:02}:{:02}", off / 60, off % 60)
     }
 
     /// A device time at its UTC offset.
