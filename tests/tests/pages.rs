@@ -78,6 +78,15 @@ fn every_page_fits_a_phone_reads_in_three_languages_and_passes_axe() {
         assert!(found.contains(&format!("/precincts/{}\"", id(&differs))), "{q} finds the station");
         assert!(found.contains("id=\"search-count\""), "{q}: says how many");
     }
+    // The vote chart on the comparison page; the "differ from official" count links to the list.
+    let comparison = html(&format!("{e}/comparison"));
+    assert!(comparison.contains("id=\"vote-chart\""), "observed against official, drawn");
+    assert!(comparison.contains("class=\"bar-observed\""), "with bars");
+    let overview = html(&e);
+    assert!(
+        overview.contains(&format!("href=\"{e}/comparison#drill\" id=\"differing-link\"")),
+        "the differing count links to the list"
+    );
     let config = json!({
         "public": public,
         "review": { "username": "aigerim", "password": PASSWORD, "pages": review },

@@ -146,3 +146,5 @@ g-check-technical-text = The phone signed a statement (the manifest) naming this
 g-search-some = { $count } stations found; the first { $shown } are shown. Add words of the address to narrow it down.
 g-open-medium = Open the photo, sized for a phone
 g-times-in = Times on this page are in { $zone }.
+g-votes-caption = Votes per candidate at the stations with both figures: photographed protocols against official results (count · share of all votes)
+g-cmp-total-difference = total difference { $size }

@@ -584,6 +584,60 @@ pub struct DiffRow {
     pub line_difference: Option<i64>,
 }
 
+/// One vote line of the observed-against-official chart (like for like: the stations with both).
+pub struct VoteBar {
+    /// Line id and name.
+    pub label: String,
+    /// Observed total.
+    pub observed: u64,
+    /// Official total.
+    pub official: u64,
+    /// Observed share of all votes, `35.2 %`.
+    pub observed_share: String,
+    /// Official share.
+    pub official_share: String,
+    /// Bar widths in chart units (0..=220).
+    pub observed_w: u32,
+    /// Official bar width.
+    pub official_w: u32,
+    /// Top of this line's row.
+    pub y: u32,
+}
+
+/// Rows of the vote chart: the vote lines' like-for-like totals, with their shares.
+fn vote_chart(lines: &[TotalsRow], lang: super::Lang) -> (Vec<VoteBar>, u32) {
+    let votes: Vec<&TotalsRow> = lines.iter().filter(|l| l.vote).collect();
+    let sum_obs: u64 = votes.iter().map(|l| l.totals.observed_both).sum();
+    let sum_off: u64 = votes.iter().map(|l| l.totals.official_both).sum();
+    let max = votes
+        .iter()
+        .map(|l| l.totals.observed_both.max(l.totals.official_both))
+        .max()
+        .unwrap_or(0)
+        .max(1);
+    let share = |n: u64, of: u64| {
+        let tenths = (n * 1000 + of / 2).checked_div(of).unwrap_or(0);
+        let sep = if lang == super::Lang::En { '.' } else { ',' };
+        format!("{}{sep}{}\u{a0}%", tenths / 10, tenths % 10)
+    };
+    let bars = votes
+        .iter()
+        .enumerate()
+        .map(|(i, l)| VoteBar {
+            label: format!("{} {}", l.totals.line, l.name),
+            observed: l.totals.observed_both,
+            official: l.totals.official_both,
+            observed_share: share(l.totals.observed_both, sum_obs),
+            official_share: share(l.totals.official_both, sum_off),
+            observed_w: (l.totals.observed_both * 220 / max) as u32,
+            official_w: (l.totals.official_both * 220 / max) as u32,
+            y: i as u32 * 64,
+        })
+        .collect::<Vec<_>>();
+    let height = bars.len() as u32 * 64 + 4;
+    (bars, height)
+}
+
 #[derive(Template)]
 #[template(path = "gallery/comparison.html")]
 struct ComparisonPage {
@@ -600,6 +654,9 @@ struct ComparisonPage {
     diffs: Vec<DiffRow>,
     more: usize,
     broken: Vec<(Precinct, String, usize)>,
+    /// The vote chart's rows and height.
+    votes: Vec<VoteBar>,
+    votes_height: u32,
 }
 
 /// Most differing precincts listed on the page (the CSV export has them all).
@@ -642,7 +699,7 @@ async fn comparison(
                 })
             })
             .collect();
-        let lines = c
+        let lines: Vec<TotalsRow> = c
             .lines
             .iter()
             .filter_map(|t| {
@@ -662,7 +719,10 @@ async fn comparison(
                 Some((p, precinct_url(&e, &b.precinct), b.violations.len()))
             })
             .collect();
+        let (votes, votes_height) = vote_chart(&lines, ctx.lang);
         render(&ComparisonPage {
+            votes,
+            votes_height,
             name: ctx.lang.pick(&v.election.names).to_owned(),
             observed_precincts: c.observed_precincts,
             official_precincts: c.official_precincts,
