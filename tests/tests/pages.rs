@@ -87,6 +87,10 @@ fn every_page_fits_a_phone_reads_in_three_languages_and_passes_axe() {
         overview.contains(&format!("href=\"{e}/comparison#drill\" id=\"differing-link\"")),
         "the differing count links to the list"
     );
+    // Stations are named by number and place, never by an internal id.
+    let official = html(&format!("{e}/official"));
+    assert!(official.contains("class=\"changes\""), "the demo's official figures changed");
+    assert!(!official.contains(">p0"), "no internal station id as a name");
     let config = json!({
         "public": public,
         "review": { "username": "aigerim", "password": PASSWORD, "pages": review },

@@ -748,7 +748,8 @@ struct OfficialPage {
     id: String,
     name: String,
     versions: Vec<crate::official::Version>,
-    changes: Vec<(Change, String)>,
+    /// Each change with its station (absent from the definition: none) and the station's page.
+    changes: Vec<(Change, Option<Precinct>, String)>,
     more: usize,
     line_names: BTreeMap<String, String>,
     /// The election's UTC offset.
@@ -773,7 +774,10 @@ async fn official(
                 .official_changes
                 .iter()
                 .take(DRILL_LIMIT)
-                .map(|c| (c.clone(), precinct_url(&e, &c.precinct)))
+                .map(|c| {
+                    let p = v.election.precinct(&c.precinct).cloned();
+                    (c.clone(), p, precinct_url(&e, &c.precinct))
+                })
                 .collect(),
             more,
             line_names: v
