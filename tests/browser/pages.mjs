@@ -101,6 +101,20 @@ async function check(ctx, page, { name, path, status = 200 }, lang) {
     if (response.status() !== status) problems.push(`status ${response.status()}, expected ${status}`);
     const lang_ = await page.getAttribute('html', 'lang');
     if (lang_ !== lang) problems.push(`<html lang="${lang_}">, expected ${lang}`);
+    // Evidence blocks open, as a reader opens them: hashes must wrap inside their card, not
+    // run off it or stand one character per line.
+    const squeezed = await page.evaluate(() => {
+      for (const d of document.querySelectorAll('details')) d.open = true;
+      return [...document.querySelectorAll('details code')]
+        .filter((c) => {
+          const style = getComputedStyle(c);
+          const lh = parseFloat(style.lineHeight);
+          const line = Number.isFinite(lh) ? lh : 1.4 * parseFloat(style.fontSize);
+          return c.getBoundingClientRect().height > 16 * line;
+        })
+        .map((c) => `a hash squeezed into ${Math.round(c.getBoundingClientRect().width)} px`);
+    });
+    for (const p of squeezed) problems.push(`${width} px: ${p}`);
     for (const p of await overflow(page)) problems.push(`${width} px: ${p}`);
     await page.screenshot({ path: join(shots, `${name}-${lang}-${width}.png`), fullPage: true });
     if (width === 390) {
