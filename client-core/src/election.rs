@@ -125,6 +125,10 @@ pub struct Election {
     /// When counting ends, ms since the Unix epoch (to flag captures far from it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub count_time_ms: Option<u64>,
+    /// The election's own time zone as an offset from UTC in minutes (Kazakhstan: 300), in which
+    /// public pages show every time; UTC when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub utc_offset_min: Option<i32>,
     /// The polling stations.
     pub precincts: Vec<Precinct>,
     /// The protocol template.
@@ -170,6 +174,9 @@ impl Election {
     /// Checks ids, uniqueness and that relations name existing lines.
     pub fn validate(&self) -> Result<(), ElectionError> {
         check_id("election", &self.id)?;
+        if self.utc_offset_min.is_some_and(|m| !(-720..=840).contains(&m)) {
+            return Err(ElectionError::Invalid("utc_offset_min must be -720 to 840".into()));
+        }
         let mut seen = HashSet::new();
         for p in &self.precincts {
             check_id("precinct", &p.id)?;
@@ -386,6 +393,7 @@ mod tests {
             id: "kz-test".into(),
             names: names("Test"),
             count_time_ms: None,
+            utc_offset_min: None,
             precincts: vec![Precinct {
                 id: "p1".into(),
                 number: 1,

@@ -15,6 +15,16 @@ use crate::media::MediaLimits;
 /// Longest side of a thumbnail, in pixels.
 pub const MAX_SIDE: u32 = 320;
 
+/// Longest side of the medium rendition (readable on a phone, a fraction of the original's
+/// bytes), in pixels.
+pub const MEDIUM_SIDE: u32 = 1280;
+
+/// JPEG quality of thumbnails.
+const THUMB_QUALITY: u8 = 80;
+
+/// JPEG quality of the medium rendition: small text stays legible.
+const MEDIUM_QUALITY: u8 = 75;
+
 /// Decodes `photo` at the smallest scale that still covers `target` pixels on its longest side.
 pub fn decode_reduced(photo: &[u8], target: u32) -> Result<DynamicImage, String> {
     let mut decoder = jpeg_decoder::Decoder::new(Cursor::new(photo));
@@ -48,15 +58,38 @@ pub fn decode_reduced(photo: &[u8], target: u32) -> Result<DynamicImage, String>
     Ok(image)
 }
 
-/// Makes the thumbnail of a stored photo.
+/// Makes the thumbnail of a stored photo (at most [`MAX_SIDE`] pixels a side).
 pub fn make(
     photo: &[u8],
     media_type: MediaType,
     orientation: u8,
     limits: &MediaLimits,
 ) -> Result<Vec<u8>, String> {
+    make_at(photo, media_type, orientation, limits, MAX_SIDE, THUMB_QUALITY)
+}
+
+/// Makes the medium rendition of a stored photo (at most [`MEDIUM_SIDE`] pixels a side; a
+/// smaller photo keeps its size), by the same decoding as the thumbnail.
+pub fn make_medium(
+    photo: &[u8],
+    media_type: MediaType,
+    orientation: u8,
+    limits: &MediaLimits,
+) -> Result<Vec<u8>, String> {
+    make_at(photo, media_type, orientation, limits, MEDIUM_SIDE, MEDIUM_QUALITY)
+}
+
+/// A reduced, upright JPEG of at most `max_side` pixels a side.
+fn make_at(
+    photo: &[u8],
+    media_type: MediaType,
+    orientation: u8,
+    limits: &MediaLimits,
+    max_side: u32,
+    quality: u8,
+) -> Result<Vec<u8>, String> {
     let image = match media_type {
-        MediaType::Jpeg => decode_reduced(photo, MAX_SIDE)?,
+        MediaType::Jpeg => decode_reduced(photo, max_side)?,
         MediaType::Png => {
             let mut decoder = image::codecs::png::PngDecoder::new(Cursor::new(photo))
                 .map_err(|e| e.to_string())?;
@@ -68,13 +101,17 @@ pub fn make(
             DynamicImage::from_decoder(decoder).map_err(|e| e.to_string())?
         }
     };
-    let mut thumb = image.thumbnail(MAX_SIDE, MAX_SIDE).into_rgb8();
+    let mut thumb = if image.width().max(image.height()) > max_side {
+        image.thumbnail(max_side, max_side).into_rgb8()
+    } else {
+        image.into_rgb8()
+    };
     let mut upright = DynamicImage::ImageRgb8(std::mem::take(&mut thumb));
     if let Some(o) = Orientation::from_exif(orientation) {
         upright.apply_orientation(o);
     }
     let mut out = Vec::new();
-    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 80)
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, quality)
         .encode_image(&upright.into_rgb8())
         .map_err(|e| e.to_string())?;
     Ok(out)

@@ -276,24 +276,23 @@ impl ElectionView {
         })
     }
 
-    /// Precincts matching a search: a number (exact, or a prefix), or words that all occur in
-    /// the address, district or region (case-insensitive). At most `limit`, by number.
-    pub fn search(&self, query: &str, limit: usize) -> Vec<&Precinct> {
+    /// Precincts matching a search: a number (exact, or a prefix), as people write it ("140",
+    /// "№140", "No. 140", "участок 140", "140-участке", "140 учаске"), or words that all occur in
+    /// the address, district or region (case-insensitive). At most `limit`, by number; the
+    /// second value is how many matched in all.
+    pub fn search_counted(&self, query: &str, limit: usize) -> (Vec<&Precinct>, usize) {
         let q = query.trim().to_lowercase();
         if q.is_empty() {
-            return Vec::new();
+            return (Vec::new(), 0);
         }
-        let number = q.trim_start_matches('#').trim_start_matches("no.").trim();
-        let mut hits: Vec<&Precinct> = if !number.is_empty()
-            && number.bytes().all(|b| b.is_ascii_digit())
-        {
+        let mut hits: Vec<&Precinct> = if let Some(number) = station_number(&q) {
             let exact: Vec<&Precinct> =
                 self.election.precincts.iter().filter(|p| p.number.to_string() == number).collect();
             if exact.is_empty() {
                 self.election
                     .precincts
                     .iter()
-                    .filter(|p| p.number.to_string().starts_with(number))
+                    .filter(|p| p.number.to_string().starts_with(&number))
                     .collect()
             } else {
                 exact
@@ -311,14 +310,43 @@ impl ElectionView {
                 .collect()
         };
         hits.sort_by_key(|p| p.number);
+        let total = hits.len();
         hits.truncate(limit);
-        hits
+        (hits, total)
+    }
+
+    /// [`Self::search_counted`] without the count.
+    pub fn search(&self, query: &str, limit: usize) -> Vec<&Precinct> {
+        self.search_counted(query, limit).0
     }
 
     /// The official changes of one precinct, oldest first.
     pub fn changes_of(&self, precinct: &str) -> Vec<&Change> {
         self.official_changes.iter().filter(|c| c.precinct == precinct).collect()
     }
+}
+
+/// The station number of a search that names one: exactly one run of digits, and besides it only
+/// words for "station" or "number" in the three languages (with their case endings), `№`, `#`,
+/// `No.`. `None` for anything else (an address search).
+fn station_number(q: &str) -> Option<String> {
+    let spaced: String =
+        q.chars().map(|c| if matches!(c, '№' | '#' | '-' | '.' | ',') { ' ' } else { c }).collect();
+    let mut number = None;
+    for word in spaced.split_whitespace() {
+        if word.bytes().all(|b| b.is_ascii_digit()) {
+            if number.replace(word.to_owned()).is_some() {
+                return None;
+            }
+        } else if !(["no", "nr", "n", "уч"].contains(&word)
+            || ["участ", "учаск", "station", "polling", "precinct"]
+                .iter()
+                .any(|s| word.starts_with(s)))
+        {
+            return None;
+        }
+    }
+    number
 }
 
 /// The official results of an election: every version, the newest figures, and the changes
@@ -618,5 +646,34 @@ impl Gallery {
             v.responses.insert(key.to_owned(), cached.clone());
         }
         Ok(cached)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::station_number;
+
+    #[test]
+    fn searches_name_a_station_number_as_people_write_it() {
+        for (q, expected) in [
+            ("140", Some("140")),
+            ("№140", Some("140")),
+            ("№ 140", Some("140")),
+            ("no. 140", Some("140")),
+            ("#140", Some("140")),
+            ("участок 140", Some("140")),
+            ("140-участке", Some("140")),
+            ("участок №140", Some("140")),
+            ("140 учаске", Some("140")),
+            ("№140 учаскесі", Some("140")),
+            ("polling station 140", Some("140")),
+            ("school 140", None),
+            ("nurly 140", None),
+            ("140 141", None),
+            ("абая", None),
+            ("участок", None),
+        ] {
+            assert_eq!(station_number(q).as_deref(), expected, "{q:?}");
+        }
     }
 }

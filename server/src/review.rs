@@ -657,6 +657,7 @@ mod tests {
             id: "e".into(),
             names: names("E"),
             count_time_ms: None,
+            utc_offset_min: None,
             precincts: ["p1", "p2"]
                 .iter()
                 .map(|p| Precinct {

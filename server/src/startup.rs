@@ -118,6 +118,10 @@ impl Application {
                 })
                 .wrap(actix_web::middleware::from_fn(crate::web::middleware))
                 .wrap(tracing_actix_web::TracingLogger::default())
+                // Outermost: answers (HTML, CSS, JSON, CSV) are compressed as the client accepts
+                // (brotli or gzip); photos and tiles are sent as they are. Request bodies are
+                // never decoded (see above), so an upload is never decompressed.
+                .wrap(actix_web::middleware::Compress::default())
                 .app_data(state.clone())
                 // Malformed paths and queries get the JSON error of the API (and the HTML error
                 // page on browser routes, through the web middleware).

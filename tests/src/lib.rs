@@ -7,6 +7,7 @@
 pub mod proxy;
 
 pub mod browser;
+pub mod demo;
 
 pub mod fixtures;
 pub mod raw;

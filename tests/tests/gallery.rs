@@ -146,7 +146,8 @@ fn the_api_shows_every_capture_official_version_and_change() {
     for (i, csv) in g.official.iter().enumerate() {
         let r = g.get(&format!("/api/v1/elections/e2e/export/official.csv?version={}", i + 1));
         assert_eq!(r.status(), 200);
-        assert_eq!(&r.text().unwrap(), csv);
+        let text = r.text().unwrap();
+        assert_eq!(text.strip_prefix('\u{feff}'), Some(csv.as_str()), "a BOM, then the file");
     }
     // The bulk evidence export has every capture, with manifest, signature, receipt and log.
     let jsonl = g.get("/api/v1/elections/e2e/export/evidence.jsonl").text().unwrap();
@@ -337,4 +338,118 @@ fn an_official_import_beside_the_running_server_is_seen_at_once() {
         assert!(std::time::Instant::now() < deadline, "version 3 never shown: {p}");
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
+}
+
+/// The bytes a client receives for `path` with this `Accept-Encoding` (none: identity), and
+/// the answer's `Content-Encoding`.
+fn sent(url: &str, path: &str, accept: Option<&str>) -> (Vec<u8>, String) {
+    let mut req = reqwest::blocking::Client::new().get(format!("{url}{path}"));
+    if let Some(a) = accept {
+        req = req.header("Accept-Encoding", a);
+    }
+    let r = req.send().unwrap();
+    assert_eq!(r.status(), 200, "{path}");
+    let encoding = r
+        .headers()
+        .get("content-encoding")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    (r.bytes().unwrap().to_vec(), encoding)
+}
+
+#[test]
+fn pages_and_data_are_compressed_as_negotiated_and_csv_downloads_with_a_bom() {
+    let g = Gallery::start();
+    let url = &g.server.url;
+    let station = "/elections/e2e/precincts/p0001";
+    let (plain, none) = sent(url, station, None);
+    assert_eq!(none, "", "nothing compressed unless asked");
+    assert!(String::from_utf8(plain.clone()).unwrap().contains("<html"));
+    let (gz, gzip) = sent(url, station, Some("gzip"));
+    assert_eq!(gzip, "gzip");
+    assert_eq!(&gz[..2], &[0x1f, 0x8b], "a gzip stream");
+    let (br, brotli) = sent(url, station, Some("br, gzip"));
+    assert_eq!(brotli, "br", "brotli preferred when both are accepted");
+    assert!(br.len() * 3 < plain.len() && gz.len() * 3 < plain.len(), "compressed well");
+    println!(
+        "station page as sent: {} bytes plain, {} gzip, {} brotli",
+        plain.len(),
+        gz.len(),
+        br.len()
+    );
+    for path in ["/api/v1/elections/e2e", "/api/v1/elections/e2e/export/precincts.csv"] {
+        assert_eq!(sent(url, path, Some("gzip")).1, "gzip", "{path}");
+    }
+    // Photos are JPEG already: sent as they are.
+    let photo = format!("/photos/{}", g.photos[0]);
+    assert_eq!(sent(url, &photo, Some("br, gzip")).1, "", "photo");
+
+    // CSV: a byte-order mark, a download with a file name that says what it is.
+    let r = g.get("/api/v1/elections/e2e/export/official.csv?version=1");
+    assert_eq!(r.headers()["content-disposition"], "attachment; filename=\"e2e-official-v1.csv\"");
+    let bytes = r.bytes().unwrap();
+    assert_eq!(&bytes[..3], b"\xEF\xBB\xBF", "UTF-8 byte-order mark");
+    assert_eq!(&bytes[3..], g.official[0].as_bytes(), "then the import format, byte for byte");
+    let r = g.get("/api/v1/elections/e2e/export/differences.csv");
+    assert_eq!(r.headers()["content-disposition"], "attachment; filename=\"e2e-differences.csv\"");
+    let text = r.text().unwrap();
+    assert!(
+        text.starts_with(
+            "\u{feff}election,precinct,number,region,line,observed,official,difference\n"
+        ),
+        "{text}"
+    );
+    let r = g.get("/api/v1/elections/e2e/export/precincts.json");
+    assert_eq!(r.headers()["content-disposition"], "attachment; filename=\"e2e-precincts.json\"");
+    assert_eq!(r.bytes().unwrap()[0], b'[', "no byte-order mark in JSON");
+}
+
+#[test]
+fn a_medium_rendition_sits_between_the_thumbnail_and_the_original() {
+    let g = Gallery::start();
+    // A phone-camera-sized photo of a protocol (2400×3200), uploaded like any other.
+    let election = demo::election(3, 0).unwrap();
+    let values = demo::protocol_values(&election.protocol, 9);
+    let sheet = demo::photo::Sheet {
+        title: "Election",
+        precinct_number: 2,
+        template: &election.protocol,
+        values: &values,
+        page: (1, 1),
+    };
+    let jpeg = demo::photo::protocol_photo(&sheet, 2400, 3200, 9);
+    let clean = media::strip(&jpeg, &MediaLimits::default()).unwrap();
+    let info = clean.info();
+    let code = &g.server.invite(&["p0002"], 1)[0];
+    let mut device = RawDevice::new(78);
+    assert_eq!(device.enroll(&g.server.url, code).status, 200);
+    let signed = device.sign_with("p0002", &info, |_| {});
+    assert_eq!(device.upload(&g.server.url, &signed, &clean.bytes).status, 200);
+    let sha = info.sha256.to_hex();
+
+    let fetch = |path: String| {
+        let r = g.get(&path);
+        assert_eq!(r.status(), 200, "{path}");
+        assert_eq!(r.headers()["content-type"], "image/jpeg");
+        assert_eq!(r.headers()["cache-control"], "public, max-age=31536000, immutable");
+        r.bytes().unwrap().to_vec()
+    };
+    let original = fetch(format!("/photos/{sha}"));
+    let medium = fetch(format!("/photos/{sha}/medium"));
+    let thumb = fetch(format!("/photos/{sha}/thumb"));
+    let img = image::load_from_memory(&medium).unwrap();
+    assert_eq!((img.width(), img.height()), (960, 1280), "1280 pixels on the long side");
+    assert!(thumb.len() < medium.len() && medium.len() * 3 < original.len(), "a fraction");
+    println!(
+        "photo 2400×3200: original {} bytes, medium (1280 px) {} bytes ({:.0} %), thumbnail {} bytes",
+        original.len(),
+        medium.len(),
+        100.0 * medium.len() as f64 / original.len() as f64,
+        thumb.len()
+    );
+    // Made once: the same bytes again.
+    assert_eq!(fetch(format!("/photos/{sha}/medium")), medium);
+    // The station page opens the medium rendition from the thumbnail.
+    let page = g.get("/elections/e2e/precincts/p0002").text().unwrap();
+    assert!(page.contains(&format!("href=\"/photos/{sha}/medium\"")), "linked from the page");
 }

@@ -39,6 +39,7 @@ pub fn election(precincts: usize, count_time_ms: u64) -> Result<Election, DemoEr
         "id": ELECTION_ID,
         "names": names("Демо сайлау 2026", "Демо-выборы 2026", "Demo election 2026"),
         "count_time_ms": (count_time_ms > 0).then_some(count_time_ms),
+        "utc_offset_min": 300,
         "precincts": (1..=precincts).map(|i| {
             let region = REGIONS[i % REGIONS.len()];
             serde_json::json!({

@@ -53,6 +53,25 @@ pub async fn photo(
         .body(bytes))
 }
 
+/// A derived, reduced JPEG of a stored photo. Not evidence: the evidence is the photo itself.
+#[derive(Clone, Copy)]
+enum Rendition {
+    /// At most 320 pixels a side, for lists and galleries.
+    Thumb,
+    /// At most 1280 pixels a side: readable on a phone, a fraction of the original's bytes.
+    Medium,
+}
+
+impl Rendition {
+    /// The directory under the data directory, and the ETag suffix.
+    fn name(self) -> &'static str {
+        match self {
+            Rendition::Thumb => "thumbs",
+            Rendition::Medium => "medium",
+        }
+    }
+}
+
 /// `GET /photos/{sha256}/thumb`: a reduced JPEG (at most 320 pixels a side, upright) of a stored
 /// photo, for galleries. Not evidence: the evidence is the photo itself. Made once, kept under
 /// `<data dir>/thumbs/`, immutable like the photo.
@@ -60,9 +79,26 @@ pub async fn thumbnail(
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    rendition(path, state, Rendition::Thumb).await
+}
+
+/// `GET /photos/{sha256}/medium`: the medium rendition (at most 1280 pixels a side, upright),
+/// made by the same code as the thumbnail, kept under `<data dir>/medium/`.
+pub async fn medium(
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    rendition(path, state, Rendition::Medium).await
+}
+
+async fn rendition(
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+    kind: Rendition,
+) -> Result<HttpResponse, ApiError> {
     let sha = parse_hash(&path)?;
     let storage = state.storage.clone();
-    let dir = state.settings.data_dir.join("thumbs");
+    let dir = state.settings.data_dir.join(kind.name());
     let (gallery, limits) = (state.gallery.clone(), state.media_limits);
     let bytes = web::block(move || -> Result<Vec<u8>, ApiError> {
         let file = dir.join(format!("{}.jpg", sha.to_hex()));
@@ -74,25 +110,25 @@ pub async fn thumbnail(
             .ok_or_else(|| ApiError::not_found("no photo with this hash"))?;
         let original =
             storage.photo(&sha)?.ok_or_else(|| ApiError::not_found("no photo with this hash"))?;
-        let thumb = hattama_core::thumbnail::make(
-            &original,
-            manifest.photo.media_type,
-            manifest.photo.orientation,
-            &limits,
-        )
-        .map_err(|e| ApiError::internal(&std::io::Error::other(e)))?;
+        let make = match kind {
+            Rendition::Thumb => hattama_core::thumbnail::make,
+            Rendition::Medium => hattama_core::thumbnail::make_medium,
+        };
+        let reduced =
+            make(&original, manifest.photo.media_type, manifest.photo.orientation, &limits)
+                .map_err(|e| ApiError::internal(&std::io::Error::other(e)))?;
         // Written whole under a temporary name, then renamed: a reader never sees half a file.
         std::fs::create_dir_all(&dir).map_err(|e| ApiError::internal(&e))?;
         let tmp = dir.join(format!("{}.{:016x}.tmp", sha.to_hex(), rand::random::<u64>()));
-        std::fs::write(&tmp, &thumb)
+        std::fs::write(&tmp, &reduced)
             .and_then(|()| std::fs::rename(&tmp, &file))
             .map_err(|e| ApiError::internal(&e))?;
-        Ok(thumb)
+        Ok(reduced)
     })
     .await??;
     Ok(HttpResponse::Ok()
         .content_type("image/jpeg")
         .insert_header(IMMUTABLE)
-        .insert_header(("ETag", format!("\"{}-thumb\"", sha.to_hex())))
+        .insert_header(("ETag", format!("\"{}-{}\"", sha.to_hex(), kind.name())))
         .body(bytes))
 }

@@ -27,6 +27,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(get("/api/v1/captures/{id}", evidence::capture))
         .service(get("/photos/{sha256}", evidence::photo))
         .service(get("/photos/{sha256}/thumb", evidence::thumbnail))
+        .service(get("/photos/{sha256}/medium", evidence::medium))
         .configure(public::configure)
         .service(get("/log/checkpoint", log::checkpoint))
         .service(get("/log/tile/{tail:.*}", log::tile))

@@ -313,14 +313,27 @@ async fn export(
     let key = format!("export:{e}:{file}:{version:?}");
     let mut response = cached(&req, &state, key, move |g| {
         let v = view_of(g, &e)?;
-        make_export(g, &v, &file, version)
+        let (content_type, mut body) = make_export(g, &v, &file, version)?;
+        if file.ends_with(".csv") {
+            // A byte-order mark, so that spreadsheet programs read the UTF-8 (Cyrillic and
+            // Kazakh names) as UTF-8; the importers accept it.
+            body.splice(0..0, *b"\xEF\xBB\xBF");
+        }
+        Ok((content_type, body))
     })
     .await?;
     if response.status().is_success() {
-        let name = req.match_info().get("file").unwrap_or("export").to_owned();
+        // Saved, not shown: `<election>-<file>` (`kz-2026-official-v2.csv`), whose parts are
+        // ids and fixed names, so the name needs no quoting beyond the quotes.
+        let file = req.match_info().get("file").unwrap_or("export");
+        let election = req.match_info().get("election").unwrap_or("election");
+        let name = match (version, file.split_once('.')) {
+            (Some(v), Some((stem, ext))) => format!("{election}-{stem}-v{v}.{ext}"),
+            _ => format!("{election}-{file}"),
+        };
         response.headers_mut().insert(
             header::CONTENT_DISPOSITION,
-            header::HeaderValue::from_str(&format!("inline; filename=\"{name}\""))
+            header::HeaderValue::from_str(&format!("attachment; filename=\"{name}\""))
                 .map_err(|e| ApiError::internal(&e))?,
         );
     }
@@ -416,12 +429,26 @@ fn make_export(
         "differences.csv" => (
             CSV,
             csv_rows(
-                &["election", "precinct", "line", "observed", "official", "difference"],
+                &[
+                    "election",
+                    "precinct",
+                    "number",
+                    "region",
+                    "line",
+                    "observed",
+                    "official",
+                    "difference",
+                ],
                 v.comparison.differences.iter().flat_map(|d| {
+                    let p = v.election.precinct(&d.precinct);
+                    let number = p.map(|p| p.number.to_string()).unwrap_or_default();
+                    let region = p.map(|p| p.region.clone()).unwrap_or_default();
                     d.lines.iter().map(move |l| {
                         vec![
                             e.clone(),
                             d.precinct.clone(),
+                            number.clone(),
+                            region.clone(),
                             l.line.clone(),
                             l.observed.to_string(),
                             l.official.to_string(),

@@ -32,6 +32,7 @@ const FILES: &[(&str, &str, &[u8])] = &[
     asset!("gallery.css", "text/css; charset=utf-8"),
     asset!("review.css", "text/css; charset=utf-8"),
     asset!("viewer.js", "text/javascript; charset=utf-8"),
+    asset!("check.js", "text/javascript; charset=utf-8"),
     asset!("favicon.svg", "image/svg+xml"),
 ];
 

@@ -35,7 +35,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(crate::routes::get("/elections/{election}/data", data))
         .service(crate::routes::get("/elections/{election}/regions/{region}", region))
         .service(crate::routes::get("/elections/{election}/regions/{region}/{district}", district))
-        .service(crate::routes::get("/elections/{election}/precincts/{precinct}", precinct));
+        .service(crate::routes::get("/elections/{election}/precincts/{precinct}", precinct))
+        .service(crate::routes::get("/check/{capture}", check));
 }
 
 /// A whole number with thin spaces between groups of three digits (`69 669`).
@@ -175,10 +176,10 @@ fn chart(areas: &[Area], url: impl Fn(&str) -> String) -> Chart {
             accepted_w: (a.coverage.accepted_pct() * 3.0).round() as u32,
             photographed_w: (a.coverage.photographed_pct() * 3.0).round() as u32,
             coverage: a.coverage.clone(),
-            y: i as u32 * 34,
+            y: i as u32 * 46,
         })
         .collect();
-    Chart { height: bars.len() as u32 * 34 + 4, bars }
+    Chart { height: bars.len() as u32 * 46 + 4, bars }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -382,6 +383,8 @@ struct SearchPage {
     name: String,
     q: String,
     rows: Vec<PrecinctRow>,
+    /// How many matched in all (more than shown when over the limit).
+    total: usize,
 }
 
 /// Most search results shown.
@@ -398,9 +401,10 @@ async fn search(
     let q: String = query.into_inner().q.chars().take(200).collect();
     page(&req, &state, move |g, ctx| {
         let v = view(g, &e)?;
-        let hits = v.search(&q, SEARCH_LIMIT);
+        let (hits, total) = v.search_counted(&q, SEARCH_LIMIT);
         render(&SearchPage {
             name: ctx.lang.pick(&v.election.names).to_owned(),
+            total,
             rows: rows(&v, hits),
             q,
             id: e,
@@ -457,6 +461,10 @@ struct PrecinctPage {
     broken_official: Vec<Broken>,
     changes: Vec<Change>,
     line_names: BTreeMap<String, String>,
+    /// Verified figures exist, but no accepted photo stands behind them.
+    observed_without_photo: bool,
+    /// The election's UTC offset, in which every time of the page is shown.
+    tz: i32,
 }
 
 async fn precinct(
@@ -524,7 +532,10 @@ async fn precinct(
             .iter()
             .map(|l| (l.id.clone(), ctx.lang.pick(&l.names).to_owned()))
             .collect();
+        let accepted = v.precincts.get(&p).map_or(0, |f| f.accepted);
         render(&PrecinctPage {
+            tz: v.election.utc_offset_min.unwrap_or(0),
+            observed_without_photo: observed.is_some() && accepted == 0,
             name: ctx.lang.pick(&v.election.names).to_owned(),
             region_url: region_url(&e, &precinct.region),
             district_url: district_url(&e, &precinct.region, &precinct.district),
@@ -573,6 +584,60 @@ pub struct DiffRow {
     pub line_difference: Option<i64>,
 }
 
+/// One vote line of the observed-against-official chart (like for like: the stations with both).
+pub struct VoteBar {
+    /// Line id and name.
+    pub label: String,
+    /// Observed total.
+    pub observed: u64,
+    /// Official total.
+    pub official: u64,
+    /// Observed share of all votes, `35.2 %`.
+    pub observed_share: String,
+    /// Official share.
+    pub official_share: String,
+    /// Bar widths in chart units (0..=220).
+    pub observed_w: u32,
+    /// Official bar width.
+    pub official_w: u32,
+    /// Top of this line's row.
+    pub y: u32,
+}
+
+/// Rows of the vote chart: the vote lines' like-for-like totals, with their shares.
+fn vote_chart(lines: &[TotalsRow], lang: super::Lang) -> (Vec<VoteBar>, u32) {
+    let votes: Vec<&TotalsRow> = lines.iter().filter(|l| l.vote).collect();
+    let sum_obs: u64 = votes.iter().map(|l| l.totals.observed_both).sum();
+    let sum_off: u64 = votes.iter().map(|l| l.totals.official_both).sum();
+    let max = votes
+        .iter()
+        .map(|l| l.totals.observed_both.max(l.totals.official_both))
+        .max()
+        .unwrap_or(0)
+        .max(1);
+    let share = |n: u64, of: u64| {
+        let tenths = (n * 1000 + of / 2).checked_div(of).unwrap_or(0);
+        let sep = if lang == super::Lang::En { '.' } else { ',' };
+        format!("{}{sep}{}\u{a0}%", tenths / 10, tenths % 10)
+    };
+    let bars = votes
+        .iter()
+        .enumerate()
+        .map(|(i, l)| VoteBar {
+            label: format!("{} {}", l.totals.line, l.name),
+            observed: l.totals.observed_both,
+            official: l.totals.official_both,
+            observed_share: share(l.totals.observed_both, sum_obs),
+            official_share: share(l.totals.official_both, sum_off),
+            observed_w: (l.totals.observed_both * 220 / max) as u32,
+            official_w: (l.totals.official_both * 220 / max) as u32,
+            y: i as u32 * 64,
+        })
+        .collect::<Vec<_>>();
+    let height = bars.len() as u32 * 64 + 4;
+    (bars, height)
+}
+
 #[derive(Template)]
 #[template(path = "gallery/comparison.html")]
 struct ComparisonPage {
@@ -589,6 +654,9 @@ struct ComparisonPage {
     diffs: Vec<DiffRow>,
     more: usize,
     broken: Vec<(Precinct, String, usize)>,
+    /// The vote chart's rows and height.
+    votes: Vec<VoteBar>,
+    votes_height: u32,
 }
 
 /// Most differing precincts listed on the page (the CSV export has them all).
@@ -631,7 +699,7 @@ async fn comparison(
                 })
             })
             .collect();
-        let lines = c
+        let lines: Vec<TotalsRow> = c
             .lines
             .iter()
             .filter_map(|t| {
@@ -651,7 +719,10 @@ async fn comparison(
                 Some((p, precinct_url(&e, &b.precinct), b.violations.len()))
             })
             .collect();
+        let (votes, votes_height) = vote_chart(&lines, ctx.lang);
         render(&ComparisonPage {
+            votes,
+            votes_height,
             name: ctx.lang.pick(&v.election.names).to_owned(),
             observed_precincts: c.observed_precincts,
             official_precincts: c.official_precincts,
@@ -677,9 +748,12 @@ struct OfficialPage {
     id: String,
     name: String,
     versions: Vec<crate::official::Version>,
-    changes: Vec<(Change, String)>,
+    /// Each change with its station (absent from the definition: none) and the station's page.
+    changes: Vec<(Change, Option<Precinct>, String)>,
     more: usize,
     line_names: BTreeMap<String, String>,
+    /// The election's UTC offset.
+    tz: i32,
 }
 
 async fn official(
@@ -693,13 +767,17 @@ async fn official(
         let v = view(g, &e)?;
         let more = v.official_changes.len().saturating_sub(DRILL_LIMIT);
         render(&OfficialPage {
+            tz: v.election.utc_offset_min.unwrap_or(0),
             name: ctx.lang.pick(&v.election.names).to_owned(),
             versions: v.official_versions.clone(),
             changes: v
                 .official_changes
                 .iter()
                 .take(DRILL_LIMIT)
-                .map(|c| (c.clone(), precinct_url(&e, &c.precinct)))
+                .map(|c| {
+                    let p = v.election.precinct(&c.precinct).cloned();
+                    (c.clone(), p, precinct_url(&e, &c.precinct))
+                })
                 .collect(),
             more,
             line_names: v
@@ -753,6 +831,55 @@ async fn data(
     .await
 }
 
+#[derive(Template)]
+#[template(path = "gallery/check.html")]
+struct CheckPage {
+    ctx: PageCtx,
+    id: String,
+    name: String,
+    precinct: Precinct,
+    capture: CaptureView,
+    log_vkey: String,
+}
+
+/// `GET /check/{capture}`: "Check this photo yourself", linked from every photo: the reader
+/// picks the downloaded photo (or pastes its address) and `static/check.js` checks it in the
+/// browser against the signed manifest and the public log, with a guide for doing the same
+/// with ordinary tools.
+async fn check(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, WebError> {
+    let capture = path.into_inner();
+    let id = hattama_core::evidence::Sha256Hash::from_hex(&capture).ok_or(WebError::NotFound)?;
+    let vkey = state.log.log_key.vkey.clone();
+    let storage = state.storage.clone();
+    let (manifest, _) =
+        web::block(move || storage.evidence(&id)).await??.ok_or(WebError::NotFound)?;
+    let manifest: hattama_core::evidence::Manifest =
+        serde_json::from_slice(&manifest).map_err(|e| WebError::internal(&e))?;
+    page(&req, &state, move |g, ctx| {
+        let v = view(g, &manifest.election)?;
+        let capture = g
+            .captures(&v, &manifest.precinct)?
+            .into_iter()
+            .find(|c| c.id == id.to_hex())
+            .ok_or(WebError::NotFound)?;
+        let precinct =
+            v.election.precinct(&manifest.precinct).cloned().ok_or(WebError::NotFound)?;
+        render(&CheckPage {
+            name: ctx.lang.pick(&v.election.names).to_owned(),
+            id: manifest.election.clone(),
+            precinct,
+            capture,
+            log_vkey: vkey,
+            ctx,
+        })
+    })
+    .await
+}
+
 /// Numbers that templates format (they pass values and references alike).
 pub trait AsNum {
     /// The value.
@@ -794,9 +921,42 @@ impl PageCtx {
         signed(n.as_num() as i64)
     }
 
+    /// A size in bytes, in kilobytes or megabytes with the unit in the page's language.
+    pub fn size(&self, bytes: impl AsNum) -> String {
+        let b = bytes.as_num();
+        if b < 1_000_000 {
+            self.t1("g-size-kb", "size", num((b + 999) / 1000))
+        } else {
+            let tenths = (b + 50_000) / 100_000;
+            let sep = if self.lang == super::Lang::En { '.' } else { ',' };
+            self.t1("g-size-mb", "size", format!("{}{sep}{}", tenths / 10, tenths % 10))
+        }
+    }
+
+    /// "Showing the first N of M stations found" (message `g-search-some`).
+    pub fn search_some(&self, shown: usize, total: &usize) -> String {
+        use super::i18n::IntoArg;
+        self.lang
+            .t_args("g-search-some", &[("shown", shown.into_arg()), ("count", total.into_arg())])
+    }
+
     /// A server time (UTC).
     pub fn when(&self, ms: impl AsNum) -> String {
         when(ms.as_num() as u64, 0)
+    }
+
+    /// A time at the page's UTC offset (the election's), without the offset: a page states its
+    /// time zone once ([`Self::zone`]).
+    pub fn at(&self, ms: impl AsNum, offset_min: &i32) -> String {
+        let full = when(ms.as_num() as u64, *offset_min);
+        full.split_once(" (").map_or(full.clone(), |(t, _)| t.to_owned())
+    }
+
+    /// The time zone of a page, `UTC+05:00`.
+    pub fn zone(&self, offset_min: &i32) -> String {
+        let sign = if *offset_min < 0 { '−' } else { '+' };
+        let off = offset_min.unsigned_abs();
+        format!("UTC{sign}{:02}:{:02}", off / 60, off % 60)
     }
 
     /// A device time at its UTC offset.

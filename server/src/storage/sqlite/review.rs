@@ -1320,6 +1320,7 @@ mod tests {
             id: "e".into(),
             names: names(),
             count_time_ms: None,
+            utc_offset_min: None,
             precincts: vec![Precinct {
                 id: "p1".into(),
                 number: 1,

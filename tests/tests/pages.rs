@@ -1,0 +1,110 @@
+//! Every page as its users see it, on the real demo (`hattama-server demo`: real captures made
+//! and synced by the core, reviews, two official versions): every public and review route in
+//! Kazakh, Russian and English at 320, 390 and 1280 px, with no sideways scrolling, no
+//! untranslated message, no console error and no serious accessibility violation (axe-core).
+//! Screenshots go to `artifacts/screenshots/pages/`.
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+use hattama_tests::browser;
+use hattama_tests::demo::{Demo, ELECTION};
+use serde_json::{Value, json};
+
+/// The demo's accounts' password (`hattama_server::demo::DEMO_PASSWORD`).
+const PASSWORD: &str = hattama_server::demo::DEMO_PASSWORD;
+
+fn page(name: &str, path: String) -> Value {
+    json!({ "name": name, "path": path })
+}
+
+/// The first precinct of the demo's list for which `pick` holds.
+fn precinct(list: &[Value], what: &str, pick: impl Fn(&Value) -> bool) -> Value {
+    list.iter()
+        .find(|p| pick(p))
+        .unwrap_or_else(|| panic!("the demo has no precinct {what}"))
+        .clone()
+}
+
+#[test]
+fn every_page_fits_a_phone_reads_in_three_languages_and_passes_axe() {
+    let demo = Demo::start(14, 2);
+    let e = format!("/elections/{ELECTION}");
+    let list = demo.json(&format!("/api/v1/elections/{ELECTION}/precincts"));
+    let list = list.as_array().unwrap();
+    let differs = precinct(list, "differing from official", |p| p["differs"] == true);
+    let without = precinct(list, "without a photo", |p| p["captures"] == 0);
+    let disputed = precinct(list, "with disputed entries", |p| p["transcription"] == "disputed");
+    let id = |p: &Value| p["id"].as_str().unwrap().to_owned();
+    let enc = hattama_server::web::percent_encode;
+    let region = differs["region"].as_str().unwrap();
+    let district = differs["district"].as_str().unwrap();
+    let record = demo.json(&format!("/api/v1/elections/{ELECTION}/precincts/{}", id(&differs)));
+    let capture = record["captures"][0]["capture"]["id"].as_str().unwrap().to_owned();
+    let public = vec![
+        page("home", "/".into()),
+        page("election", e.clone()),
+        page("region", format!("{e}/regions/{}", enc(region))),
+        page("district", format!("{e}/regions/{}/{}", enc(region), enc(district))),
+        page("precinct-differs", format!("{e}/precincts/{}", id(&differs))),
+        page("precinct-no-photo", format!("{e}/precincts/{}", id(&without))),
+        page("precinct-disputed", format!("{e}/precincts/{}", id(&disputed))),
+        page("search", format!("{e}/search?q={}", differs["number"])),
+        page("search-address", format!("{e}/search?q=school")),
+        page("comparison", format!("{e}/comparison")),
+        page("comparison-line", format!("{e}/comparison?line=7.1")),
+        page("official", format!("{e}/official")),
+        page("data", format!("{e}/data")),
+        page("check-photo", format!("/check/{capture}")),
+        json!({ "name": "not-found", "path": "/no/such/page", "status": 404 }),
+    ];
+    let review = vec![
+        page("review-queue", "/review".into()),
+        page("review-queue-pending", "/review?state=pending".into()),
+        page("review-queue-precinct", format!("/review?precinct={}", id(&disputed))),
+        page("review-capture", format!("/review/captures/{capture}")),
+    ];
+    // One time zone on a station page, the election's own, stated once.
+    let html =
+        |path: &str| reqwest::blocking::get(format!("{}{path}", demo.url)).unwrap().text().unwrap();
+    let station = html(&format!("{e}/precincts/{}", id(&differs)));
+    assert_eq!(station.matches("UTC").count(), 1, "one time zone, stated once");
+    assert!(station.contains("UTC+05:00"), "the election's own time zone");
+    // Search by the number as people write it, on the home page too.
+    assert!(html("/").contains(&format!("action=\"{e}/search\"")), "search on the home page");
+    let n = &differs["number"];
+    for q in
+        [format!("№{n}"), format!("участок {n}"), format!("{n}-участке"), format!("№ {n} учаске")]
+    {
+        let found = html(&format!("{e}/search?q={}", enc(&q)));
+        assert!(found.contains(&format!("/precincts/{}\"", id(&differs))), "{q} finds the station");
+        assert!(found.contains("id=\"search-count\""), "{q}: says how many");
+    }
+    // The vote chart on the comparison page; the "differ from official" count links to the list.
+    let comparison = html(&format!("{e}/comparison"));
+    assert!(comparison.contains("id=\"vote-chart\""), "observed against official, drawn");
+    assert!(comparison.contains("class=\"bar-observed\""), "with bars");
+    let overview = html(&e);
+    assert!(
+        overview.contains(&format!("href=\"{e}/comparison#drill\" id=\"differing-link\"")),
+        "the differing count links to the list"
+    );
+    // Stations are named by number and place, never by an internal id.
+    let official = html(&format!("{e}/official"));
+    assert!(official.contains("class=\"changes\""), "the demo's official figures changed");
+    assert!(!official.contains(">p0"), "no internal station id as a name");
+    let config = json!({
+        "public": public,
+        "review": { "username": "aigerim", "password": PASSWORD, "pages": review },
+    });
+    browser::run_script("pages", &demo.url, &[&config.to_string()]);
+}
+
+#[test]
+fn a_reader_checks_a_demo_photo_in_the_browser_and_a_changed_byte_is_refused() {
+    let demo = Demo::start(6, 1);
+    let list = demo.json(&format!("/api/v1/elections/{ELECTION}/precincts"));
+    let accepted = precinct(list.as_array().unwrap(), "with an accepted photo", |p| {
+        p["accepted"].as_u64().unwrap_or(0) > 0
+    });
+    let station = format!("/elections/{ELECTION}/precincts/{}", accepted["id"].as_str().unwrap());
+    browser::run_script("check", &demo.url, &[&station]);
+}
