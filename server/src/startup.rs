@@ -117,7 +117,7 @@ impl Application {
                     srv.call(req).boxed_local()
                 })
                 .wrap(actix_web::middleware::from_fn(crate::web::middleware))
-                .wrap(tracing_actix_web::TracingLogger::default())
+                .wrap(tracing_actix_web::TracingLogger::<crate::telemetry::RequestSpan>::new())
                 .app_data(state.clone())
                 // Malformed paths and queries get the JSON error of the API (and the HTML error
                 // page on browser routes, through the web middleware).

@@ -16,6 +16,7 @@ use crate::error::ApiError;
 /// Registers every route.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(get("/health", health))
+        .service(get("/healthz", health))
         .route("/api/v1/enroll", web::post().to(enroll::enroll))
         .service(get("/api/v1/receipts/{id}", receipts::get))
         .service(get("/api/v1/log/key", log::key))

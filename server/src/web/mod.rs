@@ -43,6 +43,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 pub fn is_api_path(path: &str) -> bool {
     ["/api/", "/files/", "/log/", "/photos/"].iter().any(|p| path.starts_with(p))
         || path == "/health"
+        || path == "/healthz"
         || path == "/files"
 }
 
