@@ -284,7 +284,11 @@ fn main() -> anyhow::Result<()> {
         data_dir: cli.data_dir.clone(),
         listen: cli.listen,
     })?;
-    hattama_server::telemetry::init(settings.log_format);
+    let default_filter = match cli.command {
+        Command::Demo { .. } => hattama_server::telemetry::QUIET_REQUESTS,
+        _ => "info",
+    };
+    hattama_server::telemetry::init(settings.log_format, default_filter);
     match cli.command {
         Command::Serve => serve(settings),
         Command::Demo { precincts, devices } => {

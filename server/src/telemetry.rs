@@ -7,6 +7,7 @@
 //! duration. Everything logged while a request is served carries its id. Nothing personal is
 //! logged: no client address, user agent, cookie, query or body.
 
+use std::io::IsTerminal;
 use std::time::Instant;
 
 use actix_web::body::MessageBody;
@@ -17,12 +18,20 @@ use tracing_actix_web::{RequestId, RootSpanBuilder};
 
 use crate::settings::LogFormat;
 
-/// Installs the process's log subscriber: stderr, filtered by `HATTAMA_LOG` (default `info`).
-/// Does nothing if one is installed already.
-pub fn init(format: LogFormat) {
+/// The default filter of the demo, whose own simulated observers would fill the terminal with
+/// `request` lines.
+pub const QUIET_REQUESTS: &str = "info,hattama_server::telemetry=warn";
+
+/// Installs the process's log subscriber: stderr, filtered by `HATTAMA_LOG`, else by
+/// `default_filter` (`info`, or [`QUIET_REQUESTS`]). Does nothing if one is installed already.
+pub fn init(format: LogFormat, default_filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("HATTAMA_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(filter);
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
+    // Colours only on a terminal: not into the journal or a file.
+    let builder = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_env_filter(filter);
     let _ = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
