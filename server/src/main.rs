@@ -12,7 +12,7 @@ use hattama_server::storage::{SqliteStorage, Storage};
 use serde_json::json;
 
 #[derive(Parser)]
-#[command(name = "hattama-server", version, about = "Hattama server")]
+#[command(name = "hattama-server", version = env!("HATTAMA_VERSION"), about = "Hattama server")]
 struct Cli {
     /// Settings file (TOML)
     #[arg(long, global = true, value_name = "FILE")]
@@ -274,13 +274,6 @@ enum DeviceCommand {
 }
 
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("HATTAMA_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
     if let Ok(point) = std::env::var("HATTAMA_TEST_PAUSE_AT") {
         // A no-op unless the core was built with its `test-hooks` feature (tests only).
         hattama_core::hooks::set_pause_at(&point);
@@ -291,6 +284,11 @@ fn main() -> anyhow::Result<()> {
         data_dir: cli.data_dir.clone(),
         listen: cli.listen,
     })?;
+    let default_filter = match cli.command {
+        Command::Demo { .. } => hattama_server::telemetry::QUIET_REQUESTS,
+        _ => "info",
+    };
+    hattama_server::telemetry::init(settings.log_format, default_filter);
     if !matches!(cli.command, Command::Serve | Command::Demo { .. }) {
         check_admin_data_dir(&settings, cli.data_dir.is_some(), &cli.command)?;
     }

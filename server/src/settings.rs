@@ -24,6 +24,19 @@ pub struct Settings {
     pub workers: usize,
     /// The review UI.
     pub review: ReviewSettings,
+    /// The format of the logs on stderr (`HATTAMA_LOG_FORMAT` overrides it).
+    pub log_format: LogFormat,
+}
+
+/// How logs are written.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Lines for people.
+    #[default]
+    Text,
+    /// JSON lines, one object per event, for log collectors.
+    Json,
 }
 
 /// Settings of the coordinators' review UI.
@@ -87,6 +100,7 @@ impl Settings {
             .set_default("listen", "127.0.0.1:8080")?
             .set_default("workers", 0)?
             .set_default("log_origin", "hattama.local/log")?
+            .set_default("log_format", "text")?
             .set_default("limits.max_photo_bytes", limits.max_bytes)?
             .set_default("limits.max_json_bytes", 64 * 1024)?
             .set_default("limits.read_timeout_secs", 30)?
@@ -102,6 +116,9 @@ impl Settings {
         builder = builder.add_source(
             config::Environment::with_prefix("HATTAMA").prefix_separator("__").separator("__"),
         );
+        if let Ok(format) = std::env::var("HATTAMA_LOG_FORMAT") {
+            builder = builder.set_override("log_format", format)?;
+        }
         if let Some(dir) = &overrides.data_dir {
             builder = builder.set_override("data_dir", dir.display().to_string())?;
         }
@@ -128,6 +145,7 @@ impl Settings {
             },
             workers: 2,
             review: ReviewSettings::default(),
+            log_format: LogFormat::Text,
         }
     }
 
@@ -165,5 +183,26 @@ impl Settings {
             return Err(SettingsError::Invalid("limits.read_timeout_secs must be positive".into()));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_file(toml: &str) -> Result<Settings, SettingsError> {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("settings.toml");
+        std::fs::write(&file, toml).unwrap();
+        Settings::load(&Overrides { config_file: Some(file), ..Overrides::default() })
+    }
+
+    #[test]
+    fn log_format_is_text_or_json() {
+        // (`HATTAMA_LOG_FORMAT` in the environment would override the file.)
+        assert_eq!(load_file("").unwrap().log_format, LogFormat::Text);
+        assert_eq!(load_file("log_format = \"json\"").unwrap().log_format, LogFormat::Json);
+        let e = load_file("log_format = \"xml\"").unwrap_err().to_string();
+        assert!(e.contains("xml"), "{e}");
     }
 }

@@ -117,7 +117,7 @@ impl Application {
                     srv.call(req).boxed_local()
                 })
                 .wrap(actix_web::middleware::from_fn(crate::web::middleware))
-                .wrap(tracing_actix_web::TracingLogger::default())
+                .wrap(tracing_actix_web::TracingLogger::<crate::telemetry::RequestSpan>::new())
                 // Outermost: answers (HTML, CSS, JSON, CSV) are compressed as the client accepts
                 // (brotli or gzip); photos and tiles are sent as they are. Request bodies are
                 // never decoded (see above), so an upload is never decompressed.

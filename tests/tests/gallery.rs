@@ -308,7 +308,7 @@ fn schemathesis_finds_the_api_as_documented() {
         "schemathesis failed:\n{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(stdout.contains("Tested: 16"), "{stdout}");
+    assert!(stdout.contains("Tested: 17"), "{stdout}");
 }
 
 #[test]

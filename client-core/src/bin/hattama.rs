@@ -35,7 +35,7 @@ use hattama_core::{CaptureRequest, Client, ClientConfig, Error};
 use serde_json::{Value, json};
 
 #[derive(Parser)]
-#[command(name = "hattama", version, about = "Photograph, sign and keep election protocols")]
+#[command(name = "hattama", version = env!("HATTAMA_VERSION"), about = "Photograph, sign and keep election protocols")]
 struct Cli {
     /// The offline store directory [default: the user's data directory]
     #[arg(long, global = true, env = "HATTAMA_STORE", value_name = "DIR")]

@@ -17,6 +17,7 @@ use crate::error::ApiError;
 /// Registers every route.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(get("/health", health))
+        .service(get("/healthz", health))
         .route("/api/v1/enroll", web::post().to(enroll::enroll))
         .route("/api/v1/challenge", web::post().to(decisions::challenge))
         .route("/api/v1/decisions", web::post().to(decisions::decisions))

@@ -43,6 +43,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 pub fn is_api_path(path: &str) -> bool {
     ["/api/", "/files/", "/log/", "/photos/"].iter().any(|p| path.starts_with(p))
         || path == "/health"
+        || path == "/healthz"
         || path == "/files"
 }
 
@@ -396,9 +397,15 @@ mod tests {
 
     #[test]
     fn api_paths_are_not_browser_routes() {
-        for p in
-            ["/api/v1/enroll", "/files/", "/files/abc", "/log/checkpoint", "/photos/x", "/health"]
-        {
+        for p in [
+            "/api/v1/enroll",
+            "/files/",
+            "/files/abc",
+            "/log/checkpoint",
+            "/photos/x",
+            "/health",
+            "/healthz",
+        ] {
             assert!(is_api_path(p), "{p}");
         }
         for p in ["/", "/review", "/review/login", "/static/app.css", "/lang", "/logs"] {
