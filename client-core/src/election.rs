@@ -358,6 +358,7 @@ mod tests {
             count_time_ms: None,
             precincts: vec![p("p0123", 123), p("77", 5), p("a", 9), p("b", 9)],
             protocol: template(),
+            utc_offset_min: None,
         };
         let found = |given: &str| e.find_precinct(given).map(|p| p.id.as_str());
         for (given, expected) in [
