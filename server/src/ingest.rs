@@ -12,6 +12,7 @@ use crate::storage::{
     Admission, Committed, NewCapture, NewUpload, PhotoBuf, PhotoBytes, SMALL_PHOTO_BYTES, Storage,
     UploadInfo, device_id,
 };
+use crate::thumbs::Thumbnails;
 
 /// Milliseconds since the Unix epoch now.
 pub fn now_ms() -> u64 {
@@ -56,11 +57,12 @@ pub fn store_whole(
     signature: &[u8],
     photo: PhotoBuf,
     limits: &MediaLimits,
+    thumbs: &Thumbnails,
 ) -> Result<(Sha256Hash, Committed), ApiError> {
     let length = photo.len() as u64;
     let signed = check_new(storage, manifest, signature, length, SMALL_PHOTO_BYTES)?;
     let id = signed.hash();
-    let committed = finish(storage, keys, &id, &signed, photo, false, limits)?;
+    let committed = finish(storage, keys, &id, &signed, photo, false, (limits, thumbs))?;
     Ok((id, committed))
 }
 
@@ -142,6 +144,7 @@ pub fn complete_upload(
     id: &Sha256Hash,
     known: Option<(UploadInfo, Option<HeldPhoto>)>,
     limits: &MediaLimits,
+    thumbs: &Thumbnails,
 ) -> Result<Vec<u8>, ApiError> {
     let (info, photo) = match known {
         Some((info, photo)) if !info.stored => (info, photo),
@@ -165,7 +168,7 @@ pub fn complete_upload(
             HeldPhoto { bytes: storage.read_upload(id, info.length + 1)?.into(), in_upload: true }
         }
     };
-    match finish(storage, keys, id, &signed, photo, in_upload, limits) {
+    match finish(storage, keys, id, &signed, photo, in_upload, (limits, thumbs)) {
         Ok(committed) => Ok(committed.receipt),
         Err(e) => {
             // A refused photo is dropped with its upload; the client learns why.
@@ -177,9 +180,10 @@ pub fn complete_upload(
     }
 }
 
-/// Checks a whole photo against its (verified) manifest and the core's photo rules, then signs
-/// the receipt and commits the capture with its photo. `in_upload`: the photo is also in its
-/// upload's file (which a large photo is stored from).
+/// Checks a whole photo against its (verified) manifest and the core's photo rules, makes its
+/// thumbnail (a photo whose pixels cannot be decoded within the budget is refused here, so it
+/// is never stored or served), then signs the receipt and commits the capture with its photo.
+/// `in_upload`: the photo is also in its upload's file (which a large photo is stored from).
 fn finish(
     storage: &dyn Storage,
     keys: &ServerKeys,
@@ -187,7 +191,7 @@ fn finish(
     signed: &SignedManifest,
     bytes: PhotoBuf,
     in_upload: bool,
-    limits: &MediaLimits,
+    (limits, thumbs): (&MediaLimits, &Thumbnails),
 ) -> Result<Committed, ApiError> {
     let m = &signed.manifest;
     if bytes.len() as u64 != m.photo.bytes || Sha256Hash::of(&bytes) != m.photo.sha256 {
@@ -210,6 +214,7 @@ fn finish(
             "the photo is not clean or not as the manifest says",
         ));
     }
+    let thumb = thumbs.make(&bytes, m.photo.media_type, m.photo.orientation)?;
     // A device revoked while its upload was under way can store nothing more. (A photo stored
     // in one step was checked a moment ago, in this same call.)
     if in_upload {
@@ -247,6 +252,9 @@ fn finish(
         receipt,
         photo,
     })?;
+    if let Err(e) = thumbs.store(&m.photo.sha256, &thumb) {
+        tracing::warn!(error = %e, "the thumbnail could not be kept; it is made again when asked");
+    }
     tracing::info!(seq = m.seq, bytes = m.photo.bytes, "capture stored");
     Ok(committed)
 }

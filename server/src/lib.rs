@@ -19,4 +19,6 @@ pub mod routes;
 pub mod settings;
 pub mod startup;
 pub mod storage;
+pub mod throttle;
+pub mod thumbs;
 pub mod web;

@@ -274,6 +274,9 @@ enum DeviceCommand {
 }
 
 fn main() -> anyhow::Result<()> {
+    // Everything this process creates (database, WAL, photos, uploads, keys, thumbnails, the
+    // log's files) is readable by the server's user only, whatever umask it was started with.
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(

@@ -9,6 +9,7 @@ pub mod proxy;
 pub mod browser;
 
 pub mod fixtures;
+pub mod hostile;
 pub mod raw;
 pub mod review;
 pub mod server;

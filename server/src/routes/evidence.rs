@@ -54,19 +54,18 @@ pub async fn photo(
 }
 
 /// `GET /photos/{sha256}/thumb`: a reduced JPEG (at most 320 pixels a side, upright) of a stored
-/// photo, for galleries. Not evidence: the evidence is the photo itself. Made once, kept under
-/// `<data dir>/thumbs/`, immutable like the photo.
+/// photo, for galleries. Not evidence: the evidence is the photo itself. Made when the photo was
+/// uploaded and kept under `<data dir>/thumbs/` (made again, within the server's decode slots,
+/// if that file is gone), immutable like the photo.
 pub async fn thumbnail(
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let sha = parse_hash(&path)?;
     let storage = state.storage.clone();
-    let dir = state.settings.data_dir.join("thumbs");
-    let (gallery, limits) = (state.gallery.clone(), state.media_limits);
+    let (gallery, thumbs) = (state.gallery.clone(), state.thumbs.clone());
     let bytes = web::block(move || -> Result<Vec<u8>, ApiError> {
-        let file = dir.join(format!("{}.jpg", sha.to_hex()));
-        if let Ok(bytes) = std::fs::read(&file) {
+        if let Some(bytes) = thumbs.cached(&sha) {
             return Ok(bytes);
         }
         let manifest = gallery
@@ -74,19 +73,9 @@ pub async fn thumbnail(
             .ok_or_else(|| ApiError::not_found("no photo with this hash"))?;
         let original =
             storage.photo(&sha)?.ok_or_else(|| ApiError::not_found("no photo with this hash"))?;
-        let thumb = hattama_core::thumbnail::make(
-            &original,
-            manifest.photo.media_type,
-            manifest.photo.orientation,
-            &limits,
-        )
-        .map_err(|e| ApiError::internal(&std::io::Error::other(e)))?;
-        // Written whole under a temporary name, then renamed: a reader never sees half a file.
-        std::fs::create_dir_all(&dir).map_err(|e| ApiError::internal(&e))?;
-        let tmp = dir.join(format!("{}.{:016x}.tmp", sha.to_hex(), rand::random::<u64>()));
-        std::fs::write(&tmp, &thumb)
-            .and_then(|()| std::fs::rename(&tmp, &file))
-            .map_err(|e| ApiError::internal(&e))?;
+        let thumb =
+            thumbs.make(&original, manifest.photo.media_type, manifest.photo.orientation)?;
+        thumbs.store(&sha, &thumb).map_err(|e| ApiError::internal(&e))?;
         Ok(thumb)
     })
     .await??;

@@ -300,3 +300,35 @@ pub trait Storage: Send + Sync + 'static {
     /// The checkpoint of exactly `size` entries.
     fn checkpoint(&self, size: u64) -> Result<Option<Vec<u8>>, StorageError>;
 }
+
+/// Makes a data directory private to the server's user, whatever the umask it was created
+/// under: the directory and its subdirectories 0700, the database (with its WAL and shared
+/// memory files), the lock and the keys 0600. Files created later are private through the
+/// process's umask (0077, set by `hattama-server` before anything else); a data directory made
+/// before that keeps older files readable only inside this 0700 directory.
+pub fn make_private(dir: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let set = |path: std::path::PathBuf, mode: u32| match std::fs::metadata(&path) {
+        Ok(m) if m.permissions().mode() & 0o777 != mode => {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
+        }
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    };
+    set(dir.to_owned(), 0o700)?;
+    for sub in ["blobs", "uploads", "keys", "thumbs", "log"] {
+        set(dir.join(sub), 0o700)?;
+    }
+    for file in [
+        "hattama-server.sqlite3",
+        "hattama-server.sqlite3-wal",
+        "hattama-server.sqlite3-shm",
+        "server.lock",
+        "keys/receipt.key",
+        "keys/log.key",
+    ] {
+        set(dir.join(file), 0o600)?;
+    }
+    Ok(())
+}

@@ -336,6 +336,7 @@ impl SqliteStorage {
         let path = dir.join(DB_FILE);
         let mut writer = Connection::open(&path)?;
         writer.pragma_update(None, "journal_mode", "WAL")?;
+        super::make_private(dir)?;
         configure(&writer)?;
         // 128 MiB of page cache for the one writer (a limit; pages are cached as they are used):
         // every capture goes into the random-keyed index of capture ids (its primary key), and
