@@ -46,23 +46,34 @@ pub fn create_upload(
     Ok(id)
 }
 
+/// The checks of a creation ([`create_upload`]'s, without recording anything), for a creation
+/// that carries a whole photo: made before any byte of its body is read.
+pub fn check_creation(
+    storage: &dyn Storage,
+    manifest: &[u8],
+    signature: &[u8],
+    length: u64,
+) -> Result<SignedManifest, ApiError> {
+    check_new(storage, manifest, signature, length, SMALL_PHOTO_BYTES)
+}
+
 /// Stores a whole photo of at most [`SMALL_PHOTO_BYTES`] that came with its manifest in one
-/// request (tus `creation-with-upload`): the checks of [`create_upload`] and then those of
-/// [`complete_upload`], in one step and without an upload session. A refused photo leaves
-/// nothing behind. Returns the capture id and what the commit answered.
+/// request (tus `creation-with-upload`), the manifest checked by [`check_creation`] before the
+/// body was read: the device is checked again (it may have been revoked meanwhile), then the
+/// checks of [`complete_upload`], in one step and without an upload session. A refused photo
+/// leaves nothing behind. Returns the capture id and what the commit answered.
 pub fn store_whole(
     storage: &dyn Storage,
     keys: &ServerKeys,
-    manifest: &[u8],
-    signature: &[u8],
+    signed: &SignedManifest,
     photo: PhotoBuf,
     limits: &MediaLimits,
     thumbs: &Thumbnails,
 ) -> Result<(Sha256Hash, Committed), ApiError> {
-    let length = photo.len() as u64;
-    let signed = check_new(storage, manifest, signature, length, SMALL_PHOTO_BYTES)?;
+    let m = &signed.manifest;
+    check_device(signed, storage.admission(&m.election, &m.precinct, &m.device_key)?)?;
     let id = signed.hash();
-    let committed = finish(storage, keys, &id, &signed, photo, false, (limits, thumbs))?;
+    let committed = finish(storage, keys, &id, signed, photo, false, (limits, thumbs))?;
     Ok((id, committed))
 }
 

@@ -390,3 +390,31 @@ fn a_huge_page_number_is_an_empty_page() {
     }
     assert_eq!(alice.get("/review?page=18446744073709551616").status, 400, "past u64");
 }
+
+/// Finding "body read before the signature check": a creation carrying a whole small photo
+/// from a key that is not enrolled is refused from its headers, before its body arrives.
+#[test]
+fn a_whole_photo_creation_from_an_unknown_key_is_refused_before_its_body() {
+    use std::io::{Read, Write};
+    let server = TestServer::start_with(&election(2), &[]);
+    let mut stranger = RawDevice::new(99); // never enrolled
+    let (bytes, info) = hattama_tests::review::photo(8);
+    let signed = stranger.sign("p0001", &info);
+    let meta = hattama_core::sync::upload_metadata(&signed.canonical, &signed.signature);
+    let mut tcp = std::net::TcpStream::connect(server.addr).unwrap();
+    let head = format!(
+        "POST /files/ HTTP/1.1\r\nHost: x\r\nTus-Resumable: 1.0.0\r\nUpload-Length: {len}\r\n\
+         Upload-Metadata: {meta}\r\nContent-Type: application/offset+octet-stream\r\n\
+         Content-Length: {len}\r\n\r\n",
+        len = bytes.len()
+    );
+    tcp.write_all(head.as_bytes()).unwrap();
+    // A few bytes of the body, then silence: the answer must come without the rest.
+    tcp.write_all(&bytes[..16]).unwrap();
+    tcp.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    let mut answer = vec![0; 4096];
+    let n = tcp.read(&mut answer).expect("an answer before the body is sent");
+    let answer = String::from_utf8_lossy(&answer[..n]);
+    assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+    assert!(answer.contains("device_unknown"), "{answer}");
+}

@@ -288,6 +288,13 @@ async fn create_whole(
     upload: Whole,
 ) -> Result<HttpResponse, ApiError> {
     let Whole { manifest, signature, length, checksum } = upload;
+    // The signature, the device's enrollment and the length first: no byte of the body is read
+    // for a creation that would be refused, so a stranger's key cannot make the server wait on
+    // a slow body.
+    let (storage, checked) = (state.storage.clone(), manifest.clone());
+    let signed =
+        web::block(move || ingest::check_creation(&*storage, &checked, &signature, length))
+            .await??;
     let claimed = Sha256Hash::of(&manifest);
     let slot = state.uploads.get(&claimed);
     let (_guard, generation) = slot.take_over().await?;
@@ -348,7 +355,7 @@ async fn create_whole(
     let log = state.log.clone();
     let (id, receipt) = web::block(move || -> Result<_, ApiError> {
         let (id, committed) =
-            ingest::store_whole(&*storage, &keys, &manifest, &signature, photo, &limits, &thumbs)?;
+            ingest::store_whole(&*storage, &keys, &signed, photo, &limits, &thumbs)?;
         log.wake();
         let receipt = if want_receipt {
             super::receipts::logged(&*storage, &log, &id, committed)?
