@@ -27,15 +27,23 @@ fn evidence_error(e: EvidenceError) -> ApiError {
 }
 
 /// Checks a new upload (tus creation) and records it. Returns the capture id.
+///
+/// A new upload session must fit its device's quotas: at most `limits.max_open_uploads`
+/// unfinished uploads, together at most `limits.max_upload_bytes_in_flight` bytes (429
+/// `too_many_uploads`); unfinished uploads older than `limits.upload_ttl_secs` are discarded
+/// on the way. Creating an upload that exists again (a resume) is always allowed.
 pub fn create_upload(
     storage: &dyn Storage,
     manifest: &[u8],
     signature: &[u8],
     length: u64,
-    max_photo_bytes: u64,
+    limits: &crate::settings::Limits,
 ) -> Result<Sha256Hash, ApiError> {
-    let signed = check_new(storage, manifest, signature, length, max_photo_bytes)?;
+    let signed = check_new(storage, manifest, signature, length, limits.max_photo_bytes)?;
     let id = signed.hash();
+    if storage.upload(&id)?.is_none() {
+        check_quotas(storage, &signed, length, limits)?;
+    }
     storage.create_upload(&NewUpload {
         id,
         manifest: signed.canonical,
@@ -44,6 +52,63 @@ pub fn create_upload(
         now_ms: now_ms(),
     })?;
     Ok(id)
+}
+
+/// The upload quotas of a device (see [`create_upload`]), expiring old uploads on the way.
+fn check_quotas(
+    storage: &dyn Storage,
+    signed: &SignedManifest,
+    length: u64,
+    limits: &crate::settings::Limits,
+) -> Result<(), ApiError> {
+    let now = now_ms();
+    let ttl_ms = limits.upload_ttl_secs.saturating_mul(1000);
+    let device = signed.manifest.device_key.to_hex();
+    let (mut open, mut bytes) = (0usize, length);
+    for u in storage.open_uploads()? {
+        if now.saturating_sub(u.created_at_ms) > ttl_ms {
+            storage.discard_upload(&u.id)?;
+        } else if u.device_key == device {
+            open += 1;
+            bytes = bytes.saturating_add(u.length);
+        }
+    }
+    if open >= limits.max_open_uploads || bytes > limits.max_upload_bytes_in_flight {
+        let mut e = ApiError::new(
+            429,
+            "too_many_uploads",
+            format!(
+                "this device has {open} unfinished uploads ({} bytes in all); finish or cancel \
+                 them before starting another (at most {} uploads, {} bytes)",
+                bytes - length,
+                limits.max_open_uploads,
+                limits.max_upload_bytes_in_flight
+            ),
+        );
+        e.retry_after = Some(60);
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// Refuses an upload's bytes (507 `insufficient_storage`) when the data directory's file
+/// system has less than `min_free` bytes free: what is stored stays served, and the server
+/// keeps room to commit what it already accepted.
+pub fn check_free_space(dir: &std::path::Path, min_free: u64) -> Result<(), ApiError> {
+    let free = rustix::fs::statvfs(dir)
+        .map(|s| s.f_bavail.saturating_mul(s.f_frsize))
+        .map_err(|e| ApiError::internal(&std::io::Error::from(e)))?;
+    if free < min_free {
+        let mut e = ApiError::new(
+            507,
+            "insufficient_storage",
+            "the server is short of disk space and takes no new photos now; keep them on the \
+             phone and retry later",
+        );
+        e.retry_after = Some(300);
+        return Err(e);
+    }
+    Ok(())
 }
 
 /// The checks of a creation ([`create_upload`]'s, without recording anything), for a creation

@@ -99,6 +99,15 @@ pub struct Limits {
     /// Most photo decodes (thumbnails) at once, server-wide; each may take up to
     /// `hattama_core::thumbnail::DECODE_BUDGET` (64 MiB) of memory.
     pub max_decodes: usize,
+    /// Most unfinished uploads one device may have open.
+    pub max_open_uploads: usize,
+    /// Most bytes (by their `Upload-Length`) of one device's unfinished uploads together.
+    pub max_upload_bytes_in_flight: u64,
+    /// Seconds after which an unfinished upload is discarded.
+    pub upload_ttl_secs: u64,
+    /// Free bytes on the data directory's file system below which uploads are refused with
+    /// 507 (what is stored stays served).
+    pub min_free_bytes: u64,
 }
 
 /// Why settings could not be loaded.
@@ -136,6 +145,10 @@ impl Settings {
             .set_default("limits.max_json_bytes", 64 * 1024)?
             .set_default("limits.read_timeout_secs", 30)?
             .set_default("limits.max_decodes", 2)?
+            .set_default("limits.max_open_uploads", 8)?
+            .set_default("limits.max_upload_bytes_in_flight", 128u64 << 20)?
+            .set_default("limits.upload_ttl_secs", 48 * 3600)?
+            .set_default("limits.min_free_bytes", 1u64 << 30)?
             .set_default("review.session_ttl_secs", ReviewSettings::default().session_ttl_secs)?
             .set_default(
                 "review.login_max_failures",
@@ -177,6 +190,10 @@ impl Settings {
                 max_json_bytes: 64 * 1024,
                 read_timeout_secs: 30,
                 max_decodes: 2,
+                max_open_uploads: 8,
+                max_upload_bytes_in_flight: 128 << 20,
+                upload_ttl_secs: 48 * 3600,
+                min_free_bytes: 1 << 30,
             },
             workers: 2,
             review: ReviewSettings::default(),
@@ -221,6 +238,16 @@ impl Settings {
         }
         if !(1..=64).contains(&self.limits.max_decodes) {
             return Err(SettingsError::Invalid("limits.max_decodes must be 1..=64".into()));
+        }
+        if self.limits.max_open_uploads == 0 || self.limits.upload_ttl_secs == 0 {
+            return Err(SettingsError::Invalid(
+                "limits.max_open_uploads and limits.upload_ttl_secs must be positive".into(),
+            ));
+        }
+        if self.limits.max_upload_bytes_in_flight < self.limits.max_photo_bytes {
+            return Err(SettingsError::Invalid(
+                "limits.max_upload_bytes_in_flight must be at least limits.max_photo_bytes".into(),
+            ));
         }
         if self.limits.read_timeout_secs == 0 {
             return Err(SettingsError::Invalid("limits.read_timeout_secs must be positive".into()));

@@ -68,6 +68,11 @@ impl TestServer {
         s
     }
 
+    /// Starts a server on an existing data directory with these extra environment variables.
+    pub fn start_on_with(data_dir: &Path, env: &[(&str, &str)]) -> Self {
+        Self::spawn_with(data_dir, "127.0.0.1:0", None, env, None).0
+    }
+
     /// Starts a server on an existing data directory, listening on `listen`.
     pub fn start_on(data_dir: &Path, listen: &str) -> Self {
         Self::spawn(data_dir, listen, None).0

@@ -418,3 +418,87 @@ fn a_whole_photo_creation_from_an_unknown_key_is_refused_before_its_body() {
     assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
     assert!(answer.contains("device_unknown"), "{answer}");
 }
+
+/// Finding "disk exhaustion", sessions: one device may hold only so many unfinished uploads,
+/// and so many bytes in them; unfinished uploads expire; resuming one is always allowed, and
+/// other devices are not affected.
+#[test]
+fn a_device_cannot_hold_more_unfinished_uploads_than_its_quota() {
+    use hattama_tests::review::{enrolled_device, photo};
+    let photos: Vec<_> = (1..=4).map(photo).collect();
+    let in_flight = (photos[0].0.len() + photos[1].0.len() + 1).to_string();
+    let server = TestServer::start_with(
+        &election(2),
+        &[
+            ("HATTAMA__LIMITS__MAX_OPEN_UPLOADS", "3"),
+            ("HATTAMA__LIMITS__MAX_PHOTO_BYTES", &in_flight),
+            ("HATTAMA__LIMITS__MAX_UPLOAD_BYTES_IN_FLIGHT", &in_flight),
+            ("HATTAMA__LIMITS__UPLOAD_TTL_SECS", "3"),
+        ],
+    );
+    let url = &server.url;
+    let mut d = enrolled_device(&server, 12, &["p0001"]);
+    let create = |d: &mut RawDevice, p: &(Vec<u8>, hattama_core::evidence::PhotoInfo)| {
+        let signed = d.sign("p0001", &p.1);
+        let sig = hex::encode(signed.signature);
+        (d.create(url, &signed.canonical, &sig, p.0.len() as u64), signed)
+    };
+    let (first, s1) = create(&mut d, &photos[0]);
+    assert_eq!(first.status, 201);
+    assert_eq!(create(&mut d, &photos[1]).0.status, 201);
+    // A third would take more bytes than the device may have in flight.
+    let (third, _) = create(&mut d, &photos[2]);
+    assert_eq!((third.status, third.code()), (429, "too_many_uploads"), "{third:?}");
+    // Resuming an existing upload is always allowed.
+    let again = d.create(url, &s1.canonical, &hex::encode(s1.signature), photos[0].0.len() as u64);
+    assert_eq!(again.status, 201);
+    // Another device is not affected.
+    let mut other = enrolled_device(&server, 13, &["p0001"]);
+    assert_eq!(create(&mut other, &photos[2]).0.status, 201);
+    // After the time to live, the unfinished uploads are discarded and the device may start
+    // new ones.
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    let (later, _) = create(&mut d, &photos[3]);
+    assert_eq!(later.status, 201, "{later:?}");
+    assert_eq!(d.head(url, &s1.hash().to_hex()).status, 404, "the expired upload is gone");
+}
+
+/// Finding "disk exhaustion", space: below the free-space floor uploads are refused with 507
+/// and a JSON body, while everything stored stays served.
+#[test]
+fn below_the_free_space_floor_uploads_get_507_and_stored_data_stays_served() {
+    use hattama_tests::review::{enrolled_device, photo};
+    let mut server = TestServer::start_with(&election(2), &[]);
+    let mut d = enrolled_device(&server, 14, &["p0001"]);
+    let stored = photo(1);
+    let signed = d.sign("p0001", &stored.1);
+    assert_eq!(d.upload(&server.url, &signed, &stored.0).status, 200);
+    let id = signed.hash().to_hex();
+    let big = hattama_tests::textured_jpeg(1200, 900, 5, 90);
+    let big = hattama_core::media::strip(&big, &Default::default()).unwrap();
+    let unfinished = d.sign("p0001", &big.info());
+    let sig = hex::encode(unfinished.signature);
+    assert_eq!(
+        d.create(&server.url, &unfinished.canonical, &sig, big.bytes.len() as u64).status,
+        201
+    );
+    server.kill();
+
+    let floor = (u64::MAX / 4).to_string();
+    let server =
+        TestServer::start_on_with(&server.data_dir, &[("HATTAMA__LIMITS__MIN_FREE_BYTES", &floor)]);
+    let url = &server.url;
+    let next = d.sign("p0001", &photo(2).1);
+    let refused =
+        d.create(url, &next.canonical, &hex::encode(next.signature), photo(2).0.len() as u64);
+    assert_eq!((refused.status, refused.code()), (507, "insufficient_storage"), "{refused:?}");
+    let patch = d.patch(url, &unfinished.hash().to_hex(), 0, &big.bytes[..1000]);
+    assert_eq!((patch.status, patch.code()), (507, "insufficient_storage"), "{patch:?}");
+    // What is stored stays served.
+    assert_eq!(d.receipt(url, &id).status, 200);
+    let get = |path: String| reqwest::blocking::get(format!("{url}{path}")).unwrap().status();
+    assert_eq!(get(format!("/photos/{}", stored.1.sha256.to_hex())), 200);
+    assert_eq!(get(format!("/photos/{}/thumb", stored.1.sha256.to_hex())), 200);
+    assert_eq!(get(format!("/api/v1/captures/{id}")), 200);
+    assert_eq!(get("/log/checkpoint".into()), 200);
+}

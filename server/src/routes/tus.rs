@@ -167,6 +167,7 @@ pub async fn create(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     check_tus(&req)?;
+    ingest::check_free_space(&state.settings.data_dir, state.settings.limits.min_free_bytes)?;
     let length: u64 = header(&req, "Upload-Length")
         .and_then(|v| v.parse().ok())
         .ok_or_else(|| ApiError::new(400, "bad_length", "Upload-Length is required"))?;
@@ -202,9 +203,9 @@ pub async fn create(
         None => (None, None),
     };
     let storage = state.storage.clone();
-    let max = state.settings.limits.max_photo_bytes;
+    let quotas = state.settings.limits.clone();
     let (id, info, writer) = web::block(move || -> Result<_, ApiError> {
-        let id = ingest::create_upload(&*storage, &manifest, &signature, length, max)?;
+        let id = ingest::create_upload(&*storage, &manifest, &signature, length, &quotas)?;
         let info = storage.upload(&id)?.ok_or_else(|| ApiError::not_found("no such upload"))?;
         // The body is taken only by an upload still at 0, under the lock of its id.
         let writer = (claimed == Some(id) && info.offset == 0 && !info.stored)
@@ -331,11 +332,11 @@ async fn create_whole(
     }
     let (storage, keys, limits) = (state.storage.clone(), state.keys.clone(), state.media_limits);
     let thumbs = state.thumbs.clone();
-    let max = state.settings.limits.max_photo_bytes;
+    let quotas = state.settings.limits.clone();
     if cut || photo.len() as u64 != length {
         // Keep what arrived as an upload session, as a creation without this path would have.
         let offset = web::block(move || -> Result<u64, ApiError> {
-            let id = ingest::create_upload(&*storage, &manifest, &signature, length, max)?;
+            let id = ingest::create_upload(&*storage, &manifest, &signature, length, &quotas)?;
             let info = storage.upload(&id)?.ok_or_else(|| ApiError::not_found("no such upload"))?;
             if info.stored || info.offset != 0 {
                 return Ok(info.offset);
@@ -487,6 +488,7 @@ pub async fn patch(
     check_tus(&req)?;
     let id = parse_hash(&path)?;
     check_token(&req, &state, &id)?;
+    ingest::check_free_space(&state.settings.data_dir, state.settings.limits.min_free_bytes)?;
     if header(&req, "Content-Type") != Some("application/offset+octet-stream") {
         return Err(ApiError::new(
             415,

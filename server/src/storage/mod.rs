@@ -258,6 +258,8 @@ pub trait Storage: Send + Sync + 'static {
     fn read_upload(&self, id: &Sha256Hash, limit: u64) -> Result<Vec<u8>, StorageError>;
     /// Discards an unfinished upload and its bytes.
     fn discard_upload(&self, id: &Sha256Hash) -> Result<(), StorageError>;
+    /// Every unfinished upload: its id, the device that created it, its length and when.
+    fn open_uploads(&self) -> Result<Vec<OpenUpload>, StorageError>;
     /// Stores a complete capture, durably (see the module docs). If the capture is stored
     /// already, keeps the first and returns its receipt.
     fn commit_capture(&self, capture: NewCapture) -> Result<Committed, StorageError>;
@@ -331,4 +333,17 @@ pub fn make_private(dir: &std::path::Path) -> std::io::Result<()> {
         set(dir.join(file), 0o600)?;
     }
     Ok(())
+}
+
+/// An unfinished upload, for the quotas of `ingest::create_upload`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OpenUpload {
+    /// Its capture id.
+    pub id: Sha256Hash,
+    /// The device key (hex) of its manifest.
+    pub device_key: String,
+    /// Its `Upload-Length`.
+    pub length: u64,
+    /// When it was created.
+    pub created_at_ms: u64,
 }

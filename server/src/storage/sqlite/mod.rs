@@ -795,6 +795,29 @@ impl Storage for SqliteStorage {
         Ok(bytes)
     }
 
+    fn open_uploads(&self) -> Result<Vec<super::OpenUpload>, StorageError> {
+        let rows: Vec<(String, Vec<u8>, i64, i64)> = self.read(|c| {
+            Ok(c.prepare_cached("SELECT id, manifest, length, created_at_ms FROM uploads")?
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+                .collect::<Result<_, _>>()?)
+        })?;
+        // The canonical manifest spells its key as `"device_key":"<64 hex digits>"`.
+        const KEY: &[u8] = b"\"device_key\":\"";
+        Ok(rows
+            .into_iter()
+            .filter_map(|(id, manifest, length, created)| {
+                let at = manifest.windows(KEY.len()).position(|w| w == KEY)? + KEY.len();
+                let key = std::str::from_utf8(manifest.get(at..at + 64)?).ok()?.to_owned();
+                Some(super::OpenUpload {
+                    id: Sha256Hash::from_hex(&id)?,
+                    device_key: key,
+                    length: length as u64,
+                    created_at_ms: created as u64,
+                })
+            })
+            .collect())
+    }
+
     fn discard_upload(&self, id: &Sha256Hash) -> Result<(), StorageError> {
         let conn = lock(&self.writer)?;
         conn.execute("DELETE FROM uploads WHERE id = ?1", [id.to_hex()])?;
