@@ -61,6 +61,7 @@ fn check_quotas(
     length: u64,
     limits: &crate::settings::Limits,
 ) -> Result<(), ApiError> {
+    check_precinct_quota(storage, signed, limits.max_captures_per_precinct)?;
     let now = now_ms();
     let ttl_ms = limits.upload_ttl_secs.saturating_mul(1000);
     let device = signed.manifest.device_key.to_hex();
@@ -87,6 +88,32 @@ fn check_quotas(
         );
         e.retry_after = Some(60);
         return Err(e);
+    }
+    Ok(())
+}
+
+/// At most `max` captures of one device for one precinct (429 `too_many_captures`).
+fn check_precinct_quota(
+    storage: &dyn Storage,
+    signed: &SignedManifest,
+    max: u64,
+) -> Result<(), ApiError> {
+    let m = &signed.manifest;
+    let stored = storage.captures_of_device_in_precinct(
+        &device_id(&m.device_key),
+        &m.election,
+        &m.precinct,
+    )?;
+    if stored >= max {
+        return Err(ApiError::new(
+            429,
+            "too_many_captures",
+            format!(
+                "this device has sent {stored} photos of precinct {} already, the most it may; \
+                 ask a coordinator if more are needed",
+                m.precinct
+            ),
+        ));
     }
     Ok(())
 }
@@ -118,8 +145,13 @@ pub fn check_creation(
     manifest: &[u8],
     signature: &[u8],
     length: u64,
+    max_captures_per_precinct: u64,
 ) -> Result<SignedManifest, ApiError> {
-    check_new(storage, manifest, signature, length, SMALL_PHOTO_BYTES)
+    let signed = check_new(storage, manifest, signature, length, SMALL_PHOTO_BYTES)?;
+    if storage.upload(&signed.hash())?.is_none() {
+        check_precinct_quota(storage, &signed, max_captures_per_precinct)?;
+    }
+    Ok(signed)
 }
 
 /// Stores a whole photo of at most [`SMALL_PHOTO_BYTES`] that came with its manifest in one

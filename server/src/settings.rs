@@ -103,6 +103,9 @@ pub struct Limits {
     pub max_open_uploads: usize,
     /// Most bytes (by their `Upload-Length`) of one device's unfinished uploads together.
     pub max_upload_bytes_in_flight: u64,
+    /// Most captures one device may store for one precinct (a protocol has a few pages, each
+    /// photographed a few times).
+    pub max_captures_per_precinct: u64,
     /// Seconds after which an unfinished upload is discarded.
     pub upload_ttl_secs: u64,
     /// Free bytes on the data directory's file system below which uploads are refused with
@@ -146,6 +149,7 @@ impl Settings {
             .set_default("limits.read_timeout_secs", 30)?
             .set_default("limits.max_decodes", 2)?
             .set_default("limits.max_open_uploads", 8)?
+            .set_default("limits.max_captures_per_precinct", 40)?
             .set_default("limits.max_upload_bytes_in_flight", 128u64 << 20)?
             .set_default("limits.upload_ttl_secs", 48 * 3600)?
             .set_default("limits.min_free_bytes", 1u64 << 30)?
@@ -191,6 +195,7 @@ impl Settings {
                 read_timeout_secs: 30,
                 max_decodes: 2,
                 max_open_uploads: 8,
+                max_captures_per_precinct: 40,
                 max_upload_bytes_in_flight: 128 << 20,
                 upload_ttl_secs: 48 * 3600,
                 min_free_bytes: 1 << 30,
@@ -239,9 +244,12 @@ impl Settings {
         if !(1..=64).contains(&self.limits.max_decodes) {
             return Err(SettingsError::Invalid("limits.max_decodes must be 1..=64".into()));
         }
-        if self.limits.max_open_uploads == 0 || self.limits.upload_ttl_secs == 0 {
+        if self.limits.max_open_uploads == 0
+            || self.limits.upload_ttl_secs == 0
+            || self.limits.max_captures_per_precinct == 0
+        {
             return Err(SettingsError::Invalid(
-                "limits.max_open_uploads and limits.upload_ttl_secs must be positive".into(),
+                "limits.max_open_uploads, limits.max_captures_per_precinct and limits.upload_ttl_secs must be positive".into(),
             ));
         }
         if self.limits.max_upload_bytes_in_flight < self.limits.max_photo_bytes {

@@ -29,7 +29,11 @@ fn log_key(url: &str) -> LogKey {
 
 #[test]
 fn receipts_carry_proofs_and_tiles_are_immutable_files() {
-    let server = TestServer::start_with_election(3);
+    // One device sends 300 captures of one precinct: more than its quota allows an observer.
+    let server = TestServer::start_with(
+        &hattama_tests::fixtures::election("e2e", 3),
+        &[("HATTAMA__LIMITS__MAX_CAPTURES_PER_PRECINCT", "1000")],
+    );
     let code = &server.invite(&["p0001"], 1)[0];
     let mut device = RawDevice::new(31);
     let enrolled = device.enroll(&server.url, code);

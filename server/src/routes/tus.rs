@@ -293,8 +293,9 @@ async fn create_whole(
     // for a creation that would be refused, so a stranger's key cannot make the server wait on
     // a slow body.
     let (storage, checked) = (state.storage.clone(), manifest.clone());
+    let max = state.settings.limits.max_captures_per_precinct;
     let signed =
-        web::block(move || ingest::check_creation(&*storage, &checked, &signature, length))
+        web::block(move || ingest::check_creation(&*storage, &checked, &signature, length, max))
             .await??;
     let claimed = Sha256Hash::of(&manifest);
     let slot = state.uploads.get(&claimed);

@@ -260,6 +260,13 @@ pub trait Storage: Send + Sync + 'static {
     fn discard_upload(&self, id: &Sha256Hash) -> Result<(), StorageError>;
     /// Every unfinished upload: its id, the device that created it, its length and when.
     fn open_uploads(&self) -> Result<Vec<OpenUpload>, StorageError>;
+    /// How many captures a device has stored for a precinct.
+    fn captures_of_device_in_precinct(
+        &self,
+        device_id: &str,
+        election: &str,
+        precinct: &str,
+    ) -> Result<u64, StorageError>;
     /// Stores a complete capture, durably (see the module docs). If the capture is stored
     /// already, keeps the first and returns its receipt.
     fn commit_capture(&self, capture: NewCapture) -> Result<Committed, StorageError>;

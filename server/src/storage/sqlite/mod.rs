@@ -818,6 +818,22 @@ impl Storage for SqliteStorage {
             .collect())
     }
 
+    fn captures_of_device_in_precinct(
+        &self,
+        device_id: &str,
+        election: &str,
+        precinct: &str,
+    ) -> Result<u64, StorageError> {
+        let n: i64 = self.read(|c| {
+            Ok(c.prepare_cached(
+                "SELECT count(*) FROM captures
+                 WHERE election = ?1 AND precinct = ?2 AND device_id = ?3",
+            )?
+            .query_row(params![election, precinct, device_id], |r| r.get(0))?)
+        })?;
+        Ok(n as u64)
+    }
+
     fn discard_upload(&self, id: &Sha256Hash) -> Result<(), StorageError> {
         let conn = lock(&self.writer)?;
         conn.execute("DELETE FROM uploads WHERE id = ?1", [id.to_hex()])?;
