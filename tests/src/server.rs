@@ -68,9 +68,21 @@ impl TestServer {
         s
     }
 
-    /// Starts a server on an existing data directory with these extra environment variables.
-    pub fn start_on_with(data_dir: &Path, env: &[(&str, &str)]) -> Self {
-        Self::spawn_with(data_dir, "127.0.0.1:0", None, env, None).0
+    /// Starts a server on an existing data directory, listening on `listen`, with these extra
+    /// environment variables.
+    pub fn start_on_with(data_dir: &Path, listen: &str, env: &[(&str, &str)]) -> Self {
+        Self::spawn_with(data_dir, listen, None, env, None).0
+    }
+
+    /// Like [`Self::start_paused`], with these extra environment variables.
+    pub fn start_paused_with(
+        data_dir: &Path,
+        listen: &str,
+        point: &str,
+        env: &[(&str, &str)],
+    ) -> (Self, Receiver<String>) {
+        let (s, rx) = Self::spawn_with(data_dir, listen, Some(point), env, None);
+        (s, rx.expect("stderr lines"))
     }
 
     /// Starts a server on an existing data directory, listening on `listen`.

@@ -493,8 +493,11 @@ fn below_the_free_space_floor_uploads_get_507_and_stored_data_stays_served() {
     server.kill();
 
     let floor = (u64::MAX / 4).to_string();
-    let server =
-        TestServer::start_on_with(&server.data_dir, &[("HATTAMA__LIMITS__MIN_FREE_BYTES", &floor)]);
+    let server = TestServer::start_on_with(
+        &server.data_dir,
+        "127.0.0.1:0",
+        &[("HATTAMA__LIMITS__MIN_FREE_BYTES", &floor)],
+    );
     let url = &server.url;
     let next = d.sign("p0001", &photo(2).1);
     let refused =
