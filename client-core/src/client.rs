@@ -511,8 +511,8 @@ impl Client {
             Some((canonical, _)) => Manifest::from_canonical(&canonical)?.photo.orientation,
             None => 1,
         };
-        let thumb = thumbnail::make(&photo, media_type, orientation, &self.config.limits)
-            .map_err(Error::Thumbnail)?;
+        let thumb = thumbnail::make(&photo, media_type, orientation)
+            .map_err(|e| Error::Thumbnail(e.to_string()))?;
         crate::store::blobs::write_durably(self.store.blobs().tmp(), &path, &thumb)
             .map_err(StoreError::from)?;
         Ok(thumb)

@@ -594,6 +594,12 @@ impl Gallery {
         view: &ElectionView,
         precinct: &str,
     ) -> Result<Vec<CaptureView>, StorageError> {
+        // The observer's own figures stay out of the public views until the coordinators' two
+        // blind entries are in, so that nobody copies them into an entry (docs/review.md).
+        let entered = view
+            .transcriptions
+            .get(precinct)
+            .is_some_and(|t| t.status != crate::storage::review::TranscriptionStatus::Pending);
         Ok(self
             .storage
             .public_captures(&view.election.id, Some(precinct))?
@@ -601,6 +607,12 @@ impl Gallery {
             .filter_map(|c| {
                 let state = view.decisions.get(&c.id).copied().unwrap_or(PublicState::Pending);
                 (state != PublicState::Rejected).then(|| CaptureView::new(c, state)).flatten()
+            })
+            .map(|mut c| {
+                if !entered {
+                    c.observer_transcription = None;
+                }
+                c
             })
             .collect())
     }

@@ -12,6 +12,7 @@ use crate::storage::{
     Admission, Committed, NewCapture, NewUpload, PhotoBuf, PhotoBytes, SMALL_PHOTO_BYTES, Storage,
     UploadInfo, device_id,
 };
+use crate::thumbs::{Rendition, Thumbnails};
 
 /// Milliseconds since the Unix epoch now.
 pub fn now_ms() -> u64 {
@@ -26,15 +27,23 @@ fn evidence_error(e: EvidenceError) -> ApiError {
 }
 
 /// Checks a new upload (tus creation) and records it. Returns the capture id.
+///
+/// A new upload session must fit its device's quotas: at most `limits.max_open_uploads`
+/// unfinished uploads, together at most `limits.max_upload_bytes_in_flight` bytes (429
+/// `too_many_uploads`); unfinished uploads older than `limits.upload_ttl_secs` are discarded
+/// on the way. Creating an upload that exists again (a resume) is always allowed.
 pub fn create_upload(
     storage: &dyn Storage,
     manifest: &[u8],
     signature: &[u8],
     length: u64,
-    max_photo_bytes: u64,
+    limits: &crate::settings::Limits,
 ) -> Result<Sha256Hash, ApiError> {
-    let signed = check_new(storage, manifest, signature, length, max_photo_bytes)?;
+    let signed = check_new(storage, manifest, signature, length, limits.max_photo_bytes)?;
     let id = signed.hash();
+    if storage.upload(&id)?.is_none() {
+        check_quotas(storage, &signed, length, limits)?;
+    }
     storage.create_upload(&NewUpload {
         id,
         manifest: signed.canonical,
@@ -45,22 +54,123 @@ pub fn create_upload(
     Ok(id)
 }
 
+/// The upload quotas of a device (see [`create_upload`]), expiring old uploads on the way.
+fn check_quotas(
+    storage: &dyn Storage,
+    signed: &SignedManifest,
+    length: u64,
+    limits: &crate::settings::Limits,
+) -> Result<(), ApiError> {
+    check_precinct_quota(storage, signed, limits.max_captures_per_precinct)?;
+    let now = now_ms();
+    let ttl_ms = limits.upload_ttl_secs.saturating_mul(1000);
+    let device = signed.manifest.device_key.to_hex();
+    let (mut open, mut bytes) = (0usize, length);
+    for u in storage.open_uploads()? {
+        if now.saturating_sub(u.created_at_ms) > ttl_ms {
+            storage.discard_upload(&u.id)?;
+        } else if u.device_key == device {
+            open += 1;
+            bytes = bytes.saturating_add(u.length);
+        }
+    }
+    if open >= limits.max_open_uploads || bytes > limits.max_upload_bytes_in_flight {
+        let mut e = ApiError::new(
+            429,
+            "too_many_uploads",
+            format!(
+                "this device has {open} unfinished uploads ({} bytes in all); finish or cancel \
+                 them before starting another (at most {} uploads, {} bytes)",
+                bytes - length,
+                limits.max_open_uploads,
+                limits.max_upload_bytes_in_flight
+            ),
+        );
+        e.retry_after = Some(60);
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// At most `max` captures of one device for one precinct (429 `too_many_captures`).
+fn check_precinct_quota(
+    storage: &dyn Storage,
+    signed: &SignedManifest,
+    max: u64,
+) -> Result<(), ApiError> {
+    let m = &signed.manifest;
+    let stored = storage.captures_of_device_in_precinct(
+        &device_id(&m.device_key),
+        &m.election,
+        &m.precinct,
+    )?;
+    if stored >= max {
+        return Err(ApiError::new(
+            429,
+            "too_many_captures",
+            format!(
+                "this device has sent {stored} photos of precinct {} already, the most it may; \
+                 ask a coordinator if more are needed",
+                m.precinct
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses an upload's bytes (507 `insufficient_storage`) when the data directory's file
+/// system has less than `min_free` bytes free: what is stored stays served, and the server
+/// keeps room to commit what it already accepted.
+pub fn check_free_space(dir: &std::path::Path, min_free: u64) -> Result<(), ApiError> {
+    let free = rustix::fs::statvfs(dir)
+        .map(|s| s.f_bavail.saturating_mul(s.f_frsize))
+        .map_err(|e| ApiError::internal(&std::io::Error::from(e)))?;
+    if free < min_free {
+        let mut e = ApiError::new(
+            507,
+            "insufficient_storage",
+            "the server is short of disk space and takes no new photos now; keep them on the \
+             phone and retry later",
+        );
+        e.retry_after = Some(300);
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// The checks of a creation ([`create_upload`]'s, without recording anything), for a creation
+/// that carries a whole photo: made before any byte of its body is read.
+pub fn check_creation(
+    storage: &dyn Storage,
+    manifest: &[u8],
+    signature: &[u8],
+    length: u64,
+    max_captures_per_precinct: u64,
+) -> Result<SignedManifest, ApiError> {
+    let signed = check_new(storage, manifest, signature, length, SMALL_PHOTO_BYTES)?;
+    if storage.upload(&signed.hash())?.is_none() {
+        check_precinct_quota(storage, &signed, max_captures_per_precinct)?;
+    }
+    Ok(signed)
+}
+
 /// Stores a whole photo of at most [`SMALL_PHOTO_BYTES`] that came with its manifest in one
-/// request (tus `creation-with-upload`): the checks of [`create_upload`] and then those of
-/// [`complete_upload`], in one step and without an upload session. A refused photo leaves
-/// nothing behind. Returns the capture id and what the commit answered.
+/// request (tus `creation-with-upload`), the manifest checked by [`check_creation`] before the
+/// body was read: the device is checked again (it may have been revoked meanwhile), then the
+/// checks of [`complete_upload`], in one step and without an upload session. A refused photo
+/// leaves nothing behind. Returns the capture id and what the commit answered.
 pub fn store_whole(
     storage: &dyn Storage,
     keys: &ServerKeys,
-    manifest: &[u8],
-    signature: &[u8],
+    signed: &SignedManifest,
     photo: PhotoBuf,
     limits: &MediaLimits,
+    thumbs: &Thumbnails,
 ) -> Result<(Sha256Hash, Committed), ApiError> {
-    let length = photo.len() as u64;
-    let signed = check_new(storage, manifest, signature, length, SMALL_PHOTO_BYTES)?;
+    let m = &signed.manifest;
+    check_device(signed, storage.admission(&m.election, &m.precinct, &m.device_key)?)?;
     let id = signed.hash();
-    let committed = finish(storage, keys, &id, &signed, photo, false, limits)?;
+    let committed = finish(storage, keys, &id, signed, photo, false, (limits, thumbs))?;
     Ok((id, committed))
 }
 
@@ -142,6 +252,7 @@ pub fn complete_upload(
     id: &Sha256Hash,
     known: Option<(UploadInfo, Option<HeldPhoto>)>,
     limits: &MediaLimits,
+    thumbs: &Thumbnails,
 ) -> Result<Vec<u8>, ApiError> {
     let (info, photo) = match known {
         Some((info, photo)) if !info.stored => (info, photo),
@@ -165,7 +276,7 @@ pub fn complete_upload(
             HeldPhoto { bytes: storage.read_upload(id, info.length + 1)?.into(), in_upload: true }
         }
     };
-    match finish(storage, keys, id, &signed, photo, in_upload, limits) {
+    match finish(storage, keys, id, &signed, photo, in_upload, (limits, thumbs)) {
         Ok(committed) => Ok(committed.receipt),
         Err(e) => {
             // A refused photo is dropped with its upload; the client learns why.
@@ -177,9 +288,10 @@ pub fn complete_upload(
     }
 }
 
-/// Checks a whole photo against its (verified) manifest and the core's photo rules, then signs
-/// the receipt and commits the capture with its photo. `in_upload`: the photo is also in its
-/// upload's file (which a large photo is stored from).
+/// Checks a whole photo against its (verified) manifest and the core's photo rules, makes its
+/// thumbnail (a photo whose pixels cannot be decoded within the budget is refused here, so it
+/// is never stored or served), then signs the receipt and commits the capture with its photo.
+/// `in_upload`: the photo is also in its upload's file (which a large photo is stored from).
 fn finish(
     storage: &dyn Storage,
     keys: &ServerKeys,
@@ -187,7 +299,7 @@ fn finish(
     signed: &SignedManifest,
     bytes: PhotoBuf,
     in_upload: bool,
-    limits: &MediaLimits,
+    (limits, thumbs): (&MediaLimits, &Thumbnails),
 ) -> Result<Committed, ApiError> {
     let m = &signed.manifest;
     if bytes.len() as u64 != m.photo.bytes || Sha256Hash::of(&bytes) != m.photo.sha256 {
@@ -210,6 +322,7 @@ fn finish(
             "the photo is not clean or not as the manifest says",
         ));
     }
+    let thumb = thumbs.make(&bytes, m.photo.media_type, m.photo.orientation, Rendition::Thumb)?;
     // A device revoked while its upload was under way can store nothing more. (A photo stored
     // in one step was checked a moment ago, in this same call.)
     if in_upload {
@@ -247,6 +360,9 @@ fn finish(
         receipt,
         photo,
     })?;
+    if let Err(e) = thumbs.store(&m.photo.sha256, Rendition::Thumb, &thumb) {
+        tracing::warn!(error = %e, "the thumbnail could not be kept; it is made again when asked");
+    }
     tracing::info!(seq = m.seq, bytes = m.photo.bytes, "capture stored");
     Ok(committed)
 }

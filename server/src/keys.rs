@@ -14,6 +14,8 @@ pub struct ServerKeys {
     pub receipt: SigningKey,
     /// Signs log checkpoints.
     pub log: SigningKey,
+    /// The secret of upload tokens (`routes::tus`): random bytes, kept as a key file.
+    pub upload_tokens: [u8; 32],
 }
 
 impl ServerKeys {
@@ -24,6 +26,7 @@ impl ServerKeys {
         Ok(Self {
             receipt: load_or_create(&keys.join("receipt.key"))?,
             log: load_or_create(&keys.join("log.key"))?,
+            upload_tokens: load_or_create(&keys.join("upload-token.key"))?.to_bytes(),
         })
     }
 

@@ -20,4 +20,6 @@ pub mod settings;
 pub mod startup;
 pub mod storage;
 pub mod telemetry;
+pub mod throttle;
+pub mod thumbs;
 pub mod web;

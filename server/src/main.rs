@@ -274,6 +274,9 @@ enum DeviceCommand {
 }
 
 fn main() -> anyhow::Result<()> {
+    // Everything this process creates (database, WAL, photos, uploads, keys, thumbnails, the
+    // log's files) is readable by the server's user only, whatever umask it was started with.
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     if let Ok(point) = std::env::var("HATTAMA_TEST_PAUSE_AT") {
         // A no-op unless the core was built with its `test-hooks` feature (tests only).
         hattama_core::hooks::set_pause_at(&point);

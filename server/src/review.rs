@@ -17,8 +17,7 @@
 //! transcription's `inconsistency_note`); soft rules are only shown. Nothing is ever deleted:
 //! decisions and entries are appended, each with its audit event (who, when, before, after).
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::Mutex;
+use std::collections::{BTreeMap, HashMap};
 
 use argon2::Argon2;
 use argon2::password_hash::phc::PasswordHash;
@@ -184,66 +183,7 @@ pub fn reset_password(
 // ---------------------------------------------------------------------------------------------
 // Logins and sessions.
 
-/// Counts failed logins per key in a sliding window: `max_failures` failures of one user name in
-/// the window lock that name until the oldest failure leaves the window; a client address gets
-/// ten times as many (an office behind one address must not lock everyone out because of one
-/// forgetful colleague, yet one address cannot try many names for long). Kept in memory: a
-/// restart forgets it, which only restarts the window.
-pub struct LoginThrottle {
-    max_failures: usize,
-    window_ms: u64,
-    failures: Mutex<HashMap<String, VecDeque<u64>>>,
-}
-
-impl LoginThrottle {
-    /// A throttle allowing `max_failures` failures per key in `window_secs`.
-    pub fn new(max_failures: usize, window_secs: u64) -> Self {
-        Self { max_failures, window_ms: window_secs * 1000, failures: Mutex::default() }
-    }
-
-    fn locked(&self) -> std::sync::MutexGuard<'_, HashMap<String, VecDeque<u64>>> {
-        self.failures.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// `Err(seconds)` if a key is locked.
-    pub fn check(&self, keys: &[String], now_ms: u64) -> Result<(), u64> {
-        let mut map = self.locked();
-        for key in keys {
-            if let Some(list) = map.get_mut(key) {
-                while list.front().is_some_and(|t| t + self.window_ms <= now_ms) {
-                    list.pop_front();
-                }
-                let max = if key.starts_with("addr:") {
-                    self.max_failures * 10
-                } else {
-                    self.max_failures
-                };
-                if list.len() >= max {
-                    let oldest = list.front().copied().unwrap_or(now_ms);
-                    return Err((oldest + self.window_ms).saturating_sub(now_ms).div_ceil(1000));
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Records a failure for every key.
-    pub fn fail(&self, keys: &[String], now_ms: u64) {
-        let mut map = self.locked();
-        // Bounded memory: forget everything if an attacker sprays names.
-        if map.len() > 100_000 {
-            map.clear();
-        }
-        for key in keys {
-            map.entry(key.clone()).or_default().push_back(now_ms);
-        }
-    }
-
-    /// Forgets a user's failures after a successful login.
-    pub fn succeed(&self, key: &str) {
-        self.locked().remove(key);
-    }
-}
+pub use crate::throttle::LoginThrottle;
 
 /// A new session: the token for the cookie (only its SHA-256 is stored) and the CSRF token.
 pub struct NewSession {
@@ -267,7 +207,8 @@ fn random_token() -> String {
 }
 
 /// Checks a user name and password and opens a session of `ttl_ms`. Failures are throttled
-/// per user name and per client address, and audited (also for unknown names).
+/// (a delay per user name, a limit per client address: [`LoginThrottle`]) and audited (also for
+/// unknown names).
 pub fn login(
     storage: &dyn ReviewStorage,
     throttle: &LoginThrottle,
@@ -278,9 +219,9 @@ pub fn login(
     ttl_ms: u64,
 ) -> Result<NewSession, ReviewError> {
     let name = username.trim().to_lowercase();
-    let keys = [format!("user:{name}"), format!("addr:{client}")];
-    throttle.check(&keys, now_ms).map_err(ReviewError::Throttled)?;
     let found = storage.user_by_name(&name)?;
+    let known = found.is_some();
+    throttle.check(&name, known, client, now_ms).map_err(ReviewError::Throttled)?;
     let ok = match &found {
         Some((user, hash)) => verify_password(hash, password) && !user.disabled,
         None => {
@@ -291,7 +232,7 @@ pub fn login(
     };
     let user_id = found.as_ref().map(|(u, _)| u.id);
     if !ok {
-        throttle.fail(&keys, now_ms);
+        throttle.fail(&name, known, client, now_ms);
         storage.append_audit(&NewAudit {
             at_ms: now_ms,
             user_id,
@@ -302,7 +243,7 @@ pub fn login(
         return Err(ReviewError::BadLogin);
     }
     let Some((user, _)) = found else { return Err(ReviewError::BadLogin) };
-    throttle.succeed(&keys[0]);
+    throttle.succeed(&name);
     let token = random_token();
     let csrf = random_token();
     storage.create_session(&token_hash(&token), user.id, &csrf, now_ms, now_ms + ttl_ms)?;
@@ -361,6 +302,71 @@ pub fn may_review(user: &User, region: &str) -> bool {
 /// Whether the user may read the whole audit trail and export it.
 pub fn may_audit(user: &User) -> bool {
     matches!(user.role, Role::Admin | Role::Supervisor)
+}
+
+/// Whether `user` may still make a blind (first or second) entry of a precinct in `region`
+/// whose transcription is in `status`: they may transcribe there, have not entered it, and it
+/// is still waiting for its blind entries. Then no page, export or API shows them an entry's
+/// numbers, nor the observer's own.
+pub fn may_enter_blind(
+    user: &User,
+    region: &str,
+    status: Option<TranscriptionStatus>,
+    entered: bool,
+) -> bool {
+    may_review(user, region)
+        && !entered
+        && matches!(status, None | Some(TranscriptionStatus::Pending))
+}
+
+/// What stands in an audit event's `before` and `after` in place of an entry's numbers that
+/// the reader may not see yet.
+pub const WITHHELD: &str =
+    r#"{"withheld":"blind entry: shown once you have entered this protocol"}"#;
+
+/// The audit trail as `user` reads it: the numbers of transcription entries (their `before`
+/// and `after`) are withheld in precincts where the user may still enter blind
+/// ([`may_enter_blind`]). `election_of` gives an election's definition (for regions).
+pub fn audit_for(
+    storage: &dyn ReviewStorage,
+    election_of: &dyn Fn(&str) -> Result<Option<Election>, StorageError>,
+    user: &User,
+    mut events: Vec<crate::storage::review::AuditEvent>,
+) -> Result<Vec<crate::storage::review::AuditEvent>, ReviewError> {
+    let mut blind: HashMap<(String, String), bool> = HashMap::new();
+    let mut elections: HashMap<String, Option<Election>> = HashMap::new();
+    for e in &mut events {
+        if !e.action.starts_with("entry") {
+            continue;
+        }
+        let (Some(election), Some(precinct)) = (&e.election, &e.precinct) else { continue };
+        let key = (election.clone(), precinct.clone());
+        let hide = match blind.get(&key) {
+            Some(hide) => *hide,
+            None => {
+                if !elections.contains_key(election) {
+                    elections.insert(election.clone(), election_of(election)?);
+                }
+                let region = elections
+                    .get(election)
+                    .and_then(Option::as_ref)
+                    .and_then(|el| el.precincts.iter().find(|p| &p.id == precinct))
+                    .map(|p| p.region.clone())
+                    .unwrap_or_default();
+                let status = storage.transcription(election, precinct)?.map(|t| t.status);
+                let entered =
+                    storage.entries(election, precinct)?.iter().any(|x| x.user_id == user.id);
+                let hide = may_enter_blind(user, &region, status, entered);
+                blind.insert(key, hide);
+                hide
+            }
+        };
+        if hide {
+            e.before = Some(WITHHELD.to_owned());
+            e.after = Some(WITHHELD.to_owned());
+        }
+    }
+    Ok(events)
 }
 
 /// The regions a user's queue is limited to (`None`: all).
@@ -846,20 +852,5 @@ mod tests {
         assert_eq!(p.chars().count(), 20);
         assert!(check_password(&p).is_ok());
         assert!(check_password("short").is_err());
-    }
-
-    #[test]
-    fn throttle_locks_after_too_many_failures_in_the_window() {
-        let t = LoginThrottle::new(3, 60);
-        let keys = ["user:a".to_owned()];
-        for i in 0..3 {
-            assert!(t.check(&keys, 1000 + i).is_ok());
-            t.fail(&keys, 1000 + i);
-        }
-        assert_eq!(t.check(&keys, 2000), Err(59));
-        assert!(t.check(&["user:b".to_owned()], 2000).is_ok(), "other keys are free");
-        assert!(t.check(&keys, 61_001).is_ok(), "the window passed");
-        t.succeed("user:a");
-        assert!(t.check(&keys, 2000).is_ok());
     }
 }

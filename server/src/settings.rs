@@ -26,6 +26,11 @@ pub struct Settings {
     pub review: ReviewSettings,
     /// The format of the logs on stderr (`HATTAMA_LOG_FORMAT` overrides it).
     pub log_format: LogFormat,
+    /// Reverse proxies whose `X-Forwarded-For` is believed (addresses or CIDR blocks, a list or
+    /// a comma-separated string): the client's address is then the right-most one of that
+    /// header that is not a trusted proxy. Empty (the default): the TCP peer is the client.
+    #[serde(deserialize_with = "proxies")]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 /// How logs are written.
@@ -39,21 +44,58 @@ pub enum LogFormat {
     Json,
 }
 
+/// `trusted_proxies`: a list of addresses or CIDR blocks, or one comma-separated string of them
+/// (as an environment variable gives it).
+fn proxies<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<ipnet::IpNet>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Given {
+        List(Vec<String>),
+        Text(String),
+    }
+    let items = match Given::deserialize(d)? {
+        Given::List(list) => list,
+        Given::Text(text) => text.split(',').map(str::to_owned).collect(),
+    };
+    items
+        .iter()
+        .map(|s| s.trim())
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse::<ipnet::IpNet>()
+                .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| {
+                    serde::de::Error::custom(format!(
+                        "trusted_proxies: {s:?} is not an address or CIDR block"
+                    ))
+                })
+        })
+        .collect()
+}
+
 /// Settings of the coordinators' review UI.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReviewSettings {
     /// How long a session lasts after login, in seconds.
     pub session_ttl_secs: u64,
-    /// Failed logins allowed per user name (and per client address) in the window.
+    /// Failed logins of one user name before each attempt must wait a doubling delay (a client
+    /// address may fail ten times as many per window, then waits for the window's end).
     pub login_max_failures: usize,
-    /// The window of `login_max_failures`, in seconds.
+    /// How long failures are remembered (and the window of a client's failures), in seconds.
     pub login_window_secs: u64,
+    /// The longest delay between two attempts for one user name, in seconds.
+    pub login_max_delay_secs: u64,
 }
 
 impl Default for ReviewSettings {
     fn default() -> Self {
-        Self { session_ttl_secs: 12 * 3600, login_max_failures: 5, login_window_secs: 900 }
+        Self {
+            session_ttl_secs: 12 * 3600,
+            login_max_failures: 5,
+            login_window_secs: 900,
+            login_max_delay_secs: 60,
+        }
     }
 }
 
@@ -67,6 +109,21 @@ pub struct Limits {
     pub max_json_bytes: usize,
     /// Seconds a PATCH may wait for its next bytes before the server gives up on it.
     pub read_timeout_secs: u64,
+    /// Most photo decodes (thumbnails) at once, server-wide; each may take up to
+    /// `hattama_core::thumbnail::DECODE_BUDGET` (64 MiB) of memory.
+    pub max_decodes: usize,
+    /// Most unfinished uploads one device may have open.
+    pub max_open_uploads: usize,
+    /// Most bytes (by their `Upload-Length`) of one device's unfinished uploads together.
+    pub max_upload_bytes_in_flight: u64,
+    /// Most captures one device may store for one precinct (a protocol has a few pages, each
+    /// photographed a few times).
+    pub max_captures_per_precinct: u64,
+    /// Seconds after which an unfinished upload is discarded.
+    pub upload_ttl_secs: u64,
+    /// Free bytes on the data directory's file system below which uploads are refused with
+    /// 507 (what is stored stays served).
+    pub min_free_bytes: u64,
 }
 
 /// Why settings could not be loaded.
@@ -104,12 +161,23 @@ impl Settings {
             .set_default("limits.max_photo_bytes", limits.max_bytes)?
             .set_default("limits.max_json_bytes", 64 * 1024)?
             .set_default("limits.read_timeout_secs", 30)?
+            .set_default("limits.max_decodes", 2)?
+            .set_default("limits.max_open_uploads", 8)?
+            .set_default("limits.max_captures_per_precinct", 40)?
+            .set_default("limits.max_upload_bytes_in_flight", 128u64 << 20)?
+            .set_default("limits.upload_ttl_secs", 48 * 3600)?
+            .set_default("limits.min_free_bytes", 1u64 << 30)?
             .set_default("review.session_ttl_secs", ReviewSettings::default().session_ttl_secs)?
             .set_default(
                 "review.login_max_failures",
                 ReviewSettings::default().login_max_failures as u64,
             )?
-            .set_default("review.login_window_secs", ReviewSettings::default().login_window_secs)?;
+            .set_default("review.login_window_secs", ReviewSettings::default().login_window_secs)?
+            .set_default(
+                "review.login_max_delay_secs",
+                ReviewSettings::default().login_max_delay_secs,
+            )?
+            .set_default("trusted_proxies", Vec::<String>::new())?;
         if let Some(file) = &overrides.config_file {
             builder = builder.add_source(config::File::from(file.as_path()).required(true));
         }
@@ -142,10 +210,17 @@ impl Settings {
                 max_photo_bytes: limits.max_bytes,
                 max_json_bytes: 64 * 1024,
                 read_timeout_secs: 30,
+                max_decodes: 2,
+                max_open_uploads: 8,
+                max_captures_per_precinct: 40,
+                max_upload_bytes_in_flight: 128 << 20,
+                upload_ttl_secs: 48 * 3600,
+                min_free_bytes: 1 << 30,
             },
             workers: 2,
             review: ReviewSettings::default(),
             log_format: LogFormat::Text,
+            trusted_proxies: Vec::new(),
         }
     }
 
@@ -169,14 +244,35 @@ impl Settings {
                 "limits.max_json_bytes must be 256..=1048576".into(),
             ));
         }
-        if self.review.session_ttl_secs == 0 || self.review.login_window_secs == 0 {
+        if self.review.session_ttl_secs == 0
+            || self.review.login_window_secs == 0
+            || self.review.login_max_delay_secs == 0
+        {
             return Err(SettingsError::Invalid(
-                "review.session_ttl_secs and review.login_window_secs must be positive".into(),
+                "review.session_ttl_secs, review.login_window_secs and \
+                 review.login_max_delay_secs must be positive"
+                    .into(),
             ));
         }
         if self.review.login_max_failures == 0 {
             return Err(SettingsError::Invalid(
                 "review.login_max_failures must be positive".into(),
+            ));
+        }
+        if !(1..=64).contains(&self.limits.max_decodes) {
+            return Err(SettingsError::Invalid("limits.max_decodes must be 1..=64".into()));
+        }
+        if self.limits.max_open_uploads == 0
+            || self.limits.upload_ttl_secs == 0
+            || self.limits.max_captures_per_precinct == 0
+        {
+            return Err(SettingsError::Invalid(
+                "limits.max_open_uploads, limits.max_captures_per_precinct and limits.upload_ttl_secs must be positive".into(),
+            ));
+        }
+        if self.limits.max_upload_bytes_in_flight < self.limits.max_photo_bytes {
+            return Err(SettingsError::Invalid(
+                "limits.max_upload_bytes_in_flight must be at least limits.max_photo_bytes".into(),
             ));
         }
         if self.limits.read_timeout_secs == 0 {

@@ -35,6 +35,8 @@ pub struct AppState {
     pub review: Arc<dyn ReviewStorage>,
     /// Failed logins of the review UI.
     pub login_throttle: crate::review::LoginThrottle,
+    /// Thumbnails and the server-wide bound on photo decodes.
+    pub thumbs: Arc<crate::thumbs::Thumbnails>,
 }
 
 /// A bound, not yet running server.
@@ -86,7 +88,12 @@ impl Application {
         let login_throttle = crate::review::LoginThrottle::new(
             settings.review.login_max_failures,
             settings.review.login_window_secs,
+            settings.review.login_max_delay_secs,
         );
+        let thumbs = Arc::new(crate::thumbs::Thumbnails::new(
+            settings.data_dir.clone(),
+            settings.limits.max_decodes,
+        )?);
         let state = web::Data::new(AppState {
             storage,
             keys,
@@ -97,6 +104,7 @@ impl Application {
             gallery,
             review,
             login_throttle,
+            thumbs,
         });
         let mut server = HttpServer::new(move || {
             App::new()

@@ -10,6 +10,7 @@ pub mod browser;
 pub mod demo;
 
 pub mod fixtures;
+pub mod hostile;
 pub mod raw;
 pub mod review;
 pub mod server;

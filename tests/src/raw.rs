@@ -22,6 +22,9 @@ pub struct RawDevice {
     /// Hash of the last manifest.
     pub prev: Sha256Hash,
     http: Client,
+    /// The token query (`?token=…`) of each upload this device created, by capture id, from
+    /// the creations' `Location`.
+    tokens: std::sync::Mutex<std::collections::HashMap<String, String>>,
 }
 
 /// The answer of one request: status, headers we care about, JSON body if any.
@@ -65,15 +68,35 @@ pub fn clean_photo(path: &Path) -> (Vec<u8>, PhotoInfo) {
 impl RawDevice {
     /// A device whose key comes from `seed`.
     pub fn new(seed: u8) -> Self {
+        Self::with_timeout(seed, 30)
+    }
+
+    /// A device whose requests may take up to `secs` seconds.
+    pub fn with_timeout(seed: u8, secs: u64) -> Self {
         Self {
             key: SigningKey::from_bytes(&[seed; 32]),
             seq: 1,
             prev: Sha256Hash::ZERO,
             http: Client::builder()
-                .timeout(std::time::Duration::from_secs(30))
+                .timeout(std::time::Duration::from_secs(secs))
                 .build()
                 .expect("http client"),
+            tokens: Default::default(),
         }
+    }
+
+    /// Keeps the token of an upload's `Location` (`/files/<id>?token=…`).
+    pub fn remember(&self, location: Option<&str>) {
+        if let Some((path, query)) = location.and_then(|l| l.split_once('?')) {
+            let id = path.rsplit('/').next().unwrap_or_default().to_owned();
+            self.tokens.lock().unwrap().insert(id, format!("?{query}"));
+        }
+    }
+
+    /// The URL of an upload this device created (with its token), else the bare one.
+    pub fn upload_url(&self, url: &str, id: &str) -> String {
+        let query = self.tokens.lock().unwrap().get(id).cloned().unwrap_or_default();
+        format!("{url}/files/{id}{query}")
     }
 
     /// The device's public key.
@@ -131,7 +154,7 @@ impl RawDevice {
     /// `POST /files/` with explicit metadata.
     pub fn create(&self, url: &str, manifest: &[u8], signature: &str, length: u64) -> Answer {
         let meta = format!("manifest {},signature {}", B64.encode(manifest), B64.encode(signature));
-        Answer::from(
+        let answer = Answer::from(
             self.http
                 .post(format!("{url}/files/"))
                 .header("Tus-Resumable", "1.0.0")
@@ -139,14 +162,16 @@ impl RawDevice {
                 .header("Upload-Metadata", meta)
                 .send()
                 .expect("send"),
-        )
+        );
+        self.remember(answer.location.as_deref());
+        answer
     }
 
     /// `HEAD /files/{id}`.
     pub fn head(&self, url: &str, id: &str) -> Answer {
         Answer::from(
             self.http
-                .head(format!("{url}/files/{id}"))
+                .head(self.upload_url(url, id))
                 .header("Tus-Resumable", "1.0.0")
                 .send()
                 .expect("send"),
@@ -169,7 +194,7 @@ impl RawDevice {
     ) -> Answer {
         let mut req = self
             .http
-            .patch(format!("{url}/files/{id}"))
+            .patch(self.upload_url(url, id))
             .header("Tus-Resumable", "1.0.0")
             .header("Content-Type", "application/offset+octet-stream")
             .header("Upload-Offset", offset.to_string());
@@ -211,11 +236,12 @@ impl RawDevice {
         if created.status != 201 {
             return Ok(created);
         }
+        self.remember(created.location.as_deref());
         let id = signed.hash().to_hex();
         let offset = created.offset.unwrap_or(0) as usize;
         let patched = Answer::from(
             self.http
-                .patch(format!("{url}/files/{id}"))
+                .patch(self.upload_url(url, &id))
                 .header("Tus-Resumable", "1.0.0")
                 .header("Content-Type", "application/offset+octet-stream")
                 .header("Upload-Offset", offset.to_string())

@@ -89,6 +89,8 @@ pub struct Page {
     pub body: String,
     /// Every `Set-Cookie`.
     pub set_cookies: Vec<String>,
+    /// `Retry-After`, in seconds, if any.
+    pub retry_after: Option<u64>,
 }
 
 impl Page {
@@ -106,7 +108,12 @@ impl Page {
             .iter()
             .filter_map(|v| v.to_str().ok().map(str::to_owned))
             .collect();
-        Self { status, location, body: r.text().unwrap_or_default(), set_cookies }
+        let retry_after = r
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
+        Self { status, location, body: r.text().unwrap_or_default(), set_cookies, retry_after }
     }
 
     /// The value of a cookie this answer sets.
@@ -131,6 +138,8 @@ pub struct Browser {
     http: Client,
     /// Cookies sent with every request (`name=value`).
     pub cookies: Vec<(String, String)>,
+    /// Other headers sent with every request (e.g. `X-Forwarded-For`).
+    pub headers: Vec<(String, String)>,
 }
 
 impl Browser {
@@ -140,6 +149,7 @@ impl Browser {
             url: url.to_owned(),
             http: Client::builder().redirect(Policy::none()).build().expect("client"),
             cookies: Vec::new(),
+            headers: Vec::new(),
         }
     }
 
@@ -159,11 +169,20 @@ impl Browser {
         }
     }
 
+    fn with_headers(
+        &self,
+        mut r: reqwest::blocking::RequestBuilder,
+    ) -> reqwest::blocking::RequestBuilder {
+        for (k, v) in &self.headers {
+            r = r.header(k, v);
+        }
+        r
+    }
+
     /// `GET path`.
     pub fn get(&mut self, path: &str) -> Page {
         let r = self
-            .http
-            .get(format!("{}{path}", self.url))
+            .with_headers(self.http.get(format!("{}{path}", self.url)))
             .header("Cookie", self.cookie_header())
             .header("Accept-Language", "en")
             .send()
@@ -176,8 +195,7 @@ impl Browser {
     /// `POST path` with a form.
     pub fn post(&mut self, path: &str, form: &[(&str, &str)]) -> Page {
         let r = self
-            .http
-            .post(format!("{}{path}", self.url))
+            .with_headers(self.http.post(format!("{}{path}", self.url)))
             .header("Cookie", self.cookie_header())
             .header("Accept-Language", "en")
             .form(form)

@@ -50,9 +50,39 @@ impl TestServer {
         let dir = tempfile::tempdir().expect("tempdir");
         let data_dir = dir.path().to_owned();
         import_election(&data_dir, election);
-        let mut s = Self::spawn_with(&data_dir, "127.0.0.1:0", None, env).0;
+        let mut s = Self::spawn_with(&data_dir, "127.0.0.1:0", None, env, None).0;
         s._dir = Some(dir);
         s
+    }
+
+    /// Like [`Self::start_with`], the server started under this umask (e.g. `"000"`), on a
+    /// data directory left world-readable (0755) beforehand.
+    pub fn start_under_umask(election: &Value, umask: &str) -> Self {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data_dir = dir.path().to_owned();
+        import_election(&data_dir, election);
+        std::fs::set_permissions(&data_dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let mut s = Self::spawn_with(&data_dir, "127.0.0.1:0", None, &[], Some(umask)).0;
+        s._dir = Some(dir);
+        s
+    }
+
+    /// Starts a server on an existing data directory, listening on `listen`, with these extra
+    /// environment variables.
+    pub fn start_on_with(data_dir: &Path, listen: &str, env: &[(&str, &str)]) -> Self {
+        Self::spawn_with(data_dir, listen, None, env, None).0
+    }
+
+    /// Like [`Self::start_paused`], with these extra environment variables.
+    pub fn start_paused_with(
+        data_dir: &Path,
+        listen: &str,
+        point: &str,
+        env: &[(&str, &str)],
+    ) -> (Self, Receiver<String>) {
+        let (s, rx) = Self::spawn_with(data_dir, listen, Some(point), env, None);
+        (s, rx.expect("stderr lines"))
     }
 
     /// Starts a server on an existing data directory, listening on `listen`.
@@ -72,7 +102,7 @@ impl TestServer {
         listen: &str,
         pause: Option<&str>,
     ) -> (Self, Option<Receiver<String>>) {
-        Self::spawn_with(data_dir, listen, pause, &[])
+        Self::spawn_with(data_dir, listen, pause, &[], None)
     }
 
     fn spawn_with(
@@ -80,8 +110,19 @@ impl TestServer {
         listen: &str,
         pause: Option<&str>,
         env: &[(&str, &str)],
+        umask: Option<&str>,
     ) -> (Self, Option<Receiver<String>>) {
-        let mut command = Command::new(bin("hattama-server"));
+        let mut command = match umask {
+            // The shell sets the umask, then becomes the server (same process id).
+            Some(mask) => {
+                let mut c = Command::new("sh");
+                c.arg("-c")
+                    .arg(format!("umask {mask} && exec \"$0\" \"$@\""))
+                    .arg(bin("hattama-server"));
+                c
+            }
+            None => Command::new(bin("hattama-server")),
+        };
         command.envs(env.iter().copied());
         command
             .arg("--data-dir")

@@ -51,7 +51,16 @@ fn enroll_upload_and_receipt_are_idempotent_and_resumable() {
     // Creation answers the deterministic URL; bytes in three pieces, one cut short by a resume.
     let created = device.create(url, &signed.canonical, &sig, bytes.len() as u64);
     assert_eq!(created.status, 201, "{created:?}");
-    assert_eq!(created.location.as_deref(), Some(format!("/files/{id}").as_str()));
+    let location = created.location.clone().unwrap();
+    assert!(location.starts_with(&format!("/files/{id}?token=")), "{location}");
+    // Without its token, nobody else reads, writes or discards the upload.
+    let bare = RawDevice::new(11);
+    assert_eq!(bare.head(url, &id.to_hex()).status, 404, "HEAD without the token");
+    assert_eq!(bare.patch(url, &id.to_hex(), 0, b"garbage").status, 404, "PATCH without it");
+    let wrong = format!("{url}/files/{id}?token=00000000000000000000000000000000");
+    let r = bare.http().delete(&wrong).header("Tus-Resumable", "1.0.0").send().unwrap();
+    assert_eq!(r.status().as_u16(), 404, "DELETE with a wrong token");
+    assert_eq!(device.head(url, &id.to_hex()).offset, Some(0), "the upload is untouched");
     assert_eq!(created.offset, Some(0));
     let third = bytes.len() / 3;
     assert_eq!(device.patch(url, &id.to_hex(), 0, &bytes[..third]).status, 204);
@@ -127,14 +136,14 @@ fn tus_discovery_and_checksums() {
     // Termination discards the unfinished upload.
     let del = device
         .http()
-        .delete(format!("{}/files/{id}", server.url))
+        .delete(device.upload_url(&server.url, &id))
         .header("Tus-Resumable", "1.0.0")
         .send()
         .unwrap();
     assert_eq!(del.status().as_u16(), 204);
     assert_eq!(device.head(&server.url, &id).status, 404);
     // Missing Tus-Resumable.
-    let no_tus = device.http().head(format!("{}/files/{id}", server.url)).send().unwrap();
+    let no_tus = device.http().head(device.upload_url(&server.url, &id)).send().unwrap();
     assert_eq!(no_tus.status().as_u16(), 412);
 }
 
@@ -545,7 +554,7 @@ fn one_request_carries_the_photo_and_answers_the_logged_receipt() {
     assert_eq!(device.patch(url, &id.to_hex(), 0, &bytes[..100]).status, 204);
     let last = device
         .http()
-        .patch(format!("{url}/files/{id}"))
+        .patch(device.upload_url(url, &id.to_hex()))
         .header("Tus-Resumable", "1.0.0")
         .header("Content-Type", "application/offset+octet-stream")
         .header("Upload-Offset", "100")

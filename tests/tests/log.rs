@@ -29,7 +29,11 @@ fn log_key(url: &str) -> LogKey {
 
 #[test]
 fn receipts_carry_proofs_and_tiles_are_immutable_files() {
-    let server = TestServer::start_with_election(3);
+    // One device sends 300 captures of one precinct: more than its quota allows an observer.
+    let server = TestServer::start_with(
+        &hattama_tests::fixtures::election("e2e", 3),
+        &[("HATTAMA__LIMITS__MAX_CAPTURES_PER_PRECINCT", "1000")],
+    );
     let code = &server.invite(&["p0001"], 1)[0];
     let mut device = RawDevice::new(31);
     let enrolled = device.enroll(&server.url, code);
@@ -137,7 +141,14 @@ fn merkle_root(leaves: &[log::Hash]) -> log::Hash {
 fn no_two_checkpoints_for_one_size_across_sigkill_during_integration() {
     let data = tempfile::tempdir().unwrap();
     import_election(data.path(), &hattama_tests::fixtures::election("e2e", 3));
-    let mut server = TestServer::start_on(data.path(), "127.0.0.1:0");
+    // Uploads cut by the kills are abandoned, not resumed, and one device sends hundreds of
+    // captures of one precinct: more than the per-device quotas allow an observer.
+    let quotas = [
+        ("HATTAMA__LIMITS__MAX_OPEN_UPLOADS", "100000"),
+        ("HATTAMA__LIMITS__MAX_UPLOAD_BYTES_IN_FLIGHT", "100000000000"),
+        ("HATTAMA__LIMITS__MAX_CAPTURES_PER_PRECINCT", "100000"),
+    ];
+    let mut server = TestServer::start_on_with(data.path(), "127.0.0.1:0", &quotas);
     let listen = server.addr.to_string();
     let url = server.url.clone();
     let key = log_key(&url);
@@ -218,7 +229,7 @@ fn no_two_checkpoints_for_one_size_across_sigkill_during_integration() {
             // Deterministic: killed between a batch's commit and the publication of its files.
             server.kill();
             let (paused, lines) =
-                TestServer::start_paused(data.path(), &listen, "log:after-commit");
+                TestServer::start_paused_with(data.path(), &listen, "log:after-commit", &quotas);
             server = paused;
             let reached = lines.recv_timeout(Duration::from_secs(30)).unwrap();
             assert_eq!(reached, "hattama-paused log:after-commit");
@@ -231,7 +242,7 @@ fn no_two_checkpoints_for_one_size_across_sigkill_during_integration() {
         for u in uploaders {
             u.join().unwrap();
         }
-        server = TestServer::start_on(data.path(), &listen);
+        server = TestServer::start_on_with(data.path(), &listen, &quotas);
     }
     // Let everything integrate, then stop watching.
     std::thread::sleep(Duration::from_secs(2));

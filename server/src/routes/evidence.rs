@@ -6,6 +6,7 @@ use actix_web::{HttpResponse, web};
 use super::parse_hash;
 use crate::error::ApiError;
 use crate::startup::AppState;
+use crate::thumbs::Rendition;
 
 const IMMUTABLE: (&str, &str) = ("Cache-Control", "public, max-age=31536000, immutable");
 
@@ -53,28 +54,10 @@ pub async fn photo(
         .body(bytes))
 }
 
-/// A derived, reduced JPEG of a stored photo. Not evidence: the evidence is the photo itself.
-#[derive(Clone, Copy)]
-enum Rendition {
-    /// At most 320 pixels a side, for lists and galleries.
-    Thumb,
-    /// At most 1280 pixels a side: readable on a phone, a fraction of the original's bytes.
-    Medium,
-}
-
-impl Rendition {
-    /// The directory under the data directory, and the ETag suffix.
-    fn name(self) -> &'static str {
-        match self {
-            Rendition::Thumb => "thumbs",
-            Rendition::Medium => "medium",
-        }
-    }
-}
-
 /// `GET /photos/{sha256}/thumb`: a reduced JPEG (at most 320 pixels a side, upright) of a stored
-/// photo, for galleries. Not evidence: the evidence is the photo itself. Made once, kept under
-/// `<data dir>/thumbs/`, immutable like the photo.
+/// photo, for galleries. Not evidence: the evidence is the photo itself. Made when the photo was
+/// uploaded and kept under `<data dir>/thumbs/` (made again, within the server's decode slots,
+/// if that file is gone), immutable like the photo.
 pub async fn thumbnail(
     path: web::Path<String>,
     state: web::Data<AppState>,
@@ -98,11 +81,9 @@ async fn rendition(
 ) -> Result<HttpResponse, ApiError> {
     let sha = parse_hash(&path)?;
     let storage = state.storage.clone();
-    let dir = state.settings.data_dir.join(kind.name());
-    let (gallery, limits) = (state.gallery.clone(), state.media_limits);
+    let (gallery, thumbs) = (state.gallery.clone(), state.thumbs.clone());
     let bytes = web::block(move || -> Result<Vec<u8>, ApiError> {
-        let file = dir.join(format!("{}.jpg", sha.to_hex()));
-        if let Ok(bytes) = std::fs::read(&file) {
+        if let Some(bytes) = thumbs.cached(&sha, kind) {
             return Ok(bytes);
         }
         let manifest = gallery
@@ -110,19 +91,9 @@ async fn rendition(
             .ok_or_else(|| ApiError::not_found("no photo with this hash"))?;
         let original =
             storage.photo(&sha)?.ok_or_else(|| ApiError::not_found("no photo with this hash"))?;
-        let make = match kind {
-            Rendition::Thumb => hattama_core::thumbnail::make,
-            Rendition::Medium => hattama_core::thumbnail::make_medium,
-        };
-        let reduced =
-            make(&original, manifest.photo.media_type, manifest.photo.orientation, &limits)
-                .map_err(|e| ApiError::internal(&std::io::Error::other(e)))?;
-        // Written whole under a temporary name, then renamed: a reader never sees half a file.
-        std::fs::create_dir_all(&dir).map_err(|e| ApiError::internal(&e))?;
-        let tmp = dir.join(format!("{}.{:016x}.tmp", sha.to_hex(), rand::random::<u64>()));
-        std::fs::write(&tmp, &reduced)
-            .and_then(|()| std::fs::rename(&tmp, &file))
-            .map_err(|e| ApiError::internal(&e))?;
+        let (media_type, orientation) = (manifest.photo.media_type, manifest.photo.orientation);
+        let reduced = thumbs.make(&original, media_type, orientation, kind)?;
+        thumbs.store(&sha, kind, &reduced).map_err(|e| ApiError::internal(&e))?;
         Ok(reduced)
     })
     .await??;

@@ -1,6 +1,8 @@
 //! tus 1.0.0 (core, creation, checksum `sha256`, termination) for photo bytes; see
 //! `docs/sync-protocol.md`. The upload URL is the capture id, so every retry of the same capture
-//! lands on the same upload and a capture is stored once.
+//! lands on the same upload and a capture is stored once. It carries the upload's token
+//! ([`upload_token`]), which only the creation answers: an upload is bound to whoever holds its
+//! signed manifest, and nobody else can read its offset, write into it or discard it.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -71,6 +73,39 @@ impl UploadSlots {
     }
 }
 
+/// The token of an upload, a keyed hash of its capture id: the same for every creation of the
+/// same upload, given only in the creation's `Location`, which only the holder of the signed
+/// manifest gets (the creation verifies the signature before anything else).
+pub fn upload_token(keys: &crate::keys::ServerKeys, id: &Sha256Hash) -> String {
+    let mut h = Sha256::new();
+    h.update(b"hattama/upload-token/v1\n");
+    h.update(keys.upload_tokens);
+    h.update(id.0);
+    hex::encode(&h.finalize()[..16])
+}
+
+/// The upload's URL with its token, as the creation answers it.
+fn location(state: &AppState, id: &Sha256Hash) -> String {
+    format!("/files/{id}?token={}", upload_token(&state.keys, id))
+}
+
+/// Refuses a request on an upload without its token, as if the upload did not exist.
+fn check_token(req: &HttpRequest, state: &AppState, id: &Sha256Hash) -> Result<(), ApiError> {
+    let given = req.query_string().split('&').find_map(|kv| kv.strip_prefix("token="));
+    let expected = upload_token(&state.keys, id);
+    let same = given.is_some_and(|g| {
+        g.len() == expected.len()
+            && g.bytes().zip(expected.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+    });
+    if same {
+        Ok(())
+    } else {
+        Err(ApiError::not_found(
+            "no such upload: use the URL (with its token) that the creation answered",
+        ))
+    }
+}
+
 fn header<'a>(req: &'a HttpRequest, name: &str) -> Option<&'a str> {
     req.headers().get(name).and_then(|v| v.to_str().ok())
 }
@@ -132,6 +167,7 @@ pub async fn create(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     check_tus(&req)?;
+    ingest::check_free_space(&state.settings.data_dir, state.settings.limits.min_free_bytes)?;
     let length: u64 = header(&req, "Upload-Length")
         .and_then(|v| v.parse().ok())
         .ok_or_else(|| ApiError::new(400, "bad_length", "Upload-Length is required"))?;
@@ -167,9 +203,9 @@ pub async fn create(
         None => (None, None),
     };
     let storage = state.storage.clone();
-    let max = state.settings.limits.max_photo_bytes;
+    let quotas = state.settings.limits.clone();
     let (id, info, writer) = web::block(move || -> Result<_, ApiError> {
-        let id = ingest::create_upload(&*storage, &manifest, &signature, length, max)?;
+        let id = ingest::create_upload(&*storage, &manifest, &signature, length, &quotas)?;
         let info = storage.upload(&id)?.ok_or_else(|| ApiError::not_found("no such upload"))?;
         // The body is taken only by an upload still at 0, under the lock of its id.
         let writer = (claimed == Some(id) && info.offset == 0 && !info.stored)
@@ -194,7 +230,7 @@ pub async fn create(
     }
     let mut answer = tus_response(actix_web::http::StatusCode::CREATED);
     answer
-        .insert_header(("Location", format!("/files/{id}")))
+        .insert_header(("Location", location(&state, &id)))
         .insert_header(("Upload-Offset", offset.to_string()));
     Ok(match receipt {
         Some(body) => answer.content_type("application/json").body(body),
@@ -253,6 +289,14 @@ async fn create_whole(
     upload: Whole,
 ) -> Result<HttpResponse, ApiError> {
     let Whole { manifest, signature, length, checksum } = upload;
+    // The signature, the device's enrollment and the length first: no byte of the body is read
+    // for a creation that would be refused, so a stranger's key cannot make the server wait on
+    // a slow body.
+    let (storage, checked) = (state.storage.clone(), manifest.clone());
+    let max = state.settings.limits.max_captures_per_precinct;
+    let signed =
+        web::block(move || ingest::check_creation(&*storage, &checked, &signature, length, max))
+            .await??;
     let claimed = Sha256Hash::of(&manifest);
     let slot = state.uploads.get(&claimed);
     let (_guard, generation) = slot.take_over().await?;
@@ -288,11 +332,12 @@ async fn create_whole(
         ));
     }
     let (storage, keys, limits) = (state.storage.clone(), state.keys.clone(), state.media_limits);
-    let max = state.settings.limits.max_photo_bytes;
+    let thumbs = state.thumbs.clone();
+    let quotas = state.settings.limits.clone();
     if cut || photo.len() as u64 != length {
         // Keep what arrived as an upload session, as a creation without this path would have.
         let offset = web::block(move || -> Result<u64, ApiError> {
-            let id = ingest::create_upload(&*storage, &manifest, &signature, length, max)?;
+            let id = ingest::create_upload(&*storage, &manifest, &signature, length, &quotas)?;
             let info = storage.upload(&id)?.ok_or_else(|| ApiError::not_found("no such upload"))?;
             if info.stored || info.offset != 0 {
                 return Ok(info.offset);
@@ -312,7 +357,7 @@ async fn create_whole(
     let log = state.log.clone();
     let (id, receipt) = web::block(move || -> Result<_, ApiError> {
         let (id, committed) =
-            ingest::store_whole(&*storage, &keys, &manifest, &signature, photo, &limits)?;
+            ingest::store_whole(&*storage, &keys, &signed, photo, &limits, &thumbs)?;
         log.wake();
         let receipt = if want_receipt {
             super::receipts::logged(&*storage, &log, &id, committed)?
@@ -324,7 +369,7 @@ async fn create_whole(
     .await??;
     let mut answer = tus_response(actix_web::http::StatusCode::CREATED);
     answer
-        .insert_header(("Location", format!("/files/{id}")))
+        .insert_header(("Location", location(state, &id)))
         .insert_header(("Upload-Offset", length.to_string()));
     Ok(match receipt {
         Some(body) => answer.content_type("application/json").body(body),
@@ -346,7 +391,9 @@ async fn logged_receipt(
 /// log to integrate it.
 async fn complete(state: &web::Data<AppState>, id: Sha256Hash) -> Result<(), ApiError> {
     let (storage, keys, limits) = (state.storage.clone(), state.keys.clone(), state.media_limits);
-    web::block(move || ingest::complete_upload(&*storage, &keys, &id, None, &limits)).await??;
+    let thumbs = state.thumbs.clone();
+    web::block(move || ingest::complete_upload(&*storage, &keys, &id, None, &limits, &thumbs))
+        .await??;
     state.log.wake();
     Ok(())
 }
@@ -379,6 +426,7 @@ pub async fn head(
 ) -> Result<HttpResponse, ApiError> {
     check_tus(&req)?;
     let id = parse_hash(&path)?;
+    check_token(&req, &state, &id)?;
     let info = finish_if_complete(&state, id)
         .await?
         .ok_or_else(|| ApiError::not_found("no such upload"))?;
@@ -396,6 +444,7 @@ pub async fn delete(
 ) -> Result<HttpResponse, ApiError> {
     check_tus(&req)?;
     let id = parse_hash(&path)?;
+    check_token(&req, &state, &id)?;
     let slot = state.uploads.get(&id);
     slot.preempt_others();
     let _guard = slot.lock.lock().await;
@@ -439,6 +488,8 @@ pub async fn patch(
 ) -> Result<HttpResponse, ApiError> {
     check_tus(&req)?;
     let id = parse_hash(&path)?;
+    check_token(&req, &state, &id)?;
+    ingest::check_free_space(&state.settings.data_dir, state.settings.limits.min_free_bytes)?;
     if header(&req, "Content-Type") != Some("application/offset+octet-stream") {
         return Err(ApiError::new(
             415,
@@ -608,6 +659,7 @@ async fn receive(
         ));
     }
     let (storage, keys, limits) = (state.storage.clone(), state.keys.clone(), state.media_limits);
+    let thumbs = state.thumbs.clone();
     let log = state.log.clone();
     let (new_offset, receipt) = web::block(move || -> Result<_, ApiError> {
         let _reserved = reserved;
@@ -625,7 +677,7 @@ async fn receive(
         let photo = whole
             .filter(|w| w.len() as u64 == length)
             .map(|bytes| ingest::HeldPhoto { bytes, in_upload: !held });
-        ingest::complete_upload(&*storage, &keys, &id, Some((info, photo)), &limits)?;
+        ingest::complete_upload(&*storage, &keys, &id, Some((info, photo)), &limits, &thumbs)?;
         log.wake();
         let receipt =
             if want_receipt { super::receipts::with_log(&*storage, &log, &id)? } else { None };

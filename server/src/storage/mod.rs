@@ -258,6 +258,15 @@ pub trait Storage: Send + Sync + 'static {
     fn read_upload(&self, id: &Sha256Hash, limit: u64) -> Result<Vec<u8>, StorageError>;
     /// Discards an unfinished upload and its bytes.
     fn discard_upload(&self, id: &Sha256Hash) -> Result<(), StorageError>;
+    /// Every unfinished upload: its id, the device that created it, its length and when.
+    fn open_uploads(&self) -> Result<Vec<OpenUpload>, StorageError>;
+    /// How many captures a device has stored for a precinct.
+    fn captures_of_device_in_precinct(
+        &self,
+        device_id: &str,
+        election: &str,
+        precinct: &str,
+    ) -> Result<u64, StorageError>;
     /// Stores a complete capture, durably (see the module docs). If the capture is stored
     /// already, keeps the first and returns its receipt.
     fn commit_capture(&self, capture: NewCapture) -> Result<Committed, StorageError>;
@@ -299,4 +308,49 @@ pub trait Storage: Send + Sync + 'static {
     fn latest_checkpoint(&self) -> Result<Option<(u64, Vec<u8>)>, StorageError>;
     /// The checkpoint of exactly `size` entries.
     fn checkpoint(&self, size: u64) -> Result<Option<Vec<u8>>, StorageError>;
+}
+
+/// Makes a data directory private to the server's user, whatever the umask it was created
+/// under: the directory and its subdirectories 0700, the database (with its WAL and shared
+/// memory files), the lock and the keys 0600. Files created later are private through the
+/// process's umask (0077, set by `hattama-server` before anything else); a data directory made
+/// before that keeps older files readable only inside this 0700 directory.
+pub fn make_private(dir: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let set = |path: std::path::PathBuf, mode: u32| match std::fs::metadata(&path) {
+        Ok(m) if m.permissions().mode() & 0o777 != mode => {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
+        }
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    };
+    set(dir.to_owned(), 0o700)?;
+    for sub in ["blobs", "uploads", "keys", "thumbs", "log"] {
+        set(dir.join(sub), 0o700)?;
+    }
+    for file in [
+        "hattama-server.sqlite3",
+        "hattama-server.sqlite3-wal",
+        "hattama-server.sqlite3-shm",
+        "server.lock",
+        "keys/receipt.key",
+        "keys/log.key",
+    ] {
+        set(dir.join(file), 0o600)?;
+    }
+    Ok(())
+}
+
+/// An unfinished upload, for the quotas of `ingest::create_upload`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OpenUpload {
+    /// Its capture id.
+    pub id: Sha256Hash,
+    /// The device key (hex) of its manifest.
+    pub device_key: String,
+    /// Its `Upload-Length`.
+    pub length: u64,
+    /// When it was created.
+    pub created_at_ms: u64,
 }

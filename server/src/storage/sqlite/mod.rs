@@ -337,6 +337,7 @@ impl SqliteStorage {
         let path = dir.join(DB_FILE);
         let mut writer = Connection::open(&path)?;
         writer.pragma_update(None, "journal_mode", "WAL")?;
+        super::make_private(dir)?;
         configure(&writer)?;
         // 128 MiB of page cache for the one writer (a limit; pages are cached as they are used):
         // every capture goes into the random-keyed index of capture ids (its primary key), and
@@ -793,6 +794,45 @@ impl Storage for SqliteStorage {
         let mut bytes = Vec::new();
         file.take(limit).read_to_end(&mut bytes)?;
         Ok(bytes)
+    }
+
+    fn open_uploads(&self) -> Result<Vec<super::OpenUpload>, StorageError> {
+        let rows: Vec<(String, Vec<u8>, i64, i64)> = self.read(|c| {
+            Ok(c.prepare_cached("SELECT id, manifest, length, created_at_ms FROM uploads")?
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+                .collect::<Result<_, _>>()?)
+        })?;
+        // The canonical manifest spells its key as `"device_key":"<64 hex digits>"`.
+        const KEY: &[u8] = b"\"device_key\":\"";
+        Ok(rows
+            .into_iter()
+            .filter_map(|(id, manifest, length, created)| {
+                let at = manifest.windows(KEY.len()).position(|w| w == KEY)? + KEY.len();
+                let key = std::str::from_utf8(manifest.get(at..at + 64)?).ok()?.to_owned();
+                Some(super::OpenUpload {
+                    id: Sha256Hash::from_hex(&id)?,
+                    device_key: key,
+                    length: length as u64,
+                    created_at_ms: created as u64,
+                })
+            })
+            .collect())
+    }
+
+    fn captures_of_device_in_precinct(
+        &self,
+        device_id: &str,
+        election: &str,
+        precinct: &str,
+    ) -> Result<u64, StorageError> {
+        let n: i64 = self.read(|c| {
+            Ok(c.prepare_cached(
+                "SELECT count(*) FROM captures
+                 WHERE election = ?1 AND precinct = ?2 AND device_id = ?3",
+            )?
+            .query_row(params![election, precinct, device_id], |r| r.get(0))?)
+        })?;
+        Ok(n as u64)
     }
 
     fn discard_upload(&self, id: &Sha256Hash) -> Result<(), StorageError> {

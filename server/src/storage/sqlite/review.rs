@@ -353,15 +353,38 @@ struct NewIndexRow {
     district: String,
 }
 
-/// Recomputes the chain-gap flag of a device's captures.
+/// Recomputes the chain flag of a device's captures: set on a capture whose chain is broken,
+/// that is whose predecessor (sequence number − 1) never reached the server, whose `prev` is
+/// not the id of that predecessor, or whose sequence number another capture of the device
+/// also has.
 fn flag_chain_gaps(c: &Connection, device: &str) -> Result<(), StorageError> {
-    c.prepare_cached(
-        "UPDATE review_index SET flags = (flags & ~1) | CASE WHEN seq > 1 AND NOT EXISTS
-            (SELECT 1 FROM review_index p WHERE p.device_id = review_index.device_id
-                AND p.seq = review_index.seq - 1) THEN 1 ELSE 0 END
-         WHERE device_id = ?1",
-    )?
-    .execute([device])?;
+    let rows = c
+        .prepare_cached(
+            "SELECT r.capture_id, r.seq, c.manifest FROM review_index r
+             JOIN captures c ON c.id = r.capture_id WHERE r.device_id = ?1",
+        )?
+        .query_map([device], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, Vec<u8>>(2)?))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut by_seq: HashMap<i64, Vec<&str>> = HashMap::new();
+    for (id, seq, _) in &rows {
+        by_seq.entry(*seq).or_default().push(id);
+    }
+    let mut update = c.prepare_cached(
+        "UPDATE review_index SET flags = (flags & ~1) | ?2 WHERE capture_id = ?1",
+    )?;
+    for (id, seq, manifest) in &rows {
+        // A stored manifest was verified on ingest; one that does not parse is a break too.
+        let prev = Manifest::from_canonical(manifest).ok().map(|m| m.prev.to_hex());
+        let reused = by_seq.get(seq).is_some_and(|ids| ids.len() > 1);
+        let linked = *seq <= 1
+            || by_seq
+                .get(&(seq - 1))
+                .is_some_and(|ids| ids.len() == 1 && prev.as_deref() == Some(ids[0]));
+        let flag = if reused || !linked { Flag::ChainGap.bit() } else { 0 };
+        update.execute(params![id, flag])?;
+    }
     Ok(())
 }
 

@@ -150,7 +150,13 @@ pub async fn login(
     if bound.is_empty() || !constant_time_eq(bound.as_bytes(), form.csrf.as_bytes()) {
         return Err(WebError::Csrf);
     }
-    let client = req.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default();
+    let forwarded: Vec<&str> =
+        req.headers().get_all("X-Forwarded-For").filter_map(|v| v.to_str().ok()).collect();
+    let client = crate::throttle::client_address(
+        req.peer_addr().map(|a| a.ip()),
+        &forwarded,
+        &state.settings.trusted_proxies,
+    );
     let ttl_secs = state.settings.review.session_ttl_secs;
     let s = state.clone();
     let (username, password) = (form.username.clone(), form.password);
@@ -448,7 +454,10 @@ pub async fn queue(
             return Ok::<_, ReviewError>((elections, None, None));
         };
         let filter = filter_query.filter(&election, &user);
-        let found = storage.queue(&filter, (page - 1) * PAGE_SIZE, PAGE_SIZE)?;
+        // A page far past the end (`page=18446744073709551615`) is an empty page, not an
+        // overflow.
+        let offset = (page - 1).saturating_mul(PAGE_SIZE).min(i64::MAX as u64);
+        let found = storage.queue(&filter, offset, PAGE_SIZE)?;
         // Each view's count under the other filters (kept between requests by the storage).
         let mut counts = Vec::new();
         for view in std::iter::once(None).chain(VIEWS.iter().map(|(v, _)| view_of(v, &user))) {
@@ -1291,8 +1300,12 @@ async fn all_audit(
     if !review::may_audit(&r.user) {
         return Err(WebError::Forbidden);
     }
-    let storage = state.review.clone();
-    Ok(web::block(move || storage.audit_events(&AuditFilter::default())).await??)
+    let (s, user) = (state.clone(), r.user.clone());
+    Ok(web::block(move || {
+        let events = s.review.audit_events(&AuditFilter::default())?;
+        review::audit_for(&*s.review, &|id| s.storage.election(id), &user, events)
+    })
+    .await??)
 }
 
 /// One CSV field: quoted, quotes doubled, and a leading `= + - @` (or tab, CR) neutralised with

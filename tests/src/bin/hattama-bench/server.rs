@@ -27,6 +27,10 @@ pub fn spawn(bin: &Path, data_dir: &Path) -> Result<(String, Child)> {
         .arg(data_dir)
         .args(["--listen", "127.0.0.1:0", "serve"])
         .env("HATTAMA_LOG", "warn")
+        // A bench device sends far more than any observer: the per-device quotas would stop it.
+        .env("HATTAMA__LIMITS__MAX_CAPTURES_PER_PRECINCT", "1000000000")
+        .env("HATTAMA__LIMITS__MAX_OPEN_UPLOADS", "1000000")
+        .env("HATTAMA__LIMITS__MAX_UPLOAD_BYTES_IN_FLIGHT", "1000000000000")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()

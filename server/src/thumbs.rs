@@ -1,0 +1,203 @@
+//! Thumbnails and medium renditions of stored photos, and the server-wide bound on decoding.
+//!
+//! Every decode of a photo's pixels on the server goes through [`Thumbnails::make`]: it takes
+//! one of a fixed number of decode slots (`limits.max_decodes`, held here in the application's
+//! state) and hands the photo to one of as many decode threads, and the core's decode keeps
+//! each within its memory budget (`hattama_core::thumbnail::DECODE_BUDGET`). So all decodes
+//! together never hold more than `max_decodes` budgets, however many requests ask at once.
+//! The decodes run on their own threads, not on the request threads, because the allocator
+//! keeps freed memory per thread: decodes spread over dozens of request threads would each
+//! leave a decode's worth of memory behind, and the process would grow with the number of
+//! threads rather than with the number of decodes. A decoder that panics on a hostile photo
+//! refuses that photo; its thread lives on. A thumbnail is made when its photo
+//! is uploaded (a photo whose thumbnail cannot be made is refused there and never stored), and
+//! kept under `<data dir>/thumbs/`; it is made again only if that file is gone. The medium
+//! rendition is made on its first request, by the same decode, and kept under
+//! `<data dir>/medium/`.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Condvar, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+use hattama_core::evidence::{MediaType, Sha256Hash};
+use hattama_core::thumbnail::{self, DECODE_BUDGET, ThumbnailError};
+
+use crate::error::ApiError;
+
+/// How long a request waits for a decode slot before it is told to retry.
+const SLOT_WAIT: Duration = Duration::from_secs(20);
+
+/// At most `max` decodes at once (a counting semaphore).
+struct Slots {
+    max: usize,
+    busy: Mutex<usize>,
+    freed: Condvar,
+}
+
+/// A decode slot, given back when dropped.
+struct Slot<'a>(&'a Slots);
+
+impl Slots {
+    fn take(&self, wait: Duration) -> Option<Slot<'_>> {
+        let deadline = Instant::now() + wait;
+        let mut busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+        while *busy >= self.max {
+            let left = deadline.checked_duration_since(Instant::now())?;
+            busy = self.freed.wait_timeout(busy, left).unwrap_or_else(|p| p.into_inner()).0;
+        }
+        *busy += 1;
+        Some(Slot(self))
+    }
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        let mut busy = self.0.busy.lock().unwrap_or_else(|p| p.into_inner());
+        *busy -= 1;
+        self.0.freed.notify_one();
+    }
+}
+
+/// A derived, reduced JPEG of a stored photo. Not evidence: the evidence is the photo itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rendition {
+    /// At most [`thumbnail::MAX_SIDE`] pixels a side, for lists and galleries.
+    Thumb,
+    /// At most [`thumbnail::MEDIUM_SIDE`] pixels a side: readable on a phone, a fraction of the
+    /// original's bytes.
+    Medium,
+}
+
+impl Rendition {
+    /// The directory under the data directory, and the ETag suffix.
+    pub fn name(self) -> &'static str {
+        match self {
+            Rendition::Thumb => "thumbs",
+            Rendition::Medium => "medium",
+        }
+    }
+
+    fn side(self) -> u32 {
+        match self {
+            Rendition::Thumb => thumbnail::MAX_SIDE,
+            Rendition::Medium => thumbnail::MEDIUM_SIDE,
+        }
+    }
+}
+
+/// A photo to render, and where the answer goes.
+struct Job {
+    photo: Vec<u8>,
+    side: u32,
+    media_type: MediaType,
+    orientation: u8,
+    reply: mpsc::Sender<Result<Vec<u8>, ThumbnailError>>,
+}
+
+/// The renditions of stored photos, the decode slots and the decode threads.
+pub struct Thumbnails {
+    /// The data directory: renditions are kept in a folder of it per kind.
+    dir: PathBuf,
+    slots: Slots,
+    jobs: mpsc::Sender<Job>,
+}
+
+impl Thumbnails {
+    /// Renditions kept under the data directory `dir`, with at most `max_decodes` decodes at once, each on one of as
+    /// many threads (which end when this is dropped).
+    pub fn new(dir: PathBuf, max_decodes: usize) -> std::io::Result<Self> {
+        let max = max_decodes.max(1);
+        let (jobs, queue) = mpsc::channel::<Job>();
+        let queue = Arc::new(Mutex::new(queue));
+        for i in 0..max {
+            let queue = queue.clone();
+            std::thread::Builder::new().name(format!("decode-{i}")).spawn(move || {
+                loop {
+                    let job = queue.lock().unwrap_or_else(|p| p.into_inner()).recv();
+                    let Ok(job) = job else { return };
+                    let rendered = std::panic::catch_unwind(|| {
+                        thumbnail::render(
+                            &job.photo,
+                            job.media_type,
+                            job.orientation,
+                            job.side,
+                            DECODE_BUDGET,
+                        )
+                    })
+                    .unwrap_or_else(|_| {
+                        Err(ThumbnailError::Undecodable("the decoder failed on it".into()))
+                    });
+                    drop(job.photo);
+                    let _ = job.reply.send(rendered);
+                }
+            })?;
+        }
+        let slots = Slots { max, busy: Mutex::new(0), freed: Condvar::new() };
+        Ok(Self { dir, slots, jobs })
+    }
+
+    fn file(&self, sha: &Sha256Hash, kind: Rendition) -> PathBuf {
+        self.dir.join(kind.name()).join(format!("{}.jpg", sha.to_hex()))
+    }
+
+    /// The kept rendition of a photo, if there is one.
+    pub fn cached(&self, sha: &Sha256Hash, kind: Rendition) -> Option<Vec<u8>> {
+        std::fs::read(self.file(sha, kind)).ok()
+    }
+
+    /// Makes a rendition, waiting for a decode slot (a blocking call). A photo whose thumbnail
+    /// cannot be made is a 422 (`photo_undecodable`); no free slot in time is a 503.
+    pub fn make(
+        &self,
+        photo: &[u8],
+        media_type: MediaType,
+        orientation: u8,
+        kind: Rendition,
+    ) -> Result<Vec<u8>, ApiError> {
+        let Some(_slot) = self.slots.take(SLOT_WAIT) else {
+            let mut e = ApiError::new(503, "busy", "the server is busy decoding photos; retry");
+            e.retry_after = Some(2);
+            return Err(e);
+        };
+        let (reply, answer) = mpsc::channel();
+        let job = Job { photo: photo.to_vec(), side: kind.side(), media_type, orientation, reply };
+        let gone = || ApiError::internal(&std::io::Error::other("the decode threads are gone"));
+        self.jobs.send(job).map_err(|_| gone())?;
+        answer.recv().map_err(|_| gone())?.map_err(|e| {
+            let message = match e {
+                ThumbnailError::TooLarge { .. } => {
+                    format!("{e}: a phone photo never needs that much; send the camera's own JPEG")
+                }
+                ThumbnailError::Undecodable(_) => {
+                    format!("{e}: the file is damaged; take the photo again")
+                }
+            };
+            ApiError::new(422, "photo_undecodable", message)
+        })
+    }
+
+    /// Keeps a rendition: written whole under a temporary name, then renamed, so a reader never
+    /// sees half a file. Not fsynced: it is derived, and made again if lost.
+    pub fn store(&self, sha: &Sha256Hash, kind: Rendition, bytes: &[u8]) -> std::io::Result<()> {
+        let dir = self.dir.join(kind.name());
+        std::fs::create_dir_all(&dir)?;
+        let tmp = dir.join(format!("{}.{:016x}.tmp", sha.to_hex(), rand::random::<u64>()));
+        std::fs::write(&tmp, bytes)?;
+        std::fs::rename(&tmp, self.file(sha, kind))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_bound_concurrency_and_time_out() {
+        let slots = Slots { max: 2, busy: Mutex::new(0), freed: Condvar::new() };
+        let a = slots.take(Duration::ZERO).expect("first");
+        let _b = slots.take(Duration::ZERO).expect("second");
+        assert!(slots.take(Duration::from_millis(20)).is_none(), "a third must wait");
+        drop(a);
+        assert!(slots.take(Duration::ZERO).is_some(), "a freed slot is taken again");
+    }
+}

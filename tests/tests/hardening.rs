@@ -1,0 +1,560 @@
+//! [Hardening] The findings of the attack on the server, each through the real HTTP API of the
+//! real `hattama-server`: what got through before is refused or bounded now.
+
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+use hattama_tests::hostile::{flat_jpeg, png16};
+use hattama_tests::raw::RawDevice;
+use hattama_tests::review::{Browser, PASSWORD, add_user, election};
+use hattama_tests::server::TestServer;
+
+/// A `kB` line of `/proc/<pid>/status` (`VmHWM`: peak resident memory; `VmRSS`: now), in KiB.
+fn proc_status_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with(&format!("{field}:"))).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// The bound of the server's peak memory above idle while photos are decoded (docs/security.md):
+/// `limits.max_decodes` (2) decodes of at most `DECODE_BUDGET` (64 MiB) each, plus the bodies
+/// and buffers of the requests.
+const DECODE_MEMORY_BOUND_MIB: u64 = 256;
+
+/// Finding "memory exhaustion": photos inside the pixel limit that make a decoder allocate
+/// hundreds of MiB (a 16-bit PNG, a progressive JPEG) and damaged variants that never thumbnail.
+/// Each is either refused at upload (and never stored) or stored with its thumbnail; while 8
+/// clients ask for the thumbnails at once, again and again, the server's peak resident memory
+/// stays within the documented bound above idle.
+#[test]
+fn decoding_the_largest_photos_stays_within_the_memory_bound() {
+    let server = TestServer::start_with_election(2);
+    let url = server.url.clone();
+    let pid = server.pid();
+    let code = &server.invite(&["p0001"], 1)[0];
+    let mut device = RawDevice::with_timeout(61, 600);
+    assert_eq!(device.enroll(&url, code).status, 200);
+    let idle = proc_status_kib(pid, "VmHWM");
+
+    // (what, photo, accepted): the largest the limits allow (16,384 × 7,324 is just under
+    // 120 megapixels), a progressive JPEG just within the decode budget, damaged variants.
+    let photos = [
+        ("16-bit PNG, 16384x7324", png16(16_384, 7_324, false), true),
+        ("16-bit PNG, 16384x7324, last rows cut", png16(16_384, 7_324, true), false),
+        ("progressive JPEG, 16384x7324", flat_jpeg(16_384, 7_324, 3, true, false), false),
+        ("progressive JPEG, 3648x2736", flat_jpeg(3_648, 2_736, 3, true, false), true),
+        ("progressive JPEG, 3648x2736, damaged", flat_jpeg(3_648, 2_736, 3, true, true), false),
+        ("baseline JPEG, 16384x7324", flat_jpeg(16_384, 7_324, 3, false, false), true),
+        ("baseline JPEG, 16384x7324, damaged", flat_jpeg(16_384, 7_324, 3, false, true), false),
+    ];
+    let mut stored = Vec::new();
+    let mut refused = Vec::new();
+    for (what, bytes, accepted) in &photos {
+        let clean = hattama_core::media::strip(bytes, &Default::default())
+            .unwrap_or_else(|e| panic!("{what}: not a valid photo for the core: {e}"));
+        assert_eq!(&clean.bytes, bytes, "{what}: already clean");
+        let info = clean.info();
+        let signed = device.sign("p0001", &info);
+        let t = std::time::Instant::now();
+        let answer = device.upload(&url, &signed, bytes);
+        eprintln!(
+            "{what} ({} bytes): {} {} in {:.1?}",
+            bytes.len(),
+            answer.status,
+            answer.code(),
+            t.elapsed()
+        );
+        if *accepted {
+            assert_eq!(answer.status, 200, "{what}: {answer:?}");
+            stored.push(info.sha256.to_hex());
+        } else {
+            assert_eq!((answer.status, answer.code()), (422, "photo_undecodable"), "{what}");
+            refused.push(info.sha256.to_hex());
+        }
+    }
+    eprintln!("after the uploads: peak {} MiB", proc_status_kib(pid, "VmHWM") / 1024);
+    // A refused photo is stored nowhere: no photo, no thumbnail.
+    for sha in &refused {
+        assert!(hattama_tests::stored_photo(&server.data_dir, sha).is_none());
+        let r = device.http().get(format!("{url}/photos/{sha}/thumb")).send().unwrap();
+        assert_eq!(r.status(), 404, "the thumbnail of a refused photo");
+    }
+
+    // 8 clients ask for every thumbnail at once, twice over; the kept thumbnails are removed
+    // before each round, so that every round decodes again. A client told to retry (503, the
+    // decode slots are busy) retries after `Retry-After`, as a browser's reload would.
+    for round in 0..2 {
+        let _ = std::fs::remove_dir_all(server.data_dir.join("thumbs"));
+        std::thread::scope(|s| {
+            for client in 0..8 {
+                let (url, stored) = (&url, &stored);
+                s.spawn(move || {
+                    let http = reqwest::blocking::Client::builder()
+                        .timeout(std::time::Duration::from_secs(300))
+                        .build()
+                        .unwrap();
+                    for i in 0..stored.len() {
+                        let sha = &stored[(i + client) % stored.len()];
+                        let t = std::time::Instant::now();
+                        let (status, body) = loop {
+                            let r = http.get(format!("{url}/photos/{sha}/thumb")).send().unwrap();
+                            let status = r.status().as_u16();
+                            let retry = r.headers().get("retry-after").is_some();
+                            let body = r.bytes().unwrap();
+                            if status == 503 && retry {
+                                std::thread::sleep(std::time::Duration::from_secs(2));
+                                continue;
+                            }
+                            break (status, body);
+                        };
+                        assert_eq!(status, 200, "round {round}, client {client}, {sha}: {body:?}");
+                        assert!(body.starts_with(&[0xFF, 0xD8]), "a JPEG thumbnail");
+                        eprintln!("round {round} client {client}: {sha:.8} in {:.1?}", t.elapsed());
+                    }
+                });
+            }
+        });
+        eprintln!("after round {round}: peak {} MiB", proc_status_kib(pid, "VmHWM") / 1024);
+    }
+    let peak = proc_status_kib(pid, "VmHWM");
+    let above = (peak - idle) / 1024;
+    eprintln!(
+        "server peak resident memory: idle {} MiB, peak {} MiB, {above} MiB above idle \
+         (bound {DECODE_MEMORY_BOUND_MIB} MiB)",
+        idle / 1024,
+        peak / 1024
+    );
+    assert!(
+        above <= DECODE_MEMORY_BOUND_MIB,
+        "the server's peak memory rose {above} MiB above idle (bound {DECODE_MEMORY_BOUND_MIB})"
+    );
+}
+
+/// Finding "everyone locked out", first half: behind a reverse proxy every request comes from
+/// the proxy's address. With the proxy in `trusted_proxies`, an anonymous client that fails 50
+/// logins is refused, and only it: a coordinator behind the same proxy still logs in.
+#[test]
+fn anonymous_failures_behind_a_proxy_lock_out_no_coordinator() {
+    let server = TestServer::start_with(&election(2), &[("HATTAMA__TRUSTED_PROXIES", "127.0.0.1")]);
+    add_user(&server.data_dir, "alice", "Alice", "coordinator", &[]);
+    let url = &server.url;
+    let mut attacker = Browser::new(url);
+    attacker.headers.push(("X-Forwarded-For".into(), "203.0.113.7".into()));
+    for i in 0..50 {
+        let page = attacker.try_login(&format!("nobody{i}"), "guess");
+        assert_eq!(page.status, 401, "failure {i}");
+    }
+    let refused = attacker.try_login("nobody-else", "guess");
+    assert_eq!(refused.status, 429, "the attacking client is limited");
+    assert!(refused.retry_after.unwrap() > 60, "{refused:?}");
+    // A left-most address the client wrote itself changes nothing.
+    attacker.headers[0].1 = "198.51.100.9, 203.0.113.7".into();
+    assert_eq!(attacker.try_login("nobody-else", "guess").status, 429);
+
+    let mut alice = Browser::new(url);
+    alice.headers.push(("X-Forwarded-For".into(), "198.51.100.9".into()));
+    let page = alice.try_login("alice", PASSWORD);
+    assert_eq!(page.status, 303, "a coordinator behind the same proxy logs in: {page:?}");
+}
+
+/// `X-Forwarded-For` from a peer that is not a trusted proxy is not believed: a client that
+/// writes a new address into it for every attempt is still one client.
+#[test]
+fn x_forwarded_for_is_not_believed_from_an_untrusted_peer() {
+    let server = TestServer::start_with(&election(2), &[]);
+    let mut attacker = Browser::new(&server.url);
+    attacker.headers.push(("X-Forwarded-For".into(), String::new()));
+    for i in 0..50 {
+        attacker.headers[0].1 = format!("203.0.113.{i}");
+        assert_eq!(attacker.try_login(&format!("nobody{i}"), "guess").status, 401);
+    }
+    attacker.headers[0].1 = "203.0.113.200".into();
+    assert_eq!(attacker.try_login("nobody-else", "guess").status, 429);
+}
+
+/// Finding "everyone locked out", second half: wrong passwords for a known user name used to
+/// lock its owner out for 15 minutes, again and again. Now each attempt after the first five
+/// waits a doubling delay, capped (`review.login_max_delay_secs`, 2 s here), and the owner logs
+/// in once the delay is over, even while the attack goes on.
+#[test]
+fn wrong_passwords_delay_an_account_but_never_lock_its_owner_out() {
+    let env = [("HATTAMA__REVIEW__LOGIN_MAX_DELAY_SECS", "2")];
+    let server = TestServer::start_with(&election(2), &env);
+    add_user(&server.data_dir, "alice", "Alice", "coordinator", &[]);
+    let url = &server.url;
+    let mut attacker = Browser::new(url);
+    let mut waits = Vec::new();
+    let mut failures = 0;
+    while failures < 9 {
+        let page = attacker.try_login("alice", &format!("guess {failures}"));
+        match page.status {
+            401 => failures += 1,
+            429 => {
+                let wait = page.retry_after.unwrap();
+                waits.push(wait);
+                std::thread::sleep(std::time::Duration::from_secs(wait));
+            }
+            other => panic!("unexpected {other}: {page:?}"),
+        }
+    }
+    assert_eq!(waits, [1, 2, 2, 2], "delays from the sixth failure on, capped at 2 s");
+    // The owner, from the same address even, is told to wait at most the cap, then gets in.
+    let mut alice = Browser::new(url);
+    let mut page = alice.try_login("alice", PASSWORD);
+    if page.status == 429 {
+        assert!(page.retry_after.unwrap() <= 2, "{page:?}");
+        std::thread::sleep(std::time::Duration::from_secs(page.retry_after.unwrap()));
+        page = alice.try_login("alice", PASSWORD);
+    }
+    assert_eq!(page.status, 303, "the owner logs in: {page:?}");
+}
+
+/// Finding "local secrets": the data directory and everything the server writes in it (the
+/// database with invite codes, password hashes and sessions, its WAL, photos, uploads, keys,
+/// thumbnails, the log's files) are private to the server's user even under umask 000, and a
+/// data directory made beforehand with looser modes is made private at start.
+#[test]
+fn the_data_directory_is_private_whatever_the_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    let server = TestServer::start_under_umask(&election(2), "000");
+    add_user(&server.data_dir, "alice", "Alice", "coordinator", &[]);
+    Browser::login(&server.url, "alice");
+    let mut device = hattama_tests::review::enrolled_device(&server, 7, &["p0001"]);
+    let photo = hattama_tests::review::photo(3);
+    hattama_tests::review::upload(&server, &mut device, "p0001", &photo, |_| {});
+    // An unfinished upload leaves a file in uploads/.
+    let big = hattama_tests::textured_jpeg(1200, 900, 5, 90);
+    let clean = hattama_core::media::strip(&big, &Default::default()).unwrap();
+    let signed = device.sign("p0001", &clean.info());
+    let sig = hex::encode(signed.signature);
+    assert_eq!(
+        device.create(&server.url, &signed.canonical, &sig, clean.bytes.len() as u64).status,
+        201
+    );
+    let id = signed.hash().to_hex();
+    assert_eq!(device.patch(&server.url, &id, 0, &clean.bytes[..70_000]).status, 204);
+    let r = device.http().get(format!("{}/log/checkpoint", server.url)).send().unwrap();
+    assert_eq!(r.status(), 200);
+
+    let mut seen = std::collections::BTreeMap::new();
+    let mut stack = vec![server.data_dir.clone()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let e = e.unwrap();
+            let mode = e.metadata().unwrap().permissions().mode() & 0o777;
+            let name = e.path().strip_prefix(&server.data_dir).unwrap().display().to_string();
+            if e.file_type().unwrap().is_dir() {
+                stack.push(e.path());
+                assert_eq!(mode, 0o700, "{name}/ is {mode:o}");
+            } else if name != "election.json" {
+                // (election.json is the test's own file, written before the server started.)
+                assert_eq!(mode, 0o600, "{name} is {mode:o}");
+            }
+            seen.insert(name, mode);
+        }
+    }
+    let mode = std::fs::metadata(&server.data_dir).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700, "the data directory");
+    for expected in ["hattama-server.sqlite3", "hattama-server.sqlite3-wal", "keys/receipt.key"] {
+        assert!(seen.contains_key(expected), "{expected} missing: {seen:?}");
+    }
+    assert!(seen.keys().any(|k| k.starts_with("uploads/")), "{seen:?}");
+    assert!(seen.keys().any(|k| k.starts_with("thumbs/")), "{seen:?}");
+    assert!(seen.keys().any(|k| k.starts_with("log/")), "{seen:?}");
+}
+
+/// A consistent protocol of the fixture template (3 candidates), with a recognisable figure.
+fn protocol_values() -> Vec<(String, String)> {
+    [
+        ("1", 98_765),
+        ("2", 90_000),
+        ("3", 70_000),
+        ("4", 20_000),
+        ("5", 69_000),
+        ("6", 1_000),
+        ("7.1", 43_917),
+        ("7.2", 16_083),
+        ("7.3", 5_000),
+        ("8", 3_000),
+    ]
+    .iter()
+    .map(|(k, v)| (format!("line:{k}"), v.to_string()))
+    .collect()
+}
+
+fn enter(b: &mut Browser, capture: &str) -> u16 {
+    let csrf = b.csrf();
+    let mut form = protocol_values();
+    form.push(("csrf".into(), csrf));
+    form.push(("reason".into(), String::new()));
+    let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    b.post(&format!("/review/captures/{capture}/entry"), &form).status
+}
+
+/// Finding "blind double entry bypassed": the admin's audit export showed the first entry's
+/// numbers while the admin could still make the second, blind entry; and the observer's own
+/// transcription was public (and shown on pages) before the coordinators had entered theirs.
+/// Now neither is shown to anyone who may still enter blind, and both appear once the entries
+/// are in.
+#[test]
+fn no_export_page_or_api_shows_numbers_to_whom_may_still_enter_blind() {
+    use hattama_tests::review::{enrolled_device, photo, upload};
+    let server = TestServer::start_with(&election(4), &[]);
+    add_user(&server.data_dir, "alice", "Alice", "coordinator", &[]);
+    add_user(&server.data_dir, "root", "Root", "admin", &[]);
+    add_user(&server.data_dir, "sam", "Sam", "supervisor", &[]);
+    let mut device = enrolled_device(&server, 9, &["p0001"]);
+    let observer: std::collections::BTreeMap<String, u64> = [("7.1".to_owned(), 987_654u64)].into();
+    let id = upload(&server, &mut device, "p0001", &photo(21), |m| {
+        m.transcription = Some(observer.clone());
+    });
+    let public = |server: &TestServer| -> serde_json::Value {
+        let url = format!("{}/api/v1/elections/e2e/precincts/p0001", server.url);
+        reqwest::blocking::get(url).unwrap().json().unwrap()
+    };
+    // Before any entry: the observer's figures are in no public view and on no coordinator's
+    // page (they stay in the signed manifest, see docs/review.md).
+    let before = public(&server);
+    assert_eq!(before["captures"][0]["capture"]["observer_transcription"], serde_json::Value::Null);
+    let mut alice = Browser::login(&server.url, "alice");
+    let page = alice.get(&format!("/review/captures/{id}"));
+    assert!(!page.body.contains("987654"), "the observer's figure on a blind entry form");
+
+    // Alice makes the first entry.
+    assert_eq!(enter(&mut alice, &id), 303);
+    // The admin, who may still make the second entry, sees none of its numbers: not on the
+    // page, not in either export.
+    let mut root = Browser::login(&server.url, "root");
+    let csv = root.get("/review/audit.csv").body;
+    let json = root.get("/review/audit.json").body;
+    let page = root.get(&format!("/review/captures/{id}")).body;
+    for (what, text) in [("audit.csv", &csv), ("audit.json", &json), ("page", &page)] {
+        assert!(!text.contains("43917"), "{what} shows the first entry's numbers: {text}");
+        assert!(!text.contains("987654"), "{what} shows the observer's numbers");
+    }
+    assert!(csv.contains("withheld"), "{csv}");
+    assert!(csv.contains("\"entry\""), "the event itself is listed");
+    assert_eq!(
+        public(&server)["captures"][0]["capture"]["observer_transcription"],
+        serde_json::Value::Null
+    );
+    // A supervisor, who cannot enter, reads the whole trail.
+    let mut sam = Browser::login(&server.url, "sam");
+    assert!(sam.get("/review/audit.csv").body.contains("43917"));
+
+    // The second entry: verified; now everything is shown.
+    assert_eq!(enter(&mut root, &id), 303);
+    assert!(root.get("/review/audit.csv").body.contains("43917"));
+    // (The public views follow the database within 250 ms.)
+    let mut after = public(&server);
+    for _ in 0..20 {
+        if !after["captures"][0]["capture"]["observer_transcription"].is_null() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        after = public(&server);
+    }
+    assert_eq!(after["captures"][0]["capture"]["observer_transcription"]["7.1"], 987_654);
+}
+
+/// Finding "chain breaks not flagged": a capture whose `prev` is not its predecessor's id, and
+/// captures that reuse a sequence number, carry the chain flag in the review queue like a gap.
+#[test]
+fn every_kind_of_chain_break_is_flagged() {
+    use hattama_tests::review::{capture_links, enrolled_device, photo, upload};
+    let server = TestServer::start_with(&election(2), &[]);
+    add_user(&server.data_dir, "alice", "Alice", "coordinator", &[]);
+    let mut d = enrolled_device(&server, 5, &["p0001"]);
+    let a = upload(&server, &mut d, "p0001", &photo(1), |_| {});
+    let b = upload(&server, &mut d, "p0001", &photo(2), |_| {});
+    // seq 3 with a wrong prev.
+    let c = upload(&server, &mut d, "p0001", &photo(3), |m| {
+        m.prev = hattama_core::evidence::Sha256Hash::of(b"not the previous manifest");
+    });
+    // Another seq 2, after seq 1: a reused sequence number.
+    let a_id = hattama_core::evidence::Sha256Hash::from_hex(&a).unwrap();
+    let reused = upload(&server, &mut d, "p0001", &photo(4), |m| {
+        m.seq = 2;
+        m.prev = a_id;
+    });
+    let mut alice = Browser::login(&server.url, "alice");
+    let flagged = capture_links(&alice.get("/review?flag=chain_gap").body);
+    let mut expected = vec![b.clone(), c.clone(), reused.clone()];
+    expected.sort();
+    let mut got = flagged.clone();
+    got.sort();
+    assert_eq!(got, expected, "flagged: {flagged:?}; a = {a}");
+}
+
+/// Finding "unchecked arithmetic": a page number at the top of u64 is an empty page, not an
+/// overflow (which panicked in debug builds).
+#[test]
+fn a_huge_page_number_is_an_empty_page() {
+    let server = TestServer::start_with(&election(2), &[]);
+    add_user(&server.data_dir, "alice", "Alice", "coordinator", &[]);
+    let mut alice = Browser::login(&server.url, "alice");
+    for page in ["18446744073709551615", "9223372036854775807", "0"] {
+        let answer = alice.get(&format!("/review?page={page}"));
+        assert_eq!(answer.status, 200, "page={page}: {answer:?}");
+    }
+    assert_eq!(alice.get("/review?page=18446744073709551616").status, 400, "past u64");
+}
+
+/// Finding "body read before the signature check": a creation carrying a whole small photo
+/// from a key that is not enrolled is refused from its headers, before its body arrives.
+#[test]
+fn a_whole_photo_creation_from_an_unknown_key_is_refused_before_its_body() {
+    use std::io::{Read, Write};
+    let server = TestServer::start_with(&election(2), &[]);
+    let mut stranger = RawDevice::new(99); // never enrolled
+    let (bytes, info) = hattama_tests::review::photo(8);
+    let signed = stranger.sign("p0001", &info);
+    let meta = hattama_core::sync::upload_metadata(&signed.canonical, &signed.signature);
+    let mut tcp = std::net::TcpStream::connect(server.addr).unwrap();
+    let head = format!(
+        "POST /files/ HTTP/1.1\r\nHost: x\r\nTus-Resumable: 1.0.0\r\nUpload-Length: {len}\r\n\
+         Upload-Metadata: {meta}\r\nContent-Type: application/offset+octet-stream\r\n\
+         Content-Length: {len}\r\n\r\n",
+        len = bytes.len()
+    );
+    tcp.write_all(head.as_bytes()).unwrap();
+    // A few bytes of the body, then silence: the answer must come without the rest.
+    tcp.write_all(&bytes[..16]).unwrap();
+    tcp.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    let mut answer = vec![0; 4096];
+    let n = tcp.read(&mut answer).expect("an answer before the body is sent");
+    let answer = String::from_utf8_lossy(&answer[..n]);
+    assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+    assert!(answer.contains("device_unknown"), "{answer}");
+}
+
+/// Finding "disk exhaustion", sessions: one device may hold only so many unfinished uploads,
+/// and so many bytes in them; unfinished uploads expire; resuming one is always allowed, and
+/// other devices are not affected.
+#[test]
+fn a_device_cannot_hold_more_unfinished_uploads_than_its_quota() {
+    use hattama_tests::review::{enrolled_device, photo};
+    let photos: Vec<_> = (1..=4).map(photo).collect();
+    let in_flight = (photos[0].0.len() + photos[1].0.len() + 1).to_string();
+    let server = TestServer::start_with(
+        &election(2),
+        &[
+            ("HATTAMA__LIMITS__MAX_OPEN_UPLOADS", "3"),
+            ("HATTAMA__LIMITS__MAX_PHOTO_BYTES", &in_flight),
+            ("HATTAMA__LIMITS__MAX_UPLOAD_BYTES_IN_FLIGHT", &in_flight),
+            ("HATTAMA__LIMITS__UPLOAD_TTL_SECS", "3"),
+        ],
+    );
+    let url = &server.url;
+    let mut d = enrolled_device(&server, 12, &["p0001"]);
+    let create = |d: &mut RawDevice, p: &(Vec<u8>, hattama_core::evidence::PhotoInfo)| {
+        let signed = d.sign("p0001", &p.1);
+        let sig = hex::encode(signed.signature);
+        (d.create(url, &signed.canonical, &sig, p.0.len() as u64), signed)
+    };
+    let (first, s1) = create(&mut d, &photos[0]);
+    assert_eq!(first.status, 201);
+    assert_eq!(create(&mut d, &photos[1]).0.status, 201);
+    // A third would take more bytes than the device may have in flight.
+    let (third, _) = create(&mut d, &photos[2]);
+    assert_eq!((third.status, third.code()), (429, "too_many_uploads"), "{third:?}");
+    // Resuming an existing upload is always allowed.
+    let again = d.create(url, &s1.canonical, &hex::encode(s1.signature), photos[0].0.len() as u64);
+    assert_eq!(again.status, 201);
+    // Another device is not affected.
+    let mut other = enrolled_device(&server, 13, &["p0001"]);
+    assert_eq!(create(&mut other, &photos[2]).0.status, 201);
+    // After the time to live, the unfinished uploads are discarded and the device may start
+    // new ones.
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    let (later, _) = create(&mut d, &photos[3]);
+    assert_eq!(later.status, 201, "{later:?}");
+    assert_eq!(d.head(url, &s1.hash().to_hex()).status, 404, "the expired upload is gone");
+}
+
+/// Finding "disk exhaustion", space: below the free-space floor uploads are refused with 507
+/// and a JSON body, while everything stored stays served.
+#[test]
+fn below_the_free_space_floor_uploads_get_507_and_stored_data_stays_served() {
+    use hattama_tests::review::{enrolled_device, photo};
+    let mut server = TestServer::start_with(&election(2), &[]);
+    let mut d = enrolled_device(&server, 14, &["p0001"]);
+    let stored = photo(1);
+    let signed = d.sign("p0001", &stored.1);
+    assert_eq!(d.upload(&server.url, &signed, &stored.0).status, 200);
+    let id = signed.hash().to_hex();
+    let big = hattama_tests::textured_jpeg(1200, 900, 5, 90);
+    let big = hattama_core::media::strip(&big, &Default::default()).unwrap();
+    let unfinished = d.sign("p0001", &big.info());
+    let sig = hex::encode(unfinished.signature);
+    assert_eq!(
+        d.create(&server.url, &unfinished.canonical, &sig, big.bytes.len() as u64).status,
+        201
+    );
+    server.kill();
+
+    let floor = (u64::MAX / 4).to_string();
+    let server = TestServer::start_on_with(
+        &server.data_dir,
+        "127.0.0.1:0",
+        &[("HATTAMA__LIMITS__MIN_FREE_BYTES", &floor)],
+    );
+    let url = &server.url;
+    let next = d.sign("p0001", &photo(2).1);
+    let refused =
+        d.create(url, &next.canonical, &hex::encode(next.signature), photo(2).0.len() as u64);
+    assert_eq!((refused.status, refused.code()), (507, "insufficient_storage"), "{refused:?}");
+    let patch = d.patch(url, &unfinished.hash().to_hex(), 0, &big.bytes[..1000]);
+    assert_eq!((patch.status, patch.code()), (507, "insufficient_storage"), "{patch:?}");
+    // What is stored stays served.
+    assert_eq!(d.receipt(url, &id).status, 200);
+    let get = |path: String| reqwest::blocking::get(format!("{url}{path}")).unwrap().status();
+    assert_eq!(get(format!("/photos/{}", stored.1.sha256.to_hex())), 200);
+    assert_eq!(get(format!("/photos/{}/thumb", stored.1.sha256.to_hex())), 200);
+    assert_eq!(get(format!("/api/v1/captures/{id}")), 200);
+    assert_eq!(get("/log/checkpoint".into()), 200);
+}
+
+/// Finding "disk exhaustion", captures: one device may store only so many captures of one
+/// precinct (`limits.max_captures_per_precinct`); sending a stored one again still answers its
+/// receipt, and other precincts are counted apart.
+#[test]
+fn a_device_stores_at_most_its_quota_of_captures_per_precinct() {
+    use hattama_tests::review::{enrolled_device, photo};
+    let server = TestServer::start_with(
+        &election(2),
+        &[("HATTAMA__LIMITS__MAX_CAPTURES_PER_PRECINCT", "2")],
+    );
+    let url = &server.url;
+    let mut d = enrolled_device(&server, 15, &["p0001", "p0002"]);
+    let mut sent = Vec::new();
+    for seed in 1..=2 {
+        let p = photo(seed);
+        let signed = d.sign("p0001", &p.1);
+        assert_eq!(d.upload(url, &signed, &p.0).status, 200);
+        sent.push((signed, p));
+    }
+    let p = photo(3);
+    let third = d.sign("p0001", &p.1);
+    let refused = d.upload(url, &third, &p.0);
+    assert_eq!((refused.status, refused.code()), (429, "too_many_captures"), "{refused:?}");
+    // The one-request creation of a whole small photo is counted the same way.
+    let sig = hex::encode(third.signature);
+    let r = d
+        .http()
+        .post(format!("{url}/files/"))
+        .header("Tus-Resumable", "1.0.0")
+        .header("Upload-Length", p.0.len().to_string())
+        .header(
+            "Upload-Metadata",
+            hattama_core::sync::upload_metadata(&third.canonical, &third.signature),
+        )
+        .header("Content-Type", "application/offset+octet-stream")
+        .body(p.0.clone())
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 429, "{sig}");
+    let (signed, p) = &sent[0];
+    assert_eq!(d.upload(url, signed, &p.0).status, 200, "a stored capture sent again");
+    let other = d.sign("p0002", &p.1);
+    assert_eq!(d.upload(url, &other, &p.0).status, 200, "another precinct");
+}
