@@ -48,3 +48,24 @@ ensure_pip_packages() {
   "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$requirements"
   cp "$requirements" "$venv/requirements.txt"
 }
+
+# ensure_cargo_fuzz installs cargo-fuzz (the libFuzzer driver of fuzz/) when missing.
+ensure_cargo_fuzz() {
+  if ! cargo fuzz --version >/dev/null 2>&1; then
+    cargo install cargo-fuzz --locked
+  fi
+}
+
+# use_fuzz_toolchain sets FUZZ_TOOLCHAIN to the toolchain that builds the fuzz targets: nightly
+# when it is installed, else stable with RUSTC_BOOTSTRAP=1, which lets stable rustc and cargo
+# accept the unstable options cargo fuzz may pass (checked: `cargo +stable fuzz build --release
+# --debug-assertions --sanitizer none` of a libfuzzer-sys 0.4.13 target builds and runs with
+# stable 1.95 and RUSTC_BOOTSTRAP=1; scripts/fuzz always builds with --sanitizer none).
+use_fuzz_toolchain() {
+  if rustup run nightly rustc --version >/dev/null 2>&1; then
+    FUZZ_TOOLCHAIN=nightly
+  else
+    export RUSTC_BOOTSTRAP=1
+    FUZZ_TOOLCHAIN=stable
+  fi
+}

@@ -135,8 +135,9 @@ pub async fn options(state: web::Data<AppState>) -> HttpResponse {
         .finish()
 }
 
-/// Parses `Upload-Metadata`: comma-separated `key base64(value)` pairs.
-fn parse_metadata(value: &str) -> Result<HashMap<String, Vec<u8>>, ApiError> {
+/// Parses `Upload-Metadata`: comma-separated `key base64(value)` pairs (public for the fuzz
+/// target `tus_headers`).
+pub fn parse_metadata(value: &str) -> Result<HashMap<String, Vec<u8>>, ApiError> {
     let bad = || ApiError::new(400, "bad_metadata", "Upload-Metadata is malformed");
     let mut out = HashMap::new();
     for pair in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
@@ -461,7 +462,12 @@ pub async fn delete(
 }
 
 fn parse_checksum(req: &HttpRequest) -> Result<Option<[u8; 32]>, ApiError> {
-    let Some(value) = header(req, "Upload-Checksum") else { return Ok(None) };
+    header(req, "Upload-Checksum").map(parse_checksum_value).transpose()
+}
+
+/// Parses an `Upload-Checksum` value: `sha256 <base64 digest>` (public for the fuzz target
+/// `tus_headers`).
+pub fn parse_checksum_value(value: &str) -> Result<[u8; 32], ApiError> {
     let (algo, digest) = value.split_once(' ').unwrap_or((value, ""));
     if algo != "sha256" {
         return Err(ApiError::new(
@@ -476,7 +482,7 @@ fn parse_checksum(req: &HttpRequest) -> Result<Option<[u8; 32]>, ApiError> {
     let digest: [u8; 32] = bytes
         .try_into()
         .map_err(|_| ApiError::new(400, "bad_checksum", "a sha256 digest is 32 bytes"))?;
-    Ok(Some(digest))
+    Ok(digest)
 }
 
 /// `PATCH /files/{id}`: bytes at the current offset; the last byte completes the capture.
