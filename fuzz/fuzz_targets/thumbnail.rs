@@ -10,7 +10,7 @@ use libfuzzer_sys::fuzz_target;
 fuzz_target!(|data: &[u8]| {
     let limits = MediaLimits::default();
     let Some(checked) = hattama_fuzz::strip_and_check(data, &limits) else { return };
-    if let Ok(thumb) = thumbnail::make(data, checked.media_type, checked.orientation, &limits) {
+    if let Ok(thumb) = thumbnail::make(data, checked.media_type, checked.orientation) {
         let decoder = image::codecs::jpeg::JpegDecoder::new(std::io::Cursor::new(&thumb))
             .expect("a thumbnail is a JPEG");
         let (w, h) = decoder.dimensions();
