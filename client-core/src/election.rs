@@ -231,22 +231,32 @@ impl Election {
     }
 }
 
-/// The number in a precinct's number as people write it: digits, after an optional `№`, `#`,
-/// `No.`, `N` or the word for "precinct" (Kazakh `учаске`, Russian `участок`, `уч.`).
+/// The number of a precinct as people write it: one run of digits and, besides it, only `№`,
+/// `#`, `No.`, `N`, `Nr` or the words for "precinct" or "station" in Kazakh, Russian or English
+/// with their case endings (`140`, `№140`, `No. 140`, `участок 140`, `140-участке`,
+/// `№140 учаскесі`, `polling station 140`). `None` for anything else (an address, two numbers).
+/// The one reading of a station's number, for the observer's capture and the gallery's search.
 pub fn precinct_number(given: &str) -> Option<u32> {
-    let mut s = given.trim().to_lowercase();
-    for prefix in ["учаскесі", "учаске", "участок", "уч.", "no.", "no", "№", "#", "n"]
-    {
-        if let Some(rest) = s.strip_prefix(prefix) {
-            s = rest.trim_start().to_owned();
-            break;
+    let spaced: String = given
+        .to_lowercase()
+        .chars()
+        .map(|c| if matches!(c, '№' | '#' | '-' | '.' | ',') { ' ' } else { c })
+        .collect();
+    let mut number = None;
+    for word in spaced.split_whitespace() {
+        if word.bytes().all(|b| b.is_ascii_digit()) {
+            if number.replace(word).is_some() {
+                return None;
+            }
+        } else if !(["no", "nr", "n", "уч"].contains(&word)
+            || ["участ", "учаск", "station", "polling", "precinct"]
+                .iter()
+                .any(|s| word.starts_with(s)))
+        {
+            return None;
         }
     }
-    let s = s.trim_start_matches(['№', '#']).trim();
-    if s.is_empty() || s.len() > 9 || !s.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    s.parse().ok()
+    number?.parse().ok()
 }
 
 impl ProtocolTemplate {
@@ -372,6 +382,13 @@ mod tests {
             ("#123", Some("p0123")),
             ("участок 123", Some("p0123")),
             ("Учаске 123", Some("p0123")),
+            ("123-участке", Some("p0123")),
+            ("№123 учаскесі", Some("p0123")),
+            ("участок №123", Some("p0123")),
+            ("polling station 123", Some("p0123")),
+            ("school 123", None),
+            ("123 124", None),
+            ("участок", None),
             // An id wins over a number.
             ("77", Some("77")),
             ("5", Some("77")),
@@ -386,6 +403,31 @@ mod tests {
             assert_eq!(found(given), expected, "{given:?}");
         }
         assert!(e.has_line("5") && !e.has_line("55"));
+    }
+
+    #[test]
+    fn a_station_number_is_read_as_people_write_it() {
+        for (given, expected) in [
+            ("140", Some(140)),
+            ("№140", Some(140)),
+            ("№ 140", Some(140)),
+            ("no. 140", Some(140)),
+            ("#140", Some(140)),
+            ("участок 140", Some(140)),
+            ("140-участке", Some(140)),
+            ("участок №140", Some(140)),
+            ("140 учаске", Some(140)),
+            ("№140 учаскесі", Some(140)),
+            ("polling station 140", Some(140)),
+            ("school 140", None),
+            ("nurly 140", None),
+            ("140 141", None),
+            ("абая", None),
+            ("участок", None),
+            ("99999999999", None),
+        ] {
+            assert_eq!(precinct_number(given), expected, "{given:?}");
+        }
     }
 
     #[test]

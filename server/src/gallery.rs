@@ -285,7 +285,8 @@ impl ElectionView {
         if q.is_empty() {
             return (Vec::new(), 0);
         }
-        let mut hits: Vec<&Precinct> = if let Some(number) = station_number(&q) {
+        let number = hattama_core::election::precinct_number(&q).map(|n| n.to_string());
+        let mut hits: Vec<&Precinct> = if let Some(number) = number {
             let exact: Vec<&Precinct> =
                 self.election.precincts.iter().filter(|p| p.number.to_string() == number).collect();
             if exact.is_empty() {
@@ -324,29 +325,6 @@ impl ElectionView {
     pub fn changes_of(&self, precinct: &str) -> Vec<&Change> {
         self.official_changes.iter().filter(|c| c.precinct == precinct).collect()
     }
-}
-
-/// The station number of a search that names one: exactly one run of digits, and besides it only
-/// words for "station" or "number" in the three languages (with their case endings), `№`, `#`,
-/// `No.`. `None` for anything else (an address search).
-fn station_number(q: &str) -> Option<String> {
-    let spaced: String =
-        q.chars().map(|c| if matches!(c, '№' | '#' | '-' | '.' | ',') { ' ' } else { c }).collect();
-    let mut number = None;
-    for word in spaced.split_whitespace() {
-        if word.bytes().all(|b| b.is_ascii_digit()) {
-            if number.replace(word.to_owned()).is_some() {
-                return None;
-            }
-        } else if !(["no", "nr", "n", "уч"].contains(&word)
-            || ["участ", "учаск", "station", "polling", "precinct"]
-                .iter()
-                .any(|s| word.starts_with(s)))
-        {
-            return None;
-        }
-    }
-    number
 }
 
 /// The official results of an election: every version, the newest figures, and the changes
@@ -658,34 +636,5 @@ impl Gallery {
             v.responses.insert(key.to_owned(), cached.clone());
         }
         Ok(cached)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::station_number;
-
-    #[test]
-    fn searches_name_a_station_number_as_people_write_it() {
-        for (q, expected) in [
-            ("140", Some("140")),
-            ("№140", Some("140")),
-            ("№ 140", Some("140")),
-            ("no. 140", Some("140")),
-            ("#140", Some("140")),
-            ("участок 140", Some("140")),
-            ("140-участке", Some("140")),
-            ("участок №140", Some("140")),
-            ("140 учаске", Some("140")),
-            ("№140 учаскесі", Some("140")),
-            ("polling station 140", Some("140")),
-            ("school 140", None),
-            ("nurly 140", None),
-            ("140 141", None),
-            ("абая", None),
-            ("участок", None),
-        ] {
-            assert_eq!(station_number(q).as_deref(), expected, "{q:?}");
-        }
     }
 }
