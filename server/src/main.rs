@@ -460,11 +460,15 @@ fn check_admin_data_dir(
         "which server's data? Pass --data-dir DIR, the directory the server runs with (or set \
          data_dir in the --config file, or HATTAMA__DATA_DIR)"
     );
-    let creates = matches!(command, Command::Election { .. });
+    // A new deployment begins with an election or its first account.
+    let creates = matches!(
+        command,
+        Command::Election { .. } | Command::User { command: UserCommand::Add { .. } }
+    );
     anyhow::ensure!(
         creates || settings.data_dir.join("hattama-server.sqlite3").exists(),
         "{} holds no server data: pass --data-dir DIR, the directory the server runs with \
-         (`election import` creates a new one)",
+         (`election import` or `user add` creates a new one)",
         settings.data_dir.display()
     );
     Ok(())

@@ -282,9 +282,19 @@ fn protocol_values() -> Vec<(String, String)> {
 }
 
 fn enter(b: &mut Browser, capture: &str) -> u16 {
+    // The form carries the transcription state its page was rendered from, as the page's does.
+    let page = b.get(&format!("/review/captures/{capture}")).body;
+    let seen = page
+        .split("id=\"entry-form\"")
+        .nth(1)
+        .and_then(|form| form.split("name=\"seen\" value=\"").nth(1))
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or("pending")
+        .to_owned();
     let csrf = b.csrf();
     let mut form = protocol_values();
     form.push(("csrf".into(), csrf));
+    form.push(("seen".into(), seen));
     form.push(("reason".into(), String::new()));
     let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     b.post(&format!("/review/captures/{capture}/entry"), &form).status

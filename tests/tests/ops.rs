@@ -71,16 +71,22 @@ fn systemd_unit_is_accepted_by_systemd_analyze_and_is_hardened() {
 #[test]
 fn example_settings_of_the_unit_load() {
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(bin("hattama-server"))
-        .arg("--config")
-        .arg(deploy("hattama-server.toml"))
-        .arg("--data-dir")
-        .arg(dir.path())
-        .args(["user", "list", "--json"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "[]");
+    let run = |args: &[&str]| {
+        let out = Command::new(bin("hattama-server"))
+            .arg("--config")
+            .arg(deploy("hattama-server.toml"))
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // A new deployment's first step: its first account (which creates the data).
+    run(&["user", "add", "root", "--name", "Root", "--role", "admin"]);
+    let users: serde_json::Value = serde_json::from_str(&run(&["user", "list", "--json"])).unwrap();
+    assert_eq!(users[0]["username"], "root", "{users}");
 }
 
 /// `git rev-parse HEAD` of this checkout, if git and a repository are there.
