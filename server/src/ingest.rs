@@ -322,7 +322,11 @@ fn finish(
             "the photo is not clean or not as the manifest says",
         ));
     }
-    let thumb = thumbs.make(&bytes, m.photo.media_type, m.photo.orientation, Rendition::Thumb)?;
+    let thumb = if thumbs.at_upload() {
+        Some(thumbs.make(&bytes, m.photo.media_type, m.photo.orientation, Rendition::Thumb)?)
+    } else {
+        None
+    };
     // A device revoked while its upload was under way can store nothing more. (A photo stored
     // in one step was checked a moment ago, in this same call.)
     if in_upload {
@@ -360,7 +364,9 @@ fn finish(
         receipt,
         photo,
     })?;
-    if let Err(e) = thumbs.store(&m.photo.sha256, Rendition::Thumb, &thumb) {
+    if let Some(thumb) = thumb
+        && let Err(e) = thumbs.store(&m.photo.sha256, Rendition::Thumb, &thumb)
+    {
         tracing::warn!(error = %e, "the thumbnail could not be kept; it is made again when asked");
     }
     tracing::info!(seq = m.seq, bytes = m.photo.bytes, "capture stored");

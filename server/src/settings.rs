@@ -112,6 +112,12 @@ pub struct Limits {
     /// Most photo decodes (thumbnails) at once, server-wide; each may take up to
     /// `hattama_core::thumbnail::DECODE_BUDGET` (64 MiB) of memory.
     pub max_decodes: usize,
+    /// Whether an upload's thumbnail is made before its receipt, so that a photo whose pixels
+    /// cannot be decoded is refused rather than stored. Off by default: the decode costs about
+    /// 90 ms of CPU per 4 MB photo, ten times the rest of the upload (`scripts/bench ingest`);
+    /// off, the thumbnail is made on its first request, within the same decode slots and memory
+    /// budget (docs/security.md).
+    pub thumbnail_at_upload: bool,
     /// Most unfinished uploads one device may have open.
     pub max_open_uploads: usize,
     /// Most bytes (by their `Upload-Length`) of one device's unfinished uploads together.
@@ -162,6 +168,7 @@ impl Settings {
             .set_default("limits.max_json_bytes", 64 * 1024)?
             .set_default("limits.read_timeout_secs", 30)?
             .set_default("limits.max_decodes", 2)?
+            .set_default("limits.thumbnail_at_upload", false)?
             .set_default("limits.max_open_uploads", 8)?
             .set_default("limits.max_captures_per_precinct", 40)?
             .set_default("limits.max_upload_bytes_in_flight", 128u64 << 20)?
@@ -211,6 +218,7 @@ impl Settings {
                 max_json_bytes: 64 * 1024,
                 read_timeout_secs: 30,
                 max_decodes: 2,
+                thumbnail_at_upload: false,
                 max_open_uploads: 8,
                 max_captures_per_precinct: 40,
                 max_upload_bytes_in_flight: 128 << 20,

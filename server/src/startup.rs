@@ -93,6 +93,7 @@ impl Application {
         let thumbs = Arc::new(crate::thumbs::Thumbnails::new(
             settings.data_dir.clone(),
             settings.limits.max_decodes,
+            settings.limits.thumbnail_at_upload,
         )?);
         let state = web::Data::new(AppState {
             storage,

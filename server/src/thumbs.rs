@@ -98,6 +98,8 @@ struct Job {
 pub struct Thumbnails {
     /// The data directory: renditions are kept in a folder of it per kind.
     dir: PathBuf,
+    /// Whether uploads wait for their thumbnail (`limits.thumbnail_at_upload`).
+    at_upload: bool,
     slots: Slots,
     jobs: mpsc::Sender<Job>,
 }
@@ -105,7 +107,7 @@ pub struct Thumbnails {
 impl Thumbnails {
     /// Renditions kept under the data directory `dir`, with at most `max_decodes` decodes at once, each on one of as
     /// many threads (which end when this is dropped).
-    pub fn new(dir: PathBuf, max_decodes: usize) -> std::io::Result<Self> {
+    pub fn new(dir: PathBuf, max_decodes: usize, at_upload: bool) -> std::io::Result<Self> {
         let max = max_decodes.max(1);
         let (jobs, queue) = mpsc::channel::<Job>();
         let queue = Arc::new(Mutex::new(queue));
@@ -133,11 +135,17 @@ impl Thumbnails {
             })?;
         }
         let slots = Slots { max, busy: Mutex::new(0), freed: Condvar::new() };
-        Ok(Self { dir, slots, jobs })
+        Ok(Self { dir, at_upload, slots, jobs })
     }
 
     fn file(&self, sha: &Sha256Hash, kind: Rendition) -> PathBuf {
         self.dir.join(kind.name()).join(format!("{}.jpg", sha.to_hex()))
+    }
+
+    /// Whether an upload's thumbnail is made (and a photo that cannot be decoded refused) before
+    /// its receipt.
+    pub fn at_upload(&self) -> bool {
+        self.at_upload
     }
 
     /// The kept rendition of a photo, if there is one.

@@ -27,7 +27,10 @@ const DECODE_MEMORY_BOUND_MIB: u64 = 256;
 /// stays within the documented bound above idle.
 #[test]
 fn decoding_the_largest_photos_stays_within_the_memory_bound() {
-    let server = TestServer::start_with_election(2);
+    // Refusal at upload is the setting `limits.thumbnail_at_upload` (off by default, for its
+    // cost); the memory bound holds either way, since every decode takes a slot and a budget.
+    let server =
+        TestServer::start_with(&election(2), &[("HATTAMA__LIMITS__THUMBNAIL_AT_UPLOAD", "true")]);
     let url = server.url.clone();
     let pid = server.pid();
     let code = &server.invite(&["p0001"], 1)[0];
@@ -233,6 +236,10 @@ fn the_data_directory_is_private_whatever_the_umask() {
     let id = signed.hash().to_hex();
     assert_eq!(device.patch(&server.url, &id, 0, &clean.bytes[..70_000]).status, 204);
     let r = device.http().get(format!("{}/log/checkpoint", server.url)).send().unwrap();
+    assert_eq!(r.status(), 200);
+    // A thumbnail, made on its first request, is kept under thumbs/.
+    let sha = photo.1.sha256.to_hex();
+    let r = device.http().get(format!("{}/photos/{sha}/thumb", server.url)).send().unwrap();
     assert_eq!(r.status(), 200);
 
     let mut seen = std::collections::BTreeMap::new();
