@@ -15,8 +15,7 @@
 //!
 //! The result is resized to at most the requested side, turned upright by its EXIF orientation
 //! and encoded as JPEG. On the phone this runs after a capture is stored, never on the capture's
-//! critical path; the server makes the thumbnail when a photo is uploaded, and refuses a photo
-//! whose thumbnail cannot be made.
+//! critical path; the server makes thumbnails within its decode slots (`server/src/thumbs.rs`).
 
 use std::io::Cursor;
 

@@ -9,9 +9,10 @@
 //! keeps freed memory per thread: decodes spread over dozens of request threads would each
 //! leave a decode's worth of memory behind, and the process would grow with the number of
 //! threads rather than with the number of decodes. A decoder that panics on a hostile photo
-//! refuses that photo; its thread lives on. A thumbnail is made when its photo
-//! is uploaded (a photo whose thumbnail cannot be made is refused there and never stored), and
-//! kept under `<data dir>/thumbs/`; it is made again only if that file is gone. The medium
+//! refuses that photo; its thread lives on. A thumbnail is made on its first request or, with
+//! `limits.thumbnail_at_upload`, when its photo is uploaded (a photo whose thumbnail cannot be
+//! made is then refused and never stored), and kept under `<data dir>/thumbs/`; it is made again
+//! only if that file is gone. The medium
 //! rendition is made on its first request, by the same decode, and kept under
 //! `<data dir>/medium/`.
 

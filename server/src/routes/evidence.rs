@@ -55,9 +55,9 @@ pub async fn photo(
 }
 
 /// `GET /photos/{sha256}/thumb`: a reduced JPEG (at most 320 pixels a side, upright) of a stored
-/// photo, for galleries. Not evidence: the evidence is the photo itself. Made when the photo was
-/// uploaded and kept under `<data dir>/thumbs/` (made again, within the server's decode slots,
-/// if that file is gone), immutable like the photo.
+/// photo, for galleries. Not evidence: the evidence is the photo itself. Made on its first request
+/// (or at upload, with `limits.thumbnail_at_upload`) within the server's decode slots and kept
+/// under `<data dir>/thumbs/`, immutable like the photo.
 pub async fn thumbnail(
     path: web::Path<String>,
     state: web::Data<AppState>,
