@@ -18,7 +18,7 @@ use super::read_body;
 use crate::error::ApiError;
 use crate::ingest::now_ms;
 use crate::startup::AppState;
-use crate::storage::{DecisionKind as StoredKind, device_id};
+use crate::storage::device_id;
 
 /// How long a challenge may be used.
 pub const CHALLENGE_TTL: Duration = Duration::from_secs(300);
@@ -122,11 +122,7 @@ pub async fn decisions(
     let decisions = stored?
         .into_iter()
         .map(|(capture_id, d)| {
-            let kind = match d.kind {
-                StoredKind::Accepted => DecisionKind::Accepted,
-                StoredKind::Rejected => DecisionKind::Rejected,
-                StoredKind::Flagged => DecisionKind::Flagged,
-            };
+            let kind = d.kind;
             Decision {
                 capture_id,
                 decided_at_ms: d.at_ms.min(MAX_SAFE_INTEGER),

@@ -97,38 +97,8 @@ pub struct Session {
     pub expires_at_ms: u64,
 }
 
-/// What a coordinator decided about a capture.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DecisionKind {
-    /// A readable protocol of the right precinct.
-    Accepted,
-    /// Not usable (the reason says why); it stays in the log and visible to coordinators.
-    Rejected,
-    /// For a supervisor to look at.
-    Flagged,
-}
-
-impl DecisionKind {
-    /// The stored spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DecisionKind::Accepted => "accepted",
-            DecisionKind::Rejected => "rejected",
-            DecisionKind::Flagged => "flagged",
-        }
-    }
-
-    /// Parses the stored spelling.
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "accepted" => Some(DecisionKind::Accepted),
-            "rejected" => Some(DecisionKind::Rejected),
-            "flagged" => Some(DecisionKind::Flagged),
-            _ => None,
-        }
-    }
-}
+/// What a coordinator decided about a capture: the core's type, the same the device is told.
+pub use hattama_core::decision::DecisionKind;
 
 /// A decision on a capture.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
