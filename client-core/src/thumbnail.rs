@@ -297,8 +297,8 @@ fn decode_png(photo: &[u8], target: u32, budget: u64) -> Result<DynamicImage, Th
     bins.image()
 }
 
-/// Renders a stored photo reduced to at most `side` pixels on its longest side, upright, as
-/// JPEG, decoding it within `budget` bytes ([`decode`]).
+/// Renders a stored photo reduced to at most `side` pixels on its longest side (never
+/// enlarged), upright, as JPEG, decoding it within `budget` bytes ([`decode`]).
 pub fn render(
     photo: &[u8],
     media_type: MediaType,
@@ -307,7 +307,10 @@ pub fn render(
     budget: u64,
 ) -> Result<Vec<u8>, ThumbnailError> {
     let image = decode(photo, media_type, side, budget)?;
-    let mut upright = DynamicImage::ImageRgb8(image.thumbnail(side, side).into_rgb8());
+    // Reduced, never enlarged: a photo already within `side` keeps its pixels.
+    let image =
+        if image.width().max(image.height()) > side { image.thumbnail(side, side) } else { image };
+    let mut upright = DynamicImage::ImageRgb8(image.into_rgb8());
     if let Some(o) = Orientation::from_exif(orientation) {
         upright.apply_orientation(o);
     }

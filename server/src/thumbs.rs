@@ -78,7 +78,8 @@ impl Rendition {
         }
     }
 
-    fn side(self) -> u32 {
+    /// The most pixels a side.
+    pub fn side(self) -> u32 {
         match self {
             Rendition::Thumb => thumbnail::MAX_SIDE,
             Rendition::Medium => thumbnail::MEDIUM_SIDE,

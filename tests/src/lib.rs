@@ -231,3 +231,30 @@ pub fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// Checks that every object in `value` that names a station by its id (`"precinct": "<id>"`)
+/// names it as people do too, by its `number` and `region`, equal to those of `stations` (the
+/// API's precinct list); returns how many such objects it found (not looking inside them).
+pub fn check_stations_named(value: &Value, stations: &Value) -> usize {
+    match value {
+        Value::Array(items) => items.iter().map(|x| check_stations_named(x, stations)).sum(),
+        Value::Object(map) => {
+            let Some(Value::String(id)) = map.get("precinct") else {
+                return map.values().map(|x| check_stations_named(x, stations)).sum();
+            };
+            // Found (what is inside it is about the same station).
+            {
+                let station = stations
+                    .as_array()
+                    .expect("the precinct list")
+                    .iter()
+                    .find(|s| s["id"] == id.as_str())
+                    .unwrap_or_else(|| panic!("no station {id}"));
+                assert_eq!(map.get("number"), Some(&station["number"]), "number of {id}: {value}");
+                assert_eq!(map.get("region"), Some(&station["region"]), "region of {id}: {value}");
+            }
+            1
+        }
+        _ => 0,
+    }
+}

@@ -164,3 +164,31 @@ fn importing_the_exports_into_a_fresh_instance_gives_the_same_comparison() {
         assert_eq!(copy, export(file), "{file}");
     }
 }
+
+#[test]
+fn differences_and_transcriptions_name_stations_by_number_and_region() {
+    let dir = tempfile::tempdir().unwrap();
+    almaty(dir.path());
+    let server = TestServer::start_on(dir.path(), "127.0.0.1:0");
+    let api = |path: &str| get_json(&format!("{}/api/v1/elections/almaty-2019{path}", server.url));
+    let stations = api("/precincts");
+    let named = |v: &Value| hattama_tests::check_stations_named(v, &stations);
+    assert_eq!(named(&api("/comparison")["comparison"]["differences"]), OBSERVED);
+    assert_eq!(named(&api("/export/differences.json")), OBSERVED);
+    assert_eq!(named(&api("/export/transcriptions.json")), OBSERVED);
+    let first = &api("/export/differences.json")[0];
+    let csv = reqwest::blocking::get(format!(
+        "{}/api/v1/elections/almaty-2019/export/differences.csv",
+        server.url
+    ))
+    .unwrap()
+    .text()
+    .unwrap();
+    let row = format!(
+        "almaty-2019,{},{},{},",
+        first["precinct"].as_str().unwrap(),
+        first["number"],
+        first["region"].as_str().unwrap()
+    );
+    assert!(csv.lines().nth(1).unwrap().starts_with(&row), "the CSV names it the same way: {row}");
+}

@@ -453,3 +453,47 @@ fn a_medium_rendition_sits_between_the_thumbnail_and_the_original() {
     let page = g.get("/elections/e2e/precincts/p0002").text().unwrap();
     assert!(page.contains(&format!("href=\"/photos/{sha}/medium\"")), "linked from the page");
 }
+
+#[test]
+fn a_photo_already_smaller_than_the_medium_size_is_served_as_it_is() {
+    let g = Gallery::start();
+    // 300×400 and upright: the medium rendition is the photo itself, byte for byte, never a
+    // re-encoding of it (which could only be bigger or worse).
+    let sha = &g.photos[0];
+    let original = g.get(&format!("/photos/{sha}")).bytes().unwrap();
+    for _ in 0..2 {
+        let r = g.get(&format!("/photos/{sha}/medium"));
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["content-type"], "image/jpeg");
+        assert_eq!(r.headers()["cache-control"], "public, max-age=31536000, immutable");
+        assert_eq!(r.bytes().unwrap(), original, "the original's bytes");
+    }
+    // A small photo taken sideways (orientation 6) is turned upright, so it is re-encoded.
+    let (bytes, info) = protocol_photo(2, 11);
+    let code = &g.server.invite(&["p0002"], 1)[0];
+    let mut device = RawDevice::new(79);
+    assert_eq!(device.enroll(&g.server.url, code).status, 200);
+    let signed = device.sign_with("p0002", &info, |m| m.photo.orientation = 6);
+    assert_eq!(device.upload(&g.server.url, &signed, &bytes).status, 200);
+    let sha = info.sha256.to_hex();
+    let medium = g.get(&format!("/photos/{sha}/medium")).bytes().unwrap();
+    assert_ne!(medium, bytes, "re-encoded");
+    let img = image::load_from_memory(&medium).unwrap();
+    assert_eq!((img.width(), img.height()), (400, 300), "upright");
+}
+
+#[test]
+fn official_changes_and_evidence_name_stations_by_number_and_region() {
+    let g = Gallery::start();
+    let stations = g.json("/api/v1/elections/e2e/precincts");
+    let named = |v: &Value| hattama_tests::check_stations_named(v, &stations);
+    // Version 2 changed line 7.1 of the six odd-numbered stations.
+    assert_eq!(named(&g.json("/api/v1/elections/e2e/official")["changes"]), 6);
+    assert_eq!(named(&g.json("/api/v1/elections/e2e/export/official.json")["changes"]), 6);
+    assert_eq!(named(&g.json("/api/v1/elections/e2e/precincts/p0001")["official_changes"]), 1);
+    let jsonl = g.get("/api/v1/elections/e2e/export/evidence.jsonl").text().unwrap();
+    let lines: Vec<Value> = jsonl.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(named(&Value::from(lines)), 3, "every capture's station");
+    let change = &g.json("/api/v1/elections/e2e/official")["changes"][0];
+    assert_eq!((&change["precinct"], &change["number"]), (&Value::from("p0001"), &Value::from(1)));
+}

@@ -66,7 +66,8 @@ pub async fn thumbnail(
 }
 
 /// `GET /photos/{sha256}/medium`: the medium rendition (at most 1280 pixels a side, upright),
-/// made by the same code as the thumbnail, kept under `<data dir>/medium/`.
+/// made by the same code as the thumbnail, kept under `<data dir>/medium/`; the photo itself
+/// when it is already upright and no larger (never a bigger file than the original).
 pub async fn medium(
     path: web::Path<String>,
     state: web::Data<AppState>,
@@ -91,14 +92,24 @@ async fn rendition(
             .ok_or_else(|| ApiError::not_found("no photo with this hash"))?;
         let original =
             storage.photo(&sha)?.ok_or_else(|| ApiError::not_found("no photo with this hash"))?;
-        let (media_type, orientation) = (manifest.photo.media_type, manifest.photo.orientation);
-        let reduced = thumbs.make(&original, media_type, orientation, kind)?;
-        thumbs.store(&sha, kind, &reduced).map_err(|e| ApiError::internal(&e))?;
-        Ok(reduced)
+        let p = &manifest.photo;
+        // A rendition is never a bigger file than the photo itself: a photo already upright and
+        // within the rendition's size is served as it is, without a decode; so is one whose
+        // re-encoding came out no smaller. (A photo to be turned upright is always re-encoded:
+        // its stripped bytes carry no orientation a browser would apply.)
+        let upright = p.orientation == 1;
+        if upright && p.width.max(p.height) <= kind.side() {
+            return Ok(original);
+        }
+        let reduced = thumbs.make(&original, p.media_type, p.orientation, kind)?;
+        let kept = if upright && reduced.len() >= original.len() { original } else { reduced };
+        thumbs.store(&sha, kind, &kept).map_err(|e| ApiError::internal(&e))?;
+        Ok(kept)
     })
     .await??;
+    let media = if bytes.starts_with(b"\x89PNG") { "image/png" } else { "image/jpeg" };
     Ok(HttpResponse::Ok()
-        .content_type("image/jpeg")
+        .content_type(media)
         .insert_header(IMMUTABLE)
         .insert_header(("ETag", format!("\"{}-{}\"", sha.to_hex(), kind.name())))
         .body(bytes))

@@ -128,6 +128,28 @@ async fn election(
     .await
 }
 
+/// Every item of `items` that names a station by its id (`precinct`) with the station's number
+/// and region as well, as people name it: an internal id alone tells a reader nothing.
+fn named<T: Serialize>(v: &ElectionView, items: &[T]) -> Value {
+    Value::Array(
+        items
+            .iter()
+            .map(|x| name_station(v, serde_json::to_value(x).unwrap_or_default()))
+            .collect(),
+    )
+}
+
+/// `item` with its station's `number` and `region` beside its `precinct` id.
+fn name_station(v: &ElectionView, mut item: Value) -> Value {
+    let p = item.get("precinct").and_then(Value::as_str).and_then(|id| v.election.precinct(id));
+    if let (Some(p), Value::Object(map)) = (p, &mut item) {
+        let (number, region) = (Value::from(p.number), Value::from(p.region.clone()));
+        map.insert("number".into(), number);
+        map.insert("region".into(), region);
+    }
+    item
+}
+
 /// Filters of the precinct list.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -206,7 +228,7 @@ pub fn precinct_json(g: &Gallery, v: &ElectionView, precinct: &str) -> Result<Va
         "transcription": v.transcriptions.get(precinct),
         "official": v.official.get(precinct),
         "official_version": v.official_versions.last().map(|x| x.version),
-        "official_changes": v.changes_of(precinct),
+        "official_changes": named(v, &v.changes_of(precinct)),
         "differences": differences.map(|d| &d.lines),
         "official_violations": v.comparison.broken_official.iter()
             .find(|b| b.precinct == precinct).map(|b| &b.violations),
@@ -236,10 +258,13 @@ async fn comparison(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     of_election(req, path, state, "comparison", |v| {
+        let mut comparison = serde_json::to_value(&v.comparison).unwrap_or_default();
+        comparison["differences"] = named(v, &v.comparison.differences);
+        comparison["broken_official"] = named(v, &v.comparison.broken_official);
         json!({
             "election": v.election.id,
             "official_version": v.official_versions.last().map(|x| x.version),
-            "comparison": v.comparison,
+            "comparison": comparison,
         })
     })
     .await
@@ -256,7 +281,7 @@ async fn official_versions(
         path,
         state,
         "official",
-        |v| json!({ "versions": v.official_versions, "changes": v.official_changes }),
+        |v| json!({ "versions": v.official_versions, "changes": named(v, &v.official_changes) }),
     )
     .await
 }
@@ -399,7 +424,7 @@ fn make_export(
             json_body(
                 &list
                     .into_iter()
-                    .map(|(p, t)| json!({ "precinct": p, "transcription": t }))
+                    .map(|(p, t)| name_station(v, json!({ "precinct": p, "transcription": t })))
                     .collect::<Vec<_>>(),
             )?
         }
@@ -424,7 +449,7 @@ fn make_export(
                 versions
                     .push(json!({ "version": x, "figures": g.official_figures(e, x.version)? }));
             }
-            json_body(&json!({ "versions": versions, "changes": v.official_changes }))?
+            json_body(&json!({ "versions": versions, "changes": named(v, &v.official_changes) }))?
         }
         "differences.csv" => (
             CSV,
@@ -458,21 +483,24 @@ fn make_export(
                 }),
             ),
         ),
-        "differences.json" => json_body(&v.comparison.differences)?,
+        "differences.json" => json_body(&named(v, &v.comparison.differences))?,
         "evidence.jsonl" => {
             let mut out = Vec::new();
             for c in g.all_captures(e)? {
                 let receipt: Value = serde_json::from_slice(&c.receipt).unwrap_or(Value::Null);
-                let line = json!({
-                    "id": c.id.to_hex(),
-                    "precinct": c.precinct,
-                    "manifest": String::from_utf8_lossy(&c.manifest),
-                    "signature": hex::encode(c.signature),
-                    "receipt": receipt,
-                    "log_index": c.log_index,
-                    "photo_url": format!("/photos/{}", c.photo_sha256.to_hex()),
-                    "inclusion_proof_url": format!("/api/v1/log/inclusion/{}", c.id.to_hex()),
-                });
+                let line = name_station(
+                    v,
+                    json!({
+                        "id": c.id.to_hex(),
+                        "precinct": c.precinct,
+                        "manifest": String::from_utf8_lossy(&c.manifest),
+                        "signature": hex::encode(c.signature),
+                        "receipt": receipt,
+                        "log_index": c.log_index,
+                        "photo_url": format!("/photos/{}", c.photo_sha256.to_hex()),
+                        "inclusion_proof_url": format!("/api/v1/log/inclusion/{}", c.id.to_hex()),
+                    }),
+                );
                 serde_json::to_writer(&mut out, &line).map_err(|e| ApiError::internal(&e))?;
                 out.push(b'\n');
             }
