@@ -25,6 +25,7 @@ pub mod store;
 #[cfg(feature = "sync")]
 pub mod sync;
 pub mod thumbnail;
+pub mod witness;
 
 pub use client::{
     CaptureDetail, CaptureRefusal, CaptureRequest, Captured, Client, ClientConfig, Error, now_ms,

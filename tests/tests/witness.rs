@@ -1,0 +1,420 @@
+//! `hattama-witness` as a partner organisation runs it: the real binary on a random port,
+//! driven over HTTP exactly as C2SP `tlog-witness` says, including forks and SIGKILLs.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use hattama_core::log::Hash;
+use hattama_core::witness::{
+    AddCheckpoint, Answer, Policy, SIZE_CONTENT_TYPE, add_signature_lines, read_answer,
+};
+use hattama_tests::witness::{TestLog, TestWitness, witness_cmd};
+use rand::{Rng, SeedableRng};
+use serde_json::Value;
+
+const ORIGIN: &str = "hattama.test/log";
+
+fn http() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder().timeout(Duration::from_secs(10)).build().expect("client")
+}
+
+fn log_of(n: u64, tag: &str) -> TestLog {
+    let mut log = TestLog::new(ORIGIN, 7);
+    for i in 0..n {
+        log.append(format!("{tag} entry {i}").as_bytes());
+    }
+    log
+}
+
+/// A log with the same key whose entries are those of `log_of(_, "honest")` up to `common`,
+/// then different: what a server would show if it forked.
+fn fork_of(n: u64, common: u64) -> TestLog {
+    let mut log = TestLog::new(ORIGIN, 7);
+    for i in 0..n {
+        let tag = if i < common { "honest" } else { "fork" };
+        log.append(format!("{tag} entry {i}").as_bytes());
+    }
+    log
+}
+
+fn send(w: &TestWitness, req: &AddCheckpoint) -> (u16, Option<String>, Vec<u8>) {
+    w.add_checkpoint(&http(), req).expect("the witness answers")
+}
+
+fn error_code(body: &[u8]) -> String {
+    let v: Value = serde_json::from_slice(body).expect("a JSON error body");
+    assert!(v["message"].as_str().is_some_and(|m| !m.is_empty()), "{v}");
+    v["error"].as_str().expect("error code").to_owned()
+}
+
+#[test]
+fn add_checkpoint_answers_every_case_as_the_spec_says() {
+    let honest = log_of(8, "honest");
+    let mut w = TestWitness::start("witness.test/a", &[&honest.log]);
+    let http = http();
+
+    // First sight: old 0, no proof. 200 with a cosignature over the checkpoint.
+    let first = honest.request(0, 3);
+    let (status, _, body) = send(&w, &first);
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let Answer::Cosigned { line, time } = read_answer(200, None, &body, &first, &w.key).unwrap()
+    else {
+        panic!("no cosignature in {body:?}")
+    };
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    assert!(time <= now && time + 60 > now, "cosigned at {time}, now {now}");
+    let cosigned = add_signature_lines(&first.checkpoint, &[line]).unwrap();
+    let policy = Policy::parse(
+        format!("log {}\nwitness A {}\nquorum A\n", honest.log.vkey, w.key.vkey()).as_bytes(),
+    )
+    .unwrap();
+    let v = policy.verify_checkpoint(&cosigned).unwrap();
+    assert!(v.quorum && v.checkpoint.size == 3, "{v:?}");
+    assert!(!policy.verify_checkpoint(&first.checkpoint).unwrap().quorum);
+
+    // 404: a log it does not witness.
+    let stranger = TestLog::new("other.test/log", 9);
+    let mut s = stranger;
+    s.append(b"x");
+    let (status, _, body) = send(&w, &s.request(0, 1));
+    assert_eq!((status, error_code(&body).as_str()), (404, "unknown_log"));
+
+    // 403: the right origin signed by another key.
+    let mut impostor = TestLog::new(ORIGIN, 8);
+    for i in 0..5 {
+        impostor.append(format!("honest entry {i}").as_bytes());
+    }
+    let (status, _, body) = send(&w, &impostor.request(3, 5));
+    assert_eq!((status, error_code(&body).as_str()), (403, "bad_signature"));
+
+    // 409: a stale old size; the body is the latest size, typed text/x.tlog.size.
+    let stale = honest.request(0, 5);
+    let (status, ct, body) = send(&w, &stale);
+    assert_eq!((status, ct.as_deref(), &body[..]), (409, Some(SIZE_CONTENT_TYPE), &b"3\n"[..]));
+    assert_eq!(
+        read_answer(409, ct.as_deref(), &body, &stale, &w.key),
+        Ok(Answer::Conflict { size: 3 })
+    );
+
+    // 400: the old size above the checkpoint's; a body that is not a request.
+    let (status, _, body) = send(&w, &AddCheckpoint { old_size: 4, ..honest.request(0, 3) });
+    assert_eq!((status, error_code(&body).as_str()), (400, "bad_request"));
+    let resp = http.post(format!("{}/add-checkpoint", w.url)).body("hello").send().unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+
+    // 422: a proof that does not verify.
+    let mut bad = honest.request(3, 5);
+    bad.proof[0].0[0] ^= 1;
+    let (status, _, body) = send(&w, &bad);
+    assert_eq!((status, error_code(&body).as_str()), (422, "bad_proof"));
+
+    // 409: the same size with another root (a fork at the witness's size).
+    let fork = fork_of(5, 2);
+    let (status, ct, body) = send(&w, &fork.request(3, 3));
+    assert_eq!((status, ct.as_deref(), &body[..]), (409, Some(SIZE_CONTENT_TYPE), &b"3\n"[..]));
+
+    // The same checkpoint again is cosigned again; then the log grows.
+    assert_eq!(send(&w, &honest.request(3, 3)).0, 200);
+    assert_eq!(send(&w, &honest.request(3, 5)).0, 200);
+
+    // Monitoring: the latest cosigned checkpoint, with the cosignature, survives a restart.
+    w.kill();
+    w.restart(None);
+    let logs: Value = http.get(format!("{}/logs", w.url)).send().unwrap().json().unwrap();
+    assert_eq!(logs[0]["origin"], ORIGIN);
+    assert_eq!(logs[0]["size"], 5);
+    let note = http
+        .get(format!("{}/checkpoint", w.url))
+        .query(&[("origin", ORIGIN)])
+        .send()
+        .unwrap()
+        .bytes()
+        .unwrap();
+    assert_eq!(note, logs[0]["checkpoint"].as_str().unwrap().as_bytes());
+    let v = policy.verify_checkpoint(&note).unwrap();
+    assert!(v.quorum && v.checkpoint.size == 5, "{v:?}");
+    assert_eq!(v.cosignatures[0].witness, "A");
+    let id: Value = http.get(&w.url).send().unwrap().json().unwrap();
+    assert_eq!(id["vkey"], w.key.vkey());
+    let run = witness_cmd(&w.dir, &["logs"]);
+    assert!(run.stdout.contains(&format!("{ORIGIN} size 5")), "{run:?}");
+}
+
+#[test]
+fn a_forked_log_never_reaches_a_quorum() {
+    let honest = log_of(12, "honest");
+    let fork = fork_of(12, 6);
+    let names = ["witness.test/x", "witness.test/y", "witness.test/z"];
+    let ws: Vec<TestWitness> =
+        names.iter().map(|n| TestWitness::start(n, &[&honest.log])).collect();
+    let policy = Policy::parse(
+        format!(
+            "log {}\nwitness X {}\nwitness Y {}\nwitness Z {}\ngroup G 2 X Y Z\nquorum G\n",
+            honest.log.vkey,
+            ws[0].key.vkey(),
+            ws[1].key.vkey(),
+            ws[2].key.vkey()
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    // Every witness has cosigned the honest log at 8.
+    for w in &ws {
+        assert_eq!(send(w, &honest.request(0, 8)).0, 200);
+    }
+    // The fork, from every size a client could claim: refused with 409 or 422 by every witness.
+    let mut lines = Vec::new();
+    for w in &ws {
+        for (old, n) in [(0, 10), (8, 10), (8, 8), (6, 10), (10, 12)] {
+            let req = fork.request(old, n);
+            let (status, ct, body) = send(w, &req);
+            assert!(status == 409 || status == 422, "{old}->{n}: {status}");
+            if status == 409 {
+                assert_eq!((ct.as_deref(), &body[..]), (Some(SIZE_CONTENT_TYPE), &b"8\n"[..]));
+            }
+            assert!(!matches!(
+                read_answer(status, ct.as_deref(), &body, &req, &w.key),
+                Ok(Answer::Cosigned { .. })
+            ));
+        }
+        // And the honest log goes on.
+        let req = honest.request(8, 12);
+        let (status, _, body) = send(w, &req);
+        assert_eq!(status, 200);
+        if let Ok(Answer::Cosigned { line, .. }) = read_answer(200, None, &body, &req, &w.key) {
+            lines.push(line);
+        }
+    }
+    let honest_note = add_signature_lines(&honest.checkpoint(12), &lines).unwrap();
+    assert!(policy.verify_checkpoint(&honest_note).unwrap().quorum);
+    // The fork's checkpoint with the honest cosignatures moved onto it: they do not verify.
+    let moved = [fork.checkpoint(12), honest_note[honest.checkpoint(12).len()..].to_vec()].concat();
+    let v = policy.verify_checkpoint(&moved).unwrap();
+    assert!(!v.quorum && v.cosignatures.is_empty(), "{v:?}");
+}
+
+/// Sends `req`; `None` when the witness was not reachable or died during the request.
+fn try_send(w: &TestWitness, req: &AddCheckpoint) -> Option<(u16, Option<String>, Vec<u8>)> {
+    w.add_checkpoint(&http(), req).ok()
+}
+
+#[test]
+fn sigkill_at_any_moment_never_cosigns_two_roots_for_one_size() {
+    let seed: u64 = std::env::var("HATTAMA_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| rand::thread_rng().r#gen());
+    println!("seed {seed} (rerun with HATTAMA_TEST_SEED={seed})");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    const N: u64 = 400;
+    let honest = log_of(N, "honest");
+    let fork = fork_of(N, rng.gen_range(1..40));
+    let mut w = TestWitness::start("witness.test/k", &[&honest.log]);
+    let mut believed = 0u64; // what the client thinks the witness's size is
+    let mut cosigned: BTreeMap<u64, Hash> = BTreeMap::new();
+    let (mut kills, mut answered, mut lost) = (0, 0, 0);
+    for _ in 0..200 {
+        if w.exited() {
+            w.restart(None);
+        }
+        // A SIGKILL some time into this request (or after it), one call in three.
+        let killer = rng.gen_bool(1.0 / 3.0).then(|| {
+            let pid = w.pid().expect("running");
+            let delay = Duration::from_micros(rng.gen_range(0..20_000));
+            std::thread::spawn(move || {
+                std::thread::sleep(delay);
+                let _ = std::process::Command::new("kill").args(["-9", &pid.to_string()]).status();
+            })
+        });
+        let log = if rng.gen_bool(0.3) { &fork } else { &honest };
+        let n = (believed + rng.gen_range(0..6)).clamp(1, N);
+        let old = if rng.gen_bool(0.1) { rng.gen_range(0..=n) } else { believed.min(n) };
+        let req = log.request(old, n);
+        match try_send(&w, &req) {
+            None => lost += 1,
+            Some((status, ct, body)) => {
+                answered += 1;
+                match read_answer(status, ct.as_deref(), &body, &req, &w.key).unwrap() {
+                    Answer::Cosigned { .. } => {
+                        let root = log.root(n);
+                        if let Some(r) = cosigned.insert(n, root) {
+                            assert_eq!(r, root, "two roots cosigned for size {n} (seed {seed})");
+                        }
+                        // Never anything that does not extend what was cosigned before.
+                        for (&m, r) in cosigned.range(..n) {
+                            assert_eq!(*r, log.root(m), "cosigned {n} inconsistent with {m}");
+                        }
+                        believed = n;
+                    }
+                    Answer::Conflict { size } => believed = size,
+                    Answer::Refused { status, .. } => {
+                        assert!([400, 422].contains(&status), "status {status} (seed {seed})")
+                    }
+                }
+            }
+        }
+        if let Some(k) = killer {
+            k.join().unwrap();
+            kills += 1;
+            // Reap it; a kill that came after the process had answered still kills it.
+            while !w.exited() {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+    }
+    println!(
+        "{kills} kills, {answered} answers, {lost} requests lost, {} sizes cosigned",
+        cosigned.len()
+    );
+    assert!(kills >= 30 && lost >= 1 && cosigned.len() >= 5, "the test exercised too little");
+    // The witness's own record agrees: one root per size, all of one log.
+    if w.exited() {
+        w.restart(None);
+    }
+    let latest = *cosigned.keys().last().unwrap();
+    let (status, ..) = send(&w, &honest.request(latest, latest));
+    let winner = if status == 200 { &honest } else { &fork };
+    for (&n, r) in &cosigned {
+        assert_eq!(*r, winner.root(n), "size {n} (seed {seed})");
+    }
+}
+
+#[test]
+fn sigkill_at_the_named_pause_points() {
+    let honest = log_of(10, "honest");
+    let fork = fork_of(10, 2);
+    for (point, stored) in [("witness:before-commit", false), ("witness:after-commit", true)] {
+        let mut w = TestWitness::start("witness.test/p", &[&honest.log]);
+        assert_eq!(send(&w, &honest.request(0, 3)).0, 200);
+        w.kill();
+        let lines = w.restart(Some(point)).unwrap();
+        let url = w.url.clone();
+        let body = honest.request(3, 6).to_bytes();
+        let sender = std::thread::spawn(move || {
+            http().post(format!("{url}/add-checkpoint")).body(body).send().map(|r| r.status())
+        });
+        loop {
+            let line = lines.recv_timeout(Duration::from_secs(20)).expect("the witness pauses");
+            if line.contains(&format!("hattama-paused {point}")) {
+                break;
+            }
+        }
+        w.kill();
+        assert!(sender.join().unwrap().is_err(), "no answer from a killed witness");
+        w.restart(None);
+        // Before the commit nothing was stored: the witness is still at 3. After it, at 6 (the
+        // client never got that cosignature, and gets one again for the same tree).
+        let (status, _, body) = send(&w, &honest.request(0, 6));
+        let size = if stored { "6\n" } else { "3\n" };
+        assert_eq!((status, &body[..]), (409, size.as_bytes()), "{point}");
+        let old = if stored { 6 } else { 3 };
+        // The fork of the same size is refused either way.
+        assert!([409, 422].contains(&send(&w, &fork.request(old, 6)).0), "{point}");
+        assert_eq!(send(&w, &honest.request(old, 6)).0, 200, "{point}");
+    }
+}
+
+/// Runs the independent Python verifier (`tests/witness-py/verify.py`) on a checkpoint.
+fn python_verify(note: &[u8], log: &str, witnesses: &[String]) -> (bool, Value) {
+    use std::io::Write;
+    let root = hattama_tests::browser::repo_root();
+    let python = root.join("build/witness-venv/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: scripts/test installs `cryptography` into that virtual environment from \
+         tests/witness-py/requirements.txt",
+        python.display()
+    );
+    let mut child = std::process::Command::new(python)
+        .arg(root.join("tests/witness-py/verify.py"))
+        .arg(log)
+        .args(witnesses)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run python");
+    child.stdin.take().expect("stdin").write_all(note).expect("write to python");
+    let out = child.wait_with_output().expect("python ends");
+    let ok = out.status.success();
+    let v = if ok { serde_json::from_slice(&out.stdout).expect("JSON") } else { Value::Null };
+    (ok, v)
+}
+
+#[test]
+fn an_independent_python_verifier_agrees_on_the_cosignatures() {
+    let honest = log_of(20, "honest");
+    let ws: Vec<TestWitness> = ["witness.test/py1", "witness.test/py2", "witness.test/py3"]
+        .iter()
+        .map(|n| TestWitness::start(n, &[&honest.log]))
+        .collect();
+    let vkeys: Vec<String> = ws.iter().map(|w| w.key.vkey()).collect();
+    let policy = Policy::parse(
+        format!(
+            "log {}\nwitness A {}\nwitness B {}\nwitness C {}\ngroup Q 2 A B C\nquorum Q\n",
+            honest.log.vkey, vkeys[0], vkeys[1], vkeys[2]
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    let mut note = Vec::new();
+    for n in [5u64, 13, 20] {
+        // Two of the three witnesses each time (a different pair), from their own sizes.
+        let mut lines = Vec::new();
+        for w in ws.iter().filter(|w| !(n == 13 && w.key.name().ends_with("py2"))) {
+            let mut req = honest.request(0, n);
+            let (mut status, mut ct, mut body) = send(w, &req);
+            if let Answer::Conflict { size } =
+                read_answer(status, ct.as_deref(), &body, &req, &w.key).unwrap()
+            {
+                // The client's 409 handling: resend from the witness's size.
+                req = honest.request(size, n);
+                (status, ct, body) = send(w, &req);
+            }
+            assert_eq!(status, 200);
+            if let Answer::Cosigned { line, .. } =
+                read_answer(status, ct.as_deref(), &body, &req, &w.key).unwrap()
+            {
+                lines.push(line);
+            }
+        }
+        note = add_signature_lines(&honest.checkpoint(n), &lines).unwrap();
+        let ours = policy.verify_checkpoint(&note).unwrap();
+        let (ok, theirs) = python_verify(&note, &honest.log.vkey, &vkeys);
+        assert!(ok, "the Python verifier refused a good checkpoint");
+        assert_eq!(theirs["size"], n);
+        let names: Vec<(String, u64)> = theirs["cosigned"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| (c["name"].as_str().unwrap().to_owned(), c["time"].as_u64().unwrap()))
+            .collect();
+        let expected: Vec<(String, u64)> =
+            ours.cosignatures.iter().map(|c| (c.key_name.clone(), c.time)).collect();
+        assert_eq!(names, expected, "size {n}");
+        assert_eq!(names.len(), if n == 13 { 2 } else { 3 });
+    }
+    // A cosignature with one bit flipped verifies for neither.
+    let text = String::from_utf8(note.clone()).unwrap();
+    let last = text.trim_end().rsplit('\n').next().unwrap().to_owned();
+    let (head, b64) = last.rsplit_once(' ').unwrap();
+    use base64::Engine;
+    let mut raw = base64::engine::general_purpose::STANDARD.decode(b64).unwrap();
+    raw[20] ^= 1;
+    let flipped = text.replace(
+        &last,
+        &format!("{head} {}", base64::engine::general_purpose::STANDARD.encode(raw)),
+    );
+    let (ok, theirs) = python_verify(flipped.as_bytes(), &honest.log.vkey, &vkeys);
+    assert!(ok);
+    assert_eq!(theirs["cosigned"].as_array().unwrap().len(), 2);
+    assert_eq!(policy.verify_checkpoint(flipped.as_bytes()).unwrap().cosignatures.len(), 2);
+    // The cosignatures of 20 moved onto a checkpoint of another size: none verifies.
+    let sigs = &note[honest.checkpoint(20).len()..];
+    let moved = [honest.checkpoint(19), sigs.to_vec()].concat();
+    let (ok, theirs) = python_verify(&moved, &honest.log.vkey, &vkeys);
+    assert!(ok && theirs["cosigned"].as_array().unwrap().is_empty(), "{theirs}");
+    // A checkpoint the log did not sign is refused outright.
+    let (ok, _) = python_verify(&moved, &TestLog::new(ORIGIN, 99).log.vkey, &vkeys);
+    assert!(!ok);
+}
