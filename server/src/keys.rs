@@ -36,11 +36,20 @@ impl ServerKeys {
     }
 }
 
+/// Reads a key file of the server (64 lowercase hex digits and a line end).
+pub fn read_key(path: &Path) -> std::io::Result<SigningKey> {
+    parse_key(path, &fs::read_to_string(path)?)
+}
+
+fn parse_key(path: &Path, text: &str) -> std::io::Result<SigningKey> {
+    parse_lower_hex::<32>(text.trim())
+        .map(|b| SigningKey::from_bytes(&b))
+        .ok_or_else(|| std::io::Error::other(format!("{} is not a key", path.display())))
+}
+
 fn load_or_create(path: &Path) -> std::io::Result<SigningKey> {
     match fs::read_to_string(path) {
-        Ok(text) => parse_lower_hex::<32>(text.trim())
-            .map(|b| SigningKey::from_bytes(&b))
-            .ok_or_else(|| std::io::Error::other(format!("{} is not a key", path.display()))),
+        Ok(text) => parse_key(path, &text),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let key = SigningKey::generate(&mut rand::rngs::OsRng);
             let mut f =

@@ -5,6 +5,7 @@
 //! implementation, never two. Handlers are thin (`routes`), the rules live in `ingest`, and all
 //! persistence sits behind the [`storage::Storage`] trait.
 
+pub mod backup;
 pub mod compare;
 pub mod demo;
 pub mod error;

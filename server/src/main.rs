@@ -77,6 +77,28 @@ enum Command {
         #[command(subcommand)]
         command: UserCommand,
     },
+    /// Copy the instance (it may be serving) into DEST: the database (one consistent snapshot),
+    /// the photos it references (only those not in DEST already), the log's files and a
+    /// manifest of hashes. The keys only with --with-keys. See docs/operations.md
+    Backup {
+        /// The backup directory (created; an earlier backup there is brought up to date)
+        dest: PathBuf,
+        /// Put the server's private signing keys in the backup too (whoever reads the backup
+        /// can then sign receipts and checkpoints in the server's name)
+        #[arg(long)]
+        with_keys: bool,
+    },
+    /// Make a new data directory DIR from the backup in SRC, after checking every file of it
+    Restore {
+        /// The backup directory
+        src: PathBuf,
+        /// The new data directory (must not exist, or be empty)
+        dir: PathBuf,
+        /// Directory holding the server's keys (receipt.key, log.key), for a backup taken
+        /// without --with-keys
+        #[arg(long, value_name = "DIR")]
+        keys: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -292,7 +314,7 @@ fn main() -> anyhow::Result<()> {
         _ => "info",
     };
     hattama_server::telemetry::init(settings.log_format, default_filter);
-    if !matches!(cli.command, Command::Serve | Command::Demo { .. }) {
+    if !matches!(cli.command, Command::Serve | Command::Demo { .. } | Command::Restore { .. }) {
         check_admin_data_dir(&settings, cli.data_dir.is_some(), &cli.command)?;
     }
     match cli.command {
@@ -301,6 +323,19 @@ fn main() -> anyhow::Result<()> {
             demo(&cli.config, &cli.data_dir, cli.listen, precincts, devices)
         }
         Command::User { command } => user_command(&settings, command),
+        Command::Backup { dest, with_keys } => backup(&settings, &dest, with_keys),
+        Command::Restore { src, dir, keys } => {
+            let done = hattama_server::backup::restore(&src, &dir, keys.as_deref())?;
+            println!(
+                "restored {} captures and a log of {} entries into {}; serve it with \
+                 `hattama-server --data-dir {} serve`",
+                done.manifest.captures,
+                done.manifest.log_size,
+                dir.display(),
+                dir.display()
+            );
+            Ok(())
+        }
         Command::Election { command: ElectionCommand::Import { file } } => {
             let bytes =
                 std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
@@ -438,6 +473,39 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// `hattama-server backup`: see [`hattama_server::backup`].
+fn backup(settings: &Settings, dest: &std::path::Path, with_keys: bool) -> anyhow::Result<()> {
+    if with_keys {
+        eprintln!(
+            "WARNING: --with-keys puts the server's PRIVATE SIGNING KEYS in {}. Whoever can read \
+             this backup can sign receipts and log checkpoints in the server's name. Keep it \
+             encrypted and offline, never beside the evidence it protects.",
+            dest.display()
+        );
+    }
+    let done = hattama_server::backup::backup(&settings.data_dir, dest, with_keys)?;
+    let m = &done.manifest;
+    println!(
+        "backed up {} captures and a log of {} entries into {} ({} photos copied, {} already \
+         there, {} bytes written)",
+        m.captures,
+        m.log_size,
+        dest.display(),
+        done.photos_copied,
+        done.photos_kept,
+        done.bytes_written
+    );
+    println!("manifest SHA-256: {}", done.manifest_sha256);
+    if !with_keys {
+        println!(
+            "the keys are not in the backup: keep a copy of {} elsewhere; `restore` needs it \
+             (--keys)",
+            settings.data_dir.join("keys").display()
+        );
+    }
+    Ok(())
 }
 
 /// The file in the data directory where a serving process writes the URL it listens on, for

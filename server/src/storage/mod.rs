@@ -23,6 +23,7 @@ use hattama_core::evidence::{DeviceKey, Sha256Hash};
 pub use photo_buf::PhotoBuf;
 pub use review::{Decision, DecisionKind, ReviewStorage, Transcription, TranscriptionStatus};
 pub use sqlite::SqliteStorage;
+pub use sqlite::backup::{SnapshotFacts, snapshot, snapshot_facts};
 
 /// Why a storage operation failed.
 #[derive(Debug, thiserror::Error)]

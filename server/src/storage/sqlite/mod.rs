@@ -19,6 +19,7 @@ use rusqlite::{
     Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior, params,
 };
 
+pub mod backup;
 mod log;
 #[cfg(test)]
 mod tests;
