@@ -23,3 +23,4 @@ pub mod telemetry;
 pub mod throttle;
 pub mod thumbs;
 pub mod web;
+pub mod witnessing;
