@@ -24,3 +24,4 @@ pub mod telemetry;
 pub mod throttle;
 pub mod thumbs;
 pub mod web;
+pub mod witnessing;

@@ -596,7 +596,7 @@ impl Log {
     }
 
     /// The newest published checkpoint: size and signed note.
-    fn published_checkpoint(&self) -> Result<(u64, Vec<u8>), StorageError> {
+    pub fn published_checkpoint(&self) -> Result<(u64, Vec<u8>), StorageError> {
         let size = self.published_size();
         if let Some((s, note)) = self.published.note.lock().map_err(corrupt)?.as_ref()
             && *s == size
@@ -630,6 +630,12 @@ impl Log {
         let reader = Reader { storage: &*self.storage };
         let proof = tlog_tiles::prove_tree(size, old, &reader).map_err(corrupt)?;
         Ok((proof, note))
+    }
+
+    /// The consistency proof from the tree of `old` entries to that of `new` (both committed).
+    pub fn prove_consistency(&self, old: u64, new: u64) -> Result<Vec<Hash>, StorageError> {
+        let reader = Reader { storage: &*self.storage };
+        tlog_tiles::prove_tree(new, old, &reader).map_err(corrupt)
     }
 
     /// The published files (`checkpoint`, `tile/...`).

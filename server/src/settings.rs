@@ -31,6 +31,18 @@ pub struct Settings {
     /// header that is not a trusted proxy. Empty (the default): the TCP peer is the client.
     #[serde(deserialize_with = "proxies")]
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// A C2SP tlog-policy file naming the witnesses (each with its submission URL) that the
+    /// server asks to cosign every new checkpoint, and their quorum (`docs/witness.md`). None:
+    /// no witnesses.
+    #[serde(default)]
+    pub witness_policy: Option<PathBuf>,
+    /// How long one request to a witness may take, in milliseconds.
+    #[serde(default = "default_witness_timeout_ms")]
+    pub witness_timeout_ms: u64,
+}
+
+fn default_witness_timeout_ms() -> u64 {
+    3000
 }
 
 /// How logs are written.
@@ -229,6 +241,8 @@ impl Settings {
             review: ReviewSettings::default(),
             log_format: LogFormat::Text,
             trusted_proxies: Vec::new(),
+            witness_policy: None,
+            witness_timeout_ms: default_witness_timeout_ms(),
         }
     }
 

@@ -39,6 +39,27 @@ pub struct AppState {
     pub thumbs: Arc<crate::thumbs::Thumbnails>,
 }
 
+/// Reads the witness policy and checks that it names this log and that its witnesses can be
+/// reached (a URL each).
+fn witness_policy(
+    path: &std::path::Path,
+    origin: &str,
+    key: &ed25519_dalek::SigningKey,
+) -> Result<hattama_core::witness::Policy, StartError> {
+    let bad = |d: String| StartError::WitnessPolicy(format!("{}: {d}", path.display()));
+    let text = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+    let policy = hattama_core::witness::Policy::parse(&text).map_err(|e| bad(e.to_string()))?;
+    let ours =
+        hattama_core::log::LogKey::for_signer(origin, key).map_err(|e| bad(e.to_string()))?;
+    if !policy.logs().iter().any(|l| l.key == ours) {
+        return Err(bad(format!("it does not name this log: add the line `log {}`", ours.vkey)));
+    }
+    if let Some(w) = policy.witnesses().iter().find(|w| w.url.is_none()) {
+        return Err(bad(format!("witness {} has no URL (its submission prefix)", w.name)));
+    }
+    Ok(policy)
+}
+
 /// A bound, not yet running server.
 pub struct Application {
     addr: SocketAddr,
@@ -58,6 +79,9 @@ pub enum StartError {
     /// Another server uses this data directory.
     #[error("another server is running on data directory {0}")]
     Busy(String),
+    /// The witness policy cannot be used.
+    #[error("witness_policy: {0}")]
+    WitnessPolicy(String),
 }
 
 impl Application {
@@ -80,6 +104,11 @@ impl Application {
             &settings.data_dir,
         )?;
         log.start()?;
+        if let Some(path) = &settings.witness_policy {
+            let policy = witness_policy(path, &settings.log_origin, &keys.log)?;
+            let timeout = std::time::Duration::from_millis(settings.witness_timeout_ms);
+            crate::witnessing::start(log.clone(), policy, timeout)?;
+        }
         let listener = TcpListener::bind(settings.listen)?;
         let addr = listener.local_addr()?;
         let media_limits =

@@ -54,11 +54,21 @@ impl TestWitness {
     /// Starts the witness again (after [`Self::kill`]), on a new port; with `pause`, it pauses
     /// at that point and the receiver gets its stderr lines.
     pub fn restart(&mut self, pause: Option<&str>) -> Option<Receiver<String>> {
+        self.restart_at(pause, "127.0.0.1:0")
+    }
+
+    /// Starts the witness again on the port it had (its URL stays valid in policies).
+    pub fn restart_same_port(&mut self) {
+        let addr = self.url.trim_start_matches("http://").to_owned();
+        self.restart_at(None, &addr);
+    }
+
+    fn restart_at(&mut self, pause: Option<&str>, listen: &str) -> Option<Receiver<String>> {
         assert!(self.child.is_none(), "the witness is running");
         let mut c = Command::new(bin("hattama-witness"));
         c.arg("--data-dir")
             .arg(&self.dir)
-            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(["serve", "--listen", listen])
             .env("HATTAMA_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(if pause.is_some() { Stdio::piped() } else { Stdio::inherit() });

@@ -418,3 +418,92 @@ fn an_independent_python_verifier_agrees_on_the_cosignatures() {
     let (ok, _) = python_verify(&moved, &TestLog::new(ORIGIN, 99).log.vkey, &vkeys);
     assert!(!ok);
 }
+
+/// The server's cosigned checkpoint, once its size is `size` (waits up to 30 s).
+fn cosigned_at(
+    url: &str,
+    policy: &Policy,
+    size: u64,
+) -> hattama_core::witness::WitnessedCheckpoint {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = reqwest::blocking::get(format!("{url}/log/cosigned-checkpoint")).expect("get");
+        if r.status().as_u16() == 200 {
+            let v = policy.verify_checkpoint(&r.bytes().expect("body")).expect("verifies");
+            assert!(v.quorum, "the server serves a checkpoint without a quorum: {v:?}");
+            if v.checkpoint.size == size {
+                return v;
+            }
+        }
+        assert!(std::time::Instant::now() < deadline, "no cosigned checkpoint of size {size}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn the_server_gathers_a_quorum_and_receipts_never_wait_for_witnesses() {
+    use hattama_tests::raw::{RawDevice, clean_photo};
+    use hattama_tests::server::TestServer;
+    let election = hattama_tests::fixtures::election("e2e", 3);
+    let env = [("HATTAMA__LIMITS__MAX_CAPTURES_PER_PRECINCT", "1000")];
+    // The first start makes the log's key.
+    let mut first = TestServer::start_with(&election, &env);
+    let v: Value =
+        reqwest::blocking::get(format!("{}/api/v1/log/key", first.url)).unwrap().json().unwrap();
+    let log_key = hattama_core::log::LogKey::from_vkey(v["vkey"].as_str().unwrap()).unwrap();
+    first.kill();
+    let mut ws: Vec<TestWitness> = ["witness.test/s1", "witness.test/s2", "witness.test/s3"]
+        .iter()
+        .map(|n| TestWitness::start(n, &[&log_key]))
+        .collect();
+    let policy_text = format!(
+        "log {}\nwitness A {} {}\nwitness B {} {}\nwitness C {} {}\ngroup Q 2 A B C\nquorum Q\n",
+        log_key.vkey,
+        ws[0].key.vkey(),
+        ws[0].url,
+        ws[1].key.vkey(),
+        ws[1].url,
+        ws[2].key.vkey(),
+        ws[2].url
+    );
+    let policy = Policy::parse(policy_text.as_bytes()).unwrap();
+    let policy_file = first.data_dir.join("witnesses.policy");
+    std::fs::write(&policy_file, &policy_text).unwrap();
+    let policy_env = policy_file.display().to_string();
+    let server = TestServer::start_on_with(
+        &first.data_dir,
+        "127.0.0.1:0",
+        &[env[0], ("HATTAMA__WITNESS_POLICY", &policy_env)],
+    );
+    let code = &server.invite(&["p0001"], 1)[0];
+    let mut device = RawDevice::new(41);
+    assert_eq!(device.enroll(&server.url, code).status, 200);
+    let (bytes, info) = clean_photo(&std::path::PathBuf::from(
+        "/usr/share/go-1.19/src/image/testdata/video-001.q50.420.jpeg",
+    ));
+    let mut upload = |n: usize| {
+        for _ in 0..n {
+            let signed = device.sign("p0001", &info);
+            assert_eq!(device.upload(&server.url, &signed, &bytes).status, 200);
+        }
+    };
+    upload(20);
+    let v = cosigned_at(&server.url, &policy, 20);
+    assert!(v.cosignatures.len() >= 2, "{v:?}");
+    // One witness killed: still a quorum.
+    ws[0].kill();
+    upload(10);
+    let v = cosigned_at(&server.url, &policy, 30);
+    assert_eq!(v.cosignatures.iter().map(|c| c.witness.as_str()).collect::<Vec<_>>(), ["B", "C"]);
+    // Two killed: receipts still come, at once; nothing more is witnessed.
+    ws[1].kill();
+    let started = std::time::Instant::now();
+    upload(10);
+    println!("10 receipts with two witnesses down in {:?}", started.elapsed());
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(cosigned_at(&server.url, &policy, 30).checkpoint.size, 30);
+    // One comes back: the newest checkpoint is witnessed, without any new upload.
+    ws[1].restart_same_port();
+    let v = cosigned_at(&server.url, &policy, 40);
+    assert!(v.cosignatures.len() >= 2, "{v:?}");
+}

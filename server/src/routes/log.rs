@@ -30,6 +30,17 @@ pub async fn checkpoint(state: web::Data<AppState>) -> Result<HttpResponse, ApiE
         .body(note))
 }
 
+/// `GET /log/cosigned-checkpoint`: the newest checkpoint whose witnesses' cosignatures make the
+/// quorum of the server's witness policy, with them (404 before the first; `docs/witness.md`).
+pub async fn cosigned_checkpoint(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let path = state.log.dir().join(crate::witnessing::COSIGNED_FILE);
+    let note = web::block(move || read(path)).await??;
+    Ok(HttpResponse::Ok()
+        .content_type("text/plain; charset=utf-8")
+        .insert_header(("Cache-Control", "no-cache"))
+        .body(note))
+}
+
 /// Whether `tail` is a C2SP tile path: `<L>/<N>[.p/<W>]` or `entries/<N>[.p/<W>]`, `<N>` in
 /// groups of three digits, all but the last prefixed with `x` (public for the fuzz target `tile`).
 pub fn is_tile_path(tail: &str) -> bool {

@@ -31,6 +31,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(get("/photos/{sha256}/medium", evidence::medium))
         .configure(public::configure)
         .service(get("/log/checkpoint", log::checkpoint))
+        .service(get("/log/cosigned-checkpoint", log::cosigned_checkpoint))
         .service(get("/log/tile/{tail:.*}", log::tile))
         .service(
             web::resource("/files/")
