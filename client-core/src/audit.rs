@@ -116,9 +116,23 @@ pub fn default_evidence_url(log_url: &str) -> String {
     base.strip_suffix("/log").unwrap_or(base).to_owned()
 }
 
+/// Receives every file an audit fetched, by its path under the site (`log/checkpoint`,
+/// `log/tile/…`, `api/v1/captures/<id>`, `photos/<sha256>`), before the round has judged it: a
+/// mirror keeps the files of a round only if the round found no problem
+/// ([`Auditor::keep_files`]).
+pub type Keeper = Box<dyn Fn(&str, &[u8]) -> std::io::Result<()> + Send>;
+
 /// Why an audit could not be carried out (as opposed to the [`Problem`]s it found).
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
+    /// The [`Keeper`] could not keep a file.
+    #[error("cannot keep {path}: {reason}")]
+    Keep {
+        /// The file's path under the site.
+        path: String,
+        /// What happened.
+        reason: String,
+    },
     /// A URL is not an `http` or `https` URL without query or fragment.
     #[error("invalid URL {url:?}: {reason}")]
     BadUrl {
@@ -663,6 +677,7 @@ pub struct Auditor {
     evidence_checked: u64,
     problem_count: u64,
     problems: Vec<Problem>,
+    keeper: Option<Keeper>,
 }
 
 /// What a round read that the report counts.
@@ -740,7 +755,22 @@ impl Auditor {
             evidence_checked: 0,
             problem_count: 0,
             problems: Vec::new(),
+            keeper: None,
         })
+    }
+
+    /// Hands every file fetched from now on to `keeper` (see [`Keeper`]).
+    pub fn keep_files(&mut self, keeper: Keeper) {
+        self.keeper = Some(keeper);
+    }
+
+    /// Gives a fetched file to the keeper, if there is one.
+    fn keep(&self, path: &str, body: &[u8]) -> Result<(), AuditError> {
+        match &self.keeper {
+            Some(keeper) => keeper(path, body)
+                .map_err(|e| AuditError::Keep { path: path.to_owned(), reason: e.to_string() }),
+            None => Ok(()),
+        }
     }
 
     /// Fetches the checkpoint and checks what is new since the previous round: the whole log
@@ -755,6 +785,7 @@ impl Auditor {
                 return Err(AuditError::Unreachable { url, reason: format!("HTTP {status}") });
             }
         };
+        self.keep("log/checkpoint", &note)?;
         let previous = self.verified.as_ref().map(|v| (v.size, v.root));
         let mut round = Round {
             size: 0,
@@ -1130,7 +1161,10 @@ impl<'a> RoundWork<'a> {
                 });
                 Ok(None)
             }
-            Fetched::Body(b) => Ok(Some(hashes_of(&b))),
+            Fetched::Body(b) => {
+                self.auditor.keep(&format!("log/{path}"), &b)?;
+                Ok(Some(hashes_of(&b)))
+            }
         }
     }
 
@@ -1190,7 +1224,10 @@ impl<'a> RoundWork<'a> {
     fn read_bundle(&mut self, path: &str, base: u64) -> Result<Option<Vec<Hash>>, AuditError> {
         let url = format!("{}/{path}", self.auditor.log_url);
         let bytes = match self.auditor.get(&url, MAX_BUNDLE_BYTES)? {
-            Fetched::Body(b) => b,
+            Fetched::Body(b) => {
+                self.auditor.keep(&format!("log/{path}"), &b)?;
+                b
+            }
             Fetched::Missing(status) => {
                 self.found(Problem::TileMissing { path: path.to_owned(), status });
                 return Ok(None);
@@ -1292,7 +1329,10 @@ impl<'a> RoundWork<'a> {
         let capture_id = entry.capture_id.to_hex();
         let url = format!("{base}/api/v1/captures/{capture_id}");
         let body = match self.auditor.get(&url, MAX_CAPTURE_JSON_BYTES)? {
-            Fetched::Body(b) => b,
+            Fetched::Body(b) => {
+                self.auditor.keep(&format!("api/v1/captures/{capture_id}"), &b)?;
+                b
+            }
             Fetched::Missing(status) => {
                 self.found(Problem::EvidenceMissing { index, capture_id, status });
                 return Ok(());
@@ -1332,7 +1372,10 @@ impl<'a> RoundWork<'a> {
         let url = format!("{base}/photos/{photo_sha256}");
         let limit = m.photo.bytes.min(self.auditor.config.limits.max_bytes);
         let photo = match self.auditor.get(&url, limit)? {
-            Fetched::Body(b) => b,
+            Fetched::Body(b) => {
+                self.auditor.keep(&format!("photos/{photo_sha256}"), &b)?;
+                b
+            }
             Fetched::Missing(status) => {
                 self.found(Problem::PhotoMissing { index, photo_sha256, status });
                 return Ok(());

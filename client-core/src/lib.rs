@@ -20,6 +20,8 @@ pub mod evidence;
 pub mod hooks;
 pub mod log;
 pub mod media;
+#[cfg(feature = "sync")]
+pub mod mirror;
 pub mod receipt;
 pub mod store;
 #[cfg(feature = "sync")]

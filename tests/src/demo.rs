@@ -55,6 +55,11 @@ impl Demo {
         Self { url, child, _dir: dir }
     }
 
+    /// Its data directory (for the admin commands, e.g. `invite create`).
+    pub fn data_dir(&self) -> &std::path::Path {
+        self._dir.path()
+    }
+
     /// A JSON answer of the public API (`path` starts with `/`).
     pub fn json(&self, path: &str) -> Value {
         let r = reqwest::blocking::get(format!("{}{path}", self.url)).expect("GET");

@@ -14,6 +14,7 @@ pub mod hostile;
 pub mod raw;
 pub mod review;
 pub mod server;
+pub mod static_site;
 pub mod witness;
 
 use std::collections::HashSet;

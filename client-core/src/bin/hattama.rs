@@ -26,6 +26,7 @@ use hattama_core::decision::DecisionKind;
 use hattama_core::evidence::Sha256Hash;
 use hattama_core::evidence::{CoarseLocation, EvidenceKind, Page};
 use hattama_core::media::MediaLimits;
+use hattama_core::mirror::MirrorError;
 use hattama_core::store::{CaptureRecord, CaptureState, Review};
 use hattama_core::sync::{
     CancelToken, Enrollment, LogAlarm, SyncError, SyncListener, SyncProgress, SyncStatus,
@@ -154,6 +155,36 @@ enum Command {
     /// Audit a public log (the server's or a static mirror's): recompute the tree from its
     /// entries, check every tile and the checkpoint's signature, optionally every capture
     Audit(AuditArgs),
+    /// Keep a verified copy of everything an instance publishes (log, evidence, open data,
+    /// the gallery's pages) in a directory any static web server can serve
+    Mirror(MirrorArgs),
+}
+
+#[derive(clap::Args)]
+struct MirrorArgs {
+    /// The instance's address (`https://host`)
+    url: String,
+    /// The mirror's directory (created; an earlier mirror there is brought up to date)
+    dir: PathBuf,
+    /// The log's verifier key [default: the one this mirror pinned, else the source's own]
+    #[arg(long, value_name = "VKEY")]
+    key: Option<String>,
+    /// A file holding the verifier key, or the JSON answer of `/api/v1/log/key`
+    #[arg(long, value_name = "FILE", conflicts_with = "key")]
+    key_file: Option<PathBuf>,
+    /// Keep watching: add what is new every --interval seconds
+    #[arg(long)]
+    follow: bool,
+    /// Seconds between rounds
+    #[arg(long, value_name = "SECS", default_value_t = 60, requires = "follow")]
+    interval: u64,
+    /// Stop after this many rounds, the first included [default: never]
+    #[arg(long, value_name = "N", requires = "follow")]
+    #[arg(value_parser = clap::value_parser!(u64).range(1..))]
+    rounds: Option<u64>,
+    /// Print one JSON line per round
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(clap::Args)]
@@ -239,17 +270,34 @@ impl std::fmt::Display for UsageError {
 
 impl std::error::Error for UsageError {}
 
+fn audit_exit(a: &AuditError) -> (u8, &'static str) {
+    match a {
+        AuditError::BadUrl { .. } => (3, "bad_url"),
+        AuditError::BadKey(_) => (3, "bad_key"),
+        AuditError::Unreachable { .. } => (8, "unreachable"),
+        AuditError::Http(_) => (1, "internal"),
+        AuditError::Keep { .. } => (5, "storage"),
+    }
+}
+
 fn classify(e: anyhow::Error) -> Failure {
     if e.downcast_ref::<UsageError>().is_some() {
         return Failure { exit: 2, code: "usage", error: e };
     }
-    if let Some(a) = e.downcast_ref::<AuditError>() {
-        let (exit, code) = match a {
-            AuditError::BadUrl { .. } => (3, "bad_url"),
-            AuditError::BadKey(_) => (3, "bad_key"),
-            AuditError::Unreachable { .. } => (8, "unreachable"),
-            AuditError::Http(_) => (1, "internal"),
+    if let Some(m) = e.downcast_ref::<MirrorError>() {
+        let (exit, code) = match m {
+            MirrorError::Audit(a) => audit_exit(a),
+            MirrorError::Refused { .. } | MirrorError::Invalid { .. } => {
+                (11, "verification_failed")
+            }
+            MirrorError::KeyChanged { .. } => (10, "log_key_changed"),
+            MirrorError::Unreachable { .. } => (8, "unreachable"),
+            MirrorError::Io { .. } => (5, "storage"),
         };
+        return Failure { exit, code, error: e };
+    }
+    if let Some(a) = e.downcast_ref::<AuditError>() {
+        let (exit, code) = audit_exit(a);
         return Failure { exit, code, error: e };
     }
     let (exit, code) = match e.downcast_ref::<Error>() {
@@ -316,6 +364,7 @@ fn main() -> ExitCode {
         | Command::Sync { json }
         | Command::Status { json } => *json,
         Command::Audit(a) => a.json,
+        Command::Mirror(a) => a.json,
         Command::Export { .. } | Command::Thumbnail { .. } => false,
     };
     let capturing = matches!(cli.command, Command::Capture { .. });
@@ -518,6 +567,9 @@ fn record_line(r: &CaptureRecord) -> String {
 fn run(cli: Cli, local_offset: i32) -> anyhow::Result<ExitCode> {
     if let Command::Audit(args) = cli.command {
         return run_audit(args); // needs no store
+    }
+    if let Command::Mirror(args) = cli.command {
+        return run_mirror(args); // needs no store
     }
     let dir = store_dir(&cli)?;
     match cli.command {
@@ -750,6 +802,7 @@ fn run(cli: Cli, local_offset: i32) -> anyhow::Result<ExitCode> {
             });
         }
         Command::Audit(args) => return run_audit(args),
+        Command::Mirror(args) => return run_mirror(args),
         Command::Status { json } => {
             let client = open(&dir)?;
             let status = client.status()?;
@@ -1204,6 +1257,99 @@ fn run_audit(a: AuditArgs) -> anyhow::Result<ExitCode> {
         println!("{out}");
     }
     Ok(if report.problem_count == 0 { ExitCode::SUCCESS } else { ExitCode::from(11) })
+}
+
+// ---------------------------------------------------------------------------------------------
+// `hattama mirror`
+
+/// Mirrors once, or follows; exit 0 when every round verified, 11 when the source failed
+/// verification (its problems are listed on standard error).
+fn run_mirror(a: MirrorArgs) -> anyhow::Result<ExitCode> {
+    use hattama_core::mirror::{Mirror, MirrorConfig, MirrorError};
+    let key = match (&a.key, &a.key_file) {
+        (Some(k), _) => Some(hattama_core::audit::parse_log_key(k)?),
+        (None, Some(f)) => Some(hattama_core::audit::parse_log_key(
+            &std::fs::read_to_string(f)
+                .map_err(|e| AuditError::BadKey(format!("cannot read {}: {e}", f.display())))?,
+        )?),
+        (None, None) => None,
+    };
+    let config = MirrorConfig {
+        url: a.url.clone(),
+        dir: a.dir.clone(),
+        key,
+        languages: ["kk", "ru", "en"].map(str::to_owned).to_vec(),
+    };
+    let mut mirror = Mirror::new(config)?;
+    if mirror.key_from_source() {
+        eprintln!(
+            "note: no --key given: the log key is the one {} serves ({}); it is pinned in the \
+             mirror from now on. Compare it with the key the operators published",
+            a.url,
+            mirror.key().vkey
+        );
+    }
+    let rounds = if a.follow { a.rounds.unwrap_or(u64::MAX) } else { 1 };
+    for n in 1..=rounds {
+        if n > 1 {
+            std::thread::sleep(std::time::Duration::from_secs(a.interval));
+        }
+        match mirror.round() {
+            Ok(r) => {
+                if a.json {
+                    let mut v = serde_json::to_value(&r)?;
+                    v["round"] = json!(n);
+                    println!("{v}");
+                } else {
+                    println!(
+                        "round {n}: checkpoint {} verified{}; {} new captures, {} pages, {} files \
+                         written{}",
+                        r.size,
+                        if r.unchanged { " (unchanged)" } else { "" },
+                        r.new_captures,
+                        r.pages,
+                        r.files,
+                        if r.missing > 0 {
+                            format!(", {} linked files the source did not serve", r.missing)
+                        } else {
+                            String::new()
+                        }
+                    );
+                }
+                use std::io::Write;
+                std::io::stdout().flush()?;
+            }
+            Err(MirrorError::Refused { url, problems, count }) => {
+                eprintln!(
+                    "REFUSED: {url} failed verification with {count} problem(s); nothing of \
+                     this round was kept:"
+                );
+                for p in &problems {
+                    eprintln!("  {:<20} {}: {p}", p.kind(), p.location());
+                }
+                if a.json {
+                    println!(
+                        "{}",
+                        json!({
+                            "error": "verification_failed",
+                            "problem_count": count,
+                            "problems": problems_json(&problems),
+                        })
+                    );
+                }
+                return Ok(ExitCode::from(11));
+            }
+            // Following: a network failure skips this round (the first must succeed).
+            Err(
+                MirrorError::Audit(AuditError::Unreachable { url, reason })
+                | MirrorError::Unreachable { url, reason },
+            ) if n > 1 => {
+                eprintln!("round {n}: cannot read {url}: {reason}")
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn problems_json(problems: &[Problem]) -> Value {
