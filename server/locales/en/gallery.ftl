@@ -49,13 +49,13 @@ g-official-broken = { $count ->
     [one] One official protocol breaks the protocol's arithmetic.
    *[other] { $count } official protocols break the protocol's arithmetic.
 }
-g-official-version = official version { $version }
+g-official-version = official version { $version }
 g-official-history = Changes of the official figures
 g-no-changes = The official figures never changed between versions.
 g-figures = Figures
-g-tr-none = not transcribed yet
-g-tr-pending = transcription in progress
-g-tr-disputed = transcriptions disagree, awaiting a decision
+g-tr-none = figures from the photo not entered yet
+g-tr-pending = figures from the photo being entered
+g-tr-disputed = two entries of the figures differ, awaiting a decision
 g-tr-verified = verified by two coordinators
 g-inconsistency-note = The protocol itself is inconsistent:
 g-differs-notice = The figures on the photographed protocol differ from the official figures.
