@@ -41,6 +41,10 @@ enum Command {
         /// Simulated observer devices
         #[arg(long, default_value_t = 40)]
         devices: usize,
+        /// Width of the observers' photos in pixels (the height is 4/3 of it); a phone camera's
+        /// is 3000 or more
+        #[arg(long, default_value_t = 720)]
+        photo_width: u32,
     },
     /// Manage elections
     Election {
@@ -319,8 +323,14 @@ fn main() -> anyhow::Result<()> {
     }
     match cli.command {
         Command::Serve => serve(settings),
-        Command::Demo { precincts, devices } => {
-            demo(&cli.config, &cli.data_dir, cli.listen, precincts, devices)
+        Command::Demo { precincts, devices, photo_width } => {
+            let options = hattama_server::demo::Options {
+                precincts,
+                devices,
+                photo_width,
+                ..Default::default()
+            };
+            demo(&cli.config, &cli.data_dir, cli.listen, options)
         }
         Command::User { command } => user_command(&settings, command),
         Command::Backup { dest, with_keys } => backup(&settings, &dest, with_keys),
@@ -621,11 +631,14 @@ fn demo(
     config_file: &Option<PathBuf>,
     data_dir: &Option<PathBuf>,
     listen: Option<SocketAddr>,
-    precincts: usize,
-    devices: usize,
+    options: hattama_server::demo::Options,
 ) -> anyhow::Result<()> {
     use hattama_server::demo;
-    anyhow::ensure!((1..=20_000).contains(&precincts), "--precincts must be 1 to 20000");
+    anyhow::ensure!((1..=20_000).contains(&options.precincts), "--precincts must be 1 to 20000");
+    anyhow::ensure!(
+        (64..=6000).contains(&options.photo_width),
+        "--photo-width must be 64 to 6000 pixels"
+    );
     let data_dir = match data_dir {
         Some(dir) => dir.clone(),
         None => std::env::temp_dir().join(format!("hattama-demo-{}", std::process::id())),
@@ -635,7 +648,6 @@ fn demo(
         data_dir: Some(data_dir.clone()),
         listen,
     })?;
-    let options = demo::Options { precincts, devices, ..demo::Options::default() };
     let storage = SqliteStorage::open(&data_dir, false)?;
     let seeded = storage.election(demo::ELECTION_ID)?.is_some();
     let election = match storage.election(demo::ELECTION_ID)? {
@@ -655,7 +667,10 @@ fn demo(
     let seeding = std::thread::spawn(move || -> anyhow::Result<()> {
         if !seeded {
             let started = std::time::Instant::now();
-            println!("seeding: simulated observers photograph and sync {precincts} precincts …");
+            println!(
+                "seeding: simulated observers photograph and sync {} precincts …",
+                options.precincts
+            );
             let storage = SqliteStorage::open(&data_dir, false)?;
             let observed =
                 demo::observe(&storage, &election, &url, &data_dir.join("observers"), &options)?;

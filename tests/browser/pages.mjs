@@ -3,7 +3,8 @@
 // (document.documentElement.scrollWidth > innerWidth), on any element sticking out of it (a
 // table scrolling sideways inside the page counts too), on a message id shown instead of its
 // text, on any console error (a CSP violation, a failed asset), and on any axe-core violation of
-// impact "serious" or "critical". Screenshots of each page, language and width go to
+// impact "serious" or "critical", and on a chart whose labels are too small to read or overlap.
+// Screenshots of each page, language and width go to
 // ARTIFACT_DIR/pages/.
 //
 //   node pages.mjs SERVER_URL ARTIFACT_DIR CONFIG_JSON
@@ -58,6 +59,33 @@ async function overflow(page) {
       }
     }
     return out;
+  });
+}
+
+/** Charts a reader cannot read: a label smaller than 13 CSS pixels, two labels of a row on top
+ *  of each other, or a label running out of its chart. */
+async function unreadableCharts(page) {
+  return page.evaluate(() => {
+    const out = [];
+    for (const svg of document.querySelectorAll('svg.bars')) {
+      const box = svg.getBoundingClientRect();
+      const scale = box.width / svg.viewBox.baseVal.width;
+      const texts = [...svg.querySelectorAll('text')];
+      for (const t of texts) {
+        const px = parseFloat(getComputedStyle(t).fontSize) * scale;
+        const r = t.getBoundingClientRect();
+        if (px < 13) out.push(`chart label "${t.textContent}" is ${px.toFixed(1)} px`);
+        if (r.left < box.left - 1 || r.right > box.right + 1) out.push(`chart label "${t.textContent}" runs out of its chart`);
+      }
+      for (const a of texts) {
+        for (const b of texts) {
+          if (a === b || a.getAttribute('y') !== b.getAttribute('y')) continue;
+          const [ra, rb] = [a.getBoundingClientRect(), b.getBoundingClientRect()];
+          if (ra.right > rb.left && ra.left < rb.left) out.push(`chart labels "${a.textContent}" and "${b.textContent}" overlap`);
+        }
+      }
+    }
+    return out.slice(0, 8);
   });
 }
 
@@ -116,6 +144,7 @@ async function check(ctx, page, { name, path, status = 200 }, lang) {
     });
     for (const p of squeezed) problems.push(`${width} px: ${p}`);
     for (const p of await overflow(page)) problems.push(`${width} px: ${p}`);
+    for (const p of await unreadableCharts(page)) problems.push(`${width} px: ${p}`);
     await page.screenshot({ path: join(shots, `${name}-${lang}-${width}.png`), fullPage: true });
     if (width === 390) {
       for (const p of await untranslated(page)) problems.push(`untranslated: ${p}`);

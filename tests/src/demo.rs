@@ -24,6 +24,11 @@ impl Demo {
     /// Starts the demo with `precincts` stations and `devices` observers, and waits until it has
     /// seeded everything (it prints the addresses then).
     pub fn start(precincts: usize, devices: usize) -> Self {
+        Self::start_with(precincts, devices, &[])
+    }
+
+    /// [`Demo::start`] with more arguments of `hattama-server demo` (`--photo-width 3000`).
+    pub fn start_with(precincts: usize, devices: usize, args: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut child = Command::new(bin("hattama-server"))
             .arg("--data-dir")
@@ -32,6 +37,7 @@ impl Demo {
             .arg(precincts.to_string())
             .arg("--devices")
             .arg(devices.to_string())
+            .args(args)
             .env("HATTAMA_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

@@ -497,3 +497,24 @@ fn official_changes_and_evidence_name_stations_by_number_and_region() {
     let change = &g.json("/api/v1/elections/e2e/official")["changes"][0];
     assert_eq!((&change["precinct"], &change["number"]), (&Value::from("p0001"), &Value::from(1)));
 }
+
+#[test]
+fn figures_without_an_accepted_photo_behind_them_say_so() {
+    let g = Gallery::start();
+    // Verified figures from another instance for p0001 (photographed, nothing accepted yet) and
+    // p0003 (never photographed here).
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("transcriptions.csv");
+    std::fs::write(&file, "election,precinct,line,value\ne2e,p0001,7.1,300\ne2e,p0003,7.1,300\n")
+        .unwrap();
+    let run = admin(&g.server.data_dir, &["transcription", "import", file.to_str().unwrap()]);
+    assert_eq!(run.code, Some(0), "{run:?}");
+    let page = |p: &str| g.get(&format!("/elections/e2e/precincts/{p}")).text().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !page("p0003").contains("id=\"no-accepted-photo\"") {
+        assert!(std::time::Instant::now() < deadline, "never said: {}", page("p0003"));
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(page("p0001").contains("id=\"no-accepted-photo\""), "photographed, none accepted");
+    assert!(!page("p0004").contains("id=\"no-accepted-photo\""), "no figures, nothing to say");
+}

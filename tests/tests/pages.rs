@@ -83,6 +83,18 @@ fn every_page_fits_a_phone_reads_in_three_languages_and_passes_axe() {
     assert!(comparison.contains("id=\"vote-chart\""), "observed against official, drawn");
     assert!(comparison.contains("class=\"bar-observed\""), "with bars");
     let overview = html(&e);
+    // The coverage chart: all stations first, then a bar per region, each linked.
+    let chart = overview.split("id=\"coverage-chart\"").nth(1).expect("a coverage chart");
+    let chart = chart.split("</svg>").next().unwrap();
+    let regions = demo.json(&format!("/api/v1/elections/{ELECTION}"))["regions"].clone();
+    let regions = regions.as_array().unwrap();
+    assert_eq!(chart.matches("class=\"bar-accepted\"").count(), regions.len() + 1, "{chart}");
+    assert_eq!(chart.matches("<a href=").count(), regions.len(), "a link per region");
+    let first = |s: &str| chart.find(s).unwrap_or_else(|| panic!("{s} in {chart}"));
+    assert!(first("<g class=\"all\">") < first("<a href="), "all stations first");
+    let coverage = &demo.json(&format!("/api/v1/elections/{ELECTION}"))["coverage"];
+    let (accepted, precincts) = (&coverage["accepted"], &coverage["precincts"]);
+    assert!(chart.contains(&format!("{accepted}/{precincts}")), "the figures: {chart}");
     assert!(
         overview.contains(&format!("href=\"{e}/comparison#drill\" id=\"differing-link\"")),
         "the differing count links to the list"
@@ -107,4 +119,92 @@ fn a_reader_checks_a_demo_photo_in_the_browser_and_a_changed_byte_is_refused() {
     });
     let station = format!("/elections/{ELECTION}/precincts/{}", accepted["id"].as_str().unwrap());
     browser::run_script("check", &demo.url, &[&station]);
+}
+
+/// The bytes a reader's browser receives for `path` with this `Accept-Encoding` (none:
+/// identity), and the answer's `Content-Encoding`.
+fn sent(url: &str, path: &str, accept: Option<&str>) -> (Vec<u8>, String) {
+    let mut req = reqwest::blocking::Client::new().get(format!("{url}{path}"));
+    if let Some(a) = accept {
+        req = req.header("Accept-Encoding", a);
+    }
+    let r = req.send().unwrap();
+    assert_eq!(r.status(), 200, "{path}");
+    let encoding = r
+        .headers()
+        .get("content-encoding")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    (r.bytes().unwrap().to_vec(), encoding)
+}
+
+/// Every `attr="…"` value in `html` that starts with `prefix`.
+fn links<'a>(html: &'a str, attr: &str, prefix: &str) -> Vec<&'a str> {
+    let start = format!("{attr}=\"{prefix}");
+    html.match_indices(&start)
+        .map(|(i, _)| {
+            let from = i + attr.len() + 2;
+            &html[from..from + html[from..].find('"').unwrap()]
+        })
+        .collect()
+}
+
+/// The figures of the closing note: a station page of the demo as sent (identity, gzip,
+/// brotli) with what it loads, and a phone camera's protocol photo against its medium rendition.
+#[test]
+fn page_weights_of_a_station_page_and_its_photo_on_the_demo() {
+    // Photos as a phone camera takes them: 3000×4000 pixels.
+    let demo = Demo::start_with(2, 1, &["--photo-width", "3000"]);
+    let list = demo.json(&format!("/api/v1/elections/{ELECTION}/precincts"));
+    let station = precinct(list.as_array().unwrap(), "with a photo", |p| {
+        p["captures"].as_u64().unwrap_or(0) > 0
+    });
+    let path = format!("/elections/{ELECTION}/precincts/{}", station["id"].as_str().unwrap());
+    let (identity, none) = sent(&demo.url, &path, None);
+    let (gzip, gz) = sent(&demo.url, &path, Some("gzip"));
+    let (brotli, br) = sent(&demo.url, &path, Some("br, gzip"));
+    assert_eq!((none.as_str(), gz.as_str(), br.as_str()), ("", "gzip", "br"));
+    assert!(brotli.len() < gzip.len() && gzip.len() < identity.len(), "compressed is smaller");
+    println!(
+        "station page (HTML) as sent: identity {} B, gzip {} B ({:.0} %), brotli {} B ({:.0} %)",
+        identity.len(),
+        gzip.len(),
+        100.0 * gzip.len() as f64 / identity.len() as f64,
+        brotli.len(),
+        100.0 * brotli.len() as f64 / identity.len() as f64
+    );
+    // What the page loads besides: its style sheets (compressed) and thumbnails.
+    let html = String::from_utf8(identity.clone()).unwrap();
+    let (mut css, mut css_identity) = (0, 0);
+    for href in links(&html, "href", "/static/") {
+        css += sent(&demo.url, href, Some("br, gzip")).0.len();
+        css_identity += sent(&demo.url, href, None).0.len();
+    }
+    let thumbs: Vec<&str> = links(&html, "src", "/photos/");
+    assert!(!thumbs.is_empty(), "the station's photos");
+    let thumb_bytes: usize = thumbs.iter().map(|t| sent(&demo.url, t, None).0.len()).sum();
+    println!(
+        "with what it loads: style sheets {css} B (identity {css_identity} B), {} thumbnails \
+         {thumb_bytes} B; total {} B as sent (identity {} B)",
+        thumbs.len(),
+        brotli.len() + css + thumb_bytes,
+        identity.len() + css_identity + thumb_bytes
+    );
+    // The medium rendition a reader opens from a thumbnail, against the photo itself.
+    let medium_link = links(&html, "href", "/photos/")[0];
+    assert!(medium_link.ends_with("/medium"), "{medium_link}");
+    let original = sent(&demo.url, medium_link.trim_end_matches("/medium"), None).0;
+    let medium = sent(&demo.url, medium_link, None).0;
+    let img = image::load_from_memory(&original).unwrap();
+    assert_eq!((img.width(), img.height()), (3000, 4000), "a phone camera's photo");
+    let img = image::load_from_memory(&medium).unwrap();
+    assert_eq!(img.width().max(img.height()), 1280, "1280 px on the long side");
+    assert!(medium.len() < original.len(), "the medium rendition is lighter");
+    println!(
+        "photo 3000×4000: original {} B, medium (1280 px) {} B ({:.0} %), thumbnail {} B",
+        original.len(),
+        medium.len(),
+        100.0 * medium.len() as f64 / original.len() as f64,
+        sent(&demo.url, thumbs[0], None).0.len()
+    );
 }

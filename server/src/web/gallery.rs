@@ -144,12 +144,16 @@ fn render(t: &impl Template) -> Result<String, WebError> {
 
 /// A bar of the coverage chart.
 pub struct Bar {
-    /// Label.
+    /// Label, shortened to fit the chart's width (the table under it has the full name).
     pub label: String,
-    /// Link.
-    pub url: String,
+    /// The full name, when the label is shortened.
+    pub full: Option<String>,
+    /// Link (none for the bar of all stations).
+    pub url: Option<String>,
     /// Coverage counts.
     pub coverage: Coverage,
+    /// Stations with an accepted photo, in per cent of all, as people write it (`62 %`).
+    pub accepted_pct: String,
     /// Width of the accepted bar, in chart units (0..=300).
     pub accepted_w: u32,
     /// Width of the photographed bar.
@@ -158,28 +162,39 @@ pub struct Bar {
     pub y: u32,
 }
 
-/// The coverage chart: one row per area, two bars (photographed, accepted).
+/// The coverage chart: a row for all stations, then one per area, each with two bars
+/// (photographed, accepted). Drawn 300 units wide, about the width of a phone in CSS pixels, so
+/// that its labels are read at their size on a 320 px screen.
 pub struct Chart {
-    /// Rows.
+    /// Rows: all stations first, then the areas.
     pub bars: Vec<Bar>,
     /// Total height.
     pub height: u32,
 }
 
-fn chart(areas: &[Area], url: impl Fn(&str) -> String) -> Chart {
-    let bars: Vec<Bar> = areas
-        .iter()
+/// Most characters of a chart's label beside its figures on one line of 300 units.
+const CHART_LABEL: usize = 22;
+
+fn chart(all: (&str, &Coverage), areas: &[Area], url: impl Fn(&str) -> String) -> Chart {
+    let rows = std::iter::once((all.0, all.1, None))
+        .chain(areas.iter().map(|a| (a.name.as_str(), &a.coverage, Some(url(&a.name)))));
+    let bars: Vec<Bar> = rows
         .enumerate()
-        .map(|(i, a)| Bar {
-            label: a.name.clone(),
-            url: url(&a.name),
-            accepted_w: (a.coverage.accepted_pct() * 3.0).round() as u32,
-            photographed_w: (a.coverage.photographed_pct() * 3.0).round() as u32,
-            coverage: a.coverage.clone(),
-            y: i as u32 * 46,
+        .map(|(i, (name, c, url))| {
+            let short = name.chars().count() > CHART_LABEL;
+            Bar {
+                label: short_label(name, CHART_LABEL),
+                full: short.then(|| name.to_owned()),
+                url,
+                accepted_pct: format!("{}\u{a0}%", c.accepted_pct().round() as u32),
+                accepted_w: (c.accepted_pct() * 3.0).round() as u32,
+                photographed_w: (c.photographed_pct() * 3.0).round() as u32,
+                coverage: c.clone(),
+                y: i as u32 * 44,
+            }
         })
         .collect();
-    Chart { height: bars.len() as u32 * 46 + 4, bars }
+    Chart { height: bars.len() as u32 * 44 + 4, bars }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -233,7 +248,7 @@ async fn election(
         render(&ElectionPage {
             name: ctx.lang.pick(&v.election.names).to_owned(),
             coverage: v.coverage.clone(),
-            chart: chart(&v.regions, |r| region_url(&e, r)),
+            chart: chart((&ctx.t("g-chart-all"), &v.coverage), &v.regions, |r| region_url(&e, r)),
             versions: v.official_versions.len(),
             changes: v.official_changes.len(),
             broken: v.comparison.broken_official.len(),
@@ -308,7 +323,9 @@ async fn region(
         let districts = v.districts.get(&region).map(Vec::as_slice).unwrap_or_default();
         render(&RegionPage {
             name: ctx.lang.pick(&v.election.names).to_owned(),
-            chart: chart(districts, |d| district_url(&e, &region, d)),
+            chart: chart((&ctx.t("g-chart-all-region"), &coverage), districts, |d| {
+                district_url(&e, &region, d)
+            }),
             coverage,
             region,
             id: e,
@@ -596,12 +613,24 @@ pub struct VoteBar {
     pub observed_share: String,
     /// Official share.
     pub official_share: String,
-    /// Bar widths in chart units (0..=220).
+    /// Bar widths in chart units (0..=180 of the chart's 300; the figures stand right of them).
     pub observed_w: u32,
     /// Official bar width.
     pub official_w: u32,
     /// Top of this line's row.
     pub y: u32,
+}
+
+/// Most characters of a label on a line of its own in a chart 300 units wide.
+const VOTE_LABEL: usize = 36;
+
+/// `name`, shortened with an ellipsis to at most `max` characters.
+fn short_label(name: &str, max: usize) -> String {
+    if name.chars().count() > max {
+        name.chars().take(max - 1).chain(['…']).collect()
+    } else {
+        name.to_owned()
+    }
 }
 
 /// Rows of the vote chart: the vote lines' like-for-like totals, with their shares.
@@ -624,13 +653,13 @@ fn vote_chart(lines: &[TotalsRow], lang: super::Lang) -> (Vec<VoteBar>, u32) {
         .iter()
         .enumerate()
         .map(|(i, l)| VoteBar {
-            label: format!("{} {}", l.totals.line, l.name),
+            label: short_label(&format!("{} {}", l.totals.line, l.name), VOTE_LABEL),
             observed: l.totals.observed_both,
             official: l.totals.official_both,
             observed_share: share(l.totals.observed_both, sum_obs),
             official_share: share(l.totals.official_both, sum_off),
-            observed_w: (l.totals.observed_both * 220 / max) as u32,
-            official_w: (l.totals.official_both * 220 / max) as u32,
+            observed_w: (l.totals.observed_both * 180 / max) as u32,
+            official_w: (l.totals.official_both * 180 / max) as u32,
             y: i as u32 * 64,
         })
         .collect::<Vec<_>>();
