@@ -248,6 +248,26 @@ mod tests {
         limits.check(Class::Evidence, "198.51.100.1").unwrap();
     }
 
+    /// `scripts/bench ingest` sends at most 60,000 tiny captures over 128 devices (469 each,
+    /// at about 21 a second) after enrolling 144 devices from one address; election night is
+    /// 3 photos per station and device. With the defaults none of it is refused, even all at
+    /// once.
+    #[test]
+    fn the_defaults_never_refuse_the_bench_or_election_night() {
+        let metrics = std::sync::Arc::new(crate::metrics::Metrics::new().unwrap());
+        let limits = RateLimits::new(&Settings::default(), metrics);
+        for _ in 0..600 {
+            limits.check(Class::Upload, "a bench device").unwrap();
+        }
+        for _ in 0..200 {
+            limits.check(Class::Enroll, "127.0.0.1").unwrap();
+        }
+        let defaults = Settings::default();
+        // Ten times election night over all devices, as if they were one: 10,000 × 3 × 10 in
+        // three hours is 28 a second; one device may begin 100 a second.
+        assert!(f64::from(defaults.uploads.per_minute) / 60.0 >= 10_000.0 * 3.0 * 10.0 / 10_800.0);
+    }
+
     #[test]
     fn a_zero_turns_a_limit_off() {
         let metrics = std::sync::Arc::new(crate::metrics::Metrics::new().unwrap());
