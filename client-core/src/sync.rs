@@ -120,6 +120,9 @@ pub struct SyncConfig {
     pub request_timeout: Duration,
     /// Send `Upload-Checksum: sha256 …` with every `PATCH`.
     pub checksum: bool,
+    /// Certificate authorities to trust besides the built-in web roots (PEM, one or more
+    /// `CERTIFICATE` blocks): a server whose certificate comes from an organisation's own CA.
+    pub extra_ca_pem: Option<Vec<u8>>,
 }
 
 impl Default for SyncConfig {
@@ -134,6 +137,7 @@ impl Default for SyncConfig {
             connect_timeout: Duration::from_secs(15),
             request_timeout: Duration::from_secs(120),
             checksum: false,
+            extra_ca_pem: None,
         }
     }
 }
@@ -147,6 +151,9 @@ pub enum SyncError {
     /// Another sync of this store is running.
     #[error("a sync of this store is already running")]
     SyncBusy,
+    /// The extra certificate authorities (`SyncConfig::extra_ca_pem`) are not PEM certificates.
+    #[error("the trusted certificate authorities cannot be read: {0}")]
+    BadCa(String),
     /// The server URL is not an `http` or `https` URL without query or fragment.
     #[error("invalid server URL: {0}")]
     BadUrl(String),
@@ -658,7 +665,18 @@ fn is_device_refusal(status: u16, code: &str) -> bool {
 }
 
 fn http_client(config: &SyncConfig) -> Result<reqwest::blocking::Client, SyncError> {
-    reqwest::blocking::Client::builder()
+    let mut builder = reqwest::blocking::Client::builder();
+    if let Some(pem) = &config.extra_ca_pem {
+        let roots = reqwest::Certificate::from_pem_bundle(pem)
+            .map_err(|e| SyncError::BadCa(error_chain(&e)))?;
+        if roots.is_empty() {
+            return Err(SyncError::BadCa("no CERTIFICATE block in it".into()));
+        }
+        for root in roots {
+            builder = builder.add_root_certificate(root);
+        }
+    }
+    builder
         .connect_timeout(config.connect_timeout)
         .timeout(config.request_timeout)
         .redirect(reqwest::redirect::Policy::none())

@@ -112,6 +112,7 @@ impl From<SyncError> for HattamaError {
         match e {
             SyncError::NotEnrolled => Self::fix("not_enrolled", e),
             SyncError::BadUrl(_) => Self::fix("bad_url", e),
+            SyncError::BadCa(_) => Self::fix("bad_ca", e),
             SyncError::BadCode => Self::fix("bad_code", e),
             SyncError::BadInvite(_) => Self::fix("bad_invite", e),
             SyncError::SyncBusy => Self::retry("sync_busy", e),

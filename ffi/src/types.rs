@@ -41,6 +41,10 @@ pub struct ClientSettings {
     /// Bytes per upload request, at most 1 MiB (the default).
     #[uniffi(default)]
     pub chunk_bytes: Option<u32>,
+    /// Certificate authorities to trust besides the built-in web roots (PEM text): a server
+    /// whose certificate comes from the organisation's own CA.
+    #[uniffi(default)]
+    pub extra_ca_pem: Option<String>,
 }
 
 impl From<ClientSettings> for ClientConfig {
@@ -59,6 +63,7 @@ impl From<ClientSettings> for ClientConfig {
                 connect_timeout: s.connect_timeout_ms.map_or(sync.connect_timeout, ms),
                 request_timeout: s.request_timeout_ms.map_or(sync.request_timeout, ms),
                 chunk_bytes: s.chunk_bytes.map_or(sync.chunk_bytes, |b| b as usize),
+                extra_ca_pem: s.extra_ca_pem.map(String::into_bytes),
                 ..sync
             },
         }

@@ -31,17 +31,20 @@ fn evidence_error(e: EvidenceError) -> ApiError {
 /// A new upload session must fit its device's quotas: at most `limits.max_open_uploads`
 /// unfinished uploads, together at most `limits.max_upload_bytes_in_flight` bytes (429
 /// `too_many_uploads`); unfinished uploads older than `limits.upload_ttl_secs` are discarded
-/// on the way. Creating an upload that exists again (a resume) is always allowed.
+/// on the way. Creating an upload that exists again (a resume) is always allowed. A new one must
+/// also pass `admit` (the device's rate limit), asked once its signature verified.
 pub fn create_upload(
     storage: &dyn Storage,
     manifest: &[u8],
     signature: &[u8],
     length: u64,
     limits: &crate::settings::Limits,
+    admit: &dyn Fn(&SignedManifest) -> Result<(), ApiError>,
 ) -> Result<Sha256Hash, ApiError> {
     let signed = check_new(storage, manifest, signature, length, limits.max_photo_bytes)?;
     let id = signed.hash();
     if storage.upload(&id)?.is_none() {
+        admit(&signed)?;
         check_quotas(storage, &signed, length, limits)?;
     }
     storage.create_upload(&NewUpload {
@@ -146,9 +149,11 @@ pub fn check_creation(
     signature: &[u8],
     length: u64,
     max_captures_per_precinct: u64,
+    admit: &dyn Fn(&SignedManifest) -> Result<(), ApiError>,
 ) -> Result<SignedManifest, ApiError> {
     let signed = check_new(storage, manifest, signature, length, SMALL_PHOTO_BYTES)?;
     if storage.upload(&signed.hash())?.is_none() {
+        admit(&signed)?;
         check_precinct_quota(storage, &signed, max_captures_per_precinct)?;
     }
     Ok(signed)

@@ -63,6 +63,9 @@ pub struct Log {
     integrator: Mutex<Integrator>,
     /// Tile files served lately, by path under `tile/`: they never change once written.
     tiles: Mutex<TileCache>,
+    /// When the integrator thread last went round its loop (ms since the epoch; 0: never):
+    /// `/readyz` calls it dead when that is long ago.
+    beat_ms: std::sync::atomic::AtomicU64,
 }
 
 /// The size of the newest published checkpoint, and a signal when it grows; and that
@@ -365,6 +368,7 @@ impl Log {
                 publishing: None,
             }),
             tiles: Mutex::default(),
+            beat_ms: std::sync::atomic::AtomicU64::new(0),
         });
         fs::create_dir_all(&log.dir)?;
         let from = log.published_file_size();
@@ -393,6 +397,7 @@ impl Log {
                 // small commits each batch's fixed costs (a signature, a commit, the partial
                 // tiles rewritten) are shared by the captures of a few milliseconds.
                 let started = Instant::now();
+                log.beat_ms.store(hattama_core::now_ms(), std::sync::atomic::Ordering::Relaxed);
                 match log.integrate_once() {
                     Ok(0) => log.sleep_until_woken(Duration::from_secs(1)),
                     Ok(_) => {
@@ -417,6 +422,13 @@ impl Log {
             return;
         };
         *guard = false;
+    }
+
+    /// Milliseconds since the integrator thread last went round its loop (it does at least
+    /// every second when idle); the time since the epoch if it never started.
+    pub fn idle_ms(&self) -> u64 {
+        let beat = self.beat_ms.load(std::sync::atomic::Ordering::Relaxed);
+        hattama_core::now_ms().saturating_sub(beat)
     }
 
     /// Asks the integrator to look for new captures now.

@@ -29,7 +29,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serve HTTP; prints `listening on http://ADDR` as its first line
+    /// Serve HTTP (HTTPS with `[tls]`); prints `listening on http(s)://ADDR` as its first line
     Serve,
     /// Serve a demo: a demo election, simulated observers who photograph generated protocols
     /// and sync them, official results with discrepancies; prints the URLs. Without
@@ -711,8 +711,8 @@ fn serve(settings: Settings) -> anyhow::Result<()> {
     let _entered = runtime.enter();
     let data_dir = settings.data_dir.clone();
     let app = Application::build(settings)?;
-    println!("listening on http://{}", app.addr());
-    record_listening(&data_dir, &format!("http://{}", app.addr()));
+    println!("listening on {}", app.url());
+    record_listening(&data_dir, &app.url());
     use std::io::Write;
     std::io::stdout().flush()?;
     actix_web::rt::System::new().block_on(app.run())?;

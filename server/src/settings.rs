@@ -39,10 +39,120 @@ pub struct Settings {
     /// How long one request to a witness may take, in milliseconds.
     #[serde(default = "default_witness_timeout_ms")]
     pub witness_timeout_ms: u64,
+    /// HTTPS on `listen` (`[tls]`). Without it the server speaks plain HTTP: on loopback, or
+    /// behind a reverse proxy that terminates TLS (docs/operations.md).
+    #[serde(default)]
+    pub tls: Option<TlsSettings>,
+    /// Prometheus metrics at `/metrics` (`[metrics]`).
+    #[serde(default)]
+    pub metrics: MetricsSettings,
+    /// What `/readyz` asks of the server (`[readiness]`).
+    #[serde(default)]
+    pub readiness: ReadinessSettings,
+    /// Requests per client and per device (`[rate_limits]`).
+    #[serde(default)]
+    pub rate_limits: RateLimits,
 }
 
 fn default_witness_timeout_ms() -> u64 {
     3000
+}
+
+/// HTTPS: the certificate chain and its key, as PEM files. Both are read again on `SIGHUP`
+/// (connections already open keep the certificate they began with).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSettings {
+    /// The certificate chain (PEM), the server's certificate first.
+    pub cert_file: PathBuf,
+    /// Its private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+    /// `Strict-Transport-Security: max-age` in seconds on every answer (0: no header).
+    #[serde(default = "default_hsts")]
+    pub hsts_max_age_secs: u64,
+}
+
+fn default_hsts() -> u64 {
+    365 * 24 * 3600
+}
+
+/// `/metrics`: answered only with `Authorization: Bearer <token>`; without a token set,
+/// `/metrics` does not exist (404).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSettings {
+    /// The bearer token a scraper sends (at least 16 characters).
+    #[serde(default)]
+    pub token: Option<String>,
+}
+
+/// `/readyz`: ready while storage answers, the log integrator runs and is at most
+/// `max_log_lag_secs` behind, and the data directory's file system has at least
+/// `limits.min_free_bytes` free (below that, uploads are refused anyway).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReadinessSettings {
+    /// The longest a stored capture may wait for a published checkpoint, in seconds.
+    #[serde(default = "default_max_log_lag")]
+    pub max_log_lag_secs: u64,
+}
+
+fn default_max_log_lag() -> u64 {
+    30
+}
+
+impl Default for ReadinessSettings {
+    fn default() -> Self {
+        Self { max_log_lag_secs: default_max_log_lag() }
+    }
+}
+
+/// One rate limit: `per_minute` requests a minute on average, `burst` at once (0 in either:
+/// no limit).
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Rate {
+    /// Requests a minute, sustained.
+    pub per_minute: u32,
+    /// Requests at once, after a quiet moment.
+    pub burst: u32,
+}
+
+impl Rate {
+    const fn new(per_minute: u32, burst: u32) -> Self {
+        Self { per_minute, burst }
+    }
+}
+
+/// Rate limits (`ratelimit.rs`): per client address (the real client's, behind
+/// `trusted_proxies`) for enrollment, logins, the public pages and API, and evidence downloads;
+/// per device for new uploads. Sized so that election night (10,000 stations × 3 photos in three
+/// hours, ten times over) and `scripts/bench ingest` are never refused (docs/operations.md).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimits {
+    /// `POST /api/v1/enroll`, per client address.
+    pub enroll: Rate,
+    /// `POST /review/login`, per client address (failures have their own throttle).
+    pub login: Rate,
+    /// The public gallery, its JSON API and open data, per client address.
+    pub public: Rate,
+    /// Photos, thumbnails and manifests (`/photos/…`, `/api/v1/captures/…`), per client address.
+    pub evidence: Rate,
+    /// New uploads (`POST /files/`), per device.
+    pub uploads: Rate,
+}
+
+impl Default for RateLimits {
+    fn default() -> Self {
+        Self {
+            enroll: Rate::new(600, 600),
+            login: Rate::new(60, 100),
+            public: Rate::new(3000, 1000),
+            evidence: Rate::new(1200, 600),
+            uploads: Rate::new(6000, 1000),
+        }
+    }
 }
 
 /// How logs are written.
@@ -243,6 +353,10 @@ impl Settings {
             trusted_proxies: Vec::new(),
             witness_policy: None,
             witness_timeout_ms: default_witness_timeout_ms(),
+            tls: None,
+            metrics: MetricsSettings::default(),
+            readiness: ReadinessSettings::default(),
+            rate_limits: RateLimits::default(),
         }
     }
 
@@ -296,6 +410,14 @@ impl Settings {
             return Err(SettingsError::Invalid(
                 "limits.max_upload_bytes_in_flight must be at least limits.max_photo_bytes".into(),
             ));
+        }
+        if self.metrics.token.as_ref().is_some_and(|t| t.trim().len() < 16) {
+            return Err(SettingsError::Invalid(
+                "metrics.token must be at least 16 characters".into(),
+            ));
+        }
+        if let Some(tls) = &self.tls {
+            crate::tls::load(tls).map_err(|e| SettingsError::Invalid(format!("tls: {e}")))?;
         }
         if self.limits.read_timeout_secs == 0 {
             return Err(SettingsError::Invalid("limits.read_timeout_secs must be positive".into()));

@@ -3,8 +3,10 @@
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
+use std::time::Duration;
 
-use actix_web::dev::Service;
+use actix_web::body::MessageBody;
+use actix_web::dev::{Service, ServiceFactory, ServiceRequest, ServiceResponse};
 use actix_web::{App, HttpServer, web};
 use futures_util::FutureExt;
 use hattama_core::media::MediaLimits;
@@ -14,6 +16,7 @@ use crate::keys::ServerKeys;
 use crate::routes::{self, tus::UploadSlots};
 use crate::settings::Settings;
 use crate::storage::{ReviewStorage, SqliteStorage, Storage};
+use crate::tls::CertStore;
 
 /// Shared state of the handlers.
 pub struct AppState {
@@ -37,6 +40,10 @@ pub struct AppState {
     pub login_throttle: crate::review::LoginThrottle,
     /// Thumbnails and the server-wide bound on photo decodes.
     pub thumbs: Arc<crate::thumbs::Thumbnails>,
+    /// Prometheus metrics (`/metrics`).
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// Rate limits per client and per device.
+    pub rate_limits: Arc<crate::ratelimit::RateLimits>,
 }
 
 /// Reads the witness policy and checks that it names this log and that its witnesses can be
@@ -64,6 +71,8 @@ fn witness_policy(
 pub struct Application {
     addr: SocketAddr,
     server: actix_web::dev::Server,
+    /// The certificate of the HTTPS listener, read again on `SIGHUP`.
+    certs: Option<Arc<CertStore>>,
     _lock: std::fs::File,
 }
 
@@ -82,6 +91,9 @@ pub enum StartError {
     /// The witness policy cannot be used.
     #[error("witness_policy: {0}")]
     WitnessPolicy(String),
+    /// The certificate or key of `[tls]` could not be loaded.
+    #[error("TLS: {0}")]
+    Tls(crate::tls::TlsError),
 }
 
 impl Application {
@@ -124,6 +136,9 @@ impl Application {
             settings.limits.max_decodes,
             settings.limits.thumbnail_at_upload,
         )?);
+        let metrics = Arc::new(crate::metrics::Metrics::new().map_err(std::io::Error::other)?);
+        let rate_limits =
+            Arc::new(crate::ratelimit::RateLimits::new(&settings.rate_limits, metrics.clone()));
         let state = web::Data::new(AppState {
             storage,
             keys,
@@ -135,52 +150,25 @@ impl Application {
             review,
             login_throttle,
             thumbs,
+            metrics,
+            rate_limits,
         });
-        let mut server = HttpServer::new(move || {
-            App::new()
-                .wrap_fn(|req, srv| {
-                    // Bodies are never decoded: a compressed body could expand without bound.
-                    let encoded = req
-                        .headers()
-                        .get("Content-Encoding")
-                        .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
-                    if encoded {
-                        let e = ApiError::new(
-                            415,
-                            "unsupported_encoding",
-                            "Content-Encoding is not accepted",
-                        );
-                        return async move { Err(e.into()) }.boxed_local();
-                    }
-                    srv.call(req).boxed_local()
-                })
-                .wrap(actix_web::middleware::from_fn(crate::web::middleware))
-                .wrap(tracing_actix_web::TracingLogger::<crate::telemetry::RequestSpan>::new())
-                // Outermost: answers (HTML, CSS, JSON, CSV) are compressed as the client accepts
-                // (brotli or gzip); photos and tiles are sent as they are. Request bodies are
-                // never decoded (see above), so an upload is never decompressed.
-                .wrap(actix_web::middleware::Compress::default())
-                .app_data(state.clone())
-                // Malformed paths and queries get the JSON error of the API (and the HTML error
-                // page on browser routes, through the web middleware).
-                .app_data(
-                    web::QueryConfig::default().error_handler(|e, _| {
-                        ApiError::new(400, "bad_query", e.to_string()).into()
-                    }),
-                )
-                .app_data(
-                    web::PathConfig::default()
-                        .error_handler(|e, _| ApiError::new(400, "bad_path", e.to_string()).into()),
-                )
-                .configure(routes::configure)
-                .configure(crate::web::configure)
-                .default_service(web::to(routes::not_found))
-        })
-        .listen(listener)?;
-        if workers > 0 {
-            server = server.workers(workers);
-        }
-        Ok(Self { addr, server: server.run(), _lock: lock })
+        let (server, certs) = match &state.settings.tls {
+            None => {
+                let state = state.clone();
+                let mut server = HttpServer::new(move || app(state.clone())).listen(listener)?;
+                if workers > 0 {
+                    server = server.workers(workers);
+                }
+                (server.run(), None)
+            }
+            Some(tls) => {
+                let certs = CertStore::open(tls).map_err(StartError::Tls)?;
+                let config = certs.server_config().map_err(StartError::Tls)?;
+                (https_server(state.clone(), listener, config, workers)?, Some(certs))
+            }
+        };
+        Ok(Self { addr, server, certs, _lock: lock })
     }
 
     /// The bound address.
@@ -188,11 +176,151 @@ impl Application {
         self.addr
     }
 
-    /// Serves until stopped.
+    /// The server's base URL: `https://ADDR` with `[tls]`, else `http://ADDR`.
+    pub fn url(&self) -> String {
+        let scheme = if self.certs.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
+    }
+
+    /// Serves until stopped. With `[tls]`, `SIGHUP` reads the certificate and key again.
     pub async fn run(self) -> std::io::Result<()> {
+        if let Some(certs) = self.certs {
+            let mut hangups =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+            actix_web::rt::spawn(async move {
+                while hangups.recv().await.is_some() {
+                    match certs.reload() {
+                        Ok(()) => tracing::info!("TLS certificate reloaded"),
+                        Err(e) => {
+                            tracing::error!(error = %e, "TLS certificate not reloaded; keeping the old one");
+                        }
+                    }
+                }
+            });
+        }
         let lock = self._lock;
         let result = self.server.await;
         drop(lock);
         result
     }
+}
+
+/// The application: every route and middleware, over the shared state. Built once per worker.
+fn app(
+    state: web::Data<AppState>,
+) -> App<
+    impl ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<impl MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    let hsts = state
+        .settings
+        .tls
+        .as_ref()
+        .filter(|t| t.hsts_max_age_secs > 0)
+        .map(|t| format!("max-age={}", t.hsts_max_age_secs));
+    App::new()
+        .wrap_fn(|req, srv| {
+            // Bodies are never decoded: a compressed body could expand without bound.
+            let encoded = req
+                .headers()
+                .get("Content-Encoding")
+                .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
+            if encoded {
+                let e =
+                    ApiError::new(415, "unsupported_encoding", "Content-Encoding is not accepted");
+                return async move { Err(e.into()) }.boxed_local();
+            }
+            srv.call(req).boxed_local()
+        })
+        .wrap(actix_web::middleware::from_fn(crate::ratelimit::middleware))
+        .wrap(actix_web::middleware::from_fn(crate::web::middleware))
+        .wrap(actix_web::middleware::from_fn(crate::metrics::middleware))
+        .wrap(tracing_actix_web::TracingLogger::<crate::telemetry::RequestSpan>::new())
+        // Outermost: answers (HTML, CSS, JSON, CSV) are compressed as the client accepts
+        // (brotli or gzip); photos and tiles are sent as they are. Request bodies are
+        // never decoded (see above), so an upload is never decompressed.
+        .wrap(actix_web::middleware::Compress::default())
+        // HTTPS only: browsers remember to use nothing else for this host.
+        .wrap(actix_web::middleware::Condition::new(
+            hsts.is_some(),
+            actix_web::middleware::DefaultHeaders::new()
+                .add(("Strict-Transport-Security", hsts.unwrap_or_default())),
+        ))
+        .app_data(state)
+        // Malformed paths and queries get the JSON error of the API (and the HTML error
+        // page on browser routes, through the web middleware).
+        .app_data(
+            web::QueryConfig::default()
+                .error_handler(|e, _| ApiError::new(400, "bad_query", e.to_string()).into()),
+        )
+        .app_data(
+            web::PathConfig::default()
+                .error_handler(|e, _| ApiError::new(400, "bad_path", e.to_string()).into()),
+        )
+        .configure(routes::configure)
+        .configure(crate::web::configure)
+        .default_service(web::to(routes::not_found))
+}
+
+/// The HTTPS server: each connection's first byte is looked at (a plain HTTP request gets
+/// `tls::PLAIN_HTTP_ANSWER`), then TLS (rustls, the certificate from `tls::CertStore`), then
+/// HTTP/2 or HTTP/1.1 as ALPN chose.
+fn https_server(
+    state: web::Data<AppState>,
+    listener: TcpListener,
+    config: rustls::ServerConfig,
+    workers: usize,
+) -> std::io::Result<actix_web::dev::Server> {
+    use actix_service::{ServiceFactoryExt, fn_service, map_config};
+    let mut builder = actix_server::Server::build();
+    if workers > 0 {
+        builder = builder.workers(workers);
+    }
+    Ok(builder
+        .listen("hattama-https", listener, move || {
+            let http = actix_http::HttpService::build()
+                .finish(map_config(app(state.clone()), |_| actix_web::dev::AppConfig::default()))
+                .rustls_0_23(config.clone());
+            fn_service(refuse_plain_http).and_then(http)
+        })?
+        .run())
+}
+
+/// Passes a connection on to TLS unless it starts with a plain HTTP request, which is answered
+/// `400 https_required` and closed.
+async fn refuse_plain_http(
+    io: actix_rt::net::TcpStream,
+) -> Result<
+    actix_rt::net::TcpStream,
+    actix_tls::accept::TlsError<std::io::Error, actix_http::error::DispatchError>,
+> {
+    use actix_tls::accept::TlsError;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut first = [0u8; 1];
+    let peeked = tokio::time::timeout(Duration::from_secs(10), io.peek(&mut first)).await;
+    let plain = matches!(peeked, Ok(Ok(1))) && crate::tls::looks_like_plain_http(first[0]);
+    if !plain {
+        // A handshake, or nothing: TLS deals with it (and with its timeout).
+        return Ok(io);
+    }
+    let mut io = io;
+    // Read the request's head first: closing with unread bytes would reset the connection
+    // and lose the answer.
+    let mut head = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    while head.len() < 64 * 1024 && !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match tokio::time::timeout_at(deadline, io.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => head.extend_from_slice(&buf[..n]),
+            _ => break,
+        }
+    }
+    let _ = io.write_all(crate::tls::PLAIN_HTTP_ANSWER).await;
+    let _ = io.shutdown().await;
+    Err(TlsError::Tls(std::io::Error::other("plain HTTP on the HTTPS port")))
 }

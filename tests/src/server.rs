@@ -14,7 +14,7 @@ use crate::{Run, bin};
 pub struct TestServer {
     /// Its data directory.
     pub data_dir: PathBuf,
-    /// `http://127.0.0.1:PORT`.
+    /// `http://127.0.0.1:PORT` (`https://…` with `[tls]`).
     pub url: String,
     /// The bound address.
     pub addr: std::net::SocketAddr,
@@ -156,7 +156,7 @@ impl TestServer {
             .strip_prefix("listening on ")
             .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
             .to_owned();
-        let addr = url.trim_start_matches("http://").parse().expect("address");
+        let addr = url.split_once("://").map_or(url.as_str(), |(_, a)| a).parse().expect("address");
         (Self { data_dir: data_dir.to_owned(), url, addr, child, _dir: None }, lines)
     }
 

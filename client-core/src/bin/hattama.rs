@@ -41,6 +41,9 @@ struct Cli {
     /// The offline store directory [default: the user's data directory]
     #[arg(long, global = true, env = "HATTAMA_STORE", value_name = "DIR")]
     store: Option<PathBuf>,
+    /// Also trust the certificate authorities of this PEM file (a server with its own CA)
+    #[arg(long, global = true, env = "HATTAMA_CA_FILE", value_name = "FILE")]
+    ca_file: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -315,6 +318,7 @@ fn classify(e: anyhow::Error) -> Failure {
         Some(Error::Sync(e)) => match e {
             SyncError::NotEnrolled => (2, "not_enrolled"),
             SyncError::BadUrl(_) => (3, "bad_url"),
+            SyncError::BadCa(_) => (3, "bad_ca"),
             SyncError::BadCode => (3, "bad_code"),
             SyncError::BadInvite(_) => (3, "bad_invite"),
             SyncError::Refused { .. } => (3, "refused"),
@@ -435,6 +439,10 @@ fn sync_hint(e: &SyncError) -> Option<&'static str> {
             "give the invite exactly as your coordinator sent it (hattama://enroll?…), or the \
              server's address (https://…) and the code"
         }
+        SyncError::BadCa(_) => {
+            "HATTAMA_CA_FILE (or --ca-file) must name a PEM file of certificates, as your \
+             coordinator gave it"
+        }
         SyncError::SyncBusy => "another sync of this device is running: wait for it to finish",
         SyncError::Refused { code, .. } => match code.as_str() {
             "bad_code" => "check the code with your coordinator: every letter and digit counts",
@@ -495,11 +503,14 @@ fn store_dir(cli: &Cli) -> anyhow::Result<PathBuf> {
     Ok(dirs.data_dir().to_owned())
 }
 
-fn open(dir: &Path) -> anyhow::Result<Client> {
-    Ok(Client::open(
-        dir,
-        ClientConfig { limits: MediaLimits::default(), ..ClientConfig::default() },
-    )?)
+fn open(dir: &Path, ca_file: Option<&Path>) -> anyhow::Result<Client> {
+    let mut config = ClientConfig { limits: MediaLimits::default(), ..ClientConfig::default() };
+    if let Some(file) = ca_file {
+        let pem = std::fs::read(file)
+            .map_err(|e| Error::Sync(SyncError::BadCa(format!("{}: {e}", file.display()))))?;
+        config.sync.extra_ca_pem = Some(pem);
+    }
+    Ok(Client::open(dir, config)?)
 }
 
 fn print(json: bool, value: &Value, human: impl FnOnce() -> String) {
@@ -572,6 +583,8 @@ fn run(cli: Cli, local_offset: i32) -> anyhow::Result<ExitCode> {
         return run_mirror(args); // needs no store
     }
     let dir = store_dir(&cli)?;
+    let ca_file = cli.ca_file.clone();
+    let open = |dir: &Path| open(dir, ca_file.as_deref());
     match cli.command {
         Command::Init { json } => {
             let client = open(&dir)?;

@@ -18,6 +18,8 @@ use crate::error::ApiError;
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(get("/health", health))
         .service(get("/healthz", health))
+        .service(get("/readyz", crate::metrics::readyz))
+        .service(get("/metrics", crate::metrics::metrics))
         .route("/api/v1/enroll", web::post().to(enroll::enroll))
         .route("/api/v1/challenge", web::post().to(decisions::challenge))
         .route("/api/v1/decisions", web::post().to(decisions::decisions))

@@ -14,7 +14,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use futures_util::StreamExt;
-use hattama_core::evidence::{Sha256Hash, parse_lower_hex};
+use hattama_core::evidence::{Sha256Hash, SignedManifest, parse_lower_hex};
 use sha2::{Digest, Sha256};
 
 use super::parse_hash;
@@ -205,9 +205,16 @@ pub async fn create(
     };
     let storage = state.storage.clone();
     let quotas = state.settings.limits.clone();
+    let metrics = state.metrics.clone();
+    let limits = state.rate_limits.clone();
     let (id, info, writer) = web::block(move || -> Result<_, ApiError> {
-        let id = ingest::create_upload(&*storage, &manifest, &signature, length, &quotas)?;
+        let existed = storage.upload(&Sha256Hash::of(&manifest))?.is_some();
+        let admit = |s: &SignedManifest| limits.upload(s);
+        let id = ingest::create_upload(&*storage, &manifest, &signature, length, &quotas, &admit)?;
         let info = storage.upload(&id)?.ok_or_else(|| ApiError::not_found("no such upload"))?;
+        if !existed && !info.stored {
+            metrics.uploads_begun.inc();
+        }
         // The body is taken only by an upload still at 0, under the lock of its id.
         let writer = (claimed == Some(id) && info.offset == 0 && !info.stored)
             .then(|| storage.upload_writer(&id, 0))
@@ -295,9 +302,12 @@ async fn create_whole(
     // a slow body.
     let (storage, checked) = (state.storage.clone(), manifest.clone());
     let max = state.settings.limits.max_captures_per_precinct;
-    let signed =
-        web::block(move || ingest::check_creation(&*storage, &checked, &signature, length, max))
-            .await??;
+    let limits = state.rate_limits.clone();
+    let signed = web::block(move || {
+        let admit = |s: &SignedManifest| limits.upload(s);
+        ingest::check_creation(&*storage, &checked, &signature, length, max, &admit)
+    })
+    .await??;
     let claimed = Sha256Hash::of(&manifest);
     let slot = state.uploads.get(&claimed);
     let (_guard, generation) = slot.take_over().await?;
@@ -335,17 +345,27 @@ async fn create_whole(
     let (storage, keys, limits) = (state.storage.clone(), state.keys.clone(), state.media_limits);
     let thumbs = state.thumbs.clone();
     let quotas = state.settings.limits.clone();
+    let metrics = state.metrics.clone();
     if cut || photo.len() as u64 != length {
         // Keep what arrived as an upload session, as a creation without this path would have.
         let offset = web::block(move || -> Result<u64, ApiError> {
-            let id = ingest::create_upload(&*storage, &manifest, &signature, length, &quotas)?;
+            let existed = storage.upload(&Sha256Hash::of(&manifest))?.is_some();
+            // Its creation was admitted a moment ago (`check_creation`).
+            let admit = |_: &SignedManifest| Ok(());
+            let id =
+                ingest::create_upload(&*storage, &manifest, &signature, length, &quotas, &admit)?;
             let info = storage.upload(&id)?.ok_or_else(|| ApiError::not_found("no such upload"))?;
             if info.stored || info.offset != 0 {
                 return Ok(info.offset);
             }
+            if !existed {
+                metrics.uploads_begun.inc();
+            }
             let mut writer = storage.upload_writer(&id, 0)?;
             writer.write_all(&photo).map_err(|e| ApiError::internal(&e))?;
-            Ok(writer.finish()?)
+            let kept = writer.finish()?;
+            metrics.upload_bytes.inc_by(kept);
+            Ok(kept)
         })
         .await??;
         return Err(ApiError::new(
@@ -357,9 +377,19 @@ async fn create_whole(
     let want_receipt = wants_receipt(req);
     let log = state.log.clone();
     let (id, receipt) = web::block(move || -> Result<_, ApiError> {
+        // A creation cut before may have left a session with the photo's first bytes.
+        let before = storage.upload(&signed.hash())?.map(|u| u.offset);
         let (id, committed) =
             ingest::store_whole(&*storage, &keys, &signed, photo, &limits, &thumbs)?;
         log.wake();
+        if committed.log_entry.is_some() {
+            if before.is_none() {
+                // Begun and completed in this one request.
+                metrics.uploads_begun.inc();
+            }
+            metrics.upload_bytes.inc_by(length.saturating_sub(before.unwrap_or(0)));
+            metrics.stored();
+        }
         let receipt = if want_receipt {
             super::receipts::logged(&*storage, &log, &id, committed)?
         } else {
@@ -395,6 +425,7 @@ async fn complete(state: &web::Data<AppState>, id: Sha256Hash) -> Result<(), Api
     let thumbs = state.thumbs.clone();
     web::block(move || ingest::complete_upload(&*storage, &keys, &id, None, &limits, &thumbs))
         .await??;
+    state.metrics.stored();
     state.log.wake();
     Ok(())
 }
@@ -667,6 +698,7 @@ async fn receive(
     let (storage, keys, limits) = (state.storage.clone(), state.keys.clone(), state.media_limits);
     let thumbs = state.thumbs.clone();
     let log = state.log.clone();
+    let metrics = state.metrics.clone();
     let (new_offset, receipt) = web::block(move || -> Result<_, ApiError> {
         let _reserved = reserved;
         let complete = !cut && offset + received == length;
@@ -677,6 +709,7 @@ async fn receive(
             }
         }
         let new_offset = if held && complete { length } else { writer.finish()? };
+        metrics.upload_bytes.inc_by(new_offset.saturating_sub(offset));
         if cut || new_offset != length {
             return Ok((new_offset, None));
         }
@@ -684,6 +717,7 @@ async fn receive(
             .filter(|w| w.len() as u64 == length)
             .map(|bytes| ingest::HeldPhoto { bytes, in_upload: !held });
         ingest::complete_upload(&*storage, &keys, &id, Some((info, photo)), &limits, &thumbs)?;
+        metrics.stored();
         log.wake();
         let receipt =
             if want_receipt { super::receipts::with_log(&*storage, &log, &id)? } else { None };

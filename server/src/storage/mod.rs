@@ -309,6 +309,9 @@ pub trait Storage: Send + Sync + 'static {
     fn latest_checkpoint(&self) -> Result<Option<(u64, Vec<u8>)>, StorageError>;
     /// The checkpoint of exactly `size` entries.
     fn checkpoint(&self, size: u64) -> Result<Option<Vec<u8>>, StorageError>;
+    /// When the capture at log position `index` was stored (its entry's `received_at_ms`), if
+    /// one is stored there: the integration lag of `/readyz` and `/metrics`.
+    fn log_entry_stored_at(&self, index: u64) -> Result<Option<u64>, StorageError>;
 }
 
 /// Makes a data directory private to the server's user, whatever the umask it was created

@@ -44,6 +44,8 @@ pub fn is_api_path(path: &str) -> bool {
     ["/api/", "/files/", "/log/", "/photos/"].iter().any(|p| path.starts_with(p))
         || path == "/health"
         || path == "/healthz"
+        || path == "/readyz"
+        || path == "/metrics"
         || path == "/files"
 }
 
@@ -170,6 +172,7 @@ use serde::Deserialize;
 /// back. A plain link, so it works without JavaScript; it changes only a display preference.
 async fn switch_language(
     req: HttpRequest,
+    state: web::Data<crate::startup::AppState>,
     query: web::Query<SwitchLanguage>,
 ) -> Result<HttpResponse, WebError> {
     let lang = Lang::from_code(&query.to).ok_or(WebError::BadRequest)?;
@@ -178,7 +181,8 @@ async fn switch_language(
         .max_age(actix_web::cookie::time::Duration::days(365))
         .same_site(actix_web::cookie::SameSite::Lax)
         .http_only(true)
-        .secure(req.connection_info().scheme() == "https")
+        // Not `connection_info().scheme()`: it believes `X-Forwarded-Proto` from anyone.
+        .secure(crate::tls::is_https(&req, &state.settings))
         .finish();
     let next = query.next.as_deref().unwrap_or("/");
     let mut response = see_other(next);

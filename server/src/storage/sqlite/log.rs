@@ -138,6 +138,19 @@ pub(super) fn latest_checkpoint(c: &Connection) -> Result<Option<(u64, Vec<u8>)>
         .optional()?)
 }
 
+/// The `received_at_ms` of the entry at `index`, if there is one.
+pub(super) fn stored_at(c: &Connection, index: u64) -> Result<Option<u64>, StorageError> {
+    // The entry is JSON text stored as a BLOB: cast, or SQLite would read it as JSONB.
+    Ok(c.prepare_cached(
+        "SELECT json_extract(CAST(entry AS TEXT), '$.received_at_ms') FROM log_entries
+         WHERE idx = ?1",
+    )?
+    .query_row([index as i64], |r| r.get::<_, Option<i64>>(0))
+    .optional()?
+    .flatten()
+    .map(|ms| ms.max(0) as u64))
+}
+
 /// The checkpoint of `size` entries.
 pub(super) fn checkpoint(c: &Connection, size: u64) -> Result<Option<Vec<u8>>, StorageError> {
     Ok(c.prepare_cached("SELECT note FROM checkpoints WHERE size = ?1")?

@@ -1020,4 +1020,8 @@ impl Storage for SqliteStorage {
     fn checkpoint(&self, size: u64) -> Result<Option<Vec<u8>>, StorageError> {
         self.read(|c| log::checkpoint(c, size))
     }
+
+    fn log_entry_stored_at(&self, index: u64) -> Result<Option<u64>, StorageError> {
+        self.read(|c| log::stored_at(c, index))
+    }
 }

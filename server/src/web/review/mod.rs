@@ -107,15 +107,18 @@ pub async fn reviewer(
     }
 }
 
-/// A cookie of the review: HttpOnly, SameSite=Strict, path `/`, Secure when the public URL is
-/// https (plain http on loopback, as in the tests, must keep working).
+/// A cookie of the review: HttpOnly, SameSite=Strict, path `/`, Secure when the request came
+/// over HTTPS (`tls::is_https`: TLS here, or `X-Forwarded-Proto` of a trusted proxy) or the
+/// public URL is https (plain http on loopback, as in the tests, must keep working).
 pub fn cookie(
+    req: &HttpRequest,
     state: &AppState,
     name: &'static str,
     value: String,
     max_age_secs: i64,
 ) -> Cookie<'static> {
-    let secure = state.settings.public_url.as_deref().is_some_and(|u| u.starts_with("https://"));
+    let secure = crate::tls::is_https(req, &state.settings)
+        || state.settings.public_url.as_deref().is_some_and(|u| u.starts_with("https://"));
     Cookie::build(name, value)
         .path("/")
         .http_only(true)

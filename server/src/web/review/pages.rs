@@ -115,7 +115,7 @@ fn login_form(
     };
     let mut r = private(html(&page)?);
     *r.status_mut() = status;
-    r.add_cookie(&cookie(state, LOGIN_CSRF_COOKIE, token, 3600))
+    r.add_cookie(&cookie(req, state, LOGIN_CSRF_COOKIE, token, 3600))
         .map_err(|e| WebError::internal(&e))?;
     Ok(r)
 }
@@ -178,7 +178,7 @@ pub async fn login(
             tracing::info!(user = session.user.id, "login");
             let mut r = see_other(&next);
             let max_age = i64::try_from(ttl_secs).unwrap_or(i64::MAX);
-            r.add_cookie(&cookie(&state, SESSION_COOKIE, session.token, max_age))
+            r.add_cookie(&cookie(&req, &state, SESSION_COOKIE, session.token, max_age))
                 .map_err(|e| WebError::internal(&e))?;
             Ok(private(r))
         }
@@ -212,7 +212,7 @@ pub async fn logout(
     web::block(move || review::logout(&*storage, &r.token, &r.user, hattama_core::now_ms()))
         .await??;
     let mut resp = see_other("/review/login");
-    resp.add_cookie(&cookie(&state, SESSION_COOKIE, String::new(), 0))
+    resp.add_cookie(&cookie(&req, &state, SESSION_COOKIE, String::new(), 0))
         .map_err(|e| WebError::internal(&e))?;
     Ok(private(resp))
 }

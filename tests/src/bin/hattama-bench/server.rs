@@ -31,6 +31,13 @@ pub fn spawn(bin: &Path, data_dir: &Path) -> Result<(String, Child)> {
         .env("HATTAMA__LIMITS__MAX_CAPTURES_PER_PRECINCT", "1000000000")
         .env("HATTAMA__LIMITS__MAX_OPEN_UPLOADS", "1000000")
         .env("HATTAMA__LIMITS__MAX_UPLOAD_BYTES_IN_FLIGHT", "1000000000000")
+        // The gallery and review benches are one address as busy as a crowd: no per-address
+        // limit on pages and photos (0 turns a limit off). Uploads and enrollment keep the
+        // defaults, which `ingest` must never meet.
+        .env("HATTAMA__RATE_LIMITS__PUBLIC__PER_MINUTE", "0")
+        .env("HATTAMA__RATE_LIMITS__PUBLIC__BURST", "0")
+        .env("HATTAMA__RATE_LIMITS__EVIDENCE__PER_MINUTE", "0")
+        .env("HATTAMA__RATE_LIMITS__EVIDENCE__BURST", "0")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
