@@ -343,6 +343,20 @@ impl Mirror {
     /// pinned.
     pub fn new(config: MirrorConfig) -> Result<Self, MirrorError> {
         let base = config.url.trim().trim_end_matches('/').to_owned();
+        let parsed = reqwest::Url::parse(&base).map_err(|e| AuditError::BadUrl {
+            url: config.url.clone(),
+            reason: format!("{e}: give the instance's address, for example https://host"),
+        })?;
+        if !matches!(parsed.scheme(), "http" | "https")
+            || parsed.host_str().is_none()
+            || parsed.query().is_some()
+        {
+            return Err(AuditError::BadUrl {
+                url: config.url.clone(),
+                reason: "need an http or https address with a host and no query".into(),
+            }
+            .into());
+        }
         let http = reqwest::blocking::Client::builder()
             .connect_timeout(Duration::from_secs(15))
             .timeout(Duration::from_secs(120))
@@ -351,7 +365,6 @@ impl Mirror {
             .user_agent(concat!("hattama-mirror/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| AuditError::Http(e.to_string()))?;
-        fs::create_dir_all(&config.dir).map_err(io(&config.dir))?;
         let pinned_file = config.dir.join("api/v1/log/key");
         let served = get(&http, &format!("{base}/api/v1/log/key"), None)?;
         let served_key = match &served {
@@ -378,6 +391,7 @@ impl Mirror {
                 .into());
             }
         };
+        fs::create_dir_all(&config.dir).map_err(io(&config.dir))?;
         let mut audit = AuditConfig::new(&format!("{base}/log"), key.clone());
         audit.evidence_url = Some(base.clone());
         let mut auditor = Auditor::new(audit)?;
@@ -650,6 +664,7 @@ impl Mirror {
                         None => new,
                     })
                 });
+                let rewritten = with_note(&rewritten, &note(&lang, &self.base, summary.size));
                 let Some(file) = disk_path(&here) else { continue };
                 write_atomic(&self.config.dir.join(file), rewritten.as_bytes())?;
                 summary.pages += 1;
@@ -764,6 +779,55 @@ impl Mirror {
     }
 }
 
+/// `YYYY-MM-DD HH:MM` (UTC) of a time in milliseconds since the Unix epoch.
+fn utc_minute(ms: u64) -> String {
+    // Days to a civil date: Howard Hinnant's `civil_from_days`.
+    let secs = ms / 1000;
+    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}", rem / 3600, rem % 3600 / 60)
+}
+
+/// The notice every mirrored page carries: whose copy it is, of when, and that its evidence
+/// was verified (in the page's language).
+fn note(lang: &str, source: &str, size: u64) -> String {
+    let source = source.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
+    // Wrapped anywhere: a long address must not widen a phone's page.
+    let source = format!("<code class=\"wrap\">{source}</code>");
+    let time = utc_minute(crate::now_ms());
+    let text = match lang {
+        "kk" => format!(
+            "Бұл — {source} сайтының көшірмесі, {time} UTC. Барлық дәлелдер көшіру кезінде \
+             тексерілді (журналдағы жазбалар: {size})."
+        ),
+        "ru" => format!(
+            "Это копия сайта {source} на {time} UTC. Все доказательства проверены при \
+             копировании (записей в журнале: {size})."
+        ),
+        _ => format!(
+            "This is a copy of {source} as of {time} UTC. All evidence was verified as it was \
+             copied (log entries: {size})."
+        ),
+    };
+    format!("<p class=\"notice\" id=\"mirror-note\">{text}</p>")
+}
+
+/// `html` with `note` at the start of its `<main>`.
+fn with_note(html: &str, note: &str) -> String {
+    match html.find("<main").and_then(|at| html[at..].find('>').map(|end| at + end + 1)) {
+        Some(at) => format!("{}{note}{}", &html[..at], &html[at..]),
+        None => html.to_owned(),
+    }
+}
+
 /// The capture id a capture document signs (the hash of its manifest).
 fn signed_id(body: &[u8]) -> Result<String, String> {
     Ok(signed_of(body)?.hash().to_hex())
@@ -867,6 +931,16 @@ mod tests {
             page_file("en/", "/elections/e1/comparison?line=7"),
             "en/elections/e1/comparison.line-7.html"
         );
+    }
+
+    #[test]
+    fn notes_tell_when_and_are_placed_in_main() {
+        assert_eq!(utc_minute(0), "1970-01-01 00:00");
+        assert_eq!(utc_minute(1_795_000_000_000), "2026-11-18 11:06");
+        assert_eq!(utc_minute(951_782_400_000), "2000-02-29 00:00");
+        let out = with_note("<body><main id=\"main\"><h1>x</h1>", "<p>n</p>");
+        assert_eq!(out, "<body><main id=\"main\"><p>n</p><h1>x</h1>");
+        assert!(note("ru", "http://a<b>", 5).contains("http://a&lt;b&gt;"));
     }
 
     #[test]

@@ -77,6 +77,17 @@ pub enum BackupError {
     /// The keys are missing or are not the backup's.
     #[error("{0}")]
     Keys(String),
+    /// The backup directory and the data directory overlap.
+    #[error(
+        "the backup directory {dest} and the data directory {data} must not be inside each \
+         other: back up to another directory, better on another disk"
+    )]
+    Overlap {
+        /// The backup directory.
+        dest: PathBuf,
+        /// The data directory.
+        data: PathBuf,
+    },
     /// The target directory holds something already.
     #[error("{0} exists and is not empty: restore into a new directory")]
     NotEmpty(PathBuf),
@@ -214,14 +225,14 @@ fn public_key(path: &Path) -> Result<String, BackupError> {
 /// documentation.
 pub fn backup(data_dir: &Path, dest: &Path, with_keys: bool) -> Result<BackupSummary, BackupError> {
     let data_dir = data_dir.canonicalize().map_err(io(data_dir))?;
+    let existed = dest.exists();
     fs::create_dir_all(dest).map_err(io(dest))?;
     let dest = dest.canonicalize().map_err(io(dest))?;
     if dest.starts_with(&data_dir) || data_dir.starts_with(&dest) {
-        return Err(BackupError::Keys(format!(
-            "the backup directory {} and the data directory {} must not be inside each other",
-            dest.display(),
-            data_dir.display()
-        )));
+        if !existed {
+            let _ = fs::remove_dir(&dest);
+        }
+        return Err(BackupError::Overlap { dest, data: data_dir });
     }
     storage::make_private(&dest).map_err(io(&dest))?;
     // Whatever manifest is there describes an earlier backup: without it, a backup cut short
@@ -360,6 +371,13 @@ fn allowed_path(rel: &str) -> bool {
 
 /// Reads and checks the manifest of the backup in `src`.
 pub fn read_manifest(src: &Path) -> Result<Manifest, BackupError> {
+    if !src.is_dir() {
+        return Err(BackupError::Incomplete {
+            dir: src.to_owned(),
+            detail: "it is not a directory: give the directory `hattama-server backup` wrote"
+                .into(),
+        });
+    }
     let path = src.join(MANIFEST);
     let text = match fs::read(&path) {
         Ok(t) => t,

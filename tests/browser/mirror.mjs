@@ -56,6 +56,8 @@ await run(async (browser) => {
 
   await page.goto(`${url}/`);
   checked += await checkLinks(page);
+  const note = await page.textContent('#mirror-note');
+  assert(note && note.includes('UTC'), `every page says it is a copy, of when: ${note}`);
   await screenshots(page, artifacts, 'mirror-home');
   checked += await follow(page, `a[href$="elections/${election}.html"]`, `/elections/${election}.html`);
   await screenshots(page, artifacts, 'mirror-election');
@@ -91,6 +93,7 @@ await run(async (browser) => {
   checked += await follow(page, 'a[hreflang="ru"]', `/precincts/${precinct}.html`);
   assert(new URL(page.url()).pathname.startsWith('/ru/'), `Russian pages under /ru/: ${page.url()}`);
   assertEq(await page.getAttribute('html', 'lang'), 'ru', 'the page is in Russian');
+  assert((await page.textContent('#mirror-note')).includes('копия'), 'the notice in Russian');
   await screenshots(page, artifacts, 'mirror-station-ru');
 
   checkErrors(ctx);

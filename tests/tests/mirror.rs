@@ -164,6 +164,8 @@ fn a_mirror_of_the_demo_is_browsable_auditable_follows_and_refuses_altered_sourc
     for lang in ["ru", "en"] {
         assert!(dir.join(lang).join("index.html").is_file(), "{lang}");
     }
+    let home = std::fs::read_to_string(dir.join("index.html")).unwrap();
+    assert!(home.contains("id=\"mirror-note\"") && home.contains(&demo.url), "a copy says so");
 
     // Served by a third-party web server: audited clean, evidence included, with the key of
     // the mirror itself and with the source's.
