@@ -876,9 +876,11 @@ fn get_soft(
     soft: bool,
 ) -> Result<Option<Vec<u8>>, MirrorError> {
     let mut last = String::new();
-    for attempt in 0..4u32 {
+    let mut retry_after = None;
+    for attempt in 0..6u32 {
         if attempt > 0 {
-            std::thread::sleep(Duration::from_millis(250 << attempt));
+            let backoff = Duration::from_millis(250 << attempt);
+            std::thread::sleep(retry_after.take().unwrap_or(backoff));
         }
         let mut request = http.get(url);
         if let Some(lang) = lang {
@@ -896,7 +898,9 @@ fn get_soft(
             return Ok(None);
         }
         if matches!(status, 408 | 429) || status >= 500 {
+            // A rate limit says when to come back: the mirror waits that long.
             last = format!("HTTP {status}");
+            retry_after = crate::audit::retry_after_of(&response);
             continue;
         }
         if !(200..300).contains(&status) {
