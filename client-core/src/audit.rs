@@ -928,9 +928,11 @@ impl Auditor {
     /// GET with retries of transient failures; 4xx other than 408 and 429 is `Missing`.
     fn get(&self, url: &str, limit: u64) -> Result<Fetched, AuditError> {
         let mut last = String::new();
+        let mut retry_after = None;
         for attempt in 0..self.config.attempts.max(1) {
             if attempt > 0 {
-                std::thread::sleep(Duration::from_millis(250 << attempt.min(6)));
+                let backoff = Duration::from_millis(250 << attempt.min(6));
+                std::thread::sleep(retry_after.take().unwrap_or(backoff));
             }
             let response = match self.http.get(url).send() {
                 Ok(r) => r,
@@ -942,6 +944,7 @@ impl Auditor {
             let status = response.status().as_u16();
             if matches!(status, 408 | 429) || status >= 500 {
                 last = format!("HTTP {status}");
+                retry_after = retry_after_of(&response);
                 continue;
             }
             if !(200..300).contains(&status) {
@@ -955,6 +958,12 @@ impl Auditor {
         }
         Err(AuditError::Unreachable { url: url.to_owned(), reason: last })
     }
+}
+
+/// The `Retry-After` of an answer (delay seconds), at most a minute.
+pub(crate) fn retry_after_of(response: &reqwest::blocking::Response) -> Option<Duration> {
+    let value = response.headers().get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
+    crate::sync::parse_retry_after(value).map(|d| d.min(Duration::from_secs(60)))
 }
 
 /// Whether a problem is about the served tree (and found again by checking it once more).

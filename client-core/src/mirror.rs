@@ -8,7 +8,7 @@
 //! What a round does:
 //! 1. An [`Auditor`] round over the source (`URL/log`, evidence at `URL`), exactly the checks of
 //!    `hattama audit --photos`, with a [`crate::audit::Keeper`] that stages every file it
-//!    fetches under `DIR/.incoming/`. A round with any problem is refused: the staged files
+//!    fetches in `.DIR.incoming/` beside DIR (never under it, which a web server serves). A round with any problem is refused: the staged files
 //!    are deleted and the problems returned ([`MirrorError::Refused`]); the mirror stays as it
 //!    was after the last verified round.
 //! 2. The staged files are moved into place (the checkpoint last, at the very end of the
@@ -42,8 +42,12 @@ use crate::log::{LogEntry, LogKey, TlogProof};
 use crate::receipt::SignedReceipt;
 use crate::thumbnail;
 
-/// The staging directory of a round, under the mirror's directory.
-const INCOMING: &str = ".incoming";
+/// The staging directory of a round: beside the mirror's directory (on the same file system, so
+/// that files are renamed into place), never inside what the web server serves.
+fn incoming_dir(dir: &Path) -> PathBuf {
+    let name = dir.file_name().map_or_else(|| "mirror".into(), |n| n.to_string_lossy());
+    dir.with_file_name(format!(".{name}.incoming"))
+}
 
 /// Largest page, receipt, proof or open-data file fetched.
 const MAX_FILE_BYTES: u64 = 64 << 20;
@@ -392,11 +396,14 @@ impl Mirror {
             }
         };
         fs::create_dir_all(&config.dir).map_err(io(&config.dir))?;
+        // Absolute, so that the staging directory beside it is never inside it (`.`).
+        let mut config = config;
+        config.dir = config.dir.canonicalize().map_err(io(&config.dir))?;
         let mut audit = AuditConfig::new(&format!("{base}/log"), key.clone());
         audit.evidence_url = Some(base.clone());
         let mut auditor = Auditor::new(audit)?;
         let staged = Arc::new(Mutex::new(Vec::new()));
-        let incoming = config.dir.join(INCOMING);
+        let incoming = incoming_dir(&config.dir);
         {
             let staged = staged.clone();
             auditor.keep_files(Box::new(move |path: &str, body: &[u8]| {
@@ -434,7 +441,7 @@ impl Mirror {
 
     /// One round: audit and keep what is new, then the pages and what they link to.
     pub fn round(&mut self) -> Result<MirrorRound, MirrorError> {
-        let incoming = self.config.dir.join(INCOMING);
+        let incoming = incoming_dir(&self.config.dir);
         let _ = fs::remove_dir_all(&incoming);
         if let Ok(mut s) = self.staged.lock() {
             s.clear();
@@ -876,9 +883,11 @@ fn get_soft(
     soft: bool,
 ) -> Result<Option<Vec<u8>>, MirrorError> {
     let mut last = String::new();
-    for attempt in 0..4u32 {
+    let mut retry_after = None;
+    for attempt in 0..6u32 {
         if attempt > 0 {
-            std::thread::sleep(Duration::from_millis(250 << attempt));
+            let backoff = Duration::from_millis(250 << attempt);
+            std::thread::sleep(retry_after.take().unwrap_or(backoff));
         }
         let mut request = http.get(url);
         if let Some(lang) = lang {
@@ -896,7 +905,9 @@ fn get_soft(
             return Ok(None);
         }
         if matches!(status, 408 | 429) || status >= 500 {
+            // A rate limit says when to come back: the mirror waits that long.
             last = format!("HTTP {status}");
+            retry_after = crate::audit::retry_after_of(&response);
             continue;
         }
         if !(200..300).contains(&status) {

@@ -148,7 +148,7 @@ fn a_mirror_of_the_demo_is_browsable_auditable_follows_and_refuses_altered_sourc
     assert_eq!(first["size"], size);
     assert_eq!(first["new_captures"], size, "{first}");
     assert!(first["pages"].as_u64().unwrap() > 30, "{first}");
-    assert!(!dir.join(".incoming").exists());
+    assert!(!root.path().join(".mirror.incoming").exists(), "nothing staged is left");
     println!("mirror: {first}");
 
     // Every link of every page leads to a file of the mirror.
