@@ -182,22 +182,22 @@ impl Application {
         format!("{scheme}://{}", self.addr)
     }
 
-    /// Serves until stopped. With `[tls]`, `SIGHUP` reads the certificate and key again.
+    /// Serves until stopped. `SIGHUP` reads the certificate and key of `[tls]` again.
     pub async fn run(self) -> std::io::Result<()> {
-        if let Some(certs) = self.certs {
-            let mut hangups =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
-            actix_web::rt::spawn(async move {
-                while hangups.recv().await.is_some() {
-                    match certs.reload() {
-                        Ok(()) => tracing::info!("TLS certificate reloaded"),
-                        Err(e) => {
-                            tracing::error!(error = %e, "TLS certificate not reloaded; keeping the old one");
-                        }
+        // Always caught: `systemctl reload` must never end a server that has nothing to reload.
+        let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+        let certs = self.certs;
+        actix_web::rt::spawn(async move {
+            while hangups.recv().await.is_some() {
+                match certs.as_ref().map(|c| c.reload()) {
+                    None => tracing::info!("SIGHUP: no TLS certificate to reload"),
+                    Some(Ok(())) => tracing::info!("TLS certificate reloaded"),
+                    Some(Err(e)) => {
+                        tracing::error!(error = %e, "TLS certificate not reloaded; keeping the old one");
                     }
                 }
-            });
-        }
+            }
+        });
         let lock = self._lock;
         let result = self.server.await;
         drop(lock);

@@ -239,6 +239,11 @@ fn plain_http_behind_a_trusted_proxy_gets_secure_cookies_only_from_that_proxy() 
     };
     assert!(cookie(&server).contains("Secure"), "a trusted proxy's X-Forwarded-Proto counts");
     assert!(!cookie(&untrusted).contains("Secure"), "anyone else's does not");
+    // `systemctl reload` (SIGHUP) of a server without [tls] does not end it.
+    let hup = Command::new("kill").args(["-HUP", &untrusted.pid().to_string()]).status().unwrap();
+    assert!(hup.success());
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(curl(&[&format!("{}/healthz", untrusted.url)]).0, 0, "SIGHUP ended the server");
 }
 
 #[test]
