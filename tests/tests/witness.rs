@@ -571,3 +571,38 @@ fn audit(args: &[&str]) -> hattama_tests::Run {
         .expect("run hattama audit")
         .into()
 }
+
+#[test]
+fn the_server_refuses_a_witness_policy_it_cannot_use() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    hattama_tests::server::import_election(&dir, &hattama_tests::fixtures::election("e2e", 1));
+    let other = TestLog::new("hattama.local/log", 3);
+    let w = hattama_core::witness::Cosigner::new(
+        "witness.test/v",
+        ed25519_dalek::SigningKey::from_bytes(&[5; 32]),
+    )
+    .unwrap();
+    let vkey = w.public().vkey();
+    for (policy, says) in [
+        (
+            format!("log {}\nwitness A {vkey} http://127.0.0.1:9/\nquorum A\n", other.log.vkey),
+            "add the line `log hattama.local/log+",
+        ),
+        ("witness A x\nquorum A\n".to_owned(), "line 1"),
+        ("quorum none\n".to_owned(), "does not name this log"),
+    ] {
+        let file = tmp.path().join("policy");
+        std::fs::write(&file, policy).unwrap();
+        let out = std::process::Command::new(hattama_tests::bin("hattama-server"))
+            .arg("--data-dir")
+            .arg(&dir)
+            .args(["--listen", "127.0.0.1:0", "serve"])
+            .env("HATTAMA__WITNESS_POLICY", &file)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && stderr.contains(says), "{says}: {stderr}");
+        assert!(stderr.contains("witness_policy"), "{stderr}");
+    }
+}
