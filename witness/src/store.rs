@@ -124,8 +124,18 @@ impl Store {
         let key_path = dir.join(KEY_FILE);
         let key_err = |detail: String| StoreError::Key { path: key_path.clone(), detail };
         std::fs::create_dir_all(dir).map_err(|e| key_err(e.to_string()))?;
-        if key_path.exists() || dir.join(DB_FILE).exists() {
-            return Err(key_err("already exists: this directory holds a witness".into()));
+        match (key_path.exists(), dir.join(DB_FILE).exists()) {
+            (false, false) => {}
+            (true, true) => {
+                return Err(key_err("already exists: this directory holds a witness".into()));
+            }
+            _ => {
+                return Err(key_err(format!(
+                    "an earlier init of {} was interrupted (only one of {KEY_FILE} and {DB_FILE} \
+                     exists): if this witness never served, remove the directory and run init again",
+                    dir.display()
+                )));
+            }
         }
         let key = SigningKey::generate(&mut rand::rngs::OsRng);
         let cosigner = Cosigner::new(name, key.clone()).map_err(|e| key_err(e.to_string()))?;
