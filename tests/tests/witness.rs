@@ -138,6 +138,8 @@ fn add_checkpoint_answers_every_case_as_the_spec_says() {
     assert_eq!(id["vkey"], w.key.vkey());
     let run = witness_cmd(&w.dir, &["logs"]);
     assert!(run.stdout.contains(&format!("{ORIGIN} size 5")), "{run:?}");
+    // The bad proof and the fork at size 3 were kept as evidence.
+    assert_eq!(logs[0]["refused"], 2);
 }
 
 #[test]
@@ -559,6 +561,10 @@ fn the_server_gathers_a_quorum_and_receipts_never_wait_for_witnesses() {
         let logs: Value =
             reqwest::blocking::get(format!("{}/logs", w.url)).unwrap().json().unwrap();
         assert_eq!(logs[0]["size"], 40, "{logs}");
+        // And kept the fork's checkpoints as evidence.
+        assert!(logs[0]["refused"].as_u64().unwrap() >= 1, "{logs}");
+        let run = witness_cmd(&w.dir, &["logs"]);
+        assert!(run.stdout.contains("evidence of a fork"), "{run:?}");
     }
 }
 
