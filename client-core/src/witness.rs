@@ -199,7 +199,7 @@ impl Cosigner {
 }
 
 /// A cosignature that verified.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Cosignature {
     /// The witness's name in the policy (its key name where there is no policy).
     pub witness: String,
@@ -769,6 +769,79 @@ pub fn read_answer(
             body: String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned(),
         }),
     }
+}
+
+/// What an auditor found about a log's cosigned checkpoint (`hattama audit --policy`).
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct WitnessAudit {
+    /// The cosigned checkpoint's size.
+    pub size: u64,
+    /// The policy's witnesses whose cosignatures verify, with their times.
+    pub cosignatures: Vec<Cosignature>,
+    /// Whether they make the policy's quorum.
+    pub quorum: bool,
+    /// Whether its tree is the audited tree's prefix (`None`: it is newer than the audited one).
+    pub consistent: Option<bool>,
+}
+
+/// Checks the log's cosigned checkpoint (`<log_url>/cosigned-checkpoint`) under `policy`, and
+/// that its tree is a prefix of the audited tree of `size` entries with root `root`: its root is
+/// recomputed from the log's tiles, which are authenticated against the audited root. `None` if
+/// the log serves no cosigned checkpoint.
+#[cfg(feature = "sync")]
+pub fn audit_cosigned(
+    http: &reqwest::blocking::Client,
+    log_url: &str,
+    policy: &Policy,
+    size: u64,
+    root: Hash,
+) -> Result<Option<WitnessAudit>, String> {
+    let base = log_url.trim_end_matches('/');
+    let get = |path: &str| -> Result<Option<Vec<u8>>, String> {
+        let r = http.get(format!("{base}/{path}")).send().map_err(|e| format!("{path}: {e}"))?;
+        match r.status().as_u16() {
+            404 => Ok(None),
+            200 => Ok(Some(r.bytes().map_err(|e| format!("{path}: {e}"))?.to_vec())),
+            s => Err(format!("{path}: HTTP {s}")),
+        }
+    };
+    let Some(note) = get("cosigned-checkpoint")? else { return Ok(None) };
+    if note.len() > 64 * 1024 {
+        return Err("cosigned-checkpoint: too large".into());
+    }
+    let w = policy.verify_checkpoint(&note).map_err(|e| format!("cosigned-checkpoint: {e}"))?;
+    let m = w.checkpoint.size;
+    let consistent = if m > size {
+        None
+    } else if m == size || m == 0 {
+        Some(m == 0 || w.checkpoint.root == root)
+    } else {
+        struct Tiles<'a, F: Fn(&str) -> Result<Option<Vec<u8>>, String>>(&'a F);
+        impl<F: Fn(&str) -> Result<Option<Vec<u8>>, String>> tlog_tiles::TileReader for Tiles<'_, F> {
+            fn height(&self) -> u8 {
+                crate::log::TILE_HEIGHT
+            }
+            fn read_tiles(
+                &self,
+                tiles: &[tlog_tiles::Tile],
+            ) -> Result<Vec<Vec<u8>>, tlog_tiles::Error> {
+                tiles
+                    .iter()
+                    .map(|t| match (self.0)(&crate::log::tile_path(t)) {
+                        Ok(Some(d)) if d.len() == t.width() as usize * 32 => Ok(d),
+                        _ => Err(tlog_tiles::Error::InvalidTile),
+                    })
+                    .collect()
+            }
+            fn save_tiles(&self, _: &[tlog_tiles::Tile], _: &[Vec<u8>]) {}
+        }
+        let tiles = Tiles(&get);
+        let reader = tlog_tiles::TileHashReader::new(size, root, &tiles);
+        let at_m = tlog_tiles::tree_hash(m, &reader)
+            .map_err(|e| format!("recomputing the root of {m} entries from the tiles: {e}"))?;
+        Some(at_m == w.checkpoint.root)
+    };
+    Ok(Some(WitnessAudit { size: m, cosignatures: w.cosignatures, quorum: w.quorum, consistent }))
 }
 
 #[cfg(test)]

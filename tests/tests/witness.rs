@@ -138,6 +138,8 @@ fn add_checkpoint_answers_every_case_as_the_spec_says() {
     assert_eq!(id["vkey"], w.key.vkey());
     let run = witness_cmd(&w.dir, &["logs"]);
     assert!(run.stdout.contains(&format!("{ORIGIN} size 5")), "{run:?}");
+    // The bad proof and the fork at size 3 were kept as evidence.
+    assert_eq!(logs[0]["refused"], 2);
 }
 
 #[test]
@@ -502,8 +504,111 @@ fn the_server_gathers_a_quorum_and_receipts_never_wait_for_witnesses() {
     println!("10 receipts with two witnesses down in {:?}", started.elapsed());
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(cosigned_at(&server.url, &policy, 30).checkpoint.size, 30);
+    // The auditor checks the cosigned checkpoint (30) against the tree it recomputed (40).
+    let log_url = format!("{}/log", server.url);
+    let policy_arg = policy_file.to_str().unwrap();
+    let run = audit(&[&log_url, "--key", &log_key.vkey, "--policy", policy_arg, "--json"]);
+    assert_eq!(run.code, Some(0), "{run:?}");
+    let w = &run.json()["witnessed"];
+    assert_eq!((w["size"].as_u64(), w["quorum"].as_bool()), (Some(30), Some(true)), "{run:?}");
+    assert_eq!(w["consistent"], true);
+    assert_eq!(w["cosignatures"].as_array().unwrap().len(), 2);
     // One comes back: the newest checkpoint is witnessed, without any new upload.
     ws[1].restart_same_port();
     let v = cosigned_at(&server.url, &policy, 40);
     assert!(v.cosignatures.len() >= 2, "{v:?}");
+    let run = audit(&[&log_url, "--key", &log_key.vkey, "--policy", policy_arg]);
+    assert_eq!(run.code, Some(0), "{run:?}");
+    assert!(run.stdout.contains("witnessed (quorum met): checkpoint of 40 entries"), "{run:?}");
+    assert!(run.stdout.contains("B (witness.test/s2) at 20"), "{run:?}");
+
+    // A fork: a second server with the same log key and other entries, asking the same
+    // witnesses. Every one refuses it (its view is the first server's), so it never reaches a
+    // quorum; its checkpoint is not witnessed for any verifier, and the auditor says so.
+    ws[0].restart_same_port();
+    let fork_tmp = tempfile::tempdir().unwrap();
+    let fork_dir = fork_tmp.path().join("data");
+    hattama_tests::server::import_election(&fork_dir, &election);
+    std::fs::create_dir_all(fork_dir.join("keys")).unwrap();
+    for f in std::fs::read_dir(first.data_dir.join("keys")).unwrap() {
+        let f = f.unwrap();
+        std::fs::copy(f.path(), fork_dir.join("keys").join(f.file_name())).unwrap();
+    }
+    let fork = TestServer::start_on_with(
+        &fork_dir,
+        "127.0.0.1:0",
+        &[env[0], ("HATTAMA__WITNESS_POLICY", &policy_env)],
+    );
+    let code = &fork.invite(&["p0002"], 1)[0];
+    let mut other = RawDevice::new(42);
+    assert_eq!(other.enroll(&fork.url, code).status, 200);
+    for _ in 0..45 {
+        let signed = other.sign("p0002", &info);
+        assert_eq!(other.upload(&fork.url, &signed, &bytes).status, 200);
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    let r = reqwest::blocking::get(format!("{}/log/cosigned-checkpoint", fork.url)).unwrap();
+    assert_eq!(r.status().as_u16(), 404, "a forked log gathered cosignatures");
+    let fork_cp =
+        reqwest::blocking::get(format!("{}/log/checkpoint", fork.url)).unwrap().bytes().unwrap();
+    let v = policy.verify_checkpoint(&fork_cp).unwrap();
+    assert!(v.checkpoint.size == 45 && !v.quorum, "{v:?}");
+    let fork_url = format!("{}/log", fork.url);
+    let run = audit(&[&fork_url, "--key", &log_key.vkey, "--policy", policy_arg]);
+    assert!(run.stdout.contains("not witnessed"), "{run:?}");
+    // The witnesses still stand by the first server's tree.
+    for w in &ws[1..] {
+        let logs: Value =
+            reqwest::blocking::get(format!("{}/logs", w.url)).unwrap().json().unwrap();
+        assert_eq!(logs[0]["size"], 40, "{logs}");
+        // And kept the fork's checkpoints as evidence.
+        assert!(logs[0]["refused"].as_u64().unwrap() >= 1, "{logs}");
+        let run = witness_cmd(&w.dir, &["logs"]);
+        assert!(run.stdout.contains("evidence of a fork"), "{run:?}");
+    }
+}
+
+/// `hattama audit ARGS...`.
+fn audit(args: &[&str]) -> hattama_tests::Run {
+    std::process::Command::new(hattama_tests::bin("hattama"))
+        .arg("audit")
+        .args(args)
+        .output()
+        .expect("run hattama audit")
+        .into()
+}
+
+#[test]
+fn the_server_refuses_a_witness_policy_it_cannot_use() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    hattama_tests::server::import_election(&dir, &hattama_tests::fixtures::election("e2e", 1));
+    let other = TestLog::new("hattama.local/log", 3);
+    let w = hattama_core::witness::Cosigner::new(
+        "witness.test/v",
+        ed25519_dalek::SigningKey::from_bytes(&[5; 32]),
+    )
+    .unwrap();
+    let vkey = w.public().vkey();
+    for (policy, says) in [
+        (
+            format!("log {}\nwitness A {vkey} http://127.0.0.1:9/\nquorum A\n", other.log.vkey),
+            "add the line `log hattama.local/log+",
+        ),
+        ("witness A x\nquorum A\n".to_owned(), "line 1"),
+        ("quorum none\n".to_owned(), "does not name this log"),
+    ] {
+        let file = tmp.path().join("policy");
+        std::fs::write(&file, policy).unwrap();
+        let out = std::process::Command::new(hattama_tests::bin("hattama-server"))
+            .arg("--data-dir")
+            .arg(&dir)
+            .args(["--listen", "127.0.0.1:0", "serve"])
+            .env("HATTAMA__WITNESS_POLICY", &file)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && stderr.contains(says), "{says}: {stderr}");
+        assert!(stderr.contains("witness_policy"), "{stderr}");
+    }
 }

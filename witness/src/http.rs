@@ -73,6 +73,7 @@ async fn logs(store: web::Data<Arc<Store>>) -> HttpResponse {
                         "size": l.latest.as_ref().map(|x| x.0),
                         "time": l.latest.as_ref().map(|x| x.2),
                         "checkpoint": l.latest.as_ref().map(|x| String::from_utf8_lossy(&x.1)),
+                        "refused": l.refused,
                     })
                 })
                 .collect::<Vec<_>>(),

@@ -81,6 +81,13 @@ fn main() -> anyhow::Result<()> {
                     }
                     None => println!("{} nothing cosigned yet", l.origin),
                 }
+                if l.refused > 0 {
+                    println!(
+                        "  {} signed checkpoints refused as not extending what was cosigned: \
+                         evidence of a fork, kept in the database (table refusals)",
+                        l.refused
+                    );
+                }
             }
         }
         Command::Vkey => println!("{}", Store::open(&dir)?.cosigner().public().vkey()),

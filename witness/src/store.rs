@@ -93,6 +93,9 @@ pub struct LogState {
     pub vkey: String,
     /// The latest cosigned checkpoint (with the witness's cosignature), its size and time.
     pub latest: Option<(u64, Vec<u8>, u64)>,
+    /// Validly signed checkpoints refused because they do not extend what was cosigned (kept
+    /// as evidence of a fork, the newest 1000).
+    pub refused: u64,
 }
 
 /// The witness's database and key.
@@ -124,8 +127,18 @@ impl Store {
         let key_path = dir.join(KEY_FILE);
         let key_err = |detail: String| StoreError::Key { path: key_path.clone(), detail };
         std::fs::create_dir_all(dir).map_err(|e| key_err(e.to_string()))?;
-        if key_path.exists() || dir.join(DB_FILE).exists() {
-            return Err(key_err("already exists: this directory holds a witness".into()));
+        match (key_path.exists(), dir.join(DB_FILE).exists()) {
+            (false, false) => {}
+            (true, true) => {
+                return Err(key_err("already exists: this directory holds a witness".into()));
+            }
+            _ => {
+                return Err(key_err(format!(
+                    "an earlier init of {} was interrupted (only one of {KEY_FILE} and {DB_FILE} \
+                     exists): if this witness never served, remove the directory and run init again",
+                    dir.display()
+                )));
+            }
         }
         let key = SigningKey::generate(&mut rand::rngs::OsRng);
         let cosigner = Cosigner::new(name, key.clone()).map_err(|e| key_err(e.to_string()))?;
@@ -215,7 +228,8 @@ impl Store {
     pub fn logs(&self) -> Result<Vec<LogState>, StoreError> {
         let conn = self.lock();
         let mut stmt = conn.prepare(
-            "SELECT logs.origin, logs.vkey, latest.size, latest.checkpoint, latest.time
+            "SELECT logs.origin, logs.vkey, latest.size, latest.checkpoint, latest.time,
+                 (SELECT count(*) FROM refusals WHERE refusals.origin = logs.origin)
              FROM logs LEFT JOIN latest ON latest.origin = logs.origin ORDER BY logs.origin",
         )?;
         let rows = stmt.query_map([], |r| {
@@ -227,6 +241,7 @@ impl Store {
                     Some(s) => Some((s as u64, r.get(3)?, r.get::<_, i64>(4)? as u64)),
                     None => None,
                 },
+                refused: r.get::<_, i64>(5)? as u64,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)

@@ -216,6 +216,10 @@ struct AuditArgs {
     #[arg(long, value_name = "N", requires = "follow")]
     #[arg(value_parser = clap::value_parser!(u64).range(1..))]
     rounds: Option<u64>,
+    /// A C2SP tlog-policy file: also check the log's cosigned checkpoint against its witnesses
+    /// and quorum (docs/witness.md)
+    #[arg(long, value_name = "FILE")]
+    policy: Option<PathBuf>,
     /// Print JSON (with --follow: one line per round, then the report)
     #[arg(long)]
     json: bool,
@@ -1206,6 +1210,17 @@ fn run_audit(a: AuditArgs) -> anyhow::Result<ExitCode> {
                 .unwrap_or_else(|| hattama_core::audit::default_evidence_url(&a.url)),
         );
     }
+    let policy = match &a.policy {
+        Some(f) => {
+            let text = std::fs::read(f)
+                .map_err(|e| AuditError::BadKey(format!("cannot read {}: {e}", f.display())))?;
+            Some(
+                hattama_core::witness::Policy::parse(&text)
+                    .map_err(|e| AuditError::BadKey(format!("{}: {e}", f.display())))?,
+            )
+        }
+        None => None,
+    };
     let mut auditor = Auditor::new(config)?;
     let rounds = if a.follow { a.rounds.unwrap_or(u64::MAX) } else { 1 };
     for n in 1..=rounds {
@@ -1237,9 +1252,35 @@ fn run_audit(a: AuditArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let report = auditor.report();
+    let witnessed = match (&policy, hattama_core::log::hash_from_base64(&report.root)) {
+        (Some(p), Some(root)) => Some(
+            reqwest::blocking::Client::builder()
+                .timeout(std::time::Duration::from_secs(30))
+                .build()
+                .map_err(|e| anyhow::anyhow!("HTTP client: {e}"))
+                .and_then(|http| {
+                    hattama_core::witness::audit_cosigned(&http, &a.url, p, report.size, root)
+                        .map_err(|e| anyhow::anyhow!(e))
+                }),
+        ),
+        _ => None,
+    };
+    // A cosigned checkpoint that is not a prefix of the audited tree, or whose signatures do not
+    // verify, is a problem; one without a quorum is only "not witnessed".
+    let witness_problem = match &witnessed {
+        Some(Ok(Some(w))) => w.consistent == Some(false),
+        Some(Err(_)) => true,
+        _ => false,
+    };
+    let witness_text = witnessed.as_ref().map(witness_text);
     if a.json {
         let mut v = serde_json::to_value(&report)?;
         v["problems"] = problems_json(&report.problems);
+        match &witnessed {
+            Some(Ok(w)) => v["witnessed"] = json!(w),
+            Some(Err(e)) => v["witnessed"] = json!({ "error": e.to_string() }),
+            None => {}
+        }
         println!("{v}");
     } else {
         let mut out = format!(
@@ -1267,9 +1308,48 @@ fn run_audit(a: AuditArgs) -> anyhow::Result<ExitCode> {
                 out.push_str(&format!("\n  ({unlisted} more, or repeated, not listed)"));
             }
         }
+        if let Some(t) = witness_text {
+            out.push('\n');
+            out.push_str(&t);
+        }
         println!("{out}");
     }
-    Ok(if report.problem_count == 0 { ExitCode::SUCCESS } else { ExitCode::from(11) })
+    Ok(if report.problem_count == 0 && !witness_problem {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(11)
+    })
+}
+
+/// What `hattama audit --policy` says of the log's cosigned checkpoint.
+fn witness_text(w: &anyhow::Result<Option<hattama_core::witness::WitnessAudit>>) -> String {
+    let w = match w {
+        Ok(Some(w)) => w,
+        Ok(None) => return "not witnessed: the log serves no cosigned checkpoint".into(),
+        Err(e) => return format!("PROBLEM with the cosigned checkpoint: {e}"),
+    };
+    let by: Vec<String> = w
+        .cosignatures
+        .iter()
+        .map(|c| {
+            let when = time::OffsetDateTime::from_unix_timestamp(c.time as i64)
+                .ok()
+                .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+                .unwrap_or_else(|| c.time.to_string());
+            format!("{} ({}) at {when}", c.witness, c.key_name)
+        })
+        .collect();
+    let head = match (w.quorum, w.consistent) {
+        (_, Some(false)) => "FORK: the cosigned checkpoint is not a prefix of the audited log",
+        (true, _) => "witnessed (quorum met)",
+        (false, _) => "not witnessed: the cosignatures do not make the quorum",
+    };
+    format!(
+        "{head}: checkpoint of {} entries{}\n  cosigned by: {}",
+        w.size,
+        if w.consistent.is_none() { " (newer than the audited one)" } else { "" },
+        if by.is_empty() { "nobody".to_owned() } else { by.join(", ") }
+    )
 }
 
 // ---------------------------------------------------------------------------------------------
