@@ -188,8 +188,11 @@ pub async fn middleware(
             Ok(res) => (res.status(), res.response().error()),
             Err(e) => (e.as_response_error().status_code(), Some(e)),
         };
-        // Only the methods actix knows by name: a label never holds what a client made up.
-        let method = if method.as_str().len() <= 7 { method.as_str() } else { "OTHER" };
+        // Only the standard methods: a label never holds what a client made up.
+        let method = match method.as_str() {
+            m @ ("GET" | "HEAD" | "POST" | "PUT" | "PATCH" | "DELETE" | "OPTIONS") => m,
+            _ => "OTHER",
+        };
         metrics
             .requests
             .with_label_values(&[method, &route, status.as_str()])

@@ -136,8 +136,8 @@ impl Default for RateLimits {
         Self {
             enroll: Rate::new(600, 600),
             login: Rate::new(60, 100),
-            public: Rate::new(3000, 1000),
-            evidence: Rate::new(1200, 600),
+            public: Rate::new(6000, 2000),
+            evidence: Rate::new(6000, 2000),
             uploads: Rate::new(6000, 1000),
         }
     }
