@@ -208,6 +208,20 @@ pub async fn middleware(
     result
 }
 
+/// `GET /metrics` on `metrics.listen`, the separate address: no token.
+pub async fn metrics_open(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    render(state).await
+}
+
+async fn render(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let s = state.clone();
+    let text = web::block(move || s.metrics.render(&s)).await??;
+    Ok(HttpResponse::Ok()
+        .insert_header(("Cache-Control", "no-store"))
+        .content_type(prometheus::TEXT_FORMAT)
+        .body(text))
+}
+
 /// `GET /metrics`: the text format, with `Authorization: Bearer <metrics.token>`. Without a
 /// token configured the route does not exist (404); a wrong or missing token gets 401.
 pub async fn metrics(
@@ -230,12 +244,7 @@ pub async fn metrics(
             "send Authorization: Bearer <metrics.token>",
         ));
     }
-    let s = state.clone();
-    let text = web::block(move || s.metrics.render(&s)).await??;
-    Ok(HttpResponse::Ok()
-        .insert_header(("Cache-Control", "no-store"))
-        .content_type(prometheus::TEXT_FORMAT)
-        .body(text))
+    render(state).await
 }
 
 /// `GET /readyz`: 200 `{"status":"ready"}` while the server can take uploads and log them;
