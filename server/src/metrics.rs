@@ -188,8 +188,11 @@ pub async fn middleware(
             Ok(res) => (res.status(), res.response().error()),
             Err(e) => (e.as_response_error().status_code(), Some(e)),
         };
-        // Only the methods actix knows by name: a label never holds what a client made up.
-        let method = if method.as_str().len() <= 7 { method.as_str() } else { "OTHER" };
+        // Only the standard methods: a label never holds what a client made up.
+        let method = match method.as_str() {
+            m @ ("GET" | "HEAD" | "POST" | "PUT" | "PATCH" | "DELETE" | "OPTIONS") => m,
+            _ => "OTHER",
+        };
         metrics
             .requests
             .with_label_values(&[method, &route, status.as_str()])
@@ -203,6 +206,20 @@ pub async fn middleware(
         }
     }
     result
+}
+
+/// `GET /metrics` on `metrics.listen`, the separate address: no token.
+pub async fn metrics_open(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    render(state).await
+}
+
+async fn render(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let s = state.clone();
+    let text = web::block(move || s.metrics.render(&s)).await??;
+    Ok(HttpResponse::Ok()
+        .insert_header(("Cache-Control", "no-store"))
+        .content_type(prometheus::TEXT_FORMAT)
+        .body(text))
 }
 
 /// `GET /metrics`: the text format, with `Authorization: Bearer <metrics.token>`. Without a
@@ -227,12 +244,7 @@ pub async fn metrics(
             "send Authorization: Bearer <metrics.token>",
         ));
     }
-    let s = state.clone();
-    let text = web::block(move || s.metrics.render(&s)).await??;
-    Ok(HttpResponse::Ok()
-        .insert_header(("Cache-Control", "no-store"))
-        .content_type(prometheus::TEXT_FORMAT)
-        .body(text))
+    render(state).await
 }
 
 /// `GET /readyz`: 200 `{"status":"ready"}` while the server can take uploads and log them;

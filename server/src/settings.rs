@@ -76,14 +76,18 @@ fn default_hsts() -> u64 {
     365 * 24 * 3600
 }
 
-/// `/metrics`: answered only with `Authorization: Bearer <token>`; without a token set,
-/// `/metrics` does not exist (404).
+/// `/metrics`: on the main address only with `Authorization: Bearer <token>` (without a token
+/// set it does not exist there: 404); on `listen`, a separate plain-HTTP address (loopback or a
+/// private network), without a token.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MetricsSettings {
     /// The bearer token a scraper sends (at least 16 characters).
     #[serde(default)]
     pub token: Option<String>,
+    /// A separate address that serves only `/metrics`, without a token.
+    #[serde(default)]
+    pub listen: Option<SocketAddr>,
 }
 
 /// `/readyz`: ready while storage answers, the log integrator runs and is at most
@@ -148,8 +152,8 @@ impl Default for RateLimits {
         Self {
             enroll: Rate::new(600, 600),
             login: Rate::new(60, 100),
-            public: Rate::new(3000, 1000),
-            evidence: Rate::new(1200, 600),
+            public: Rate::new(6000, 2000),
+            evidence: Rate::new(6000, 2000),
             uploads: Rate::new(6000, 1000),
         }
     }

@@ -71,6 +71,8 @@ fn witness_policy(
 pub struct Application {
     addr: SocketAddr,
     server: actix_web::dev::Server,
+    /// The separate metrics listener (`metrics.listen`), if any.
+    metrics: Option<actix_web::dev::Server>,
     /// The certificate of the HTTPS listener, read again on `SIGHUP`.
     certs: Option<Arc<CertStore>>,
     _lock: std::fs::File,
@@ -168,7 +170,21 @@ impl Application {
                 (https_server(state.clone(), listener, config, workers)?, Some(certs))
             }
         };
-        Ok(Self { addr, server, certs, _lock: lock })
+        let metrics = match state.settings.metrics.listen {
+            None => None,
+            Some(listen) => {
+                let state = state.clone();
+                let server = HttpServer::new(move || {
+                    App::new()
+                        .app_data(state.clone())
+                        .route("/metrics", web::get().to(crate::metrics::metrics_open))
+                })
+                .workers(1)
+                .bind(listen)?;
+                Some(server.run())
+            }
+        };
+        Ok(Self { addr, server, metrics, certs, _lock: lock })
     }
 
     /// The bound address.
@@ -199,7 +215,10 @@ impl Application {
             }
         });
         let lock = self._lock;
-        let result = self.server.await;
+        let result = match self.metrics {
+            None => self.server.await,
+            Some(metrics) => futures_util::future::try_join(self.server, metrics).await.map(|_| ()),
+        };
         drop(lock);
         result
     }

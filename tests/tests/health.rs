@@ -294,3 +294,22 @@ fn readyz_is_unready_below_the_free_disk_threshold() {
     let alive = reqwest::blocking::get(format!("{}/healthz", short.url)).unwrap();
     assert_eq!(alive.status(), 200);
 }
+
+#[test]
+fn metrics_on_a_separate_address_need_no_token_and_serve_nothing_else() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let listen = format!("127.0.0.1:{port}");
+    let server = TestServer::start_with(
+        &fixtures::election("e2e", 1),
+        &[("HATTAMA__METRICS__LISTEN", listen.as_str())],
+    );
+    let metrics = reqwest::blocking::get(format!("http://{listen}/metrics")).unwrap();
+    assert_eq!(metrics.status(), 200);
+    let text = metrics.text().unwrap();
+    assert!(text.contains("\nhattama_log_size 0\n"), "{text}");
+    let other = reqwest::blocking::get(format!("http://{listen}/healthz")).unwrap();
+    assert_eq!(other.status(), 404, "the metrics address serves only /metrics");
+    // Without a token, the main address has no /metrics at all.
+    let main = reqwest::blocking::get(format!("{}/metrics", server.url)).unwrap();
+    assert_eq!(main.status(), 404);
+}
