@@ -37,6 +37,8 @@ pub struct AppState {
     pub login_throttle: crate::review::LoginThrottle,
     /// Thumbnails and the server-wide bound on photo decodes.
     pub thumbs: Arc<crate::thumbs::Thumbnails>,
+    /// The free-space floor of uploads.
+    pub free_space: crate::ingest::FreeSpace,
 }
 
 /// A bound, not yet running server.
@@ -95,6 +97,8 @@ impl Application {
             settings.limits.max_decodes,
             settings.limits.thumbnail_at_upload,
         )?);
+        let free_space =
+            crate::ingest::FreeSpace::new(&settings.data_dir, settings.limits.min_free_bytes);
         let state = web::Data::new(AppState {
             storage,
             keys,
@@ -106,6 +110,7 @@ impl Application {
             review,
             login_throttle,
             thumbs,
+            free_space,
         });
         let mut server = HttpServer::new(move || {
             App::new()

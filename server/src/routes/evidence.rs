@@ -82,19 +82,16 @@ async fn rendition(
     let sha = parse_hash(&path)?;
     let storage = state.storage.clone();
     let (gallery, thumbs) = (state.gallery.clone(), state.thumbs.clone());
-    let bytes = web::block(move || -> Result<Vec<u8>, ApiError> {
-        if let Some(bytes) = thumbs.cached(&sha, kind) {
-            return Ok(bytes);
-        }
-        let manifest = gallery
-            .manifest_of_photo(&sha)?
-            .ok_or_else(|| ApiError::not_found("no photo with this hash"))?;
-        let original =
-            storage.photo(&sha)?.ok_or_else(|| ApiError::not_found("no photo with this hash"))?;
-        let (media_type, orientation) = (manifest.photo.media_type, manifest.photo.orientation);
-        let reduced = thumbs.make(&original, media_type, orientation, kind)?;
-        thumbs.store(&sha, kind, &reduced).map_err(|e| ApiError::internal(&e))?;
-        Ok(reduced)
+    let bytes = web::block(move || {
+        thumbs.rendition(&sha, kind, || {
+            let manifest = gallery
+                .manifest_of_photo(&sha)?
+                .ok_or_else(|| ApiError::not_found("no photo with this hash"))?;
+            let original = storage
+                .photo(&sha)?
+                .ok_or_else(|| ApiError::not_found("no photo with this hash"))?;
+            Ok((original, manifest.photo.media_type, manifest.photo.orientation))
+        })
     })
     .await??;
     Ok(HttpResponse::Ok()
