@@ -207,8 +207,7 @@ pub struct SqliteStorage {
     commits: Mutex<CommitQueue>,
     /// Stored captures per device, election and precinct, counted once from the database and
     /// then kept up to date by every commit (see `captures_of_device_in_precinct`): the
-    /// per-precinct quota asks at every upload. Held across a commit's transaction, so that a
-    /// count read from the database and a commit's increment never both count a capture.
+    /// per-precinct quota asks at every upload.
     precinct_counts: Mutex<HashMap<(String, String, String), u64>>,
 }
 
@@ -461,8 +460,9 @@ impl SqliteStorage {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let receipts: Vec<Committed> =
                 captures.iter().map(|c| insert_capture(&tx, c)).collect::<Result<_, _>>()?;
-            let mut counts = lock(&self.precinct_counts)?;
             tx.commit()?;
+            // Still under the writer's lock, which a count read from the database holds too.
+            let mut counts = lock(&self.precinct_counts)?;
             for (c, r) in captures.iter().zip(&receipts) {
                 // A new capture has its log entry; one stored before does not.
                 if r.log_entry.is_some()
@@ -860,19 +860,23 @@ impl Storage for SqliteStorage {
         precinct: &str,
     ) -> Result<u64, StorageError> {
         let key = (device_id.to_owned(), election.to_owned(), precinct.to_owned());
+        if let Some(n) = lock(&self.precinct_counts)?.get(&key) {
+            return Ok(*n);
+        }
+        // Counted once, through the writer's connection and under its lock, which a commit
+        // holds from its transaction to its increments: the count read here and a commit's
+        // increment never both count a capture, nor both miss it.
+        let conn = lock(&self.writer)?;
         let mut counts = lock(&self.precinct_counts)?;
         if let Some(n) = counts.get(&key) {
             return Ok(*n);
         }
-        // Counted under the lock, which a commit holds from its transaction's commit to its
-        // increments: the count read here and the increments never overlap.
-        let n: i64 = self.read(|c| {
-            Ok(c.prepare_cached(
+        let n: i64 = conn
+            .prepare_cached(
                 "SELECT count(*) FROM captures
                  WHERE election = ?1 AND precinct = ?2 AND device_id = ?3",
             )?
-            .query_row(params![election, precinct, device_id], |r| r.get(0))?)
-        })?;
+            .query_row(params![election, precinct, device_id], |r| r.get(0))?;
         counts.insert(key, n as u64);
         Ok(n as u64)
     }
