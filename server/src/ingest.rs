@@ -41,11 +41,12 @@ pub fn create_upload(
     limits: &crate::settings::Limits,
     admit: &dyn Fn(&SignedManifest) -> Result<(), ApiError>,
 ) -> Result<Sha256Hash, ApiError> {
-    let signed = check_new(storage, manifest, signature, length, limits.max_photo_bytes)?;
+    let (signed, admission) =
+        check_new(storage, manifest, signature, length, limits.max_photo_bytes)?;
     let id = signed.hash();
     if storage.upload(&id)?.is_none() {
         admit(&signed)?;
-        check_quotas(storage, &signed, length, limits)?;
+        check_quotas(storage, &signed, &admission, length, limits)?;
     }
     storage.create_upload(&NewUpload {
         id,
@@ -61,10 +62,11 @@ pub fn create_upload(
 fn check_quotas(
     storage: &dyn Storage,
     signed: &SignedManifest,
+    admission: &Admission,
     length: u64,
     limits: &crate::settings::Limits,
 ) -> Result<(), ApiError> {
-    check_precinct_quota(storage, signed, limits.max_captures_per_precinct)?;
+    check_precinct_quota(storage, signed, admission, limits)?;
     let now = now_ms();
     let ttl_ms = limits.upload_ttl_secs.saturating_mul(1000);
     let device = signed.manifest.device_key.to_hex();
@@ -95,12 +97,16 @@ fn check_quotas(
     Ok(())
 }
 
-/// At most `max` captures of one device for one precinct (429 `too_many_captures`).
+/// At most so many captures of one device for one precinct (429 `too_many_captures`):
+/// `limits.max_captures_per_precinct` if set, else as many as the election's protocol needs
+/// ([`crate::settings::Limits::captures_per_precinct`]).
 fn check_precinct_quota(
     storage: &dyn Storage,
     signed: &SignedManifest,
-    max: u64,
+    admission: &Admission,
+    limits: &crate::settings::Limits,
 ) -> Result<(), ApiError> {
+    let max = limits.captures_per_precinct(admission.protocol_lines);
     let m = &signed.manifest;
     let stored = storage.captures_of_device_in_precinct(
         &device_id(&m.device_key),
@@ -121,24 +127,51 @@ fn check_precinct_quota(
     Ok(())
 }
 
-/// Refuses an upload's bytes (507 `insufficient_storage`) when the data directory's file
-/// system has less than `min_free` bytes free: what is stored stays served, and the server
-/// keeps room to commit what it already accepted.
-pub fn check_free_space(dir: &std::path::Path, min_free: u64) -> Result<(), ApiError> {
-    let free = rustix::fs::statvfs(dir)
-        .map(|s| s.f_bavail.saturating_mul(s.f_frsize))
-        .map_err(|e| ApiError::internal(&std::io::Error::from(e)))?;
-    if free < min_free {
-        let mut e = ApiError::new(
-            507,
-            "insufficient_storage",
-            "the server is short of disk space and takes no new photos now; keep them on the \
-             phone and retry later",
-        );
-        e.retry_after = Some(300);
-        return Err(e);
+/// The free-space floor of uploads: refuses an upload's bytes (507 `insufficient_storage`)
+/// when the data directory's file system has less than `limits.min_free_bytes` free, so that
+/// what is stored stays served and the server keeps room to commit what it already accepted.
+/// The free space is measured at most once a second (a tiny capture would otherwise pay a
+/// `statvfs` each), which a second's uploads cannot use up: the floor is far above what a
+/// second of uploads writes.
+pub struct FreeSpace {
+    dir: std::path::PathBuf,
+    min_free: u64,
+    /// The last measure and when it was taken.
+    last: std::sync::Mutex<Option<(std::time::Instant, u64)>>,
+}
+
+impl FreeSpace {
+    /// The floor of `min_free` bytes on the file system of `dir`.
+    pub fn new(dir: &std::path::Path, min_free: u64) -> Self {
+        Self { dir: dir.to_owned(), min_free, last: std::sync::Mutex::new(None) }
     }
-    Ok(())
+
+    /// Refuses (507) when the free space is below the floor.
+    pub fn check(&self) -> Result<(), ApiError> {
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        let free = match *last {
+            Some((at, free)) if at.elapsed() < std::time::Duration::from_secs(1) => free,
+            _ => {
+                let free = rustix::fs::statvfs(&self.dir)
+                    .map(|s| s.f_bavail.saturating_mul(s.f_frsize))
+                    .map_err(|e| ApiError::internal(&std::io::Error::from(e)))?;
+                *last = Some((std::time::Instant::now(), free));
+                free
+            }
+        };
+        drop(last);
+        if free < self.min_free {
+            let mut e = ApiError::new(
+                507,
+                "insufficient_storage",
+                "the server is short of disk space and takes no new photos now; keep them on \
+                 the phone and retry later",
+            );
+            e.retry_after = Some(300);
+            return Err(e);
+        }
+        Ok(())
+    }
 }
 
 /// The checks of a creation ([`create_upload`]'s, without recording anything), for a creation
@@ -148,13 +181,13 @@ pub fn check_creation(
     manifest: &[u8],
     signature: &[u8],
     length: u64,
-    max_captures_per_precinct: u64,
+    limits: &crate::settings::Limits,
     admit: &dyn Fn(&SignedManifest) -> Result<(), ApiError>,
 ) -> Result<SignedManifest, ApiError> {
-    let signed = check_new(storage, manifest, signature, length, SMALL_PHOTO_BYTES)?;
+    let (signed, admission) = check_new(storage, manifest, signature, length, SMALL_PHOTO_BYTES)?;
     if storage.upload(&signed.hash())?.is_none() {
         admit(&signed)?;
-        check_precinct_quota(storage, &signed, max_captures_per_precinct)?;
+        check_precinct_quota(storage, &signed, &admission, limits)?;
     }
     Ok(signed)
 }
@@ -173,7 +206,7 @@ pub fn store_whole(
     thumbs: &Thumbnails,
 ) -> Result<(Sha256Hash, Committed), ApiError> {
     let m = &signed.manifest;
-    check_device(signed, storage.admission(&m.election, &m.precinct, &m.device_key)?)?;
+    check_device(signed, &storage.admission(&m.election, &m.precinct, &m.device_key)?)?;
     let id = signed.hash();
     let committed = finish(storage, keys, &id, signed, photo, false, (limits, thumbs))?;
     Ok((id, committed))
@@ -188,7 +221,7 @@ fn check_new(
     signature: &[u8],
     length: u64,
     max_photo_bytes: u64,
-) -> Result<SignedManifest, ApiError> {
+) -> Result<(SignedManifest, Admission), ApiError> {
     let signed = SignedManifest::verify(manifest, signature).map_err(evidence_error)?;
     let m = &signed.manifest;
     let admission = storage.admission(&m.election, &m.precinct, &m.device_key)?;
@@ -202,7 +235,7 @@ fn check_new(
             format!("election {} has no precinct {}", m.election, m.precinct),
         ));
     }
-    check_device(&signed, admission)?;
+    check_device(&signed, &admission)?;
     if length != m.photo.bytes {
         return Err(ApiError::new(
             400,
@@ -217,11 +250,11 @@ fn check_new(
             format!("photos are at most {max_photo_bytes} bytes"),
         ));
     }
-    Ok(signed)
+    Ok((signed, admission))
 }
 
 /// The device must be enrolled, not revoked, and assigned the manifest's election and precinct.
-fn check_device(signed: &SignedManifest, admission: Admission) -> Result<(), ApiError> {
+fn check_device(signed: &SignedManifest, admission: &Admission) -> Result<(), ApiError> {
     let m = &signed.manifest;
     if !admission.device_known {
         return Err(ApiError::new(403, "device_unknown", "this device is not enrolled"));
@@ -327,16 +360,12 @@ fn finish(
             "the photo is not clean or not as the manifest says",
         ));
     }
-    let thumb = if thumbs.at_upload() {
-        Some(thumbs.make(&bytes, m.photo.media_type, m.photo.orientation, Rendition::Thumb)?)
-    } else {
-        None
-    };
+    let thumb = thumbs.at_upload(&bytes, m.photo.media_type, m.photo.orientation)?;
     // A device revoked while its upload was under way can store nothing more. (A photo stored
     // in one step was checked a moment ago, in this same call.)
     if in_upload {
         let m = &signed.manifest;
-        check_device(signed, storage.admission(&m.election, &m.precinct, &m.device_key)?)?;
+        check_device(signed, &storage.admission(&m.election, &m.precinct, &m.device_key)?)?;
     }
     let received_at_ms = now_ms();
     let receipt = Receipt {

@@ -684,7 +684,11 @@ mod tests {
         drop(SqliteStorage::open(dir, false).unwrap());
         let mut conn = rusqlite::Connection::open(dir.join("hattama-server.sqlite3")).unwrap();
         let tx = conn.transaction().unwrap();
-        tx.execute("INSERT INTO elections VALUES ('e1', x'7b7d', 1)", []).unwrap();
+        tx.execute(
+            "INSERT INTO elections (id, definition, imported_at_ms) VALUES ('e1', x'7b7d', 1)",
+            [],
+        )
+        .unwrap();
         tx.execute("INSERT INTO devices VALUES ('d1', x'01', 'e1', 1, NULL)", []).unwrap();
         let mut entries = Vec::new();
         for i in 0..n {

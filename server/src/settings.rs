@@ -225,6 +225,29 @@ impl Default for ReviewSettings {
     }
 }
 
+/// Numbered lines a page of a protocol holds, for [`Limits::captures_per_precinct`]: an A4
+/// protocol form holds about twenty with its title, stamp and signatures.
+pub const LINES_PER_PROTOCOL_PAGE: u64 = 20;
+
+/// Photos one device may take of each page of a protocol, for
+/// [`Limits::captures_per_precinct`]: the page whole, in parts and close up, and again when a
+/// photo is blurred, in glare or of the wrong copy.
+pub const PHOTOS_PER_PROTOCOL_PAGE: u64 = 10;
+
+impl Limits {
+    /// Most captures one device may store for one precinct of an election whose protocol has
+    /// `protocol_lines` lines: `limits.max_captures_per_precinct` if set, else
+    /// [`PHOTOS_PER_PROTOCOL_PAGE`] for each of its pages ([`LINES_PER_PROTOCOL_PAGE`] lines a
+    /// page, at least one) and as many again for the rest of the wall (the announcement of the
+    /// results, the enlarged copy): 20 for a protocol of up to 20 lines, 30 for up to 40.
+    pub fn captures_per_precinct(&self, protocol_lines: u64) -> u64 {
+        self.max_captures_per_precinct.unwrap_or_else(|| {
+            let pages = protocol_lines.div_ceil(LINES_PER_PROTOCOL_PAGE).max(1);
+            (pages + 1).saturating_mul(PHOTOS_PER_PROTOCOL_PAGE)
+        })
+    }
+}
+
 /// Hard limits on requests.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -238,19 +261,21 @@ pub struct Limits {
     /// Most photo decodes (thumbnails) at once, server-wide; each may take up to
     /// `hattama_core::thumbnail::DECODE_BUDGET` (64 MiB) of memory.
     pub max_decodes: usize,
-    /// Whether an upload's thumbnail is made before its receipt, so that a photo whose pixels
-    /// cannot be decoded is refused rather than stored. Off by default: the decode costs about
-    /// 90 ms of CPU per 4 MB photo, ten times the rest of the upload (`scripts/bench ingest`);
-    /// off, the thumbnail is made on its first request, within the same decode slots and memory
-    /// budget (docs/security.md).
+    /// Whether every upload's thumbnail, a JPEG's too, is made before its receipt. Off by
+    /// default: decoding costs about 90 ms of CPU per 4 MB JPEG, ten times the rest of the
+    /// upload (`scripts/bench ingest`). Either way a photo whose thumbnail cannot be made is
+    /// refused at upload: a PNG is decoded then, a JPEG's headers are checked against the decode
+    /// budget and its pixels are decoded leniently, so it always yields a thumbnail, made on its
+    /// first request within the same decode slots and memory budget (docs/security.md).
     pub thumbnail_at_upload: bool,
     /// Most unfinished uploads one device may have open.
     pub max_open_uploads: usize,
     /// Most bytes (by their `Upload-Length`) of one device's unfinished uploads together.
     pub max_upload_bytes_in_flight: u64,
-    /// Most captures one device may store for one precinct (a protocol has a few pages, each
-    /// photographed a few times).
-    pub max_captures_per_precinct: u64,
+    /// Most captures one device may store for one precinct. Unset (the default), it is set
+    /// from the election's shape ([`Limits::captures_per_precinct`]).
+    #[serde(default)]
+    pub max_captures_per_precinct: Option<u64>,
     /// Seconds after which an unfinished upload is discarded.
     pub upload_ttl_secs: u64,
     /// Free bytes on the data directory's file system below which uploads are refused with
@@ -296,7 +321,6 @@ impl Settings {
             .set_default("limits.max_decodes", 2)?
             .set_default("limits.thumbnail_at_upload", false)?
             .set_default("limits.max_open_uploads", 8)?
-            .set_default("limits.max_captures_per_precinct", 40)?
             .set_default("limits.max_upload_bytes_in_flight", 128u64 << 20)?
             .set_default("limits.upload_ttl_secs", 48 * 3600)?
             .set_default("limits.min_free_bytes", 1u64 << 30)?
@@ -346,7 +370,7 @@ impl Settings {
                 max_decodes: 2,
                 thumbnail_at_upload: false,
                 max_open_uploads: 8,
-                max_captures_per_precinct: 40,
+                max_captures_per_precinct: None,
                 max_upload_bytes_in_flight: 128 << 20,
                 upload_ttl_secs: 48 * 3600,
                 min_free_bytes: 1 << 30,
@@ -404,7 +428,7 @@ impl Settings {
         }
         if self.limits.max_open_uploads == 0
             || self.limits.upload_ttl_secs == 0
-            || self.limits.max_captures_per_precinct == 0
+            || self.limits.max_captures_per_precinct == Some(0)
         {
             return Err(SettingsError::Invalid(
                 "limits.max_open_uploads, limits.max_captures_per_precinct and limits.upload_ttl_secs must be positive".into(),

@@ -44,6 +44,8 @@ pub struct AppState {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Rate limits per client and per device.
     pub rate_limits: Arc<crate::ratelimit::RateLimits>,
+    /// The free-space floor of uploads.
+    pub free_space: crate::ingest::FreeSpace,
 }
 
 /// Reads the witness policy and checks that it names this log and that its witnesses can be
@@ -141,6 +143,8 @@ impl Application {
         let metrics = Arc::new(crate::metrics::Metrics::new().map_err(std::io::Error::other)?);
         let rate_limits =
             Arc::new(crate::ratelimit::RateLimits::new(&settings.rate_limits, metrics.clone()));
+        let free_space =
+            crate::ingest::FreeSpace::new(&settings.data_dir, settings.limits.min_free_bytes);
         let state = web::Data::new(AppState {
             storage,
             keys,
@@ -154,6 +158,7 @@ impl Application {
             thumbs,
             metrics,
             rate_limits,
+            free_space,
         });
         let (server, certs) = match &state.settings.tls {
             None => {

@@ -20,7 +20,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
-use hattama_core::evidence::{MediaType, Sha256Hash};
+use hattama_core::evidence::{MediaType, PhotoInfo, Sha256Hash};
 use hattama_core::thumbnail::{self, DECODE_BUDGET, ThumbnailError};
 
 use crate::error::ApiError;
@@ -144,10 +144,23 @@ impl Thumbnails {
         self.dir.join(kind.name()).join(format!("{}.jpg", sha.to_hex()))
     }
 
-    /// Whether an upload's thumbnail is made (and a photo that cannot be decoded refused) before
-    /// its receipt.
-    pub fn at_upload(&self) -> bool {
-        self.at_upload
+    /// The thumbnail of a photo being uploaded, or why it is refused (422 `photo_undecodable`),
+    /// before its receipt: a photo whose thumbnail cannot be made is never stored. A PNG is
+    /// decoded now, within the decode slots (PNGs are rare from phones, and a damaged one
+    /// cannot be rendered); a JPEG only has its headers checked against the decode budget
+    /// (`thumbnail::jpeg_fits`, no pixel decoded), since its pixels are decoded leniently and
+    /// always yield a thumbnail, unless `limits.thumbnail_at_upload` asks for it now too.
+    pub fn at_upload(
+        &self,
+        photo: &[u8],
+        media_type: MediaType,
+        orientation: u8,
+    ) -> Result<Option<Vec<u8>>, ApiError> {
+        if media_type == MediaType::Png || self.at_upload {
+            return self.make(photo, media_type, orientation, Rendition::Thumb).map(Some);
+        }
+        thumbnail::jpeg_fits(photo, thumbnail::MAX_SIDE, DECODE_BUDGET).map_err(refusal)?;
+        Ok(None)
     }
 
     /// The kept rendition of a photo, if there is one.
@@ -155,7 +168,54 @@ impl Thumbnails {
         std::fs::read(self.file(sha, kind)).ok()
     }
 
-    /// Makes a rendition, waiting for a decode slot (a blocking call). A photo whose thumbnail
+    /// A rendition of a stored photo: the kept one; else, if it failed before, that failure
+    /// again without decoding (a negative cache: a photo that cannot be rendered is never
+    /// decoded twice, however often it is asked for); else made now from what `load` gives
+    /// (the photo, its media type and orientation) and kept, or its failure kept.
+    pub fn rendition(
+        &self,
+        sha: &Sha256Hash,
+        kind: Rendition,
+        load: impl FnOnce() -> Result<(Vec<u8>, PhotoInfo), ApiError>,
+    ) -> Result<Vec<u8>, ApiError> {
+        if let Some(bytes) = self.cached(sha, kind) {
+            return Ok(bytes);
+        }
+        let failed = self.failure_file(sha, kind);
+        if let Ok(message) = std::fs::read_to_string(&failed) {
+            return Err(ApiError::new(422, "photo_undecodable", message));
+        }
+        let (photo, info) = load()?;
+        // A rendition is never a bigger file than the photo itself: a photo already upright and
+        // within the rendition's size is served as it is, without a decode; so is one whose
+        // re-encoding came out no smaller. (A photo to be turned upright is always re-encoded:
+        // its stripped bytes carry no orientation a browser would apply.)
+        let upright = info.orientation == 1;
+        if upright && info.width.max(info.height) <= kind.side() {
+            return Ok(photo);
+        }
+        match self.make(&photo, info.media_type, info.orientation, kind) {
+            Ok(reduced) => {
+                let kept = if upright && reduced.len() >= photo.len() { photo } else { reduced };
+                self.store(sha, kind, &kept).map_err(|e| ApiError::internal(&e))?;
+                Ok(kept)
+            }
+            Err(e) if e.status.as_u16() == 422 => {
+                if let Err(io) = self.keep(&failed, e.message.as_bytes()) {
+                    tracing::warn!(error = %io, "a rendition's failure could not be kept");
+                }
+                Err(e)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Where the failure of a rendition is kept.
+    fn failure_file(&self, sha: &Sha256Hash, kind: Rendition) -> PathBuf {
+        self.dir.join(kind.name()).join(format!("{}.failed", sha.to_hex()))
+    }
+
+    /// Makes a rendition, waiting for a decode slot (a blocking call). A photo whose rendition
     /// cannot be made is a 422 (`photo_undecodable`); no free slot in time is a 503.
     pub fn make(
         &self,
@@ -173,28 +233,34 @@ impl Thumbnails {
         let job = Job { photo: photo.to_vec(), side: kind.side(), media_type, orientation, reply };
         let gone = || ApiError::internal(&std::io::Error::other("the decode threads are gone"));
         self.jobs.send(job).map_err(|_| gone())?;
-        answer.recv().map_err(|_| gone())?.map_err(|e| {
-            let message = match e {
-                ThumbnailError::TooLarge { .. } => {
-                    format!("{e}: a phone photo never needs that much; send the camera's own JPEG")
-                }
-                ThumbnailError::Undecodable(_) => {
-                    format!("{e}: the file is damaged; take the photo again")
-                }
-            };
-            ApiError::new(422, "photo_undecodable", message)
-        })
+        answer.recv().map_err(|_| gone())?.map_err(refusal)
     }
 
     /// Keeps a rendition: written whole under a temporary name, then renamed, so a reader never
     /// sees half a file. Not fsynced: it is derived, and made again if lost.
     pub fn store(&self, sha: &Sha256Hash, kind: Rendition, bytes: &[u8]) -> std::io::Result<()> {
-        let dir = self.dir.join(kind.name());
-        std::fs::create_dir_all(&dir)?;
-        let tmp = dir.join(format!("{}.{:016x}.tmp", sha.to_hex(), rand::random::<u64>()));
-        std::fs::write(&tmp, bytes)?;
-        std::fs::rename(&tmp, self.file(sha, kind))
+        self.keep(&self.file(sha, kind), bytes)
     }
+
+    fn keep(&self, file: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+        let dir = file.parent().unwrap_or(&self.dir);
+        std::fs::create_dir_all(dir)?;
+        let tmp = file.with_extension(format!("{:016x}.tmp", rand::random::<u64>()));
+        std::fs::write(&tmp, bytes)?;
+        std::fs::rename(&tmp, file)
+    }
+}
+
+/// The answer to a photo whose rendition cannot be made: 422 `photo_undecodable`, saying what
+/// to do.
+fn refusal(e: ThumbnailError) -> ApiError {
+    let message = match e {
+        ThumbnailError::TooLarge { .. } => {
+            format!("{e}: a phone photo never needs that much; send the camera's own JPEG")
+        }
+        ThumbnailError::Undecodable(_) => format!("{e}: the file is damaged; take the photo again"),
+    };
+    ApiError::new(422, "photo_undecodable", message)
 }
 
 #[cfg(test)]

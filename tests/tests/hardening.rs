@@ -21,16 +21,15 @@ fn proc_status_kib(pid: u32, field: &str) -> u64 {
 const DECODE_MEMORY_BOUND_MIB: u64 = 256;
 
 /// Finding "memory exhaustion": photos inside the pixel limit that make a decoder allocate
-/// hundreds of MiB (a 16-bit PNG, a progressive JPEG) and damaged variants that never thumbnail.
-/// Each is either refused at upload (and never stored) or stored with its thumbnail; while 8
-/// clients ask for the thumbnails at once, again and again, the server's peak resident memory
-/// stays within the documented bound above idle.
+/// hundreds of MiB (a 16-bit PNG, a progressive JPEG) and damaged variants. Each is either
+/// refused at upload (and never stored) or stored and thumbnailed: a PNG is decoded at upload
+/// (a damaged one is refused), a JPEG too large to decode within the budget is refused from its
+/// headers, a damaged JPEG is rendered leniently; while 8 clients ask for the thumbnails at
+/// once, again and again, the server's peak resident memory stays within the documented bound
+/// above idle.
 #[test]
 fn decoding_the_largest_photos_stays_within_the_memory_bound() {
-    // Refusal at upload is the setting `limits.thumbnail_at_upload` (off by default, for its
-    // cost); the memory bound holds either way, since every decode takes a slot and a budget.
-    let server =
-        TestServer::start_with(&election(2), &[("HATTAMA__LIMITS__THUMBNAIL_AT_UPLOAD", "true")]);
+    let server = TestServer::start_with(&election(2), &[]);
     let url = server.url.clone();
     let pid = server.pid();
     let code = &server.invite(&["p0001"], 1)[0];
@@ -45,9 +44,9 @@ fn decoding_the_largest_photos_stays_within_the_memory_bound() {
         ("16-bit PNG, 16384x7324, last rows cut", png16(16_384, 7_324, true), false),
         ("progressive JPEG, 16384x7324", flat_jpeg(16_384, 7_324, 3, true, false), false),
         ("progressive JPEG, 3648x2736", flat_jpeg(3_648, 2_736, 3, true, false), true),
-        ("progressive JPEG, 3648x2736, damaged", flat_jpeg(3_648, 2_736, 3, true, true), false),
+        ("progressive JPEG, 3648x2736, damaged", flat_jpeg(3_648, 2_736, 3, true, true), true),
         ("baseline JPEG, 16384x7324", flat_jpeg(16_384, 7_324, 3, false, false), true),
-        ("baseline JPEG, 16384x7324, damaged", flat_jpeg(16_384, 7_324, 3, false, true), false),
+        ("baseline JPEG, 16384x7324, damaged", flat_jpeg(16_384, 7_324, 3, false, true), true),
     ];
     let mut stored = Vec::new();
     let mut refused = Vec::new();
@@ -574,4 +573,125 @@ fn a_device_stores_at_most_its_quota_of_captures_per_precinct() {
     assert_eq!(d.upload(url, signed, &p.0).status, 200, "a stored capture sent again");
     let other = d.sign("p0002", &p.1);
     assert_eq!(d.upload(url, &other, &p.0).status, 200, "another precinct");
+}
+
+/// Uploads a photo (stripped already) for `p0001`; returns the answer and the photo's hash.
+fn send(
+    server: &TestServer,
+    device: &mut RawDevice,
+    bytes: &[u8],
+) -> (hattama_tests::raw::Answer, String) {
+    let clean = hattama_core::media::strip(bytes, &Default::default()).unwrap();
+    assert!(clean.bytes == bytes, "already clean");
+    let info = clean.info();
+    let signed = device.sign("p0001", &info);
+    (device.upload(&server.url, &signed, bytes), info.sha256.to_hex())
+}
+
+/// "A photo whose thumbnail cannot be made is refused at upload, never stored and served": a
+/// PNG is decoded at upload, so a damaged one is refused (422 `photo_undecodable`, JSON) and
+/// nothing of it is stored, while an intact one has its thumbnail kept before its receipt; a
+/// JPEG whose coded data is damaged is stored, and its thumbnail is made (leniently).
+#[test]
+fn a_photo_whose_thumbnail_cannot_be_made_is_refused_at_upload() {
+    use hattama_tests::review::enrolled_device;
+    let server = TestServer::start_with(&election(2), &[]);
+    let mut d = enrolled_device(&server, 16, &["p0001"]);
+    let (refused, sha) = send(&server, &mut d, &png16(640, 480, true));
+    assert_eq!((refused.status, refused.code()), (422, "photo_undecodable"), "{refused:?}");
+    assert!(hattama_tests::stored_photo(&server.data_dir, &sha).is_none(), "never stored");
+    let get = |path: String| reqwest::blocking::get(format!("{}{path}", server.url)).unwrap();
+    assert_eq!(get(format!("/photos/{sha}")).status(), 404, "never served");
+    assert_eq!(get(format!("/photos/{sha}/thumb")).status(), 404, "no thumbnail either");
+
+    let (stored, sha) = send(&server, &mut d, &png16(640, 480, false));
+    assert_eq!(stored.status, 200, "{stored:?}");
+    let kept = server.data_dir.join("thumbs").join(format!("{sha}.jpg"));
+    assert!(kept.exists(), "a PNG's thumbnail is made at upload, before any request");
+
+    // A JPEG damaged near its end: the walker accepts it, the strict decoder does not.
+    for (what, jpeg) in [
+        ("baseline", flat_jpeg(800, 600, 3, false, true)),
+        ("progressive", flat_jpeg(800, 600, 3, true, true)),
+        ("camera-like", damaged_textured_jpeg()),
+    ] {
+        let (answer, sha) = send(&server, &mut d, &jpeg);
+        assert_eq!(answer.status, 200, "{what}: {answer:?}");
+        let thumb = get(format!("/photos/{sha}/thumb"));
+        assert_eq!(thumb.status(), 200, "{what}");
+        let bytes = thumb.bytes().unwrap();
+        let image = image::load_from_memory(&bytes).unwrap();
+        assert!(image.width() <= 320 && image.height() <= 320, "{what}: a thumbnail");
+    }
+}
+
+/// A textured JPEG whose entropy-coded data holds, at nine tenths of its length, 16 bytes of
+/// ones (stuffed `FF 00`), a code no standard Huffman table defines.
+fn damaged_textured_jpeg() -> Vec<u8> {
+    let jpeg = hattama_tests::textured_jpeg(640, 480, 3, 85);
+    let mut jpeg = hattama_core::media::strip(&jpeg, &Default::default()).unwrap().bytes;
+    let sos = jpeg.windows(2).position(|w| w == [0xFF, 0xDA]).unwrap();
+    let start = sos + 2 + usize::from(u16::from_be_bytes([jpeg[sos + 2], jpeg[sos + 3]]));
+    let at = start + (jpeg.len() - 2 - start) * 9 / 10;
+    for pair in jpeg[at..at + 16].chunks_exact_mut(2) {
+        pair.copy_from_slice(&[0xFF, 0x00]);
+    }
+    jpeg
+}
+
+/// A rendition that cannot be made is not decoded again: its failure is kept and answered
+/// (422, JSON) from there. A progressive JPEG of 3648 × 2736 thumbnails within the decode
+/// budget, but its medium rendition (decoded at a larger scale) does not fit it.
+#[test]
+fn a_rendition_that_failed_is_never_decoded_again() {
+    use hattama_tests::review::enrolled_device;
+    let server = TestServer::start_with(&election(2), &[]);
+    let mut d = enrolled_device(&server, 17, &["p0001"]);
+    let (answer, sha) = send(&server, &mut d, &flat_jpeg(3_648, 2_736, 3, true, false));
+    assert_eq!(answer.status, 200, "{answer:?}");
+    let get = |path: &str| {
+        let r = reqwest::blocking::get(format!("{}/photos/{sha}/{path}", server.url)).unwrap();
+        let status = r.status().as_u16();
+        (status, r.json::<serde_json::Value>().ok())
+    };
+    assert_eq!(get("thumb").0, 200);
+    let (status, body) = get("medium");
+    let body = body.expect("a JSON error");
+    assert_eq!((status, body["error"].as_str()), (422, Some("photo_undecodable")), "{body}");
+    // The kept failure answers from now on: changed by hand, the change is what comes back.
+    let kept = server.data_dir.join("medium").join(format!("{sha}.failed"));
+    assert_eq!(std::fs::read_to_string(&kept).unwrap(), body["message"].as_str().unwrap());
+    std::fs::write(&kept, "kept failure").unwrap();
+    let (status, body) = get("medium");
+    assert_eq!((status, body.unwrap()["message"].as_str()), (422, Some("kept failure")));
+}
+
+/// Captures per precinct "set from the election's shape": without the setting, a device may
+/// store 10 photos for each page of the protocol (20 numbered lines a page) and 10 more; an
+/// election of 10 lines allows 20, one of 42 lines (three pages) 40.
+#[test]
+fn the_captures_per_precinct_follow_the_protocol_s_pages() {
+    use hattama_tests::fixtures::{election as election_of, protocol};
+    use hattama_tests::review::{enrolled_device, photo};
+    let candidates: Vec<String> = (1..=35).map(|i| format!("Candidate {i}")).collect();
+    let names: Vec<&str> = candidates.iter().map(String::as_str).collect();
+    let mut long = election_of("e2e", 2);
+    long["protocol"] = protocol(&names);
+    for (definition, lines, allowed) in [(election(2), 10usize, 20u32), (long, 42, 40)] {
+        assert_eq!(definition["protocol"]["lines"].as_array().unwrap().len(), lines);
+        let server = TestServer::start_with(&definition, &[]);
+        let mut d = enrolled_device(&server, 18, &["p0001", "p0002"]);
+        for seed in 0..allowed {
+            let p = photo(seed);
+            let signed = d.sign("p0001", &p.1);
+            let answer = d.upload(&server.url, &signed, &p.0);
+            assert_eq!(answer.status, 200, "{lines} lines, capture {seed}: {answer:?}");
+        }
+        let p = photo(allowed);
+        let signed = d.sign("p0001", &p.1);
+        let refused = d.upload(&server.url, &signed, &p.0);
+        assert_eq!((refused.status, refused.code()), (429, "too_many_captures"), "{lines} lines");
+        let other = d.sign("p0002", &p.1);
+        assert_eq!(d.upload(&server.url, &other, &p.0).status, 200, "another precinct");
+    }
 }

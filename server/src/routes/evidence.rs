@@ -83,28 +83,16 @@ async fn rendition(
     let sha = parse_hash(&path)?;
     let storage = state.storage.clone();
     let (gallery, thumbs) = (state.gallery.clone(), state.thumbs.clone());
-    let bytes = web::block(move || -> Result<Vec<u8>, ApiError> {
-        if let Some(bytes) = thumbs.cached(&sha, kind) {
-            return Ok(bytes);
-        }
-        let manifest = gallery
-            .manifest_of_photo(&sha)?
-            .ok_or_else(|| ApiError::not_found("no photo with this hash"))?;
-        let original =
-            storage.photo(&sha)?.ok_or_else(|| ApiError::not_found("no photo with this hash"))?;
-        let p = &manifest.photo;
-        // A rendition is never a bigger file than the photo itself: a photo already upright and
-        // within the rendition's size is served as it is, without a decode; so is one whose
-        // re-encoding came out no smaller. (A photo to be turned upright is always re-encoded:
-        // its stripped bytes carry no orientation a browser would apply.)
-        let upright = p.orientation == 1;
-        if upright && p.width.max(p.height) <= kind.side() {
-            return Ok(original);
-        }
-        let reduced = thumbs.make(&original, p.media_type, p.orientation, kind)?;
-        let kept = if upright && reduced.len() >= original.len() { original } else { reduced };
-        thumbs.store(&sha, kind, &kept).map_err(|e| ApiError::internal(&e))?;
-        Ok(kept)
+    let bytes = web::block(move || {
+        thumbs.rendition(&sha, kind, || {
+            let manifest = gallery
+                .manifest_of_photo(&sha)?
+                .ok_or_else(|| ApiError::not_found("no photo with this hash"))?;
+            let original = storage
+                .photo(&sha)?
+                .ok_or_else(|| ApiError::not_found("no photo with this hash"))?;
+            Ok((original, manifest.photo))
+        })
     })
     .await??;
     let media = if bytes.starts_with(b"\x89PNG") { "image/png" } else { "image/jpeg" };

@@ -168,7 +168,7 @@ pub async fn create(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     check_tus(&req)?;
-    ingest::check_free_space(&state.settings.data_dir, state.settings.limits.min_free_bytes)?;
+    state.free_space.check()?;
     let length: u64 = header(&req, "Upload-Length")
         .and_then(|v| v.parse().ok())
         .ok_or_else(|| ApiError::new(400, "bad_length", "Upload-Length is required"))?;
@@ -301,11 +301,11 @@ async fn create_whole(
     // for a creation that would be refused, so a stranger's key cannot make the server wait on
     // a slow body.
     let (storage, checked) = (state.storage.clone(), manifest.clone());
-    let max = state.settings.limits.max_captures_per_precinct;
-    let limits = state.rate_limits.clone();
+    let limits = state.settings.limits.clone();
+    let rate = state.rate_limits.clone();
     let signed = web::block(move || {
-        let admit = |s: &SignedManifest| limits.upload(s);
-        ingest::check_creation(&*storage, &checked, &signature, length, max, &admit)
+        let admit = |s: &SignedManifest| rate.upload(s);
+        ingest::check_creation(&*storage, &checked, &signature, length, &limits, &admit)
     })
     .await??;
     let claimed = Sha256Hash::of(&manifest);
@@ -526,7 +526,7 @@ pub async fn patch(
     check_tus(&req)?;
     let id = parse_hash(&path)?;
     check_token(&req, &state, &id)?;
-    ingest::check_free_space(&state.settings.data_dir, state.settings.limits.min_free_bytes)?;
+    state.free_space.check()?;
     if header(&req, "Content-Type") != Some("application/offset+octet-stream") {
         return Err(ApiError::new(
             415,

@@ -167,6 +167,9 @@ pub struct Admission {
     pub device_revoked: bool,
     /// The device is enrolled for this election and precinct.
     pub precinct_assigned: bool,
+    /// The number of lines of the election's protocol (0 if the election is unknown), which
+    /// the per-precinct quota's default is derived from.
+    pub protocol_lines: u64,
 }
 
 /// Photos of at most this many bytes are stored in the database, in the transaction that commits

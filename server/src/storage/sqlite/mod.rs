@@ -6,7 +6,7 @@
 // Row tuples read straight from SQL are clearer inline than behind one-use type aliases.
 #![allow(clippy::type_complexity)]
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
@@ -185,6 +185,12 @@ CREATE TABLE small_photos (
     "
 CREATE INDEX captures_by_device_precinct ON captures (device_id, election, precinct);
 ",
+    // The number of lines of an election's protocol, which the per-precinct quota's default is
+    // derived from at every upload (`Admission::protocol_lines`), without parsing the definition.
+    "
+ALTER TABLE elections ADD COLUMN protocol_lines INTEGER NOT NULL DEFAULT 0;
+UPDATE elections SET protocol_lines = coalesce(json_array_length(definition, '$.protocol.lines'), 0);
+",
 ];
 
 const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
@@ -200,6 +206,10 @@ pub struct SqliteStorage {
     watch: Mutex<Connection>,
     /// Captures waiting for their group commit ([`SqliteStorage::group_commit`]).
     commits: Mutex<CommitQueue>,
+    /// Stored captures per device, election and precinct, counted once from the database and
+    /// then kept up to date by every commit (see `captures_of_device_in_precinct`): the
+    /// per-precinct quota asks at every upload.
+    precinct_counts: Mutex<HashMap<(String, String, String), u64>>,
 }
 
 /// The queue of the group commit.
@@ -385,6 +395,7 @@ impl SqliteStorage {
                 OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
             )?),
             commits: Mutex::default(),
+            precinct_counts: Mutex::default(),
         };
         if recover {
             storage.recover()?;
@@ -448,9 +459,23 @@ impl SqliteStorage {
             }
             let mut conn = lock(&self.writer)?;
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let receipts =
+            let receipts: Vec<Committed> =
                 captures.iter().map(|c| insert_capture(&tx, c)).collect::<Result<_, _>>()?;
             tx.commit()?;
+            // Still under the writer's lock, which a count read from the database holds too.
+            let mut counts = lock(&self.precinct_counts)?;
+            for (c, r) in captures.iter().zip(&receipts) {
+                // A new capture has its log entry; one stored before does not.
+                if r.log_entry.is_some()
+                    && let Some(n) = counts.get_mut(&(
+                        c.device_id.clone(),
+                        c.election.clone(),
+                        c.precinct.clone(),
+                    ))
+                {
+                    *n += 1;
+                }
+            }
             Ok(receipts)
         };
         match commit(round) {
@@ -555,10 +580,12 @@ impl Storage for SqliteStorage {
             |r| r.get(0),
         )?;
         tx.execute(
-            "INSERT INTO elections (id, definition, imported_at_ms) VALUES (?1, ?2, ?3)
+            "INSERT INTO elections (id, definition, imported_at_ms, protocol_lines)
+             VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT (id) DO UPDATE SET definition = excluded.definition,
-                imported_at_ms = excluded.imported_at_ms",
-            params![election.id, definition, ms(now_ms)],
+                imported_at_ms = excluded.imported_at_ms,
+                protocol_lines = excluded.protocol_lines",
+            params![election.id, definition, ms(now_ms), election.protocol.lines.len() as i64],
         )?;
         for p in &election.precincts {
             tx.execute(
@@ -600,7 +627,8 @@ impl Storage for SqliteStorage {
                         d.id IS NOT NULL,
                         d.revoked_at_ms IS NOT NULL,
                         coalesce(d.election = ?1 AND EXISTS (SELECT 1 FROM device_precincts
-                            WHERE device_id = d.id AND precinct = ?2), 0)
+                            WHERE device_id = d.id AND precinct = ?2), 0),
+                        coalesce((SELECT protocol_lines FROM elections WHERE id = ?1), 0)
                  FROM (SELECT 1) LEFT JOIN devices AS d ON d.key = ?3",
             )?
             .query_row(params![election, precinct, key.0.as_slice()], |r| {
@@ -610,6 +638,7 @@ impl Storage for SqliteStorage {
                     device_known: r.get(2)?,
                     device_revoked: r.get(3)?,
                     precinct_assigned: r.get(4)?,
+                    protocol_lines: r.get::<_, i64>(5)?.max(0) as u64,
                 })
             })?)
         })
@@ -831,13 +860,25 @@ impl Storage for SqliteStorage {
         election: &str,
         precinct: &str,
     ) -> Result<u64, StorageError> {
-        let n: i64 = self.read(|c| {
-            Ok(c.prepare_cached(
+        let key = (device_id.to_owned(), election.to_owned(), precinct.to_owned());
+        if let Some(n) = lock(&self.precinct_counts)?.get(&key) {
+            return Ok(*n);
+        }
+        // Counted once, through the writer's connection and under its lock, which a commit
+        // holds from its transaction to its increments: the count read here and a commit's
+        // increment never both count a capture, nor both miss it.
+        let conn = lock(&self.writer)?;
+        let mut counts = lock(&self.precinct_counts)?;
+        if let Some(n) = counts.get(&key) {
+            return Ok(*n);
+        }
+        let n: i64 = conn
+            .prepare_cached(
                 "SELECT count(*) FROM captures
                  WHERE election = ?1 AND precinct = ?2 AND device_id = ?3",
             )?
-            .query_row(params![election, precinct, device_id], |r| r.get(0))?)
-        })?;
+            .query_row(params![election, precinct, device_id], |r| r.get(0))?;
+        counts.insert(key, n as u64);
         Ok(n as u64)
     }
 

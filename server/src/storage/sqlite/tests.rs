@@ -50,7 +50,11 @@ fn version_2_database(dir: &Path, stored: u64, logged: u64) -> Vec<[u8; 32]> {
     tx.execute_batch(MIGRATIONS[0]).unwrap();
     tx.execute_batch(MIGRATIONS[1]).unwrap();
     tx.pragma_update(None, "user_version", 2).unwrap();
-    tx.execute("INSERT INTO elections VALUES ('e1', x'7b7d', 1)", []).unwrap();
+    tx.execute(
+        "INSERT INTO elections (id, definition, imported_at_ms) VALUES ('e1', x'7b7d', 1)",
+        [],
+    )
+    .unwrap();
     tx.execute("INSERT INTO devices VALUES ('d1', x'01', 'e1', 1, NULL)", []).unwrap();
     for i in 0..stored {
         let e = entry(i);
@@ -140,7 +144,11 @@ fn hash_blocks_grow_across_batches_and_a_stale_batch_changes_nothing() {
     let storage = SqliteStorage::open(dir.path(), true).unwrap();
     {
         let conn = storage.writer.lock().unwrap();
-        conn.execute("INSERT INTO elections VALUES ('e1', x'7b7d', 1)", []).unwrap();
+        conn.execute(
+            "INSERT INTO elections (id, definition, imported_at_ms) VALUES ('e1', x'7b7d', 1)",
+            [],
+        )
+        .unwrap();
         conn.execute("INSERT INTO devices VALUES ('d1', x'01', 'e1', 1, NULL)", []).unwrap();
     }
     let mut size = 0;
