@@ -446,6 +446,18 @@ fn decisions_append_and_the_audit_trail_keeps_before_and_after() {
     let capture = &f.p1[1];
     let mut alice = Browser::login(url, "alice");
     assert_eq!(decide(&mut alice, capture, "rejected", ""), 400, "a rejection needs a reason");
+    // It says so on the page, whose reason starts unchosen.
+    let (seen, _) = seen(&mut alice, capture);
+    let refused = decide_seen(&mut alice, capture, "rejected", "", &seen);
+    assert!(
+        refused.body.contains("id=\"decision-error\">Not rejected yet: no reason was chosen."),
+        "{}",
+        refused.body
+    );
+    assert!(
+        refused.body.contains("<option value=\"\" selected>— choose a reason —</option>"),
+        "no reason is preselected"
+    );
     assert_eq!(decide(&mut alice, capture, "rejected", "cat photo"), 400, "one of the reasons");
     assert_eq!(decide(&mut alice, capture, "rejected", "unreadable"), 303);
     assert_eq!(decide(&mut alice, capture, "accepted", ""), 303);

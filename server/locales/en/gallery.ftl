@@ -150,3 +150,5 @@ g-votes-caption = Votes per candidate at the stations with both figures: photogr
 g-cmp-total-difference = total difference { $size }
 g-chart-all = All stations
 g-chart-all-region = The whole region
+g-diff-official-more = official: { $n } more
+g-diff-official-less = official: { $n } fewer

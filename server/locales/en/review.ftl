@@ -142,3 +142,5 @@ audit-login_failed = Failed login as “{ $username }”.
 audit-user_created = Account “{ $username }” created.
 audit-user_disabled = Account “{ $username }” disabled.
 audit-password_reset = Password of “{ $username }” reset.
+reason-choose = — choose a reason —
+reason-missing = Not rejected yet: no reason was chosen. Choose one from the list, then press “Reject” again.

@@ -134,3 +134,5 @@ g-votes-caption = Екі сан да бар учаскелердегі канд�
 g-cmp-total-difference = жалпы айырма { $size }
 g-chart-all = Барлық учаскелер
 g-chart-all-region = Өңір бойынша барлығы
+g-diff-official-more = ресми бойынша { $n } артық
+g-diff-official-less = ресми бойынша { $n } кем

@@ -139,3 +139,5 @@ audit-login_failed = «{ $username }» атымен сәтсіз кіру.
 audit-user_created = «{ $username }» тіркелгісі құрылды.
 audit-user_disabled = «{ $username }» тіркелгісі өшірілді.
 audit-password_reset = «{ $username }» құпиясөзі қалпына келтірілді.
+reason-choose = — себебін таңдаңыз —
+reason-missing = Себебі таңдалмады, сондықтан сурет қабылданбаған деп белгіленбеді: тізімнен себебін таңдап, «Қабылдамау» батырмасын қайта басыңыз.

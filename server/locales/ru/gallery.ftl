@@ -155,3 +155,5 @@ g-votes-caption = Голоса за кандидатов на участках, 
 g-cmp-total-difference = общая разница { $size }
 g-chart-all = Все участки
 g-chart-all-region = Всего по региону
+g-diff-official-more = официально на { $n } больше
+g-diff-official-less = официально на { $n } меньше

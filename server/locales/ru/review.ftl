@@ -143,3 +143,5 @@ audit-login_failed = Неудачный вход под именем «{ $userna
 audit-user_created = Создана учётная запись «{ $username }».
 audit-user_disabled = Отключена учётная запись «{ $username }».
 audit-password_reset = Сброшен пароль «{ $username }».
+reason-choose = — выберите причину —
+reason-missing = Пока не отклонено: причина не выбрана. Выберите её из списка и снова нажмите «Отклонить».

@@ -945,9 +945,15 @@ impl PageCtx {
         num(n.as_num())
     }
 
-    /// A difference with its sign.
-    pub fn signed(&self, n: impl AsNum) -> String {
-        signed(n.as_num() as i64)
+    /// A difference (observed − official) in words, from the official figure's side: "official:
+    /// 21 more" rather than "−21", whose sign reads either way.
+    pub fn diff_words(&self, n: impl AsNum) -> String {
+        let n = n.as_num() as i64;
+        match n.cmp(&0) {
+            std::cmp::Ordering::Less => self.t1("g-diff-official-more", "n", num(-(n as i128))),
+            std::cmp::Ordering::Greater => self.t1("g-diff-official-less", "n", num(n as i128)),
+            std::cmp::Ordering::Equal => "0".to_owned(),
+        }
     }
 
     /// A size in bytes, in kilobytes or megabytes with the unit in the page's language.

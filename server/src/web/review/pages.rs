@@ -663,6 +663,8 @@ struct CapturePage {
     violations: Vec<ViolationView>,
     error: Option<&'static str>,
     decision_stale: Option<String>,
+    /// Why a decision was refused (a rejection without one of the reasons).
+    decision_error: Option<&'static str>,
     entry_stale: Option<String>,
     autofocus: bool,
     reason: String,
@@ -1025,6 +1027,7 @@ fn capture_page(
         violations,
         error: refused.as_ref().filter(|f| !f.stale).map(|f| f.error),
         decision_stale,
+        decision_error: None,
         entry_stale,
         autofocus: refused.as_ref().is_some_and(|f| !f.stale),
         reason: refused.as_ref().map(|f| f.reason.clone()).unwrap_or_default(),
@@ -1114,6 +1117,17 @@ pub async fn decide(
         form.seen.as_deref().and_then(|s| s.trim().parse().ok()).ok_or(WebError::BadRequest)?;
     let reason = form.reason.clone();
     let back = back_query(form.back.as_deref().unwrap_or(""));
+    // A rejection needs one of the reasons: the page again, saying so.
+    if kind == DecisionKind::Rejected
+        && !reason.as_deref().is_some_and(|r| REJECT_REASONS.contains(&r.trim()))
+    {
+        let data = load_capture(&state, &r, id, &back).await?;
+        let mut page = capture_page(&req, &r, data, &back, None, false);
+        page.decision_error = Some("reason-missing");
+        let mut resp = html(&page)?;
+        *resp.status_mut() = actix_web::http::StatusCode::BAD_REQUEST;
+        return Ok(private(resp));
+    }
     let storage = state.review.clone();
     let user = r.user.clone();
     let filter = back.clone();
