@@ -421,6 +421,11 @@ struct QueuePage {
     can_audit: bool,
     done: Option<DoneView>,
     zone: String,
+    /// Filters of the address that name nothing (`state=pending`): ignored, and said so.
+    ignored: Option<String>,
+    /// The current view is empty: its name, and the first view with work (label, count, URL).
+    empty_view: Option<String>,
+    next_view: Option<(String, u64, String)>,
 }
 
 fn choices(values: Vec<(String, String)>, current: &Option<String>) -> Vec<Choice> {
@@ -439,6 +444,21 @@ pub async fn queue(
 ) -> Result<HttpResponse, WebError> {
     let r = reviewer(&req, &state).await?;
     let mut query = query.into_inner();
+    // A filter that names no state, flag or view is dropped, and the page says so, rather than
+    // showing everything as if it had been applied.
+    let mut ignored = Vec::new();
+    if let Some(s) = some(&query.state).filter(|s| ReviewState::parse(s).is_none()) {
+        ignored.push(format!("state={s}"));
+        query.state = None;
+    }
+    if let Some(f) = some(&query.flag).filter(|f| Flag::parse(f).is_none()) {
+        ignored.push(format!("flag={f}"));
+        query.flag = None;
+    }
+    if let Some(v) = some(&query.view).filter(|v| !VIEWS.iter().any(|(w, _)| w == v)) {
+        ignored.push(format!("view={v}"));
+        query.view = None;
+    }
     let storage = state.review.clone();
     let page = query.page.unwrap_or(1).max(1);
     let asked = some(&query.election);
@@ -531,7 +551,22 @@ pub async fn queue(
                 id: label,
             }
         })
-        .collect();
+        .collect::<Vec<ViewTab>>();
+    // An empty view says so, and where the work is.
+    let empty_view = (groups.is_empty() && page == 1)
+        .then(|| views.iter().find(|v| v.current && !v.id.is_empty() && v.id != "view-all"))
+        .flatten()
+        .map(|v| v.label.clone());
+    let next_view = empty_view.as_ref().and_then(|_| {
+        // Another view with work first, else all captures.
+        let work = |v: &&ViewTab| !v.current && v.count > 0;
+        views
+            .iter()
+            .filter(|v| v.id != "view-all")
+            .find(work)
+            .or_else(|| views.iter().find(work))
+            .map(|v| (v.label.clone(), v.count, v.url.clone()))
+    });
     let done = match (&after, some(&query.done)) {
         (Some(item), Some(done)) => done_view(lang, &done, item, &qs),
         _ => None,
@@ -564,6 +599,9 @@ pub async fn queue(
         can_audit: review::may_audit(&r.user),
         done,
         zone: clock.zone(),
+        ignored: (!ignored.is_empty()).then(|| ignored.join(", ")),
+        empty_view,
+        next_view,
     };
     Ok(private(html(&view)?))
 }
