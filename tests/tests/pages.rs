@@ -138,6 +138,14 @@ fn every_page_fits_a_phone_reads_in_three_languages_and_passes_axe() {
     assert!(cmp.contains("class=\"diff-lines\""), "a line per differing figure");
     assert!(cmp.contains(": фото ") && cmp.contains(", официально "), "{cmp}");
     assert!(!cmp.contains("(Участки, где есть и то и другое)"), "not repeated on every figure");
+    // The review, before the browser has told its zone, shows times in the election's zone, as
+    // the public pages do, not in UTC.
+    let mut coordinator = hattama_tests::review::Browser::new(&demo.url);
+    let login = coordinator.try_login(hattama_server::demo::DEMO_USERS[0].0, PASSWORD);
+    assert_eq!(login.status, 303, "{login:?}");
+    let queue = coordinator.get("/review").body;
+    let zone = queue.split("id=\"zone\">").nth(1).expect("the zone stated").split('<').next();
+    assert!(zone.unwrap().contains("UTC+05:00"), "{zone:?}");
     // A station without a photo says so first, and shows no empty photo or difference column.
     let no_photo = in_lang(&format!("{e}/precincts/{}", id(&without)), "en");
     let said = no_photo.find("id=\"no-photo\"").expect("says there is no photo");

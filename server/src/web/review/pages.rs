@@ -852,6 +852,11 @@ fn audit_row(lang: Lang, clock: Clock, e: &AuditEvent, blind: bool) -> AuditRow 
     };
     let detail = if hide {
         lang.t("audit-hidden-blind")
+    } else if matches!(e.action.as_str(), "entry" | "entry_resolution" | "entry_import") {
+        entry_detail(&before, &after)
+    } else if e.action == "decision" {
+        // The sentence says it all.
+        String::new()
     } else {
         [e.before.as_deref(), e.after.as_deref()]
             .into_iter()
@@ -860,6 +865,31 @@ fn audit_row(lang: Lang, clock: Clock, e: &AuditEvent, blind: bool) -> AuditRow 
             .join(" → ")
     };
     AuditRow { at: clock.time(e.at_ms), text, detail }
+}
+
+/// An entry's figures as a reader says them: `7.1: — → 142; 7.2: 90 → 92` (the precinct's
+/// figures before it, then what was entered), with the reason the entry gave, if any.
+fn entry_detail(before: &serde_json::Value, after: &serde_json::Value) -> String {
+    let Some(values) = after["entry"].as_object() else { return String::new() };
+    let mut lines: Vec<String> = values
+        .iter()
+        .map(|(line, v)| {
+            let was =
+                before["values"][line.as_str()].as_u64().map_or("—".into(), |b| b.to_string());
+            let now = v.as_u64().map_or("—".into(), |n| n.to_string());
+            format!("{line}: {was} → {now}")
+        })
+        .collect();
+    // Line ids in protocol order: "7.1" before "10".
+    lines.sort_by_key(|l| {
+        let id = l.split(':').next().unwrap_or_default();
+        id.split('.').map(|p| p.parse::<u32>().unwrap_or(u32::MAX)).collect::<Vec<_>>()
+    });
+    let mut text = lines.join("; ");
+    if let Some(reason) = after["reason"].as_str().filter(|r| !r.is_empty()) {
+        text.push_str(&format!(" — «{reason}»"));
+    }
+    text
 }
 
 fn capture_page(
@@ -1437,6 +1467,21 @@ mod tests {
 
     /// The message ids the pages build at run time (kinds, views, confirmations, audit
     /// sentences, stale refusals) exist in every language: no id shows instead of words.
+    #[test]
+    fn an_entry_in_the_audit_trail_reads_as_figures() {
+        let before = serde_json::json!({"status": "pending", "values": {"7.1": 140}});
+        let after = serde_json::json!({
+            "entry": {"10": 3, "7.1": 142, "7.2": 90},
+            "reason": "The protocol says so",
+            "state": {"status": "verified"}
+        });
+        assert_eq!(
+            entry_detail(&before, &after),
+            "7.1: 140 → 142; 7.2: — → 90; 10: — → 3 — «The protocol says so»"
+        );
+        assert_eq!(entry_detail(&serde_json::Value::Null, &serde_json::json!({})), "");
+    }
+
     #[test]
     fn every_message_built_at_run_time_exists() {
         let item = QueueItem {
