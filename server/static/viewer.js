@@ -9,6 +9,16 @@
 (function () {
   var keyHandlers = [];
 
+  // The key's letter as the hints show it: a Latin letter as typed; on another layout (Russian,
+  // Kazakh) the Latin letter of the physical key (e.code KeyA -> 'a'), so that the shortcuts work
+  // whichever layout is active.
+  function letterOf(e) {
+    if (e.key && /^[A-Za-z]$/.test(e.key)) return e.key;
+    var m = /^Key([A-Z])$/.exec(e.code || '');
+    if (m) return e.shiftKey ? m[1] : m[1].toLowerCase();
+    return e.key && e.key.length === 1 ? e.key : null;
+  }
+
   // The coordinator's local time: minutes east of UTC, for the server.
   var offset = String(-new Date().getTimezoneOffset());
   if (!document.cookie.split('; ').some(function (c) { return c === 'tz=' + offset; })) {
@@ -53,7 +63,7 @@
     keyHandlers.push(function (e) {
       var step = 40;
       var arrows = document.activeElement === stage || s.scale > 1;
-      switch (e.key) {
+      switch (letterOf(e) || e.key) {
         case '+': case '=': zoom(1.25); return true;
         case '-': case '_': zoom(0.8); return true;
         case 'r': case 'R': rotate(e.shiftKey ? -90 : 90); return true;
@@ -119,7 +129,7 @@
       if (e.key === 'Escape') { e.target.blur(); e.preventDefault(); }
       return;
     }
-    var key = e.key.length === 1 ? e.key : null;
+    var key = letterOf(e);
     var target = key && document.querySelector('[data-key="' + key + '"]');
     if (target) { e.preventDefault(); target.click(); return; }
     var field = key && document.querySelector('[data-focus-key="' + key + '"]');

@@ -35,6 +35,13 @@ await run(async (browser) => {
   const note = await page.textContent('p.note');
   assert(note.includes('<img src=x onerror=alert(1)>'), `note shown as text: ${note}`);
   assertEq(await page.locator('main img[src="x"]').count(), 0, 'no injected image');
+  // The page's full address, with a copy button that works under the CSP.
+  const permalink = await page.textContent('#permalink');
+  assertEq(permalink, `${url}/elections/${election}/precincts/p0001`, 'the full address');
+  await ctx.grantPermissions(['clipboard-read', 'clipboard-write'], { origin: url });
+  await page.click('button[data-copy="permalink"]');
+  await page.waitForFunction(() => document.querySelector('button[data-copy]').textContent === 'Copied');
+  assertEq(await page.evaluate(() => navigator.clipboard.readText()), permalink, 'copied');
   // Differences with the official figures are highlighted.
   assert(await page.locator('table.figures').isVisible(), 'figures table');
   await screenshots(page, artifacts, 'gallery-precinct-en');

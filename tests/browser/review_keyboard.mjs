@@ -32,6 +32,23 @@ async function go(page, key, urlPart) {
   await page.waitForLoadState('load');
 }
 
+/**
+ * A key pressed with a Russian/Kazakh layout active: the typed character is Cyrillic, the
+ * physical key (event.code) is the Latin one of the hint.
+ */
+async function pressCyrillic(page, key, code) {
+  await page.evaluate(([key, code]) => {
+    const target = document.activeElement || document.body;
+    target.dispatchEvent(new KeyboardEvent('keydown', { key, code, bubbles: true, cancelable: true }));
+  }, [key, code]);
+}
+
+/** As go(), with a Cyrillic layout. */
+async function goCyrillic(page, key, code, urlPart) {
+  await Promise.all([page.waitForURL((u) => u.href.includes(urlPart)), pressCyrillic(page, key, code)]);
+  await page.waitForLoadState('load');
+}
+
 async function text(page, selector) {
   return (await page.textContent(selector)).replace(/\s+/g, ' ').trim();
 }
@@ -112,14 +129,18 @@ await run(async (browser) => {
   assertEq(await viewer.getAttribute('data-scale'), '1.25', '+ zooms from anywhere');
   await page.keyboard.press('r');
   assertEq(await viewer.getAttribute('data-rotation'), '90', 'r rotates');
+  // With a Russian layout active (к is on the R key) it rotates too.
+  await pressCyrillic(page, 'к', 'KeyR');
+  assertEq(await viewer.getAttribute('data-rotation'), '180', 'r rotates with a Russian layout');
   await page.keyboard.press('0');
   assertEq(await viewer.getAttribute('data-scale'), '1.00', '0 resets');
 
   // a accepts; the next of the view opens, saying what was done.
-  await go(page, 'a', config.p1[1]);
+  // With a Russian layout (ф is on the A key).
+  await goCyrillic(page, 'ф', 'KeyA', config.p1[1]);
   assertEq(await text(page, '#done'), '✓ Accepted: precinct 1, page 1/2. Open it again b', 'confirmation');
   // b goes back to it; e goes to the entry form.
-  await go(page, 'b', config.p1[0]);
+  await goCyrillic(page, 'и', 'KeyB', config.p1[0]);
   assertEq(await text(page, '#capture-state'), 'accepted', 'accepted');
   await page.keyboard.press('e');
   await typeProtocol(page, { ...GOOD, '2': 950 });
@@ -146,6 +167,14 @@ await run(async (browser) => {
   // x goes to the reject reason; an arrow picks "unreadable"; Enter rejects.
   await page.keyboard.press('x');
   assertEq(await focused(page), 'reject-reason', 'x focuses the reason');
+  // No reason is preselected: Enter alone rejects nothing.
+  assertEq(await page.inputValue('#reject-reason'), '', 'no reason preselected');
+  const before = page.url();
+  await page.keyboard.press('Enter');
+  assertEq(page.url(), before, 'no rejection without a reason');
+  assertEq(await page.$eval('#reject-reason', (el) => el.validity.valueMissing), true, 'the reason is required');
+  await page.keyboard.press('ArrowDown');
+  assertEq(await page.inputValue('#reject-reason'), 'not_a_protocol', 'first reason');
   await page.keyboard.press('ArrowDown');
   assertEq(await page.inputValue('#reject-reason'), 'unreadable', 'reason picked');
   await go(page, 'Enter', 'done=rejected');

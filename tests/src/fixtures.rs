@@ -13,7 +13,7 @@ pub fn protocol(candidates: &[&str]) -> Value {
         json!({"id": "1", "kind": "count", "names": names("Сайлаушылар саны", "Число избирателей", "Voters on the lists")}),
         json!({"id": "2", "kind": "count", "names": names("Алынған бюллетеньдер", "Получено бюллетеней", "Ballots received")}),
         json!({"id": "3", "kind": "count", "names": names("Берілген бюллетеньдер", "Выдано бюллетеней", "Ballots issued")}),
-        json!({"id": "4", "kind": "count", "names": names("Жойылған бюллетеньдер", "Погашено бюллетеней", "Ballots cancelled")}),
+        json!({"id": "4", "kind": "count", "names": names("Өтелген бюллетеньдер", "Погашено бюллетеней", "Ballots cancelled")}),
         json!({"id": "5", "kind": "count", "names": names("Жәшіктердегі бюллетеньдер", "Бюллетеней в ящиках", "Ballots in the boxes")}),
         json!({"id": "6", "kind": "count", "names": names("Жарамсыз бюллетеньдер", "Недействительные бюллетени", "Invalid ballots")}),
     ];
@@ -23,7 +23,7 @@ pub fn protocol(candidates: &[&str]) -> Value {
         lines.push(json!({"id": id, "kind": "candidate", "names": names(c, c, c)}));
         votes.push(id);
     }
-    lines.push(json!({"id": "8", "kind": "against_all", "names": names("Бәріне қарсы", "Против всех", "Against all")}));
+    lines.push(json!({"id": "8", "kind": "against_all", "names": names("Барлығына қарсы", "Против всех", "Against all")}));
     votes.push("8".to_owned());
     json!({
         "lines": lines,

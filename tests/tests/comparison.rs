@@ -131,6 +131,30 @@ fn the_almaty_shaped_fixture_gives_exactly_the_totals() {
         .unwrap();
     assert!(page.contains("69\u{202F}669"), "observed total on the page");
     assert!(page.contains("50\u{202F}366"), "official total on the page");
+    // The difference is said in words from the official side, not as a sign that reads either
+    // way.
+    let diff = candidate["observed_both"].as_u64().unwrap() - official_same;
+    let grouped = |n: u64| {
+        let s = n.to_string();
+        let mut out = String::new();
+        for (i, c) in s.chars().enumerate() {
+            if i > 0 && (s.len() - i).is_multiple_of(3) {
+                out.push('\u{202F}');
+            }
+            out.push(c);
+        }
+        out
+    };
+    assert!(page.contains(&format!("official: {} fewer", grouped(diff))), "{page}");
+    assert!(!page.contains(&format!("+{}", grouped(diff))), "no bare sign");
+    let ru = reqwest::blocking::Client::new()
+        .get(format!("{}/elections/almaty-2019/comparison", server.url))
+        .header("Accept-Language", "ru")
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(ru.contains(&format!("официально на {} меньше", grouped(diff))), "{ru}");
 }
 
 #[test]

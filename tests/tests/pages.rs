@@ -58,7 +58,8 @@ fn every_page_fits_a_phone_reads_in_three_languages_and_passes_axe() {
     ];
     let review = vec![
         page("review-queue", "/review".into()),
-        page("review-queue-pending", "/review?state=pending".into()),
+        page("review-queue-mine", "/review?view=mine".into()),
+        page("review-queue-unknown-state", "/review?state=pending".into()),
         page("review-queue-precinct", format!("/review?precinct={}", id(&disputed))),
         page("review-capture", format!("/review/captures/{capture}")),
     ];
@@ -68,6 +69,34 @@ fn every_page_fits_a_phone_reads_in_three_languages_and_passes_axe() {
     let station = html(&format!("{e}/precincts/{}", id(&differs)));
     assert_eq!(station.matches("UTC").count(), 1, "one time zone, stated once");
     assert!(station.contains("UTC+05:00"), "the election's own time zone");
+    // Plain words in Kazakh and Russian: the home page's coverage in one sentence, figures
+    // still being checked without the review's jargon, a difference from the official side.
+    let in_lang = |path: &str, lang: &str| {
+        reqwest::blocking::Client::new()
+            .get(format!("{}{path}", demo.url))
+            .header("Accept-Language", lang)
+            .send()
+            .unwrap()
+            .text()
+            .unwrap()
+    };
+    let accepted = list.iter().filter(|p| p["accepted"].as_u64().unwrap_or(0) > 0).count();
+    assert_eq!((list.len(), accepted), (14, 9), "the demo's coverage");
+    assert!(
+        in_lang("/", "kk").contains("14 учаскенің 9-ында қабылданған сурет бар."),
+        "{}",
+        in_lang("/", "kk")
+    );
+    let disputed_ru = in_lang(&format!("{e}/precincts/{}", id(&disputed)), "ru");
+    assert!(disputed_ru.contains("Цифры с фото ещё проверяются"), "{disputed_ru}");
+    assert!(!disputed_ru.contains("ввода"), "no review jargon");
+    let disputed_kk = in_lang(&format!("{e}/precincts/{}", id(&disputed)), "kk");
+    assert!(disputed_kk.contains("Сандар әлі тексерілуде"), "{disputed_kk}");
+    let differs_ru = in_lang(&format!("{e}/precincts/{}", id(&differs)), "ru");
+    assert!(
+        differs_ru.contains("официально на ") && !differs_ru.contains("(−"),
+        "the difference in words: {differs_ru}"
+    );
     // Search by the number as people write it, on the home page too.
     assert!(html("/").contains(&format!("action=\"{e}/search\"")), "search on the home page");
     let n = &differs["number"];
@@ -99,6 +128,42 @@ fn every_page_fits_a_phone_reads_in_three_languages_and_passes_axe() {
         overview.contains(&format!("href=\"{e}/comparison#drill\" id=\"differing-link\"")),
         "the differing count links to the list"
     );
+    // The comparison: its scope in one sentence, then the stations that differ, one line per
+    // differing figure, before the chart and the totals; "stations with both" said once.
+    let cmp = in_lang(&format!("{e}/comparison"), "ru");
+    assert!(cmp.contains("id=\"cmp-summary\">Сравниваем "), "{cmp}");
+    let drill = cmp.find("id=\"drill\"").expect("the list of differences");
+    assert!(drill < cmp.find("id=\"vote-chart\"").unwrap(), "differences first");
+    assert!(drill < cmp.find("id=\"totals\"").unwrap(), "differences first");
+    assert!(cmp.contains("class=\"diff-lines\""), "a line per differing figure");
+    assert!(cmp.contains(": фото ") && cmp.contains(", официально "), "{cmp}");
+    assert!(!cmp.contains("(Участки, где есть и то и другое)"), "not repeated on every figure");
+    // The review, before the browser has told its zone, shows times in the election's zone, as
+    // the public pages do, not in UTC.
+    let mut coordinator = hattama_tests::review::Browser::new(&demo.url);
+    let login = coordinator.try_login(hattama_server::demo::DEMO_USERS[0].0, PASSWORD);
+    assert_eq!(login.status, 303, "{login:?}");
+    let queue = coordinator.get("/review").body;
+    let zone = queue.split("id=\"zone\">").nth(1).expect("the zone stated").split('<').next();
+    assert!(zone.unwrap().contains("UTC+05:00"), "{zone:?}");
+    // A station without a photo says so first, and shows no empty photo or difference column.
+    let no_photo = in_lang(&format!("{e}/precincts/{}", id(&without)), "en");
+    let said = no_photo.find("id=\"no-photo\"").expect("says there is no photo");
+    assert!(said < no_photo.find("<table").unwrap_or(usize::MAX), "before the figures");
+    assert!(no_photo.contains("send it with the Hattama app"), "what a reader can do");
+    assert!(!no_photo.contains("data-label=\"Difference\""), "no empty difference column");
+    assert!(!no_photo.contains("not entered yet"), "no badge implying a photo exists");
+    // A region's chart names its districts without repeating the region.
+    let region_page = html(&format!("{e}/regions/{}", enc(region)));
+    let labels: Vec<&str> = region_page
+        .split("class=\"bar-label\">")
+        .skip(1)
+        .map(|l| l.split('<').next().unwrap())
+        .collect();
+    assert!(labels.len() > 1, "{region_page}");
+    for label in &labels[1..] {
+        assert!(!label.starts_with(region) && !label.contains('…'), "{label}");
+    }
     // Stations are named by number and place, never by an internal id.
     let official = html(&format!("{e}/official"));
     assert!(official.contains("class=\"changes\""), "the demo's official figures changed");

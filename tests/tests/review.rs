@@ -446,6 +446,18 @@ fn decisions_append_and_the_audit_trail_keeps_before_and_after() {
     let capture = &f.p1[1];
     let mut alice = Browser::login(url, "alice");
     assert_eq!(decide(&mut alice, capture, "rejected", ""), 400, "a rejection needs a reason");
+    // It says so on the page, whose reason starts unchosen.
+    let (seen, _) = seen(&mut alice, capture);
+    let refused = decide_seen(&mut alice, capture, "rejected", "", &seen);
+    assert!(
+        refused.body.contains("id=\"decision-error\">Not rejected yet: no reason was chosen."),
+        "{}",
+        refused.body
+    );
+    assert!(
+        refused.body.contains("<option value=\"\" selected>— choose a reason —</option>"),
+        "no reason is preselected"
+    );
     assert_eq!(decide(&mut alice, capture, "rejected", "cat photo"), 400, "one of the reasons");
     assert_eq!(decide(&mut alice, capture, "rejected", "unreadable"), 303);
     assert_eq!(decide(&mut alice, capture, "accepted", ""), 303);
@@ -791,6 +803,21 @@ fn queue_views_by_transcription_state_with_counts() {
     // Disputed, needs a third person: for those who did not enter it.
     assert_eq!(ids(&mut alice, "view=disputed"), sorted(f.p1.clone()));
     assert!(ids(&mut bob, "view=disputed").is_empty());
+    // An empty view says so and links the next view with work.
+    let empty = bob.get("/review?view=disputed").body;
+    assert!(
+        empty.contains("id=\"queue-empty\">Nothing in “Disputed: needs a third person” now."),
+        "{empty}"
+    );
+    assert!(
+        empty.contains("id=\"queue-next-view\">Next with work: Needs my entry (2)</a>"),
+        "{empty}"
+    );
+    assert!(empty.contains("view=mine\" id=\"queue-next-view\""), "the link goes there");
+    // A filter that names nothing is ignored, and the page says so.
+    let unknown = bob.get("/review?state=pending&view=nonsense").body;
+    assert!(unknown.contains("Unknown filter ignored: state=pending, view=nonsense."), "{unknown}");
+    assert_eq!(ids(&mut bob, "state=pending").len(), 5, "the whole queue, without the filter");
     // Inconsistent protocol: an entry recorded why the protocol breaks a hard rule.
     assert_eq!(ids(&mut bob, "view=inconsistent"), vec![f.p4.clone()]);
     // The counts on the tabs, under the other filters too.

@@ -62,13 +62,13 @@ fn template_json() -> serde_json::Value {
             {"id": "1", "kind": "count", "names": n("Сайлаушылар саны", "Число избирателей", "Voters on the lists")},
             {"id": "2", "kind": "count", "names": n("Алынған бюллетеньдер", "Получено бюллетеней", "Ballots received")},
             {"id": "3", "kind": "count", "names": n("Берілген бюллетеньдер", "Выдано бюллетеней", "Ballots issued")},
-            {"id": "4", "kind": "count", "names": n("Жойылған бюллетеньдер", "Погашено бюллетеней", "Ballots cancelled")},
+            {"id": "4", "kind": "count", "names": n("Өтелген бюллетеньдер", "Погашено бюллетеней", "Ballots cancelled")},
             {"id": "5", "kind": "count", "names": n("Жәшіктердегі бюллетеньдер", "Бюллетеней в ящиках", "Ballots in the boxes")},
             {"id": "6", "kind": "count", "names": n("Жарамсыз бюллетеньдер", "Недействительные бюллетени", "Invalid ballots")},
             {"id": "7.1", "kind": "candidate", "names": n("Асанов А.", "Асанов А.", "Asanov A.")},
             {"id": "7.2", "kind": "candidate", "names": n("Бекова Б.", "Бекова Б.", "Bekova B.")},
             {"id": "7.3", "kind": "candidate", "names": n("Жұмабаев Ж.", "Жумабаев Ж.", "Zhumabayev Zh.")},
-            {"id": "8", "kind": "against_all", "names": n("Бәріне қарсы", "Против всех", "Against all")}
+            {"id": "8", "kind": "against_all", "names": n("Барлығына қарсы", "Против всех", "Against all")}
         ],
         "relations": [
             {"id": "received", "severity": "hard", "left": ["2"], "op": "=", "right": ["3", "4"],

@@ -33,6 +33,7 @@ const FILES: &[(&str, &str, &[u8])] = &[
     asset!("review.css", "text/css; charset=utf-8"),
     asset!("viewer.js", "text/javascript; charset=utf-8"),
     asset!("check.js", "text/javascript; charset=utf-8"),
+    asset!("copy.js", "text/javascript; charset=utf-8"),
     asset!("favicon.svg", "image/svg+xml"),
 ];
 

@@ -17,6 +17,7 @@ use hattama_core::election::{LineKind, Precinct, Severity};
 use hattama_core::evidence::check_id;
 use serde::Deserialize;
 
+use super::i18n::IntoArg;
 use super::{PageCtx, WebError, percent_encode};
 use crate::compare::{LineTotals, PrecinctDifference};
 use crate::gallery::{Area, CaptureView, Coverage, ElectionView, Gallery, PublicState};
@@ -59,6 +60,27 @@ pub fn num(n: impl Into<i128>) -> String {
 /// A signed difference with its sign (`+1 234`, `−56`, `0`).
 pub fn signed(n: i64) -> String {
     if n > 0 { format!("+{}", num(n)) } else { num(n) }
+}
+
+/// The Kazakh possessive locative ending of a number written in digits ("9-ында", "8-інде",
+/// "2-сінде"), from the last word of the number as it is read: its vowel harmony and whether it
+/// ends in a vowel.
+fn kk_locative(n: i128) -> &'static str {
+    const FRONT: &str = "-інде";
+    const BACK: &str = "-ында";
+    let n = n.unsigned_abs();
+    match (n % 10, n / 10 % 10, n / 100 % 10, n / 1000 % 1000) {
+        (0, 0, 0, 0) if n == 0 => FRONT,    // нөл
+        (1 | 3 | 4 | 5 | 8, ..) => FRONT,   // бір, үш, төрт, бес, сегіз
+        (2 | 7, ..) => "-сінде",            // екі, жеті
+        (6, ..) => "-сында",                // алты
+        (9, ..) => BACK,                    // тоғыз
+        (0, 2, ..) => "-сында",             // жиырма
+        (0, 5 | 7 | 8, ..) => FRONT,        // елу, жетпіс, сексен
+        (0, 1 | 3 | 4 | 6 | 9, ..) => BACK, // он, отыз, қырық, алпыс, тоқсан
+        (0, 0, 1..=9, _) => FRONT,          // жүз
+        _ => BACK,                          // мың, миллион
+    }
 }
 
 /// A time in ms since the epoch as `YYYY-MM-DD HH:MM` at a UTC offset, with the offset.
@@ -175,15 +197,31 @@ pub struct Chart {
 /// Most characters of a chart's label beside its figures on one line of 300 units.
 const CHART_LABEL: usize = 22;
 
-fn chart(all: (&str, &Coverage), areas: &[Area], url: impl Fn(&str) -> String) -> Chart {
+/// `name` without the name of the area it lies in, when it starts with it ("Turkistan Region,
+/// district 1" in Turkistan Region: "district 1"); the page already says where it is.
+fn within<'a>(name: &'a str, parent: Option<&str>) -> &'a str {
+    parent
+        .and_then(|p| name.strip_prefix(p))
+        .map(|rest| rest.trim_start_matches([',', ' ', '-', '—']))
+        .filter(|rest| !rest.is_empty())
+        .unwrap_or(name)
+}
+
+fn chart(
+    all: (&str, &Coverage),
+    areas: &[Area],
+    parent: Option<&str>,
+    url: impl Fn(&str) -> String,
+) -> Chart {
     let rows = std::iter::once((all.0, all.1, None))
         .chain(areas.iter().map(|a| (a.name.as_str(), &a.coverage, Some(url(&a.name)))));
     let bars: Vec<Bar> = rows
         .enumerate()
         .map(|(i, (name, c, url))| {
-            let short = name.chars().count() > CHART_LABEL;
+            let label = if url.is_some() { within(name, parent) } else { name };
+            let short = label != name || label.chars().count() > CHART_LABEL;
             Bar {
-                label: short_label(name, CHART_LABEL),
+                label: short_label(label, CHART_LABEL),
                 full: short.then(|| name.to_owned()),
                 url,
                 accepted_pct: format!("{}\u{a0}%", c.accepted_pct().round() as u32),
@@ -248,7 +286,9 @@ async fn election(
         render(&ElectionPage {
             name: ctx.lang.pick(&v.election.names).to_owned(),
             coverage: v.coverage.clone(),
-            chart: chart((&ctx.t("g-chart-all"), &v.coverage), &v.regions, |r| region_url(&e, r)),
+            chart: chart((&ctx.t("g-chart-all"), &v.coverage), &v.regions, None, |r| {
+                region_url(&e, r)
+            }),
             versions: v.official_versions.len(),
             changes: v.official_changes.len(),
             broken: v.comparison.broken_official.len(),
@@ -323,9 +363,12 @@ async fn region(
         let districts = v.districts.get(&region).map(Vec::as_slice).unwrap_or_default();
         render(&RegionPage {
             name: ctx.lang.pick(&v.election.names).to_owned(),
-            chart: chart((&ctx.t("g-chart-all-region"), &coverage), districts, |d| {
-                district_url(&e, &region, d)
-            }),
+            chart: chart(
+                (&ctx.t("g-chart-all-region"), &coverage),
+                districts,
+                Some(&region),
+                |d| district_url(&e, &region, d),
+            ),
             coverage,
             region,
             id: e,
@@ -482,6 +525,19 @@ struct PrecinctPage {
     observed_without_photo: bool,
     /// The election's UTC offset, in which every time of the page is shown.
     tz: i32,
+    /// The site's address (`public_url`, else the request's), for the page's full address.
+    base: String,
+    /// Some figure was observed: without any, the observed and difference columns are left out.
+    has_observed: bool,
+}
+
+/// The site's address as readers reach it: `public_url`, else the request's scheme and host.
+fn site_base(req: &HttpRequest, state: &AppState) -> String {
+    let base = state.settings.public_url.clone().unwrap_or_else(|| {
+        let info = req.connection_info();
+        format!("{}://{}", info.scheme(), info.host())
+    });
+    base.trim_end_matches('/').to_owned()
 }
 
 async fn precinct(
@@ -492,6 +548,7 @@ async fn precinct(
     let (e, p) = path.into_inner();
     valid(&e)?;
     valid(&p)?;
+    let base = site_base(&req, &state);
     page(&req, &state, move |g, ctx| {
         let v = view(g, &e)?;
         let precinct = v.election.precinct(&p).cloned().ok_or(WebError::NotFound)?;
@@ -551,6 +608,8 @@ async fn precinct(
             .collect();
         let accepted = v.precincts.get(&p).map_or(0, |f| f.accepted);
         render(&PrecinctPage {
+            base,
+            has_observed: figures.iter().any(|f| f.observed.is_some()),
             tz: v.election.utc_offset_min.unwrap_or(0),
             observed_without_photo: observed.is_some() && accepted == 0,
             name: ctx.lang.pick(&v.election.names).to_owned(),
@@ -686,6 +745,8 @@ struct ComparisonPage {
     /// The vote chart's rows and height.
     votes: Vec<VoteBar>,
     votes_height: u32,
+    /// Line names by id, for the differing lines of each station.
+    line_names: BTreeMap<String, String>,
 }
 
 /// Most differing precincts listed on the page (the CSV export has them all).
@@ -749,7 +810,9 @@ async fn comparison(
             })
             .collect();
         let (votes, votes_height) = vote_chart(&lines, ctx.lang);
+        let line_names = lines.iter().map(|l| (l.totals.line.clone(), l.name.clone())).collect();
         render(&ComparisonPage {
+            line_names,
             votes,
             votes_height,
             name: ctx.lang.pick(&v.election.names).to_owned(),
@@ -842,17 +905,14 @@ async fn data(
     let e = path.into_inner();
     valid(&e)?;
     let (origin, vkey) = (state.log.log_key.origin.clone(), state.log.log_key.vkey.clone());
-    let base = state.settings.public_url.clone().unwrap_or_else(|| {
-        let info = req.connection_info();
-        format!("{}://{}", info.scheme(), info.host())
-    });
+    let base = site_base(&req, &state);
     page(&req, &state, move |g, ctx| {
         let v = view(g, &e)?;
         render(&DataPage {
             name: ctx.lang.pick(&v.election.names).to_owned(),
             log_origin: origin,
             log_vkey: vkey,
-            base: base.trim_end_matches('/').to_owned(),
+            base,
             id: e,
             ctx,
         })
@@ -945,9 +1005,60 @@ impl PageCtx {
         num(n.as_num())
     }
 
-    /// A difference with its sign.
-    pub fn signed(&self, n: impl AsNum) -> String {
-        signed(n.as_num() as i64)
+    /// "9 of 14 stations have an accepted photo": in Kazakh "14 учаскенің 9-ында", whose
+    /// locative ending follows the last word of the number as it is read.
+    pub fn coverage_sentence(&self, accepted: impl AsNum, count: impl AsNum) -> String {
+        let accepted = accepted.as_num();
+        self.lang.t_args(
+            "g-accepted-of",
+            &[
+                ("accepted", num(accepted).into_arg()),
+                ("count", num(count.as_num()).into_arg()),
+                ("suffix", kk_locative(accepted).into_arg()),
+            ],
+        )
+    }
+
+    /// The comparison's scope in one sentence: how many stations are compared, of how many.
+    pub fn comparison_summary(
+        &self,
+        both: impl AsNum,
+        total: impl AsNum,
+        observed: impl AsNum,
+        official: impl AsNum,
+    ) -> String {
+        self.lang.t_args(
+            "g-cmp-summary",
+            &[
+                ("both", num(both.as_num()).into_arg()),
+                ("total", num(total.as_num()).into_arg()),
+                ("observed", num(observed.as_num()).into_arg()),
+                ("official", num(official.as_num()).into_arg()),
+            ],
+        )
+    }
+
+    /// One differing line of a station: "Asanov A.: photo 142, official 163".
+    pub fn line_diff(&self, name: &str, observed: impl AsNum, official: impl AsNum) -> String {
+        self.lang.t_args(
+            "g-cmp-line-diff",
+            &[
+                ("name", name.to_owned().into_arg()),
+                ("observed", num(observed.as_num()).into_arg()),
+                ("official", num(official.as_num()).into_arg()),
+            ],
+        )
+    }
+
+    /// A difference (observed − official) in words, from the official figure's side: "official:
+    /// 21 more" rather than "−21", whose sign reads either way.
+    pub fn diff_words(&self, n: impl AsNum) -> String {
+        let n = n.as_num() as i64;
+        match n.cmp(&0) {
+            std::cmp::Ordering::Less => self.t1("g-diff-official-more", "n", num(-(n as i128))),
+            std::cmp::Ordering::Greater => self.t1("g-diff-official-less", "n", num(n as i128)),
+            std::cmp::Ordering::Equal => "0".to_owned(),
+        }
     }
 
     /// A size in bytes, in kilobytes or megabytes with the unit in the page's language.
@@ -1025,6 +1136,25 @@ mod tests {
         assert_eq!(num(-50_366i64), "−50\u{202F}366");
         assert_eq!(signed(19_303), "+19\u{202F}303");
         assert_eq!(signed(-5), "−5");
+        assert_eq!(within("Turkistan Region, district 1", Some("Turkistan Region")), "district 1");
+        assert_eq!(within("Turkistan Region", Some("Turkistan Region")), "Turkistan Region");
+        assert_eq!(within("Shymkent", Some("Turkistan Region")), "Shymkent");
+        for (n, ending) in [
+            (0, "-інде"),
+            (1, "-інде"),
+            (2, "-сінде"),
+            (6, "-сында"),
+            (9, "-ында"),
+            (10, "-ында"),
+            (14, "-інде"),
+            (20, "-сында"),
+            (50, "-інде"),
+            (100, "-інде"),
+            (1000, "-ында"),
+            (2_000_000, "-ында"),
+        ] {
+            assert_eq!(kk_locative(n), ending, "{n}");
+        }
         assert_eq!(when(0, 0), "1970-01-01 00:00 (UTC+00:00)");
         // 2026-12-04 15:00 UTC at UTC+5.
         assert_eq!(when(1_796_396_400_000, 300), "2026-12-04 20:00 (UTC+05:00)");

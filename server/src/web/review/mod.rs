@@ -97,12 +97,25 @@ pub async fn reviewer(
         return Err(WebError::LoginRequired { next });
     };
     let storage = state.review.clone();
+    let gallery = state.gallery.clone();
     let hash = review::token_hash(&token);
-    let session = web::block(move || storage.session(&hash, hattama_core::now_ms())).await??;
+    let (session, election_offset) = web::block(move || {
+        // Without the browser's zone, the election's (as on the public pages), not UTC.
+        let offset = gallery
+            .elections()
+            .ok()
+            .and_then(|es| es.iter().find_map(|e| e.utc_offset_min))
+            .unwrap_or(0);
+        storage.session(&hash, hattama_core::now_ms()).map(|s| (s, offset))
+    })
+    .await??;
     match session {
-        Some(s) => {
-            Ok(Reviewer { user: s.user, csrf: s.csrf, token, clock: Clock::of_request(req) })
-        }
+        Some(s) => Ok(Reviewer {
+            user: s.user,
+            csrf: s.csrf,
+            token,
+            clock: Clock::of_request(req, election_offset),
+        }),
         None => Err(WebError::LoginRequired { next }),
     }
 }
@@ -151,7 +164,8 @@ pub fn format_time(ms: u64) -> String {
 }
 
 /// Times as the coordinator reads them: at the browser's offset from UTC (the `tz` cookie that
-/// `viewer.js` sets, from the login page on), UTC without it. Pages state the zone once.
+/// `viewer.js` sets, from the login page on), the election's without it (as the public pages
+/// show times), never a bare UTC the coordinator must convert. Pages state the zone once.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Clock {
     offset_min: i32,
@@ -161,12 +175,15 @@ impl Clock {
     /// UTC.
     pub const UTC: Clock = Clock { offset_min: 0 };
 
-    /// The clock of a request's `tz` cookie (minutes east of UTC, −12 h to +14 h).
-    pub fn of_request(req: &HttpRequest) -> Self {
-        req.cookie(TZ_COOKIE)
+    /// The clock of a request's `tz` cookie (minutes east of UTC, −12 h to +14 h), else at
+    /// `fallback_min` minutes east of UTC.
+    pub fn of_request(req: &HttpRequest, fallback_min: i32) -> Self {
+        let offset_min = req
+            .cookie(TZ_COOKIE)
             .and_then(|c| c.value().parse::<i32>().ok())
             .filter(|m| (-720..=840).contains(m))
-            .map_or(Self::UTC, |offset_min| Clock { offset_min })
+            .unwrap_or(fallback_min);
+        Clock { offset_min }
     }
 
     /// `YYYY-MM-DD HH:MM` of a time in ms since the epoch, at this clock's offset.

@@ -421,6 +421,11 @@ struct QueuePage {
     can_audit: bool,
     done: Option<DoneView>,
     zone: String,
+    /// Filters of the address that name nothing (`state=pending`): ignored, and said so.
+    ignored: Option<String>,
+    /// The current view is empty: its name, and the first view with work (label, count, URL).
+    empty_view: Option<String>,
+    next_view: Option<(String, u64, String)>,
 }
 
 fn choices(values: Vec<(String, String)>, current: &Option<String>) -> Vec<Choice> {
@@ -439,6 +444,21 @@ pub async fn queue(
 ) -> Result<HttpResponse, WebError> {
     let r = reviewer(&req, &state).await?;
     let mut query = query.into_inner();
+    // A filter that names no state, flag or view is dropped, and the page says so, rather than
+    // showing everything as if it had been applied.
+    let mut ignored = Vec::new();
+    if let Some(s) = some(&query.state).filter(|s| ReviewState::parse(s).is_none()) {
+        ignored.push(format!("state={s}"));
+        query.state = None;
+    }
+    if let Some(f) = some(&query.flag).filter(|f| Flag::parse(f).is_none()) {
+        ignored.push(format!("flag={f}"));
+        query.flag = None;
+    }
+    if let Some(v) = some(&query.view).filter(|v| !VIEWS.iter().any(|(w, _)| w == v)) {
+        ignored.push(format!("view={v}"));
+        query.view = None;
+    }
     let storage = state.review.clone();
     let page = query.page.unwrap_or(1).max(1);
     let asked = some(&query.election);
@@ -531,7 +551,22 @@ pub async fn queue(
                 id: label,
             }
         })
-        .collect();
+        .collect::<Vec<ViewTab>>();
+    // An empty view says so, and where the work is.
+    let empty_view = (groups.is_empty() && page == 1)
+        .then(|| views.iter().find(|v| v.current && !v.id.is_empty() && v.id != "view-all"))
+        .flatten()
+        .map(|v| v.label.clone());
+    let next_view = empty_view.as_ref().and_then(|_| {
+        // Another view with work first, else all captures.
+        let work = |v: &&ViewTab| !v.current && v.count > 0;
+        views
+            .iter()
+            .filter(|v| v.id != "view-all")
+            .find(work)
+            .or_else(|| views.iter().find(work))
+            .map(|v| (v.label.clone(), v.count, v.url.clone()))
+    });
     let done = match (&after, some(&query.done)) {
         (Some(item), Some(done)) => done_view(lang, &done, item, &qs),
         _ => None,
@@ -564,6 +599,9 @@ pub async fn queue(
         can_audit: review::may_audit(&r.user),
         done,
         zone: clock.zone(),
+        ignored: (!ignored.is_empty()).then(|| ignored.join(", ")),
+        empty_view,
+        next_view,
     };
     Ok(private(html(&view)?))
 }
@@ -663,6 +701,8 @@ struct CapturePage {
     violations: Vec<ViolationView>,
     error: Option<&'static str>,
     decision_stale: Option<String>,
+    /// Why a decision was refused (a rejection without one of the reasons).
+    decision_error: Option<&'static str>,
     entry_stale: Option<String>,
     autofocus: bool,
     reason: String,
@@ -812,6 +852,11 @@ fn audit_row(lang: Lang, clock: Clock, e: &AuditEvent, blind: bool) -> AuditRow 
     };
     let detail = if hide {
         lang.t("audit-hidden-blind")
+    } else if matches!(e.action.as_str(), "entry" | "entry_resolution" | "entry_import") {
+        entry_detail(&before, &after)
+    } else if e.action == "decision" {
+        // The sentence says it all.
+        String::new()
     } else {
         [e.before.as_deref(), e.after.as_deref()]
             .into_iter()
@@ -820,6 +865,31 @@ fn audit_row(lang: Lang, clock: Clock, e: &AuditEvent, blind: bool) -> AuditRow 
             .join(" → ")
     };
     AuditRow { at: clock.time(e.at_ms), text, detail }
+}
+
+/// An entry's figures as a reader says them: `7.1: — → 142; 7.2: 90 → 92` (the precinct's
+/// figures before it, then what was entered), with the reason the entry gave, if any.
+fn entry_detail(before: &serde_json::Value, after: &serde_json::Value) -> String {
+    let Some(values) = after["entry"].as_object() else { return String::new() };
+    let mut lines: Vec<String> = values
+        .iter()
+        .map(|(line, v)| {
+            let was =
+                before["values"][line.as_str()].as_u64().map_or("—".into(), |b| b.to_string());
+            let now = v.as_u64().map_or("—".into(), |n| n.to_string());
+            format!("{line}: {was} → {now}")
+        })
+        .collect();
+    // Line ids in protocol order: "7.1" before "10".
+    lines.sort_by_key(|l| {
+        let id = l.split(':').next().unwrap_or_default();
+        id.split('.').map(|p| p.parse::<u32>().unwrap_or(u32::MAX)).collect::<Vec<_>>()
+    });
+    let mut text = lines.join("; ");
+    if let Some(reason) = after["reason"].as_str().filter(|r| !r.is_empty()) {
+        text.push_str(&format!(" — «{reason}»"));
+    }
+    text
 }
 
 fn capture_page(
@@ -1025,6 +1095,7 @@ fn capture_page(
         violations,
         error: refused.as_ref().filter(|f| !f.stale).map(|f| f.error),
         decision_stale,
+        decision_error: None,
         entry_stale,
         autofocus: refused.as_ref().is_some_and(|f| !f.stale),
         reason: refused.as_ref().map(|f| f.reason.clone()).unwrap_or_default(),
@@ -1114,6 +1185,17 @@ pub async fn decide(
         form.seen.as_deref().and_then(|s| s.trim().parse().ok()).ok_or(WebError::BadRequest)?;
     let reason = form.reason.clone();
     let back = back_query(form.back.as_deref().unwrap_or(""));
+    // A rejection needs one of the reasons: the page again, saying so.
+    if kind == DecisionKind::Rejected
+        && !reason.as_deref().is_some_and(|r| REJECT_REASONS.contains(&r.trim()))
+    {
+        let data = load_capture(&state, &r, id, &back).await?;
+        let mut page = capture_page(&req, &r, data, &back, None, false);
+        page.decision_error = Some("reason-missing");
+        let mut resp = html(&page)?;
+        *resp.status_mut() = actix_web::http::StatusCode::BAD_REQUEST;
+        return Ok(private(resp));
+    }
     let storage = state.review.clone();
     let user = r.user.clone();
     let filter = back.clone();
@@ -1385,6 +1467,21 @@ mod tests {
 
     /// The message ids the pages build at run time (kinds, views, confirmations, audit
     /// sentences, stale refusals) exist in every language: no id shows instead of words.
+    #[test]
+    fn an_entry_in_the_audit_trail_reads_as_figures() {
+        let before = serde_json::json!({"status": "pending", "values": {"7.1": 140}});
+        let after = serde_json::json!({
+            "entry": {"10": 3, "7.1": 142, "7.2": 90},
+            "reason": "The protocol says so",
+            "state": {"status": "verified"}
+        });
+        assert_eq!(
+            entry_detail(&before, &after),
+            "7.1: 140 → 142; 7.2: — → 90; 10: — → 3 — «The protocol says so»"
+        );
+        assert_eq!(entry_detail(&serde_json::Value::Null, &serde_json::json!({})), "");
+    }
+
     #[test]
     fn every_message_built_at_run_time_exists() {
         let item = QueueItem {
