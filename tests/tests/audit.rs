@@ -98,6 +98,13 @@ fn photo(seed: u32) -> (Vec<u8>, PhotoInfo) {
     (clean.bytes, info)
 }
 
+/// A server on a five-precinct election whose devices may send many photos of one precinct (these
+/// tests send up to 120 a device; the default quota follows the protocol's pages).
+fn start() -> TestServer {
+    let election = hattama_tests::fixtures::election("e2e", 5);
+    TestServer::start_with(&election, &[("HATTAMA__LIMITS__MAX_CAPTURES_PER_PRECINCT", "1000")])
+}
+
 /// Uploads `per_device` captures from each of `devices` new devices (in parallel), spread over
 /// the precincts; returns when all are receipted.
 fn upload(server: &TestServer, devices: usize, per_device: usize, seed: u8) {
@@ -164,7 +171,7 @@ fn write_bundle(path: &Path, entries: &[Vec<u8>]) {
 #[test]
 fn a_live_log_and_its_mirror_audit_clean_and_every_tampering_is_named() {
     let started = Instant::now();
-    let server = TestServer::start_with_election(5);
+    let server = start();
     upload(&server, 6, 50, 60);
     println!("300 captures uploaded in {:?}", started.elapsed());
     let key_json = log_key(&server.url);
@@ -329,7 +336,7 @@ fn a_live_log_and_its_mirror_audit_clean_and_every_tampering_is_named() {
 
 #[test]
 fn follow_checks_every_new_checkpoint_of_a_growing_live_log() {
-    let server = TestServer::start_with_election(5);
+    let server = start();
     upload(&server, 2, 120, 80);
     let vkey = log_key(&server.url)["vkey"].as_str().unwrap().to_owned();
     let key = LogKey::from_vkey(&vkey).unwrap();

@@ -86,7 +86,12 @@ struct Setup {
 impl Setup {
     fn start(codes: usize, seed: u64) -> Self {
         // One station more than the codes are for: a capture for it is refused on the device.
-        let server = TestServer::start_with_election(PRECINCTS.len() + 1);
+        // The stress tests capture ~100 photos of a few stations from one device: far above the
+        // default quota per station (which follows the protocol's pages).
+        let server = TestServer::start_with(
+            &hattama_tests::fixtures::election("e2e", PRECINCTS.len() + 1),
+            &[("HATTAMA__LIMITS__MAX_CAPTURES_PER_PRECINCT", "1000")],
+        );
         let codes = server.invite(&PRECINCTS, codes);
         // 90 % of connections cut within their first 48 KiB (the photos are small), 5 % stalled
         // for a second first, chunks delayed: a bad mobile network.

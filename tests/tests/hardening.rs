@@ -221,7 +221,13 @@ fn the_data_directory_is_private_whatever_the_umask() {
     add_user(&server.data_dir, "alice", "Alice", "coordinator", &[]);
     Browser::login(&server.url, "alice");
     let mut device = hattama_tests::review::enrolled_device(&server, 7, &["p0001"]);
-    let photo = hattama_tests::review::photo(3);
+    // A photo bigger than a thumbnail (a smaller one is its own thumbnail, and nothing is kept).
+    let large = hattama_core::media::strip(
+        &hattama_tests::textured_jpeg(800, 600, 3, 90),
+        &Default::default(),
+    )
+    .unwrap();
+    let photo = (large.bytes.clone(), large.info());
     hattama_tests::review::upload(&server, &mut device, "p0001", &photo, |_| {});
     // An unfinished upload leaves a file in uploads/.
     let big = hattama_tests::textured_jpeg(1200, 900, 5, 90);
