@@ -26,6 +26,8 @@ pub mod store;
 pub mod sync;
 pub mod thumbnail;
 
+pub use store::StoreKey;
+
 pub use client::{
     CaptureDetail, CaptureRefusal, CaptureRequest, Captured, Client, ClientConfig, Error, now_ms,
 };
