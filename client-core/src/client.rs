@@ -267,7 +267,7 @@ impl Client {
         Ok(self.store.rekey(new)?)
     }
 
-    /// The panic wipe of this handle's store ([`store::wipe`]): unreadable at once, then gone.
+    /// The panic wipe of this handle's store ([`store::wipe()`]): unreadable at once, then gone.
     pub fn wipe(self) -> Result<store::Wiped, Error> {
         let dir = self.store.dir().to_owned();
         drop(self);

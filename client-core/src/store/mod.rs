@@ -7,7 +7,7 @@
 //!
 //! The store is encrypted ([`crypt`]): the database with SQLCipher, every file sealed, under
 //! keys that only the app's [`StoreKey`] unlocks. A plain store of an earlier version is
-//! converted when it is first opened with a key ([`Store::open`]); [`wipe`] destroys a store.
+//! converted when it is first opened with a key ([`Store::open`]); [`wipe()`] destroys a store.
 //!
 //! Guarantees:
 //! - A capture's blob is durable (fsynced file and directory) before its row is committed,
