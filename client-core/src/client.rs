@@ -22,7 +22,9 @@ use crate::evidence::{
 };
 use crate::hooks;
 use crate::media::{self, MediaError, MediaLimits};
-use crate::store::{CaptureRecord, CaptureState, NewCapture, ServerRecord, Store, StoreError};
+use crate::store::{
+    self, CaptureRecord, CaptureState, NewCapture, ServerRecord, Store, StoreError, StoreKey,
+};
 use crate::thumbnail;
 #[cfg(feature = "sync")]
 use crate::{
@@ -232,10 +234,12 @@ pub fn now_ms() -> u64 {
 }
 
 impl Client {
-    /// Opens (or creates) the store in `dir`, recovering it after any crash, and creates the
-    /// device identity on first use.
-    pub fn open(dir: &Path, config: ClientConfig) -> Result<Self, Error> {
-        let store = Store::open(dir)?;
+    /// Opens (or creates) the store in `dir` with the app's `key` (never written to disk),
+    /// recovering it after any crash, and creates the device identity on first use. A key that
+    /// is not the store's is [`StoreError::Locked`] and changes no file; a plain store of an
+    /// earlier version is encrypted in place.
+    pub fn open(dir: &Path, key: &StoreKey, config: ClientConfig) -> Result<Self, Error> {
+        let store = Store::open(dir, key)?;
         let key = store.device_key(now_ms())?;
         Ok(Self {
             store,
@@ -255,6 +259,19 @@ impl Client {
     /// The underlying store.
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// From now on the store opens with `new` instead of the key it was opened with (one
+    /// rename: after a crash one of the two keys opens it).
+    pub fn rekey(&self, new: &StoreKey) -> Result<(), Error> {
+        Ok(self.store.rekey(new)?)
+    }
+
+    /// The panic wipe of this handle's store ([`store::wipe()`]): unreadable at once, then gone.
+    pub fn wipe(self) -> Result<store::Wiped, Error> {
+        let dir = self.store.dir().to_owned();
+        drop(self);
+        Ok(store::wipe(&dir)?)
     }
 
     /// Reads a photo file with the size limit applied before reading, then captures it.
@@ -500,8 +517,7 @@ impl Client {
     /// from a reduced-scale decode and cached. Not part of capturing.
     pub fn thumbnail(&self, id_or_prefix: &str) -> Result<Vec<u8>, Error> {
         let record = self.resolve(id_or_prefix)?;
-        let path = self.store.blobs().thumb_path(&record.id);
-        if let Ok(bytes) = std::fs::read(&path) {
+        if let Some(bytes) = self.store.blobs().get_thumb(&record.id).map_err(StoreError::from)? {
             return Ok(bytes);
         }
         let (hash, _, media_type) =
@@ -513,8 +529,7 @@ impl Client {
         };
         let thumb = thumbnail::make(&photo, media_type, orientation)
             .map_err(|e| Error::Thumbnail(e.to_string()))?;
-        crate::store::blobs::write_durably(self.store.blobs().tmp(), &path, &thumb)
-            .map_err(StoreError::from)?;
+        self.store.blobs().put_thumb(&record.id, &thumb).map_err(StoreError::from)?;
         Ok(thumb)
     }
 

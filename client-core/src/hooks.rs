@@ -22,6 +22,17 @@ pub const POINTS: &[&str] = &[
 /// the capture crash tests walk).
 pub const SYNC_POINTS: &[&str] = &["sync:before-receipt", "sync:before-receipt-commit"];
 
+/// The pause points of the conversion of a plain store to an encrypted one, in order (the
+/// sealed key and photos are written through `blob:after-temp-write` and `blob:after-rename`).
+pub const UPGRADE_POINTS: &[&str] = &[
+    "blob:after-temp-write",
+    "blob:after-rename",
+    "upgrade:before-photos",
+    "upgrade:before-export",
+    "upgrade:before-rename",
+    "upgrade:after-rename",
+];
+
 /// The server's pause points: between a log batch's commit and the publication of its files.
 pub const SERVER_POINTS: &[&str] = &["log:after-commit"];
 

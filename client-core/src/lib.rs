@@ -29,6 +29,8 @@ pub mod sync;
 pub mod thumbnail;
 pub mod witness;
 
+pub use store::StoreKey;
+
 pub use client::{
     CaptureDetail, CaptureRefusal, CaptureRequest, Captured, Client, ClientConfig, Error, now_ms,
 };

@@ -16,7 +16,7 @@ use crate::error::HattamaError;
 use crate::sync::{CancelHandle, Listener, SyncListener};
 use crate::types::{
     CaptureDetail, CaptureRequest, CaptureSummary, Captured, ClientSettings, DeviceIdentity,
-    EnrollmentInfo, ReceiptInfo, SyncStatus, SyncSummary, VerifiedBundle, Violation,
+    EnrollmentInfo, ReceiptInfo, SyncStatus, SyncSummary, VerifiedBundle, Violation, WipeInfo,
 };
 
 /// One observer device's handle over its offline store.
@@ -27,12 +27,33 @@ pub struct Client {
 
 #[uniffi::export]
 impl Client {
-    /// Opens (or creates) the store in directory `dir` (the app's private files directory),
-    /// recovering it after any crash, and creates the device identity on first use.
+    /// Opens (or creates) the store in directory `dir` (the app's private files directory)
+    /// with the store key `key` (32 bytes the app keeps in Android Keystore or the iOS
+    /// Keychain, `docs/mobile.md`; never written to disk), recovering it after any crash, and
+    /// creates the device identity on first use. `Locked` (`store_locked`) if `key` is not the
+    /// store's key: nothing was read or changed. A plain store of an earlier version is
+    /// encrypted in place.
     #[uniffi::constructor(default(settings = None))]
-    pub fn open(dir: String, settings: Option<ClientSettings>) -> Result<Arc<Self>, HattamaError> {
+    pub fn open(
+        dir: String,
+        key: Vec<u8>,
+        settings: Option<ClientSettings>,
+    ) -> Result<Arc<Self>, HattamaError> {
+        let key = store_key(key)?;
         let config = settings.unwrap_or_default().into();
-        Ok(Arc::new(Self { inner: hattama_core::Client::open(Path::new(&dir), config)? }))
+        Ok(Arc::new(Self { inner: hattama_core::Client::open(Path::new(&dir), &key, config)? }))
+    }
+
+    /// From now on the store opens with `new_key` instead of the key it was opened with. One
+    /// rename: after a crash one of the two keys opens the store.
+    pub fn rekey(&self, new_key: Vec<u8>) -> Result<(), HattamaError> {
+        Ok(self.inner.rekey(&store_key(new_key)?)?)
+    }
+
+    /// The panic wipe of this store (see `wipe_store`). Drop this handle afterwards: every
+    /// later call fails or sees nothing.
+    pub fn wipe(&self) -> Result<WipeInfo, HattamaError> {
+        wipe_store(self.inner.store().dir().to_string_lossy().into_owned())
     }
 
     /// This device's public identity.
@@ -165,6 +186,24 @@ impl Client {
     pub fn storage_used(&self) -> Result<u64, HattamaError> {
         Ok(self.inner.storage_used()?)
     }
+}
+
+/// The key as the core takes it: exactly 32 bytes, else `FixInput` (`bad_key`).
+fn store_key(key: Vec<u8>) -> Result<hattama_core::StoreKey, HattamaError> {
+    let key = zeroize::Zeroizing::new(key);
+    let bytes: [u8; 32] = key.as_slice().try_into().map_err(|_| HattamaError::FixInput {
+        code: "bad_key".into(),
+        detail: format!("a store key is 32 bytes, not {}", key.len()),
+    })?;
+    Ok(hattama_core::StoreKey::from_bytes(bytes))
+}
+
+/// The panic wipe: makes the store in `dir` unreadable at once (its key material is destroyed
+/// first), then removes it. Needs no key, so it works while the app is locked. A missing store
+/// is already wiped.
+#[uniffi::export]
+pub fn wipe_store(dir: String) -> Result<WipeInfo, HattamaError> {
+    Ok(hattama_core::store::wipe(Path::new(&dir))?.into())
 }
 
 /// Verifies an evidence bundle directory exactly as `docs/evidence-format.md` says.

@@ -42,6 +42,15 @@ pub enum HattamaError {
         /// What failed.
         detail: String,
     },
+    /// The store key is not this store's: nothing was read or changed. Ask the platform's key
+    /// store again (the observer unlocks the phone) or, if the key is lost, the store is too.
+    #[error("{code}: {detail}")]
+    Locked {
+        /// `store_locked`.
+        code: String,
+        /// What failed.
+        detail: String,
+    },
     /// The device's storage failed (full, unwritable, corrupt, or written by a newer app).
     #[error("{code}: {detail}")]
     Storage {
@@ -103,6 +112,9 @@ impl From<StoreError> for HattamaError {
             StoreError::TooNew { .. } => Self::storage("store_too_new", e),
             StoreError::Corrupt(_) => Self::storage("store_corrupt", e),
             StoreError::Poisoned => Self::internal("poisoned", e),
+            StoreError::Locked => {
+                Self::Locked { code: "store_locked".into(), detail: e.to_string() }
+            }
         }
     }
 }
@@ -188,6 +200,7 @@ mod tests {
             HattamaError::Storage { code, .. } => ("storage", code),
             HattamaError::RejectedByServer { code, .. } => ("rejected", code),
             HattamaError::Internal { code, .. } => ("internal", code),
+            HattamaError::Locked { code, .. } => ("locked", code),
         }
     }
 
@@ -212,6 +225,7 @@ mod tests {
         check(StoreError::Io(std::io::Error::other("full")), ("storage", "file"));
         check(StoreError::TooNew { found: 9, supported: 3 }, ("storage", "store_too_new"));
         check(StoreError::Poisoned, ("internal", "poisoned"));
+        check(StoreError::Locked, ("locked", "store_locked"));
         check(BundleError::NotEmpty("d".into()), ("fix", "directory_not_empty"));
         check(BundleError::BadSignatureFile, ("fix", "bundle_invalid"));
         check(CoreError::NotFound("x".into()), ("fix", "not_found"));

@@ -21,7 +21,7 @@ mod error;
 mod sync;
 pub mod types;
 
-pub use client::{Client, verify_bundle};
+pub use client::{Client, verify_bundle, wipe_store};
 pub use error::HattamaError;
 pub use sync::{CancelHandle, SyncListener};
 

@@ -812,3 +812,21 @@ impl From<SignedManifest> for VerifiedBundle {
         Self { id: s.hash().to_hex(), evidence: s.into() }
     }
 }
+
+/// What a panic wipe did.
+#[derive(Clone, Debug, uniffi::Record)]
+pub struct WipeInfo {
+    /// Milliseconds until the store was unreadable (its key material destroyed).
+    pub erased_ms: u64,
+    /// Milliseconds until every file was removed.
+    pub removed_ms: u64,
+}
+
+impl From<hattama_core::store::Wiped> for WipeInfo {
+    fn from(w: hattama_core::store::Wiped) -> Self {
+        Self {
+            erased_ms: w.erased_after.as_millis() as u64,
+            removed_ms: w.removed_after.as_millis() as u64,
+        }
+    }
+}

@@ -131,7 +131,7 @@ fn a_backup_taken_during_a_sync_restores_an_instance_with_every_receipted_captur
         },
         ..ClientConfig::default()
     };
-    let client = Arc::new(Client::open(store.path(), config).unwrap());
+    let client = Arc::new(Client::open(store.path(), &hattama_tests::test_key(), config).unwrap());
     client.enroll(&proxy.url(), &server.invite(&PRECINCTS, 1)[0]).unwrap();
     // Small photos (kept in the server's database) and large ones (files), mixed.
     for i in 0..100 {

@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use hattama_core::evidence::Sha256Hash;
 use hattama_core::hooks::POINTS;
+use hattama_core::store::Store;
 use hattama_tests::{
     GO_IMAGE, GOEXIF, Hattama, check_store_consistent, files, sample_dir, textured_jpeg,
 };
@@ -123,16 +125,19 @@ fn real_photos_are_stripped_and_decode_to_the_same_pixels() {
     assert!(photos.len() >= 140, "expected the Debian samples, found {}", photos.len());
     let store = tempfile::tempdir().unwrap();
     let cli = Hattama::new(store.path());
+    let stored_clear = tempfile::tempdir().unwrap();
     let mut stored = Vec::new();
     for (i, photo) in photos.iter().enumerate() {
         let answer = cli.capture(photo, &format!("p{i}")).ok_json();
         let sha = answer["photo_sha256"].as_str().unwrap().to_owned();
-        let blob = store.path().join("blobs").join(&sha);
-        assert!(blob.exists());
+        let blob = {
+            let kept = Store::open(store.path(), &hattama_tests::test_key()).unwrap();
+            kept.blobs().get(&Sha256Hash::from_hex(&sha).unwrap()).unwrap()
+        };
 
         // Same pixels: the stripped photo decodes exactly as the original does.
         let original = image::load_from_memory(&std::fs::read(photo).unwrap()).unwrap();
-        let clean = image::load_from_memory(&std::fs::read(&blob).unwrap()).unwrap();
+        let clean = image::load_from_memory(&blob).unwrap();
         assert_eq!(original.color(), clean.color(), "{}", photo.display());
         assert!(original.as_bytes() == clean.as_bytes(), "pixels differ: {}", photo.display());
 
@@ -141,7 +146,10 @@ fn real_photos_are_stripped_and_decode_to_the_same_pixels() {
         if let Some(n) = name.strip_prefix('f').and_then(|r| r.strip_suffix("-exif.jpg")) {
             assert_eq!(answer["orientation"], n.parse::<u64>().unwrap(), "{name}");
         }
-        stored.push((photo.clone(), blob));
+        // The stored photo as the device decrypts it, for ExifTool.
+        let clear = stored_clear.path().join(format!("{i}.img"));
+        std::fs::write(&clear, &blob).unwrap();
+        stored.push((photo.clone(), clear));
     }
 
     // ExifTool finds personal or device tags in the originals...

@@ -158,7 +158,7 @@ fn run(what: &str, command: &mut Command) {
 #[test]
 fn python_bindings_drive_the_whole_flow_against_the_real_server() {
     let python = bindings("python");
-    let setup = Setup::start(11, 11);
+    let setup = Setup::start(12, 11);
     // A coordinator, whose decisions the Python program takes in the review UI (directly, not
     // through the faulty proxy) and then finds in the app's capture list.
     add_user(&setup.server.data_dir, "coord", "Coordinator", "coordinator", &[]);
@@ -175,9 +175,10 @@ fn python_bindings_drive_the_whole_flow_against_the_real_server() {
     let result = setup.env(&mut command, &photos());
     run("python3 tests/ffi/python/test_hattama.py", &mut command);
 
-    // flow (all photos but the deleted one), busy 1, throws 3, dropped 4, cancel 3, stress 96.
+    // flow (all photos but the deleted one), busy 1, throws 3, dropped 4, cancel 3, stress 96,
+    // safety 1 (recorded before its store was wiped).
     let held = setup.check_receipts_are_on_the_server(&result);
-    assert_eq!(held, photos().len() - 1 + 1 + 3 + 4 + 3 + 96);
+    assert_eq!(held, photos().len() - 1 + 1 + 3 + 4 + 3 + 96 + 1);
     assert!(setup.proxy.cuts() >= 5, "the network was not faulty: {} cuts", setup.proxy.cuts());
     let (cuts, connections) = (setup.proxy.cuts(), setup.proxy.connections());
     println!(
@@ -222,7 +223,7 @@ fn kotlin_jar(generated: &Path) -> PathBuf {
 fn kotlin_bindings_compile_and_drive_the_flow_on_the_jvm() {
     let kotlin = bindings("kotlin");
     let jar = kotlin_jar(&kotlin);
-    let setup = Setup::start(4, 23);
+    let setup = Setup::start(5, 23);
     let photos = photos();
     let mut command = Command::new("java");
     command
@@ -235,7 +236,11 @@ fn kotlin_bindings_compile_and_drive_the_flow_on_the_jvm() {
 
     let held = setup.check_receipts_are_on_the_server(&result);
     // flow (all photos but the deleted one), close cancels 3, threads 20.
-    assert_eq!(held, photos.len() - 1 + 3 + 20, "every receipt of the Kotlin program is honoured");
+    assert_eq!(
+        held,
+        photos.len() - 1 + 3 + 20 + 1,
+        "every receipt of the Kotlin program is honoured"
+    );
     let (cuts, connections) = (setup.proxy.cuts(), setup.proxy.connections());
     println!(
         "{held} receipts checked on the server; the proxy cut {cuts} of {connections} connections"

@@ -29,7 +29,8 @@ fn open_client(dir: &Path) -> Client {
         connect_timeout: Duration::from_secs(2),
         ..SyncConfig::default()
     };
-    Client::open(dir, ClientConfig { sync, ..ClientConfig::default() }).unwrap()
+    Client::open(dir, &hattama_tests::test_key(), ClientConfig { sync, ..ClientConfig::default() })
+        .unwrap()
 }
 
 /// Captures `n` distinct photos (seeds `seed..seed + n`); returns their ids.

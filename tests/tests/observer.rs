@@ -217,9 +217,12 @@ fn a_coordinators_rejection_reaches_the_device_signed_and_asks_for_a_retake() {
     let pinned = DeviceKey(
         hattama_core::evidence::parse_lower_hex(enrolled["receipt_key"].as_str().unwrap()).unwrap(),
     );
-    let device = hattama_core::Client::open(store.path(), Default::default()).unwrap().device_key();
+    let device =
+        hattama_core::Client::open(store.path(), &hattama_tests::test_key(), Default::default())
+            .unwrap()
+            .device_key();
     drop(cli);
-    let kept = Store::open(store.path()).unwrap();
+    let kept = Store::open(store.path(), &hattama_tests::test_key()).unwrap();
     let statement =
         kept.review_statement(&Sha256Hash::from_hex(&ids[1]).unwrap()).unwrap().unwrap();
     let signed: SignedDecision = serde_json::from_slice(&statement).unwrap();

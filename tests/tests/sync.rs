@@ -36,7 +36,12 @@ fn fast_sync() -> SyncConfig {
 }
 
 fn open_client(dir: &Path) -> Client {
-    Client::open(dir, ClientConfig { sync: fast_sync(), ..ClientConfig::default() }).unwrap()
+    Client::open(
+        dir,
+        &hattama_tests::test_key(),
+        ClientConfig { sync: fast_sync(), ..ClientConfig::default() },
+    )
+    .unwrap()
 }
 
 fn request(i: usize) -> CaptureRequest {
@@ -239,7 +244,8 @@ fn a_client_killed_during_sync_finishes_later_without_duplicates() {
     let run = cli.run(&["sync", "--json"]);
     assert_eq!(run.code, Some(0), "{run:?}");
     let status = cli.run(&["status", "--json"]).ok_json();
-    let client = Client::open(store.path(), ClientConfig::default()).unwrap();
+    let client =
+        Client::open(store.path(), &hattama_tests::test_key(), ClientConfig::default()).unwrap();
     assert_all_receipted_once(&client, &server.data_dir, n);
     assert_eq!(status["server"].as_str(), Some(server.url.as_str()), "{status}");
 }

@@ -8,7 +8,12 @@
 //! (unreachable after retries, or answers outside the protocol); 9 a sync of this store is
 //! already running; 10 ALARM: the server's public log forked, was rewritten or shrank (printed
 //! loudly on stderr; the alarm stays in the store, `status` shows it, and every later sync
-//! stops with it); 11 `audit` found problems in the log (each is listed).
+//! stops with it); 11 `audit` found problems in the log (each is listed); 12 the store key is not
+//! this store's (`store_locked`: nothing was read or changed).
+//!
+//! The store is encrypted under a key the CLI never writes to disk: 64 hex digits (32 bytes) in
+//! the environment variable `HATTAMA_STORE_KEY`, or in a file named by `--key-file` (or
+//! `HATTAMA_STORE_KEY_FILE`) outside the store directory. `hattama new-key` prints a new one.
 
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
@@ -27,7 +32,7 @@ use hattama_core::evidence::Sha256Hash;
 use hattama_core::evidence::{CoarseLocation, EvidenceKind, Page};
 use hattama_core::media::MediaLimits;
 use hattama_core::mirror::MirrorError;
-use hattama_core::store::{CaptureRecord, CaptureState, Review};
+use hattama_core::store::{CaptureRecord, CaptureState, Review, StoreError, StoreKey};
 use hattama_core::sync::{
     CancelToken, Enrollment, LogAlarm, SyncError, SyncListener, SyncProgress, SyncStatus,
     SyncSummary,
@@ -44,6 +49,10 @@ struct Cli {
     /// Also trust the certificate authorities of this PEM file (a server with its own CA)
     #[arg(long, global = true, env = "HATTAMA_CA_FILE", value_name = "FILE")]
     ca_file: Option<PathBuf>,
+    /// A file holding the store key (64 hex digits), outside the store; without it the key is
+    /// read from HATTAMA_STORE_KEY
+    #[arg(long, global = true, env = "HATTAMA_STORE_KEY_FILE", value_name = "FILE")]
+    key_file: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -151,6 +160,25 @@ enum Command {
     },
     /// Show captures per state, the enrolled server and how the last sync ended
     Status {
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a new random store key (64 hex digits) for HATTAMA_STORE_KEY or a key file
+    NewKey,
+    /// Change the store's key: from now on it opens with the key in FILE (the current key
+    /// unlocks it first). Crash-safe: one of the two keys always opens the store
+    Rekey {
+        /// A file holding the new key (64 hex digits), outside the store
+        #[arg(long, value_name = "FILE")]
+        new_key_file: PathBuf,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Panic wipe: make the store unreadable at once (its key material is destroyed first),
+    /// then remove it. Needs no key. Cannot be undone: captures not yet sent are lost
+    Wipe {
         /// Print JSON
         #[arg(long)]
         json: bool,
@@ -313,6 +341,7 @@ fn classify(e: anyhow::Error) -> Failure {
         Some(Error::Input { .. }) => (3, "input_unreadable"),
         Some(Error::NotFound(_)) => (4, "not_found"),
         Some(Error::Ambiguous(_)) => (4, "ambiguous_id"),
+        Some(Error::Store(StoreError::Locked)) => (12, "store_locked"),
         Some(Error::Store(_)) => (5, "storage"),
         Some(Error::NotDeletable { .. }) => (7, "not_deletable"),
         Some(Error::Bundle(BundleError::NotEmpty(_))) => (3, "target_not_empty"),
@@ -370,10 +399,12 @@ fn main() -> ExitCode {
         | Command::Verify { json, .. }
         | Command::Enroll { json, .. }
         | Command::Sync { json }
-        | Command::Status { json } => *json,
+        | Command::Status { json }
+        | Command::Rekey { json, .. }
+        | Command::Wipe { json } => *json,
         Command::Audit(a) => a.json,
         Command::Mirror(a) => a.json,
-        Command::Export { .. } | Command::Thumbnail { .. } => false,
+        Command::Export { .. } | Command::Thumbnail { .. } | Command::NewKey => false,
     };
     let capturing = matches!(cli.command, Command::Capture { .. });
     match run(cli, local_offset) {
@@ -395,6 +426,10 @@ fn main() -> ExitCode {
                 eprintln!("what to do: {hint}");
             }
             match f.error.downcast_ref::<Error>() {
+                Some(Error::Store(StoreError::Locked)) => eprintln!(
+                    "what to do: this is not the key of this store. Give the key it was created \
+                     with (HATTAMA_STORE_KEY or --key-file); nothing was read or changed"
+                ),
                 Some(Error::Media(_) | Error::Input { .. }) if capturing => eprintln!(
                     "nothing was stored: give the photo file straight from the camera (JPEG or \
                      PNG) and capture again"
@@ -507,14 +542,59 @@ fn store_dir(cli: &Cli) -> anyhow::Result<PathBuf> {
     Ok(dirs.data_dir().to_owned())
 }
 
-fn open(dir: &Path, ca_file: Option<&Path>) -> anyhow::Result<Client> {
+/// Reads a store key from a file: 64 hex digits (white space around them ignored).
+fn key_from_file(path: &Path, store: &Path) -> anyhow::Result<StoreKey> {
+    let parent = |p: &Path| p.parent().and_then(|d| std::fs::canonicalize(d).ok());
+    if let (Some(file_dir), Ok(store)) = (parent(path), std::fs::canonicalize(store))
+        && file_dir.starts_with(&store)
+    {
+        anyhow::bail!(UsageError(format!(
+            "the key file {} is inside the store: keep it elsewhere (whoever holds the store \
+             must not find its key beside it)",
+            path.display()
+        )));
+    }
+    let text = zeroize::Zeroizing::new(
+        std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the key file {}", path.display()))?,
+    );
+    StoreKey::from_hex(&text).ok_or_else(|| {
+        UsageError(format!(
+            "the key file {} does not hold a key: it must hold 64 hex digits (`hattama new-key`)",
+            path.display()
+        ))
+        .into()
+    })
+}
+
+/// The store key: `--key-file`, else `HATTAMA_STORE_KEY`.
+fn store_key(key_file: Option<&Path>, store: &Path) -> anyhow::Result<StoreKey> {
+    if let Some(path) = key_file {
+        return key_from_file(path, store);
+    }
+    let Some(text) = std::env::var_os("HATTAMA_STORE_KEY") else {
+        anyhow::bail!(UsageError(
+            "no store key: set HATTAMA_STORE_KEY to the store's key (64 hex digits) or pass \
+             --key-file FILE; for a new store, make one with `hattama new-key` and keep it \
+             outside the store"
+                .into()
+        ));
+    };
+    let text = zeroize::Zeroizing::new(text.to_string_lossy().into_owned());
+    StoreKey::from_hex(&text).ok_or_else(|| {
+        UsageError("HATTAMA_STORE_KEY must be 64 hex digits (`hattama new-key`)".into()).into()
+    })
+}
+
+fn open(dir: &Path, key_file: Option<&Path>, ca_file: Option<&Path>) -> anyhow::Result<Client> {
+    let key = store_key(key_file, dir)?;
     let mut config = ClientConfig { limits: MediaLimits::default(), ..ClientConfig::default() };
     if let Some(file) = ca_file {
         let pem = std::fs::read(file)
             .map_err(|e| Error::Sync(SyncError::BadCa(format!("{}: {e}", file.display()))))?;
         config.sync.extra_ca_pem = Some(pem);
     }
-    Ok(Client::open(dir, config)?)
+    Ok(Client::open(dir, &key, config)?)
 }
 
 fn print(json: bool, value: &Value, human: impl FnOnce() -> String) {
@@ -586,10 +666,39 @@ fn run(cli: Cli, local_offset: i32) -> anyhow::Result<ExitCode> {
     if let Command::Mirror(args) = cli.command {
         return run_mirror(args); // needs no store
     }
+    if let Command::NewKey = cli.command {
+        println!("{}", hex::encode(StoreKey::generate().as_bytes()));
+        return Ok(ExitCode::SUCCESS);
+    }
     let dir = store_dir(&cli)?;
-    let ca_file = cli.ca_file.clone();
-    let open = |dir: &Path| open(dir, ca_file.as_deref());
+    let (key_file, ca_file) = (cli.key_file.clone(), cli.ca_file.clone());
+    let open = |dir: &Path| open(dir, key_file.as_deref(), ca_file.as_deref());
     match cli.command {
+        Command::Rekey { new_key_file, json } => {
+            let client = open(&dir)?;
+            let new = key_from_file(&new_key_file, &dir)?;
+            client.rekey(&new)?;
+            let v = json!({ "rekeyed": true });
+            print(json, &v, || {
+                format!("the store now opens with the key in {}", new_key_file.display())
+            });
+        }
+        Command::Wipe { json } => {
+            let wiped = hattama_core::store::wipe(&dir).map_err(Error::from)?;
+            let v = json!({
+                "wiped": true,
+                "erased_ms": wiped.erased_after.as_secs_f64() * 1e3,
+                "removed_ms": wiped.removed_after.as_secs_f64() * 1e3,
+            });
+            print(json, &v, || {
+                format!(
+                    "wiped {}: unreadable after {:.1} ms, removed after {:.1} ms",
+                    dir.display(),
+                    wiped.erased_after.as_secs_f64() * 1e3,
+                    wiped.removed_after.as_secs_f64() * 1e3
+                )
+            });
+        }
         Command::Init { json } => {
             let client = open(&dir)?;
             let key = client.device_key();
@@ -820,6 +929,7 @@ fn run(cli: Cli, local_offset: i32) -> anyhow::Result<ExitCode> {
         }
         Command::Audit(args) => return run_audit(args),
         Command::Mirror(args) => return run_mirror(args),
+        Command::NewKey => {}
         Command::Status { json } => {
             let client = open(&dir)?;
             let status = client.status()?;

@@ -1,5 +1,8 @@
-//! Content-addressed photo files: `blobs/<sha256 hex>`.
+//! Photo files: `blobs/<name>`, sealed, one per photo, and cached thumbnails `thumbs/<name>`.
 //!
+//! Every file is sealed (XChaCha20-Poly1305, [`Keys::seal`]) before it is written, temp files
+//! included, and named by a keyed hash of the photo's SHA-256 (or of the capture id, for a
+//! thumbnail), so a file's name and bytes tell nothing without the store key.
 //! A blob is written to `tmp/`, fsynced, renamed into place, and the `blobs/` directory is
 //! fsynced, so after a crash a blob is either absent or complete. Files are never modified in
 //! place. What the database references is decided by the database; [`BlobDir::remove_unreferenced`]
@@ -9,7 +12,9 @@ use std::collections::HashSet;
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use super::crypt::{Keys, OVERHEAD};
 use crate::evidence::Sha256Hash;
 
 /// The blob and temp directories of a store.
@@ -18,9 +23,10 @@ pub struct BlobDir {
     blobs: PathBuf,
     tmp: PathBuf,
     thumbs: PathBuf,
+    keys: Arc<Keys>,
 }
 
-fn fsync_dir(dir: &Path) -> io::Result<()> {
+pub(crate) fn fsync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
@@ -44,26 +50,42 @@ pub fn write_durably(tmp: &Path, path: &Path, bytes: &[u8]) -> io::Result<()> {
     result
 }
 
+/// Creates the blob directories under `root` (nothing else).
+pub fn create_dirs(root: &Path) -> io::Result<()> {
+    for d in ["blobs", "tmp", "thumbs"] {
+        fs::create_dir_all(root.join(d))?;
+    }
+    fsync_dir(root)
+}
+
 impl BlobDir {
-    /// Opens (creating if needed) the blob directories under `root`.
-    pub fn open(root: &Path) -> io::Result<Self> {
-        let dir =
-            Self { blobs: root.join("blobs"), tmp: root.join("tmp"), thumbs: root.join("thumbs") };
-        for d in [&dir.blobs, &dir.tmp, &dir.thumbs] {
-            fs::create_dir_all(d)?;
-        }
-        fsync_dir(root)?;
-        Ok(dir)
+    /// Opens (creating if needed) the blob directories under `root`, sealing with `keys`.
+    pub fn open(root: &Path, keys: Arc<Keys>) -> io::Result<Self> {
+        create_dirs(root)?;
+        Ok(Self {
+            blobs: root.join("blobs"),
+            tmp: root.join("tmp"),
+            thumbs: root.join("thumbs"),
+            keys,
+        })
     }
 
-    /// Where the blob with this hash lives.
+    fn name(&self, hash: &Sha256Hash) -> String {
+        self.keys.name("photo", hash)
+    }
+
+    fn thumb_name(&self, capture_id: &Sha256Hash) -> String {
+        self.keys.name("thumb", capture_id)
+    }
+
+    /// Where the blob of the photo with this hash lives.
     pub fn path(&self, hash: &Sha256Hash) -> PathBuf {
-        self.blobs.join(hash.to_hex())
+        self.blobs.join(self.name(hash))
     }
 
     /// Where a capture's cached thumbnail lives.
     pub fn thumb_path(&self, capture_id: &Sha256Hash) -> PathBuf {
-        self.thumbs.join(format!("{}.jpg", capture_id.to_hex()))
+        self.thumbs.join(self.thumb_name(capture_id))
     }
 
     /// The temp directory (same file system as the blobs).
@@ -71,20 +93,44 @@ impl BlobDir {
         &self.tmp
     }
 
-    /// Stores `bytes` under their hash unless a complete copy is already there.
+    /// Stores the photo `bytes` (sealed) under their hash unless a complete copy is already
+    /// there.
     pub fn put(&self, hash: &Sha256Hash, bytes: &[u8]) -> io::Result<()> {
-        let path = self.path(hash);
+        let name = self.name(hash);
+        let path = self.blobs.join(&name);
         if let Ok(meta) = fs::metadata(&path)
-            && meta.len() == bytes.len() as u64
+            && meta.len() == bytes.len() as u64 + OVERHEAD
         {
             return Ok(());
         }
-        write_durably(&self.tmp, &path, bytes)
+        write_durably(&self.tmp, &path, &self.keys.seal(&name, bytes)?)
     }
 
-    /// Reads a blob.
+    /// Reads a photo.
     pub fn get(&self, hash: &Sha256Hash) -> io::Result<Vec<u8>> {
-        fs::read(self.path(hash))
+        let name = self.name(hash);
+        self.keys.open(&name, fs::read(self.blobs.join(&name))?)
+    }
+
+    /// Whether the photo with this hash is on this device.
+    pub fn has(&self, hash: &Sha256Hash) -> bool {
+        self.path(hash).exists()
+    }
+
+    /// A capture's cached thumbnail, if there is one.
+    pub fn get_thumb(&self, capture_id: &Sha256Hash) -> io::Result<Option<Vec<u8>>> {
+        let name = self.thumb_name(capture_id);
+        match fs::read(self.thumbs.join(&name)) {
+            Ok(sealed) => Ok(Some(self.keys.open(&name, sealed)?)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Keeps a capture's thumbnail (sealed, written durably).
+    pub fn put_thumb(&self, capture_id: &Sha256Hash, thumb: &[u8]) -> io::Result<()> {
+        let name = self.thumb_name(capture_id);
+        write_durably(&self.tmp, &self.thumbs.join(&name), &self.keys.seal(&name, thumb)?)
     }
 
     /// Removes a blob and its directory entry durably. A missing blob is not an error.
@@ -115,14 +161,17 @@ impl BlobDir {
         Ok(total)
     }
 
-    /// Recovery after a crash: removes temp files, blobs whose hash is not in `referenced`, and
+    /// Recovery after a crash: removes temp files, blobs of photos not in `referenced`, and
     /// thumbnails of captures not in `live_captures`. Returns how many files were removed.
     /// The caller must hold the store's write lock, so that no capture is in flight.
     pub fn remove_unreferenced(
         &self,
-        referenced: &HashSet<String>,
-        live_captures: &HashSet<String>,
+        referenced: &HashSet<Sha256Hash>,
+        live_captures: &HashSet<Sha256Hash>,
     ) -> io::Result<usize> {
+        let referenced: HashSet<String> = referenced.iter().map(|h| self.name(h)).collect();
+        let live_captures: HashSet<String> =
+            live_captures.iter().map(|id| self.thumb_name(id)).collect();
         let mut removed = 0;
         for entry in fs::read_dir(&self.tmp)? {
             fs::remove_file(entry?.path())?;
@@ -139,8 +188,7 @@ impl BlobDir {
         for entry in fs::read_dir(&self.thumbs)? {
             let entry = entry?;
             let name = entry.file_name().to_string_lossy().into_owned();
-            let id = name.strip_suffix(".jpg").unwrap_or(&name);
-            if !live_captures.contains(id) {
+            if !live_captures.contains(&name) {
                 fs::remove_file(entry.path())?;
                 removed += 1;
             }

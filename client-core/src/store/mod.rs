@@ -5,6 +5,10 @@
 //! connection (behind a mutex, `BEGIN IMMEDIATE` so that other processes queue too) and one
 //! reader connection.
 //!
+//! The store is encrypted ([`crypt`]): the database with SQLCipher, every file sealed, under
+//! keys that only the app's [`StoreKey`] unlocks. A plain store of an earlier version is
+//! converted when it is first opened with a key ([`Store::open`]); [`wipe()`] destroys a store.
+//!
 //! Guarantees:
 //! - A capture's blob is durable (fsynced file and directory) before its row is committed,
 //!   and the commit is durable (`synchronous = FULL`) before the capture is reported.
@@ -12,10 +16,13 @@
 //!   are removed, so after any crash the store is consistent.
 
 pub mod blobs;
+pub mod crypt;
+pub mod upgrade;
+mod wipe;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use ed25519_dalek::SigningKey;
 use rusqlite::{
@@ -25,6 +32,9 @@ use rusqlite::{
 use crate::decision::DecisionKind;
 use crate::evidence::{DeviceKey, EvidenceKind, MediaType, Sha256Hash, parse_lower_hex};
 pub use blobs::BlobDir;
+pub use crypt::StoreKey;
+use crypt::{KEY_FILE, Keys};
+pub use wipe::{Wiped, wipe};
 
 /// File name of the database inside the store directory.
 pub const DB_FILE: &str = "hattama.sqlite3";
@@ -146,6 +156,9 @@ pub enum StoreError {
     /// A lock was poisoned by a panic in another thread.
     #[error("internal lock poisoned")]
     Poisoned,
+    /// The key given is not this store's key. Nothing was read or changed.
+    #[error("the store is locked: this is not its key")]
+    Locked,
 }
 
 /// Where a capture is in its life.
@@ -386,6 +399,7 @@ pub struct Store {
     writer: Mutex<Connection>,
     reader: Mutex<Connection>,
     blobs: BlobDir,
+    keys: Arc<Keys>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> Result<MutexGuard<'_, T>, StoreError> {
@@ -416,24 +430,81 @@ fn migrate(conn: &mut Connection, target: u32) -> Result<(), StoreError> {
     }
 }
 
+/// The first bytes of an unencrypted SQLite database.
+const PLAIN_HEADER: &[u8; 16] = b"SQLite format 3\0";
+
+/// Whether the database file at `path` is an unencrypted SQLite database (a store of a version
+/// before encryption, or one whose conversion was interrupted).
+fn is_plain(path: &Path) -> Result<bool, StoreError> {
+    use std::io::Read;
+    let mut header = [0u8; 16];
+    match std::fs::File::open(path) {
+        Ok(mut f) => Ok(f.read_exact(&mut header).is_ok() && &header == PLAIN_HEADER),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Opens the database at `path` with the store's SQLCipher key and checks that the key opens
+/// it (and that this build has SQLCipher at all).
+fn open_keyed(path: &Path, keys: &Keys, flags: OpenFlags) -> Result<Connection, StoreError> {
+    let conn = Connection::open_with_flags(path, flags)?;
+    conn.execute_batch(&keys.sqlcipher_pragma())?;
+    let cipher: Option<String> =
+        conn.query_row("PRAGMA cipher_version", [], |r| r.get(0)).optional()?;
+    if cipher.is_none() {
+        return Err(StoreError::Corrupt("this build of SQLite cannot encrypt".into()));
+    }
+    match conn.query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get::<_, i64>(0)) {
+        Ok(_) => Ok(conn),
+        Err(rusqlite::Error::SqliteFailure(e, _))
+            if e.code == rusqlite::ErrorCode::NotADatabase =>
+        {
+            Err(StoreError::Locked)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 impl Store {
-    /// Opens or creates the store in `dir`, upgrades its schema and recovers from any crash.
-    pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        Self::open_at_version(dir, SCHEMA_VERSION)
+    /// Opens or creates the store in `dir` with the app's `key`, upgrades its schema and
+    /// recovers from any crash. A key that is not the store's is [`StoreError::Locked`], and
+    /// then no file is changed. A plain store of an earlier version is converted in place.
+    pub fn open(dir: &Path, key: &StoreKey) -> Result<Self, StoreError> {
+        Self::open_at_version(dir, key, SCHEMA_VERSION)
     }
 
     /// Opens the store but migrates only up to `version` (for the upgrade tests).
     #[doc(hidden)]
-    pub fn open_at_version(dir: &Path, version: u32) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(dir)?;
-        let blobs = BlobDir::open(dir)?;
+    pub fn open_at_version(dir: &Path, key: &StoreKey, version: u32) -> Result<Self, StoreError> {
         let path = dir.join(DB_FILE);
-        let mut writer = Connection::open(&path)?;
+        // The key is checked before anything is created or changed.
+        let keys = if dir.join(KEY_FILE).exists() {
+            Keys::unlock(dir, key)?
+        } else if is_plain(&path)? {
+            blobs::create_dirs(dir)?;
+            Keys::create(dir, &dir.join("tmp"), key)?
+        } else if std::fs::metadata(&path).is_ok_and(|m| m.len() > 0) {
+            return Err(StoreError::Corrupt(format!(
+                "{KEY_FILE} is missing: this store was wiped or damaged"
+            )));
+        } else {
+            std::fs::create_dir_all(dir)?;
+            blobs::create_dirs(dir)?;
+            Keys::create(dir, &dir.join("tmp"), key)?
+        };
+        let keys = Arc::new(keys);
+        let blobs = BlobDir::open(dir, keys.clone())?;
+        if is_plain(&path)? {
+            upgrade::convert(dir, &keys, &blobs)?;
+        }
+        let mut writer = open_keyed(&path, &keys, OpenFlags::default())?;
         writer.pragma_update(None, "journal_mode", "WAL")?;
         configure(&writer)?;
         migrate(&mut writer, version)?;
-        let reader = Connection::open_with_flags(
+        let reader = open_keyed(
             &path,
+            &keys,
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
         configure(&reader)?;
@@ -442,11 +513,20 @@ impl Store {
             writer: Mutex::new(writer),
             reader: Mutex::new(reader),
             blobs,
+            keys,
         };
         if version == SCHEMA_VERSION {
             store.recover()?;
         }
         Ok(store)
+    }
+
+    /// Seals the store's data key under `new` instead of the key it was opened with, in one
+    /// rename: after a crash the old key or the new one opens the store, whole. Nothing else is
+    /// rewritten.
+    pub fn rekey(&self, new: &StoreKey) -> Result<(), StoreError> {
+        let _writer = lock(&self.writer)?;
+        self.keys.seal_into(&self.dir, self.blobs.tmp(), new)
     }
 
     /// The store's directory.
@@ -493,8 +573,12 @@ impl Store {
                 stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
             for row in rows {
                 let (id, photo) = row?;
-                live.insert(id);
-                referenced.insert(photo);
+                let hash = |h: &str| {
+                    Sha256Hash::from_hex(h)
+                        .ok_or_else(|| StoreError::Corrupt(format!("bad hash {h} in captures")))
+                };
+                live.insert(hash(&id)?);
+                referenced.insert(hash(&photo)?);
             }
             let removed = self.blobs.remove_unreferenced(&referenced, &live)?;
             if removed > 0 {
@@ -1226,6 +1310,10 @@ impl RawRecord {
 mod tests {
     use super::*;
 
+    fn key() -> StoreKey {
+        StoreKey::from_bytes([7; 32])
+    }
+
     fn schema(conn: &Connection) -> Vec<String> {
         let mut out = Vec::new();
         let mut stmt = conn
@@ -1314,18 +1402,18 @@ mod tests {
     #[test]
     fn upgraded_database_equals_fresh_one() {
         let fresh_dir = tempfile::tempdir().unwrap();
-        let fresh = Store::open(fresh_dir.path()).unwrap();
+        let fresh = Store::open(fresh_dir.path(), &key()).unwrap();
         let a = fresh.read(|c| Ok(schema(c))).unwrap();
         assert!(a.iter().any(|l| l == &format!("user_version {SCHEMA_VERSION}")));
         for from in 1..SCHEMA_VERSION {
             let old_dir = tempfile::tempdir().unwrap();
             let (old_key, receipted) = {
-                let old = Store::open_at_version(old_dir.path(), from).unwrap();
+                let old = Store::open_at_version(old_dir.path(), &key(), from).unwrap();
                 insert_old_capture(&old);
                 let receipted = (from >= 3).then(|| insert_v3_server_and_receipt(&old));
                 (old.device_key(1).unwrap().to_bytes(), receipted)
             };
-            let upgraded = Store::open(old_dir.path()).unwrap();
+            let upgraded = Store::open(old_dir.path(), &key()).unwrap();
             let b = upgraded.read(|c| Ok(schema(c))).unwrap();
             assert_eq!(a, b, "upgraded from version {from}");
             // The device and the capture made before the upgrade are still there, and the
@@ -1356,9 +1444,64 @@ mod tests {
     }
 
     #[test]
+    fn a_plain_store_of_every_version_is_encrypted_in_place() {
+        let fresh_dir = tempfile::tempdir().unwrap();
+        let fresh = Store::open(fresh_dir.path(), &key()).unwrap();
+        let want = fresh.read(|c| Ok(schema(c))).unwrap();
+        for from in 1..=SCHEMA_VERSION {
+            let dir = tempfile::tempdir().unwrap();
+            upgrade::create_plain(dir.path(), from, &[b"p", b"orphan"]).unwrap();
+            let plain = Connection::open(dir.path().join(DB_FILE)).unwrap();
+            plain
+                .execute(
+                    "INSERT INTO captures (seq, id, manifest, signature, photo_sha256, photo_bytes,
+                        media_type, election, precinct, kind, page_number, page_count,
+                        captured_at_ms, utc_offset_min, removed_bytes, state, state_detail,
+                        updated_at_ms)
+                     VALUES (1, ?1, X'7B7D', ?2, ?3, 1, 'image/jpeg', 'e', 'p', 'posted', 1, 1,
+                        5, 0, 0, 'queued', NULL, 5)",
+                    params![
+                        Sha256Hash::of(b"m").to_hex(),
+                        vec![7u8; 64],
+                        Sha256Hash::of(b"p").to_hex()
+                    ],
+                )
+                .unwrap();
+            drop(plain);
+            let path = dir.path().join(DB_FILE);
+            assert!(is_plain(&path).unwrap());
+            let store = Store::open(dir.path(), &key()).unwrap();
+            assert!(!is_plain(&path).unwrap(), "from version {from}");
+            assert_eq!(store.read(|c| Ok(schema(c))).unwrap(), want, "from version {from}");
+            assert_eq!(store.list().unwrap().len(), 1);
+            assert_eq!(store.blobs().get(&Sha256Hash::of(b"p")).unwrap(), b"p");
+            let names: Vec<String> = std::fs::read_dir(dir.path().join("blobs"))
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            assert_eq!(
+                names,
+                [store
+                    .blobs()
+                    .path(&Sha256Hash::of(b"p"))
+                    .file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned()],
+                "the plain photo files are gone"
+            );
+            drop(store);
+            assert!(matches!(
+                Store::open(dir.path(), &StoreKey::from_bytes([8; 32])),
+                Err(StoreError::Locked)
+            ));
+        }
+    }
+
+    #[test]
     fn the_kept_checkpoint_only_grows_and_the_first_alarm_stays() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let store = Store::open(dir.path(), &key()).unwrap();
         let kept = |size: u64| KeptCheckpoint {
             size,
             root: [size as u8; 32],
@@ -1415,7 +1558,7 @@ mod tests {
     #[test]
     fn server_row_round_trips_and_keeps_the_sync_outcome() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let store = Store::open(dir.path(), &key()).unwrap();
         let mut record = ServerRecord {
             base_url: "https://x.kz".into(),
             device_id: Sha256Hash::of(b"d"),
@@ -1445,7 +1588,7 @@ mod tests {
     #[test]
     fn a_review_is_kept_for_a_receipted_capture_and_only_a_later_one_replaces_it() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let store = Store::open(dir.path(), &key()).unwrap();
         let capture = |id: &Sha256Hash, seq: i64, state: &str| {
             store
                 .write(|tx| -> Result<(), StoreError> {
@@ -1499,18 +1642,19 @@ mod tests {
     #[test]
     fn refuses_a_newer_schema() {
         let dir = tempfile::tempdir().unwrap();
-        drop(Store::open(dir.path()).unwrap());
-        let conn = Connection::open(dir.path().join(DB_FILE)).unwrap();
+        drop(Store::open(dir.path(), &key()).unwrap());
+        let keys = Keys::unlock(dir.path(), &key()).unwrap();
+        let conn = open_keyed(&dir.path().join(DB_FILE), &keys, OpenFlags::default()).unwrap();
         conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1).unwrap();
         drop(conn);
-        assert!(matches!(Store::open(dir.path()), Err(StoreError::TooNew { .. })));
+        assert!(matches!(Store::open(dir.path(), &key()), Err(StoreError::TooNew { .. })));
     }
 
     #[test]
     fn device_key_is_stable() {
         let dir = tempfile::tempdir().unwrap();
-        let k1 = Store::open(dir.path()).unwrap().device_key(1).unwrap();
-        let k2 = Store::open(dir.path()).unwrap().device_key(2).unwrap();
+        let k1 = Store::open(dir.path(), &key()).unwrap().device_key(1).unwrap();
+        let k2 = Store::open(dir.path(), &key()).unwrap().device_key(2).unwrap();
         assert_eq!(k1.to_bytes(), k2.to_bytes());
     }
 }

@@ -17,7 +17,7 @@ use super::*;
 use crate::evidence::{EvidenceKind, Page, SignedManifest};
 use crate::log::{LogEntry, TlogProof, sign_checkpoint};
 use crate::receipt::{Receipt, ReceiptLog};
-use crate::{CaptureRefusal, CaptureRequest, Client, ClientConfig};
+use crate::{CaptureRefusal, CaptureRequest, Client, ClientConfig, StoreKey};
 
 // ---------------------------------------------------------------------------------------------
 // Pure helpers.
@@ -226,7 +226,7 @@ fn test_config() -> ClientConfig {
 #[test]
 fn store_transitions_guard_each_state() {
     let dir = tempfile::tempdir().unwrap();
-    let client = Client::open(dir.path(), test_config()).unwrap();
+    let client = Client::open(dir.path(), &StoreKey::from_bytes([7; 32]), test_config()).unwrap();
     let a = client.capture(&tiny_jpeg(16, 16, 1), &request("p1")).unwrap();
     let b = client.capture(&tiny_jpeg(16, 16, 2), &request("p1")).unwrap();
     let store = client.store();
@@ -793,7 +793,7 @@ impl Recorder {
 
 fn enrolled(stub: &Stub) -> (tempfile::TempDir, Client) {
     let dir = tempfile::tempdir().unwrap();
-    let client = Client::open(dir.path(), test_config()).unwrap();
+    let client = Client::open(dir.path(), &StoreKey::from_bytes([7; 32]), test_config()).unwrap();
     let e = client.enroll(&format!("{}/", stub.url), "K7Q2-9XZM").unwrap();
     assert_eq!(e.server_url, stub.url);
     assert_eq!(e.receipt_key, stub.receipt_key());
@@ -939,11 +939,11 @@ fn a_refused_capture_is_rejected_and_the_next_one_still_goes() {
     let stub = Stub::start(3);
     // Captured before the device enrolled, so not checked against the election then.
     let dir = tempfile::tempdir().unwrap();
-    let bad = Client::open(dir.path(), test_config())
+    let bad = Client::open(dir.path(), &StoreKey::from_bytes([7; 32]), test_config())
         .unwrap()
         .capture(&tiny_jpeg(8, 8, 6), &request("p9"))
         .unwrap();
-    let client = Client::open(dir.path(), test_config()).unwrap();
+    let client = Client::open(dir.path(), &StoreKey::from_bytes([7; 32]), test_config()).unwrap();
     client.enroll(&stub.url, "K7Q2-9XZM").unwrap();
     // Enrolled, the device refuses such a capture itself, before signing it.
     let refused = client.capture(&tiny_jpeg(8, 8, 6), &request("p9")).unwrap_err();
@@ -1023,7 +1023,7 @@ fn an_unreachable_server_gives_up_after_max_retries() {
     let closed = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", closed.local_addr().unwrap());
     drop(closed);
-    let client = Client::open(dir.path(), test_config()).unwrap();
+    let client = Client::open(dir.path(), &StoreKey::from_bytes([7; 32]), test_config()).unwrap();
     let mut server = client.store().server().unwrap().unwrap();
     server.base_url = url;
     client.store().write(|tx| Store::save_server(tx, &server)).unwrap();
@@ -1067,7 +1067,7 @@ fn cancelling_stops_during_a_back_off_wait() {
 fn only_one_sync_runs_per_store() {
     let stub = Stub::start(8);
     let (dir, client) = enrolled(&stub);
-    let other = Client::open(dir.path(), test_config()).unwrap();
+    let other = Client::open(dir.path(), &StoreKey::from_bytes([7; 32]), test_config()).unwrap();
     client.capture(&tiny_jpeg(8, 8, 12), &request("p1")).unwrap();
     // The first sync waits in a back-off; the second, from another handle, is refused.
     stub.fault(Fault::Status {
@@ -1130,7 +1130,7 @@ fn enrolling_again_adds_precincts_and_refuses_another_server_key() {
 #[test]
 fn sync_needs_an_enrollment() {
     let dir = tempfile::tempdir().unwrap();
-    let client = Client::open(dir.path(), test_config()).unwrap();
+    let client = Client::open(dir.path(), &StoreKey::from_bytes([7; 32]), test_config()).unwrap();
     let err = client.sync(&NoProgress, &CancelToken::new()).unwrap_err();
     assert!(matches!(err, Error::Sync(SyncError::NotEnrolled)), "{err:?}");
     let status = client.status().unwrap();
@@ -1387,7 +1387,7 @@ fn enrollment_pins_the_log_key_and_refuses_another() {
     let other = Stub::start(38);
     other.state.lock().unwrap().enroll_without_log_key = true;
     let dir = tempfile::tempdir().unwrap();
-    let fresh = Client::open(dir.path(), test_config()).unwrap();
+    let fresh = Client::open(dir.path(), &StoreKey::from_bytes([7; 32]), test_config()).unwrap();
     let err = fresh.enroll(&other.url, "K7Q2").unwrap_err();
     assert!(
         matches!(&err, Error::Sync(SyncError::Protocol(m)) if m.contains("log_key")),

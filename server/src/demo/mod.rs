@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use hattama_core::election::{Election, LineKind, Names, ProtocolTemplate};
 use hattama_core::evidence::{EvidenceKind, Page};
-use hattama_core::{CaptureRequest, Client, ClientConfig};
+use hattama_core::{CaptureRequest, Client, ClientConfig, StoreKey};
 use rand::{Rng, SeedableRng};
 
 use crate::official::Figures;
@@ -257,8 +257,13 @@ pub fn observe(
             loop {
                 let job = queue.lock().map_err(|e| DemoError::Observer(e.to_string()))?.pop();
                 let Some((d, code, mine)) = job else { return Ok(out) };
-                let client =
-                    Client::open(&work.join(format!("observer-{d:03}")), ClientConfig::default())?;
+                // A simulated phone keeps its store key only in memory, as the app does in
+                // the platform's key store.
+                let client = Client::open(
+                    &work.join(format!("observer-{d:03}")),
+                    &StoreKey::generate(),
+                    ClientConfig::default(),
+                )?;
                 client.enroll(&url, &code)?;
                 for (i, precinct) in mine {
                     let values = truth.get(&precinct).cloned().unwrap_or_default();

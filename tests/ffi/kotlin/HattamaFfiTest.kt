@@ -34,8 +34,11 @@ fun check(condition: Boolean, message: () -> String) {
     if (!condition) throw AssertionError(message())
 }
 
+// The store key an app keeps in Android Keystore (here: fixed, per test run).
+val storeKey = ByteArray(32) { 0x11 }
+
 fun openClient(name: String, settings: ClientSettings = fast) =
-    Client.open(File(work, "kotlin-$name").path, settings)
+    Client.open(File(work, "kotlin-$name").path, storeKey, settings)
 
 fun request(i: Int, transcription: Map<String, ULong>? = null, note: String? = null) =
     CaptureRequest(
@@ -52,6 +55,7 @@ fun HattamaException.code(): String = when (this) {
     is HattamaException.Storage -> code
     is HattamaException.RejectedByServer -> code
     is HattamaException.Internal -> code
+    is HattamaException.Locked -> code
 }
 
 inline fun <reified E : HattamaException> expect(code: String, block: () -> Unit) {
@@ -176,7 +180,7 @@ fun testErrors() {
     }
 
     val aFile = File(work, "kotlin-a-file").apply { writeText("not a directory") }
-    expect<HattamaException.Storage>("file") { Client.open(File(aFile, "store").path) }
+    expect<HattamaException.Storage>("file") { Client.open(File(aFile, "store").path, storeKey) }
     check(client.list().isEmpty()) { "a refused capture was stored" }
 }
 
@@ -244,9 +248,36 @@ fun testThreads() {
     check(recordReceipts("threads", client) == 20) { "receipts" }
 }
 
+fun filesUnder(root: File): Map<String, List<Byte>> =
+    root.walkTopDown().filter { it.isFile }.associate { it.relativeTo(root).path to it.readBytes().toList() }
+
+fun testSafety() {
+    val store = File(work, "kotlin-safety")
+    openClient("safety").use { client ->
+        client.enroll(url, codes.next())
+        client.capture(photos[0].readBytes(), request(0, note = "seen at the door"))
+        check(syncToCompletion(client, Recorder()).remaining == 0uL) { "not sent" }
+        check(recordReceipts("safety", client) == 1) { "receipts" }
+    }
+    // A wrong key: its own group, and not a byte of the store changed.
+    val before = filesUnder(store)
+    expect<HattamaException.Locked>("store_locked") { Client.open(store.path, ByteArray(32), fast) }
+    check(filesUnder(store) == before) { "a wrong key changed the store" }
+    expect<HattamaException.FixInput>("bad_key") { Client.open(store.path, ByteArray(5), fast) }
+    // The right key opens it; the panic wipe leaves nothing.
+    openClient("safety").use { client ->
+        check(client.list().size == 1) { "captures ${client.list()}" }
+        val wiped = client.wipe()
+        check(wiped.erasedMs <= wiped.removedMs) { "wipe $wiped" }
+    }
+    check(!store.exists()) { "the wiped store is still there" }
+    wipeStore(store.path)
+}
+
 fun main() {
     val tests = listOf(
         "flow" to ::testFlow,
+        "safety" to ::testSafety,
         "errors" to ::testErrors,
         "close cancels" to ::testCloseCancels,
         "threads" to ::testThreads,

@@ -12,7 +12,7 @@ Run by tests/tests/ffi.rs, which starts the server and the proxy and passes, in 
   HATTAMA_WORK       a scratch directory
   HATTAMA_RESULT     a file to which every receipted capture is appended (JSON lines), for the
                      driver to check against the server's own list
-Only the standard library: unittest, threading, sqlite3 (to tamper with a store from outside).
+Only the standard library: unittest, threading, sqlite3 (to try to read a store from outside).
 """
 
 import gc
@@ -55,8 +55,12 @@ _codes = iter(CODES)
 _result_lock = threading.Lock()
 
 
-def open_client(name, settings=FAST):
-    return h.Client.open(os.path.join(WORK, name), settings)
+# The store key an app keeps in the platform's key store (here: fixed, per test run).
+KEY = bytes.fromhex("11" * 32)
+
+
+def open_client(name, settings=FAST, key=KEY):
+    return h.Client.open(os.path.join(WORK, name), key, settings)
 
 
 def enrolled_client(name):
@@ -216,20 +220,15 @@ class FlowTest(unittest.TestCase):
             client.delete(live[0].id)
         self.assertEqual(e.exception.code, "not_deletable")
 
-        # A receipt changed behind the core's back no longer verifies.
-        db = sqlite3.connect(os.path.join(WORK, "flow", "hattama.sqlite3"))
-        with db:
-            (raw,) = db.execute(
-                "SELECT receipt FROM receipts WHERE capture_id = ?", (live[0].id,)).fetchone()
-            forged = json.loads(raw)
-            forged["receipt"]["received_at_ms"] += 1
-            db.execute("UPDATE receipts SET receipt = ? WHERE capture_id = ?",
-                       (json.dumps(forged).encode(), live[0].id))
-        db.close()
-        with self.assertRaises(HattamaError.RejectedByServer) as e:
-            client.verify_receipt(live[0].id)
-        self.assertEqual(e.exception.code, "receipt_invalid")
+        # The stored receipts verify again now. Nothing outside the core can read or change
+        # them: the store is encrypted (a receipt forged with the store's key fails
+        # verify_receipt: tests/tests/safety.rs).
+        client.verify_receipt(live[0].id)
         client.verify_receipt(live[1].id)
+        db = sqlite3.connect(os.path.join(WORK, "flow", "hattama.sqlite3"))
+        with self.assertRaises(sqlite3.DatabaseError):
+            db.execute("SELECT receipt FROM receipts").fetchall()
+        db.close()
 
 
 class ErrorKindsTest(unittest.TestCase):
@@ -304,15 +303,15 @@ class ErrorKindsTest(unittest.TestCase):
         with open(a_file, "w") as f:
             f.write("not a directory")
         self.assert_error(HattamaError.Storage, "file", h.Client.open,
-                          os.path.join(a_file, "store"), None)
-        # A store written by a newer version of the app.
-        client = open_client("errors-newer")
+                          os.path.join(a_file, "store"), KEY, None)
+        # The store is encrypted: SQLite without its key reads nothing in it.
+        client = open_client("errors-sealed")
         del client
         gc.collect()
-        db = sqlite3.connect(os.path.join(WORK, "errors-newer", "hattama.sqlite3"))
-        db.execute("PRAGMA user_version = 99")
+        db = sqlite3.connect(os.path.join(WORK, "errors-sealed", "hattama.sqlite3"))
+        with self.assertRaises(sqlite3.DatabaseError):
+            db.execute("SELECT count(*) FROM sqlite_schema").fetchall()
         db.close()
-        self.assert_error(HattamaError.Storage, "store_too_new", open_client, "errors-newer")
 
     def test_rejected_by_server(self):
         client = open_client("errors-rejected")
@@ -377,6 +376,51 @@ class Coordinator:
         form = {"csrf": self.csrf("/review"), "kind": kind, "reason": reason, "seen": seen}
         status, body = self.request(f"/review/captures/{capture}/decision", form)
         assert status == 303, (status, body[:500])
+
+
+def files_under(root):
+    """Every file under `root` with its bytes."""
+    out = {}
+    for dirpath, _, names in os.walk(root):
+        for name in names:
+            path = os.path.join(dirpath, name)
+            out[os.path.relpath(path, root)] = read(path)
+    return out
+
+
+class SafetyTest(unittest.TestCase):
+    def test_a_keyed_store_captures_syncs_and_wipes_and_a_wrong_key_is_locked(self):
+        store = os.path.join(WORK, "safety")
+        client = enrolled_client("safety")
+        client.capture(read(PHOTOS[0]), request(0, note="seen at the door"))
+        sync_to_completion(client)
+        self.assertEqual(record_receipts("safety", client), 1)
+        del client
+        gc.collect()
+
+        # A wrong key: its own group, and not a byte of the store changed.
+        before = files_under(store)
+        with self.assertRaises(HattamaError.Locked) as e:
+            open_client("safety", key=bytes(32))
+        self.assertEqual(e.exception.code, "store_locked")
+        self.assertEqual(files_under(store), before)
+        with self.assertRaises(HattamaError.FixInput) as e:
+            open_client("safety", key=b"short")
+        self.assertEqual(e.exception.code, "bad_key")
+
+        # The right key opens it; the wipe leaves nothing, and a new store may start there.
+        client = open_client("safety")
+        self.assertEqual(len(client.list()), 1)
+        wiped = client.wipe()
+        self.assertLessEqual(wiped.erased_ms, wiped.removed_ms)
+        self.assertFalse(os.path.exists(store))
+        del client
+        gc.collect()
+        self.assertEqual(open_client("safety").list(), [])
+        # Wiping what is gone is no error (the panic button may be pressed twice).
+        h.wipe_store(store)
+        h.wipe_store(store)
+        self.assertFalse(os.path.exists(store))
 
 
 class ObserverTest(unittest.TestCase):

@@ -20,10 +20,11 @@ CA = open(os.environ["HATTAMA_CA_FILE"]).read()
 PHOTOS = os.environ["HATTAMA_PHOTOS"].split(os.pathsep)
 WORK = os.environ["HATTAMA_WORK"]
 
+KEY = bytes.fromhex("22" * 32)
 FAST = dict(backoff_base_ms=10, backoff_cap_ms=200, max_retries=3, connect_timeout_ms=5000)
 
 # Without the CA, the server's certificate is not trusted: enrollment cannot reach it.
-stranger = h.Client.open(os.path.join(WORK, "stranger"), h.ClientSettings(**FAST))
+stranger = h.Client.open(os.path.join(WORK, "stranger"), KEY, h.ClientSettings(**FAST))
 try:
     stranger.enroll(URL, CODES[1])
     raise AssertionError("enrolled with a server whose certificate nobody vouched for")
@@ -33,14 +34,16 @@ except HattamaError.RetryLater as e:
 # A PEM that is not one is a mistake to fix, said at once.
 try:
     bad = h.Client.open(
-        os.path.join(WORK, "bad"), h.ClientSettings(extra_ca_pem="not a certificate", **FAST)
+        os.path.join(WORK, "bad"), KEY, h.ClientSettings(extra_ca_pem="not a certificate", **FAST)
     )
     bad.enroll(URL, CODES[1])
     raise AssertionError("a broken CA file was accepted")
 except HattamaError.FixInput as e:
     print("broken CA:", e)
 
-client = h.Client.open(os.path.join(WORK, "observer"), h.ClientSettings(extra_ca_pem=CA, **FAST))
+client = h.Client.open(
+    os.path.join(WORK, "observer"), KEY, h.ClientSettings(extra_ca_pem=CA, **FAST)
+)
 enrollment = client.enroll(URL, CODES[0])
 assert enrollment.precincts == ["p0001"], enrollment.precincts
 for photo in PHOTOS:
