@@ -7,8 +7,10 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+use hattama_tests::static_site::StaticSite;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -48,40 +50,6 @@ fn problems(run: &Run) -> Vec<(String, String)> {
 
 fn has(found: &[(String, String)], kind: &str, location: &str) -> bool {
     found.iter().any(|(k, l)| k == kind && l == location)
-}
-
-/// A directory served by Python's `http.server` on a random port (killed on drop).
-struct Mirror {
-    child: Child,
-    url: String,
-}
-
-impl Mirror {
-    fn serve(dir: &Path) -> Self {
-        let mut child = Command::new("python3")
-            .args(["-u", "-m", "http.server", "0", "--bind", "127.0.0.1", "--directory"])
-            .arg(dir)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("python3 runs (scripts/test installs it)");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        // "Serving HTTP on 127.0.0.1 port 41234 (http://127.0.0.1:41234/) ..."
-        let port = line
-            .split_whitespace()
-            .skip_while(|w| *w != "port")
-            .nth(1)
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
-        Self { child, url: format!("http://127.0.0.1:{port}") }
-    }
-}
-
-impl Drop for Mirror {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// A photo as a device signs it, distinct for every seed.
@@ -205,7 +173,7 @@ fn a_live_log_and_its_mirror_audit_clean_and_every_tampering_is_named() {
     for s in scenarios {
         copy_dir(&clean, &root.path().join(s));
     }
-    let mirror = Mirror::serve(root.path());
+    let mirror = StaticSite::serve(root.path());
     let mirror_url = mirror.url.clone();
     let at = |s: &str| format!("{mirror_url}/{s}");
     let dir = |s: &str| root.path().join(s);
@@ -467,7 +435,7 @@ fn following_reports_forks_rewrites_and_shrinks_of_an_independently_written_log(
     let mut rewritten = entries.clone();
     rewritten[5] = entry(5, "p0005");
     let root = tempfile::tempdir().unwrap();
-    let mirror = Mirror::serve(root.path());
+    let mirror = StaticSite::serve(root.path());
     let auditor_of = |name: &str| {
         Auditor::new(AuditConfig::new(&format!("{}/{name}", mirror.url), log_key.clone())).unwrap()
     };
