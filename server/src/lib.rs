@@ -21,6 +21,7 @@ pub mod review;
 pub mod routes;
 pub mod settings;
 pub mod startup;
+pub mod state;
 pub mod storage;
 pub mod telemetry;
 pub mod throttle;

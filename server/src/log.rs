@@ -66,6 +66,8 @@ pub struct Log {
     /// When the integrator thread last went round its loop (ms since the epoch; 0: never):
     /// `/readyz` calls it dead when that is long ago.
     beat_ms: std::sync::atomic::AtomicU64,
+    /// Set by [`Log::stop`]: the integrator (and the witnessing thread) end their loops.
+    stopping: std::sync::atomic::AtomicBool,
 }
 
 /// The size of the newest published checkpoint, and a signal when it grows; and that
@@ -369,6 +371,7 @@ impl Log {
             }),
             tiles: Mutex::default(),
             beat_ms: std::sync::atomic::AtomicU64::new(0),
+            stopping: std::sync::atomic::AtomicBool::new(false),
         });
         fs::create_dir_all(&log.dir)?;
         let from = log.published_file_size();
@@ -386,11 +389,11 @@ impl Log {
         tlog::verify_checkpoint(&note, &self.log_key).ok().map(|c| c.size)
     }
 
-    /// Starts the integrator thread. It runs until the process ends.
-    pub fn start(self: &Arc<Self>) -> std::io::Result<()> {
+    /// Starts the integrator thread. It runs until [`Log::stop`]; join the handle after that.
+    pub fn start(self: &Arc<Self>) -> std::io::Result<std::thread::JoinHandle<()>> {
         let log = self.clone();
         std::thread::Builder::new().name("log-integrator".into()).spawn(move || {
-            loop {
+            while !log.is_stopping() {
                 // A batch gathers whatever was committed while the one before it ran, so batches
                 // grow with the load. Batches start at most every BATCH_INTERVAL: a capture
                 // arriving after a quiet moment is integrated at once, while under a stream of
@@ -411,8 +414,26 @@ impl Log {
                     }
                 }
             }
-        })?;
-        Ok(())
+            // A publication still running ends before the thread does.
+            if let Ok(mut state) = log.integrator.lock()
+                && let Some(Err(e)) = state.publishing.take().map(join)
+            {
+                tracing::warn!(error = %e, "log publication failed; the next start publishes it");
+            }
+        })
+    }
+
+    /// Asks the integrator thread (and whoever waits on the log) to end soon: at the end of
+    /// its batch, or at once when idle. Called when the app stops.
+    pub fn stop(&self) {
+        self.stopping.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.wake();
+        self.published.changed.notify_all();
+    }
+
+    /// Whether [`Log::stop`] was called.
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     fn sleep_until_woken(&self, timeout: Duration) {
@@ -589,6 +610,9 @@ impl Log {
         loop {
             if index < self.published_size() {
                 return Ok(true);
+            }
+            if self.is_stopping() {
+                return Ok(false);
             }
             if !woken {
                 self.wake();

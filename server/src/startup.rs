@@ -18,35 +18,8 @@ use crate::settings::Settings;
 use crate::storage::{ReviewStorage, SqliteStorage, Storage};
 use crate::tls::CertStore;
 
-/// Shared state of the handlers.
-pub struct AppState {
-    /// Storage.
-    pub storage: Arc<dyn Storage>,
-    /// Signing keys.
-    pub keys: Arc<ServerKeys>,
-    /// Settings.
-    pub settings: Settings,
-    /// The photo limits, from the settings.
-    pub media_limits: MediaLimits,
-    /// Per-upload locks.
-    pub uploads: UploadSlots,
-    /// The public log.
-    pub log: Arc<crate::log::Log>,
-    /// The public views (gallery, API, open data) and their cache.
-    pub gallery: Arc<crate::gallery::Gallery>,
-    /// The review's storage (the same database as `storage`).
-    pub review: Arc<dyn ReviewStorage>,
-    /// Failed logins of the review UI.
-    pub login_throttle: crate::review::LoginThrottle,
-    /// Thumbnails and the server-wide bound on photo decodes.
-    pub thumbs: Arc<crate::thumbs::Thumbnails>,
-    /// Prometheus metrics (`/metrics`).
-    pub metrics: Arc<crate::metrics::Metrics>,
-    /// Rate limits per client and per device.
-    pub rate_limits: Arc<crate::ratelimit::RateLimits>,
-    /// The free-space floor of uploads.
-    pub free_space: crate::ingest::FreeSpace,
-}
+pub use crate::state::AppState;
+use crate::state::Background;
 
 /// Reads the witness policy and checks that it names this log and that its witnesses can be
 /// reached (a URL each).
@@ -77,7 +50,26 @@ pub struct Application {
     metrics: Option<actix_web::dev::Server>,
     /// The certificate of the HTTPS listener, read again on `SIGHUP`.
     certs: Option<Arc<CertStore>>,
+    /// The log's integrator and the witnessing, stopped when the servers have stopped.
+    background: Background,
     _lock: std::fs::File,
+}
+
+/// Stops a running [`Application`] (its listeners; then `run` stops its threads and returns).
+#[derive(Clone)]
+pub struct StopHandle {
+    server: actix_web::dev::ServerHandle,
+    metrics: Option<actix_web::dev::ServerHandle>,
+}
+
+impl StopHandle {
+    /// Stops the app's listeners; with `graceful`, requests under way finish first.
+    pub async fn stop(&self, graceful: bool) {
+        if let Some(metrics) = &self.metrics {
+            metrics.stop(graceful).await;
+        }
+        self.server.stop(graceful).await;
+    }
 }
 
 /// Why the server could not start.
@@ -119,11 +111,13 @@ impl Application {
             &settings.log_origin,
             &settings.data_dir,
         )?;
-        log.start()?;
+        // From here, a failed start stops the threads again (`background` is dropped).
+        let mut background = Background::new(log.clone());
+        background.push(log.start()?);
         if let Some(path) = &settings.witness_policy {
             let policy = witness_policy(path, &settings.log_origin, &keys.log)?;
             let timeout = std::time::Duration::from_millis(settings.witness_timeout_ms);
-            crate::witnessing::start(log.clone(), policy, timeout)?;
+            background.push(crate::witnessing::start(log.clone(), policy, timeout)?);
         }
         let listener = TcpListener::bind(settings.listen)?;
         let addr = listener.local_addr()?;
@@ -159,6 +153,8 @@ impl Application {
             metrics,
             rate_limits,
             free_space,
+            photo_bufs: Default::default(),
+            whole_in_memory: Default::default(),
         });
         let (server, certs) = match &state.settings.tls {
             None => {
@@ -189,7 +185,15 @@ impl Application {
                 Some(server.run())
             }
         };
-        Ok(Self { addr, server, metrics, certs, _lock: lock })
+        Ok(Self { addr, server, metrics, certs, background, _lock: lock })
+    }
+
+    /// What stops this app once it runs.
+    pub fn stop_handle(&self) -> StopHandle {
+        StopHandle {
+            server: self.server.handle(),
+            metrics: self.metrics.as_ref().map(actix_web::dev::Server::handle),
+        }
     }
 
     /// The bound address.
@@ -203,7 +207,8 @@ impl Application {
         format!("{scheme}://{}", self.addr)
     }
 
-    /// Serves until stopped. `SIGHUP` reads the certificate and key of `[tls]` again.
+    /// Serves until stopped (a signal, or [`Application::stop_handle`]), then stops the app's
+    /// threads. `SIGHUP` reads the certificate and key of `[tls]` again.
     pub async fn run(self) -> std::io::Result<()> {
         // Always caught: `systemctl reload` must never end a server that has nothing to reload.
         let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
@@ -220,10 +225,13 @@ impl Application {
             }
         });
         let lock = self._lock;
+        let background = self.background;
         let result = match self.metrics {
             None => self.server.await,
             Some(metrics) => futures_util::future::try_join(self.server, metrics).await.map(|_| ()),
         };
+        // The integrator may be in the middle of a batch: wait for it off the async threads.
+        let _ = tokio::task::spawn_blocking(move || drop(background)).await;
         drop(lock);
         result
     }

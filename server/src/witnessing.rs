@@ -32,8 +32,12 @@ struct Witness {
     known: Option<u64>,
 }
 
-/// Starts the witnessing thread for `log` under `policy`.
-pub fn start(log: Arc<Log>, policy: Policy, timeout: Duration) -> std::io::Result<()> {
+/// Starts the witnessing thread for `log` under `policy`; it ends after [`Log::stop`].
+pub fn start(
+    log: Arc<Log>,
+    policy: Policy,
+    timeout: Duration,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
     let http = reqwest::blocking::Client::builder()
         .timeout(timeout)
         .build()
@@ -52,8 +56,7 @@ pub fn start(log: Arc<Log>, policy: Policy, timeout: Duration) -> std::io::Resul
     let file = log.dir().join(COSIGNED_FILE);
     std::thread::Builder::new()
         .name("witnessing".into())
-        .spawn(move || run(&log, &policy, &http, witnesses, &file))?;
-    Ok(())
+        .spawn(move || run(&log, &policy, &http, witnesses, &file))
 }
 
 fn run(
@@ -67,7 +70,7 @@ fn run(
     let mut target: Option<(u64, Vec<u8>)> = None;
     let mut lines: Vec<Option<Signature>> = vec![None; witnesses.len()];
     let mut written = 0u64;
-    loop {
+    while !log.is_stopping() {
         let (size, note) = match log.published_checkpoint() {
             Ok(c) if c.0 > 0 => c,
             _ => {

@@ -21,7 +21,7 @@ use super::parse_hash;
 use crate::error::ApiError;
 use crate::ingest;
 use crate::startup::AppState;
-use crate::storage::{PhotoBuf, SMALL_PHOTO_BYTES};
+use crate::storage::SMALL_PHOTO_BYTES;
 
 const TUS_VERSION: &str = "1.0.0";
 
@@ -311,7 +311,7 @@ async fn create_whole(
     let claimed = Sha256Hash::of(&manifest);
     let slot = state.uploads.get(&claimed);
     let (_guard, generation) = slot.take_over().await?;
-    let mut photo = PhotoBuf::with_capacity(length as usize);
+    let mut photo = state.photo_bufs.with_capacity(length as usize);
     let read_timeout = Duration::from_secs(state.settings.limits.read_timeout_secs);
     let mut cut = false;
     loop {
@@ -592,26 +592,29 @@ const KEEP_IN_MEMORY: u64 = 1 << 20;
 /// [`receive`]); past it, they write to the upload's file as they arrive.
 const WHOLE_IN_MEMORY_BUDGET: u64 = 256 << 20;
 
-/// Bytes reserved now under [`WHOLE_IN_MEMORY_BUDGET`].
-static WHOLE_IN_MEMORY: AtomicU64 = AtomicU64::new(0);
+/// Bytes reserved now under [`WHOLE_IN_MEMORY_BUDGET`], one count per app (in its state).
+/// Clones share the count.
+#[derive(Clone, Default)]
+pub struct WholeInMemory(Arc<AtomicU64>);
 
 /// A reservation under [`WHOLE_IN_MEMORY_BUDGET`], given back when dropped.
-struct Reserved(u64);
+struct Reserved(WholeInMemory, u64);
 
 impl Reserved {
-    fn take(bytes: u64) -> Option<Self> {
-        WHOLE_IN_MEMORY
+    fn take(budget: &WholeInMemory, bytes: u64) -> Option<Self> {
+        budget
+            .0
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |held| {
                 (held + bytes <= WHOLE_IN_MEMORY_BUDGET).then_some(held + bytes)
             })
             .ok()
-            .map(|_| Self(bytes))
+            .map(|_| Self(budget.clone(), bytes))
     }
 }
 
 impl Drop for Reserved {
     fn drop(&mut self) {
-        WHOLE_IN_MEMORY.fetch_sub(self.0, Ordering::SeqCst);
+        self.0.0.fetch_sub(self.1, Ordering::SeqCst);
     }
 }
 
@@ -648,10 +651,12 @@ async fn receive(
     // serves the connections; only a cut body is written here, for the client to resume. A
     // first part of a photo is written as it arrives; a small one is also kept for the
     // completion, which reads it whole anyway.
-    let reserved = (offset == 0 && whole_photo).then(|| Reserved::take(length)).flatten();
+    let reserved = (offset == 0 && whole_photo)
+        .then(|| Reserved::take(&state.whole_in_memory, length))
+        .flatten();
     let held = reserved.is_some();
     let mut whole = (held || (offset == 0 && length <= KEEP_IN_MEMORY))
-        .then(|| PhotoBuf::with_capacity(length as usize));
+        .then(|| state.photo_bufs.with_capacity(length as usize));
     let mut received = 0u64;
     let read_timeout = Duration::from_secs(state.settings.limits.read_timeout_secs);
     let mut cut = false;

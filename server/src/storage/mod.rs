@@ -20,7 +20,7 @@ use std::io::Write;
 pub use gallery::{GalleryStorage, PublicCapture};
 use hattama_core::election::Election;
 use hattama_core::evidence::{DeviceKey, Sha256Hash};
-pub use photo_buf::PhotoBuf;
+pub use photo_buf::{BufPool, PhotoBuf};
 pub use review::{Decision, DecisionKind, ReviewStorage, Transcription, TranscriptionStatus};
 pub use sqlite::SqliteStorage;
 pub use sqlite::backup::{SnapshotFacts, snapshot, snapshot_facts};

@@ -1,5 +1,6 @@
 //! [`PhotoBuf`]: a photo's bytes in memory, laid out so that storage can write them to a file
-//! without the page cache (`O_DIRECT`), from a small pool of reused buffers.
+//! without the page cache (`O_DIRECT`), from a small pool of reused buffers ([`BufPool`], one
+//! per app, in its state).
 //!
 //! A large photo that arrives whole is received into one of these and written once, by its
 //! commit. Two costs of an ordinary `Vec` are avoided, both measured by `scripts/bench ingest`:
@@ -15,7 +16,7 @@ use std::fs::OpenOptions;
 use std::io::{self, Write};
 use std::ops::Deref;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// The alignment and size granule of direct I/O: a page (a multiple of every block size in use).
 const PAGE: usize = 4096;
@@ -26,26 +27,20 @@ const POOLED_MIN: usize = 256 * 1024;
 /// Most bytes of capacity the pool keeps while nobody uses them.
 const POOL_BYTES: usize = 64 << 20;
 
-/// Idle buffers, for the next photos.
-static POOL: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+/// Idle buffers, for the next photos: one pool per app (its state holds it), so that apps in
+/// one process share nothing. Clones share the pool.
+#[derive(Clone, Default)]
+pub struct BufPool(Arc<Mutex<Vec<Vec<u8>>>>);
 
-/// A photo's bytes. Dereferences to them; see the module documentation.
-#[derive(Default)]
-pub struct PhotoBuf {
-    /// `buf[start..]` are the bytes; `start` puts them on a page boundary if the allocation
-    /// allowed it (always, for a buffer from [`PhotoBuf::with_capacity`]).
-    buf: Vec<u8>,
-    start: usize,
-}
-
-impl PhotoBuf {
+impl BufPool {
     /// An empty buffer that takes `len` bytes without moving, page-aligned and with room for
-    /// padding to a whole page; from the pool if one there is large enough.
-    pub fn with_capacity(len: usize) -> Self {
+    /// padding to a whole page; from the pool if one there is large enough. It goes back to
+    /// the pool when dropped.
+    pub fn with_capacity(&self, len: usize) -> PhotoBuf {
         let need = round_up(len) + PAGE;
         // A small photo takes fresh memory: the pool's buffers are for large ones.
         let pooled = (need >= POOLED_MIN).then(|| {
-            let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
+            let mut pool = self.0.lock().unwrap_or_else(|e| e.into_inner());
             let best = pool
                 .iter()
                 .enumerate()
@@ -58,9 +53,34 @@ impl PhotoBuf {
         buf.clear();
         let start = buf.as_ptr().align_offset(PAGE).min(PAGE);
         buf.resize(start, 0);
-        Self { buf, start }
+        PhotoBuf { buf, start, pool: Some(self.clone()) }
     }
 
+    /// Takes back a buffer that is no longer used, if it is large and the pool has room.
+    fn give_back(&self, buf: Vec<u8>) {
+        if buf.capacity() < POOLED_MIN {
+            return;
+        }
+        let mut pool = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let held: usize = pool.iter().map(Vec::capacity).sum();
+        if held + buf.capacity() <= POOL_BYTES {
+            pool.push(buf);
+        }
+    }
+}
+
+/// A photo's bytes. Dereferences to them; see the module documentation.
+#[derive(Default)]
+pub struct PhotoBuf {
+    /// `buf[start..]` are the bytes; `start` puts them on a page boundary if the allocation
+    /// allowed it (always, for a buffer from [`BufPool::with_capacity`]).
+    buf: Vec<u8>,
+    start: usize,
+    /// Where the buffer goes back when dropped (none for bytes that came as a `Vec`).
+    pool: Option<BufPool>,
+}
+
+impl PhotoBuf {
     /// Appends bytes (growing, and losing the alignment, only past the capacity asked for).
     pub fn extend_from_slice(&mut self, bytes: &[u8]) {
         self.buf.extend_from_slice(bytes);
@@ -140,13 +160,13 @@ impl AsRef<[u8]> for PhotoBuf {
 impl From<Vec<u8>> for PhotoBuf {
     /// Bytes as they are (not aligned: written through the page cache).
     fn from(buf: Vec<u8>) -> Self {
-        Self { buf, start: 0 }
+        Self { buf, start: 0, pool: None }
     }
 }
 
 impl Clone for PhotoBuf {
     fn clone(&self) -> Self {
-        let mut copy = Self::with_capacity(self.len());
+        let mut copy = self.pool.clone().unwrap_or_default().with_capacity(self.len());
         copy.extend_from_slice(self);
         copy
     }
@@ -162,14 +182,8 @@ impl Eq for PhotoBuf {}
 
 impl Drop for PhotoBuf {
     fn drop(&mut self) {
-        let buf = std::mem::take(&mut self.buf);
-        if buf.capacity() < POOLED_MIN {
-            return;
-        }
-        let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
-        let held: usize = pool.iter().map(Vec::capacity).sum();
-        if held + buf.capacity() <= POOL_BYTES {
-            pool.push(buf);
+        if let Some(pool) = self.pool.take() {
+            pool.give_back(std::mem::take(&mut self.buf));
         }
     }
 }
@@ -187,6 +201,7 @@ mod tests {
     #[test]
     fn bytes_start_on_a_page_and_are_written_whole() {
         let dir = tempfile::tempdir().unwrap();
+        let pool = BufPool::default();
         // Where the file system takes O_DIRECT (ext4, as here), every such buffer bypasses the
         // page cache.
         #[cfg(target_os = "linux")]
@@ -203,7 +218,7 @@ mod tests {
         let direct = false;
         for len in [0, 1, 4095, 4096, 4097, 300_000, 4_000_001] {
             let bytes: Vec<u8> = (0..len).map(|i| (i * 7 + len) as u8).collect();
-            let mut buf = PhotoBuf::with_capacity(len);
+            let mut buf = pool.with_capacity(len);
             assert_eq!(buf.as_ptr().align_offset(PAGE), 0);
             for chunk in bytes.chunks(65_536) {
                 buf.extend_from_slice(chunk);
@@ -228,7 +243,7 @@ mod tests {
         assert_eq!(fs::read(&path).unwrap(), bytes);
         // Grown past what it was made for: the allocation moved (direct only if by chance the
         // bytes landed on a page boundary with room for the padding).
-        let mut grown = PhotoBuf::with_capacity(10);
+        let mut grown = BufPool::default().with_capacity(10);
         grown.extend_from_slice(&bytes);
         let path = dir.path().join("grown");
         grown.write_durably(&path).unwrap();
@@ -240,16 +255,22 @@ mod tests {
 
     #[test]
     fn the_pool_reuses_buffers_and_hands_them_out_empty() {
-        let mut first = PhotoBuf::with_capacity(1 << 20);
+        let pool = BufPool::default();
+        let mut first = pool.with_capacity(1 << 20);
         first.extend_from_slice(&[9; 1 << 20]);
+        let allocation = first.buf.as_ptr();
         drop(first);
         // A small photo does not take a large buffer from the pool.
-        let small = PhotoBuf::with_capacity(2048);
+        let small = pool.with_capacity(2048);
         assert!(small.buf.capacity() < POOLED_MIN);
-        // Another test may take it first; whichever buffer comes, it is empty and aligned.
-        let again = PhotoBuf::with_capacity(1 << 20);
+        // The pool is this test's own: the large buffer comes back, empty and aligned.
+        let again = pool.with_capacity(1 << 20);
+        assert_eq!(again.buf.as_ptr(), allocation);
         assert!(again.is_empty());
         assert_eq!(format!("{again:?}"), "PhotoBuf(0 bytes)");
         assert_eq!(again.as_ptr().align_offset(PAGE), 0);
+        // Another pool (another app in the process) does not get it.
+        drop(again);
+        assert_ne!(BufPool::default().with_capacity(1 << 20).buf.as_ptr(), allocation);
     }
 }
