@@ -46,6 +46,9 @@ pub struct AppState {
     pub rate_limits: Arc<crate::ratelimit::RateLimits>,
     /// The free-space floor of uploads.
     pub free_space: crate::ingest::FreeSpace,
+    /// The witness policy (`witness_policy`), handed to devices at enrollment and checked by
+    /// the gallery's evidence pages; `None` without witnesses.
+    pub witness_policy: Option<Arc<crate::witnessing::ServerPolicy>>,
 }
 
 /// Reads the witness policy and checks that it names this log and that its witnesses can be
@@ -54,10 +57,12 @@ fn witness_policy(
     path: &std::path::Path,
     origin: &str,
     key: &ed25519_dalek::SigningKey,
-) -> Result<hattama_core::witness::Policy, StartError> {
+) -> Result<crate::witnessing::ServerPolicy, StartError> {
     let bad = |d: String| StartError::WitnessPolicy(format!("{}: {d}", path.display()));
     let text = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
-    let policy = hattama_core::witness::Policy::parse(&text).map_err(|e| bad(e.to_string()))?;
+    let text = String::from_utf8(text).map_err(|_| bad("not UTF-8".into()))?;
+    let policy =
+        hattama_core::witness::Policy::parse(text.as_bytes()).map_err(|e| bad(e.to_string()))?;
     let ours =
         hattama_core::log::LogKey::for_signer(origin, key).map_err(|e| bad(e.to_string()))?;
     if !policy.logs().iter().any(|l| l.key == ours) {
@@ -66,7 +71,7 @@ fn witness_policy(
     if let Some(w) = policy.witnesses().iter().find(|w| w.url.is_none()) {
         return Err(bad(format!("witness {} has no URL (its submission prefix)", w.name)));
     }
-    Ok(policy)
+    Ok(crate::witnessing::ServerPolicy { policy, text })
 }
 
 /// A bound, not yet running server.
@@ -120,11 +125,15 @@ impl Application {
             &settings.data_dir,
         )?;
         log.start()?;
-        if let Some(path) = &settings.witness_policy {
-            let policy = witness_policy(path, &settings.log_origin, &keys.log)?;
-            let timeout = std::time::Duration::from_millis(settings.witness_timeout_ms);
-            crate::witnessing::start(log.clone(), policy, timeout)?;
-        }
+        let witness_policy = match &settings.witness_policy {
+            Some(path) => {
+                let policy = Arc::new(witness_policy(path, &settings.log_origin, &keys.log)?);
+                let timeout = std::time::Duration::from_millis(settings.witness_timeout_ms);
+                crate::witnessing::start(log.clone(), policy.policy.clone(), timeout)?;
+                Some(policy)
+            }
+            None => None,
+        };
         let listener = TcpListener::bind(settings.listen)?;
         let addr = listener.local_addr()?;
         let media_limits =
@@ -159,6 +168,7 @@ impl Application {
             metrics,
             rate_limits,
             free_space,
+            witness_policy,
         });
         let (server, certs) = match &state.settings.tls {
             None => {
