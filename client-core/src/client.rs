@@ -586,7 +586,9 @@ impl Client {
     /// Counts per state, the enrolled server and how the last sync ended.
     #[cfg(feature = "sync")]
     pub fn status(&self) -> Result<SyncStatus, Error> {
-        let counts = sync::state_counts(&self.store.counts()?);
+        let mut rows = self.store.counts()?;
+        rows.push(("witnessed".to_owned(), self.store.witnessed_count()?));
+        let counts = sync::state_counts(&rows);
         let server = self.store.server()?;
         let running = self.syncing.load(Ordering::SeqCst) || SyncLock::is_held(self.store.dir());
         Ok(SyncStatus {
@@ -597,9 +599,12 @@ impl Client {
             last_sync_error: server.as_ref().and_then(|s| s.last_sync_error.clone()),
             next_attempt_at_ms: self.store.next_attempt_at()?,
             running,
+            witness_policy: server.as_ref().is_some_and(|s| s.witness_policy.is_some()),
+            witness_problem: server.as_ref().and_then(|s| s.witness_problem.clone()),
             log_key: server.and_then(|s| s.log_key),
             log_checkpoint: self.store.log_checkpoint()?,
             log_alarm: self.store.log_alarm()?,
+            witnessed_checkpoint: self.store.witnessed_checkpoint()?,
         })
     }
 

@@ -57,8 +57,11 @@ use crate::evidence::{DeviceKey, Manifest, Sha256Hash, check_id};
 use crate::hooks;
 use crate::log::{Checkpoint, Hash, LogError, LogKey, hash_from_base64, verify_checkpoint};
 use crate::receipt::{MAX_RECEIPT_BYTES, ReceiptError, SignedReceipt};
-use crate::store::{CaptureState, PendingCapture, Review, ServerRecord, Store, StoreError};
+use crate::store::{
+    CaptureState, PendingCapture, Review, ServerRecord, Store, StoreError, WitnessedKept,
+};
 pub use crate::store::{KeptCheckpoint, LogAlarm, LogAlarmKind};
+use crate::witness::{NotWitnessed, Policy};
 
 /// The tus protocol version spoken.
 pub const TUS_VERSION: &str = "1.0.0";
@@ -342,6 +345,12 @@ pub struct SyncSummary {
     pub refused: Vec<RefusedCapture>,
     /// The coordinators' review decisions this run learned (new or changed).
     pub reviewed: Vec<ReviewedCapture>,
+    /// Size of the newest checkpoint verified with a quorum of cosignatures under the
+    /// election's witness policy (by this run or an earlier one): every receipted capture
+    /// whose log entry is below it is `witnessed`. `None` without a policy or before the first.
+    pub witnessed_size: Option<u64>,
+    /// Why the server's cosigned checkpoint was refused as witnessed in this run, if it was.
+    pub witness_problem: Option<String>,
 }
 
 /// A capture the server refused for good, with its reason (`code: message`).
@@ -427,6 +436,9 @@ pub struct Enrollment {
     pub precincts: Vec<String>,
     /// The election package, for offline use.
     pub election: Election,
+    /// The election package's witness policy: which witnesses must cosign a checkpoint for
+    /// the captures it covers to be `witnessed`; `None` without witnesses.
+    pub witness_policy: Option<Policy>,
 }
 
 impl Enrollment {
@@ -439,7 +451,14 @@ impl Enrollment {
             .map(LogKey::from_vkey)
             .transpose()
             .map_err(|e| StoreError::Corrupt(format!("stored log key: {e}")))?;
+        let witness_policy = r
+            .witness_policy
+            .as_deref()
+            .map(Policy::parse)
+            .transpose()
+            .map_err(|e| StoreError::Corrupt(format!("stored witness policy: {e}")))?;
         Ok(Self {
+            witness_policy,
             server_url: r.base_url,
             device_id: r.device_id,
             receipt_key: r.receipt_key,
@@ -459,8 +478,11 @@ pub struct StateCounts {
     pub queued: u64,
     /// Upload started.
     pub uploading: u64,
-    /// Receipted.
+    /// Receipted (witnessed ones included).
     pub receipted: u64,
+    /// Of the receipted, those `witnessed`: a checkpoint covering them carries a quorum of
+    /// cosignatures under the election's witness policy.
+    pub witnessed: u64,
     /// Rejected.
     pub rejected: u64,
     /// Deleted (tombstones).
@@ -493,6 +515,12 @@ pub struct SyncStatus {
     pub log_checkpoint: Option<KeptCheckpoint>,
     /// The raised log alarm: while it is set, syncs stop with it.
     pub log_alarm: Option<LogAlarm>,
+    /// Whether the election package carries a witness policy (asking for cosignatures).
+    pub witness_policy: bool,
+    /// The newest checkpoint verified with a quorum of cosignatures under that policy.
+    pub witnessed_checkpoint: Option<WitnessedKept>,
+    /// Why the last cosigned checkpoint the server served was not taken as witnessed.
+    pub witness_problem: Option<String>,
 }
 
 /// The exclusive lock on `<store>/sync.lock`, released when dropped (closing the file).
@@ -835,6 +863,8 @@ struct EnrollAnswer {
     log_key: Option<String>,
     precincts: Vec<String>,
     election: serde_json::Value,
+    #[serde(default)]
+    witness_policy: Option<String>,
 }
 
 /// Enrolls with the server at `base_url` using `code`; stores and returns the result.
@@ -912,6 +942,23 @@ pub(crate) fn enroll(
     let election_json =
         serde_json::to_vec(&parsed.election).map_err(|e| SyncError::Protocol(e.to_string()))?;
     Election::from_json(&election_json).map_err(SyncError::from)?;
+    let witness_policy = match &parsed.witness_policy {
+        Some(text) => {
+            let policy = Policy::parse(text.as_bytes())
+                .map_err(|e| SyncError::Protocol(format!("witness_policy: {e}")))?;
+            let pinned = LogKey::from_vkey(&log_key)
+                .map_err(|e| SyncError::Protocol(format!("log_key: {e}")))?;
+            if !policy.names_log(&pinned) {
+                return Err(SyncError::Protocol(
+                    "the witness policy does not name the server's log".into(),
+                )
+                .into());
+            }
+            // `quorum none` asks for nothing: no capture could ever be witnessed under it.
+            policy.requires_cosignatures().then(|| text.clone().into_bytes())
+        }
+        None => None,
+    };
     let now = now_ms();
     let record = store.write(|tx| -> Result<ServerRecord, Error> {
         let mut precincts = parsed.precincts.clone();
@@ -938,6 +985,8 @@ pub(crate) fn enroll(
             last_sync_at_ms: None,
             last_sync_error: None,
             log_key: Some(log_key.clone()),
+            witness_policy: witness_policy.clone(),
+            witness_problem: None,
         };
         Store::save_server(tx, &record)?;
         Ok(record)
@@ -1038,6 +1087,8 @@ struct Engine<'a> {
     pinned: DeviceKey,
     /// The pinned log key; `None` for a store enrolled before the server had a log.
     log_key: Option<LogKey>,
+    /// The election package's witness policy, if any.
+    policy: Option<Policy>,
     summary: SyncSummary,
 }
 
@@ -1056,6 +1107,12 @@ pub(crate) fn run(
         .map(LogKey::from_vkey)
         .transpose()
         .map_err(|e| StoreError::Corrupt(format!("stored log key: {e}")))?;
+    let policy = server
+        .witness_policy
+        .as_deref()
+        .map(Policy::parse)
+        .transpose()
+        .map_err(|e| StoreError::Corrupt(format!("stored witness policy: {e}")))?;
     let http = http_client(config)?;
     let mut engine = Engine {
         store,
@@ -1067,6 +1124,7 @@ pub(crate) fn run(
         base: server.base_url,
         pinned: server.receipt_key,
         log_key,
+        policy,
         summary: SyncSummary::default(),
     };
     let result = engine.run_all();
@@ -1123,9 +1181,11 @@ impl Engine<'_> {
         }
         if !self.summary.cancelled {
             self.fetch_decisions()?;
+            self.check_witnessed()?;
         }
         self.summary.remaining = self.store.pending_totals()?.0;
         self.summary.log_size = self.store.log_checkpoint()?.map(|c| c.size);
+        self.summary.witnessed_size = self.store.witnessed_checkpoint()?.map(|c| c.size);
         Ok(self.summary.clone())
     }
 
@@ -1178,6 +1238,74 @@ impl Engine<'_> {
                 review,
             });
         }
+        Ok(())
+    }
+
+    /// With a witness policy, fetches the server's cosigned checkpoint (`GET
+    /// /log/cosigned-checkpoint`, `docs/witness.md`) and keeps it as witnessed only if it is
+    /// signed by the pinned log, carries a quorum of valid cosignatures under the policy and is
+    /// consistent with every checkpoint seen (else the log alarm). No new upload is needed: a
+    /// capture receipted earlier becomes `witnessed` as soon as a witnessed checkpoint covers
+    /// it. A checkpoint without the quorum is refused as witnessed
+    /// ([`SyncSummary::witness_problem`], kept for status); an unreachable server only
+    /// postpones this to the next sync.
+    fn check_witnessed(&mut self) -> Result<(), Error> {
+        let (Some(policy), Some(key)) = (&self.policy, &self.log_key) else { return Ok(()) };
+        let request = self.http.get(format!("{}/log/cosigned-checkpoint", self.base));
+        let body = match exchange(request, MAX_LOG_ANSWER_BYTES) {
+            Ok(a) if a.status == 200 => a.body,
+            Ok(_) | Err(HttpFailure::Refused { status: 404, .. }) => return Ok(()),
+            Err(f) => {
+                let reason = match f {
+                    HttpFailure::Transient { reason, .. } | HttpFailure::Protocol(reason) => reason,
+                    HttpFailure::Refused { status, code, .. } => format!("{status} {code}"),
+                };
+                tracing::info!(%reason, "cosigned checkpoint not fetched this time");
+                return Ok(());
+            }
+        };
+        let witnessed = match crate::witness::check_witnessed(policy, key, &body) {
+            Ok(w) => w,
+            Err(problem) => return self.not_witnessed(&problem),
+        };
+        match self.observe(key, witnessed.checkpoint.clone(), Step::Create) {
+            Ok(()) => {}
+            Err(Failure::Fatal(e)) => return Err(e),
+            Err(Failure::Retry { reason, .. } | Failure::Reject { reason }) => {
+                tracing::info!(%reason, "cosigned checkpoint not checked this time");
+                return Ok(());
+            }
+        }
+        let kept = WitnessedKept {
+            size: witnessed.checkpoint.size,
+            note: body,
+            cosignatures: witnessed
+                .cosignatures
+                .iter()
+                .map(|c| (c.witness.clone(), c.time))
+                .collect(),
+            seen_at_ms: now_ms(),
+        };
+        let newer = self.store.write(|tx| -> Result<bool, StoreError> {
+            Store::record_witness_problem(tx, None)?;
+            Store::keep_witnessed_checkpoint(tx, &kept)
+        })?;
+        if newer {
+            tracing::info!(
+                size = kept.size,
+                cosignatures = kept.cosignatures.len(),
+                "kept a newer witnessed checkpoint"
+            );
+        }
+        Ok(())
+    }
+
+    /// Records that the server's cosigned checkpoint is not witnessed, and why.
+    fn not_witnessed(&mut self, problem: &NotWitnessed) -> Result<(), Error> {
+        let text = problem.to_string();
+        tracing::warn!(problem = %text, "the server's cosigned checkpoint is NOT witnessed");
+        self.store.write(|tx| Store::record_witness_problem(tx, Some(&text)))?;
+        self.summary.witness_problem = Some(text);
         Ok(())
     }
 
@@ -1821,6 +1949,7 @@ pub(crate) fn state_counts(rows: &[(String, u64)]) -> StateCounts {
             "queued" => &mut c.queued,
             "uploading" => &mut c.uploading,
             "receipted" => &mut c.receipted,
+            "witnessed" => &mut c.witnessed,
             "rejected" => &mut c.rejected,
             "deleted" => &mut c.deleted,
             _ => continue,

@@ -475,6 +475,17 @@ impl Policy {
         &self.witnesses
     }
 
+    /// Whether the policy asks for any cosignature at all (not `quorum none`): only then can a
+    /// checkpoint be called witnessed under it.
+    pub fn requires_cosignatures(&self) -> bool {
+        self.quorum.is_some()
+    }
+
+    /// Whether the policy names this log key.
+    pub fn names_log(&self, key: &LogKey) -> bool {
+        self.logs.iter().any(|l| l.key == *key)
+    }
+
     /// The witnesses' keys, in the policy's order.
     pub fn witness_keys(&self) -> Vec<CosignerKey> {
         self.witnesses.iter().map(|w| w.key.clone()).collect()
@@ -529,6 +540,58 @@ impl Policy {
         }
         Err(last)
     }
+}
+
+/// Why a checkpoint is not witnessed under a policy: what a device or an auditor says instead
+/// of calling it witnessed.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum NotWitnessed {
+    /// It is not a checkpoint of the pinned log (signature, origin or format).
+    #[error("not a checkpoint of this log: {0}")]
+    Log(#[from] LogError),
+    /// Its cosignature lines are not of the format.
+    #[error("its cosignatures cannot be read: {0}")]
+    Malformed(String),
+    /// The policy does not ask for cosignatures (`quorum none`), so nothing is witnessed.
+    #[error("the witness policy asks for no cosignature (quorum none)")]
+    NoPolicy,
+    /// Its valid cosignatures do not make the policy's quorum (a forked log cannot gather
+    /// them; cosignature lines copied from another checkpoint do not verify).
+    #[error(
+        "the quorum of the witness policy is not met: {} of {} witnesses cosigned it validly{}",
+        cosigned.len(),
+        witnesses,
+        if cosigned.is_empty() { String::new() } else { format!(" ({})", cosigned.join(", ")) }
+    )]
+    NoQuorum {
+        /// The witnesses whose cosignatures verified.
+        cosigned: Vec<String>,
+        /// How many witnesses the policy has.
+        witnesses: usize,
+    },
+}
+
+/// Checks that `note` is a checkpoint of the log `log` (its signature under the pinned key)
+/// carrying a quorum of valid cosignatures under `policy`: the one test of "witnessed" for the
+/// device, the auditor and the gallery. Consistency with other checkpoints is the caller's.
+pub fn check_witnessed(
+    policy: &Policy,
+    log: &LogKey,
+    note: &[u8],
+) -> Result<WitnessedCheckpoint, NotWitnessed> {
+    if !policy.requires_cosignatures() {
+        return Err(NotWitnessed::NoPolicy);
+    }
+    let checkpoint = crate::log::verify_checkpoint(note, log)?;
+    let (cosignatures, quorum) =
+        policy.cosignatures(note).map_err(|e| NotWitnessed::Malformed(e.to_string()))?;
+    if !quorum {
+        return Err(NotWitnessed::NoQuorum {
+            cosigned: cosignatures.iter().map(|c| c.witness.clone()).collect(),
+            witnesses: policy.witnesses.len(),
+        });
+    }
+    Ok(WitnessedCheckpoint { checkpoint, cosignatures, quorum })
 }
 
 /// Whether a verifier key's key material starts with this signature type byte.

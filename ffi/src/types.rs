@@ -326,6 +326,9 @@ pub struct CaptureSummary {
     /// The observer must act: the server refused the capture (`state` says why), or the
     /// coordinators rejected its photo (`review` says why): show it first and ask for a retake.
     pub needs_action: bool,
+    /// Receipted and `witnessed`: a checkpoint covering its log entry carries a quorum of the
+    /// election's witnesses' cosignatures (never without a witness policy).
+    pub witnessed: bool,
 }
 
 impl From<CaptureRecord> for CaptureSummary {
@@ -333,6 +336,7 @@ impl From<CaptureRecord> for CaptureSummary {
         let needs_action = r.needs_action();
         Self {
             needs_action,
+            witnessed: r.is_witnessed(),
             review: r.review.map(Into::into),
             id: r.id.to_hex(),
             seq: r.seq,
@@ -638,8 +642,11 @@ pub struct StateCounts {
     pub queued: u64,
     /// Upload started.
     pub uploading: u64,
-    /// Receipted.
+    /// Receipted (witnessed ones included).
     pub receipted: u64,
+    /// Of the receipted, those witnessed (a quorum of the election's witnesses cosigned a
+    /// checkpoint covering them).
+    pub witnessed: u64,
     /// Rejected.
     pub rejected: u64,
     /// Deleted.
@@ -653,6 +660,7 @@ impl From<sync::StateCounts> for StateCounts {
             queued: c.queued,
             uploading: c.uploading,
             receipted: c.receipted,
+            witnessed: c.witnessed,
             rejected: c.rejected,
             deleted: c.deleted,
         }
@@ -683,6 +691,16 @@ pub struct SyncStatus {
     /// ALARM: the server's public log forked or shrank (what was seen). While it is set every
     /// sync stops with `RejectedByServer` (`log_forked` / `log_shrank`): show it loudly.
     pub log_alarm: Option<String>,
+    /// Whether the election package names witnesses (a policy asking for cosignatures).
+    pub witness_policy: bool,
+    /// Entries in the newest checkpoint verified with a quorum of cosignatures: receipted
+    /// captures below it are witnessed.
+    pub witnessed_size: Option<u64>,
+    /// The witnesses that cosigned that checkpoint, each with when (seconds since the epoch,
+    /// the witness's clock), as `name@time`.
+    pub witnessed_by: Vec<String>,
+    /// Why the server's last cosigned checkpoint was refused as witnessed (show it loudly).
+    pub witness_problem: Option<String>,
 }
 
 impl From<sync::SyncStatus> for SyncStatus {
@@ -698,6 +716,13 @@ impl From<sync::SyncStatus> for SyncStatus {
             log_key: s.log_key,
             log_size: s.log_checkpoint.map(|c| c.size),
             log_alarm: s.log_alarm.as_ref().map(|a| SyncError::from(a).to_string()),
+            witness_policy: s.witness_policy,
+            witnessed_size: s.witnessed_checkpoint.as_ref().map(|c| c.size),
+            witnessed_by: s
+                .witnessed_checkpoint
+                .map(|c| c.cosignatures.iter().map(|(w, t)| format!("{w}@{t}")).collect())
+                .unwrap_or_default(),
+            witness_problem: s.witness_problem,
         }
     }
 }
@@ -720,6 +745,10 @@ pub struct SyncSummary {
     /// Review decisions this sync learned (new or changed); those that reject a photo ask for
     /// a retake (`CaptureSummary.needs_action`).
     pub reviewed: u64,
+    /// Entries in the newest checkpoint verified with a quorum of the election's witnesses.
+    pub witnessed_size: Option<u64>,
+    /// Why the server's cosigned checkpoint was refused as witnessed in this run.
+    pub witness_problem: Option<String>,
 }
 
 impl From<sync::SyncSummary> for SyncSummary {
@@ -732,6 +761,8 @@ impl From<sync::SyncSummary> for SyncSummary {
             bytes_sent: s.bytes_sent,
             cancelled: s.cancelled,
             log_size: s.log_size,
+            witnessed_size: s.witnessed_size,
+            witness_problem: s.witness_problem,
         }
     }
 }

@@ -27,10 +27,12 @@ fn witness_policy(
     path: &std::path::Path,
     origin: &str,
     key: &ed25519_dalek::SigningKey,
-) -> Result<hattama_core::witness::Policy, StartError> {
+) -> Result<crate::witnessing::ServerPolicy, StartError> {
     let bad = |d: String| StartError::WitnessPolicy(format!("{}: {d}", path.display()));
     let text = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
-    let policy = hattama_core::witness::Policy::parse(&text).map_err(|e| bad(e.to_string()))?;
+    let text = String::from_utf8(text).map_err(|_| bad("not UTF-8".into()))?;
+    let policy =
+        hattama_core::witness::Policy::parse(text.as_bytes()).map_err(|e| bad(e.to_string()))?;
     let ours =
         hattama_core::log::LogKey::for_signer(origin, key).map_err(|e| bad(e.to_string()))?;
     if !policy.logs().iter().any(|l| l.key == ours) {
@@ -39,7 +41,7 @@ fn witness_policy(
     if let Some(w) = policy.witnesses().iter().find(|w| w.url.is_none()) {
         return Err(bad(format!("witness {} has no URL (its submission prefix)", w.name)));
     }
-    Ok(policy)
+    Ok(crate::witnessing::ServerPolicy { policy, text })
 }
 
 /// A bound, not yet running server.
@@ -114,11 +116,19 @@ impl Application {
         // From here, a failed start stops the threads again (`background` is dropped).
         let mut background = Background::new(log.clone());
         background.push(log.start()?);
-        if let Some(path) = &settings.witness_policy {
-            let policy = witness_policy(path, &settings.log_origin, &keys.log)?;
-            let timeout = std::time::Duration::from_millis(settings.witness_timeout_ms);
-            background.push(crate::witnessing::start(log.clone(), policy, timeout)?);
-        }
+        let witness_policy = match &settings.witness_policy {
+            Some(path) => {
+                let policy = Arc::new(witness_policy(path, &settings.log_origin, &keys.log)?);
+                let timeout = std::time::Duration::from_millis(settings.witness_timeout_ms);
+                background.push(crate::witnessing::start(
+                    log.clone(),
+                    policy.policy.clone(),
+                    timeout,
+                )?);
+                Some(policy)
+            }
+            None => None,
+        };
         let listener = TcpListener::bind(settings.listen)?;
         let addr = listener.local_addr()?;
         let media_limits =
@@ -155,6 +165,7 @@ impl Application {
             free_space,
             photo_bufs: Default::default(),
             whole_in_memory: Default::default(),
+            witness_policy,
         });
         let (server, certs) = match &state.settings.tls {
             None => {

@@ -46,6 +46,9 @@ pub struct AppState {
     pub photo_bufs: BufPool,
     /// Bytes of whole photos held in memory by requests now (`routes::tus`).
     pub whole_in_memory: WholeInMemory,
+    /// The witness policy (`witness_policy`), handed to devices at enrollment and checked by
+    /// the gallery's evidence pages; `None` without witnesses.
+    pub witness_policy: Option<Arc<crate::witnessing::ServerPolicy>>,
 }
 
 /// The app's own threads (the log's integrator, the witnessing): when dropped, the log is

@@ -22,6 +22,14 @@ use crate::log::Log;
 /// The file under the log's directory holding the newest checkpoint with a quorum.
 pub const COSIGNED_FILE: &str = "cosigned-checkpoint";
 
+/// The server's witness policy: parsed, and its text as read (what devices get at enrollment).
+pub struct ServerPolicy {
+    /// The policy.
+    pub policy: Policy,
+    /// The policy file's text.
+    pub text: String,
+}
+
 /// Retries of a request that got no answer, after the first try.
 const RETRIES: u32 = 2;
 

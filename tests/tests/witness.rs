@@ -1,6 +1,8 @@
 //! `hattama-witness` as a partner organisation runs it: the real binary on a random port,
 //! driven over HTTP exactly as C2SP `tlog-witness` says, including forks and SIGKILLs.
 
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -611,4 +613,219 @@ fn the_server_refuses_a_witness_policy_it_cannot_use() {
         assert!(!out.status.success() && stderr.contains(says), "{says}: {stderr}");
         assert!(stderr.contains("witness_policy"), "{stderr}");
     }
+}
+
+/// A server (and the stopped first start that made its log key, which owns the data
+/// directory) asking three real witnesses under a 2-of-3 policy (`witnesses.policy` in its
+/// data directory): the server, the witnesses, the policy and its file.
+struct Witnessed {
+    _first: hattama_tests::server::TestServer,
+    server: hattama_tests::server::TestServer,
+    ws: Vec<TestWitness>,
+    policy: Policy,
+    policy_file: std::path::PathBuf,
+    log_key: hattama_core::log::LogKey,
+}
+
+const QUOTA: (&str, &str) = ("HATTAMA__LIMITS__MAX_CAPTURES_PER_PRECINCT", "1000");
+
+fn witnessed_server(election: &Value) -> Witnessed {
+    use hattama_tests::server::TestServer;
+    let mut first = TestServer::start_with(election, &[QUOTA]);
+    let v: Value =
+        reqwest::blocking::get(format!("{}/api/v1/log/key", first.url)).unwrap().json().unwrap();
+    let log_key = hattama_core::log::LogKey::from_vkey(v["vkey"].as_str().unwrap()).unwrap();
+    first.kill();
+    let ws: Vec<TestWitness> = ["witness.test/d1", "witness.test/d2", "witness.test/d3"]
+        .iter()
+        .map(|n| TestWitness::start(n, &[&log_key]))
+        .collect();
+    let mut text = format!("log {}\n", log_key.vkey);
+    for (name, w) in ["A", "B", "C"].iter().zip(&ws) {
+        text += &format!("witness {name} {} {}\n", w.key.vkey(), w.url);
+    }
+    text += "group Q 2 A B C\nquorum Q\n";
+    let policy = Policy::parse(text.as_bytes()).unwrap();
+    let policy_file = first.data_dir.join("witnesses.policy");
+    std::fs::write(&policy_file, &text).unwrap();
+    let env = policy_file.display().to_string();
+    let server = TestServer::start_on_with(
+        &first.data_dir,
+        "127.0.0.1:0",
+        &[QUOTA, ("HATTAMA__WITNESS_POLICY", &env)],
+    );
+    Witnessed { _first: first, server, ws, policy, policy_file, log_key }
+}
+
+/// A device driven by the real CLI (`hattama`), enrolled with `url` for `precinct`; it captures
+/// through the core (distinct textured photos).
+struct Device {
+    cli: hattama_tests::Hattama,
+    client: hattama_core::Client,
+    precinct: String,
+    next: u32,
+    _store: tempfile::TempDir,
+}
+
+impl Device {
+    fn enroll(url: &str, code: &str, precinct: &str, seed: u32) -> (Self, Value) {
+        let store = tempfile::tempdir().unwrap();
+        let cli = hattama_tests::Hattama::new(store.path());
+        let enrolled = cli.run(&["enroll", url, code, "--json"]).ok_json();
+        let client = hattama_core::Client::open(
+            store.path(),
+            &hattama_tests::test_key(),
+            hattama_core::ClientConfig::default(),
+        )
+        .unwrap();
+        let d = Self { cli, client, precinct: precinct.to_owned(), next: seed, _store: store };
+        (d, enrolled)
+    }
+
+    fn capture(&mut self, n: u32) {
+        for _ in 0..n {
+            let request = hattama_core::CaptureRequest {
+                election: "e2e".into(),
+                precinct: self.precinct.clone(),
+                kind: hattama_core::evidence::EvidenceKind::Posted,
+                page: hattama_core::evidence::Page { count: 1, number: 1 },
+                note: None,
+                transcription: None,
+                location: None,
+                utc_offset_min: 300,
+            };
+            let photo = hattama_tests::textured_jpeg(120, 90, self.next, 90);
+            self.client.capture(&photo, &request).unwrap();
+            self.next += 1;
+        }
+    }
+
+    /// `hattama sync --json`.
+    fn sync(&self) -> Value {
+        let s = self.cli.run(&["sync", "--json"]).ok_json();
+        assert_eq!(s["remaining"], 0, "{s}");
+        s
+    }
+
+    /// `hattama status --json`: (receipted, witnessed, the whole answer).
+    fn status(&self) -> (u64, u64, Value) {
+        let s = self.cli.run(&["status", "--json"]).ok_json();
+        let c = &s["counts"];
+        (c["receipted"].as_u64().unwrap(), c["witnessed"].as_u64().unwrap(), s)
+    }
+
+    /// The captures `hattama list --json` calls witnessed, and all of them.
+    fn listed_witnessed(&self) -> (usize, usize) {
+        let list = self.cli.run(&["list", "--json"]).ok_json();
+        let all = list.as_array().unwrap();
+        (all.iter().filter(|c| c["witnessed"] == true).count(), all.len())
+    }
+}
+
+/// The server's log size now.
+fn log_size(url: &str) -> u64 {
+    let note = reqwest::blocking::get(format!("{url}/log/checkpoint")).unwrap().bytes().unwrap();
+    let text = String::from_utf8_lossy(&note).to_string();
+    text.lines().nth(1).unwrap().parse().unwrap()
+}
+
+/// Waits until the log has integrated `n` entries (receipts come after integration, so this is
+/// immediate in practice).
+fn wait_log(url: &str, n: u64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while log_size(url) < n {
+        assert!(std::time::Instant::now() < deadline, "the log never reached {n}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn devices_become_witnessed_by_themselves_and_never_without_a_quorum() {
+    let election = hattama_tests::fixtures::election("e2e", 3);
+    let mut w = witnessed_server(&election);
+    let url = w.server.url.clone();
+    let codes = w.server.invite(&["p0001", "p0002"], 2);
+    // The election package carries the policy.
+    let (mut a, enrolled) = Device::enroll(&url, &codes[0], "p0001", 0);
+    assert_eq!(enrolled["witnesses"], serde_json::json!(["A", "B", "C"]), "{enrolled}");
+    let (mut b, _) = Device::enroll(&url, &codes[1], "p0002", 1000);
+    let (_, _, s) = a.status();
+    assert_eq!(s["witness_policy"], true, "{s}");
+
+    // All three up: every checkpoint after the first seconds carries >= 2 valid cosignatures,
+    // and the devices' captures become witnessed at a later sync, by themselves.
+    a.capture(6);
+    b.capture(6);
+    a.sync();
+    b.sync();
+    let v = cosigned_at(&url, &w.policy, 12);
+    assert!(v.cosignatures.len() >= 2, "{v:?}");
+    for d in [&a, &b] {
+        let s = d.sync();
+        assert_eq!((s["receipted"].as_u64(), s["bytes_sent"].as_u64()), (Some(0), Some(0)));
+        assert_eq!(s["witnessed_size"], 12, "{s}");
+        let (receipted, witnessed, status) = d.status();
+        assert_eq!((receipted, witnessed), (6, 6), "{status}");
+        assert!(status["witnessed_checkpoint"]["cosignatures"].as_array().unwrap().len() >= 2);
+        assert_eq!(d.listed_witnessed(), (6, 6));
+    }
+    let text = a.cli.run(&["status"]).stdout;
+    assert!(text.contains("6 receipted (6 of them witnessed)"), "{text}");
+    assert!(text.contains("witness  checkpoint of 12 entries witnessed (quorum met) by"), "{text}");
+
+    // One witness killed: still a quorum, and the new captures become witnessed.
+    w.ws[0].kill();
+    a.capture(4);
+    a.sync();
+    let v = cosigned_at(&url, &w.policy, 16);
+    assert_eq!(v.cosignatures.iter().map(|c| c.witness.as_str()).collect::<Vec<_>>(), ["B", "C"]);
+    a.sync();
+    let (receipted, witnessed, status) = a.status();
+    assert_eq!((receipted, witnessed), (10, 10), "{status}");
+    let by: Vec<&str> = status["witnessed_checkpoint"]["cosignatures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["witness"].as_str().unwrap())
+        .collect();
+    assert_eq!(by, ["B", "C"], "{status}");
+
+    // Two killed: receipts still come; nothing new becomes witnessed, however often it syncs.
+    w.ws[1].kill();
+    a.capture(5);
+    b.capture(3);
+    let s = a.sync();
+    assert_eq!(s["receipted"], 5, "receipts come without witnesses: {s}");
+    assert_eq!(b.sync()["receipted"], 3);
+    wait_log(&url, 24);
+    std::thread::sleep(Duration::from_secs(3));
+    for _ in 0..2 {
+        a.sync();
+        b.sync();
+    }
+    let (receipted, witnessed, status) = a.status();
+    assert_eq!((receipted, witnessed), (15, 10), "{status}");
+    assert_eq!(status["witnessed_checkpoint"]["size"], 16, "{status}");
+    assert_eq!(a.listed_witnessed(), (10, 15));
+    let (receipted, witnessed, _) = b.status();
+    assert_eq!((receipted, witnessed), (9, 6));
+    assert_eq!(cosigned_at(&url, &w.policy, 16).checkpoint.size, 16);
+
+    // A witness returns: everything becomes witnessed, without a new upload.
+    w.ws[1].restart_same_port();
+    cosigned_at(&url, &w.policy, 24);
+    for d in [&a, &b] {
+        let s = d.sync();
+        assert_eq!((s["receipted"].as_u64(), s["bytes_sent"].as_u64()), (Some(0), Some(0)));
+        assert_eq!(s["witnessed_size"], 24, "{s}");
+    }
+    assert_eq!(a.status().0, 15);
+    assert_eq!(a.status().1, 15);
+    assert_eq!(b.status().1, 9);
+    assert_eq!(a.listed_witnessed(), (15, 15));
+    assert_eq!(a.status().2["witness_problem"], Value::Null);
+    // The store agrees with the CLI: each receipted capture says so itself.
+    assert!(a.client.list().unwrap().iter().all(hattama_core::store::CaptureRecord::is_witnessed));
+    let _ = &w.policy_file;
+    let _ = &w.log_key;
 }

@@ -626,6 +626,7 @@ fn record_json(r: &CaptureRecord) -> Value {
         "captured_at": time_text(r.captured_at_ms, r.utc_offset_min),
         "captured_at_ms": r.captured_at_ms,
         "state": r.state.name(),
+        "witnessed": r.is_witnessed(),
         "removed_bytes": r.removed_bytes,
     });
     if let CaptureState::Rejected { reason } = &r.state {
@@ -649,7 +650,7 @@ fn record_line(r: &CaptureRecord) -> String {
         "{}  #{:<4} {:<10} {}/{}  p{}/{}  {:<9} {}",
         &r.id.to_hex()[..12],
         r.seq,
-        r.state.name(),
+        if r.is_witnessed() { "witnessed" } else { r.state.name() },
         r.election,
         r.precinct,
         r.page_number,
@@ -903,6 +904,12 @@ fn run(cli: Cli, local_offset: i32) -> anyhow::Result<ExitCode> {
                     "receipted {}, rejected {}, remaining {} ({} bytes sent){log}",
                     summary.receipted, summary.rejected, summary.remaining, summary.bytes_sent
                 );
+                if let Some(n) = summary.witnessed_size {
+                    out += &format!("; witnessed up to {n} log entries");
+                }
+                if let Some(problem) = &summary.witness_problem {
+                    out += &format!("\nNOT WITNESSED the server's cosigned checkpoint: {problem}");
+                }
                 for r in &summary.refused {
                     let (code, message) = split_reason(&r.reason);
                     out += &format!(
@@ -954,6 +961,9 @@ fn enrollment_json(e: &Enrollment) -> Value {
         "log_key": e.log_key.as_ref().map(|k| k.vkey.clone()),
         "precincts": e.precincts,
         "election": e.election.id,
+        "witnesses": e.witness_policy.as_ref().map(|p| {
+            p.witnesses().iter().map(|w| w.name.clone()).collect::<Vec<_>>()
+        }),
     })
 }
 
@@ -965,6 +975,8 @@ fn summary_json(s: &SyncSummary) -> Value {
         "bytes_sent": s.bytes_sent,
         "cancelled": s.cancelled,
         "log_size": s.log_size,
+        "witnessed_size": s.witnessed_size,
+        "witness_problem": s.witness_problem,
         "refused": s.refused.iter().map(|r| {
             let (code, message) = split_reason(&r.reason);
             json!({
@@ -1109,9 +1121,21 @@ fn status_json(s: &SyncStatus, e: Option<&Enrollment>) -> Value {
             "queued": c.queued,
             "uploading": c.uploading,
             "receipted": c.receipted,
+            "witnessed": c.witnessed,
             "rejected": c.rejected,
             "deleted": c.deleted,
         },
+        "witness_policy": s.witness_policy,
+        "witnessed_checkpoint": s.witnessed_checkpoint.as_ref().map(|c| json!({
+            "size": c.size,
+            "cosignatures": c.cosignatures.iter().map(|(w, t)| json!({
+                "witness": w,
+                "time": t,
+            })).collect::<Vec<_>>(),
+            "seen_at": time_text(c.seen_at_ms, 0),
+            "seen_at_ms": c.seen_at_ms,
+        })),
+        "witness_problem": s.witness_problem,
         "last_sync_at": s.last_sync_at_ms.map(|ms| time_text(ms, 0)),
         "last_sync_at_ms": s.last_sync_at_ms,
         "last_sync_error": s.last_sync_error,
@@ -1152,9 +1176,13 @@ fn status_text(s: &SyncStatus, e: Option<&Enrollment>, records: &[CaptureRecord]
             ),
         });
     }
+    if s.server_url.is_some() {
+        out.push_str(&witness_status_text(s));
+    }
     out.push_str(&format!(
-        "captures {} captured, {} queued, {} uploading, {} receipted, {} rejected, {} deleted\n",
-        c.captured, c.queued, c.uploading, c.receipted, c.rejected, c.deleted
+        "captures {} captured, {} queued, {} uploading, {} receipted ({} of them witnessed), {} \
+         rejected, {} deleted\n",
+        c.captured, c.queued, c.uploading, c.receipted, c.witnessed, c.rejected, c.deleted
     ));
     out.push_str(&plain_status(records, e));
     out.push_str(&match (s.last_sync_at_ms, &s.last_sync_error) {
@@ -1164,6 +1192,32 @@ fn status_text(s: &SyncStatus, e: Option<&Enrollment>, records: &[CaptureRecord]
     });
     if s.running {
         out.push_str("\na sync is running now");
+    }
+    out
+}
+
+/// The witnesses line of `status`: whether the election has a policy, the newest witnessed
+/// checkpoint (who cosigned it and when), and why the last one offered was refused.
+fn witness_status_text(s: &SyncStatus) -> String {
+    if !s.witness_policy {
+        return "witness  none: the election package names no witnesses\n".to_owned();
+    }
+    let mut out = match &s.witnessed_checkpoint {
+        None => "witness  no checkpoint with a quorum of witnesses yet: receipted captures are \
+                 not witnessed yet (the next sync asks again)\n"
+            .to_owned(),
+        Some(c) => format!(
+            "witness  checkpoint of {} entries witnessed (quorum met) by {}\n",
+            c.size,
+            c.cosignatures
+                .iter()
+                .map(|(w, t)| format!("{w} at {}", time_text(t.saturating_mul(1000), 0)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
+    if let Some(p) = &s.witness_problem {
+        out += &format!("NOT WITNESSED the server's last cosigned checkpoint: {p}\n");
     }
     out
 }

@@ -128,7 +128,28 @@ const MIGRATIONS: &[&str] = &[
         statement BLOB NOT NULL,
         received_at_ms INTEGER NOT NULL
     ) STRICT;",
+    // 6: witnesses: the election package's witness policy (a C2SP tlog-policy; NULL without
+    // one), why the last cosigned checkpoint was not taken as witnessed, and the newest
+    // checkpoint verified with a quorum of cosignatures under the policy.
+    "ALTER TABLE server ADD COLUMN witness_policy BLOB;
+    ALTER TABLE server ADD COLUMN witness_problem TEXT;
+    CREATE TABLE witnessed_checkpoint (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        size INTEGER NOT NULL CHECK (size >= 1),
+        note BLOB NOT NULL,
+        cosignatures TEXT NOT NULL,
+        seen_at_ms INTEGER NOT NULL
+    ) STRICT;",
 ];
+
+/// The condition on a row of `captures` that it is `witnessed`: receipted, with its log entry
+/// below the size of the witnessed checkpoint (a macro, for `concat!`).
+macro_rules! witnessed_sql {
+    () => {
+        "state = 'receipted' AND EXISTS (SELECT 1 FROM receipts w_r, witnessed_checkpoint w_c
+        WHERE w_r.capture_id = captures.id AND w_r.log_index < w_c.size)"
+    };
+}
 
 /// The schema version this code writes.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
@@ -264,9 +285,19 @@ pub struct CaptureRecord {
     pub updated_at_ms: u64,
     /// The coordinators' newest decision, once the server told it.
     pub review: Option<Review>,
+    /// Receipted, and its log entry is in a checkpoint the device verified with a quorum of
+    /// witnesses' cosignatures under the election's witness policy ([`Self::is_witnessed`]).
+    pub witnessed: bool,
 }
 
 impl CaptureRecord {
+    /// Whether the capture is `witnessed`: receipted, and a checkpoint that covers its log
+    /// entry carries a quorum of valid cosignatures under the election's witness policy (never
+    /// without a policy, never for a checkpoint without the quorum).
+    pub fn is_witnessed(&self) -> bool {
+        self.witnessed && self.state == CaptureState::Receipted
+    }
+
     /// Whether the observer must act on this capture: the server refused it, or coordinators
     /// rejected its photo (a retake, while the observer may still be at the station).
     pub fn needs_action(&self) -> bool {
@@ -316,6 +347,25 @@ pub struct ServerRecord {
     /// The pinned key of the server's public log (a signed-note verifier key); `None` for a
     /// store that enrolled before the server had a log (it pins one on its next enrollment).
     pub log_key: Option<String>,
+    /// The election package's witness policy (C2SP tlog-policy text) as received; `None`
+    /// without witnesses.
+    pub witness_policy: Option<Vec<u8>>,
+    /// Why the last cosigned checkpoint the server served was not taken as witnessed.
+    pub witness_problem: Option<String>,
+}
+
+/// The newest checkpoint this device verified with a quorum of cosignatures under the witness
+/// policy (and proved consistent with every checkpoint it saw).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WitnessedKept {
+    /// Number of entries: every receipted capture whose log entry is below it is `witnessed`.
+    pub size: u64,
+    /// The signed note with its cosignature lines, exactly as served.
+    pub note: Vec<u8>,
+    /// The witnesses that cosigned it and when (seconds since the epoch, their clock).
+    pub cosignatures: Vec<(String, u64)>,
+    /// When it was kept (ms since the epoch, device clock).
+    pub seen_at_ms: u64,
 }
 
 /// The newest checkpoint of the server's log that this device verified (its signature under
@@ -789,10 +839,11 @@ impl Store {
             .map_err(|e| StoreError::Corrupt(format!("precinct list: {e}")))?;
         tx.execute(
             "INSERT INTO server (id, base_url, device_id, receipt_key, precincts, election,
-                enrolled_at_ms, log_key)
-             VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                enrolled_at_ms, log_key, witness_policy)
+             VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
              ON CONFLICT (id) DO UPDATE SET base_url = ?1, device_id = ?2, receipt_key = ?3,
-                precincts = ?4, election = ?5, enrolled_at_ms = ?6, log_key = ?7",
+                precincts = ?4, election = ?5, enrolled_at_ms = ?6, log_key = ?7,
+                witness_policy = ?8",
             params![
                 s.base_url,
                 s.device_id.to_hex(),
@@ -801,9 +852,75 @@ impl Store {
                 s.election,
                 s.enrolled_at_ms as i64,
                 s.log_key,
+                s.witness_policy,
             ],
         )?;
         Ok(())
+    }
+
+    /// Records why the last cosigned checkpoint was not taken as witnessed (`None`: it was).
+    pub fn record_witness_problem(
+        tx: &Transaction<'_>,
+        problem: Option<&str>,
+    ) -> Result<(), StoreError> {
+        tx.execute("UPDATE server SET witness_problem = ?1 WHERE id = 1", [problem])?;
+        Ok(())
+    }
+
+    /// The newest checkpoint verified with a quorum of cosignatures, if any.
+    pub fn witnessed_checkpoint(&self) -> Result<Option<WitnessedKept>, StoreError> {
+        self.read(|conn| {
+            let row: Option<(i64, Vec<u8>, String, i64)> = conn
+                .query_row(
+                    "SELECT size, note, cosignatures, seen_at_ms FROM witnessed_checkpoint
+                     WHERE id = 1",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                )
+                .optional()?;
+            row.map(|(size, note, cosigs, seen)| {
+                Ok(WitnessedKept {
+                    size: size as u64,
+                    note,
+                    cosignatures: serde_json::from_str(&cosigs).map_err(|_| {
+                        StoreError::Corrupt("bad cosignatures of the witnessed checkpoint".into())
+                    })?,
+                    seen_at_ms: seen as u64,
+                })
+            })
+            .transpose()
+        })
+    }
+
+    /// Keeps `c` as the newest witnessed checkpoint unless a larger one is kept already (the
+    /// witnessed size never decreases). The caller verified its quorum under the policy and
+    /// proved it consistent with the kept log checkpoint. Returns whether it was written.
+    pub fn keep_witnessed_checkpoint(
+        tx: &Transaction<'_>,
+        c: &WitnessedKept,
+    ) -> Result<bool, StoreError> {
+        let cosigs = serde_json::to_string(&c.cosignatures)
+            .map_err(|e| StoreError::Corrupt(format!("cosignatures: {e}")))?;
+        let n = tx.execute(
+            "INSERT INTO witnessed_checkpoint (id, size, note, cosignatures, seen_at_ms)
+             VALUES (1, ?1, ?2, ?3, ?4)
+             ON CONFLICT (id) DO UPDATE SET size = ?1, note = ?2, cosignatures = ?3,
+                seen_at_ms = ?4
+             WHERE excluded.size > witnessed_checkpoint.size",
+            params![c.size as i64, c.note, cosigs, c.seen_at_ms as i64],
+        )?;
+        Ok(n == 1)
+    }
+
+    /// How many receipted captures are `witnessed` (their log entry below the witnessed size).
+    pub fn witnessed_count(&self) -> Result<u64, StoreError> {
+        self.read(|conn| {
+            Ok(conn.query_row(
+                concat!("SELECT count(*) FROM captures WHERE ", witnessed_sql!()),
+                [],
+                |r| r.get::<_, i64>(0),
+            )? as u64)
+        })
     }
 
     /// Records how a sync ended: `error` is `None` on success.
@@ -1140,7 +1257,8 @@ fn load_server(conn: &Connection) -> Result<Option<ServerRecord>, StoreError> {
     let row = conn
         .query_row(
             "SELECT base_url, device_id, receipt_key, precincts, election, enrolled_at_ms,
-                last_sync_at_ms, last_sync_error, log_key FROM server WHERE id = 1",
+                last_sync_at_ms, last_sync_error, log_key, witness_policy, witness_problem
+             FROM server WHERE id = 1",
             [],
             |r| {
                 Ok((
@@ -1153,6 +1271,8 @@ fn load_server(conn: &Connection) -> Result<Option<ServerRecord>, StoreError> {
                     r.get::<_, Option<i64>>(6)?,
                     r.get::<_, Option<String>>(7)?,
                     r.get::<_, Option<String>>(8)?,
+                    r.get::<_, Option<Vec<u8>>>(9)?,
+                    r.get::<_, Option<String>>(10)?,
                 ))
             },
         )
@@ -1167,6 +1287,8 @@ fn load_server(conn: &Connection) -> Result<Option<ServerRecord>, StoreError> {
         last_at,
         last_error,
         log_key,
+        witness_policy,
+        witness_problem,
     )) = row
     else {
         return Ok(None);
@@ -1184,6 +1306,8 @@ fn load_server(conn: &Connection) -> Result<Option<ServerRecord>, StoreError> {
         last_sync_at_ms: last_at.map(|t| t as u64),
         last_sync_error: last_error,
         log_key,
+        witness_policy,
+        witness_problem,
     }))
 }
 
@@ -1216,10 +1340,13 @@ fn load_log_alarm(conn: &Connection) -> Result<Option<LogAlarm>, StoreError> {
     }))
 }
 
-const SELECT_RECORD: &str = "SELECT id, seq, election, precinct, kind, page_number, page_count,
+const SELECT_RECORD: &str = concat!(
+    "SELECT id, seq, election, precinct, kind, page_number, page_count,
     captured_at_ms, utc_offset_min, photo_sha256, photo_bytes, media_type, removed_bytes, state,
-    state_detail, updated_at_ms, r.decision, r.decision_reason, r.decided_at_ms
-    FROM captures LEFT JOIN reviews r ON r.capture_id = captures.id";
+    state_detail, updated_at_ms, r.decision, r.decision_reason, r.decided_at_ms, (",
+    witnessed_sql!(),
+    ") FROM captures LEFT JOIN reviews r ON r.capture_id = captures.id"
+);
 
 struct RawRecord {
     id: String,
@@ -1241,6 +1368,7 @@ struct RawRecord {
     decision: Option<String>,
     decision_reason: Option<String>,
     decided_at_ms: Option<i64>,
+    witnessed: bool,
 }
 
 fn raw_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawRecord> {
@@ -1264,6 +1392,7 @@ fn raw_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawRecord> {
         decision: r.get(16)?,
         decision_reason: r.get(17)?,
         decided_at_ms: r.get(18)?,
+        witnessed: r.get(19)?,
     })
 }
 
@@ -1302,6 +1431,7 @@ impl RawRecord {
             state: CaptureState::from_sql(&self.state, self.state_detail)?,
             updated_at_ms: self.updated_at_ms as u64,
             review,
+            witnessed: self.witnessed,
         })
     }
 }
@@ -1569,6 +1699,8 @@ mod tests {
             last_sync_at_ms: None,
             last_sync_error: None,
             log_key: Some("log+01234567+AQ==".into()),
+            witness_policy: Some(b"quorum none\n".to_vec()),
+            witness_problem: None,
         };
         store.write(|tx| Store::save_server(tx, &record)).unwrap();
         assert_eq!(store.server().unwrap().as_ref(), Some(&record));

@@ -828,6 +828,8 @@ fn sync_sends_everything_in_chunks_and_stores_verified_receipts() {
             log_size: Some(2),
             refused: vec![],
             reviewed: vec![],
+            witnessed_size: None,
+            witness_problem: None,
         }
     );
     for (i, c) in [&big, &small].into_iter().enumerate() {

@@ -73,5 +73,6 @@ pub async fn enroll(
         "log_key": state.log.log_key.vkey,
         "precincts": device.precincts,
         "election": election,
+        "witness_policy": state.witness_policy.as_ref().map(|p| p.text.as_str()),
     })))
 }
