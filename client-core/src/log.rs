@@ -122,6 +122,11 @@ impl LogEntry {
         if e.v != ENTRY_VERSION {
             return Err(malformed("entry", format!("unsupported version {}", e.v)));
         }
+        // One range for a server time everywhere (receipts, entries, decisions): JSON numbers
+        // every language reads exactly.
+        if e.received_at_ms > crate::evidence::MAX_SAFE_INTEGER {
+            return Err(malformed("entry", "received_at_ms above 2^53 - 1"));
+        }
         check_id("election", &e.election).map_err(|e| malformed("entry", e.to_string()))?;
         check_id("precinct", &e.precinct).map_err(|e| malformed("entry", e.to_string()))?;
         if e.to_bytes() != bytes {
@@ -602,6 +607,10 @@ mod tests {
             v: 1,
         };
         assert_eq!(LogEntry::from_bytes(&entry.to_bytes()).unwrap(), entry);
+        for (t, ok) in [(1 << 53, false), ((1 << 53) - 1, true)] {
+            let e = LogEntry { received_at_ms: t, ..entry.clone() };
+            assert_eq!(LogEntry::from_bytes(&e.to_bytes()).is_ok(), ok, "received_at_ms {t}");
+        }
         let mut t = Tree { hashes: Vec::new() };
         let leaves =
             [tlog_tiles::record_hash(b"a"), entry.leaf_hash(), tlog_tiles::record_hash(b"c")];

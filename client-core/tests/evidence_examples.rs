@@ -746,6 +746,23 @@ fn invalid_cases(example: &Example) -> Vec<Case> {
         true,
         "Evidence(Malformed)",
     );
+    // Numbers outside the parser's machine type are type errors (docs/evidence-format.md 3.2).
+    c.manifest_edit("3c", "\"seq\":1,", "\"seq\":-1,", true, "Evidence(Malformed)");
+    c.manifest_edit(
+        "3c",
+        "\"seq\":1,",
+        "\"seq\":18446744073709551616,",
+        true,
+        "Evidence(Malformed)",
+    );
+    c.manifest_edit("3c", "\"orientation\":6", "\"orientation\":256", true, "Evidence(Malformed)");
+    c.manifest_edit(
+        "3c",
+        "\"utc_offset_min\":300",
+        "\"utc_offset_min\":2147483648",
+        true,
+        "Evidence(Malformed)",
+    );
 
     // Step 3: field rules.
     c.manifest_edit(

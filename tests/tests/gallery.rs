@@ -160,6 +160,40 @@ fn the_api_shows_every_capture_official_version_and_change() {
         assert_eq!(line["receipt"]["receipt"]["capture_id"], id.as_str(), "{line}");
         assert!(line["log_index"].is_u64(), "{line}");
     }
+    // Its members in the documented order (docs/open-data.md), and each receipt complete: it
+    // verifies under the public receipt key, and its log proof under the public log key.
+    let members = [
+        "id",
+        "precinct",
+        "number",
+        "region",
+        "manifest",
+        "signature",
+        "receipt",
+        "log_index",
+        "photo_url",
+        "inclusion_proof_url",
+    ];
+    let server_key = g.json("/api/v1/receipts/key")["server_key"].as_str().unwrap().to_owned();
+    let server_key =
+        hattama_core::evidence::DeviceKey(hex::decode(&server_key).unwrap().try_into().unwrap());
+    let log_key =
+        hattama_core::log::LogKey::from_vkey(g.json("/api/v1/log/key")["vkey"].as_str().unwrap())
+            .unwrap();
+    for (raw, line) in jsonl.lines().zip(&lines) {
+        let at: Vec<usize> =
+            members.iter().map(|m| raw.find(&format!("\"{m}\":")).unwrap()).collect();
+        assert!(at.windows(2).all(|w| w[0] < w[1]), "members out of order: {raw}");
+        assert_eq!(line.as_object().unwrap().len(), members.len(), "{raw}");
+        let receipt = hattama_core::receipt::SignedReceipt::from_json(
+            serde_json::to_string(&line["receipt"]).unwrap().as_bytes(),
+        )
+        .unwrap();
+        let r = &receipt.receipt;
+        receipt.verify(&server_key, &r.capture_id, &r.photo_sha256).unwrap();
+        let verified = receipt.verify_log(&log_key, "e2e", line["precinct"].as_str().unwrap());
+        assert_eq!(verified.unwrap().index, line["log_index"].as_u64().unwrap(), "{raw}");
+    }
     // Search by number and by address words.
     let hits = g.json("/api/v1/elections/e2e/precincts?q=2");
     assert_eq!(hits[0]["id"], "p0002", "{hits}");
@@ -308,7 +342,7 @@ fn schemathesis_finds_the_api_as_documented() {
         "schemathesis failed:\n{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(stdout.contains("Tested: 17"), "{stdout}");
+    assert!(stdout.contains("Tested: 18"), "{stdout}");
 }
 
 #[test]

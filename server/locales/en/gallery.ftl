@@ -153,3 +153,6 @@ g-copied = Copied
 g-no-photo-help = If you observed at this station, photograph the protocol posted on its wall and send it with the Hattama app; otherwise check back later. Until then the official figures below have nothing to be compared with.
 g-cmp-summary = We compare { $both } of { $total } stations: those with both figures checked against the protocol's photo (there are { $observed } such stations) and official figures (there are { $official }).
 g-cmp-line-diff = { $name }: photo { $observed }, official { $official }
+g-receipt-key = Receipt key (signs every receipt and review decision)
+g-package-download = Download the evidence package
+g-package-hint = One .zip file: the photos as signed, their signatures, receipts and log proofs, the figures and their history. Anyone can check it offline with “hattama verify-package”.

@@ -23,6 +23,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/api/v1/enroll", web::post().to(enroll::enroll))
         .route("/api/v1/challenge", web::post().to(decisions::challenge))
         .route("/api/v1/decisions", web::post().to(decisions::decisions))
+        .service(get("/api/v1/receipts/key", receipts::key))
         .service(get("/api/v1/receipts/{id}", receipts::get))
         .service(get("/api/v1/log/key", log::key))
         .service(get("/api/v1/log/inclusion/{id}", log::inclusion))

@@ -290,8 +290,9 @@ async fn official_versions(
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExportQuery {
-    /// Official version (default: the newest).
-    version: Option<u64>,
+    /// Official version (default: the newest): digits; a number beyond any version is no
+    /// version rather than a malformed query (the OpenAPI document allows any integer ≥ 1).
+    version: Option<String>,
 }
 
 fn csv_rows(header: &[&str], rows: impl IntoIterator<Item = Vec<String>>) -> Vec<u8> {
@@ -330,15 +331,23 @@ async fn export(
             FILES.join(", ")
         )));
     }
-    if query.version == Some(0) {
+    let version = match query.version.as_deref() {
+        None => None,
+        Some(v) if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) => {
+            Some(v.parse::<u64>().unwrap_or(u64::MAX))
+        }
+        Some(_) => return Err(ApiError::new(400, "bad_query", "version must be a number")),
+    };
+    if version == Some(0) {
         return Err(ApiError::new(400, "bad_query", "versions are numbered from 1"));
     }
     // `version` selects a version of official.csv and is ignored by the other files.
-    let version = query.version.filter(|_| file == "official.csv");
+    let version = version.filter(|_| file == "official.csv");
     let key = format!("export:{e}:{file}:{version:?}");
+    let (storage, log) = (state.storage.clone(), state.log.clone());
     let mut response = cached(&req, &state, key, move |g| {
         let v = view_of(g, &e)?;
-        let (content_type, mut body) = make_export(g, &v, &file, version)?;
+        let (content_type, mut body) = make_export(g, &v, &file, version, (&*storage, &log))?;
         if file.ends_with(".csv") {
             // A byte-order mark, so that spreadsheet programs read the UTF-8 (Cyrillic and
             // Kazakh names) as UTF-8; the importers accept it.
@@ -365,11 +374,27 @@ async fn export(
     Ok(response)
 }
 
+/// One line of `evidence.jsonl`, its members in the documented order (`docs/open-data.md`).
+#[derive(Serialize)]
+struct EvidenceLine {
+    id: String,
+    precinct: String,
+    number: u32,
+    region: String,
+    manifest: String,
+    signature: String,
+    receipt: hattama_core::receipt::SignedReceipt,
+    log_index: Option<u64>,
+    photo_url: String,
+    inclusion_proof_url: String,
+}
+
 fn make_export(
     g: &Gallery,
     v: &ElectionView,
     file: &str,
     version: Option<u64>,
+    (storage, log): (&dyn crate::storage::Storage, &crate::log::Log),
 ) -> Result<(&'static str, Vec<u8>), ApiError> {
     const CSV: &str = "text/csv; charset=utf-8";
     let e = &v.election.id;
@@ -487,20 +512,27 @@ fn make_export(
         "evidence.jsonl" => {
             let mut out = Vec::new();
             for c in g.all_captures(e)? {
-                let receipt: Value = serde_json::from_slice(&c.receipt).unwrap_or(Value::Null);
-                let line = name_station(
-                    v,
-                    json!({
-                        "id": c.id.to_hex(),
-                        "precinct": c.precinct,
-                        "manifest": String::from_utf8_lossy(&c.manifest),
-                        "signature": hex::encode(c.signature),
-                        "receipt": receipt,
-                        "log_index": c.log_index,
-                        "photo_url": format!("/photos/{}", c.photo_sha256.to_hex()),
-                        "inclusion_proof_url": format!("/api/v1/log/inclusion/{}", c.id.to_hex()),
-                    }),
-                );
+                let receipt = crate::routes::receipts::complete(
+                    storage,
+                    log,
+                    &c.id,
+                    &c.receipt,
+                    c.log_index.unwrap_or(u64::MAX),
+                    None,
+                )?;
+                let p = v.election.precinct(&c.precinct);
+                let line = EvidenceLine {
+                    id: c.id.to_hex(),
+                    number: p.map_or(0, |p| p.number),
+                    region: p.map(|p| p.region.clone()).unwrap_or_default(),
+                    precinct: c.precinct,
+                    manifest: String::from_utf8_lossy(&c.manifest).into_owned(),
+                    signature: hex::encode(c.signature),
+                    receipt,
+                    log_index: c.log_index,
+                    photo_url: format!("/photos/{}", c.photo_sha256.to_hex()),
+                    inclusion_proof_url: format!("/api/v1/log/inclusion/{}", c.id.to_hex()),
+                };
                 serde_json::to_writer(&mut out, &line).map_err(|e| ApiError::internal(&e))?;
                 out.push(b'\n');
             }

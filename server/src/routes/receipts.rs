@@ -16,6 +16,14 @@ use crate::storage::{Committed, Storage};
 /// How long a receipt request waits for the capture to enter a published checkpoint.
 const LOG_WAIT: Duration = Duration::from_secs(10);
 
+/// `GET /api/v1/receipts/key`: the server's receipt public key, the key that signs receipts
+/// and review decisions (`docs/receipts.md`, "The receipt key").
+pub async fn key(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header(("Cache-Control", "public, no-cache"))
+        .json(serde_json::json!({ "server_key": state.keys.receipt_public().to_hex() }))
+}
+
 /// Answers the receipt once the capture is stored and logged; 404 while it is not stored,
 /// 503 (retry) while it is stored but not yet in a published checkpoint.
 pub async fn get(
@@ -62,10 +70,29 @@ pub fn logged(
     if !log.wait_published(index, LOG_WAIT)? {
         return Ok(None);
     }
+    let signed = complete(storage, log, id, &receipt, index, log_entry)?;
+    serde_json::to_vec(&signed).map(Some).map_err(|e| ApiError::internal(&e))
+}
+
+/// The stored receipt `receipt` of capture `id` with its place in the log (entry and inclusion
+/// proof in the newest published checkpoint) when `index` is in it, else the receipt alone:
+/// what `GET /api/v1/receipts/{id}` answers, the `receipt` of `evidence.jsonl` and the receipt
+/// files of evidence packages. Blocking.
+pub fn complete(
+    storage: &dyn Storage,
+    log: &Log,
+    id: &Sha256Hash,
+    receipt: &[u8],
+    index: u64,
+    log_entry: Option<Vec<u8>>,
+) -> Result<SignedReceipt, ApiError> {
     let mut signed: SignedReceipt =
-        serde_json::from_slice(&receipt).map_err(|e| ApiError::internal(&e))?;
+        serde_json::from_slice(receipt).map_err(|e| ApiError::internal(&e))?;
     if signed.receipt.capture_id != *id {
         return Err(ApiError::internal(&std::io::Error::other("a receipt of another capture")));
+    }
+    if index >= log.published_size() {
+        return Ok(signed);
     }
     let entry = match log_entry {
         Some(entry) => entry,
@@ -80,5 +107,5 @@ pub fn logged(
         entry: String::from_utf8(entry).map_err(|e| ApiError::internal(&e))?,
         proof: proof.to_text(),
     });
-    serde_json::to_vec(&signed).map(Some).map_err(|e| ApiError::internal(&e))
+    Ok(signed)
 }

@@ -894,6 +894,7 @@ struct DataPage {
     name: String,
     log_origin: String,
     log_vkey: String,
+    receipt_key: String,
     base: String,
 }
 
@@ -905,6 +906,7 @@ async fn data(
     let e = path.into_inner();
     valid(&e)?;
     let (origin, vkey) = (state.log.log_key.origin.clone(), state.log.log_key.vkey.clone());
+    let receipt_key = state.keys.receipt_public().to_hex();
     let base = site_base(&req, &state);
     page(&req, &state, move |g, ctx| {
         let v = view(g, &e)?;
@@ -912,6 +914,7 @@ async fn data(
             name: ctx.lang.pick(&v.election.names).to_owned(),
             log_origin: origin,
             log_vkey: vkey,
+            receipt_key,
             base,
             id: e,
             ctx,
