@@ -36,6 +36,8 @@ pub struct AppState {
     pub gallery: Arc<crate::gallery::Gallery>,
     /// The review's storage (the same database as `storage`).
     pub review: Arc<dyn ReviewStorage>,
+    /// The console's storage (the same database): invites, devices, imports.
+    pub console: Arc<dyn crate::storage::ConsoleStorage>,
     /// Failed logins of the review UI.
     pub login_throttle: crate::review::LoginThrottle,
     /// Thumbnails and the server-wide bound on photo decodes.
@@ -111,6 +113,7 @@ impl Application {
         let sqlite = Arc::new(SqliteStorage::open(&settings.data_dir, true)?);
         let storage: Arc<dyn Storage> = sqlite.clone();
         let gallery = Arc::new(crate::gallery::Gallery::new(sqlite.clone(), sqlite.clone()));
+        let console: Arc<dyn crate::storage::ConsoleStorage> = sqlite.clone();
         let review: Arc<dyn ReviewStorage> = sqlite;
         let keys = Arc::new(ServerKeys::load_or_create(&settings.data_dir)?);
         let log = crate::log::Log::open(
@@ -154,6 +157,7 @@ impl Application {
             log,
             gallery,
             review,
+            console,
             login_throttle,
             thumbs,
             metrics,
