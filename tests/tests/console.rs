@@ -450,3 +450,119 @@ fn invites_are_created_listed_cancelled_and_devices_revoked_with_an_audit_trail(
     assert!(revoke["after"].as_str().unwrap().contains("phone stolen"));
     assert_eq!(revoke["user_name"], "Root");
 }
+
+/// The generated Python bindings (`scripts/bindings`; tests/tests/ffi.rs checks their age).
+fn python_bindings() -> std::path::PathBuf {
+    let dir = hattama_tests::browser::repo_root().join("build/bindings/python");
+    assert!(
+        dir.join("libhattama_ffi.so").exists(),
+        "{} has no bindings: run scripts/bindings first",
+        dir.display()
+    );
+    dir
+}
+
+/// Runs `tests/ffi/python/console_enroll.py` (an observer's phone through the bindings).
+fn phone(args: &[&str]) {
+    let script = hattama_tests::browser::repo_root().join("tests/ffi/python/console_enroll.py");
+    let out = std::process::Command::new("python3")
+        .arg("-u")
+        .arg(script)
+        .args(args)
+        .env("PYTHONPATH", python_bindings())
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .output()
+        .expect("run python3");
+    println!("{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        out.status.success(),
+        "console_enroll.py {args:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// What ZBar reads in a PNG: one line per symbol, `QR-Code:` and its text.
+fn zbar(file: &str) -> Vec<String> {
+    let out = std::process::Command::new("zbarimg")
+        .args(["--quiet", "-Sdisable", "-Sqrcode.enable", file])
+        .output()
+        .expect("run zbarimg (scripts/test installs Debian's zbar-tools)");
+    assert!(out.status.success(), "zbarimg {file}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            l.strip_prefix("QR-Code:").unwrap_or_else(|| panic!("not a QR code: {l}")).to_owned()
+        })
+        .collect()
+}
+
+#[test]
+fn an_admin_puts_observers_on_the_road_and_revokes_a_lost_phone_in_the_browser() {
+    // A new deployment: only the admin's account, no election yet.
+    let dir = tempfile::tempdir().unwrap();
+    add_user(dir.path(), "root", "Root Admin", "admin", &[]);
+    let server = TestServer::start_on(dir.path(), "127.0.0.1:0");
+    let work = tempfile::tempdir().unwrap();
+    let definition = work.path().join("election.json");
+    std::fs::write(
+        &definition,
+        serde_json::to_vec_pretty(&hattama_tests::fixtures::election("e2e", 12)).unwrap(),
+    )
+    .unwrap();
+    // Ten precincts, by number, in an order of their own (seeded).
+    let seed = 16u64;
+    let mut numbers: Vec<u32> = (1..=12).collect();
+    let mut state = seed;
+    for i in (1..numbers.len()).rev() {
+        state =
+            state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        numbers.swap(i, (state >> 33) as usize % (i + 1));
+    }
+    numbers.truncate(10);
+    println!("seed {seed}: precincts {numbers:?}");
+    let list = numbers.iter().map(u32::to_string).collect::<Vec<_>>().join("\n");
+    let config = json!({
+        "act": "invite", "password": hattama_tests::review::PASSWORD,
+        "out": work.path(), "definition": definition, "list": list, "per": 2,
+    });
+    hattama_tests::browser::run_script("console", &server.url, &[&config.to_string()]);
+
+    // Every card's QR code, decoded by ZBar from the rendered page, is its own invite.
+    let cards: Vec<Value> =
+        serde_json::from_slice(&std::fs::read(work.path().join("cards.json")).unwrap()).unwrap();
+    assert_eq!(cards.len(), 20);
+    let mut seen = std::collections::BTreeSet::new();
+    let mut per_precinct = std::collections::BTreeMap::<String, usize>::new();
+    for card in &cards {
+        let decoded = zbar(card["file"].as_str().unwrap());
+        assert_eq!(decoded, vec![card["uri"].as_str().unwrap().to_owned()], "{card}");
+        let (server_url, code) = hattama_core::sync::parse_invite(&decoded[0]).unwrap();
+        assert_eq!(server_url, server.url);
+        assert_eq!(code, card["code"].as_str().unwrap());
+        assert_eq!(code, card["typed"].as_str().unwrap(), "the code spelled out is the QR's");
+        assert!(seen.insert(code), "codes are distinct");
+        *per_precinct.entry(card["number"].as_str().unwrap().to_owned()).or_default() += 1;
+    }
+    assert_eq!(per_precinct.len(), 10, "{per_precinct:?}");
+    assert!(per_precinct.values().all(|n| *n == 2), "{per_precinct:?}");
+
+    // A phone enrolls with the first card's QR code and syncs a real photo of its precinct.
+    let first = &cards[0];
+    let number: u32 = first["number"].as_str().unwrap().parse().unwrap();
+    let precinct = hattama_tests::fixtures::precinct_id(number as usize);
+    let store = work.path().join("phone");
+    let photo = hattama_tests::sample_dir(&format!("{}/testdata", hattama_tests::GO_IMAGE))
+        .join("video-001.jpeg");
+    let photo = photo.to_str().unwrap();
+    phone(&["enroll", store.to_str().unwrap(), first["uri"].as_str().unwrap(), &precinct, photo]);
+
+    // The precinct is covered; the admin revokes the device from its page.
+    let config = json!({
+        "act": "revoke", "password": hattama_tests::review::PASSWORD,
+        "out": work.path(), "precinct": precinct,
+    });
+    hattama_tests::browser::run_script("console", &server.url, &[&config.to_string()]);
+
+    // Its next upload is refused.
+    phone(&["revoked", store.to_str().unwrap(), "-", &precinct, photo]);
+}

@@ -600,8 +600,9 @@ fn invite_base(req: &HttpRequest, state: &AppState) -> String {
     if let Some(url) = &state.settings.public_url {
         return url.trim_end_matches('/').to_owned();
     }
-    let info = req.connection_info();
-    format!("{}://{}", info.scheme(), info.host())
+    // The scheme from the connection (or a trusted proxy), never from any client's header.
+    let scheme = if crate::tls::is_https(req, &state.settings) { "https" } else { "http" };
+    format!("{scheme}://{}", req.connection_info().host())
 }
 
 /// `GET /review/invites/cards?batch=N`: the print-ready cards of a batch's unused invites
