@@ -7,6 +7,7 @@
 
 pub mod backup;
 pub mod compare;
+pub mod console;
 pub mod demo;
 pub mod error;
 pub mod gallery;

@@ -349,9 +349,10 @@ fn main() -> anyhow::Result<()> {
         Command::Election { command: ElectionCommand::Import { file } } => {
             let bytes =
                 std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
-            let election = Election::from_json(&bytes)?;
             let storage = SqliteStorage::open(&settings.data_dir, false)?;
-            let new = storage.import_election(&election, hattama_core::now_ms())?;
+            // The console's import (`/review/elections`): one implementation.
+            let (election, new) =
+                hattama_server::console::import_election(&storage, &bytes, hattama_core::now_ms())?;
             println!(
                 "{} election {} with {} precincts",
                 if new { "imported" } else { "updated" },
@@ -602,13 +603,13 @@ fn read_figures_file(
     Ok((bytes, election))
 }
 
-/// Reads, checks and stores an official-results file; returns its election and the new version.
+/// Reads, checks and stores an official-results file (the console's import,
+/// `/review/elections`: one implementation); returns its election and the new version.
 fn import_official(
     storage: &SqliteStorage,
     file: &std::path::Path,
 ) -> anyhow::Result<(String, Option<u64>)> {
     use hattama_server::official;
-    use hattama_server::storage::GalleryStorage;
     let size =
         std::fs::metadata(file).with_context(|| format!("cannot read {}", file.display()))?.len();
     anyhow::ensure!(
@@ -616,14 +617,8 @@ fn import_official(
         official::OfficialError::TooLarge(usize::try_from(size).unwrap_or(usize::MAX))
     );
     let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
-    let id = official::election_of(&bytes)?;
-    let election = storage.election(&id)?.ok_or(official::OfficialError::UnknownElection(id))?;
-    let figures = official::parse(&bytes, &election)?;
     let source = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let sha = hattama_core::evidence::Sha256Hash::of(&bytes).to_hex();
-    let version =
-        storage.import_official(&election.id, &figures, &source, &sha, hattama_core::now_ms())?;
-    Ok((election.id, version))
+    Ok(hattama_server::console::import_official(storage, &bytes, &source, hattama_core::now_ms())?)
 }
 
 /// `hattama-server demo`: see [`hattama_server::demo`].

@@ -105,6 +105,7 @@ impl Application {
         let sqlite = Arc::new(SqliteStorage::open(&settings.data_dir, true)?);
         let storage: Arc<dyn Storage> = sqlite.clone();
         let gallery = Arc::new(crate::gallery::Gallery::new(sqlite.clone(), sqlite.clone()));
+        let console: Arc<dyn crate::storage::ConsoleStorage> = sqlite.clone();
         let review: Arc<dyn ReviewStorage> = sqlite;
         let keys = Arc::new(ServerKeys::load_or_create(&settings.data_dir)?);
         let log = crate::log::Log::open(
@@ -158,6 +159,7 @@ impl Application {
             log,
             gallery,
             review,
+            console,
             login_throttle,
             thumbs,
             metrics,

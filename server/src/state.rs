@@ -32,6 +32,8 @@ pub struct AppState {
     pub gallery: Arc<crate::gallery::Gallery>,
     /// The review's storage (the same database as `storage`).
     pub review: Arc<dyn ReviewStorage>,
+    /// The console's storage (the same database): invites, devices, imports.
+    pub console: Arc<dyn crate::storage::ConsoleStorage>,
     /// Failed logins of the review UI.
     pub login_throttle: crate::review::LoginThrottle,
     /// Thumbnails and the server-wide bound on photo decodes.

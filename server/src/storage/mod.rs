@@ -10,6 +10,7 @@
 //! capture row with its receipt is committed (`synchronous = FULL`), together with the capture's
 //! log entry at the next log position (commit order). Only then may a receipt be handed out.
 
+pub mod console;
 mod gallery;
 mod photo_buf;
 pub mod review;
@@ -17,6 +18,7 @@ mod sqlite;
 
 use std::io::Write;
 
+pub use console::ConsoleStorage;
 pub use gallery::{GalleryStorage, PublicCapture};
 use hattama_core::election::Election;
 use hattama_core::evidence::{DeviceKey, Sha256Hash};

@@ -196,12 +196,13 @@ macro_rules! locale_files {
             ("main.ftl", include_str!(concat!("../../locales/", $lang, "/main.ftl"))),
             ("review.ftl", include_str!(concat!("../../locales/", $lang, "/review.ftl"))),
             ("gallery.ftl", include_str!(concat!("../../locales/", $lang, "/gallery.ftl"))),
+            ("console.ftl", include_str!(concat!("../../locales/", $lang, "/console.ftl"))),
         ]
     };
 }
 
 /// File names of the message files of every language (the tests check the list).
-pub const LOCALE_FILES: &[&str] = &["main.ftl", "review.ftl", "gallery.ftl"];
+pub const LOCALE_FILES: &[&str] = &["main.ftl", "review.ftl", "gallery.ftl", "console.ftl"];
 
 struct I18n {
     kk: Bundle,

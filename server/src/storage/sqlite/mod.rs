@@ -31,6 +31,7 @@ use super::{
     StorageError, StoredCapture, UploadInfo, UploadWriter, device_id,
 };
 
+mod console;
 mod gallery;
 
 const DB_FILE: &str = "hattama-server.sqlite3";
@@ -191,6 +192,7 @@ CREATE INDEX captures_by_device_precinct ON captures (device_id, election, preci
 ALTER TABLE elections ADD COLUMN protocol_lines INTEGER NOT NULL DEFAULT 0;
 UPDATE elections SET protocol_lines = coalesce(json_array_length(definition, '$.protocol.lines'), 0);
 ",
+    console::MIGRATION,
 ];
 
 const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
@@ -651,29 +653,11 @@ impl Storage for SqliteStorage {
         count: usize,
         now_ms: u64,
     ) -> Result<Vec<String>, StorageError> {
-        let e = self
-            .election(election)?
-            .ok_or_else(|| StorageError::NotFound(format!("election {election}")))?;
-        for p in precincts {
-            if e.precinct(p).is_none() {
-                return Err(StorageError::NotFound(format!("precinct {p} of {election}")));
-            }
-        }
-        let list =
-            serde_json::to_string(precincts).map_err(|e| StorageError::Corrupt(e.to_string()))?;
-        let mut conn = lock(&self.writer)?;
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let mut codes = Vec::with_capacity(count);
-        for _ in 0..count {
-            let code = new_code();
-            tx.execute(
-                "INSERT INTO invites (code, election, precincts, created_at_ms) VALUES (?1, ?2, ?3, ?4)",
-                params![code, election, list, ms(now_ms)],
-            )?;
-            codes.push(code);
-        }
-        tx.commit()?;
-        Ok(codes)
+        // One implementation with the console's batches: one group of these precincts.
+        use crate::storage::ConsoleStorage;
+        let (_, codes) =
+            self.create_invite_batch(election, &[precincts.to_vec()], count, now_ms, None)?;
+        Ok(codes.into_iter().map(|(code, _)| code).collect())
     }
 
     fn enroll(&self, code: &str, key: &DeviceKey, now_ms: u64) -> Result<Device, StorageError> {
@@ -690,6 +674,10 @@ impl Storage for SqliteStorage {
         let Some((election, precincts, used_by)) = invite else {
             return Err(StorageError::BadCode);
         };
+        // A cancelled code enrolls nothing (the console's "cancel"), as if it never existed.
+        if used_by.is_none() && console::cancelled(&tx, code)? {
+            return Err(StorageError::BadCode);
+        }
         match used_by {
             // The same device asking again (its first answer was lost): the same answer.
             Some(by) if by == id => {

@@ -455,7 +455,7 @@ fn load_transcription(
     .transpose()
 }
 
-fn insert_audit(c: &Connection, e: &NewAudit) -> Result<(), StorageError> {
+pub(super) fn insert_audit(c: &Connection, e: &NewAudit) -> Result<(), StorageError> {
     c.prepare_cached(
         "INSERT INTO audit (at_ms, user_id, user_name, action, election, precinct, capture_id,
             before, after)

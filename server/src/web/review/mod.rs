@@ -8,6 +8,7 @@
 //! `review.session_ttl_secs`. Every form carries the session's CSRF token (the login form a
 //! token bound to a cookie of its own), checked before anything else.
 
+mod console;
 mod pages;
 
 use actix_web::cookie::{Cookie, SameSite};
@@ -40,7 +41,20 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .route("/review/captures/{id}/decision", web::post().to(pages::decide))
     .route("/review/captures/{id}/entry", web::post().to(pages::enter))
     .route("/review/audit.csv", web::get().to(pages::audit_csv))
-    .route("/review/audit.json", web::get().to(pages::audit_json));
+    .route("/review/audit.json", web::get().to(pages::audit_json))
+    .route("/review/elections", web::get().to(console::elections))
+    .route("/review/elections/definition", web::post().to(console::import_definition))
+    .route("/review/elections/official", web::post().to(console::import_official))
+    .service(
+        web::resource("/review/invites")
+            .route(web::get().to(console::invites))
+            .route(web::post().to(console::create_invites)),
+    )
+    .route("/review/invites/cards", web::get().to(console::cards))
+    .route("/review/invites/cancel", web::post().to(console::cancel_invite))
+    .route("/review/devices", web::get().to(console::devices))
+    .route("/review/devices/{id}", web::get().to(console::device))
+    .route("/review/devices/{id}/revoke", web::post().to(console::revoke));
 }
 
 /// The signed-in user of a request.

@@ -25,7 +25,7 @@ use crate::web::{Lang, PageCtx, WebError, html, local_path, percent_encode, see_
 /// Captures per queue page.
 const PAGE_SIZE: u64 = 50;
 
-fn private(mut r: HttpResponse) -> HttpResponse {
+pub(super) fn private(mut r: HttpResponse) -> HttpResponse {
     r.headers_mut().insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
     r
 }
