@@ -11,6 +11,7 @@
 //! log entry at the next log position (commit order). Only then may a receipt be handed out.
 
 mod gallery;
+mod open;
 mod photo_buf;
 pub mod review;
 mod sqlite;
@@ -20,6 +21,7 @@ use std::io::Write;
 pub use gallery::{GalleryStorage, PublicCapture};
 use hattama_core::election::Election;
 use hattama_core::evidence::{DeviceKey, Sha256Hash};
+pub use open::{Backend, Opener, open};
 pub use photo_buf::{BufPool, PhotoBuf};
 pub use review::{Decision, DecisionKind, ReviewStorage, Transcription, TranscriptionStatus};
 pub use sqlite::SqliteStorage;
