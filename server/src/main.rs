@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 use hattama_core::election::Election;
 use hattama_server::settings::{Overrides, Settings};
 use hattama_server::startup::Application;
-use hattama_server::storage::{SqliteStorage, Storage};
+use hattama_server::storage::{self, Backend, Opener};
 use serde_json::json;
 
 #[derive(Parser)]
@@ -160,8 +160,8 @@ fn new_password(from_stdin: bool) -> anyhow::Result<(String, bool)> {
 }
 
 fn user_command(settings: &Settings, command: UserCommand) -> anyhow::Result<()> {
-    use hattama_server::storage::review::{NewUser, ReviewStorage, Role};
-    let storage = SqliteStorage::open(&settings.data_dir, false)?;
+    use hattama_server::storage::review::{NewUser, Role};
+    let storage = storage::open(settings, Opener::Admin)?;
     let now = hattama_core::now_ms();
     match command {
         UserCommand::Add { username, name, role, regions, password_stdin } => {
@@ -169,7 +169,7 @@ fn user_command(settings: &Settings, command: UserCommand) -> anyhow::Result<()>
                 .ok_or_else(|| anyhow::anyhow!("--role is admin, coordinator or supervisor"))?;
             let (password, generated) = new_password(password_stdin)?;
             let user = hattama_server::review::create_user(
-                &storage,
+                &*storage,
                 &NewUser { username, display_name: name, role, regions },
                 &password,
                 now,
@@ -185,7 +185,7 @@ fn user_command(settings: &Settings, command: UserCommand) -> anyhow::Result<()>
         }
         UserCommand::Reset { username, password_stdin } => {
             let (password, generated) = new_password(password_stdin)?;
-            hattama_server::review::reset_password(&storage, &username, &password, now)?;
+            hattama_server::review::reset_password(&*storage, &username, &password, now)?;
             println!("new password set for {username}");
             if generated {
                 println!("password: {password}");
@@ -349,10 +349,10 @@ fn main() -> anyhow::Result<()> {
         Command::Election { command: ElectionCommand::Import { file } } => {
             let bytes =
                 std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
-            let storage = SqliteStorage::open(&settings.data_dir, false)?;
+            let storage = storage::open(&settings, Opener::Admin)?;
             // The console's import (`/review/elections`): one implementation.
             let (election, new) =
-                hattama_server::console::import_election(&storage, &bytes, hattama_core::now_ms())?;
+                hattama_server::console::import_election(&*storage, &bytes, hattama_core::now_ms())?;
             println!(
                 "{} election {} with {} precincts",
                 if new { "imported" } else { "updated" },
@@ -362,12 +362,12 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Transcription { command: TranscriptionCommand::Import { file } } => {
-            let storage = SqliteStorage::open(&settings.data_dir, false)?;
-            let (bytes, election) = read_figures_file(&storage, &file)?;
+            let storage = storage::open(&settings, Opener::Admin)?;
+            let (bytes, election) = read_figures_file(&*storage, &file)?;
             let figures = hattama_server::official::parse(&bytes, &election)?;
             let sha = hattama_core::evidence::Sha256Hash::of(&bytes).to_hex();
             let done = hattama_server::observed::import(
-                &storage,
+                &*storage,
                 &election,
                 &figures,
                 &sha,
@@ -380,8 +380,8 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Official { command: OfficialCommand::Import { file } } => {
-            let storage = SqliteStorage::open(&settings.data_dir, false)?;
-            let (election, version) = import_official(&storage, &file)?;
+            let storage = storage::open(&settings, Opener::Admin)?;
+            let (election, version) = import_official(&*storage, &file)?;
             match version {
                 Some(v) => println!("imported version {v} of the official results of {election}"),
                 None => println!(
@@ -392,7 +392,7 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Invite { command: InviteCommand::Create { election, precincts, count, json } } => {
             anyhow::ensure!((1..=10_000).contains(&count), "--count must be 1 to 10000");
-            let storage = SqliteStorage::open(&settings.data_dir, false)?;
+            let storage = storage::open(&settings, Opener::Admin)?;
             let codes =
                 storage.create_invites(&election, &precincts, count, hattama_core::now_ms())?;
             let base = invite_base_url(&settings);
@@ -414,7 +414,7 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Device { command: DeviceCommand::List { json } } => {
-            let storage = SqliteStorage::open(&settings.data_dir, false)?;
+            let storage = storage::open(&settings, Opener::Admin)?;
             let devices = storage.devices()?;
             let list: Vec<_> = devices
                 .iter()
@@ -440,7 +440,7 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Capture { command: CaptureCommand::List { json } } => {
-            let storage = SqliteStorage::open(&settings.data_dir, false)?;
+            let storage = storage::open(&settings, Opener::Admin)?;
             let captures = storage.captures()?;
             if json {
                 let list: Vec<_> = captures
@@ -478,7 +478,7 @@ fn main() -> anyhow::Result<()> {
                 hattama_core::evidence::Sha256Hash::from_hex(&id).is_some(),
                 "a device id is 64 lowercase hex digits"
             );
-            let storage = SqliteStorage::open(&settings.data_dir, false)?;
+            let storage = storage::open(&settings, Opener::Admin)?;
             anyhow::ensure!(storage.revoke_device(&id, hattama_core::now_ms())?, "no device {id}");
             println!("revoked {id}");
             Ok(())
@@ -587,7 +587,7 @@ fn record_listening(data_dir: &std::path::Path, url: &str) {
 
 /// Reads a figures CSV (size-checked first) and finds the election its first row names.
 fn read_figures_file(
-    storage: &SqliteStorage,
+    storage: &dyn Backend,
     file: &std::path::Path,
 ) -> anyhow::Result<(Vec<u8>, Election)> {
     use hattama_server::official;
@@ -606,7 +606,7 @@ fn read_figures_file(
 /// Reads, checks and stores an official-results file (the console's import,
 /// `/review/elections`: one implementation); returns its election and the new version.
 fn import_official(
-    storage: &SqliteStorage,
+    storage: &dyn Backend,
     file: &std::path::Path,
 ) -> anyhow::Result<(String, Option<u64>)> {
     use hattama_server::official;
@@ -643,16 +643,16 @@ fn demo(
         data_dir: Some(data_dir.clone()),
         listen,
     })?;
-    let storage = SqliteStorage::open(&data_dir, false)?;
+    let storage = storage::open(&settings, Opener::Admin)?;
     let seeded = storage.election(demo::ELECTION_ID)?.is_some();
     let election = match storage.election(demo::ELECTION_ID)? {
         Some(e) => e,
-        None => demo::import_election(&storage, &options)?,
+        None => demo::import_election(&*storage, &options)?,
     };
     drop(storage);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let _entered = runtime.enter();
-    let app = Application::build(settings)?;
+    let app = Application::build(settings.clone())?;
     let url = format!("http://{}", app.addr());
     println!("listening on {url}");
     record_listening(&data_dir, &url);
@@ -666,11 +666,11 @@ fn demo(
                 "seeding: simulated observers photograph and sync {} precincts …",
                 options.precincts
             );
-            let storage = SqliteStorage::open(&data_dir, false)?;
+            let storage = storage::open(&settings, Opener::Admin)?;
             let observed =
-                demo::observe(&storage, &election, &url, &data_dir.join("observers"), &options)?;
-            demo::import_official(&storage, &election)?;
-            demo::review(&storage, &election, &observed)?;
+                demo::observe(&*storage, &election, &url, &data_dir.join("observers"), &options)?;
+            demo::import_official(&*storage, &election)?;
+            demo::review(&*storage, &election, &observed)?;
             println!(
                 "seeded {} captures, reviews and transcriptions, and two versions of official \
                  results in {:.1} s",

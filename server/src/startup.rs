@@ -15,7 +15,7 @@ use crate::error::ApiError;
 use crate::keys::ServerKeys;
 use crate::routes::{self, tus::UploadSlots};
 use crate::settings::Settings;
-use crate::storage::{ReviewStorage, SqliteStorage, Storage};
+use crate::storage::{ReviewStorage, Storage};
 use crate::tls::CertStore;
 
 pub use crate::state::AppState;
@@ -102,11 +102,11 @@ impl Application {
         if lock.try_lock().is_err() {
             return Err(StartError::Busy(settings.data_dir.display().to_string()));
         }
-        let sqlite = Arc::new(SqliteStorage::open(&settings.data_dir, true)?);
-        let storage: Arc<dyn Storage> = sqlite.clone();
-        let gallery = Arc::new(crate::gallery::Gallery::new(sqlite.clone(), sqlite.clone()));
-        let console: Arc<dyn crate::storage::ConsoleStorage> = sqlite.clone();
-        let review: Arc<dyn ReviewStorage> = sqlite;
+        let backend = crate::storage::open(&settings, crate::storage::Opener::Server)?;
+        let storage: Arc<dyn Storage> = backend.clone();
+        let gallery = Arc::new(crate::gallery::Gallery::new(backend.clone(), backend.clone()));
+        let console: Arc<dyn crate::storage::ConsoleStorage> = backend.clone();
+        let review: Arc<dyn ReviewStorage> = backend;
         let keys = Arc::new(ServerKeys::load_or_create(&settings.data_dir)?);
         let log = crate::log::Log::open(
             storage.clone(),

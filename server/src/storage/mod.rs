@@ -12,6 +12,7 @@
 
 pub mod console;
 mod gallery;
+mod open;
 mod photo_buf;
 pub mod review;
 mod sqlite;
@@ -22,6 +23,7 @@ pub use console::ConsoleStorage;
 pub use gallery::{GalleryStorage, PublicCapture};
 use hattama_core::election::Election;
 use hattama_core::evidence::{DeviceKey, Sha256Hash};
+pub use open::{Backend, Opener, open};
 pub use photo_buf::{BufPool, PhotoBuf};
 pub use review::{Decision, DecisionKind, ReviewStorage, Transcription, TranscriptionStatus};
 pub use sqlite::SqliteStorage;

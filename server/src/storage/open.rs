@@ -1,0 +1,57 @@
+//! [`open`]: the one way into storage, for the server and for every admin command, so that
+//! which backend the settings name is decided in one place.
+
+use std::sync::Arc;
+
+use super::{ConsoleStorage, GalleryStorage, ReviewStorage, SqliteStorage, Storage, StorageError};
+use crate::settings::Settings;
+
+/// Every interface of one storage backend, as [`open`] returns it. `Arc<dyn Backend>` and
+/// `&dyn Backend` coerce to each of them.
+pub trait Backend: Storage + ReviewStorage + GalleryStorage + ConsoleStorage {}
+
+impl<T: Storage + ReviewStorage + GalleryStorage + ConsoleStorage> Backend for T {}
+
+/// Who opens the storage.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Opener {
+    /// The serving process: it also removes what a crash left (photos no capture references,
+    /// upload files without a session).
+    Server,
+    /// An admin command, which may run beside a serving process and so never removes anything.
+    Admin,
+}
+
+/// Opens (creating and migrating) the storage that `settings` name: the embedded default,
+/// SQLite and files in `data_dir`.
+pub fn open(settings: &Settings, opener: Opener) -> Result<Arc<dyn Backend>, StorageError> {
+    Ok(Arc::new(SqliteStorage::open(&settings.data_dir, opener == Opener::Server)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The server and the admin commands name no backend: they all go through [`open`].
+    #[test]
+    fn the_server_and_every_admin_command_open_storage_through_open() {
+        for (file, text) in
+            [("main.rs", include_str!("../main.rs")), ("startup.rs", include_str!("../startup.rs"))]
+        {
+            assert!(!text.contains("SqliteStorage"), "{file} names the SQLite backend");
+            assert!(text.contains("storage::open(&settings"), "{file} does not call storage::open");
+        }
+    }
+
+    #[test]
+    fn open_creates_storage_that_admin_commands_and_the_server_share() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = Settings::for_dir(dir.path());
+        let admin = open(&settings, Opener::Admin).unwrap();
+        assert_eq!(admin.log_size().unwrap(), 0);
+        assert!(admin.users().unwrap().is_empty());
+        drop(admin);
+        let server = open(&settings, Opener::Server).unwrap();
+        assert_eq!(server.log_size().unwrap(), 0);
+    }
+}
