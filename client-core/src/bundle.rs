@@ -2,7 +2,9 @@
 //!
 //! A bundle holds exactly the signed bytes: `manifest.json` (canonical manifest),
 //! `manifest.sig` (128 lowercase hex digits of the ed25519 signature, then one line feed) and
-//! `photo.jpg` or `photo.png` (the stripped photo).
+//! `photo.jpg` or `photo.png` (the stripped photo). A capture whose photo left the device after
+//! its receipt (`crate::retention`) is exported without the photo file; its bundle is verified
+//! with the server's copy of the photo ([`verify_with_photo`]).
 
 use std::fs;
 use std::io::Read;
@@ -48,8 +50,14 @@ fn photo_file(media_type: MediaType) -> String {
     format!("photo.{}", media_type.extension())
 }
 
-/// Writes a bundle into `dir` (created if missing; must be empty if present).
-pub fn write(dir: &Path, signed: &SignedManifest, photo: &[u8]) -> Result<(), BundleError> {
+/// The name of the photo file of a bundle whose manifest is `signed`.
+pub fn photo_file_name(signed: &SignedManifest) -> String {
+    photo_file(signed.manifest.photo.media_type)
+}
+
+/// Writes a bundle into `dir` (created if missing; must be empty if present); without the
+/// photo file when `photo` is `None` (the photo left the device after its receipt).
+pub fn write(dir: &Path, signed: &SignedManifest, photo: Option<&[u8]>) -> Result<(), BundleError> {
     let io = |file: &str| {
         let file = file.to_owned();
         move |source| BundleError::Io { file, source }
@@ -64,8 +72,10 @@ pub fn write(dir: &Path, signed: &SignedManifest, photo: &[u8]) -> Result<(), Bu
     fs::write(dir.join(MANIFEST_FILE), &signed.canonical).map_err(io(MANIFEST_FILE))?;
     let sig = format!("{}\n", hex::encode(signed.signature));
     fs::write(dir.join(SIGNATURE_FILE), sig).map_err(io(SIGNATURE_FILE))?;
-    let name = photo_file(signed.manifest.photo.media_type);
-    fs::write(dir.join(&name), photo).map_err(io(&name))?;
+    if let Some(photo) = photo {
+        let name = photo_file(signed.manifest.photo.media_type);
+        fs::write(dir.join(&name), photo).map_err(io(&name))?;
+    }
     Ok(())
 }
 
@@ -79,6 +89,22 @@ fn read_limited(path: &Path, limit: u64, name: &str) -> Result<Vec<u8>, BundleEr
 
 /// Verifies a bundle exactly as the spec says; returns the verified manifest.
 pub fn verify(dir: &Path, limits: &MediaLimits) -> Result<SignedManifest, BundleError> {
+    verify_photo_from(dir, limits, None)
+}
+
+/// Verifies a bundle with `photo` (for example the server's copy, `GET /photos/<sha256>`) in
+/// place of its photo file (which need not exist): the spec's steps with step 5 reading these
+/// bytes instead.
+pub fn verify_with_photo(
+    dir: &Path,
+    photo: &[u8],
+    limits: &MediaLimits,
+) -> Result<SignedManifest, BundleError> {
+    verify_photo_from(dir, limits, Some(photo))
+}
+
+/// The signed manifest of a bundle (steps 1 to 4), to learn which photo it needs.
+pub fn read_manifest(dir: &Path) -> Result<SignedManifest, BundleError> {
     let canonical =
         read_limited(&dir.join(MANIFEST_FILE), evidence::MAX_MANIFEST_BYTES as u64, MANIFEST_FILE)?;
     let sig_text = read_limited(&dir.join(SIGNATURE_FILE), 130, SIGNATURE_FILE)?;
@@ -87,10 +113,25 @@ pub fn verify(dir: &Path, limits: &MediaLimits) -> Result<SignedManifest, Bundle
         .ok()
         .and_then(evidence::parse_lower_hex::<64>)
         .ok_or(BundleError::BadSignatureFile)?;
-    let signed = SignedManifest::verify(&canonical, &signature)?;
+    Ok(SignedManifest::verify(&canonical, &signature)?)
+}
+
+fn verify_photo_from(
+    dir: &Path,
+    limits: &MediaLimits,
+    given: Option<&[u8]>,
+) -> Result<SignedManifest, BundleError> {
+    let signed = read_manifest(dir)?;
     let info = &signed.manifest.photo;
     let name = photo_file(info.media_type);
-    let photo = read_limited(&dir.join(&name), limits.max_bytes, &name)?;
+    let read;
+    let photo = match given {
+        Some(bytes) => bytes,
+        None => {
+            read = read_limited(&dir.join(&name), limits.max_bytes, &name)?;
+            read.as_slice()
+        }
+    };
     if photo.len() as u64 != info.bytes {
         return Err(BundleError::PhotoMismatch(format!(
             "{name} has {} bytes, the manifest says {}",
@@ -98,10 +139,10 @@ pub fn verify(dir: &Path, limits: &MediaLimits) -> Result<SignedManifest, Bundle
             info.bytes
         )));
     }
-    if Sha256Hash::of(&photo) != info.sha256 {
+    if Sha256Hash::of(photo) != info.sha256 {
         return Err(BundleError::PhotoMismatch(format!("{name} does not have the signed SHA-256")));
     }
-    let clean = media::strip(&photo, limits)?;
+    let clean = media::strip(photo, limits)?;
     if clean.media_type != info.media_type {
         return Err(BundleError::PhotoMismatch("media type differs".into()));
     }

@@ -85,6 +85,12 @@ pub enum Error {
     /// A thumbnail could not be made.
     #[error("cannot make a thumbnail: {0}")]
     Thumbnail(String),
+    /// The capture's photo was removed from this device after its verified receipt (the
+    /// election's setting); the server keeps it.
+    #[error(
+        "the photo of capture {0} is on the server only: it was removed from this device after          the server's receipt"
+    )]
+    PhotoOnServer(String),
     /// Enrollment or sync failed.
     #[cfg(feature = "sync")]
     #[error(transparent)]
@@ -464,9 +470,13 @@ impl Client {
         Ok(CaptureDetail { record, signed })
     }
 
-    /// The stored (stripped) photo of a capture.
+    /// The stored (stripped) photo of a capture; [`Error::PhotoOnServer`] once it left the
+    /// device after its receipt.
     pub fn photo(&self, id_or_prefix: &str) -> Result<Vec<u8>, Error> {
         let record = self.resolve(id_or_prefix)?;
+        if record.photo_removed_at_ms.is_some() {
+            return Err(Error::PhotoOnServer(record.id.to_hex()));
+        }
         let (hash, _, _) =
             record.photo.ok_or_else(|| Error::NotFound(format!("{} (deleted)", record.id)))?;
         Ok(self.store.blobs().get(&hash).map_err(StoreError::from)?)
@@ -517,6 +527,9 @@ impl Client {
     /// from a reduced-scale decode and cached. Not part of capturing.
     pub fn thumbnail(&self, id_or_prefix: &str) -> Result<Vec<u8>, Error> {
         let record = self.resolve(id_or_prefix)?;
+        if record.photo_removed_at_ms.is_some() {
+            return Err(Error::PhotoOnServer(record.id.to_hex()));
+        }
         if let Some(bytes) = self.store.blobs().get_thumb(&record.id).map_err(StoreError::from)? {
             return Ok(bytes);
         }
@@ -650,15 +663,21 @@ impl Client {
         Ok((receipt, received_at_ms))
     }
 
-    /// Writes an evidence bundle (photo, manifest, signature) of a capture into `dir`.
-    pub fn export(&self, id_or_prefix: &str, dir: &Path) -> Result<(), Error> {
+    /// Writes an evidence bundle (photo, manifest, signature) of a capture into `dir`; without
+    /// the photo file if the photo left the device after its receipt (its bundle verifies with
+    /// the server's copy, [`bundle::verify_with_photo`]). Returns whether the photo is in it.
+    pub fn export(&self, id_or_prefix: &str, dir: &Path) -> Result<bool, Error> {
         let detail = self.detail(id_or_prefix)?;
         let signed = detail
             .signed
             .ok_or_else(|| Error::NotFound(format!("{} (deleted)", detail.record.id)))?;
+        if detail.record.photo_removed_at_ms.is_some() {
+            bundle::write(dir, &signed, None)?;
+            return Ok(false);
+        }
         let photo =
             self.store.blobs().get(&signed.manifest.photo.sha256).map_err(StoreError::from)?;
-        bundle::write(dir, &signed, &photo)?;
-        Ok(())
+        bundle::write(dir, &signed, Some(&photo))?;
+        Ok(true)
     }
 }

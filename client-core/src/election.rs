@@ -129,10 +129,29 @@ pub struct Election {
     /// public pages show every time; UTC when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub utc_offset_min: Option<i32>,
+    /// Observers of this election are at risk (`docs/election-format.md`): unless
+    /// `photos_after_receipt` says otherwise, phones remove a photo once its receipt is verified.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub high_risk: bool,
+    /// What a phone does with a photo once the server's receipt is verified, as the
+    /// coordinators impose it; absent: [`PhotoRetention::Remove`] when `high_risk`, else keep.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub photos_after_receipt: Option<PhotoRetention>,
     /// The polling stations.
     pub precincts: Vec<Precinct>,
     /// The protocol template.
     pub protocol: ProtocolTemplate,
+}
+
+/// What a phone does with a photo once the server's receipt for it is verified.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PhotoRetention {
+    /// The photo stays on the phone until the observer deletes the store.
+    Keep,
+    /// The photo bytes and thumbnail are removed from the phone; the manifest, signature,
+    /// receipt and log proof stay, and the server keeps the photo.
+    Remove,
 }
 
 /// A broken relation, found by [`ProtocolTemplate::check`].
@@ -222,6 +241,15 @@ impl Election {
         match (found.next(), found.next()) {
             (Some(p), None) => Some(p),
             _ => None,
+        }
+    }
+
+    /// Whether phones remove a photo once its receipt is verified: `photos_after_receipt`, or
+    /// else whether the election is `high_risk`.
+    pub fn removes_photos_after_receipt(&self) -> bool {
+        match self.photos_after_receipt {
+            Some(r) => r == PhotoRetention::Remove,
+            None => self.high_risk,
         }
     }
 
@@ -369,6 +397,8 @@ mod tests {
             precincts: vec![p("p0123", 123), p("77", 5), p("a", 9), p("b", 9)],
             protocol: template(),
             utc_offset_min: None,
+            high_risk: false,
+            photos_after_receipt: None,
         };
         let found = |given: &str| e.find_precinct(given).map(|p| p.id.as_str());
         for (given, expected) in [
@@ -406,6 +436,29 @@ mod tests {
     }
 
     #[test]
+    fn photos_leave_phones_after_the_receipt_when_high_risk_unless_the_package_says_otherwise() {
+        let base = r#""id":"e","names":{"kk":"e","ru":"e","en":"e"},"precincts":[],"protocol":{"lines":[],"relations":[]}"#;
+        for (extra, high_risk, removes) in [
+            ("", false, false),
+            (r#","high_risk":true"#, true, true),
+            (r#","high_risk":false"#, false, false),
+            (r#","high_risk":true,"photos_after_receipt":"keep""#, true, false),
+            (r#","photos_after_receipt":"remove""#, false, true),
+            (r#","photos_after_receipt":"keep""#, false, false),
+        ] {
+            let json = format!("{{{base}{extra}}}");
+            let e = Election::from_json(json.as_bytes()).unwrap();
+            assert_eq!((e.high_risk, e.removes_photos_after_receipt()), (high_risk, removes));
+            // The package a device receives says the same.
+            let again = Election::from_json(&serde_json::to_vec(&e).unwrap()).unwrap();
+            assert_eq!(again, e);
+        }
+        for bad in [r#","photos_after_receipt":"delete""#, r#","high_risk":"yes""#] {
+            assert!(Election::from_json(format!("{{{base}{bad}}}").as_bytes()).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn a_station_number_is_read_as_people_write_it() {
         for (given, expected) in [
             ("140", Some(140)),
@@ -437,6 +490,8 @@ mod tests {
             names: names("Test"),
             count_time_ms: None,
             utc_offset_min: None,
+            high_risk: false,
+            photos_after_receipt: None,
             precincts: vec![Precinct {
                 id: "p1".into(),
                 number: 1,

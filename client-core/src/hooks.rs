@@ -22,6 +22,10 @@ pub const POINTS: &[&str] = &[
 /// the capture crash tests walk).
 pub const SYNC_POINTS: &[&str] = &["sync:before-receipt", "sync:before-receipt-commit"];
 
+/// The pause point between the commit that records a photo's removal after its receipt and
+/// the removal of its files (`crate::retention`).
+pub const RETENTION_POINTS: &[&str] = &["retention:after-commit"];
+
 /// The pause points of the conversion of a plain store to an encrypted one, in order (the
 /// sealed key and photos are written through `blob:after-temp-write` and `blob:after-rename`).
 pub const UPGRADE_POINTS: &[&str] = &[

@@ -23,6 +23,7 @@ pub mod media;
 #[cfg(feature = "sync")]
 pub mod mirror;
 pub mod receipt;
+pub mod retention;
 pub mod store;
 #[cfg(feature = "sync")]
 pub mod sync;

@@ -57,6 +57,7 @@ use crate::evidence::{DeviceKey, Manifest, Sha256Hash, check_id};
 use crate::hooks;
 use crate::log::{Checkpoint, Hash, LogError, LogKey, hash_from_base64, verify_checkpoint};
 use crate::receipt::{MAX_RECEIPT_BYTES, ReceiptError, SignedReceipt};
+use crate::retention;
 use crate::store::{
     CaptureState, PendingCapture, Review, ServerRecord, Store, StoreError, WitnessedKept,
 };
@@ -1089,6 +1090,9 @@ struct Engine<'a> {
     log_key: Option<LogKey>,
     /// The election package's witness policy, if any.
     policy: Option<Policy>,
+    /// The enrolled election, when it removes photos after their receipt
+    /// ([`crate::retention`]).
+    removes_photos: Option<Election>,
     summary: SyncSummary,
 }
 
@@ -1113,6 +1117,9 @@ pub(crate) fn run(
         .map(Policy::parse)
         .transpose()
         .map_err(|e| StoreError::Corrupt(format!("stored witness policy: {e}")))?;
+    let election = Election::from_json(&server.election)
+        .map_err(|e| StoreError::Corrupt(format!("stored election package: {e}")))?;
+    let removes_photos = election.removes_photos_after_receipt().then_some(election);
     let http = http_client(config)?;
     let mut engine = Engine {
         store,
@@ -1125,6 +1132,7 @@ pub(crate) fn run(
         pinned: server.receipt_key,
         log_key,
         policy,
+        removes_photos,
         summary: SyncSummary::default(),
     };
     let result = engine.run_all();
@@ -1162,8 +1170,15 @@ impl Engine<'_> {
                 break;
             }
             after = capture.seq;
+            let id = capture.id;
             match self.send_capture(capture)? {
-                Outcome::Receipted => self.summary.receipted += 1,
+                Outcome::Receipted => {
+                    self.summary.receipted += 1;
+                    if let Some(election) = &self.removes_photos {
+                        let witnesses = self.policy.is_some();
+                        retention::remove_one(self.store, &id, election, witnesses, now_ms())?;
+                    }
+                }
                 Outcome::Rejected => self.summary.rejected += 1,
                 Outcome::Skipped => {}
                 Outcome::Cancelled => {
@@ -1182,6 +1197,11 @@ impl Engine<'_> {
         if !self.summary.cancelled {
             self.fetch_decisions()?;
             self.check_witnessed()?;
+        }
+        if let Some(election) = &self.removes_photos {
+            // Also what an earlier sync left (a crash after a receipt's commit), and what a
+            // witnessed checkpoint has just covered.
+            retention::sweep(self.store, election, self.policy.is_some(), now_ms())?;
         }
         self.summary.remaining = self.store.pending_totals()?.0;
         self.summary.log_size = self.store.log_checkpoint()?.map(|c| c.size);
@@ -1937,6 +1957,33 @@ impl Engine<'_> {
             ))));
         }
         Ok(Ok(()))
+    }
+}
+
+/// Fetches the photo with hash `sha256` that a server or a mirror of it publishes
+/// (`GET <base_url>/photos/<sha256>`), at most `max_bytes` of it: the copy a bundle exported
+/// without its photo is verified with (`crate::bundle::verify_with_photo`). The caller checks
+/// the bytes; nothing is trusted here.
+pub fn fetch_photo(
+    config: &SyncConfig,
+    base_url: &str,
+    sha256: &Sha256Hash,
+    max_bytes: u64,
+) -> Result<Vec<u8>, SyncError> {
+    let base = normalize_base_url(base_url)?;
+    let http = http_client(config)?;
+    let url = format!("{base}/photos/{}", sha256.to_hex());
+    let limit = usize::try_from(max_bytes).unwrap_or(usize::MAX);
+    match exchange(http.get(url), limit) {
+        Ok(answer) if answer.status == 200 => Ok(answer.body),
+        Ok(answer) => Err(SyncError::Protocol(format!("the photo answered {}", answer.status))),
+        Err(HttpFailure::Transient { reason, .. }) => {
+            Err(SyncError::Unreachable { attempts: 1, last_error: reason })
+        }
+        Err(HttpFailure::Refused { status, code, message }) => {
+            Err(SyncError::Refused { status, code, message })
+        }
+        Err(HttpFailure::Protocol(p)) => Err(SyncError::Protocol(p)),
     }
 }
 

@@ -136,7 +136,8 @@ impl Client {
     /// Writes an evidence bundle (photo, manifest, signature) of a capture into `dir` (created
     /// if missing, must be empty), for sharing; anyone can check it (`verify_bundle`).
     pub fn export_bundle(&self, id: String, dir: String) -> Result<(), HattamaError> {
-        Ok(self.inner.export(&id, Path::new(&dir))?)
+        self.inner.export(&id, Path::new(&dir))?;
+        Ok(())
     }
 
     /// Sends every capture not yet receipted and stores each verified receipt. Blocks until

@@ -164,6 +164,7 @@ impl From<CoreError> for HattamaError {
             CoreError::Ambiguous(_) => Self::fix("ambiguous_id", e),
             CoreError::NotDeletable { .. } => Self::fix("not_deletable", e),
             CoreError::Thumbnail(_) => Self::internal("thumbnail", e),
+            CoreError::PhotoOnServer(_) => Self::fix("photo_on_server", e),
             CoreError::Sync(s) => s.into(),
             CoreError::Refused(r) => Self::fix(r.code(), r),
         }

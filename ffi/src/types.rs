@@ -323,6 +323,9 @@ pub struct CaptureSummary {
     pub updated_at_ms: u64,
     /// The coordinators' newest decision, once the device learned it at a sync.
     pub review: Option<ReviewDecision>,
+    /// The photo was removed from this phone after its verified receipt (the election's
+    /// setting): the server keeps it; `photo` and `thumbnail` fail with `photo_on_server`.
+    pub photo_on_server: bool,
     /// The observer must act: the server refused the capture (`state` says why), or the
     /// coordinators rejected its photo (`review` says why): show it first and ask for a retake.
     pub needs_action: bool,
@@ -337,6 +340,7 @@ impl From<CaptureRecord> for CaptureSummary {
         Self {
             needs_action,
             witnessed: r.is_witnessed(),
+            photo_on_server: r.photo_removed_at_ms.is_some(),
             review: r.review.map(Into::into),
             id: r.id.to_hex(),
             seq: r.seq,
@@ -555,11 +559,18 @@ pub struct ElectionInfo {
     pub precincts: Vec<Precinct>,
     /// The protocol's lines, in protocol order.
     pub lines: Vec<ProtocolLine>,
+    /// The election is marked high-risk for observers.
+    pub high_risk: bool,
+    /// Photos are removed from the phone once their receipt is verified (the coordinators'
+    /// setting; tell the observer before the first capture).
+    pub removes_photos_after_receipt: bool,
 }
 
 impl From<Election> for ElectionInfo {
     fn from(e: Election) -> Self {
         Self {
+            high_risk: e.high_risk,
+            removes_photos_after_receipt: e.removes_photos_after_receipt(),
             id: e.id,
             names: e.names.into(),
             count_time_ms: e.count_time_ms,

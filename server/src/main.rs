@@ -351,8 +351,11 @@ fn main() -> anyhow::Result<()> {
                 std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
             let storage = storage::open(&settings, Opener::Admin)?;
             // The console's import (`/review/elections`): one implementation.
-            let (election, new) =
-                hattama_server::console::import_election(&*storage, &bytes, hattama_core::now_ms())?;
+            let (election, new) = hattama_server::console::import_election(
+                &*storage,
+                &bytes,
+                hattama_core::now_ms(),
+            )?;
             println!(
                 "{} election {} with {} precincts",
                 if new { "imported" } else { "updated" },

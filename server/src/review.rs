@@ -664,6 +664,8 @@ mod tests {
             names: names("E"),
             count_time_ms: None,
             utc_offset_min: None,
+            high_risk: false,
+            photos_after_receipt: None,
             precincts: ["p1", "p2"]
                 .iter()
                 .map(|p| Precinct {

@@ -600,3 +600,140 @@ fn a_plain_store_is_encrypted_in_place_and_a_kill_at_any_point_leaves_one_whole_
     }
     println!("undisturbed conversion {took:?}; killed at random: {outcomes:?}");
 }
+
+/// Runs `hattama sync` on `cli`'s store until it pauses at `point`, then kills it (SIGKILL).
+/// Returns whether it reached the point.
+fn kill_sync_at(cli: &Hattama, point: &str) -> bool {
+    let mut child = cli
+        .command(&["sync"])
+        .env("HATTAMA_TEST_PAUSE_AT", point)
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let wanted = format!("hattama-paused {point}");
+    let reached = BufReader::new(stderr).lines().map_while(Result::ok).any(|l| l == wanted);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    reached
+}
+
+/// Which of a store's files hold the photo and thumbnail of `id` (photo `sha`).
+fn photo_files(store: &Path, id: &Sha256Hash, sha: &Sha256Hash) -> (bool, bool) {
+    let client = Client::open(store, &test_key(), ClientConfig::default()).unwrap();
+    let blobs = client.store().blobs();
+    (blobs.path(sha).exists(), blobs.thumb_path(id).exists())
+}
+
+#[test]
+fn photos_leave_the_phone_only_after_the_verified_receipt_and_their_export_still_verifies() {
+    let mut election = hattama_tests::fixtures::election("e2e", PRECINCTS.len());
+    election["high_risk"] = Value::Bool(true);
+    let server = TestServer::start_with(&election, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let cli = Hattama::new(&store);
+    let code = &server.invite(&PRECINCTS, 1)[0];
+    cli.run(&["enroll", &server.url, code, "--json"]).ok_json();
+    // Photo A at two stations (one photo file for two captures), photo B at a third.
+    let (a, b) = (dir.path().join("a.jpg"), dir.path().join("b.jpg"));
+    std::fs::write(&a, textured_jpeg(640, 480, 1, 90)).unwrap();
+    std::fs::write(&b, textured_jpeg(640, 480, 2, 90)).unwrap();
+    let mut ids = Vec::new();
+    for (photo, precinct) in [(&a, PRECINCTS[0]), (&b, PRECINCTS[1]), (&a, PRECINCTS[2])] {
+        let captured = cli.capture(photo, precinct).ok_json();
+        let id = Sha256Hash::from_hex(captured["id"].as_str().unwrap()).unwrap();
+        let sha = Sha256Hash::from_hex(captured["photo_sha256"].as_str().unwrap()).unwrap();
+        let thumb = dir.path().join("thumb.jpg");
+        assert_eq!(cli.run(&["thumbnail", &id.to_hex(), thumb.to_str().unwrap()]).code, Some(0));
+        ids.push((id, sha));
+    }
+    let (first, first_sha) = ids[0];
+
+    // Killed after the receipt was fetched and verified, before it was stored: the capture has
+    // no receipt, and its photo and thumbnail are still on the phone.
+    assert!(kill_sync_at(&cli, "sync:before-receipt-commit"));
+    let shown = cli.run(&["show", &first.to_hex(), "--json"]).ok_json();
+    assert_eq!(
+        (shown["state"].as_str(), shown["photo_on"].as_str()),
+        (Some("uploading"), Some("device"))
+    );
+    assert_eq!(photo_files(&store, &first, &first_sha), (true, true));
+
+    // Killed between the commit that records the removal and the removal of the files: the
+    // first capture is receipted and its photo recorded as gone; its thumbnail file is still
+    // there until the store is opened again. Photo A stays: the third capture still needs it.
+    assert!(kill_sync_at(&cli, "retention:after-commit"));
+    let client = Client::open(&store, &test_key(), ClientConfig::default()).unwrap();
+    let record = client.resolve(&first.to_hex()).unwrap();
+    assert_eq!(record.state.name(), "receipted");
+    assert!(record.photo_removed_at_ms.is_some());
+    assert!(matches!(client.photo(&first.to_hex()), Err(Error::PhotoOnServer(_))));
+    assert!(matches!(client.thumbnail(&first.to_hex()), Err(Error::PhotoOnServer(_))));
+    assert!(client.photo(&ids[2].0.to_hex()).is_ok(), "the third capture keeps photo A");
+    drop(client);
+    assert_eq!(photo_files(&store, &first, &first_sha), (true, false));
+    assert_eq!(check_store_consistent(&store), 3);
+
+    // The rest is sent: every photo and thumbnail leaves the phone, nothing else does.
+    let summary = cli.run(&["sync", "--json"]).ok_json();
+    assert_eq!(summary["remaining"], 0, "{summary}");
+    for (id, sha) in &ids {
+        let shown = cli.run(&["show", &id.to_hex(), "--json"]).ok_json();
+        assert_eq!(shown["state"], "receipted", "{shown}");
+        assert_eq!(shown["photo_on"], "server", "{shown}");
+        assert!(shown["receipt"].is_object() && shown["manifest"].is_object(), "{shown}");
+        assert_eq!(shown["photo_sha256"].as_str(), Some(sha.to_hex().as_str()));
+        assert!(
+            shown["photo"].as_str().unwrap().contains(&format!("{}/photos/{sha}", server.url)),
+            "{shown}"
+        );
+        assert_eq!(photo_files(&store, id, sha), (false, false));
+        // The receipt still verifies under the pinned keys without the photo.
+        let client = Client::open(&store, &test_key(), ClientConfig::default()).unwrap();
+        client.verify_receipt(&id.to_hex()).unwrap();
+    }
+    assert_eq!(std::fs::read_dir(store.join("blobs")).unwrap().count(), 0);
+    assert_eq!(std::fs::read_dir(store.join("thumbs")).unwrap().count(), 0);
+    let human = cli.run(&["show", &first.to_hex()]);
+    assert!(human.stdout.contains("the photo is on the server only"), "{human:?}");
+    let thumb =
+        cli.run(&["thumbnail", &first.to_hex(), dir.path().join("t.jpg").to_str().unwrap()]);
+    assert_eq!(thumb.code, Some(4), "{thumb:?}");
+    assert_eq!(check_store_consistent(&store), 3);
+
+    // Its export has the manifest and signature, not the photo, and verifies with the
+    // server's copy: fetched from the server, or given as a file.
+    let bundle = dir.path().join("bundle");
+    let export = cli.run(&["export", &first.to_hex(), bundle.to_str().unwrap()]);
+    assert_eq!(export.code, Some(0), "{export:?}");
+    assert!(export.stdout.contains("without the photo"), "{export:?}");
+    let mut names: Vec<String> = std::fs::read_dir(&bundle)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["manifest.json", "manifest.sig"]);
+    let alone = cli.run(&["verify", bundle.to_str().unwrap(), "--json"]);
+    assert_eq!(
+        (alone.code, alone.json()["error"].as_str()),
+        (Some(6), Some("verification_failed")),
+        "{alone:?}"
+    );
+    assert!(alone.stderr.contains("--server"), "{alone:?}");
+    let verified =
+        cli.run(&["verify", bundle.to_str().unwrap(), "--server", &server.url, "--json"]).ok_json();
+    assert_eq!(verified["valid"], true);
+    assert_eq!(verified["id"].as_str(), Some(first.to_hex().as_str()));
+    let served = hattama_tests::stored_photo(&server.data_dir, &first_sha.to_hex()).unwrap();
+    let copy = dir.path().join("server-copy.jpg");
+    std::fs::write(&copy, &served).unwrap();
+    let given =
+        cli.run(&["verify", bundle.to_str().unwrap(), "--photo", copy.to_str().unwrap(), "--json"]);
+    assert_eq!(given.ok_json()["valid"], true);
+    // Another photo does not verify it.
+    let wrong =
+        cli.run(&["verify", bundle.to_str().unwrap(), "--photo", b.to_str().unwrap(), "--json"]);
+    assert_eq!(wrong.code, Some(6), "{wrong:?}");
+}

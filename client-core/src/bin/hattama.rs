@@ -130,6 +130,14 @@ enum Command {
     Verify {
         /// The bundle directory
         bundle: PathBuf,
+        /// Verify with this photo file instead of the bundle's (the server's copy of a photo
+        /// removed from the phone after its receipt)
+        #[arg(long, value_name = "FILE")]
+        photo: Option<PathBuf>,
+        /// Verify with the photo the server (or a mirror of it) at BASE publishes
+        /// (`BASE/photos/<sha256>`) instead of the bundle's
+        #[arg(long, value_name = "BASE", conflicts_with = "photo")]
+        server: Option<String>,
         /// Print JSON
         #[arg(long)]
         json: bool,
@@ -347,6 +355,7 @@ fn classify(e: anyhow::Error) -> Failure {
         Some(Error::Bundle(BundleError::NotEmpty(_))) => (3, "target_not_empty"),
         Some(Error::Bundle(_)) => (5, "storage"),
         Some(Error::Thumbnail(_)) => (1, "thumbnail"),
+        Some(Error::PhotoOnServer(_)) => (4, "photo_on_server"),
         Some(Error::Refused(r)) => (3, r.code()),
         Some(Error::Sync(e)) => match e {
             SyncError::NotEnrolled => (2, "not_enrolled"),
@@ -642,7 +651,27 @@ fn record_json(r: &CaptureRecord) -> Value {
         v["photo_bytes"] = json!(bytes);
         v["media_type"] = json!(media_type.as_str());
     }
+    // Where the photo is: `device`, or `server` once removed after its verified receipt.
+    if r.photo.is_some() {
+        v["photo_on"] = json!(if r.photo_removed_at_ms.is_some() { "server" } else { "device" });
+    }
+    if let Some(at) = r.photo_removed_at_ms {
+        v["photo_removed_at_ms"] = json!(at);
+    }
     v
+}
+
+/// What `show` and `export` say about a photo removed from this device after its receipt.
+fn photo_on_server_text(r: &CaptureRecord, e: Option<&Enrollment>) -> Option<String> {
+    r.photo_removed_at_ms?;
+    let (sha, _, _) = r.photo.as_ref()?;
+    let place = match e {
+        Some(e) => format!("{}/photos/{}", e.server_url, sha.to_hex()),
+        None => format!("the server, as photos/{}", sha.to_hex()),
+    };
+    Some(format!(
+        "the photo is on the server only ({place}): it was removed from this device after the          server's verified receipt, as the election requires"
+    ))
 }
 
 fn record_line(r: &CaptureRecord) -> String {
@@ -796,6 +825,10 @@ fn run(cli: Cli, local_offset: i32) -> anyhow::Result<ExitCode> {
             let client = open(&dir)?;
             let detail = client.detail(&id)?;
             let mut v = record_json(&detail.record);
+            let on_server = photo_on_server_text(&detail.record, client.enrollment()?.as_ref());
+            if let Some(text) = &on_server {
+                v["photo"] = json!(text);
+            }
             if let Some(signed) = &detail.signed {
                 v["manifest"] = serde_json::from_slice(&signed.canonical)?;
                 v["signature"] = json!(hex::encode(signed.signature));
@@ -811,7 +844,13 @@ fn run(cli: Cli, local_offset: i32) -> anyhow::Result<ExitCode> {
                     v["log_alarm"] = alarm_json(&alarm);
                 }
             }
-            print(json, &v, || serde_json::to_string_pretty(&v).unwrap_or_default());
+            print(json, &v, || {
+                let pretty = serde_json::to_string_pretty(&v).unwrap_or_default();
+                match on_server {
+                    Some(text) => format!("{pretty}\n{text}"),
+                    None => pretty,
+                }
+            });
         }
         Command::Delete { id, json } => {
             let client = open(&dir)?;
@@ -825,11 +864,61 @@ fn run(cli: Cli, local_offset: i32) -> anyhow::Result<ExitCode> {
         }
         Command::Export { id, dir: target } => {
             let client = open(&dir)?;
-            client.export(&id, &target)?;
-            println!("exported to {}", target.display());
+            if client.export(&id, &target)? {
+                println!("exported to {}", target.display());
+            } else {
+                let record = client.resolve(&id)?;
+                let server = client.enrollment()?.map(|e| e.server_url);
+                println!(
+                    "exported to {} without the photo: {}\nverify it with the server's copy: \
+                     hattama verify {} --server {}",
+                    target.display(),
+                    photo_on_server_text(&record, None).unwrap_or_default(),
+                    target.display(),
+                    server.as_deref().unwrap_or("URL")
+                );
+            }
         }
-        Command::Verify { bundle: path, json } => {
-            let signed = bundle::verify(&path, &MediaLimits::default())?;
+        Command::Verify { bundle: path, photo, server, json } => {
+            let limits = MediaLimits::default();
+            let signed = if let Some(file) = photo {
+                let bytes = std::fs::read(&file)
+                    .map_err(|source| Error::Input { path: file.display().to_string(), source })?;
+                bundle::verify_with_photo(&path, &bytes, &limits)?
+            } else if let Some(base) = server {
+                let manifest = bundle::read_manifest(&path)?;
+                let info = &manifest.manifest.photo;
+                let mut config = ClientConfig::default().sync;
+                if let Some(file) = &ca_file {
+                    let pem = std::fs::read(file).map_err(|e| {
+                        Error::Sync(SyncError::BadCa(format!("{}: {e}", file.display())))
+                    })?;
+                    config.extra_ca_pem = Some(pem);
+                }
+                let bytes = hattama_core::sync::fetch_photo(
+                    &config,
+                    &base,
+                    &info.sha256,
+                    info.bytes.min(limits.max_bytes),
+                )
+                .map_err(Error::from)?;
+                bundle::verify_with_photo(&path, &bytes, &limits)?
+            } else {
+                let signed = bundle::read_manifest(&path)?;
+                let verified = bundle::verify(&path, &limits);
+                if !path.join(bundle::photo_file_name(&signed)).exists() {
+                    // Still the verification's failure (step 5), with what to do about it.
+                    verified.map_err(|e| {
+                        anyhow::Error::from(e).context(
+                            "the bundle has no photo file (a photo removed from the phone after \
+                             the server's receipt?): verify it with the server's copy, --server \
+                             URL (the server or a mirror) or --photo FILE",
+                        )
+                    })?
+                } else {
+                    verified?
+                }
+            };
             let m = &signed.manifest;
             let v = json!({
                 "valid": true,

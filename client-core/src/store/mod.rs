@@ -140,6 +140,9 @@ const MIGRATIONS: &[&str] = &[
         cosignatures TEXT NOT NULL,
         seen_at_ms INTEGER NOT NULL
     ) STRICT;",
+    // 7: when a receipted capture's photo was removed from the device (the election's
+    // `photos_after_receipt`); its hash, size and type stay, the server keeps the photo.
+    "ALTER TABLE captures ADD COLUMN photo_removed_at_ms INTEGER;",
 ];
 
 /// The condition on a row of `captures` that it is `witnessed`: receipted, with its log entry
@@ -288,6 +291,9 @@ pub struct CaptureRecord {
     /// Receipted, and its log entry is in a checkpoint the device verified with a quorum of
     /// witnesses' cosignatures under the election's witness policy ([`Self::is_witnessed`]).
     pub witnessed: bool,
+    /// When the photo was removed from the device after its verified receipt (the election's
+    /// setting, [`crate::retention`]); the server keeps it. `photo` still names it.
+    pub photo_removed_at_ms: Option<u64>,
 }
 
 impl CaptureRecord {
@@ -617,8 +623,12 @@ impl Store {
         self.write(|tx| -> Result<usize, StoreError> {
             let mut referenced = HashSet::new();
             let mut live = HashSet::new();
-            let mut stmt =
-                tx.prepare("SELECT id, photo_sha256 FROM captures WHERE state != 'deleted'")?;
+            // A photo removed after its receipt is no longer referenced: a crash between that
+            // commit and the removal of its files leaves them for this recovery.
+            let mut stmt = tx.prepare(
+                "SELECT id, photo_sha256 FROM captures
+                 WHERE state != 'deleted' AND photo_removed_at_ms IS NULL",
+            )?;
             let rows =
                 stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
             for row in rows {
@@ -786,15 +796,32 @@ impl Store {
             params![id.to_hex(), now_ms as i64],
         )?;
         let Some(photo) = photo else { return Ok(None) };
-        let still_used: bool = tx.query_row(
-            "SELECT EXISTS (SELECT 1 FROM captures WHERE photo_sha256 = ?1)",
-            [&photo],
-            |r| r.get(0),
+        photo_if_unused(tx, &photo)
+    }
+
+    /// Records that a receipted capture's photo leaves the device (the caller removes its file
+    /// and thumbnail after the commit; recovery does it after a crash). Returns whether it was
+    /// recorded (false if the capture has no receipt, was deleted, or its photo was removed
+    /// already) and the photo's hash if no capture keeps the same photo.
+    pub fn remove_photo(
+        tx: &Transaction<'_>,
+        id: &Sha256Hash,
+        now_ms: u64,
+    ) -> Result<(bool, Option<Sha256Hash>), StoreError> {
+        let n = tx.execute(
+            "UPDATE captures SET photo_removed_at_ms = ?2
+             WHERE id = ?1 AND manifest IS NOT NULL AND photo_removed_at_ms IS NULL
+               AND EXISTS (SELECT 1 FROM receipts WHERE capture_id = ?1)",
+            params![id.to_hex(), now_ms as i64],
         )?;
-        if still_used {
-            return Ok(None);
+        if n != 1 {
+            return Ok((false, None));
         }
-        Ok(Sha256Hash::from_hex(&photo))
+        let photo: String =
+            tx.query_row("SELECT photo_sha256 FROM captures WHERE id = ?1", [id.to_hex()], |r| {
+                r.get(0)
+            })?;
+        Ok((true, photo_if_unused(tx, &photo)?))
     }
 
     /// Counts of captures per state name.
@@ -1239,6 +1266,20 @@ impl Store {
     }
 }
 
+/// The photo `photo` (hex) if no capture keeps it on the device any more.
+fn photo_if_unused(conn: &Connection, photo: &str) -> Result<Option<Sha256Hash>, StoreError> {
+    let still_used: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM captures WHERE photo_sha256 = ?1
+            AND state != 'deleted' AND photo_removed_at_ms IS NULL)",
+        [photo],
+        |r| r.get(0),
+    )?;
+    if still_used {
+        return Ok(None);
+    }
+    Ok(Sha256Hash::from_hex(photo))
+}
+
 fn load_device_key(conn: &Connection) -> Result<Option<SigningKey>, StoreError> {
     let bytes: Option<Vec<u8>> = conn
         .query_row("SELECT secret_key FROM device WHERE id = 1", [], |r| r.get(0))
@@ -1345,7 +1386,7 @@ const SELECT_RECORD: &str = concat!(
     captured_at_ms, utc_offset_min, photo_sha256, photo_bytes, media_type, removed_bytes, state,
     state_detail, updated_at_ms, r.decision, r.decision_reason, r.decided_at_ms, (",
     witnessed_sql!(),
-    ") FROM captures LEFT JOIN reviews r ON r.capture_id = captures.id"
+    "), photo_removed_at_ms FROM captures LEFT JOIN reviews r ON r.capture_id = captures.id"
 );
 
 struct RawRecord {
@@ -1369,6 +1410,7 @@ struct RawRecord {
     decision_reason: Option<String>,
     decided_at_ms: Option<i64>,
     witnessed: bool,
+    photo_removed_at_ms: Option<i64>,
 }
 
 fn raw_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawRecord> {
@@ -1393,6 +1435,7 @@ fn raw_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawRecord> {
         decision_reason: r.get(17)?,
         decided_at_ms: r.get(18)?,
         witnessed: r.get(19)?,
+        photo_removed_at_ms: r.get(20)?,
     })
 }
 
@@ -1432,6 +1475,7 @@ impl RawRecord {
             updated_at_ms: self.updated_at_ms as u64,
             review,
             witnessed: self.witnessed,
+            photo_removed_at_ms: self.photo_removed_at_ms.map(|t| t as u64),
         })
     }
 }

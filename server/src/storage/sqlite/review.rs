@@ -1344,6 +1344,8 @@ mod tests {
             names: names(),
             count_time_ms: None,
             utc_offset_min: None,
+            high_risk: false,
+            photos_after_receipt: None,
             precincts: vec![Precinct {
                 id: "p1".into(),
                 number: 1,
