@@ -501,6 +501,9 @@ impl Drop for Witness {
     }
 }
 
+/// When each size was first seen.
+type Sightings = Vec<(u64, Instant)>;
+
 struct WitnessedRun {
     /// The rate of the same integration without witnesses, on a copy stored alike.
     plain_rate: f64,
@@ -566,7 +569,7 @@ fn witnessed_integration(root: &Path, n: usize) -> Result<WitnessedRun> {
     let watcher = {
         let (log, done, policy) = (log.clone(), done.clone(), policy.clone());
         let key = log_key.clone();
-        thread::spawn(move || -> Result<(Vec<(u64, Instant)>, Vec<(u64, Instant)>)> {
+        thread::spawn(move || -> Result<(Sightings, Sightings)> {
             let (mut published, mut cosigned) = (Vec::new(), Vec::new());
             let deadline = || Instant::now() + Duration::from_secs(60);
             let mut give_up = deadline();
