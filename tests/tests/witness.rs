@@ -829,3 +829,108 @@ fn devices_become_witnessed_by_themselves_and_never_without_a_quorum() {
     let _ = &w.policy_file;
     let _ = &w.log_key;
 }
+
+#[test]
+fn a_fork_is_never_witnessed_on_a_device_and_the_auditor_says_so() {
+    use hattama_tests::server::TestServer;
+    let election = hattama_tests::fixtures::election("e2e", 3);
+    let w = witnessed_server(&election);
+    let url = w.server.url.clone();
+    let code = &w.server.invite(&["p0001"], 1)[0];
+    let (mut honest, _) = Device::enroll(&url, code, "p0001", 0);
+    honest.capture(4);
+    honest.sync();
+    let cosigned = cosigned_at(&url, &w.policy, 4);
+    assert_eq!(honest.sync()["witnessed_size"], 4);
+
+    // The fork: a second server with the same log key (and the same policy), other entries.
+    let fork_tmp = tempfile::tempdir().unwrap();
+    let fork_dir = fork_tmp.path().join("data");
+    hattama_tests::server::import_election(&fork_dir, &election);
+    std::fs::create_dir_all(fork_dir.join("keys")).unwrap();
+    for f in std::fs::read_dir(w.server.data_dir.join("keys")).unwrap() {
+        let f = f.unwrap();
+        std::fs::copy(f.path(), fork_dir.join("keys").join(f.file_name())).unwrap();
+    }
+    let env = w.policy_file.display().to_string();
+    let fork = TestServer::start_on_with(
+        &fork_dir,
+        "127.0.0.1:0",
+        &[QUOTA, ("HATTAMA__WITNESS_POLICY", &env)],
+    );
+    let code = &fork.invite(&["p0002"], 1)[0];
+    let (mut victim, enrolled) = Device::enroll(&fork.url, code, "p0002", 500);
+    assert_eq!(enrolled["witnesses"], serde_json::json!(["A", "B", "C"]));
+    victim.capture(6);
+    assert_eq!(victim.sync()["receipted"], 6, "the fork's own log receipts");
+    // Every witness refuses the fork (it extends no view they cosigned): no quorum, ever.
+    std::thread::sleep(Duration::from_secs(3));
+    let r = reqwest::blocking::get(format!("{}/log/cosigned-checkpoint", fork.url)).unwrap();
+    assert_eq!(r.status().as_u16(), 404, "a forked log gathered cosignatures");
+    for wit in &w.ws {
+        let logs: Value =
+            reqwest::blocking::get(format!("{}/logs", wit.url)).unwrap().json().unwrap();
+        assert_eq!(logs[0]["size"], 4, "{logs}");
+        assert!(logs[0]["refused"].as_u64().unwrap() >= 1, "{logs}");
+    }
+    let s = victim.sync();
+    assert_eq!(
+        (s["witnessed_size"].clone(), s["witness_problem"].clone()),
+        (Value::Null, Value::Null)
+    );
+    assert_eq!(victim.status().1, 0);
+
+    // The fork lies: it serves its checkpoint with the honest log's cosignature lines copied
+    // onto it. The device refuses it as witnessed, says why, and keeps saying it.
+    let fork_cp = reqwest::blocking::get(format!("{}/log/checkpoint", fork.url))
+        .unwrap()
+        .bytes()
+        .unwrap()
+        .to_vec();
+    let honest_note = reqwest::blocking::get(format!("{url}/log/cosigned-checkpoint"))
+        .unwrap()
+        .bytes()
+        .unwrap()
+        .to_vec();
+    let honest_text = String::from_utf8(honest_note).unwrap();
+    let lines: String = honest_text
+        .split("\n\n")
+        .nth(1)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with(&format!("— {} ", w.log_key.origin)))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert!(lines.lines().count() >= cosigned.cosignatures.len().min(2), "{honest_text}");
+    let forged = [fork_cp, lines.into_bytes()].concat();
+    std::fs::write(fork_dir.join("log").join("cosigned-checkpoint"), &forged).unwrap();
+    let s = victim.sync();
+    let problem = s["witness_problem"].as_str().expect("a problem is reported");
+    assert!(problem.contains("quorum of the witness policy is not met: 0 of 3"), "{problem}");
+    assert_eq!(s["witnessed_size"], Value::Null);
+    let (receipted, witnessed, status) = victim.status();
+    assert_eq!((receipted, witnessed), (6, 0), "{status}");
+    assert_eq!(status["witness_problem"].as_str(), Some(problem));
+    assert_eq!(victim.listed_witnessed(), (0, 6));
+    let text = victim.cli.run(&["status"]).stdout;
+    assert!(text.contains("NOT WITNESSED the server's last cosigned checkpoint"), "{text}");
+    assert!(text.contains("6 receipted (0 of them witnessed)"), "{text}");
+    // The same check in the core, typed.
+    let forged_check = hattama_core::witness::check_witnessed(&w.policy, &w.log_key, &forged);
+    assert!(
+        matches!(
+            forged_check,
+            Err(hattama_core::witness::NotWitnessed::NoQuorum { ref cosigned, witnesses: 3 })
+                if cosigned.is_empty()
+        ),
+        "{forged_check:?}"
+    );
+    // The auditor reports it.
+    let policy_arg = w.policy_file.to_str().unwrap();
+    let fork_url = format!("{}/log", fork.url);
+    let run = audit(&[&fork_url, "--key", &w.log_key.vkey, "--policy", policy_arg]);
+    assert!(run.stdout.contains("not witnessed"), "{run:?}");
+    // And the honest device is untouched.
+    assert_eq!(honest.status().1, 4);
+    assert_eq!(honest.status().2["witness_problem"], Value::Null);
+}

@@ -19,6 +19,14 @@
 //!    `/log/tile/entries/NNN` entry bundles) from the server and from nginx serving copies of
 //!    the same files (`scripts/bench log` starts it on loopback), in alternating rounds.
 //!    Goal: the median of the rounds' ratios of requests/s is ≥ 0.5.
+//! 4. Witnesses (`docs/witness.md`): three real release `hattama-witness` processes on loopback
+//!    under a 2-of-3 policy. The same N captures are stored in two more data directories (off the
+//!    clock), then integrated as in 1, the first without witnesses, the second while the
+//!    server's witnessing thread (`witnessing::start`) asks the witnesses to cosign each new
+//!    published checkpoint (so both runs start alike). Printed: the time from each
+//!    published checkpoint to the first cosigned checkpoint (quorum) covering it, p50 and p99
+//!    (both sizes polled every 200 µs). Goal: the integration rate with witnesses is ≥ 0.9 of
+//!    the rate without, measured in this run.
 //!
 //! Both HTTP phases use one minimal HTTP/1.1 keep-alive client (`Conn`), so that the client's
 //! own cost, which shares this machine's cores with the servers, is small and the same for both.
@@ -50,6 +58,7 @@ pub const USAGE: &str = "hattama-bench log [--entries N] [--clients K] [--secs S
 /// The goals.
 const INTEGRATED_PER_S: f64 = 200_000.0;
 const TILES_VS_NGINX: f64 = 0.5;
+const WITNESSED_VS_NOT: f64 = 0.9;
 /// The server's default log origin (settings `log_origin`).
 const ORIGIN: &str = "hattama.local/log";
 /// Devices the stored captures are spread over.
@@ -232,6 +241,28 @@ pub fn run(opts: &Options) -> Result<()> {
     );
     let ratio = rate / baseline_rate;
     println!("  integrated / SHA-256 baseline: {ratio:.3}");
+
+    // --- 4. The same integration with three witnesses cosigning --------------------------------
+    println!();
+    let witnessed = witnessed_integration(tmp.path(), n)?;
+    let w_ratio = witnessed.rate / witnessed.plain_rate;
+    println!("  without        {:9.0} entries/s (this phase's fresh copy)", witnessed.plain_rate);
+    println!(
+        "  with witnesses {:9.0} entries/s  ({:.3} s, {} checkpoints published); with / without: \
+         {w_ratio:.3}",
+        witnessed.rate,
+        witnessed.wall.as_secs_f64(),
+        witnessed.quorum.len()
+    );
+    let q = Stats::of(&witnessed.quorum);
+    println!(
+        "  checkpoint -> quorum: p50 {:.1} ms, p99 {:.1} ms (max {:.1}); the last checkpoint \
+         ({n} entries) cosigned by a quorum {:.1} ms after it was published",
+        ms(q.median),
+        ms(q.p99),
+        ms(q.max),
+        ms(witnessed.last)
+    );
     if opts.integration_only {
         println!();
         report("log_entries_integrated_per_s", rate, Goal::AtLeast(INTEGRATED_PER_S));
@@ -394,14 +425,204 @@ pub fn run(opts: &Options) -> Result<()> {
         let list: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
         println!("    Hattama / nginx by round: {}", list.join(" "));
     }
+    println!(
+        "  witnesses (3, quorum 2): integration {:.0} entries/s against {:.0} without; \
+         checkpoint -> quorum p50 {:.1} ms, p99 {:.1} ms",
+        witnessed.rate,
+        witnessed.plain_rate,
+        ms(q.median),
+        ms(q.p99)
+    );
     println!();
     report("log_entries_integrated_per_s", rate, Goal::AtLeast(INTEGRATED_PER_S));
+    report("log_integration_with_witnesses_vs_without", w_ratio, Goal::AtLeast(WITNESSED_VS_NOT));
     if ratios.is_empty() {
         println!("(log_tile_gets_vs_nginx not measured: no nginx)");
     } else {
         report("log_tile_gets_vs_nginx", median(&ratios), Goal::AtLeast(TILES_VS_NGINX));
     }
     Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Witnesses.
+
+/// A release `hattama-witness` serving on loopback (killed on drop).
+struct Witness {
+    child: Child,
+    url: String,
+    vkey: String,
+}
+
+impl Witness {
+    fn start(dir: &Path, name: &str, log_vkey: &str) -> Result<Self> {
+        let exe = std::env::current_exe()?;
+        let bin = exe.parent().context("executable has no directory")?.join("hattama-witness");
+        ensure!(
+            bin.is_file(),
+            "{} is missing: `cargo build --release -p hattama-witness` (scripts/bench does)",
+            bin.display()
+        );
+        let run = |args: &[&str]| -> Result<String> {
+            let out = Command::new(&bin).arg("--data-dir").arg(dir).args(args).output()?;
+            ensure!(out.status.success(), "hattama-witness {args:?}: {out:?}");
+            Ok(String::from_utf8(out.stdout)?)
+        };
+        let vkey = run(&["init", "--name", name])?.trim().to_owned();
+        run(&["add-log", log_vkey])?;
+        let mut child = Command::new(&bin)
+            .arg("--data-dir")
+            .arg(dir)
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .env("HATTAMA_LOG", "error")
+            .stdout(std::process::Stdio::piped())
+            .spawn()?;
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().context("witness stdout")?),
+            &mut line,
+        )?;
+        let url = line.trim().strip_prefix("listening on ").map(str::to_owned);
+        match url {
+            Some(url) => Ok(Self { child, url, vkey }),
+            None => {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!("hattama-witness did not start: {line:?}")
+            }
+        }
+    }
+}
+
+impl Drop for Witness {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// When each size was first seen.
+type Sightings = Vec<(u64, Instant)>;
+
+struct WitnessedRun {
+    /// The rate of the same integration without witnesses, on a copy stored alike.
+    plain_rate: f64,
+    wall: Duration,
+    rate: f64,
+    /// For each published checkpoint, the time until a cosigned one covering it.
+    quorum: Vec<Duration>,
+    /// That time for the last one.
+    last: Duration,
+}
+
+/// Stores `n` captures in a new data directory under `root` and integrates them as phase 1 does,
+/// with the witnessing thread asking three local witnesses (quorum 2) to cosign every new
+/// checkpoint.
+fn witnessed_integration(root: &Path, n: usize) -> Result<WitnessedRun> {
+    let data = root.join("witnessed");
+    let plain = root.join("plain");
+    let started = Instant::now();
+    store_captures(&plain, n)?;
+    store_captures(&data, n)?;
+    sync_fs(&data)?;
+    let plain_rate = {
+        let storage: Arc<dyn Storage> = Arc::new(SqliteStorage::open(&plain, false)?);
+        let keys = ServerKeys::load_or_create(&plain)?;
+        let log = Log::open(storage, keys.log.clone(), ORIGIN, &plain)?;
+        let started = Instant::now();
+        let mut integrated = 0;
+        loop {
+            let d = log.integrate_once()?;
+            if d == 0 {
+                break;
+            }
+            integrated += d;
+        }
+        ensure!(integrated == n, "{integrated} entries integrated, {n} stored");
+        n as f64 / started.elapsed().as_secs_f64()
+    };
+    let storage: Arc<dyn Storage> = Arc::new(SqliteStorage::open(&data, false)?);
+    let keys = ServerKeys::load_or_create(&data)?;
+    let log_key = LogKey::for_signer(ORIGIN, &keys.log)?;
+    let witnesses = ["bench.witness/a", "bench.witness/b", "bench.witness/c"]
+        .iter()
+        .enumerate()
+        .map(|(i, name)| Witness::start(&root.join(format!("witness-{i}")), name, &log_key.vkey))
+        .collect::<Result<Vec<_>>>()?;
+    let mut policy = format!("log {}\n", log_key.vkey);
+    for (name, w) in ["A", "B", "C"].iter().zip(&witnesses) {
+        policy += &format!("witness {name} {} {}\n", w.vkey, w.url);
+    }
+    policy += "group Q 2 A B C\nquorum Q\n";
+    let policy = hattama_core::witness::Policy::parse(policy.as_bytes())?;
+    println!(
+        "witnesses: 3 release hattama-witness processes on loopback ({}), quorum 2; {n} captures \
+         stored again in two data directories, one integrated without witnesses ({:.1} s)",
+        witnesses.iter().map(|w| w.url.as_str()).collect::<Vec<_>>().join(", "),
+        started.elapsed().as_secs_f64()
+    );
+    let log = Log::open(storage.clone(), keys.log.clone(), ORIGIN, &data)?;
+    hattama_server::witnessing::start(log.clone(), policy.clone(), Duration::from_secs(3))?;
+    // One thread notes when each size is first published and first cosigned with a quorum.
+    let cosigned_file = data.join("log").join(hattama_server::witnessing::COSIGNED_FILE);
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = {
+        let (log, done, policy) = (log.clone(), done.clone(), policy.clone());
+        let key = log_key.clone();
+        thread::spawn(move || -> Result<(Sightings, Sightings)> {
+            let (mut published, mut cosigned) = (Vec::new(), Vec::new());
+            let deadline = || Instant::now() + Duration::from_secs(60);
+            let mut give_up = deadline();
+            loop {
+                let p = log.published_size();
+                if published.last().is_none_or(|(s, _)| *s < p) {
+                    published.push((p, Instant::now()));
+                }
+                if let Ok(note) = fs::read(&cosigned_file) {
+                    let w = hattama_core::witness::check_witnessed(&policy, &key, &note)
+                        .map_err(|e| anyhow!("the cosigned checkpoint: {e}"))?;
+                    let size = w.checkpoint.size;
+                    if cosigned.last().is_none_or(|(s, _)| *s < size) {
+                        cosigned.push((size, Instant::now()));
+                    }
+                }
+                let finished = done.load(std::sync::atomic::Ordering::SeqCst);
+                if finished && cosigned.last().is_some_and(|(s, _)| *s == n as u64) {
+                    return Ok((published, cosigned));
+                }
+                if !finished {
+                    give_up = deadline();
+                }
+                ensure!(Instant::now() < give_up, "no quorum for the last checkpoint in 60 s");
+                thread::sleep(Duration::from_micros(200));
+            }
+        })
+    };
+    let started = Instant::now();
+    let mut integrated = 0;
+    loop {
+        let d = log.integrate_once()?;
+        if d == 0 {
+            break;
+        }
+        integrated += d;
+    }
+    let wall = started.elapsed();
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    ensure!(integrated == n, "{integrated} entries integrated with witnesses, {n} stored");
+    let (published, cosigned) =
+        watcher.join().map_err(|_| anyhow!("the witness watcher panicked"))??;
+    let mut quorum = Vec::new();
+    for (size, at) in &published {
+        let (_, when) = cosigned
+            .iter()
+            .find(|(s, _)| s >= size)
+            .context("a published checkpoint was never cosigned")?;
+        quorum.push(when.saturating_duration_since(*at));
+    }
+    let last = *quorum.last().context("no checkpoint published")?;
+    drop(witnesses);
+    Ok(WitnessedRun { plain_rate, wall, rate: n as f64 / wall.as_secs_f64(), quorum, last })
 }
 
 fn median(v: &[f64]) -> f64 {
