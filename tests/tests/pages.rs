@@ -187,6 +187,7 @@ fn every_page_fits_a_phone_reads_in_three_languages_and_passes_axe() {
         page("console-cards", format!("/review/invites/cards?batch={batch}")),
         page("console-devices", "/review/devices".into()),
         page("console-device", format!("/review/devices/{device}")),
+        page("console-users", "/review/users".into()),
     ];
     let config = json!({
         "public": public,
