@@ -9,7 +9,7 @@
 //
 //   node pages.mjs SERVER_URL ARTIFACT_DIR CONFIG_JSON
 //   CONFIG_JSON: {"public": [{"name", "path", "status"?}], "review": {"username", "password",
-//                 "pages": [{"name", "path"}]}}
+//                 "pages": [{"name", "path"}]}, "console"?: {"username", "password", "pages"}}
 import { readFileSync, readdirSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { args, run, newContext, assert } from './lib.mjs';
@@ -181,6 +181,23 @@ await run(async (browser) => {
       visited += 1;
     }
     await ctx.close();
+    // The console, signed in as its admin.
+    if (config.console) {
+      const c = config.console;
+      const ctx2 = await newContext(browser, { locale: 'en-GB' });
+      await ctx2.addCookies([{ name: 'lang', value: lang, url }]);
+      const page2 = await ctx2.newPage();
+      await page2.setViewportSize({ width: 390, height: 844 });
+      await page2.goto(`${url}/review/login`);
+      await page2.fill('#username', c.username);
+      await page2.fill('#password', c.password);
+      await Promise.all([page2.waitForURL(`${url}/review`), page2.click('button[type=submit]')]);
+      for (const p of c.pages) {
+        problems.push(...await check(ctx2, page2, p, lang));
+        visited += 1;
+      }
+      await ctx2.close();
+    }
   }
   console.log(`visited ${visited} pages (${LANGS.length} languages, widths ${WIDTHS.join(', ')} px)`);
   if (problems.length) throw new Error(`${problems.length} problems:\n${problems.join('\n')}`);

@@ -105,6 +105,7 @@ fn console_routes_answer_only_the_right_roles_with_csrf_and_escaping() {
         "/review/invites".to_owned(),
         "/review/devices".to_owned(),
         format!("/review/devices/{id}"),
+        "/review/users".to_owned(),
     ];
     let cards = "/review/invites/cards?batch=2";
 
@@ -565,4 +566,129 @@ fn an_admin_puts_observers_on_the_road_and_revokes_a_lost_phone_in_the_browser()
 
     // Its next upload is refused.
     phone(&["revoked", store.to_str().unwrap(), "-", &precinct, photo]);
+}
+
+/// The password a users page shows once.
+fn shown_password(page: &Page) -> String {
+    let start = page.body.find("id=\"password\">").expect("a password shown") + 14;
+    page.body[start..].split('<').next().unwrap().to_owned()
+}
+
+#[test]
+fn admins_add_disable_and_reset_accounts_with_the_rules_of_the_user_command() {
+    let server = TestServer::start_with(&election(4), &[]);
+    for (u, role, regions) in [
+        ("root", "admin", &[][..]),
+        ("sam", "supervisor", &[]),
+        ("dave", "coordinator", &["Almaty"]),
+    ] {
+        add_user(&server.data_dir, u, u, role, regions);
+    }
+    let mut root = Browser::login(&server.url, "root");
+    let csrf = csrf_of(&mut root);
+
+    // Who may: anonymous to the login page, a coordinator 403, the supervisor reads only.
+    let mut anon = Browser::new(&server.url);
+    assert_eq!(anon.get("/review/users").status, 303);
+    for path in ["/review/users", "/review/users/disable", "/review/users/reset"] {
+        assert_eq!(anon.post(path, &[("csrf", "x"), ("username", "dave")]).status, 303, "{path}");
+    }
+    let mut dave = Browser::login(&server.url, "dave");
+    let dave_csrf = csrf_of(&mut dave);
+    assert_eq!(dave.get("/review/users").status, 403);
+    let mut sam = Browser::login(&server.url, "sam");
+    let sam_csrf = csrf_of(&mut sam);
+    let list = sam.get("/review/users");
+    assert_eq!(list.status, 200);
+    assert!(!list.body.contains("action=\"/review/users"), "no forms for the supervisor");
+    for (b, token) in [(&mut dave, &dave_csrf), (&mut sam, &sam_csrf)] {
+        for path in ["/review/users", "/review/users/disable", "/review/users/reset"] {
+            let p = b.post(
+                path,
+                &[("csrf", token), ("username", "eve"), ("name", "Eve"), ("role", "admin")],
+            );
+            assert_eq!(p.status, 403, "{path}");
+        }
+    }
+    // CSRF: the admin's forms without this session's token do nothing.
+    for bad in ["", "forged", sam_csrf.as_str()] {
+        for path in ["/review/users", "/review/users/disable", "/review/users/reset"] {
+            let p = root.post(
+                path,
+                &[("csrf", bad), ("username", "dave"), ("name", "X"), ("role", "coordinator")],
+            );
+            assert_eq!(p.status, 403, "{path} with {bad:?}");
+        }
+    }
+    assert_eq!(dave.get("/review").status, 200, "dave's session was not ended");
+
+    // Add: the command's rules (name, regions only for coordinators), a taken name, markup.
+    for (form, says) in [
+        (vec![("username", "Eve!"), ("name", "Eve"), ("role", "coordinator")], "a-z 0-9"),
+        (
+            vec![("username", "eve"), ("name", "Eve"), ("role", "admin"), ("regions", "Almaty")],
+            "only coordinators",
+        ),
+        (vec![("username", "dave"), ("name", "Dave 2"), ("role", "coordinator")], "is taken"),
+    ] {
+        let mut form = form.clone();
+        form.push(("csrf", &csrf));
+        let p = root.post("/review/users", &form);
+        assert_eq!(p.status, 422, "{form:?}");
+        assert!(p.body.contains(says), "{form:?}: {}", p.body);
+    }
+    let p = root.post(
+        "/review/users",
+        &[
+            ("csrf", &csrf),
+            ("username", "eve"),
+            ("name", MARKUP),
+            ("role", "coordinator"),
+            ("regions", "Astana, Almaty"),
+        ],
+    );
+    assert_eq!(p.status, 200, "{p:?}");
+    assert_escaped(&p, "users");
+    let password = shown_password(&p);
+    assert_eq!(password.len(), 20);
+    let mut eve = Browser::new(&server.url);
+    assert_eq!(eve.try_login("eve", &password).status, 303, "the shown password works");
+    assert!(root.get("/review/users").body.contains("Astana, Almaty"));
+    assert!(!root.get("/review/users").body.contains(&password), "shown once only");
+
+    // Reset: a new password works, the old one and the old session do not.
+    let p = root.post("/review/users/reset", &[("csrf", &csrf), ("username", "eve")]);
+    assert_eq!(p.status, 200);
+    let second = shown_password(&p);
+    assert_ne!(second, password);
+    assert_eq!(eve.get("/review").status, 303, "the session ended");
+    assert_eq!(Browser::new(&server.url).try_login("eve", &password).status, 401);
+    assert_eq!(Browser::new(&server.url).try_login("eve", &second).status, 303);
+
+    // Disable: not oneself; another account cannot log in any more.
+    let p = root.post("/review/users/disable", &[("csrf", &csrf), ("username", "root")]);
+    assert_eq!(p.status, 422);
+    let p = root.post("/review/users/disable", &[("csrf", &csrf), ("username", "dave")]);
+    assert_eq!((p.status, p.location.as_str()), (303, "/review/users?done=disabled"));
+    assert_eq!(dave.get("/review").status, 303, "dave's session ended");
+    assert_eq!(
+        Browser::new(&server.url).try_login("dave", hattama_tests::review::PASSWORD).status,
+        401
+    );
+    assert_eq!(
+        root.post("/review/users/disable", &[("csrf", &csrf), ("username", "nobody")]).status,
+        404
+    );
+
+    let audit: Value = serde_json::from_str(&root.get("/review/audit.json").body).unwrap();
+    let by_root: Vec<&str> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["user_name"] == "root")
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    for action in ["console-user-add", "console-user-reset", "console-user-disable"] {
+        assert!(by_root.contains(&action), "{action} by root in {by_root:?}");
+    }
 }

@@ -168,9 +168,31 @@ fn every_page_fits_a_phone_reads_in_three_languages_and_passes_axe() {
     let official = html(&format!("{e}/official"));
     assert!(official.contains("class=\"changes\""), "the demo's official figures changed");
     assert!(!official.contains(">p0"), "no internal station id as a name");
+    // The console, as its admin sees it: a fresh batch of invites to print, a device.
+    let made = hattama_tests::server::admin(
+        demo.data_dir(),
+        &["invite", "create", "--election", ELECTION, "--precinct", &id(&without), "--count", "3"],
+    );
+    assert_eq!(made.code, Some(0), "{made:?}");
+    let mut root = hattama_tests::review::Browser::new(&demo.url);
+    assert_eq!(root.try_login("admin", PASSWORD).status, 303);
+    let invites = root.get("/review/invites").body;
+    let cards = invites.split("href=\"/review/invites/cards?batch=").nth(1).unwrap();
+    let batch = cards.split('"').next().unwrap();
+    let devices = root.get("/review/devices").body;
+    let device = devices.split("data-device=\"").nth(1).unwrap().split('"').next().unwrap();
+    let console = vec![
+        page("console-elections", "/review/elections".into()),
+        page("console-invites", "/review/invites".into()),
+        page("console-cards", format!("/review/invites/cards?batch={batch}")),
+        page("console-devices", "/review/devices".into()),
+        page("console-device", format!("/review/devices/{device}")),
+        page("console-users", "/review/users".into()),
+    ];
     let config = json!({
         "public": public,
         "review": { "username": "aigerim", "password": PASSWORD, "pages": review },
+        "console": { "username": "admin", "password": PASSWORD, "pages": console },
     });
     browser::run_script("pages", &demo.url, &[&config.to_string()]);
 }

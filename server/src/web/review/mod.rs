@@ -10,6 +10,7 @@
 
 mod console;
 mod pages;
+mod users;
 
 use actix_web::cookie::{Cookie, SameSite};
 use actix_web::{HttpRequest, web};
@@ -54,7 +55,14 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .route("/review/invites/cancel", web::post().to(console::cancel_invite))
     .route("/review/devices", web::get().to(console::devices))
     .route("/review/devices/{id}", web::get().to(console::device))
-    .route("/review/devices/{id}/revoke", web::post().to(console::revoke));
+    .route("/review/devices/{id}/revoke", web::post().to(console::revoke))
+    .service(
+        web::resource("/review/users")
+            .route(web::get().to(users::users))
+            .route(web::post().to(users::add)),
+    )
+    .route("/review/users/disable", web::post().to(users::disable))
+    .route("/review/users/reset", web::post().to(users::reset));
 }
 
 /// The signed-in user of a request.
