@@ -183,7 +183,7 @@ pub async fn middleware(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody + 'static>>, actix_web::Error> {
-    let route = req.match_pattern().unwrap_or_else(|| "unmatched".into());
+    let route = crate::telemetry::route_pattern(&req);
     let class = Class::of(&route, req.method());
     let state = req.app_data::<web::Data<AppState>>().cloned();
     if let (Some(class), Some(state)) = (class, state) {

@@ -47,15 +47,25 @@ pub struct RequestSpan;
 
 impl RootSpanBuilder for RequestSpan {
     fn on_request_start(request: &ServiceRequest) -> Span {
+        let span = tracing::info_span!(
+            "request",
+            request_id = tracing::field::Empty,
+            method = tracing::field::Empty,
+            route = tracing::field::Empty,
+        );
+        // Filtered out (`HATTAMA_LOG=warn`), the span costs nothing more: its fields are not
+        // made, in particular the route pattern, which matches the path against every route
+        // again (regular expressions) at each request.
+        if span.is_disabled() {
+            return span;
+        }
         request.extensions_mut().insert(Started(Instant::now()));
         let id = request.extensions().get::<RequestId>().map(|id| id.to_string());
-        let route = request.match_pattern().unwrap_or_else(|| "unmatched".into());
-        tracing::info_span!(
-            "request",
-            request_id = id.as_deref().unwrap_or("none"),
-            method = %request.method(),
-            route = %route,
-        )
+        let route = route_pattern(request);
+        span.record("request_id", id.as_deref().unwrap_or("none"));
+        span.record("method", tracing::field::display(request.method()));
+        span.record("route", tracing::field::display(&route));
+        span
     }
 
     fn on_request_end<B: MessageBody>(span: Span, outcome: &Result<ServiceResponse<B>, Error>) {
@@ -69,4 +79,18 @@ impl RootSpanBuilder for RequestSpan {
         let ms = started.map(|Started(at)| at.elapsed().as_secs_f64() * 1000.0);
         span.in_scope(|| tracing::info!(status, ms, "request"));
     }
+}
+
+/// The route pattern of a request (as `ServiceRequest::match_pattern` answers, `"unmatched"`
+/// if none), found once per request and kept in its extensions: finding it matches the path
+/// against the routes (regular expressions), which the metrics and the rate limits both ask.
+pub fn route_pattern(req: &ServiceRequest) -> std::rc::Rc<str> {
+    #[derive(Clone)]
+    struct Route(std::rc::Rc<str>);
+    if let Some(Route(route)) = req.extensions().get::<Route>() {
+        return route.clone();
+    }
+    let route: std::rc::Rc<str> = req.match_pattern().unwrap_or_else(|| "unmatched".into()).into();
+    req.extensions_mut().insert(Route(route.clone()));
+    route
 }
