@@ -18,6 +18,7 @@ pub mod decision;
 pub mod election;
 pub mod evidence;
 pub mod hooks;
+pub mod invite;
 pub mod log;
 pub mod media;
 #[cfg(feature = "sync")]

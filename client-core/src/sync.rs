@@ -35,6 +35,7 @@
 //! Logs carry sequence numbers, sizes, status codes and capture ids (hashes), never manifest
 //! contents, keys or photo bytes.
 
+pub use crate::invite::{CODE_ALPHABET, INVITE_PREFIX, canonical_code, invite_uri};
 use std::fs::{File, TryLockError};
 use std::io::Read;
 use std::path::Path;
@@ -598,24 +599,6 @@ pub fn enroll_message(code: &str, device_key_hex: &str) -> Vec<u8> {
     msg
 }
 
-/// The start of an invite URI: `hattama://enroll?server=<URL>&code=<CODE>`.
-pub const INVITE_PREFIX: &str = "hattama://enroll";
-
-/// The invite URI a coordinator hands out: the server's URL and the code, each
-/// percent-encoded as a query value (`docs/sync-protocol.md`, "Invites").
-pub fn invite_uri(server_url: &str, code: &str) -> String {
-    let mut uri = format!("{INVITE_PREFIX}?");
-    uri.push_str(
-        &reqwest::Url::parse("x://y")
-            .map(|mut u| {
-                u.query_pairs_mut().append_pair("server", server_url).append_pair("code", code);
-                u.query().unwrap_or_default().to_owned()
-            })
-            .unwrap_or_default(),
-    );
-    uri
-}
-
 /// Whether `s` looks like an invite URI (rather than a server URL).
 pub fn is_invite(s: &str) -> bool {
     s.trim().get(..8).is_some_and(|p| p.eq_ignore_ascii_case("hattama:"))
@@ -643,30 +626,6 @@ pub fn parse_invite(uri: &str) -> Result<(String, String), SyncError> {
     let server = server.ok_or_else(|| bad("it names no server"))?;
     let code = code.ok_or_else(|| bad("it has no code"))?;
     Ok((normalize_base_url(&server)?, code))
-}
-
-/// Characters of the server's enrollment codes (no I, L, O or U, which people misread).
-pub const CODE_ALPHABET: &str = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
-
-/// The spelling of an enrollment code the server issued (20 characters of
-/// [`CODE_ALPHABET`] in groups of four joined by `-`), however a person typed it: in any
-/// case, with spaces or dashes anywhere or none, `O` for `0`, `I` or `L` for `1`. Anything
-/// that is not such a code is returned trimmed, as it was.
-pub fn canonical_code(code: &str) -> String {
-    let chars: String = code
-        .chars()
-        .filter(|c| !c.is_whitespace() && *c != '-')
-        .map(|c| match c.to_ascii_uppercase() {
-            'O' => '0',
-            'I' | 'L' => '1',
-            c => c,
-        })
-        .collect();
-    if chars.len() != 20 || !chars.chars().all(|c| CODE_ALPHABET.contains(c)) {
-        return code.trim().to_owned();
-    }
-    let groups: Vec<&str> = (0..5).map(|i| &chars[i * 4..i * 4 + 4]).collect();
-    groups.join("-")
 }
 
 /// Checks a server URL and returns it without a trailing slash.

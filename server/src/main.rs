@@ -408,7 +408,7 @@ fn main() -> anyhow::Result<()> {
             let base = invite_base_url(&settings);
             let list: Vec<_> = codes
                 .iter()
-                .map(|c| json!({ "code": c, "uri": hattama_core::sync::invite_uri(&base, c) }))
+                .map(|c| json!({ "code": c, "uri": hattama_core::invite::invite_uri(&base, c) }))
                 .collect();
             if json {
                 println!("{}", serde_json::Value::Array(list));
@@ -631,7 +631,22 @@ fn import_official(
     Ok(hattama_server::console::import_official(storage, &bytes, &source, hattama_core::now_ms())?)
 }
 
+/// `hattama-server demo` in a build without it (a production build): says how to get it.
+#[cfg(not(feature = "demo"))]
+fn demo(
+    _: &Option<PathBuf>,
+    _: &Option<PathBuf>,
+    _: Option<SocketAddr>,
+    _: hattama_server::demo::Options,
+) -> anyhow::Result<()> {
+    anyhow::bail!(
+        "this build of hattama-server has no demo; run scripts/demo, or build with \
+         `cargo build -p hattama-server --features demo`"
+    )
+}
+
 /// `hattama-server demo`: see [`hattama_server::demo`].
+#[cfg(feature = "demo")]
 fn demo(
     config_file: &Option<PathBuf>,
     data_dir: &Option<PathBuf>,

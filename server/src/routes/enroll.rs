@@ -52,7 +52,7 @@ pub async fn enroll(
     let storage = state.storage.clone();
     // A code typed by a person (any case, spaces, `O` for `0`) is read as the code it means;
     // the signature covers the code as sent.
-    let code = hattama_core::sync::canonical_code(&req.code);
+    let code = hattama_core::invite::canonical_code(&req.code);
     let device = web::block(move || storage.enroll(&code, &DeviceKey(key), now_ms()))
         .await?
         .map_err(|e| match e {

@@ -340,7 +340,7 @@ fn insert_capture(tx: &Transaction<'_>, c: &NewCapture) -> Result<Committed, Sto
 /// Crockford base32 without the ambiguous letters: 20 characters, 100 bits, in groups of four.
 fn new_code() -> String {
     // The alphabet devices read codes in (`canonical_code`): no I, L, O or U.
-    const ALPHABET: &[u8] = hattama_core::sync::CODE_ALPHABET.as_bytes();
+    const ALPHABET: &[u8] = hattama_core::invite::CODE_ALPHABET.as_bytes();
     let bytes: [u8; 20] = rand::random();
     let chars: Vec<char> = bytes.iter().map(|b| ALPHABET[(*b & 31) as usize] as char).collect();
     chars.chunks(4).map(|c| c.iter().collect::<String>()).collect::<Vec<_>>().join("-")
