@@ -117,6 +117,19 @@ pub enum CaptureRefusal {
         /// The enrolled election.
         enrolled: String,
     },
+    /// Before enrollment: this store's device key already signed for another election (its
+    /// first capture's), and a device key signs for one election only.
+    #[error(
+        "this store's device key signs for election {election} only (its first capture's), not \
+         {given}: capture with election {election}, or use a new store for {given}, which gets \
+         its own device key"
+    )]
+    AnotherElection {
+        /// What the observer gave.
+        given: String,
+        /// The election of the store's first capture.
+        election: String,
+    },
     /// No polling station of the election has this id or number.
     #[error(
         "election {election} has no polling station {given:?} (by id or number): check the \
@@ -166,7 +179,7 @@ impl CaptureRefusal {
     /// The stable code word (the FFI's `FixInput` code, the CLI's JSON `error`).
     pub fn code(&self) -> &'static str {
         match self {
-            Self::WrongElection { .. } => "wrong_election",
+            Self::WrongElection { .. } | Self::AnotherElection { .. } => "wrong_election",
             Self::UnknownPrecinct { .. } => "unknown_precinct",
             Self::PrecinctNotAssigned { .. } => "precinct_not_assigned",
             Self::UnknownLine { .. } => "unknown_line",
@@ -308,6 +321,18 @@ impl Client {
         let Some(server) = self.store.server()? else {
             evidence::check_id("election", &request.election)?;
             evidence::check_id("precinct", &request.precinct)?;
+            // One device key signs for one election only (nothing public links an observer's
+            // captures across elections): before enrollment, the first capture's election is
+            // the store's.
+            if let Some(first) = self.store.first_election()?
+                && first != request.election
+            {
+                return Err(CaptureRefusal::AnotherElection {
+                    given: request.election,
+                    election: first,
+                }
+                .into());
+            }
             return Ok((request, false));
         };
         let election = self.enrolled_election(&server)?;

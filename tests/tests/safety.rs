@@ -737,3 +737,97 @@ fn photos_leave_the_phone_only_after_the_verified_receipt_and_their_export_still
         cli.run(&["verify", bundle.to_str().unwrap(), "--photo", b.to_str().unwrap(), "--json"]);
     assert_eq!(wrong.code, Some(6), "{wrong:?}");
 }
+
+#[test]
+fn each_election_gets_its_own_device_key_and_chain_and_nothing_public_links_them() {
+    let server = TestServer::start_with_election(PRECINCTS.len());
+    let second = hattama_tests::fixtures::election("senate-2027", PRECINCTS.len());
+    hattama_tests::server::import_election(&server.data_dir, &second);
+    let invite = |election: &str| {
+        let run = hattama_tests::server::admin(
+            &server.data_dir,
+            &["invite", "create", "--election", election, "--precinct", "p0001", "--json"],
+        );
+        run.ok_json()[0]["code"].as_str().unwrap().to_owned()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let photo = dir.path().join("protocol.jpg");
+    std::fs::write(&photo, textured_jpeg(640, 480, 5, 90)).unwrap();
+    let photo = photo.to_str().unwrap();
+
+    // One enrollment per election, each in its own store: each with its own device key.
+    let mut exported = Vec::new();
+    for (name, election) in [("first", "e2e"), ("second", "senate-2027")] {
+        let cli = Hattama::new(&dir.path().join(name));
+        let enrolled = cli.run(&["enroll", &server.url, &invite(election), "--json"]).ok_json();
+        assert_eq!(enrolled["election"], election, "{enrolled}");
+        for _ in 0..2 {
+            let run = cli.run(&["capture", photo, "--election", election, "--precinct", "p0001"]);
+            assert_eq!(run.code, Some(0), "{run:?}");
+        }
+        assert_eq!(cli.run(&["sync", "--json"]).ok_json()["receipted"], 2);
+        let first = cli.run(&["list", "--json"]).ok_json()[1]["id"].as_str().unwrap().to_owned();
+        let bundle = dir.path().join(format!("{name}-bundle"));
+        assert_eq!(cli.run(&["export", &first, bundle.to_str().unwrap()]).code, Some(0));
+        let verified = cli.run(&["verify", bundle.to_str().unwrap(), "--json"]).ok_json();
+        let manifest: Value =
+            serde_json::from_slice(&std::fs::read(bundle.join("manifest.json")).unwrap()).unwrap();
+        // Its own chain: the first capture of each election is #1 and names no earlier one.
+        assert_eq!(
+            (verified["seq"].as_u64(), manifest["prev"].as_str()),
+            (Some(1), Some("0".repeat(64).as_str()))
+        );
+        assert_eq!(verified["election"], election);
+        exported.push(verified);
+
+        // A store enrolled for one election does not enroll for another: its key signs for
+        // one election only. The observer is told to use a new store.
+        let other = if election == "e2e" { "senate-2027" } else { "e2e" };
+        let refused = cli.run(&["enroll", &server.url, &invite(other), "--json"]);
+        assert_eq!(refused.code, Some(3), "{refused:?}");
+        assert_eq!(refused.json()["server_error"], "other_election", "{refused:?}");
+        assert!(refused.stderr.contains("enroll with a new store"), "{refused:?}");
+    }
+    let (a, b) = (&exported[0], &exported[1]);
+    assert_ne!(a["device_key"], b["device_key"]);
+    assert_ne!(a["device_fingerprint"], b["device_fingerprint"]);
+
+    // On the server: two devices, one per election, with exactly these keys' fingerprints.
+    let devices = hattama_tests::server::admin(&server.data_dir, &["device", "list", "--json"]);
+    let mut devices: Vec<(String, String)> = devices
+        .ok_json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["election"].as_str().unwrap().to_owned(),
+                d["fingerprint"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    devices.sort();
+    let mut expected = vec![
+        ("e2e".to_owned(), a["device_fingerprint"].as_str().unwrap().to_owned()),
+        ("senate-2027".to_owned(), b["device_fingerprint"].as_str().unwrap().to_owned()),
+    ];
+    expected.sort();
+    assert_eq!(devices, expected);
+
+    // Before any enrollment, a store's key signs for the election of its first capture only.
+    let fresh = Hattama::new(&dir.path().join("fresh"));
+    let run = fresh.run(&["capture", photo, "--election", "e2e", "--precinct", "p0001"]);
+    assert_eq!(run.code, Some(0), "{run:?}");
+    let other = fresh.run(&[
+        "capture",
+        photo,
+        "--election",
+        "senate-2027",
+        "--precinct",
+        "p0001",
+        "--json",
+    ]);
+    assert_eq!((other.code, other.json()["error"].as_str()), (Some(3), Some("wrong_election")));
+    assert!(other.stderr.contains("use a new store for senate-2027"), "{other:?}");
+    assert_eq!(fresh.run(&["list", "--json"]).ok_json().as_array().unwrap().len(), 1);
+}

@@ -501,6 +501,12 @@ fn sync_hint(e: &SyncError) -> Option<&'static str> {
                 "the server does not accept this device: ask your coordinator for a new code and \
                  enroll again; your captures stay safe on this device"
             }
+            "other_election" => {
+                "this store's device key is enrolled for another election, and a device key \
+                 signs for one election only (so that nothing links your captures across \
+                 elections): enroll with a new store, `hattama --store NEW_DIR enroll …`, which \
+                 gets its own key"
+            }
             _ => "tell your coordinator what the server said",
         },
         SyncError::Protocol(_) => {

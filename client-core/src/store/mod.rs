@@ -690,6 +690,16 @@ impl Store {
         })
     }
 
+    /// The election of this device's first capture (deleted or not), if any: the one election
+    /// its device key signs for.
+    pub fn first_election(&self) -> Result<Option<String>, StoreError> {
+        self.read(|conn| {
+            Ok(conn
+                .query_row("SELECT election FROM captures ORDER BY seq LIMIT 1", [], |r| r.get(0))
+                .optional()?)
+        })
+    }
+
     /// The canonical manifest and signature of a live capture.
     pub fn evidence(&self, id: &Sha256Hash) -> Result<Option<Evidence>, StoreError> {
         self.read(|conn| {
