@@ -153,3 +153,7 @@ g-copied = Copied
 g-no-photo-help = If you observed at this station, photograph the protocol posted on its wall and send it with the Hattama app; otherwise check back later. Until then the official figures below have nothing to be compared with.
 g-cmp-summary = We compare { $both } of { $total } stations: those with both figures checked against the protocol's photo (there are { $observed } such stations) and official figures (there are { $official }).
 g-cmp-line-diff = { $name }: photo { $observed }, official { $official }
+g-witnesses = Independent witnesses
+g-witnessed-yes = Witnessed: { $count } of { $total } independent witnesses cosigned the public log when it held { $size } entries, this photo among them; that is the quorum the election requires
+g-witness-cosigned = { $witness } ({ $key }) on { $time }
+g-witnessed-not-yet = not yet: the witnesses have not cosigned a log checkpoint that includes this photo
