@@ -1017,6 +1017,37 @@ mod tests {
         assert!(e.detail.contains("control character"), "{e}");
     }
 
+    #[test]
+    fn witnessed_only_with_the_pinned_log_and_a_quorum() {
+        let key = SigningKey::from_bytes(&[4; 32]);
+        let log = LogKey::for_signer("hattama.example/log", &key).unwrap();
+        let policy = Policy::parse(policy_text("group G 2 A B C\nquorum G\n").as_bytes()).unwrap();
+        let note = sign_checkpoint(&log.origin, 9, &Hash([3; 32]), &key).unwrap();
+        let body = note_body(&note).unwrap();
+        let line = |i: u8| witness(i, &format!("w{i}.example/w")).cosign(&body, 1_800_000_000);
+        let one = add_signature_lines(&note, &[line(1).unwrap()]).unwrap();
+        let two = add_signature_lines(&one, &[line(3).unwrap()]).unwrap();
+        assert_eq!(
+            check_witnessed(&policy, &log, &one),
+            Err(NotWitnessed::NoQuorum { cosigned: vec!["A".into()], witnesses: 4 })
+        );
+        let w = check_witnessed(&policy, &log, &two).unwrap();
+        assert_eq!((w.checkpoint.size, w.cosignatures.len(), w.quorum), (9, 2, true));
+        // The same cosignatures on another tree of the same log do not verify.
+        let other = sign_checkpoint(&log.origin, 9, &Hash([4; 32]), &key).unwrap();
+        let moved = [&other[..], &two[note.len()..]].concat();
+        assert!(matches!(
+            check_witnessed(&policy, &log, &moved),
+            Err(NotWitnessed::NoQuorum { ref cosigned, .. }) if cosigned.is_empty()
+        ));
+        // Another log's key, and a policy asking for nothing, are never witnessed.
+        let stranger =
+            LogKey::for_signer("hattama.example/log", &SigningKey::from_bytes(&[5; 32])).unwrap();
+        assert!(matches!(check_witnessed(&policy, &stranger, &two), Err(NotWitnessed::Log(_))));
+        let none = Policy::parse(policy_text("quorum none\n").as_bytes()).unwrap();
+        assert_eq!(check_witnessed(&none, &log, &two), Err(NotWitnessed::NoPolicy));
+    }
+
     struct T(Vec<Hash>);
     impl tlog_tiles::HashReader for T {
         fn read_hashes(&self, i: &[u64]) -> Result<Vec<Hash>, tlog_tiles::Error> {

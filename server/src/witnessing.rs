@@ -30,6 +30,46 @@ pub struct ServerPolicy {
     pub text: String,
 }
 
+/// The server's newest cosigned checkpoint as the public pages show it, checked under the policy
+/// (`check_witnessed`, the device's and auditor's test): a file that does not verify or has no
+/// quorum is never shown as witnessed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PublicWitnessed {
+    /// Its size: every log entry below it is witnessed.
+    pub size: u64,
+    /// Who cosigned it and when: (policy name, key name, seconds since the epoch).
+    pub cosignatures: Vec<(String, String, u64)>,
+    /// How many witnesses the policy has.
+    pub witnesses: usize,
+}
+
+impl PublicWitnessed {
+    /// Whether the log entry at `index` is covered.
+    pub fn covers(&self, index: &Option<u64>) -> bool {
+        index.is_some_and(|i| i < self.size)
+    }
+}
+
+/// The newest cosigned checkpoint under the server's policy, if it has one with a quorum.
+pub fn public_witnessed(log: &Log, policy: &ServerPolicy) -> Option<PublicWitnessed> {
+    let note = std::fs::read(log.dir().join(COSIGNED_FILE)).ok()?;
+    match hattama_core::witness::check_witnessed(&policy.policy, &log.log_key, &note) {
+        Ok(w) => Some(PublicWitnessed {
+            size: w.checkpoint.size,
+            cosignatures: w
+                .cosignatures
+                .into_iter()
+                .map(|c| (c.witness, c.key_name, c.time))
+                .collect(),
+            witnesses: policy.policy.witnesses().len(),
+        }),
+        Err(e) => {
+            tracing::error!(error = %e, "the cosigned checkpoint file is not witnessed");
+            None
+        }
+    }
+}
+
 /// Retries of a request that got no answer, after the first try.
 const RETRIES: u32 = 2;
 

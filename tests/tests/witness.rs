@@ -934,3 +934,26 @@ fn a_fork_is_never_witnessed_on_a_device_and_the_auditor_says_so() {
     assert_eq!(honest.status().1, 4);
     assert_eq!(honest.status().2["witness_problem"], Value::Null);
 }
+
+#[test]
+fn the_station_page_shows_who_witnessed_each_photo_and_when_in_three_languages() {
+    let election = hattama_tests::fixtures::election("e2e", 3);
+    let w = witnessed_server(&election);
+    let url = w.server.url.clone();
+    let code = &w.server.invite(&["p0001"], 1)[0];
+    let (mut d, _) = Device::enroll(&url, code, "p0001", 0);
+    d.capture(2);
+    d.sync();
+    let v = cosigned_at(&url, &w.policy, 2);
+    assert!(v.cosignatures.len() >= 2);
+    let page = reqwest::blocking::Client::new()
+        .get(format!("{url}/elections/e2e/precincts/p0001"))
+        .header("Accept-Language", "ru")
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(page.contains("Заверено"), "{page}");
+    assert!(page.contains("witness.test/d"), "{page}");
+    hattama_tests::browser::run_script("witness", &url, &["e2e", "p0001", "2"]);
+}

@@ -156,3 +156,7 @@ g-cmp-line-diff = { $name }: photo { $observed }, official { $official }
 g-receipt-key = Receipt key (signs every receipt and review decision)
 g-package-download = Download the evidence package
 g-package-hint = One .zip file: the photos as signed, their signatures, receipts and log proofs, the figures and their history. Anyone can check it offline with “hattama verify-package”.
+g-witnesses = Independent witnesses
+g-witnessed-yes = Witnessed: { $count } of { $total } independent witnesses cosigned the public log when it held { $size } entries, this photo among them; that is the quorum the election requires
+g-witness-cosigned = { $witness } ({ $key }) on { $time }
+g-witnessed-not-yet = not yet: the witnesses have not cosigned a log checkpoint that includes this photo

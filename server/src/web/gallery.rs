@@ -137,8 +137,19 @@ async fn page(
     state: &web::Data<AppState>,
     render: impl FnOnce(&Gallery, PageCtx) -> Result<String, WebError> + Send + 'static,
 ) -> Result<HttpResponse, WebError> {
+    page_keyed(req, state, "", render).await
+}
+
+/// [`page`], cached also under `extra` (what the page shows besides the database, such as the
+/// witnessed size, which changes without a commit).
+async fn page_keyed(
+    req: &HttpRequest,
+    state: &web::Data<AppState>,
+    extra: &str,
+    render: impl FnOnce(&Gallery, PageCtx) -> Result<String, WebError> + Send + 'static,
+) -> Result<HttpResponse, WebError> {
     let ctx = PageCtx::new(req);
-    let key = format!("html:{}:{}", ctx.lang.code(), ctx.here);
+    let key = format!("html:{}:{}{extra}", ctx.lang.code(), ctx.here);
     let gallery = state.gallery.clone();
     let cached = web::block(move || {
         gallery.cached::<WebError>(&key, || {
@@ -529,6 +540,8 @@ struct PrecinctPage {
     base: String,
     /// Some figure was observed: without any, the observed and difference columns are left out.
     has_observed: bool,
+    /// With a witness policy: the newest checkpoint with a quorum of cosignatures, if any.
+    witnessed: Option<Option<crate::witnessing::PublicWitnessed>>,
 }
 
 /// The site's address as readers reach it: `public_url`, else the request's scheme and host.
@@ -549,7 +562,15 @@ async fn precinct(
     valid(&e)?;
     valid(&p)?;
     let base = site_base(&req, &state);
-    page(&req, &state, move |g, ctx| {
+    let witnessed = state
+        .witness_policy
+        .as_ref()
+        .map(|policy| crate::witnessing::public_witnessed(&state.log, policy));
+    let extra = match &witnessed {
+        Some(Some(w)) => format!(":w{}:{}", w.size, w.cosignatures.len()),
+        _ => String::new(),
+    };
+    page_keyed(&req, &state, &extra, move |g, ctx| {
         let v = view(g, &e)?;
         let precinct = v.election.precinct(&p).cloned().ok_or(WebError::NotFound)?;
         let captures = g.captures(&v, &p)?;
@@ -608,6 +629,7 @@ async fn precinct(
             .collect();
         let accepted = v.precincts.get(&p).map_or(0, |f| f.accepted);
         render(&PrecinctPage {
+            witnessed,
             base,
             has_observed: figures.iter().any(|f| f.observed.is_some()),
             tz: v.election.utc_offset_min.unwrap_or(0),
@@ -1003,6 +1025,31 @@ impl<T: AsNum> AsNum for &T {
 
 /// Template helpers.
 impl PageCtx {
+    /// "A (witness.example/w1) at 7 Dec 2026, 10:15": one witness's cosignature.
+    pub fn cosigned(&self, c: &(String, String, u64), offset_min: &i32) -> String {
+        let at = when(c.2.saturating_mul(1000), *offset_min);
+        self.lang.t_args(
+            "g-witness-cosigned",
+            &[
+                ("witness", c.0.clone().into_arg()),
+                ("key", c.1.clone().into_arg()),
+                ("time", at.into_arg()),
+            ],
+        )
+    }
+
+    /// "Witnessed: 2 of 3 witnesses cosigned …" for a witnessed checkpoint.
+    pub fn witnessed_msg(&self, w: &crate::witnessing::PublicWitnessed) -> String {
+        self.lang.t_args(
+            "g-witnessed-yes",
+            &[
+                ("count", (w.cosignatures.len() as i64).into_arg()),
+                ("total", (w.witnesses as i64).into_arg()),
+                ("size", num(i128::from(w.size)).into_arg()),
+            ],
+        )
+    }
+
     /// A number with thin spaces between groups of digits.
     pub fn num(&self, n: impl AsNum) -> String {
         num(n.as_num())
