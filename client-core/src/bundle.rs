@@ -88,9 +88,25 @@ pub fn verify(dir: &Path, limits: &MediaLimits) -> Result<SignedManifest, Bundle
         .and_then(evidence::parse_lower_hex::<64>)
         .ok_or(BundleError::BadSignatureFile)?;
     let signed = SignedManifest::verify(&canonical, &signature)?;
+    let name = photo_file(signed.manifest.photo.media_type);
+    let photo = read_limited(&dir.join(&name), limits.max_bytes, &name)?;
+    check_photo(signed, &photo, limits)
+}
+
+/// The name of a bundle's photo file for this media type (`photo.jpg` or `photo.png`).
+pub fn photo_name(media_type: MediaType) -> String {
+    photo_file(media_type)
+}
+
+/// Steps 5 and 6 of the verification (`docs/evidence-format.md` 7.2): the photo file against
+/// a verified manifest; used by [`verify`] and by evidence packages (`crate::package`).
+pub fn check_photo(
+    signed: SignedManifest,
+    photo: &[u8],
+    limits: &MediaLimits,
+) -> Result<SignedManifest, BundleError> {
     let info = &signed.manifest.photo;
     let name = photo_file(info.media_type);
-    let photo = read_limited(&dir.join(&name), limits.max_bytes, &name)?;
     if photo.len() as u64 != info.bytes {
         return Err(BundleError::PhotoMismatch(format!(
             "{name} has {} bytes, the manifest says {}",
@@ -98,10 +114,10 @@ pub fn verify(dir: &Path, limits: &MediaLimits) -> Result<SignedManifest, Bundle
             info.bytes
         )));
     }
-    if Sha256Hash::of(&photo) != info.sha256 {
+    if Sha256Hash::of(photo) != info.sha256 {
         return Err(BundleError::PhotoMismatch(format!("{name} does not have the signed SHA-256")));
     }
-    let clean = media::strip(&photo, limits)?;
+    let clean = media::strip(photo, limits)?;
     if clean.media_type != info.media_type {
         return Err(BundleError::PhotoMismatch("media type differs".into()));
     }

@@ -22,6 +22,7 @@ pub mod log;
 pub mod media;
 #[cfg(feature = "sync")]
 pub mod mirror;
+pub mod package;
 pub mod receipt;
 pub mod store;
 #[cfg(feature = "sync")]
