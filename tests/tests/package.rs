@@ -1,7 +1,8 @@
 //! Evidence packages end to end (`docs/evidence-package.md`): the demo server writes a station's
 //! package, the gallery links it in three languages, the real `hattama verify-package` checks it
-//! offline, two packages of the same data are byte-identical, and tampering with a photo, a
-//! figure, a line of `SHA256SUMS` or a proof is found and named by the file it is in.
+//! offline, and so does an independent verifier in Python written from the docs
+//! (`tests/package-py/`); two packages of the same data are byte-identical, and tampering with a
+//! photo, a figure, a line of `SHA256SUMS` or a proof is found and named by both verifiers.
 
 // Test helpers: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
@@ -68,6 +69,26 @@ fn verify(zip: &[u8], dir: &Path, receipt_key: &str) -> (i32, String) {
         .arg("verify-package")
         .arg(&file)
         .args(["--receipt-key", receipt_key])
+        .output()
+        .unwrap();
+    let text =
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.code().unwrap(), text)
+}
+
+/// Runs the independent Python verifier (`tests/package-py/verify_package.py`, written from
+/// docs/evidence-package.md) on `zip`; its exit code and output.
+fn python_verify(zip: &[u8], dir: &Path, receipt_key: &str) -> (i32, String) {
+    let root = hattama_tests::browser::repo_root();
+    // It needs only `cryptography`, which scripts/test installs for the witness verifier.
+    let python = root.join("build/witness-venv/bin/python");
+    assert!(python.exists(), "{} is missing: scripts/test installs it", python.display());
+    let file = dir.join("package-py.zip");
+    std::fs::write(&file, zip).unwrap();
+    let out = Command::new(python)
+        .arg(root.join("tests/package-py/verify_package.py"))
+        .arg(&file)
+        .arg(receipt_key)
         .output()
         .unwrap();
     let text =
@@ -157,6 +178,9 @@ fn a_station_package_verifies_is_deterministic_and_names_every_tampered_file() {
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("valid: the evidence package of station"), "{out}");
     assert!(out.contains("entry ") && out.contains("of the public log"), "{out}");
+    let (code, out) = python_verify(&zip, dir.path(), &receipt_key);
+    assert_eq!(code, 0, "the Python verifier refused it:\n{out}");
+    assert!(out.contains("VALID: station"), "{out}");
     let wrong_key = "11".repeat(32);
     let (code, out) = verify(&zip, dir.path(), &wrong_key);
     assert_eq!(code, 11, "{out}");
@@ -213,6 +237,9 @@ fn a_station_package_verifies_is_deterministic_and_names_every_tampered_file() {
         assert_eq!(code, 11, "{what} was not found:\n{out}");
         assert!(out.contains(&expected), "{what}: expected {expected:?} in\n{out}");
         assert!(out.contains("NOT VALID"), "{what}:\n{out}");
+        let (code, out) = python_verify(&zip, dir.path(), &receipt_key);
+        assert_eq!(code, 1, "{what} was not found by the Python verifier:\n{out}");
+        assert!(out.contains(&expected), "Python, {what}: expected {expected:?} in\n{out}");
     }
 
     // Not a package at all: a clear refusal.
