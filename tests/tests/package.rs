@@ -246,6 +246,13 @@ fn a_station_package_verifies_is_deterministic_and_names_every_tampered_file() {
     let (code, out) = verify(b"not a zip", dir.path(), &receipt_key);
     assert_eq!(code, 3, "{out}");
     assert!(out.contains("not an evidence package"), "{out}");
+    // A wrong path and a receipt key that is not one: said so, with what to do.
+    let missing = dir.path().join("no-such.zip");
+    let out = Command::new(bin("hattama")).arg("verify-package").arg(&missing).output().unwrap();
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    let (code, out) = verify(&zip, dir.path(), "not-a-key");
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("64 lowercase hex digits"), "{out}");
 }
 
 #[test]

@@ -1344,9 +1344,8 @@ fn run_verify_package(
             })?,
         )),
     };
-    let file = std::fs::File::open(path).with_context(|| {
-        format!("cannot open {}: give the path of the downloaded .zip", path.display())
-    })?;
+    let file = std::fs::File::open(path)
+        .map_err(|source| Error::Input { path: path.display().to_string(), source })?;
     let report = hattama_core::package::verify(
         std::io::BufReader::new(file),
         &MediaLimits::default(),
