@@ -282,3 +282,40 @@ fn every_station_page_links_its_package_in_the_visitors_language() {
     assert_eq!(r.status(), 404);
     assert_eq!(r.json::<serde_json::Value>().unwrap()["error"], "not_found");
 }
+
+#[test]
+fn packages_count_against_a_clients_evidence_allowance() {
+    use hattama_tests::server::TestServer;
+    let env = [
+        ("HATTAMA__TRUSTED_PROXIES", "127.0.0.1"),
+        ("HATTAMA__RATE_LIMITS__EVIDENCE__PER_MINUTE", "60"),
+        ("HATTAMA__RATE_LIMITS__EVIDENCE__BURST", "3"),
+    ];
+    let server = TestServer::start_with(&hattama_tests::fixtures::election("e2e", 3), &env);
+    let url = format!("{}/api/v1/elections/e2e/precincts/p0001/evidence-package.zip", server.url);
+    let http = reqwest::blocking::Client::new();
+    let send = |client: &str| http.get(&url).header("X-Forwarded-For", client).send().unwrap();
+    let key = http.get(format!("{}/api/v1/receipts/key", server.url)).send().unwrap();
+    let key = key.json::<serde_json::Value>().unwrap()["server_key"].as_str().unwrap().to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let mut zips = Vec::new();
+    for i in 0..3 {
+        let r = send("203.0.113.1");
+        assert_eq!(r.status(), 200, "request {i}");
+        // A station without photos yet: a package of its keys and (empty) figures, valid.
+        let zip = r.bytes().unwrap().to_vec();
+        let names: Vec<String> = entries(&zip).into_iter().map(|(n, _)| n).collect();
+        assert!(!names.iter().any(|n| n.starts_with("captures/")), "{names:?}");
+        zips.push(zip);
+    }
+    let r = send("203.0.113.1");
+    assert_eq!(r.status(), 429);
+    assert!(r.headers().contains_key("retry-after"));
+    assert_eq!(r.json::<serde_json::Value>().unwrap()["error"], "rate_limited");
+    assert_eq!(send("203.0.113.2").status(), 200, "another client is served");
+    assert!(zips.windows(2).all(|w| w[0] == w[1]), "the same data, the same bytes");
+    let (code, out) = verify(&zips[0], dir.path(), &key);
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = python_verify(&zips[0], dir.path(), &key);
+    assert_eq!(code, 0, "{out}");
+}
