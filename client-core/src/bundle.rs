@@ -122,16 +122,30 @@ fn verify_photo_from(
     given: Option<&[u8]>,
 ) -> Result<SignedManifest, BundleError> {
     let signed = read_manifest(dir)?;
+    match given {
+        Some(photo) => check_photo(signed, photo, limits),
+        None => {
+            let name = photo_file(signed.manifest.photo.media_type);
+            let photo = read_limited(&dir.join(&name), limits.max_bytes, &name)?;
+            check_photo(signed, &photo, limits)
+        }
+    }
+}
+
+/// The name of a bundle's photo file for this media type (`photo.jpg` or `photo.png`).
+pub fn photo_name(media_type: MediaType) -> String {
+    photo_file(media_type)
+}
+
+/// Steps 5 and 6 of the verification (`docs/evidence-format.md` 7.2): the photo file against
+/// a verified manifest; used by [`verify`] and by evidence packages (`crate::package`).
+pub fn check_photo(
+    signed: SignedManifest,
+    photo: &[u8],
+    limits: &MediaLimits,
+) -> Result<SignedManifest, BundleError> {
     let info = &signed.manifest.photo;
     let name = photo_file(info.media_type);
-    let read;
-    let photo = match given {
-        Some(bytes) => bytes,
-        None => {
-            read = read_limited(&dir.join(&name), limits.max_bytes, &name)?;
-            read.as_slice()
-        }
-    };
     if photo.len() as u64 != info.bytes {
         return Err(BundleError::PhotoMismatch(format!(
             "{name} has {} bytes, the manifest says {}",

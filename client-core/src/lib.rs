@@ -23,6 +23,7 @@ pub mod log;
 pub mod media;
 #[cfg(feature = "sync")]
 pub mod mirror;
+pub mod package;
 pub mod receipt;
 pub mod retention;
 pub mod store;

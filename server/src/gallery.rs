@@ -600,6 +600,16 @@ impl Gallery {
         Ok(self.storage.manifest_of_photo(photo)?.and_then(|m| serde_json::from_slice(&m).ok()))
     }
 
+    /// The stored captures of one precinct with their evidence, rejected ones too (the caller
+    /// filters by the view's decisions).
+    pub fn precinct_captures(
+        &self,
+        election: &str,
+        precinct: &str,
+    ) -> Result<Vec<PublicCapture>, StorageError> {
+        self.storage.public_captures(election, Some(precinct))
+    }
+
     /// The official figures of one version.
     pub fn official_figures(&self, election: &str, version: u64) -> Result<Figures, StorageError> {
         self.storage.official_figures(election, version)

@@ -17,6 +17,7 @@ pub mod log;
 pub mod metrics;
 pub mod observed;
 pub mod official;
+pub mod package;
 pub mod ratelimit;
 pub mod review;
 pub mod routes;

@@ -85,7 +85,10 @@ impl Class {
             (method == actix_web::http::Method::POST).then_some(Class::Login)
         } else if route.starts_with("/review") {
             None
-        } else if route.starts_with("/photos/") || route.starts_with("/api/v1/captures/") {
+        } else if route.starts_with("/photos/")
+            || route.starts_with("/api/v1/captures/")
+            || route.ends_with("/evidence-package.zip")
+        {
             Some(Class::Evidence)
         } else if limited_elsewhere_or_never.iter().any(|p| route.starts_with(p)) {
             None
@@ -219,6 +222,8 @@ mod tests {
         check("/photos/{sha256}", Method::GET, Some(Class::Evidence));
         check("/photos/{sha256}/thumb", Method::GET, Some(Class::Evidence));
         check("/api/v1/captures/{id}", Method::GET, Some(Class::Evidence));
+        let package = "/api/v1/elections/{election}/precincts/{precinct}/evidence-package.zip";
+        check(package, Method::GET, Some(Class::Evidence));
         check("/api/v1/elections/{election}", Method::GET, Some(Class::Public));
         check("/", Method::GET, Some(Class::Public));
         check("unmatched", Method::GET, Some(Class::Public));

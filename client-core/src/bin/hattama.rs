@@ -142,6 +142,19 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Verify a station's evidence package (.zip) offline, as docs/evidence-package.md says:
+    /// every hash, signature, receipt and log proof; prints what each file proves
+    VerifyPackage {
+        /// The package file
+        file: PathBuf,
+        /// The server's receipt key (64 hex digits) as you got it elsewhere (its data page,
+        /// GET /api/v1/receipts/key, an earlier package); without it the key inside is used
+        #[arg(long)]
+        receipt_key: Option<String>,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
     /// Write a capture's thumbnail (JPEG) to a file
     Thumbnail {
         /// Capture id or prefix
@@ -339,6 +352,9 @@ fn classify(e: anyhow::Error) -> Failure {
         };
         return Failure { exit, code, error: e };
     }
+    if e.downcast_ref::<hattama_core::package::PackageError>().is_some() {
+        return Failure { exit: 3, code: "not_a_package", error: e };
+    }
     if let Some(a) = e.downcast_ref::<AuditError>() {
         let (exit, code) = audit_exit(a);
         return Failure { exit, code, error: e };
@@ -406,6 +422,7 @@ fn main() -> ExitCode {
         | Command::Show { json, .. }
         | Command::Delete { json, .. }
         | Command::Verify { json, .. }
+        | Command::VerifyPackage { json, .. }
         | Command::Enroll { json, .. }
         | Command::Sync { json }
         | Command::Status { json }
@@ -701,6 +718,9 @@ fn run(cli: Cli, local_offset: i32) -> anyhow::Result<ExitCode> {
     }
     if let Command::Mirror(args) = cli.command {
         return run_mirror(args); // needs no store
+    }
+    if let Command::VerifyPackage { file, receipt_key, json } = cli.command {
+        return run_verify_package(&file, receipt_key.as_deref(), json); // needs no store
     }
     if let Command::NewKey = cli.command {
         println!("{}", hex::encode(StoreKey::generate().as_bytes()));
@@ -1031,7 +1051,7 @@ fn run(cli: Cli, local_offset: i32) -> anyhow::Result<ExitCode> {
         }
         Command::Audit(args) => return run_audit(args),
         Command::Mirror(args) => return run_mirror(args),
-        Command::NewKey => {}
+        Command::NewKey | Command::VerifyPackage { .. } => {}
         Command::Status { json } => {
             let client = open(&dir)?;
             let status = client.status()?;
@@ -1454,6 +1474,62 @@ impl SyncListener for ProgressLine {
 // `hattama audit`
 
 /// Audits a log once, or follows it; exit 0 when clean, 11 when problems were found.
+/// `hattama verify-package`: exit 0 when every file verifies, 11 when one does not (each named
+/// with what is wrong), 2 when the file cannot be read as a package at all.
+fn run_verify_package(
+    path: &Path,
+    receipt_key: Option<&str>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let pinned = match receipt_key {
+        None => None,
+        Some(k) => Some(hattama_core::evidence::DeviceKey(
+            hattama_core::evidence::parse_lower_hex::<32>(k.trim()).ok_or_else(|| {
+                UsageError(
+                    "--receipt-key: give the server's receipt key as 64 lowercase hex \
+                            digits (the election's data page shows it)"
+                        .into(),
+                )
+            })?,
+        )),
+    };
+    let file = std::fs::File::open(path)
+        .map_err(|source| Error::Input { path: path.display().to_string(), source })?;
+    let report = hattama_core::package::verify(
+        std::io::BufReader::new(file),
+        &MediaLimits::default(),
+        pinned.as_ref(),
+    )?;
+    let station = report.manifest.as_ref().map(|m| &m.station);
+    if json {
+        let files: Vec<_> = report
+            .files
+            .iter()
+            .map(|f| json!({ "path": f.path, "ok": f.problem.is_none(), "proves": f.proves, "problem": f.problem }))
+            .collect();
+        println!("{}", json!({ "valid": report.ok(), "station": station, "files": files }));
+    } else {
+        for f in &report.files {
+            match &f.problem {
+                None => println!("ok    {}: {}", f.path, f.proves),
+                Some(p) => println!("FAIL  {}: {p}", f.path),
+            }
+        }
+        match (report.ok(), station) {
+            (true, Some(s)) => println!(
+                "valid: the evidence package of station {} ({}), election {}: every file verifies",
+                s.number, s.region, s.election
+            ),
+            _ => println!(
+                "NOT VALID: {} file(s) above do not verify; the package was changed or damaged \
+                 after the server made it",
+                report.problems().count()
+            ),
+        }
+    }
+    Ok(if report.ok() { ExitCode::SUCCESS } else { ExitCode::from(11) })
+}
+
 fn run_audit(a: AuditArgs) -> anyhow::Result<ExitCode> {
     let key_text = match (&a.key, &a.key_file) {
         (Some(k), _) => k.clone(),

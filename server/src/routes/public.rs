@@ -26,6 +26,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(crate::routes::get("/api/v1/elections/{election}", election))
         .service(crate::routes::get("/api/v1/elections/{election}/precincts", precincts))
         .service(crate::routes::get("/api/v1/elections/{election}/precincts/{precinct}", precinct))
+        .service(crate::routes::get(
+            "/api/v1/elections/{election}/precincts/{precinct}/evidence-package.zip",
+            evidence_package,
+        ))
         .service(crate::routes::get("/api/v1/elections/{election}/comparison", comparison))
         .service(crate::routes::get("/api/v1/elections/{election}/official", official_versions))
         .service(crate::routes::get("/api/v1/elections/{election}/export/{file}", export));
@@ -249,6 +253,35 @@ async fn precinct(
         json_body(&precinct_json(g, &v, &p)?)
     })
     .await
+}
+
+/// `GET /api/v1/elections/{election}/precincts/{precinct}/evidence-package.zip`: the station's
+/// evidence package (`docs/evidence-package.md`), written once per state of its data.
+async fn evidence_package(
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let (e, p) = path.into_inner();
+    id("election", &e)?;
+    id("precinct", &p)?;
+    let st = state.clone();
+    let (built, body) = web::block(move || -> Result<_, ApiError> {
+        let v = view_of(&st.gallery, &e)?;
+        let built = crate::package::build(&st, &v, &p)?;
+        let body = std::fs::read(&built.path).map_err(|e| ApiError::internal(&e))?;
+        Ok((built, body))
+    })
+    .await??;
+    let etag = format!("\"{}\"", built.key);
+    let cached = Cached { etag, content_type: "application/zip", body: body.into() };
+    let mut response = respond(&req, &cached);
+    response.headers_mut().insert(
+        header::CONTENT_DISPOSITION,
+        header::HeaderValue::from_str(&format!("attachment; filename=\"{}\"", built.file_name))
+            .map_err(|e| ApiError::internal(&e))?,
+    );
+    Ok(response)
 }
 
 /// `GET /api/v1/elections/{election}/comparison`.
