@@ -98,8 +98,10 @@ await run(async (browser) => {
     assertEq(await page.locator(`.dash-missing li[data-number="${config.number}"]`).count(), 0,
       'the covered station is not listed as missing');
     assertEq(await page.locator('.dash-missing li').count(), 11, 'eleven stations without a photo');
-    assertEq(await page.getAttribute('meta[http-equiv="refresh"]', 'content'), '30', 'refreshes itself');
+    assertEq(await page.locator('meta[http-equiv="refresh"]').count(), 0, 'no refresh unless asked');
     await screenshots(page, 'dashboard');
+    await Promise.all([page.waitForURL(/auto=1/), page.click('#dash-auto')]);
+    assertEq(await page.getAttribute('meta[http-equiv="refresh"]', 'content'), '30', 'refreshes itself');
     // The invite list names the device that used a code.
     await page.goto(`${url}/review/invites`);
     assertEq(await page.locator('tr[data-state="console-invite-used"]').count(), 1, 'one used');

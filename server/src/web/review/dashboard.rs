@@ -1,8 +1,9 @@
 //! The election-night dashboard (`/review/dashboard`): coverage per region (stations with a
 //! photo, with an accepted photo), the stations still without a photo by region with their
 //! address, captures per hour, uploads refused by error code (since the server started), the
-//! review queue's depth and the log's lag. Server-rendered, refreshed by a meta refresh every
-//! 30 seconds (no script: the strict CSP stays), bars are `<meter>` elements. Admins and
+//! review queue's depth and the log's lag. Server-rendered; on the reader's choice (`?auto=1`,
+//! a link that turns it on and off: WCAG's adjustable timing) refreshed by a meta refresh every
+//! 30 seconds (no script: the strict CSP stays); bars are `<meter>` elements. Admins and
 //! supervisors.
 
 use std::collections::BTreeMap;
@@ -45,12 +46,16 @@ struct DashboardPage {
     log_pending: u64,
     updated: String,
     zone: String,
+    /// Whether the page refreshes itself, and the link that turns that off or on.
+    auto: bool,
+    toggle_url: String,
 }
 
 /// `?election=`.
 #[derive(Deserialize)]
 pub struct DashboardQuery {
     election: Option<String>,
+    auto: Option<u8>,
 }
 
 /// Uploads refused since start, by error code (the `/metrics` counter).
@@ -135,7 +140,15 @@ pub async fn dashboard(
     );
     let hours: Vec<(String, u64)> =
         hours.into_iter().map(|(h, n)| (r.clock.time(h * 3_600_000), n)).collect();
+    let auto = query.auto == Some(1);
+    let toggle_url = format!(
+        "/review/dashboard?election={}{}",
+        crate::web::percent_encode(&e.id),
+        if auto { "" } else { "&auto=1" }
+    );
     let page = DashboardPage {
+        auto,
+        toggle_url,
         election_name: ctx.lang.pick(&e.names).to_owned(),
         elections: elections
             .iter()
