@@ -3,7 +3,8 @@
 //   invite: an admin imports an election definition (a file chosen in the form), creates two
 //           invites for each of ten precincts from a pasted list, opens the cards (20), saves
 //           each card's QR code as a PNG for ZBar and the cards as an A4 PDF.
-//   revoke: the precinct the phone synced is covered on the public pages; the invite list says
+//   revoke: the precinct the phone synced is covered on the dashboard and the public pages; the
+//           invite list says
 //           which device used its code; the admin revokes that device from its page.
 // Screenshots of every console page at 390 and 1280 px in Kazakh and Russian go to
 // ARTIFACT_DIR/console/.
@@ -91,6 +92,16 @@ await run(async (browser) => {
     await page.goto(`${url}/elections/e2e/precincts/${config.precinct}`);
     assertEq(await page.locator('#no-photo').count(), 0, 'the precinct has its photo');
     assert(await page.locator('ul.photos li').count() >= 1, 'the photo is listed');
+    // The dashboard: one station of twelve photographed, no longer among those without one.
+    await page.goto(`${url}/review/dashboard`);
+    assertEq((await page.textContent('#dash-photographed')).trim(), '1 / 12', 'one station covered');
+    assertEq(await page.locator(`.dash-missing li[data-number="${config.number}"]`).count(), 0,
+      'the covered station is not listed as missing');
+    assertEq(await page.locator('.dash-missing li').count(), 11, 'eleven stations without a photo');
+    assertEq(await page.locator('meta[http-equiv="refresh"]').count(), 0, 'no refresh unless asked');
+    await screenshots(page, 'dashboard');
+    await Promise.all([page.waitForURL(/auto=1/), page.click('#dash-auto')]);
+    assertEq(await page.getAttribute('meta[http-equiv="refresh"]', 'content'), '30', 'refreshes itself');
     // The invite list names the device that used a code.
     await page.goto(`${url}/review/invites`);
     assertEq(await page.locator('tr[data-state="console-invite-used"]').count(), 1, 'one used');

@@ -106,6 +106,7 @@ fn console_routes_answer_only_the_right_roles_with_csrf_and_escaping() {
         "/review/devices".to_owned(),
         format!("/review/devices/{id}"),
         "/review/users".to_owned(),
+        "/review/dashboard".to_owned(),
     ];
     let cards = "/review/invites/cards?batch=2";
 
@@ -560,7 +561,7 @@ fn an_admin_puts_observers_on_the_road_and_revokes_a_lost_phone_in_the_browser()
     // The precinct is covered; the admin revokes the device from its page.
     let config = json!({
         "act": "revoke", "password": hattama_tests::review::PASSWORD,
-        "out": work.path(), "precinct": precinct,
+        "out": work.path(), "precinct": precinct, "number": number,
     });
     hattama_tests::browser::run_script("console", &server.url, &[&config.to_string()]);
 

@@ -188,6 +188,7 @@ fn every_page_fits_a_phone_reads_in_three_languages_and_passes_axe() {
         page("console-devices", "/review/devices".into()),
         page("console-device", format!("/review/devices/{device}")),
         page("console-users", "/review/users".into()),
+        page("console-dashboard", "/review/dashboard".into()),
     ];
     let config = json!({
         "public": public,

@@ -52,6 +52,17 @@ pub struct DeviceSummary {
     pub chain_gaps: u64,
 }
 
+/// One precinct's captures, as the election-night dashboard counts them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PrecinctTally {
+    /// Captures received.
+    pub captures: u64,
+    /// Captures accepted by a coordinator.
+    pub accepted: u64,
+    /// Captures waiting for a first decision.
+    pub new: u64,
+}
+
 /// The console's storage; it reads and writes the evidence, the gallery's and the review's
 /// storage as well (one database).
 pub trait ConsoleStorage: Storage + GalleryStorage + ReviewStorage {
@@ -76,6 +87,18 @@ pub trait ConsoleStorage: Storage + GalleryStorage + ReviewStorage {
         now_ms: u64,
         audit: &NewAudit,
     ) -> Result<bool, StorageError>;
+    /// Per precinct of an election (only those with a capture): its captures, as indexed for
+    /// the review (call `refresh_index` first).
+    fn precinct_tallies(
+        &self,
+        election: &str,
+    ) -> Result<BTreeMap<String, PrecinctTally>, StorageError>;
+    /// Captures of an election received per hour (hours since the epoch), the newest `hours`.
+    fn captures_per_hour(
+        &self,
+        election: &str,
+        hours: u64,
+    ) -> Result<Vec<(u64, u64)>, StorageError>;
     /// Every device with its activity, in the order they enrolled.
     fn device_summaries(&self) -> Result<Vec<DeviceSummary>, StorageError>;
     /// Revokes a device, with its audit event; `false` if there is no such device or it was

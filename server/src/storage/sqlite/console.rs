@@ -6,7 +6,9 @@ use rusqlite::{OptionalExtension, TransactionBehavior, params};
 
 use super::review::insert_audit;
 use super::{SqliteStorage, load_device, lock, ms, new_code};
-use crate::storage::console::{ConsoleStorage, DeviceSummary, InviteRecord, NewInvites};
+use crate::storage::console::{
+    ConsoleStorage, DeviceSummary, InviteRecord, NewInvites, PrecinctTally,
+};
 use crate::storage::review::NewAudit;
 use crate::storage::{Storage, StorageError};
 
@@ -136,6 +138,48 @@ impl ConsoleStorage for SqliteStorage {
         }
         tx.commit()?;
         Ok(n == 1)
+    }
+
+    fn precinct_tallies(
+        &self,
+        election: &str,
+    ) -> Result<BTreeMap<String, PrecinctTally>, StorageError> {
+        self.read(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT precinct, count(*), sum(state = 'accepted'), sum(state = 'new')
+                 FROM review_index WHERE election = ?1 GROUP BY precinct",
+            )?;
+            let rows = stmt.query_map([election], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    PrecinctTally {
+                        captures: r.get::<_, i64>(1)?.max(0) as u64,
+                        accepted: r.get::<_, i64>(2)?.max(0) as u64,
+                        new: r.get::<_, i64>(3)?.max(0) as u64,
+                    },
+                ))
+            })?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+    }
+
+    fn captures_per_hour(
+        &self,
+        election: &str,
+        hours: u64,
+    ) -> Result<Vec<(u64, u64)>, StorageError> {
+        self.read(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT received_at_ms / 3600000 AS hour, count(*) FROM captures
+                 WHERE election = ?1 GROUP BY hour ORDER BY hour DESC LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(params![election, hours as i64], |r| {
+                Ok((r.get::<_, i64>(0)?.max(0) as u64, r.get::<_, i64>(1)?.max(0) as u64))
+            })?;
+            let mut out = rows.collect::<Result<Vec<_>, _>>()?;
+            out.reverse();
+            Ok(out)
+        })
     }
 
     fn device_summaries(&self) -> Result<Vec<DeviceSummary>, StorageError> {

@@ -9,6 +9,7 @@
 //! token bound to a cookie of its own), checked before anything else.
 
 mod console;
+mod dashboard;
 mod pages;
 mod users;
 
@@ -62,7 +63,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route(web::post().to(users::add)),
     )
     .route("/review/users/disable", web::post().to(users::disable))
-    .route("/review/users/reset", web::post().to(users::reset));
+    .route("/review/users/reset", web::post().to(users::reset))
+    .route("/review/dashboard", web::get().to(dashboard::dashboard));
 }
 
 /// The signed-in user of a request.
