@@ -266,22 +266,47 @@ async fn evidence_package(
     id("election", &e)?;
     id("precinct", &p)?;
     let st = state.clone();
-    let (built, body) = web::block(move || -> Result<_, ApiError> {
+    // The file is opened right after it is found or written: a newer package may replace it,
+    // and the open file stays readable.
+    let (built, file) = web::block(move || -> Result<_, ApiError> {
         let v = view_of(&st.gallery, &e)?;
         let built = crate::package::build(&st, &v, &p)?;
-        let body = std::fs::read(&built.path).map_err(|e| ApiError::internal(&e))?;
-        Ok((built, body))
+        let file = std::fs::File::open(&built.path).map_err(|e| ApiError::internal(&e))?;
+        Ok((built, file))
     })
     .await??;
     let etag = format!("\"{}\"", built.key);
-    let cached = Cached { etag, content_type: "application/zip", body: body.into() };
-    let mut response = respond(&req, &cached);
-    response.headers_mut().insert(
-        header::CONTENT_DISPOSITION,
-        header::HeaderValue::from_str(&format!("attachment; filename=\"{}\"", built.file_name))
-            .map_err(|e| ApiError::internal(&e))?,
-    );
-    Ok(response)
+    let fresh = req
+        .headers()
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
+    let mut r = if fresh { HttpResponse::NotModified() } else { HttpResponse::Ok() };
+    r.insert_header((header::ETAG, etag))
+        .insert_header((header::CACHE_CONTROL, "public, no-cache"))
+        .insert_header((
+            header::CONTENT_DISPOSITION,
+            format!("attachment; filename=\"{}\"", built.file_name),
+        ));
+    if fresh {
+        return Ok(r.finish());
+    }
+    // Streamed in chunks: a package is never held in memory whole.
+    let file = tokio::fs::File::from_std(file);
+    let chunks = futures_util::stream::unfold(Some(file), |file| async move {
+        use tokio::io::AsyncReadExt as _;
+        let mut file = file?;
+        let mut buf = vec![0u8; 64 * 1024];
+        match file.read(&mut buf).await {
+            Ok(0) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some((Ok::<_, std::io::Error>(web::Bytes::from(buf)), Some(file)))
+            }
+            Err(e) => Some((Err(e), None)),
+        }
+    });
+    Ok(r.content_type("application/zip").streaming(chunks))
 }
 
 /// `GET /api/v1/elections/{election}/comparison`.
