@@ -72,6 +72,91 @@ pub struct Log {
     beat_ms: std::sync::atomic::AtomicU64,
     /// Set by [`Log::stop`]: the integrator (and the witnessing thread) end their loops.
     stopping: std::sync::atomic::AtomicBool,
+    /// Stored hashes the receipts' inclusion proofs ask for, without a read of storage.
+    recent: Mutex<RecentHashes>,
+}
+
+/// Most hashes kept of the newest committed batches (32 bytes each: 4 MiB).
+const RECENT_HASHES: usize = 1 << 17;
+
+/// Most older stored hashes kept, those proofs asked for (the roots of the tree's large
+/// subtrees, which every proof of a recent entry asks for).
+const OLDER_HASHES: usize = 1 << 12;
+
+/// Stored hashes known from the batches this process committed and from reads: a stored hash
+/// never changes once committed, so a copy is always right. Every receipt answered at once
+/// carries an inclusion proof of an entry of the newest batches, whose hashes are then all
+/// here; without them, each proof read a dozen hash blocks from storage.
+#[derive(Default)]
+struct RecentHashes {
+    /// Stored hashes from index `start` on, as the newest batches committed them.
+    start: u64,
+    hashes: std::collections::VecDeque<[u8; 32]>,
+    /// Older stored hashes read for proofs (emptied when full).
+    older: HashMap<u64, [u8; 32]>,
+}
+
+impl RecentHashes {
+    /// Adds what a batch committed: `hashes` stored from index `first` on.
+    fn committed(&mut self, first: u64, hashes: &[[u8; 32]]) {
+        if first != self.start + self.hashes.len() as u64 {
+            // Not right after the last batch seen (a batch failed, or this is the first).
+            self.hashes.clear();
+            self.start = first;
+        }
+        self.hashes.extend(hashes.iter().copied());
+        let over = self.hashes.len().saturating_sub(RECENT_HASHES);
+        self.hashes.drain(..over);
+        self.start += over as u64;
+    }
+
+    fn get(&self, index: u64) -> Option<[u8; 32]> {
+        let recent = index.checked_sub(self.start).and_then(|i| self.hashes.get(i as usize));
+        recent.or_else(|| self.older.get(&index)).copied()
+    }
+}
+
+/// Reads stored hashes from [`RecentHashes`] first, then from storage (keeping what it read).
+struct CachedReader<'a> {
+    storage: &'a dyn Storage,
+    recent: &'a Mutex<RecentHashes>,
+}
+
+impl HashReader for CachedReader<'_> {
+    fn read_hashes(&self, indexes: &[u64]) -> Result<Vec<Hash>, tlog_tiles::Error> {
+        let known: Vec<Option<[u8; 32]>> = {
+            let recent = self.recent.lock().map_err(|_| tlog_tiles::Error::InvalidTile)?;
+            indexes.iter().map(|&i| recent.get(i)).collect()
+        };
+        let missing: Vec<u64> =
+            indexes.iter().zip(&known).filter(|(_, h)| h.is_none()).map(|(&i, _)| i).collect();
+        let read = if missing.is_empty() {
+            Vec::new()
+        } else {
+            Reader { storage: self.storage }.read_hashes(&missing)?
+        };
+        let mut read = read.into_iter();
+        let mut out = Vec::with_capacity(indexes.len());
+        let mut fresh = Vec::with_capacity(missing.len());
+        for (&i, h) in indexes.iter().zip(known) {
+            match h {
+                Some(h) => out.push(Hash(h)),
+                None => {
+                    let h = read.next().ok_or(tlog_tiles::Error::InvalidTile)?;
+                    fresh.push((i, h.0));
+                    out.push(h);
+                }
+            }
+        }
+        if !fresh.is_empty() {
+            let mut recent = self.recent.lock().map_err(|_| tlog_tiles::Error::InvalidTile)?;
+            if recent.older.len() + fresh.len() > OLDER_HASHES {
+                recent.older.clear();
+            }
+            recent.older.extend(fresh);
+        }
+        Ok(out)
+    }
 }
 
 /// The size of the newest published checkpoint, and a signal when it grows; and that
@@ -376,6 +461,7 @@ impl Log {
             tiles: Mutex::default(),
             beat_ms: std::sync::atomic::AtomicU64::new(0),
             stopping: std::sync::atomic::AtomicBool::new(false),
+            recent: Mutex::default(),
         });
         fs::create_dir_all(&log.dir)?;
         let from = log.published_file_size();
@@ -560,6 +646,7 @@ impl Log {
         // Fails, and changes nothing, unless the stored log is `old` entries long: the edge was
         // that of the stored tree.
         self.storage.append_log(old, size, batch.first_hash, &batch.hashes, &note)?;
+        self.recent.lock().map_err(corrupt)?.committed(batch.first_hash, &batch.hashes);
         let committed = started.elapsed();
         hattama_core::hooks::pause("log:after-commit");
         tracing::info!(
@@ -656,7 +743,7 @@ impl Log {
         if index >= size {
             return Err(StorageError::NotFound(format!("entry {index} in a published tree")));
         }
-        let reader = Reader { storage: &*self.storage };
+        let reader = CachedReader { storage: &*self.storage, recent: &self.recent };
         let hashes = tlog_tiles::prove_record(size, index, &reader).map_err(corrupt)?;
         Ok(TlogProof { index, hashes, checkpoint: note })
     }
@@ -812,5 +899,51 @@ mod tests {
                 assert_eq!(fs::read(log.dir().join(tlog::tile_path(&bundle))).unwrap(), want);
             }
         }
+    }
+
+    #[test]
+    fn inclusion_proofs_from_the_kept_hashes_are_those_read_from_storage() {
+        let dir = tempfile::tempdir().unwrap();
+        let n = 700;
+        let entries = queue(dir.path(), n);
+        let storage: Arc<dyn Storage> = Arc::new(SqliteStorage::open(dir.path(), false).unwrap());
+        let key = SigningKey::from_bytes(&[9; 32]);
+        let log = Log::open(storage.clone(), key, "test.local/log", dir.path()).unwrap();
+        // Small batches of uneven sizes, a proof of every published entry after each, as
+        // receipts ask: each from the kept hashes as far as they go, checked against storage.
+        let reader = Reader { storage: &*storage };
+        let mut batch = 1;
+        while log.published_size() < n {
+            log.integrator.lock().unwrap().batch = batch;
+            assert!(log.integrate_once().unwrap() > 0);
+            batch = batch * 3 % 97 + 1;
+            let size = log.published_size();
+            for index in (0..size).rev().take(40) {
+                let proof = log.inclusion(index).unwrap();
+                let want = tlog_tiles::prove_record(size, index, &reader).unwrap();
+                assert_eq!(proof.hashes, want, "entry {index} of {size}");
+            }
+        }
+        assert!(!log.recent.lock().unwrap().hashes.is_empty());
+        // A log opened again (a restart) has no batch of its own: its proofs read the hashes
+        // from storage and keep them. Every proof of the final tree verifies against its root,
+        // from both.
+        let again = Log::open(
+            storage.clone(),
+            SigningKey::from_bytes(&[9; 32]),
+            "test.local/log",
+            dir.path(),
+        )
+        .unwrap();
+        let root = root(&entries);
+        for log in [&log, &again] {
+            for index in 0..n {
+                let proof = log.inclusion(index).unwrap();
+                let leaf = tlog_tiles::record_hash(&entries[index as usize]);
+                tlog_tiles::check_record(&proof.hashes, n, root, index, leaf).unwrap();
+            }
+        }
+        let kept = again.recent.lock().unwrap();
+        assert!(kept.hashes.is_empty() && !kept.older.is_empty());
     }
 }
