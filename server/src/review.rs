@@ -856,3 +856,6 @@ mod tests {
         assert!(check_password("short").is_err());
     }
 }
+
+/// The flags' rules, which every storage backend applies to the rows it fetches.
+pub mod flags;

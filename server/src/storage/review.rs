@@ -14,12 +14,8 @@ use serde::Serialize;
 
 use super::StorageError;
 
-/// A capture taken more than this long before the election's `count_time_ms` is flagged
-/// ([`Flag::TimeFar`]): the protocol cannot have been posted yet (or the device clock is wrong).
-pub const TIME_FAR_BEFORE_MS: u64 = 60 * 60 * 1000;
-
-/// A capture taken more than this long after the count's end is flagged ([`Flag::TimeFar`]).
-pub const TIME_FAR_AFTER_MS: u64 = 24 * 60 * 60 * 1000;
+/// The rules of the flags live above storage (`review::flags`); their bounds are named here too.
+pub use crate::review::flags::{TIME_FAR_AFTER_MS, TIME_FAR_BEFORE_MS};
 
 /// A user's role.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]

@@ -11,11 +11,12 @@ use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params, params_from_iter};
 
 use super::{SqliteStorage, lock, ms};
+use crate::review::flags;
 use crate::storage::StorageError;
 use crate::storage::review::{
     AuditEvent, AuditFilter, Decision, DecisionKind, DecisionRecord, Entry, Flag, NewAudit,
     NewEntry, NewUser, QueueFilter, QueueItem, QueuePage, QueueView, ReviewState, ReviewStorage,
-    Role, Session, TIME_FAR_AFTER_MS, TIME_FAR_BEFORE_MS, Transcription, TranscriptionStatus, User,
+    Role, Session, Transcription, TranscriptionStatus, User,
 };
 
 /// The review's tables (a migration of `MIGRATIONS`).
@@ -367,37 +368,43 @@ fn flag_chain_gaps(c: &Connection, device: &str) -> Result<(), StorageError> {
             Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, Vec<u8>>(2)?))
         })?
         .collect::<Result<Vec<_>, _>>()?;
-    let mut by_seq: HashMap<i64, Vec<&str>> = HashMap::new();
-    for (id, seq, _) in &rows {
-        by_seq.entry(*seq).or_default().push(id);
-    }
+    let links: Vec<flags::Link<'_>> = rows
+        .iter()
+        .map(|(id, seq, manifest)| flags::Link {
+            id,
+            seq: *seq as u64,
+            // A stored manifest was verified on ingest; one that does not parse is a break too.
+            prev: Manifest::from_canonical(manifest).ok().map(|m| m.prev.to_hex()),
+        })
+        .collect();
     let mut update = c.prepare_cached(
         "UPDATE review_index SET flags = (flags & ~1) | ?2 WHERE capture_id = ?1",
     )?;
-    for (id, seq, manifest) in &rows {
-        // A stored manifest was verified on ingest; one that does not parse is a break too.
-        let prev = Manifest::from_canonical(manifest).ok().map(|m| m.prev.to_hex());
-        let reused = by_seq.get(seq).is_some_and(|ids| ids.len() > 1);
-        let linked = *seq <= 1
-            || by_seq
-                .get(&(seq - 1))
-                .is_some_and(|ids| ids.len() == 1 && prev.as_deref() == Some(ids[0]));
-        let flag = if reused || !linked { Flag::ChainGap.bit() } else { 0 };
-        update.execute(params![id, flag])?;
+    for (link, broken) in links.iter().zip(flags::chain_breaks(&links)) {
+        let flag = if broken { Flag::ChainGap.bit() } else { 0 };
+        update.execute(params![link.id, flag])?;
     }
     Ok(())
 }
 
 /// Recomputes the duplicate-photo flag of the captures of a photo.
 fn flag_duplicate_photos(c: &Connection, photo: &str) -> Result<(), StorageError> {
-    c.prepare_cached(
-        "UPDATE review_index SET flags = (flags & ~4) | CASE WHEN EXISTS
-            (SELECT 1 FROM review_index o WHERE o.photo_sha256 = review_index.photo_sha256
-                AND (o.precinct != review_index.precinct OR o.election != review_index.election))
-            THEN 4 ELSE 0 END
-         WHERE photo_sha256 = ?1",
-    )?
-    .execute([photo])?;
+    let rows = c
+        .prepare_cached(
+            "SELECT capture_id, election, precinct FROM review_index WHERE photo_sha256 = ?1",
+        )?
+        .query_map([photo], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    let places: Vec<(&str, &str)> = rows.iter().map(|(_, e, p)| (e.as_str(), p.as_str())).collect();
+    let mut update = c.prepare_cached(
+        "UPDATE review_index SET flags = (flags & ~4) | ?2 WHERE capture_id = ?1",
+    )?;
+    for ((id, _, _), elsewhere) in rows.iter().zip(flags::photo_elsewhere(&places)) {
+        let flag = if elsewhere { Flag::DuplicatePhoto.bit() } else { 0 };
+        update.execute(params![id, flag])?;
+    }
     Ok(())
 }
 
@@ -413,20 +420,16 @@ fn flag_disagreements(c: &Connection, election: &str, precinct: &str) -> Result<
         let (device, json): (String, String) = row?;
         newest.insert(device, values_from_json(&json)?);
     }
-    let mut seen: HashMap<&str, u64> = HashMap::new();
-    let mut disagree = false;
-    for values in newest.values() {
-        for (line, v) in values {
-            if *seen.entry(line).or_insert(*v) != *v {
-                disagree = true;
-            }
-        }
-    }
+    let disagree = flags::devices_disagree(newest.values());
     c.prepare_cached(
         "UPDATE review_index SET flags = (flags & ~2) | ?3
          WHERE election = ?1 AND precinct = ?2 AND transcription IS NOT NULL",
     )?
-    .execute(params![election, precinct, if disagree { 2 } else { 0 }])?;
+    .execute(params![
+        election,
+        precinct,
+        if disagree { Flag::DevicesDisagree.bit() } else { 0 }
+    ])?;
     Ok(())
 }
 
@@ -826,10 +829,7 @@ impl ReviewStorage for SqliteStorage {
                     count_times.insert(row.election.clone(), count_time);
                 }
                 let count_time = count_times.get(&row.election).copied().flatten();
-                let far = count_time.is_some_and(|t| {
-                    manifest.captured_at_ms + TIME_FAR_BEFORE_MS < t
-                        || manifest.captured_at_ms > t + TIME_FAR_AFTER_MS
-                });
+                let far = flags::time_far(manifest.captured_at_ms, count_time);
                 let transcription = manifest.transcription.as_ref().map(to_json).transpose()?;
                 tx.prepare_cached(
                     "INSERT INTO review_index (capture_id, src_rowid, election, precinct, number,
