@@ -592,12 +592,13 @@ const KEEP_IN_MEMORY: u64 = 1 << 20;
 /// [`receive`]); past it, they write to the upload's file as they arrive.
 const WHOLE_IN_MEMORY_BUDGET: u64 = 256 << 20;
 
-/// Bytes reserved now under [`WHOLE_IN_MEMORY_BUDGET`], one count per app (in its state).
+/// Bytes reserved now under the memory budget of whole photos (256 MiB), one count per app
+/// (in its state).
 /// Clones share the count.
 #[derive(Clone, Default)]
 pub struct WholeInMemory(Arc<AtomicU64>);
 
-/// A reservation under [`WHOLE_IN_MEMORY_BUDGET`], given back when dropped.
+/// A reservation under the memory budget of whole photos, given back when dropped.
 struct Reserved(WholeInMemory, u64);
 
 impl Reserved {
