@@ -46,6 +46,11 @@ fn usage() -> String {
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "-h" || a == "--help") {
+        // `hattama-bench log --help` too: the usage, not an error.
+        println!("{}", usage());
+        return Ok(());
+    }
     match args.first().map(String::as_str) {
         Some("capture") => capture::run(&capture::Options::parse(&args[1..])?),
         Some("capture-child") => capture::child(capture::ChildMode::Capture, &args[1..]),
@@ -57,10 +62,6 @@ fn main() -> Result<()> {
         Some("photo") => {
             let [out] = &args[1..] else { bail!("usage: hattama-bench photo OUT.jpg") };
             Ok(fs::write(out, photo::make_photo()?.0)?)
-        }
-        Some("-h" | "--help") => {
-            println!("{}", usage());
-            Ok(())
         }
         _ => bail!("{}", usage()),
     }
