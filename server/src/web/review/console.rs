@@ -30,8 +30,8 @@ async fn reader(req: &HttpRequest, state: &web::Data<AppState>) -> Result<Review
     if console::may_read(&r.user) { Ok(r) } else { Err(WebError::Forbidden) }
 }
 
-/// A console form's sender: admins, with the session's CSRF token.
-async fn admin(
+/// A console form's sender: admins, with the session's CSRF token (also the accounts page's).
+pub(super) async fn admin(
     req: &HttpRequest,
     state: &web::Data<AppState>,
     csrf: &str,

@@ -9,6 +9,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
 use serde::Deserialize;
 
+use super::console::admin;
 use super::pages::private;
 use super::{Reviewer, reviewer};
 use crate::console;
@@ -117,16 +118,6 @@ pub async fn users(
     let done = (query.done.as_deref() == Some("disabled")).then(|| lang.t("users-done-disabled"));
     let form = UserForm { role: "coordinator".into(), ..Default::default() };
     users_page(&req, &state, &r, form, None, done, None).await
-}
-
-async fn admin(
-    req: &HttpRequest,
-    state: &web::Data<AppState>,
-    csrf: &str,
-) -> Result<Reviewer, WebError> {
-    let r = reviewer(req, state).await?;
-    r.check_csrf(csrf)?;
-    if console::may_administer(&r.user) { Ok(r) } else { Err(WebError::Forbidden) }
 }
 
 /// Records which admin asked for a change to an account.
