@@ -21,6 +21,8 @@ use crate::log::{LogKey, TlogProof};
 use crate::media::MediaLimits;
 use crate::receipt::SignedReceipt;
 
+pub mod set;
+
 /// The package format's name and version, `format` in `package.json`.
 pub const FORMAT: &str = "hattama-evidence-package/v1";
 /// The domain-separation prefix of the package manifest's signature.

@@ -168,6 +168,7 @@ impl Application {
             photo_bufs: Default::default(),
             whole_in_memory: Default::default(),
             witness_policy,
+            set_packages: Default::default(),
         });
         let (server, certs) = match &state.settings.tls {
             None => {

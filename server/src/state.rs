@@ -51,6 +51,8 @@ pub struct AppState {
     /// The witness policy (`witness_policy`), handed to devices at enrollment and checked by
     /// the gallery's evidence pages; `None` without witnesses.
     pub witness_policy: Option<Arc<crate::witnessing::ServerPolicy>>,
+    /// Set packages being made or sent now (`package::set`).
+    pub set_packages: crate::package::set::SetSlots,
 }
 
 /// The app's own threads (the log's integrator, the witnessing): when dropped, the log is

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""An independent verifier of Hattama evidence packages.
+"""An independent verifier of Hattama evidence packages, of one station or of a set of stations.
 
 Written from docs/evidence-package.md and the documents it cites (evidence-format, receipts,
 transparency-log) and the C2SP texts (signed-note, tlog-checkpoint, tlog-proof), with nothing
@@ -217,19 +217,41 @@ def check_capture(r, files, cid, receipt_key, vkey, station):
         r.fail(ppath, str(e))
 
 
-def verify(path, pinned_key=None):
-    try:
-        z = zipfile.ZipFile(path)
-        infos = z.infolist()
-    except (zipfile.BadZipFile, OSError) as e:
-        print("not an evidence package: %s" % e)
-        return 2
-    names = [i.filename for i in infos]
+def safe_names(z):
+    names = [i.filename for i in z.infolist()]
     if len(set(names)) != len(names) or any(
             n.startswith("/") or "\\" in n or any(p in ("", ".", "..") for p in n.split("/"))
             for n in names):
-        print("not an evidence package: unsafe or repeated names")
+        raise ValueError("unsafe or repeated names")
+    return names
+
+
+def verify(path, pinned_key=None):
+    try:
+        z = zipfile.ZipFile(path)
+        names = safe_names(z)
+    except (zipfile.BadZipFile, OSError, ValueError) as e:
+        print("not an evidence package: %s" % e)
         return 2
+    if any(n.startswith("stations/") for n in names):
+        return verify_set(z, names, pinned_key)
+    r, station, _ = check_station(z, names, pinned_key)
+    for p in r.order:
+        if p in r.problems:
+            print("FAIL  %s: %s" % (p, r.problems[p]))
+        else:
+            print("ok    %s" % p)
+    if r.problems:
+        print("NOT VALID: %d file(s) do not verify" % len(r.problems))
+        return 1
+    print("VALID: station %s (%s), election %s" % (
+        station["number"], station["region"], station["election"]))
+    return 0
+
+
+def check_station(z, names, pinned_key):
+    """Checks one station's package (sections 2 to 5); returns the report, the station and
+    package.json."""
     files = {n: z.read(n) for n in names}
     r = Report(names)
 
@@ -265,6 +287,7 @@ def verify(path, pinned_key=None):
 
     # 3. package.json and package.sig
     station = None
+    pm = None
     try:
         pj = files["package.json"]
         pm = json.loads(pj)
@@ -322,6 +345,227 @@ def verify(path, pinned_key=None):
                        "line %s is not what the transcription and official say" % lid)
     except (KeyError, ValueError, TypeError, IndexError) as e:
         r.fail("station/differences.json", str(e))
+    if station is None:
+        r.fail("package.json", "not a station's package manifest")
+    return r, station, pm
+
+
+SET_FORMAT = "hattama-evidence-set/v1"
+SET_MEMBERS = {"format", "election", "selection", "receipt_key", "log_key", "stations", "files"}
+
+
+def stream_sha256(z, name):
+    """The SHA-256 and length of an entry, read in pieces (a station's package may be large)."""
+    h, n = hashlib.sha256(), 0
+    with z.open(name) as f:
+        while True:
+            chunk = f.read(1 << 16)
+            if not chunk:
+                return h.hexdigest(), n
+            h.update(chunk)
+            n += len(chunk)
+
+
+def station_figures(inner):
+    """Section 6.3: the verified transcription and the newest official figures of a station."""
+    t = json.loads(inner.read("station/transcription.json"))
+    o = json.loads(inner.read("station/official.json"))
+    observed = dict(t["values"]) if t["status"] == "verified" else {}
+    newest = o["versions"][-1]["figures"] if o["versions"] else None
+    return observed, dict(newest or {})
+
+
+def recompute(lines, stations):
+    """Section 6.3: the totals over the set, the counts and the table of differing stations."""
+    keys = ["observed_both", "official_both", "both_stations", "observed_all",
+            "observed_stations", "official_all", "official_stations"]
+    totals = [dict.fromkeys(keys, 0) for _ in lines]
+    counts = {"stations": 0, "observed_stations": 0, "official_stations": 0, "both_stations": 0}
+    differing = []
+    for st, (obs, off) in stations:
+        counts["stations"] += 1
+        counts["observed_stations"] += bool(obs)
+        counts["official_stations"] += bool(off)
+        counts["both_stations"] += bool(obs) and bool(off)
+        diff = []
+        for t, line in zip(totals, lines):
+            o, x = obs.get(line), off.get(line)
+            if o is not None:
+                t["observed_all"] += o
+                t["observed_stations"] += 1
+            if x is not None:
+                t["official_all"] += x
+                t["official_stations"] += 1
+            if o is not None and x is not None:
+                t["observed_both"] += o
+                t["official_both"] += x
+                t["both_stations"] += 1
+                if o != x:
+                    diff.append({"line": line, "observed": o, "official": x,
+                                 "difference": o - x})
+        if diff:
+            row = {k: st[k] for k in ("precinct", "number", "region", "district", "address")}
+            row.update(size=sum(abs(d["difference"]) for d in diff), lines=diff, path=st["path"])
+            differing.append(row)
+    differing.sort(key=lambda d: (-d["size"], d["precinct"]))
+    return totals, counts, differing
+
+
+def check_summary(summary, pm, stations):
+    """Section 6.3 and 6.4: the summary is about this set, and its figures over the set are
+    the stations' own."""
+    if pm is not None:
+        if summary["election"] != pm["election"] or summary["selection"] != pm["selection"]:
+            raise ValueError("its election or selection is not package.json's")
+        if [p["path"] for p in summary["packages"]] != pm["stations"]:
+            raise ValueError("its stations are not the set's station packages")
+    if summary["packages"] != [st for st, _ in stations]:
+        raise ValueError("its stations are not the ones their packages are about")
+    sel = summary["selection"]
+    lines = [l["line"] for l in summary["lines"]]
+    for st, (obs, off) in stations:
+        differs = any(obs.get(l) is not None and off.get(l) is not None and obs[l] != off[l]
+                      for l in lines)
+        if (sel["differing"] and not differs) or \
+                (sel["region"] is not None and st["region"] != sel["region"]) or \
+                (sel["district"] is not None and st["district"] != sel["district"]) or \
+                (sel["precincts"] is not None and st["precinct"] not in sel["precincts"]):
+            raise ValueError("station %s (%s) is not of the selection" % (
+                st["number"], st["precinct"]))
+    if sel["precincts"] is not None and \
+            set(sel["precincts"]) - {st["precinct"] for st, _ in stations}:
+        raise ValueError("a listed station has no package in the set")
+    totals, counts, differing = recompute(lines, stations)
+    for l, t in zip(summary["lines"], totals):
+        if l["set"] != t:
+            raise ValueError("line %s: its totals over the set are not the stations' "
+                             "(observed %d in the summary, %d in the packages)" % (
+                                 l["line"], l["set"]["observed_all"], t["observed_all"]))
+    for k, v in counts.items():
+        if summary[k] != v:
+            raise ValueError("%s is %s, the packages give %s" % (k, summary[k], v))
+    if summary["differing"] != differing or summary["differing_stations"] != len(differing):
+        raise ValueError("its table of differing stations is not the packages' differences")
+
+
+def verify_set(z, names, pinned_key):
+    """Section 6: a set of stations."""
+    stations_in_zip = [n for n in names if n.startswith("stations/")]
+    r = Report(names)
+    hashes = {}
+    files = {}
+    for n in names:
+        if n in stations_in_zip:
+            hashes[n] = stream_sha256(z, n)
+        else:
+            files[n] = z.read(n)
+            hashes[n] = (sha256(files[n]), len(files[n]))
+
+    # 6.4 step 1: SHA256SUMS
+    sums = files.get("SHA256SUMS")
+    if sums is None:
+        r.fail("SHA256SUMS", "missing")
+    else:
+        listed = set()
+        for n, line in enumerate(sums.decode("utf-8", "replace").split("\n")[:-1], 1):
+            h, sep, p = line.partition("  ")
+            if not sep or not HEX64.match(h):
+                r.fail("SHA256SUMS", "line %d is not `<sha256>  <path>`" % n)
+            elif p not in hashes:
+                r.fail("SHA256SUMS", "line %d lists %s, which is missing" % (n, p))
+            elif hashes[p][0] != h:
+                r.fail("SHA256SUMS", "line %d (%s): the SHA-256 differs" % (n, p))
+            listed.add(p)
+        for p in names:
+            if p != "SHA256SUMS" and p not in listed:
+                r.fail("SHA256SUMS", "%s is not listed" % p)
+
+    # step 2: the receipt key
+    receipt_key = None
+    try:
+        receipt_key = one_line(files["keys/receipt-key.txt"])
+        if not HEX64.match(receipt_key):
+            raise ValueError("not 64 lowercase hex digits")
+        if pinned_key and receipt_key != pinned_key:
+            raise ValueError("not the key you gave")
+    except (KeyError, ValueError, UnicodeDecodeError) as e:
+        r.fail("keys/receipt-key.txt", str(e))
+
+    # step 3: package.json and package.sig
+    pm = None
+    try:
+        pj = files["package.json"]
+        pm = json.loads(pj)
+        if set(pm) != SET_MEMBERS or pm["format"] != SET_FORMAT:
+            pm = None
+            raise ValueError("not a %s manifest" % SET_FORMAT)
+        if pm["receipt_key"] != receipt_key:
+            raise ValueError("names another receipt key")
+        sig = one_line(files["package.sig"])
+        if not receipt_key or not HEX128.match(sig) or not ed25519_ok(
+                bytes.fromhex(receipt_key), b"hattama/package-set/v1\n" + pj,
+                bytes.fromhex(sig)):
+            r.fail("package.sig", "does not verify under the receipt key")
+        by_path = {f["path"]: f for f in pm["files"]}
+        for p in names:
+            if p in ("package.json", "package.sig", "SHA256SUMS"):
+                continue
+            f = by_path.get(p)
+            if f is None:
+                r.fail(p, "not listed in package.json")
+            elif (f["sha256"], f["bytes"]) != hashes[p]:
+                r.fail(p, "not the file package.json lists (SHA-256 or length)")
+        for p in by_path:
+            if p not in hashes:
+                r.fail("package.json", "lists %s, which is missing" % p)
+        if pm["stations"] != stations_in_zip:
+            r.fail("package.json", "its stations are not the set's station packages")
+    except (KeyError, ValueError, TypeError, UnicodeDecodeError) as e:
+        r.fail("package.json", str(e))
+
+    # step 4: the log key
+    vkey_text = None
+    try:
+        vkey_text = one_line(files["keys/log.vkey"])
+        parse_vkey(vkey_text)
+    except (KeyError, ValueError, UnicodeDecodeError) as e:
+        r.fail("keys/log.vkey", str(e))
+
+    # step 5: each station's package, alone and as part of the set
+    stations = []
+    for n in stations_in_zip:
+        try:
+            inner = zipfile.ZipFile(z.open(n))
+            inner_names = safe_names(inner)
+        except (zipfile.BadZipFile, ValueError) as e:
+            r.fail(n, "not an evidence package: %s" % e)
+            continue
+        ir, st, ipm = check_station(inner, inner_names, receipt_key)
+        problems = ["%s: %s" % (p, ir.problems[p]) for p in ir.order if p in ir.problems]
+        if st is not None and ipm is not None:
+            if ipm["receipt_key"] != receipt_key:
+                problems.append("signed by another receipt key than the set's")
+            if ipm["log_key"] != vkey_text:
+                problems.append("another log than the set's")
+            if pm is not None and st["election"] != pm["election"]:
+                problems.append("a station of another election")
+            if n != "stations/%s-%s.zip" % (st["number"], st["precinct"]):
+                problems.append("the package of station %s (%s)" % (st["number"], st["precinct"]))
+            try:
+                entry = {k: st[k] for k in ("precinct", "number", "region", "district",
+                                            "address")}
+                entry["path"] = n
+                stations.append((entry, station_figures(inner)))
+            except (KeyError, ValueError, TypeError, IndexError) as e:
+                problems.append("its figures: %s" % e)
+        if problems:
+            r.fail(n, "; ".join(problems))
+
+    # step 6: the summary against the stations
+    try:
+        check_summary(json.loads(files["summary.json"]), pm, stations)
+    except (KeyError, ValueError, TypeError) as e:
+        r.fail("summary.json", str(e))
 
     for p in r.order:
         if p in r.problems:
@@ -331,8 +575,7 @@ def verify(path, pinned_key=None):
     if r.problems:
         print("NOT VALID: %d file(s) do not verify" % len(r.problems))
         return 1
-    print("VALID: station %s (%s), election %s" % (
-        station["number"], station["region"], station["election"]))
+    print("VALID: set of %d stations, election %s" % (len(stations), pm["election"]))
     return 0
 
 

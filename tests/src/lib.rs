@@ -11,6 +11,7 @@ pub mod demo;
 
 pub mod fixtures;
 pub mod hostile;
+pub mod package;
 pub mod raw;
 pub mod review;
 pub mod server;

@@ -3,94 +3,16 @@
 //! stations was 50,366), and the open data round trip: a fresh instance that imports the
 //! exports shows the same comparison.
 //!
-//! Observed figures are verified transcriptions made by the review's double entry (two
-//! coordinators, the same domain functions as the review UI), seeded into the real data
-//! directory before the real server starts.
+//! The data is `hattama_tests::fixtures::almaty`: verified transcriptions made by the review's
+//! double entry, seeded into the real data directory before the real server starts.
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
-use std::collections::BTreeMap;
-use std::path::Path;
-
-use hattama_core::election::Election;
-use hattama_server::review;
-use hattama_server::storage::SqliteStorage;
-use hattama_server::storage::review::{NewUser, Role};
+use hattama_tests::fixtures::almaty::{
+    self, OBSERVED, OBSERVED_TOTAL, OFFICIAL_TOTAL, STATIONS, spread,
+};
 use hattama_tests::server::{TestServer, admin, import_election};
 use serde_json::Value;
-
-const STATIONS: usize = 554;
-const OBSERVED: usize = 225;
-const OBSERVED_TOTAL: u64 = 69_669;
-const OFFICIAL_TOTAL: u64 = 50_366;
-
-/// A consistent protocol giving `votes` to candidate line 7.1.
-fn protocol(votes: u64) -> BTreeMap<String, u64> {
-    let others = [("6", 3), ("7.2", 50), ("7.3", 20), ("8", 5)];
-    let boxes = votes + others.iter().map(|(_, v)| v).sum::<u64>();
-    let mut v: BTreeMap<String, u64> = others.iter().map(|(k, v)| (k.to_string(), *v)).collect();
-    for (k, x) in [
-        ("7.1", votes),
-        ("5", boxes),
-        ("3", boxes),
-        ("4", 10),
-        ("2", boxes + 10),
-        ("1", boxes + 100),
-    ] {
-        v.insert(k.to_string(), x);
-    }
-    v
-}
-
-/// Spreads `total` over `n` precincts as evenly as whole numbers allow.
-fn spread(total: u64, n: usize) -> Vec<u64> {
-    let (each, extra) = (total / n as u64, (total % n as u64) as usize);
-    (0..n).map(|i| each + u64::from(i < extra)).collect()
-}
-
-/// An instance with the Almaty-shaped data: official figures for all 554 stations, verified
-/// transcriptions (double entry) for 225 of them.
-fn almaty(dir: &Path) -> Election {
-    let json = hattama_tests::fixtures::election("almaty-2019", STATIONS);
-    import_election(dir, &json);
-    let election: Election = serde_json::from_value(json).unwrap();
-    let official: String = election
-        .precincts
-        .iter()
-        .zip(spread(OFFICIAL_TOTAL, STATIONS))
-        .flat_map(|(p, votes)| {
-            protocol(votes)
-                .into_iter()
-                .map(move |(l, v)| format!("almaty-2019,{},{l},{v}\n", p.id))
-                .collect::<Vec<_>>()
-        })
-        .collect();
-    let file = dir.join("official.csv");
-    std::fs::write(&file, format!("election,precinct,line,value\n{official}")).unwrap();
-    let run = admin(dir, &["official", "import", file.to_str().unwrap()]);
-    assert_eq!(run.code, Some(0), "{run:?}");
-
-    let storage = SqliteStorage::open(dir, false).unwrap();
-    let now = hattama_core::now_ms();
-    let coordinator = |name: &str| {
-        let user = NewUser {
-            username: name.into(),
-            display_name: name.into(),
-            role: Role::Coordinator,
-            regions: Vec::new(),
-        };
-        review::create_user(&storage, &user, "a long enough password", now).unwrap()
-    };
-    let (first, second) = (coordinator("first"), coordinator("second"));
-    // Every second station of the first 450 was photographed: 225, spread over all regions.
-    for (p, votes) in election.precincts.iter().step_by(2).zip(spread(OBSERVED_TOTAL, OBSERVED)) {
-        for user in [&first, &second] {
-            review::record_entry(&storage, &election, user, &p.id, protocol(votes), None, now)
-                .unwrap();
-        }
-    }
-    election
-}
 
 fn get_json(url: &str) -> Value {
     let r = reqwest::blocking::get(url).unwrap();
@@ -105,7 +27,7 @@ fn line<'a>(comparison: &'a Value, id: &str) -> &'a Value {
 #[test]
 fn the_almaty_shaped_fixture_gives_exactly_the_totals() {
     let dir = tempfile::tempdir().unwrap();
-    almaty(dir.path());
+    almaty::seed(dir.path());
     let server = TestServer::start_on(dir.path(), "127.0.0.1:0");
     let c = get_json(&format!("{}/api/v1/elections/almaty-2019/comparison", server.url));
     let candidate = line(&c, "7.1");
@@ -160,7 +82,7 @@ fn the_almaty_shaped_fixture_gives_exactly_the_totals() {
 #[test]
 fn importing_the_exports_into_a_fresh_instance_gives_the_same_comparison() {
     let a_dir = tempfile::tempdir().unwrap();
-    let election = almaty(a_dir.path());
+    let election = almaty::seed(a_dir.path());
     let a = TestServer::start_on(a_dir.path(), "127.0.0.1:0");
     let export = |file: &str| {
         let url = format!("{}/api/v1/elections/almaty-2019/export/{file}", a.url);
@@ -192,7 +114,7 @@ fn importing_the_exports_into_a_fresh_instance_gives_the_same_comparison() {
 #[test]
 fn differences_and_transcriptions_name_stations_by_number_and_region() {
     let dir = tempfile::tempdir().unwrap();
-    almaty(dir.path());
+    almaty::seed(dir.path());
     let server = TestServer::start_on(dir.path(), "127.0.0.1:0");
     let api = |path: &str| get_json(&format!("{}/api/v1/elections/almaty-2019{path}", server.url));
     let stations = api("/precincts");

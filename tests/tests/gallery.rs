@@ -342,7 +342,7 @@ fn schemathesis_finds_the_api_as_documented() {
         "schemathesis failed:\n{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(stdout.contains("Tested: 19"), "{stdout}");
+    assert!(stdout.contains("Tested: 20"), "{stdout}");
 }
 
 #[test]

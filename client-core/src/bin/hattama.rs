@@ -16,7 +16,7 @@
 //! `HATTAMA_STORE_KEY_FILE`) outside the store directory. `hattama new-key` prints a new one.
 
 use std::collections::BTreeMap;
-use std::io::{IsTerminal, Write};
+use std::io::{IsTerminal, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Mutex;
@@ -142,8 +142,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Verify a station's evidence package (.zip) offline, as docs/evidence-package.md says:
-    /// every hash, signature, receipt and log proof; prints what each file proves
+    /// Verify an evidence package (.zip) of a station or of a set of stations offline, as
+    /// docs/evidence-package.md says: every hash, signature, receipt and log proof, and a set's
+    /// summary against its stations; prints what each file proves
     VerifyPackage {
         /// The package file
         file: PathBuf,
@@ -1495,11 +1496,14 @@ fn run_verify_package(
     };
     let file = std::fs::File::open(path)
         .map_err(|source| Error::Input { path: path.display().to_string(), source })?;
-    let report = hattama_core::package::verify(
-        std::io::BufReader::new(file),
-        &MediaLimits::default(),
-        pinned.as_ref(),
-    )?;
+    let mut file = std::io::BufReader::new(file);
+    let is_set = hattama_core::package::set::is_set(&mut file)?;
+    file.seek(std::io::SeekFrom::Start(0))
+        .map_err(|source| Error::Input { path: path.display().to_string(), source })?;
+    if is_set {
+        return verify_set_package(file, pinned.as_ref(), json);
+    }
+    let report = hattama_core::package::verify(file, &MediaLimits::default(), pinned.as_ref())?;
     let station = report.manifest.as_ref().map(|m| &m.station);
     if json {
         let files: Vec<_> = report
@@ -1519,6 +1523,47 @@ fn run_verify_package(
             (true, Some(s)) => println!(
                 "valid: the evidence package of station {} ({}), election {}: every file verifies",
                 s.number, s.region, s.election
+            ),
+            _ => println!(
+                "NOT VALID: {} file(s) above do not verify; the package was changed or damaged \
+                 after the server made it",
+                report.problems().count()
+            ),
+        }
+    }
+    Ok(if report.ok() { ExitCode::SUCCESS } else { ExitCode::from(11) })
+}
+
+/// `hattama verify-package` of a set of stations: each station's package, the set's own files
+/// and the summary's totals recomputed from the stations (docs/evidence-package.md 6).
+fn verify_set_package(
+    file: impl std::io::Read + std::io::Seek,
+    pinned: Option<&hattama_core::evidence::DeviceKey>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let report = hattama_core::package::set::verify_set(file, &MediaLimits::default(), pinned)?;
+    let set = report.manifest.as_ref().map(|m| {
+        json!({ "election": m.election, "selection": m.selection, "stations": m.stations.len() })
+    });
+    if json {
+        let files: Vec<_> = report
+            .files
+            .iter()
+            .map(|f| json!({ "path": f.path, "ok": f.problem.is_none(), "proves": f.proves, "problem": f.problem }))
+            .collect();
+        println!("{}", json!({ "valid": report.ok(), "set": set, "files": files }));
+    } else {
+        for f in &report.files {
+            match &f.problem {
+                None => println!("ok    {}: {}", f.path, f.proves),
+                Some(p) => println!("FAIL  {}: {p}", f.path),
+            }
+        }
+        match (report.ok(), &report.summary) {
+            (true, Some(s)) => println!(
+                "valid: the evidence package of a set of {} stations of election {} ({}): every \
+                 file and every station's package verifies",
+                s.stations, s.election, s.description.en
             ),
             _ => println!(
                 "NOT VALID: {} file(s) above do not verify; the package was changed or damaged \

@@ -160,3 +160,14 @@ g-witnesses = Independent witnesses
 g-witnessed-yes = Witnessed: { $count } of { $total } independent witnesses cosigned the public log when it held { $size } entries, this photo among them; that is the quorum the election requires
 g-witness-cosigned = { $witness } ({ $key }) on { $time }
 g-witnessed-not-yet = not yet: the witnesses have not cosigned a log checkpoint that includes this photo
+g-set-package-title = Evidence package of the stations that differ
+g-set-package-download = { $count ->
+    [one] Download the evidence package of 1 station
+   *[other] Download the evidence package of { $count } stations
+}
+g-set-package-hint = One .zip file: a summary (totals observed and official, the stations that differ, largest difference first), then every station’s own evidence package. Anyone can check it offline with “hattama verify-package”.
+g-set-package-by-area = By region and district
+g-set-package-stations = { $count ->
+    [one] 1 station
+   *[other] { $count } stations
+}

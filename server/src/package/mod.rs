@@ -20,6 +20,8 @@ use crate::gallery::{ElectionView, PublicState};
 use crate::startup::AppState;
 use crate::storage::review::TranscriptionStatus;
 
+pub mod set;
+
 /// A package ready to be answered.
 #[derive(Debug)]
 pub struct Built {

@@ -30,6 +30,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             "/api/v1/elections/{election}/precincts/{precinct}/evidence-package.zip",
             evidence_package,
         ))
+        .service(crate::routes::get(
+            "/api/v1/elections/{election}/evidence-package.zip",
+            set_package,
+        ))
         .service(crate::routes::get("/api/v1/elections/{election}/comparison", comparison))
         .service(crate::routes::get("/api/v1/elections/{election}/official", official_versions))
         .service(crate::routes::get("/api/v1/elections/{election}/export/{file}", export));
@@ -307,6 +311,129 @@ async fn evidence_package(
         }
     });
     Ok(r.content_type("application/zip").streaming(chunks))
+}
+
+/// The query of a set package: which stations (`docs/evidence-package.md` 6.1).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SetQuery {
+    differing: Option<bool>,
+    region: Option<String>,
+    district: Option<String>,
+    /// Precinct ids, separated by commas.
+    precincts: Option<String>,
+}
+
+/// Most characters of a region's or a district's name in a query.
+const MAX_AREA_NAME: usize = 200;
+
+/// The selection of a set package's query; a malformed one is a 400 that says what is allowed.
+fn selection(query: &str) -> Result<crate::package::set::Selection, ApiError> {
+    let q = web::Query::<SetQuery>::from_query(query).map_err(|e| {
+        ApiError::new(
+            400,
+            "bad_query",
+            format!(
+                "{e}; choose stations with differing=true, region=NAME, district=NAME or \
+                 precincts=ID,ID,…"
+            ),
+        )
+    })?;
+    let q = q.into_inner();
+    for name in [&q.region, &q.district].into_iter().flatten() {
+        if name.chars().count() > MAX_AREA_NAME {
+            return Err(ApiError::new(
+                400,
+                "bad_query",
+                format!("a region or district name has at most {MAX_AREA_NAME} characters"),
+            ));
+        }
+    }
+    let precincts = match q.precincts {
+        None => None,
+        Some(list) => {
+            let mut ids: Vec<String> = Vec::new();
+            for p in list.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+                if ids.len() == crate::package::set::MAX_LISTED {
+                    return Err(ApiError::new(
+                        400,
+                        "too_many_stations",
+                        format!(
+                            "a list may name at most {} stations; split it",
+                            crate::package::set::MAX_LISTED
+                        ),
+                    ));
+                }
+                id("precinct", p)?;
+                if !ids.iter().any(|x| x == p) {
+                    ids.push(p.to_owned());
+                }
+            }
+            if ids.is_empty() {
+                return Err(ApiError::new(
+                    400,
+                    "bad_query",
+                    "precincts= lists no station; give precinct ids separated by commas",
+                ));
+            }
+            Some(ids)
+        }
+    };
+    Ok(crate::package::set::Selection {
+        differing: q.differing.unwrap_or(false),
+        region: q.region,
+        district: q.district,
+        precincts,
+    })
+}
+
+/// `GET /api/v1/elections/{election}/evidence-package.zip?differing=…&region=…&district=…&
+/// precincts=…`: the evidence package of a set of stations (`docs/evidence-package.md` 6): a
+/// summary, then every station's package. Each station's package is written once and kept;
+/// the set is streamed from them, never held whole, within the app's [`SET_SLOTS`] and the
+/// client's evidence allowance.
+///
+/// [`SET_SLOTS`]: crate::package::set::SET_SLOTS
+async fn set_package(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let e = path.into_inner();
+    id("election", &e)?;
+    let sel = selection(req.query_string())?;
+    let slot = state.set_packages.take()?;
+    let st = state.clone();
+    let prepared = web::block(move || -> Result<_, ApiError> {
+        let v = view_of(&st.gallery, &e)?;
+        crate::package::set::prepare(&st, &v, &sel)
+    })
+    .await??;
+    let etag = format!("\"{}\"", prepared.key);
+    let fresh = req
+        .headers()
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
+    let mut r = if fresh { HttpResponse::NotModified() } else { HttpResponse::Ok() };
+    r.insert_header((header::ETAG, etag))
+        .insert_header((header::CACHE_CONTROL, "public, no-cache"))
+        .insert_header((
+            header::CONTENT_DISPOSITION,
+            format!("attachment; filename=\"{}\"", prepared.file_name),
+        ));
+    if fresh {
+        return Ok(r.finish());
+    }
+    // Photos are compressed already and the rest is small: the stream is sent as it is
+    // (`identity` keeps the compression middleware off it).
+    r.insert_header(header::ContentEncoding::Identity);
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    crate::package::set::stream(state.clone(), prepared, slot, tx)?;
+    let body = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|chunk| (chunk, rx))
+    });
+    Ok(r.content_type("application/zip").streaming(body))
 }
 
 /// `GET /api/v1/elections/{election}/comparison`.

@@ -769,6 +769,61 @@ struct ComparisonPage {
     votes_height: u32,
     /// Line names by id, for the differing lines of each station.
     line_names: BTreeMap<String, String>,
+    /// The differing stations of the election.
+    differing: usize,
+    /// The evidence packages of the differing stations per region, with their districts.
+    set_regions: Vec<SetLink>,
+}
+
+/// A link to the evidence package of the differing stations of a region or a district.
+pub struct SetLink {
+    /// The region's or district's name.
+    pub name: String,
+    /// The package's address.
+    pub url: String,
+    /// Its differing stations.
+    pub count: usize,
+    /// A region's districts.
+    pub districts: Vec<SetLink>,
+}
+
+/// The address of the evidence package of the differing stations of an election, a region or a
+/// district (`docs/evidence-package.md` 6.1).
+pub fn set_package_url(e: &str, region: Option<&str>, district: Option<&str>) -> String {
+    let mut url = format!("/api/v1/elections/{e}/evidence-package.zip?differing=true");
+    if let Some(r) = region {
+        url.push_str(&format!("&region={}", percent_encode(r)));
+    }
+    if let Some(d) = district {
+        url.push_str(&format!("&district={}", percent_encode(d)));
+    }
+    url
+}
+
+/// The regions with differing stations, each with its districts that have some, by name.
+fn set_links(v: &crate::gallery::ElectionView) -> Vec<SetLink> {
+    let e = &v.election.id;
+    let mut regions: BTreeMap<&str, BTreeMap<&str, usize>> = BTreeMap::new();
+    for p in v.election.precincts.iter().filter(|p| v.differing.contains(&p.id)) {
+        *regions.entry(&p.region).or_default().entry(&p.district).or_default() += 1;
+    }
+    regions
+        .into_iter()
+        .map(|(region, districts)| SetLink {
+            name: region.to_owned(),
+            url: set_package_url(e, Some(region), None),
+            count: districts.values().sum(),
+            districts: districts
+                .into_iter()
+                .map(|(district, count)| SetLink {
+                    name: district.to_owned(),
+                    url: set_package_url(e, Some(region), Some(district)),
+                    count,
+                    districts: Vec::new(),
+                })
+                .collect(),
+        })
+        .collect()
 }
 
 /// Most differing precincts listed on the page (the CSV export has them all).
@@ -835,6 +890,8 @@ async fn comparison(
         let line_names = lines.iter().map(|l| (l.totals.line.clone(), l.name.clone())).collect();
         render(&ComparisonPage {
             line_names,
+            differing: c.differences.len(),
+            set_regions: set_links(&v),
             votes,
             votes_height,
             name: ctx.lang.pick(&v.election.names).to_owned(),

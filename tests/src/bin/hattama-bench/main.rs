@@ -9,6 +9,8 @@
 //!   see `log.rs`. `scripts/bench log` starts nginx.
 //! - `gallery`: public precinct pages and photo bytes against nginx serving the same files; see
 //!   `gallery.rs`. `scripts/bench gallery` starts nginx.
+//! - `package`: evidence packages, one station's (time, peak memory) and a set of 554 stations
+//!   streamed (peak memory at 55 and at 554 stations); see `package.rs`.
 //! - `review`: the coordinators' queue page with 30,000 captures against nginx serving the same
 //!   HTML as a file; see `review.rs`. `scripts/bench review` starts nginx.
 //!
@@ -23,6 +25,7 @@ mod gallery;
 mod http;
 mod ingest;
 mod log;
+mod package;
 mod photo;
 mod review;
 mod server;
@@ -35,12 +38,13 @@ use anyhow::{Context, Result, bail};
 
 fn usage() -> String {
     format!(
-        "usage: {}\n       {}\n       {}\n       {}\n       {}",
+        "usage: {}\n       {}\n       {}\n       {}\n       {}\n       {}",
         capture::USAGE,
         ingest::USAGE,
         log::USAGE,
         review::USAGE,
-        gallery::USAGE
+        gallery::USAGE,
+        package::USAGE
     )
 }
 
@@ -59,6 +63,7 @@ fn main() -> Result<()> {
         Some("log") => log::run(&log::Options::parse(&args[1..])?),
         Some("review") => review::run(&review::Options::parse(&args[1..])?),
         Some("gallery") => gallery::run(&gallery::Options::parse(&args[1..])?),
+        Some("package") => package::run(&package::Options::parse(&args[1..])?),
         Some("photo") => {
             let [out] = &args[1..] else { bail!("usage: hattama-bench photo OUT.jpg") };
             Ok(fs::write(out, photo::make_photo()?.0)?)
