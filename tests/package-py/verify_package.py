@@ -65,6 +65,13 @@ class Report:
             self.order.append(path)
         self.problems.setdefault(path, reason)
 
+    def add(self, path, reason):
+        """Like fail, but adds to a problem the file already has."""
+        if path in self.problems:
+            self.problems[path] += "; " + reason
+        else:
+            self.fail(path, reason)
+
 
 def parse_vkey(vkey):
     """name+keyid+base64: split at the first two '+' only (the base64 may contain '+')."""
@@ -538,7 +545,7 @@ def verify_set(z, names, pinned_key):
             inner = zipfile.ZipFile(z.open(n))
             inner_names = safe_names(inner)
         except (zipfile.BadZipFile, ValueError) as e:
-            r.fail(n, "not an evidence package: %s" % e)
+            r.add(n, "not an evidence package: %s" % e)
             continue
         ir, st, ipm = check_station(inner, inner_names, receipt_key)
         problems = ["%s: %s" % (p, ir.problems[p]) for p in ir.order if p in ir.problems]
@@ -559,7 +566,7 @@ def verify_set(z, names, pinned_key):
             except (KeyError, ValueError, TypeError, IndexError) as e:
                 problems.append("its figures: %s" % e)
         if problems:
-            r.fail(n, "; ".join(problems))
+            r.add(n, "; ".join(problems))
 
     # step 6: the summary against the stations
     try:

@@ -404,6 +404,17 @@ impl SetReport {
         r.set(path, result);
         self.files = r.files;
     }
+
+    /// [`Self::set`], but a problem is added to one the file already has: a station's package
+    /// whose hash is wrong also says which of its files fail.
+    fn add(&mut self, path: &str, result: Result<String, String>) {
+        match (self.files.iter_mut().find(|f| f.path == path), result) {
+            (Some(f), Err(e)) if f.problem.is_some() => {
+                f.problem = f.problem.take().map(|p| format!("{p}; {e}"));
+            }
+            (_, result) => self.set(path, result),
+        }
+    }
 }
 
 /// A part of a file seen as a file of its own: a stored entry of the set.
@@ -801,7 +812,7 @@ pub fn verify_set<R: Read + Seek>(
             _ if problems.is_empty() => Err("not a station's evidence package".into()),
             _ => Err(problems.join("; ")),
         };
-        r.set(path, result);
+        r.add(path, result);
         r.stations.push((path.clone(), report));
     }
 
