@@ -10,6 +10,8 @@
 //! capture row with its receipt is committed (`synchronous = FULL`), together with the capture's
 //! log entry at the next log position (commit order). Only then may a receipt be handed out.
 
+#[cfg(test)]
+pub(crate) mod conformance;
 pub mod console;
 mod gallery;
 mod open;
