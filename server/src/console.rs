@@ -12,7 +12,8 @@ use qrcode::QrCode;
 use qrcode::render::svg;
 
 use crate::official::{self, OfficialError};
-use crate::storage::review::{Role, User};
+use crate::storage::console::NewInvites;
+use crate::storage::review::{NewAudit, Role, User};
 use crate::storage::{ConsoleStorage, StorageError};
 
 /// The most invites one request creates (as `invite create --count`).
@@ -169,6 +170,29 @@ pub fn choose_precincts(election: &Election, s: &Selection) -> Result<Vec<String
         .map(|(p, _)| p.id.clone())
         .collect();
     if out.is_empty() { Err(SelectionError::Empty) } else { Ok(out) }
+}
+
+/// The audit event of a new batch of invites, made of its number and codes: who created it,
+/// for which election, how many codes for which precincts.
+pub fn invites_created(
+    at_ms: u64,
+    user_id: i64,
+    election: &str,
+    groups: &[Vec<String>],
+) -> impl Fn(u64, &NewInvites) -> NewAudit {
+    let election = election.to_owned();
+    let precincts: Vec<String> = groups.iter().flatten().cloned().collect();
+    move |batch, codes| NewAudit {
+        at_ms,
+        user_id: Some(user_id),
+        action: "invites-create".into(),
+        election: Some(election.clone()),
+        after: Some(
+            serde_json::json!({ "batch": batch, "invites": codes.len(), "precincts": precincts })
+                .to_string(),
+        ),
+        ..NewAudit::default()
+    }
 }
 
 /// Checks how many invites a choice makes.

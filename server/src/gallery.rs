@@ -4,7 +4,7 @@
 //!
 //! Views are derived, so they are cached: [`Gallery`] keeps one [`ElectionView`] per election
 //! and a cache of rendered responses, and drops both when storage reports a commit
-//! (`GalleryStorage::data_version`, looked at no more than every [`RECHECK`]). Public data is
+//! (`GalleryStorage::change_counter`, looked at no more than every [`RECHECK`]). Public data is
 //! therefore at most that much behind the database.
 //!
 //! What is public: every capture not rejected by a coordinator (a rejected capture stays in the
@@ -496,7 +496,7 @@ impl Gallery {
             }
             *checked = Instant::now();
         }
-        let version = self.storage.data_version()?;
+        let version = self.storage.change_counter()?;
         let stale = self.views.read().map_err(|_| Self::poisoned())?.version != version;
         if stale {
             let mut v = self.views.write().map_err(|_| Self::poisoned())?;

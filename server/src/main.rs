@@ -180,7 +180,10 @@ fn user_command(settings: &Settings, command: UserCommand) -> anyhow::Result<()>
             }
         }
         UserCommand::Disable { username } => {
-            anyhow::ensure!(storage.disable_user(&username, now)?, "no user {username}");
+            anyhow::ensure!(
+                hattama_server::review::disable_user(&*storage, &username, now)?,
+                "no user {username}"
+            );
             println!("disabled {username}");
         }
         UserCommand::Reset { username, password_stdin } => {
@@ -498,14 +501,6 @@ fn main() -> anyhow::Result<()> {
 
 /// `hattama-server backup`: see [`hattama_server::backup`].
 fn backup(settings: &Settings, dest: &std::path::Path, with_keys: bool) -> anyhow::Result<()> {
-    if with_keys {
-        eprintln!(
-            "WARNING: --with-keys puts the server's PRIVATE SIGNING KEYS in {}. Whoever can read \
-             this backup can sign receipts and log checkpoints in the server's name. Keep it \
-             encrypted and offline, never beside the evidence it protects.",
-            dest.display()
-        );
-    }
     let done = hattama_server::backup::backup(&settings.data_dir, dest, with_keys)?;
     let m = &done.manifest;
     println!(

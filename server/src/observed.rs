@@ -47,8 +47,9 @@ pub fn import(
             };
             // A password nobody knows, and the account disabled: it only signs imports.
             let hash = crate::review::hash_password(&crate::review::generate_password())?;
-            let user = storage.create_user(&new, &hash, now_ms)?;
-            storage.disable_user(IMPORT_USER, now_ms)?;
+            let user =
+                storage.create_user(&new, &hash, now_ms, &crate::review::user_created(now_ms))?;
+            crate::review::disable_user(storage, IMPORT_USER, now_ms)?;
             user
         }
     };

@@ -161,7 +161,60 @@ pub fn create_user(
     }
     check_password(password)?;
     let hash = hash_password(password)?;
-    Ok(storage.create_user(user, &hash, now_ms)?)
+    Ok(storage.create_user(user, &hash, now_ms, &user_created(now_ms))?)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The audit events of account changes: which event each change records, and what it says.
+// Storage writes the event in the change's own transaction.
+
+/// The event of an account's creation.
+pub fn user_created(now_ms: u64) -> impl Fn(&User) -> NewAudit {
+    move |user| NewAudit {
+        at_ms: now_ms,
+        user_id: None,
+        action: "user_created".into(),
+        after: Some(
+            json!({
+                "id": user.id,
+                "username": user.username,
+                "display_name": user.display_name,
+                "role": user.role,
+                "regions": user.regions,
+            })
+            .to_string(),
+        ),
+        ..NewAudit::default()
+    }
+}
+
+/// The event of an account's disabling.
+pub fn user_disabled(now_ms: u64) -> impl Fn(&User) -> NewAudit {
+    move |user| NewAudit {
+        at_ms: now_ms,
+        action: "user_disabled".into(),
+        after: Some(json!({ "id": user.id, "username": user.username }).to_string()),
+        ..NewAudit::default()
+    }
+}
+
+/// The event of a password's reset.
+pub fn password_reset(now_ms: u64) -> impl Fn(&User) -> NewAudit {
+    move |user| NewAudit {
+        at_ms: now_ms,
+        action: "password_reset".into(),
+        after: Some(json!({ "id": user.id, "username": user.username }).to_string()),
+        ..NewAudit::default()
+    }
+}
+
+/// Disables an account and ends its sessions, with its audit event; returns whether it exists.
+pub fn disable_user(
+    storage: &dyn ReviewStorage,
+    username: &str,
+    now_ms: u64,
+) -> Result<bool, StorageError> {
+    storage.disable_user(username, now_ms, &user_disabled(now_ms))
 }
 
 /// Sets a new password (and enables the account); ends its sessions.
@@ -173,7 +226,7 @@ pub fn reset_password(
 ) -> Result<(), ReviewError> {
     check_password(password)?;
     let hash = hash_password(password)?;
-    if storage.set_password(username, &hash, now_ms)? {
+    if storage.set_password(username, &hash, &password_reset(now_ms))? {
         Ok(())
     } else {
         Err(ReviewError::NotFound(format!("user {username}")))
@@ -710,7 +763,7 @@ mod tests {
                     regions,
                 };
                 // Stored directly: hashing is tested on its own and is slow unoptimised.
-                storage.create_user(&new, "x", 1).unwrap()
+                storage.create_user(&new, "x", 1, &user_created(1)).unwrap()
             })
             .collect();
         (dir, storage, e, users)

@@ -9,7 +9,7 @@ use super::read_body;
 use crate::error::ApiError;
 use crate::ingest::now_ms;
 use crate::startup::AppState;
-use crate::storage::StorageError;
+use crate::storage::EnrollRefusal;
 
 /// Largest enrollment request.
 const MAX_ENROLL_BYTES: usize = 4096;
@@ -54,12 +54,19 @@ pub async fn enroll(
     // the signature covers the code as sent.
     let code = hattama_core::invite::canonical_code(&req.code);
     let device = web::block(move || storage.enroll(&code, &DeviceKey(key), now_ms()))
-        .await?
-        .map_err(|e| match e {
-            StorageError::BadCode => ApiError::new(403, "bad_code", "unknown enrollment code"),
-            StorageError::CodeUsed => ApiError::new(409, "code_used", "this code was used already"),
-            StorageError::NotFound(m) => ApiError::new(409, "other_election", m),
-            other => other.into(),
+        .await??
+        .map_err(|refusal| match refusal {
+            EnrollRefusal::UnknownCode => ApiError::new(403, "bad_code", "unknown enrollment code"),
+            EnrollRefusal::CodeUsed => {
+                ApiError::new(409, "code_used", "this code was used already")
+            }
+            EnrollRefusal::OtherElection { observes, code_for } => ApiError::new(
+                409,
+                "other_election",
+                format!(
+                    "this device observes {observes}; a code for {code_for} needs another device"
+                ),
+            ),
         })?;
     let storage = state.storage.clone();
     let election_id = device.election.clone();

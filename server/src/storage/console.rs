@@ -67,15 +67,17 @@ pub struct PrecinctTally {
 /// storage as well (one database).
 pub trait ConsoleStorage: Storage + GalleryStorage + ReviewStorage {
     /// Creates `per_group` codes for each group of precincts of `election` (a group: the
-    /// precincts one code is for), as one new batch, with its audit event (if any) in the same
-    /// transaction. Returns the batch number and the codes with their precincts.
+    /// precincts one code is for), as one new batch, with the audit event `audit` makes of the
+    /// batch's number and codes (if any) in the same transaction. Returns the batch number and
+    /// the codes with their precincts. An unknown election or precinct is
+    /// [`StorageError::NotFound`], and nothing is created.
     fn create_invite_batch(
         &self,
         election: &str,
         groups: &[Vec<String>],
         per_group: usize,
         now_ms: u64,
-        audit: Option<&NewAudit>,
+        audit: Option<&dyn Fn(u64, &NewInvites) -> NewAudit>,
     ) -> Result<(u64, NewInvites), StorageError>;
     /// The invites, newest first; of one batch when given.
     fn invites(&self, batch: Option<u64>) -> Result<Vec<InviteRecord>, StorageError>;

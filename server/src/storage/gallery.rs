@@ -33,9 +33,12 @@ pub struct PublicCapture {
 
 /// Reads and imports of the public side.
 pub trait GalleryStorage: Send + Sync + 'static {
-    /// A number that changes whenever anything was committed to storage, by this process or
-    /// another (an admin command), so caches of derived pages know when to drop.
-    fn data_version(&self) -> Result<u64, StorageError>;
+    /// The change counter: a number that differs from the one read before whenever anything
+    /// was committed to storage since, by this process or any other sharing the storage (an
+    /// admin command, another instance), so caches of derived pages know when to drop. Only
+    /// its changes mean something: compare two readings for equality, never for order, and
+    /// never across backends.
+    fn change_counter(&self) -> Result<u64, StorageError>;
     /// Every election, by id.
     fn elections(&self) -> Result<Vec<Election>, StorageError>;
     /// Stores official figures as the next version unless they equal the newest version.

@@ -10,6 +10,8 @@
 //! capture row with its receipt is committed (`synchronous = FULL`), together with the capture's
 //! log entry at the next log position (commit order). Only then may a receipt be handed out.
 
+#[cfg(test)]
+pub(crate) mod conformance;
 pub mod console;
 mod gallery;
 mod open;
@@ -29,21 +31,28 @@ pub use review::{Decision, DecisionKind, ReviewStorage, Transcription, Transcrip
 pub use sqlite::SqliteStorage;
 pub use sqlite::backup::{SnapshotFacts, snapshot, snapshot_facts};
 
-/// Why a storage operation failed.
+/// Why a storage operation failed. No variant names a storage engine: each backend maps its
+/// engine's errors into these, so that callers decide (retry, report, refuse) without knowing
+/// which backend answered. Outcomes of the domain (a code used already, a precinct unknown) are
+/// not storage errors: they are the `Ok` answers of the methods that have them
+/// ([`EnrollRefusal`]).
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
-    /// The database failed.
-    #[error("database error: {0}")]
-    Sql(#[from] rusqlite::Error),
+    /// The storage engine failed in a way that retrying will not mend (a broken query, a
+    /// constraint the caller did not expect, a closed connection it could not replace).
+    #[error("storage backend error: {source}")]
+    Backend {
+        /// The engine's own error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The storage is busy or out of reach for now (a lock held too long, a database that
+    /// does not answer, a serialization failure): the same call may succeed later.
+    #[error("storage unavailable, try again later: {0}")]
+    Unavailable(String),
     /// The file system failed.
     #[error("file error: {0}")]
     Io(#[from] std::io::Error),
-    /// The enrollment code does not exist.
-    #[error("unknown enrollment code")]
-    BadCode,
-    /// The enrollment code was used already.
-    #[error("enrollment code already used")]
-    CodeUsed,
     /// Something referenced does not exist.
     #[error("{0} not found")]
     NotFound(String),
@@ -60,6 +69,30 @@ pub enum StorageError {
         found: u32,
         /// Supported version.
         supported: u32,
+    },
+}
+
+impl StorageError {
+    /// A failure of the storage engine, kept as the cause.
+    pub fn backend(source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self::Backend { source: Box::new(source) }
+    }
+}
+
+/// Why an enrollment code enrolled nothing ([`Storage::enroll`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EnrollRefusal {
+    /// No such code, or a cancelled one (which enrolls nothing, as if it never existed).
+    UnknownCode,
+    /// Another device used the code already.
+    CodeUsed,
+    /// The device key is enrolled for another election: a code for this one needs another
+    /// device (a key signs for one election only).
+    OtherElection {
+        /// The election the device observes.
+        observes: String,
+        /// The code's election.
+        code_for: String,
     },
 }
 
@@ -246,8 +279,15 @@ pub trait Storage: Send + Sync + 'static {
         count: usize,
         now_ms: u64,
     ) -> Result<Vec<String>, StorageError>;
-    /// Uses a code: binds the device key to the code's election and precincts.
-    fn enroll(&self, code: &str, key: &DeviceKey, now_ms: u64) -> Result<Device, StorageError>;
+    /// Uses a code: binds the device key to the code's election and precincts. The same
+    /// device using its own code again gets the same device; every other refusal is an
+    /// [`EnrollRefusal`], which changes nothing.
+    fn enroll(
+        &self,
+        code: &str,
+        key: &DeviceKey,
+        now_ms: u64,
+    ) -> Result<Result<Device, EnrollRefusal>, StorageError>;
     /// All devices.
     fn devices(&self) -> Result<Vec<Device>, StorageError>;
     /// Revokes a device by id; returns whether it existed.
@@ -351,6 +391,15 @@ pub fn make_private(dir: &std::path::Path) -> std::io::Result<()> {
         set(dir.join(file), 0o600)?;
     }
     Ok(())
+}
+
+/// Crockford base32 without the ambiguous letters: 20 characters, 100 bits, in groups of four.
+fn new_code() -> String {
+    // The alphabet devices read codes in (`canonical_code`): no I, L, O or U.
+    const ALPHABET: &[u8] = hattama_core::invite::CODE_ALPHABET.as_bytes();
+    let bytes: [u8; 20] = rand::random();
+    let chars: Vec<char> = bytes.iter().map(|b| ALPHABET[(*b & 31) as usize] as char).collect();
+    chars.chunks(4).map(|c| c.iter().collect::<String>()).collect::<Vec<_>>().join("-")
 }
 
 /// An unfinished upload, for the quotas of `ingest::create_upload`.

@@ -446,22 +446,36 @@ pub trait ReviewStorage: Send + Sync + 'static {
     /// The transcription state of every precinct of an election that has at least one entry.
     fn transcriptions(&self, election: &str) -> Result<Vec<Transcription>, StorageError>;
 
-    /// Creates an account; [`StorageError::Conflict`] if the name is taken.
+    /// Creates an account, with the audit event `audit` makes of it in the same transaction;
+    /// [`StorageError::Conflict`] if the name is taken.
     fn create_user(
         &self,
         user: &NewUser,
         password_hash: &str,
         now_ms: u64,
+        audit: &dyn Fn(&User) -> NewAudit,
     ) -> Result<User, StorageError>;
     /// An account and its password hash, by login name.
     fn user_by_name(&self, username: &str) -> Result<Option<(User, String)>, StorageError>;
     /// Every account.
     fn users(&self) -> Result<Vec<User>, StorageError>;
-    /// Disables an account and ends its sessions; returns whether it exists.
-    fn disable_user(&self, username: &str, now_ms: u64) -> Result<bool, StorageError>;
-    /// Sets a new password hash (enabling the account again) and ends its sessions; returns
-    /// whether it exists.
-    fn set_password(&self, username: &str, hash: &str, now_ms: u64) -> Result<bool, StorageError>;
+    /// Disables an account and ends its sessions, with the audit event `audit` makes of the
+    /// account in the same transaction; returns whether it exists.
+    fn disable_user(
+        &self,
+        username: &str,
+        now_ms: u64,
+        audit: &dyn Fn(&User) -> NewAudit,
+    ) -> Result<bool, StorageError>;
+    /// Sets a new password hash (enabling the account again) and ends its sessions, with the
+    /// audit event `audit` makes of the account in the same transaction; returns whether it
+    /// exists.
+    fn set_password(
+        &self,
+        username: &str,
+        hash: &str,
+        audit: &dyn Fn(&User) -> NewAudit,
+    ) -> Result<bool, StorageError>;
 
     /// Stores a session by the SHA-256 of its token.
     fn create_session(

@@ -30,7 +30,7 @@ impl ConsoleStorage for SqliteStorage {
         groups: &[Vec<String>],
         per_group: usize,
         now_ms: u64,
-        audit: Option<&NewAudit>,
+        audit: Option<&dyn Fn(u64, &NewInvites) -> NewAudit>,
     ) -> Result<(u64, NewInvites), StorageError> {
         let e = self
             .election(election)?
@@ -61,13 +61,7 @@ impl ConsoleStorage for SqliteStorage {
             }
         }
         if let Some(audit) = audit {
-            let mut audit = audit.clone();
-            audit.after = Some(
-                serde_json::json!({ "batch": batch, "invites": codes.len(),
-                    "precincts": groups.iter().flatten().collect::<Vec<_>>() })
-                .to_string(),
-            );
-            insert_audit(&tx, &audit)?;
+            insert_audit(&tx, &audit(batch.max(0) as u64, &codes))?;
         }
         tx.commit()?;
         Ok((batch.max(0) as u64, codes))

@@ -33,7 +33,9 @@ fn figures_of(
 }
 
 impl GalleryStorage for SqliteStorage {
-    fn data_version(&self) -> Result<u64, StorageError> {
+    /// SQLite's `PRAGMA data_version` on a connection that never writes: it changes with every
+    /// commit of any other connection, in any process.
+    fn change_counter(&self) -> Result<u64, StorageError> {
         let conn = lock(&self.watch)?;
         Ok(conn.pragma_query_value(None, "data_version", |r| r.get::<_, i64>(0))? as u64)
     }

@@ -27,8 +27,9 @@ mod tests;
 mod review;
 
 use super::{
-    Admission, Committed, Device, NewCapture, NewUpload, PhotoBytes, SMALL_PHOTO_BYTES, Storage,
-    StorageError, StoredCapture, UploadInfo, UploadWriter, device_id,
+    Admission, Committed, Device, EnrollRefusal, NewCapture, NewUpload, PhotoBytes,
+    SMALL_PHOTO_BYTES, Storage, StorageError, StoredCapture, UploadInfo, UploadWriter, device_id,
+    new_code,
 };
 
 mod console;
@@ -225,6 +226,18 @@ struct CommitQueue {
     leading: bool,
 }
 
+/// SQLite's errors, named by what the caller can do about them: a database busy or locked past
+/// the busy timeout may answer later; anything else is the backend's failure.
+impl From<rusqlite::Error> for StorageError {
+    fn from(e: rusqlite::Error) -> Self {
+        use rusqlite::ErrorCode::{DatabaseBusy, DatabaseLocked};
+        match e.sqlite_error_code() {
+            Some(DatabaseBusy | DatabaseLocked) => StorageError::Unavailable(e.to_string()),
+            _ => StorageError::backend(e),
+        }
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> Result<MutexGuard<'_, T>, StorageError> {
     m.lock().map_err(|_| StorageError::Corrupt("lock poisoned".into()))
 }
@@ -335,15 +348,6 @@ fn insert_capture(tx: &Transaction<'_>, c: &NewCapture) -> Result<Committed, Sto
     ])?;
     tx.prepare_cached("DELETE FROM uploads WHERE id = ?1")?.execute([c.id.to_hex()])?;
     Ok(Committed { receipt: c.receipt.clone(), log_index, log_entry: Some(entry) })
-}
-
-/// Crockford base32 without the ambiguous letters: 20 characters, 100 bits, in groups of four.
-fn new_code() -> String {
-    // The alphabet devices read codes in (`canonical_code`): no I, L, O or U.
-    const ALPHABET: &[u8] = hattama_core::invite::CODE_ALPHABET.as_bytes();
-    let bytes: [u8; 20] = rand::random();
-    let chars: Vec<char> = bytes.iter().map(|b| ALPHABET[(*b & 31) as usize] as char).collect();
-    chars.chunks(4).map(|c| c.iter().collect::<String>()).collect::<Vec<_>>().join("-")
 }
 
 impl SqliteStorage {
@@ -668,7 +672,12 @@ impl Storage for SqliteStorage {
         Ok(codes.into_iter().map(|(code, _)| code).collect())
     }
 
-    fn enroll(&self, code: &str, key: &DeviceKey, now_ms: u64) -> Result<Device, StorageError> {
+    fn enroll(
+        &self,
+        code: &str,
+        key: &DeviceKey,
+        now_ms: u64,
+    ) -> Result<Result<Device, EnrollRefusal>, StorageError> {
         let id = device_id(key);
         let mut conn = lock(&self.writer)?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -680,29 +689,30 @@ impl Storage for SqliteStorage {
             )
             .optional()?;
         let Some((election, precincts, used_by)) = invite else {
-            return Err(StorageError::BadCode);
+            return Ok(Err(EnrollRefusal::UnknownCode));
         };
         // A cancelled code enrolls nothing (the console's "cancel"), as if it never existed.
         if used_by.is_none() && console::cancelled(&tx, code)? {
-            return Err(StorageError::BadCode);
+            return Ok(Err(EnrollRefusal::UnknownCode));
         }
         match used_by {
             // The same device asking again (its first answer was lost): the same answer.
             Some(by) if by == id => {
                 return load_device(&tx, &key.0)?
+                    .map(Ok)
                     .ok_or_else(|| StorageError::Corrupt("enrolled device vanished".into()));
             }
-            Some(_) => return Err(StorageError::CodeUsed),
+            Some(_) => return Ok(Err(EnrollRefusal::CodeUsed)),
             None => {}
         }
         let precincts: Vec<String> = serde_json::from_str(&precincts)
             .map_err(|e| StorageError::Corrupt(format!("invite precincts: {e}")))?;
         if let Some(existing) = load_device(&tx, &key.0)? {
             if existing.election != election {
-                return Err(StorageError::NotFound(format!(
-                    "this device observes {}; a code for {election} needs another device",
-                    existing.election
-                )));
+                return Ok(Err(EnrollRefusal::OtherElection {
+                    observes: existing.election,
+                    code_for: election,
+                }));
             }
         } else {
             tx.execute(
@@ -723,7 +733,7 @@ impl Storage for SqliteStorage {
         let device = load_device(&tx, &key.0)?
             .ok_or_else(|| StorageError::Corrupt("enrolled device vanished".into()))?;
         tx.commit()?;
-        Ok(device)
+        Ok(Ok(device))
     }
 
     fn devices(&self) -> Result<Vec<Device>, StorageError> {

@@ -168,6 +168,15 @@ const ITEM_FROM: &str =
 const QUEUE_ORDER: &str =
     "r.region, r.district, r.number, r.precinct, r.page, r.received_at_ms, r.capture_id";
 
+/// An account by login name, as it is before a change.
+fn user_named(c: &Connection, username: &str) -> Result<Option<User>, StorageError> {
+    c.prepare_cached(&format!("SELECT {USER_COLUMNS} FROM users WHERE username = ?1"))?
+        .query_row([username], user_row)
+        .optional()?
+        .map(|row| Ok(finish_user(row)?.0))
+        .transpose()
+}
+
 fn corrupt(what: impl std::fmt::Display) -> StorageError {
     StorageError::Corrupt(what.to_string())
 }
@@ -527,6 +536,7 @@ impl ReviewStorage for SqliteStorage {
         user: &NewUser,
         password_hash: &str,
         now_ms: u64,
+        audit: &dyn Fn(&User) -> NewAudit,
     ) -> Result<User, StorageError> {
         let regions = to_json(&user.regions)?;
         let mut conn = lock(&self.writer)?;
@@ -551,33 +561,18 @@ impl ReviewStorage for SqliteStorage {
                 ms(now_ms)
             ],
         )?;
-        let id = tx.last_insert_rowid();
-        insert_audit(
-            &tx,
-            &NewAudit {
-                at_ms: now_ms,
-                user_id: None,
-                action: "user_created".into(),
-                after: Some(to_json(&serde_json::json!({
-                    "id": id,
-                    "username": user.username,
-                    "display_name": user.display_name,
-                    "role": user.role,
-                    "regions": user.regions,
-                }))?),
-                ..NewAudit::default()
-            },
-        )?;
-        tx.commit()?;
-        Ok(User {
-            id,
+        let created = User {
+            id: tx.last_insert_rowid(),
             username: user.username.clone(),
             display_name: user.display_name.clone(),
             role: user.role,
             regions: user.regions.clone(),
             disabled: false,
             created_at_ms: now_ms,
-        })
+        };
+        insert_audit(&tx, &audit(&created))?;
+        tx.commit()?;
+        Ok(created)
     }
 
     fn user_by_name(&self, username: &str) -> Result<Option<(User, String)>, StorageError> {
@@ -598,52 +593,42 @@ impl ReviewStorage for SqliteStorage {
         })
     }
 
-    fn disable_user(&self, username: &str, now_ms: u64) -> Result<bool, StorageError> {
+    fn disable_user(
+        &self,
+        username: &str,
+        now_ms: u64,
+        audit: &dyn Fn(&User) -> NewAudit,
+    ) -> Result<bool, StorageError> {
         let mut conn = lock(&self.writer)?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let id: Option<i64> = tx
-            .query_row("SELECT id FROM users WHERE username = ?1", [username], |r| r.get(0))
-            .optional()?;
-        let Some(id) = id else { return Ok(false) };
+        let Some(user) = user_named(&tx, username)? else { return Ok(false) };
+        let id = user.id;
         tx.execute(
             "UPDATE users SET disabled_at_ms = coalesce(disabled_at_ms, ?2) WHERE id = ?1",
             params![id, ms(now_ms)],
         )?;
         tx.execute("DELETE FROM sessions WHERE user_id = ?1", [id])?;
-        insert_audit(
-            &tx,
-            &NewAudit {
-                at_ms: now_ms,
-                action: "user_disabled".into(),
-                after: Some(to_json(&serde_json::json!({ "id": id, "username": username }))?),
-                ..NewAudit::default()
-            },
-        )?;
+        insert_audit(&tx, &audit(&user))?;
         tx.commit()?;
         Ok(true)
     }
 
-    fn set_password(&self, username: &str, hash: &str, now_ms: u64) -> Result<bool, StorageError> {
+    fn set_password(
+        &self,
+        username: &str,
+        hash: &str,
+        audit: &dyn Fn(&User) -> NewAudit,
+    ) -> Result<bool, StorageError> {
         let mut conn = lock(&self.writer)?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let id: Option<i64> = tx
-            .query_row("SELECT id FROM users WHERE username = ?1", [username], |r| r.get(0))
-            .optional()?;
-        let Some(id) = id else { return Ok(false) };
+        let Some(user) = user_named(&tx, username)? else { return Ok(false) };
+        let id = user.id;
         tx.execute(
             "UPDATE users SET password_hash = ?2, disabled_at_ms = NULL WHERE id = ?1",
             params![id, hash],
         )?;
         tx.execute("DELETE FROM sessions WHERE user_id = ?1", [id])?;
-        insert_audit(
-            &tx,
-            &NewAudit {
-                at_ms: now_ms,
-                action: "password_reset".into(),
-                after: Some(to_json(&serde_json::json!({ "id": id, "username": username }))?),
-                ..NewAudit::default()
-            },
-        )?;
+        insert_audit(&tx, &audit(&user))?;
         tx.commit()?;
         Ok(true)
     }
@@ -1368,6 +1353,7 @@ mod tests {
             },
             "x",
             1,
+            &crate::review::user_created(1),
         );
         let user = user.unwrap();
         let first = store_capture(&other, 1);

@@ -180,3 +180,16 @@ fn hash_blocks_grow_across_batches_and_a_stale_batch_changes_nothing() {
         assert_eq!(storage.read_log_hashes(&backwards).unwrap(), want);
     }
 }
+
+/// The storage conformance suite, on a fresh data directory.
+mod conformance {
+    use crate::storage::SqliteStorage;
+    use crate::storage::conformance::storage_conformance_tests;
+
+    fn open() -> Option<(SqliteStorage, tempfile::TempDir)> {
+        let dir = tempfile::tempdir().unwrap();
+        Some((SqliteStorage::open(dir.path(), true).unwrap(), dir))
+    }
+
+    storage_conformance_tests!(open());
+}

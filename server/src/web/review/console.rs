@@ -503,15 +503,10 @@ pub async fn create_invites(
             f.per_precinct.trim().parse().map_err(|_| console::SelectionError::PerPrecinct)?;
         console::check_count(precincts.len(), per)?;
         let groups: Vec<Vec<String>> = precincts.into_iter().map(|p| vec![p]).collect();
-        let event = NewAudit {
-            at_ms: hattama_core::now_ms(),
-            user_id: Some(user),
-            action: "invites-create".into(),
-            election: Some(election.id.clone()),
-            ..Default::default()
-        };
+        let now = hattama_core::now_ms();
+        let event = console::invites_created(now, user, &election.id, &groups);
         let (batch, _) =
-            storage.create_invite_batch(&election.id, &groups, per, event.at_ms, Some(&event))?;
+            storage.create_invite_batch(&election.id, &groups, per, now, Some(&event))?;
         Ok(batch)
     })
     .await?;
@@ -634,7 +629,7 @@ pub async fn cards(
             continue;
         }
         let election = elections.iter().find(|e| e.id == i.election);
-        let uri = hattama_core::sync::invite_uri(&base, &i.code);
+        let uri = hattama_core::invite::invite_uri(&base, &i.code);
         let qr = console::qr_svg(&uri).ok_or(WebError::Internal)?;
         let first = i.precincts.first().and_then(|p| election.and_then(|e| e.precinct(p)));
         cards.push(Card {

@@ -213,9 +213,10 @@ pub async fn disable(
     }
     let storage = state.review.clone();
     let name = form.username.clone();
-    let found = web::block(move || storage.disable_user(&name, hattama_core::now_ms()))
-        .await?
-        .map_err(|e| WebError::internal(&e))?;
+    let found =
+        web::block(move || crate::review::disable_user(&*storage, &name, hattama_core::now_ms()))
+            .await?
+            .map_err(|e| WebError::internal(&e))?;
     if !found {
         return Err(WebError::NotFound);
     }

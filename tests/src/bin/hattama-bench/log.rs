@@ -661,7 +661,9 @@ fn store_captures(data: &Path, n: usize) -> Result<Vec<LogEntry>> {
         let precinct = hattama_tests::fixtures::precinct_id(d + 1);
         let code = storage.create_invites("e2e", std::slice::from_ref(&precinct), 1, 1)?;
         let key = DeviceKey(Sha256Hash::of(format!("bench device {d}").as_bytes()).0);
-        let device = storage.enroll(&code[0], &key, 1)?;
+        let device = storage
+            .enroll(&code[0], &key, 1)?
+            .map_err(|refusal| anyhow!("enrollment refused: {refusal:?}"))?;
         devices.push((device.id, precinct));
     }
     drop(storage);
