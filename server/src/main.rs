@@ -501,6 +501,20 @@ fn main() -> anyhow::Result<()> {
 
 /// `hattama-server backup`: see [`hattama_server::backup`].
 fn backup(settings: &Settings, dest: &std::path::Path, with_keys: bool) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        settings.storage.backend == hattama_server::settings::BackendKind::Embedded,
+        "backup copies the embedded storage (SQLite and files in the data directory); with \
+         storage.backend = \"postgres\" back up the database with PostgreSQL's own tools \
+         (pg_dump, or the operator's base backups) and the data directory's keys and files"
+    );
+    if with_keys {
+        eprintln!(
+            "WARNING: --with-keys puts the server's PRIVATE SIGNING KEYS in {}. Whoever can read \
+             this backup can sign receipts and log checkpoints in the server's name. Keep it \
+             encrypted and offline, never beside the evidence it protects.",
+            dest.display()
+        );
+    }
     let done = hattama_server::backup::backup(&settings.data_dir, dest, with_keys)?;
     let m = &done.manifest;
     println!(
