@@ -8,7 +8,7 @@ use super::storage::{insert_invite_batch, load_device};
 use super::{PgStorage, corrupt, i, u};
 use crate::storage::StorageError;
 use crate::storage::console::{
-    ConsoleStorage, DeviceSummary, InviteRecord, NewInvites, PrecinctTally,
+    BatchAudit, ConsoleStorage, DeviceSummary, InviteRecord, NewInvites, PrecinctTally,
 };
 use crate::storage::review::NewAudit;
 
@@ -19,7 +19,7 @@ impl ConsoleStorage for PgStorage {
         groups: &[Vec<String>],
         per_group: usize,
         now_ms: u64,
-        audit: Option<&dyn Fn(u64, &NewInvites) -> NewAudit>,
+        audit: Option<BatchAudit<'_>>,
     ) -> Result<(u64, NewInvites), StorageError> {
         self.write(true, |tx| {
             let (batch, codes) = insert_invite_batch(tx, election, groups, per_group, now_ms)?;

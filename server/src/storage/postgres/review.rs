@@ -26,8 +26,11 @@ use crate::storage::review::{
 #[derive(Default)]
 pub(super) struct ReviewCache {
     counts: Mutex<HashMap<String, (i64, u64)>>,
-    regions: Mutex<HashMap<String, (i64, Vec<(String, Vec<String>)>)>>,
+    regions: Mutex<HashMap<String, (i64, Regions)>>,
 }
+
+/// An election's regions, each with its districts.
+type Regions = Vec<(String, Vec<String>)>;
 
 /// Most filters whose counts are kept (then the cache starts over).
 const COUNT_CACHE_ENTRIES: usize = 4096;
