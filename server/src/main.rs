@@ -563,8 +563,10 @@ fn check_admin_data_dir(
         command,
         Command::Election { .. } | Command::User { command: UserCommand::Add { .. } }
     );
+    // On PostgreSQL the data is in the database the settings name, not in the directory.
+    let postgres = settings.storage.backend == hattama_server::settings::BackendKind::Postgres;
     anyhow::ensure!(
-        creates || settings.data_dir.join("hattama-server.sqlite3").exists(),
+        creates || postgres || settings.data_dir.join("hattama-server.sqlite3").exists(),
         "{} holds no server data: pass --data-dir DIR, the directory the server runs with \
          (`election import` or `user add` creates a new one)",
         settings.data_dir.display()
