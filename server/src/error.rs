@@ -58,9 +58,23 @@ impl ApiError {
     }
 }
 
+/// A storage that is busy or out of reach for now answers 503 with `Retry-After` (clients and
+/// load balancers try again); every other storage failure is internal.
 impl From<StorageError> for ApiError {
     fn from(e: StorageError) -> Self {
-        Self::internal(&e)
+        match e {
+            StorageError::Unavailable(_) => {
+                tracing::warn!(cause = %e, "storage unavailable");
+                let mut answer = Self::new(
+                    503,
+                    "storage_unavailable",
+                    "the server's storage is busy or out of reach; try again in a few seconds",
+                );
+                answer.retry_after = Some(5);
+                answer
+            }
+            e => Self::internal(&e),
+        }
     }
 }
 
@@ -86,5 +100,25 @@ impl ResponseError for ApiError {
             r.insert_header(("Retry-After", secs.to_string()));
         }
         r.json(serde_json::json!({ "error": self.code, "message": self.message }))
+    }
+}
+
+#[cfg(test)]
+mod storage_tests {
+    use super::*;
+
+    #[test]
+    fn an_unavailable_storage_answers_503_with_retry_after_and_a_broken_one_500() {
+        let busy = ApiError::from(StorageError::Unavailable("database is locked".into()));
+        assert_eq!(
+            (busy.status.as_u16(), busy.code, busy.retry_after),
+            (503, "storage_unavailable", Some(5))
+        );
+        assert!(!busy.message.contains("locked"), "the cause stays in the log");
+        let broken = ApiError::from(StorageError::Corrupt("bad row".into()));
+        assert_eq!(
+            (broken.status.as_u16(), broken.code, broken.retry_after),
+            (500, "internal", None)
+        );
     }
 }

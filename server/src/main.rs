@@ -501,6 +501,20 @@ fn main() -> anyhow::Result<()> {
 
 /// `hattama-server backup`: see [`hattama_server::backup`].
 fn backup(settings: &Settings, dest: &std::path::Path, with_keys: bool) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        settings.storage.backend == hattama_server::settings::BackendKind::Embedded,
+        "backup copies the embedded storage (SQLite and files in the data directory); with \
+         storage.backend = \"postgres\" back up the database with PostgreSQL's own tools \
+         (pg_dump, or the operator's base backups) and the data directory's keys and files"
+    );
+    if with_keys {
+        eprintln!(
+            "WARNING: --with-keys puts the server's PRIVATE SIGNING KEYS in {}. Whoever can read \
+             this backup can sign receipts and log checkpoints in the server's name. Keep it \
+             encrypted and offline, never beside the evidence it protects.",
+            dest.display()
+        );
+    }
     let done = hattama_server::backup::backup(&settings.data_dir, dest, with_keys)?;
     let m = &done.manifest;
     println!(
@@ -549,8 +563,10 @@ fn check_admin_data_dir(
         command,
         Command::Election { .. } | Command::User { command: UserCommand::Add { .. } }
     );
+    // On PostgreSQL the data is in the database the settings name, not in the directory.
+    let postgres = settings.storage.backend == hattama_server::settings::BackendKind::Postgres;
     anyhow::ensure!(
-        creates || settings.data_dir.join("hattama-server.sqlite3").exists(),
+        creates || postgres || settings.data_dir.join("hattama-server.sqlite3").exists(),
         "{} holds no server data: pass --data-dir DIR, the directory the server runs with \
          (`election import` or `user add` creates a new one)",
         settings.data_dir.display()

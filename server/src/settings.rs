@@ -52,6 +52,48 @@ pub struct Settings {
     /// Requests per client and per device (`[rate_limits]`).
     #[serde(default)]
     pub rate_limits: RateLimits,
+    /// Which storage backend holds the data (`[storage]`).
+    #[serde(default)]
+    pub storage: StorageSettings,
+}
+
+/// Which storage backend: the embedded default (SQLite and files in `data_dir`), or
+/// PostgreSQL (for several instances on one database).
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    /// SQLite and files in `data_dir`.
+    #[default]
+    Embedded,
+    /// PostgreSQL at `storage.database_url`.
+    Postgres,
+}
+
+/// `[storage]`: the backend, and for PostgreSQL its URL (a secret: set it in the environment,
+/// `HATTAMA__STORAGE__DATABASE_URL`, rather than in a file) and its pool's size.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageSettings {
+    /// `embedded` (the default) or `postgres`.
+    #[serde(default)]
+    pub backend: BackendKind,
+    /// The PostgreSQL database (`postgres://user:password@host:port/db` or libpq's
+    /// `host=… user=… dbname=…`); never printed.
+    #[serde(default)]
+    pub database_url: Option<secrecy::SecretString>,
+    /// Connections to PostgreSQL this instance keeps at most.
+    #[serde(default = "default_pool_size")]
+    pub pool_size: u32,
+}
+
+fn default_pool_size() -> u32 {
+    16
+}
+
+impl Default for StorageSettings {
+    fn default() -> Self {
+        Self { backend: BackendKind::Embedded, database_url: None, pool_size: default_pool_size() }
+    }
 }
 
 fn default_witness_timeout_ms() -> u64 {
@@ -385,6 +427,7 @@ impl Settings {
             metrics: MetricsSettings::default(),
             readiness: ReadinessSettings::default(),
             rate_limits: RateLimits::default(),
+            storage: StorageSettings::default(),
         }
     }
 
@@ -450,6 +493,26 @@ impl Settings {
         if self.limits.read_timeout_secs == 0 {
             return Err(SettingsError::Invalid("limits.read_timeout_secs must be positive".into()));
         }
+        match (self.storage.backend, &self.storage.database_url) {
+            (BackendKind::Postgres, None) => {
+                return Err(SettingsError::Invalid(
+                    "storage.backend = \"postgres\" needs storage.database_url: set \
+                     HATTAMA__STORAGE__DATABASE_URL to the database's URL"
+                        .into(),
+                ));
+            }
+            (BackendKind::Embedded, Some(_)) => {
+                return Err(SettingsError::Invalid(
+                    "storage.database_url is set but storage.backend is \"embedded\": set \
+                     storage.backend = \"postgres\" to use the database, or unset the URL"
+                        .into(),
+                ));
+            }
+            _ => {}
+        }
+        if !(1..=1000).contains(&self.storage.pool_size) {
+            return Err(SettingsError::Invalid("storage.pool_size must be 1..=1000".into()));
+        }
         Ok(())
     }
 }
@@ -472,5 +535,29 @@ mod tests {
         assert_eq!(load_file("log_format = \"json\"").unwrap().log_format, LogFormat::Json);
         let e = load_file("log_format = \"xml\"").unwrap_err().to_string();
         assert!(e.contains("xml"), "{e}");
+    }
+
+    #[test]
+    fn storage_is_embedded_unless_postgres_is_named_with_its_url() {
+        use secrecy::ExposeSecret;
+        let embedded = load_file("").unwrap().storage;
+        assert_eq!(
+            (embedded.backend, embedded.database_url.is_none()),
+            (BackendKind::Embedded, true)
+        );
+        let url = "host=/tmp user=hattama password=sekret";
+        let pg = load_file(&format!(
+            "[storage]\nbackend = \"postgres\"\ndatabase_url = \"{url}\"\npool_size = 4"
+        ))
+        .unwrap();
+        assert_eq!(pg.storage.backend, BackendKind::Postgres);
+        assert_eq!(pg.storage.database_url.as_ref().map(|u| u.expose_secret()), Some(url));
+        assert_eq!(pg.storage.pool_size, 4);
+        assert!(!format!("{pg:?}").contains("sekret"), "the URL is never printed");
+        let e = load_file("[storage]\nbackend = \"postgres\"").unwrap_err().to_string();
+        assert!(e.contains("HATTAMA__STORAGE__DATABASE_URL"), "{e}");
+        let e = load_file("[storage]\ndatabase_url = \"host=/tmp\"").unwrap_err().to_string();
+        assert!(e.contains("embedded"), "{e}");
+        assert!(load_file("[storage]\nbackend = \"mysql\"").is_err());
     }
 }

@@ -12,6 +12,9 @@ use super::{Device, GalleryStorage, Storage, StorageError};
 /// New codes, each with the precincts it is for.
 pub type NewInvites = Vec<(String, Vec<String>)>;
 
+/// Makes the audit event of a new batch from its number and codes.
+pub type BatchAudit<'a> = &'a dyn Fn(u64, &NewInvites) -> NewAudit;
+
 /// One enrollment code, as the console lists it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct InviteRecord {
@@ -77,7 +80,7 @@ pub trait ConsoleStorage: Storage + GalleryStorage + ReviewStorage {
         groups: &[Vec<String>],
         per_group: usize,
         now_ms: u64,
-        audit: Option<&dyn Fn(u64, &NewInvites) -> NewAudit>,
+        audit: Option<BatchAudit<'_>>,
     ) -> Result<(u64, NewInvites), StorageError>;
     /// The invites, newest first; of one batch when given.
     fn invites(&self, batch: Option<u64>) -> Result<Vec<InviteRecord>, StorageError>;

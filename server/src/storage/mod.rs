@@ -16,6 +16,7 @@ pub mod console;
 mod gallery;
 mod open;
 mod photo_buf;
+mod postgres;
 pub mod review;
 mod sqlite;
 
@@ -27,6 +28,7 @@ use hattama_core::election::Election;
 use hattama_core::evidence::{DeviceKey, Sha256Hash};
 pub use open::{Backend, Opener, open};
 pub use photo_buf::{BufPool, PhotoBuf};
+pub use postgres::PgStorage;
 pub use review::{Decision, DecisionKind, ReviewStorage, Transcription, TranscriptionStatus};
 pub use sqlite::SqliteStorage;
 pub use sqlite::backup::{SnapshotFacts, snapshot, snapshot_facts};

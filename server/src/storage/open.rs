@@ -3,8 +3,12 @@
 
 use std::sync::Arc;
 
-use super::{ConsoleStorage, GalleryStorage, ReviewStorage, SqliteStorage, Storage, StorageError};
-use crate::settings::Settings;
+use secrecy::ExposeSecret;
+
+use super::{
+    ConsoleStorage, GalleryStorage, PgStorage, ReviewStorage, SqliteStorage, Storage, StorageError,
+};
+use crate::settings::{BackendKind, Settings};
 
 /// Every interface of one storage backend, as [`open`] returns it. `Arc<dyn Backend>` and
 /// `&dyn Backend` coerce to each of them.
@@ -23,9 +27,20 @@ pub enum Opener {
 }
 
 /// Opens (creating and migrating) the storage that `settings` name: the embedded default,
-/// SQLite and files in `data_dir`.
+/// SQLite and files in `data_dir`, or PostgreSQL at `storage.database_url`.
 pub fn open(settings: &Settings, opener: Opener) -> Result<Arc<dyn Backend>, StorageError> {
-    Ok(Arc::new(SqliteStorage::open(&settings.data_dir, opener == Opener::Server)?))
+    match (settings.storage.backend, &settings.storage.database_url) {
+        (BackendKind::Embedded, _) => {
+            Ok(Arc::new(SqliteStorage::open(&settings.data_dir, opener == Opener::Server)?))
+        }
+        (BackendKind::Postgres, Some(url)) => {
+            Ok(Arc::new(PgStorage::open(url.expose_secret(), settings.storage.pool_size)?))
+        }
+        // Refused by `Settings::validate` already.
+        (BackendKind::Postgres, None) => Err(StorageError::NotFound(
+            "storage.database_url (HATTAMA__STORAGE__DATABASE_URL)".into(),
+        )),
+    }
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use rusqlite::{OptionalExtension, TransactionBehavior, params};
 use super::review::insert_audit;
 use super::{SqliteStorage, load_device, lock, ms, new_code};
 use crate::storage::console::{
-    ConsoleStorage, DeviceSummary, InviteRecord, NewInvites, PrecinctTally,
+    BatchAudit, ConsoleStorage, DeviceSummary, InviteRecord, NewInvites, PrecinctTally,
 };
 use crate::storage::review::NewAudit;
 use crate::storage::{Storage, StorageError};
@@ -30,7 +30,7 @@ impl ConsoleStorage for SqliteStorage {
         groups: &[Vec<String>],
         per_group: usize,
         now_ms: u64,
-        audit: Option<&dyn Fn(u64, &NewInvites) -> NewAudit>,
+        audit: Option<BatchAudit<'_>>,
     ) -> Result<(u64, NewInvites), StorageError> {
         let e = self
             .election(election)?

@@ -1,0 +1,203 @@
+//! The PostgreSQL backend: the storage of a server of several identical instances on one
+//! database. Every instance holds a small pool of connections (`r2d2_postgres` over the
+//! synchronous `postgres` client: the storage traits are blocking and called from blocking
+//! threads); all state lives in the database, so a change made through one instance is what
+//! the others read next.
+//!
+//! What keeps instances from stepping on each other lives in PostgreSQL too:
+//! - writes that read before they write (a name taken, the next batch or version number) take
+//!   one transaction-scoped advisory lock ([`WRITER_LOCK`]), as SQLite's `BEGIN IMMEDIATE`
+//!   serializes them;
+//! - a capture's commit numbers it from the `log_head` row, taken `FOR UPDATE` until the commit,
+//!   so log positions are given, and become visible, in commit order without a gap;
+//! - a checkpoint is appended only by a compare-and-swap of `log_published` from the size its
+//!   writer read to the new size (and `checkpoints` has one row per size), so two writers can
+//!   never publish two checkpoints for one size.
+//!
+//! Until the object-storage boundary takes them over, photos and the bytes of unfinished
+//! uploads are rows too (`photos`, `upload_chunks`), so any instance continues an upload begun
+//! on another.
+//!
+//! The schema is a list of versioned SQL files (`migrations/NNNN_*.sql`), applied in order,
+//! each in its own transaction together with its row in `schema_version`, under an advisory
+//! lock so that instances starting together migrate once.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use postgres::NoTls;
+use postgres::error::SqlState;
+use r2d2_postgres::PostgresConnectionManager;
+
+use super::StorageError;
+
+mod console;
+mod gallery;
+mod review;
+mod storage;
+
+/// The migrations, in order: version `i + 1` is `MIGRATIONS[i]`.
+const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_schema.sql")];
+
+/// The schema version this server writes.
+pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
+
+/// The advisory lock (a 64-bit key of this application's choosing) held by migrations.
+const MIGRATION_LOCK: i64 = 0x4861_7474_616d_6101;
+/// The advisory lock that serializes writes which read before they write.
+const WRITER_LOCK: i64 = 0x4861_7474_616d_6102;
+
+/// A pooled connection.
+type Conn = r2d2::PooledConnection<PostgresConnectionManager<NoTls>>;
+
+/// PostgreSQL storage (see the module docs).
+pub struct PgStorage {
+    pool: r2d2::Pool<PostgresConnectionManager<NoTls>>,
+    review_cache: review::ReviewCache,
+}
+
+/// PostgreSQL's errors, named by what the caller can do about them: a serialization failure,
+/// a deadlock, a lock not available, a database shutting down or out of connections, or a
+/// connection lost may answer later; a unique key taken conflicts with the stored state;
+/// anything else is the backend's failure.
+impl From<postgres::Error> for StorageError {
+    fn from(e: postgres::Error) -> Self {
+        if e.is_closed() {
+            return StorageError::Unavailable(format!("database connection lost: {e}"));
+        }
+        let Some(code) = e.code() else { return StorageError::backend(e) };
+        let retry = [
+            SqlState::T_R_SERIALIZATION_FAILURE,
+            SqlState::T_R_DEADLOCK_DETECTED,
+            SqlState::LOCK_NOT_AVAILABLE,
+            SqlState::ADMIN_SHUTDOWN,
+            SqlState::CRASH_SHUTDOWN,
+            SqlState::CANNOT_CONNECT_NOW,
+            SqlState::TOO_MANY_CONNECTIONS,
+            SqlState::CONNECTION_FAILURE,
+            SqlState::CONNECTION_EXCEPTION,
+            SqlState::QUERY_CANCELED,
+        ];
+        if retry.contains(code) {
+            StorageError::Unavailable(e.to_string())
+        } else if *code == SqlState::UNIQUE_VIOLATION {
+            StorageError::Conflict(e.to_string())
+        } else {
+            StorageError::backend(e)
+        }
+    }
+}
+
+/// No connection could be had from the pool in time: the database is out of reach or busy.
+impl From<r2d2::Error> for StorageError {
+    fn from(e: r2d2::Error) -> Self {
+        StorageError::Unavailable(format!("no database connection: {e}"))
+    }
+}
+
+fn corrupt(what: impl std::fmt::Display) -> StorageError {
+    StorageError::Corrupt(what.to_string())
+}
+
+/// A count or time read from the database (never negative when written by this server).
+fn u(v: i64) -> u64 {
+    v.max(0) as u64
+}
+
+/// A count or time to write (every one this server writes fits in 63 bits).
+fn i(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+impl PgStorage {
+    /// Connects to the database at `url` (a `postgres://` URL or `key=value` pairs, as libpq
+    /// reads them) with at most `pool_size` connections, and brings its schema up to date.
+    pub fn open(url: &str, pool_size: u32) -> Result<Self, StorageError> {
+        let config = postgres::Config::from_str(url).map_err(|e| {
+            StorageError::backend(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("the database URL does not parse: {e}"),
+            ))
+        })?;
+        Self::open_config(config, pool_size)
+    }
+
+    /// [`PgStorage::open`] with a parsed configuration (the tests set a schema of their own
+    /// through its `options`).
+    pub fn open_config(config: postgres::Config, pool_size: u32) -> Result<Self, StorageError> {
+        let manager = PostgresConnectionManager::new(config, NoTls);
+        let pool = r2d2::Pool::builder()
+            .max_size(pool_size.max(1))
+            .connection_timeout(Duration::from_secs(30))
+            // A connection the database closed (a restart, a failover) is found before use.
+            .test_on_check_out(true)
+            .build(manager)?;
+        let storage = Self { pool, review_cache: review::ReviewCache::default() };
+        storage.migrate()?;
+        Ok(storage)
+    }
+
+    fn conn(&self) -> Result<Conn, StorageError> {
+        Ok(self.pool.get()?)
+    }
+
+    /// Applies the migrations this database has not had, each in its own transaction with its
+    /// row in `schema_version`; refuses a database of a newer schema.
+    fn migrate(&self) -> Result<(), StorageError> {
+        let mut conn = self.conn()?;
+        loop {
+            let mut tx = conn.transaction()?;
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])?;
+            tx.batch_execute(
+                "CREATE TABLE IF NOT EXISTS schema_version (
+                    version INTEGER PRIMARY KEY,
+                    applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
+                )",
+            )?;
+            let found: i32 =
+                tx.query_one("SELECT coalesce(max(version), 0) FROM schema_version", &[])?.get(0);
+            let found = found.max(0) as u32;
+            if found > SCHEMA_VERSION {
+                return Err(StorageError::TooNew { found, supported: SCHEMA_VERSION });
+            }
+            if found == SCHEMA_VERSION {
+                tx.commit()?;
+                return Ok(());
+            }
+            tx.batch_execute(MIGRATIONS[found as usize])?;
+            tx.execute("INSERT INTO schema_version (version) VALUES ($1)", &[&(found as i32 + 1)])?;
+            tx.commit()?;
+            tracing::info!(version = found + 1, "database schema upgraded");
+        }
+    }
+
+    /// Runs `f` on a pooled connection, outside a transaction (each statement on its own).
+    fn read<T>(
+        &self,
+        f: impl FnOnce(&mut postgres::Client) -> Result<T, StorageError>,
+    ) -> Result<T, StorageError> {
+        let mut conn = self.conn()?;
+        f(&mut conn)
+    }
+
+    /// Runs `f` in one transaction, committed if it returns `Ok`. With `serialized`, the
+    /// transaction first takes [`WRITER_LOCK`], so that writes which read before they write
+    /// see each other's results, whichever instance makes them.
+    fn write<T>(
+        &self,
+        serialized: bool,
+        f: impl FnOnce(&mut postgres::Transaction<'_>) -> Result<T, StorageError>,
+    ) -> Result<T, StorageError> {
+        let mut conn = self.conn()?;
+        let mut tx = conn.transaction()?;
+        if serialized {
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&WRITER_LOCK])?;
+        }
+        let value = f(&mut tx)?;
+        tx.commit()?;
+        Ok(value)
+    }
+}
+
+#[cfg(test)]
+mod tests;
