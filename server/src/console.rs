@@ -7,12 +7,15 @@
 //! Admins do everything here; supervisors read (without the codes of unused invites, which
 //! enroll a phone); coordinators have their queue, not the console.
 
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
 use hattama_core::election::{Election, ElectionError};
 use qrcode::QrCode;
 use qrcode::render::svg;
 
 use crate::official::{self, OfficialError};
-use crate::storage::console::NewInvites;
+use crate::storage::console::{MissingStation, NewInvites, RegionTally};
 use crate::storage::review::{NewAudit, Role, User};
 use crate::storage::{ConsoleStorage, StorageError};
 
@@ -69,26 +72,69 @@ pub fn may_read(user: &User) -> bool {
     matches!(user.role, Role::Admin | Role::Supervisor) && !user.disabled
 }
 
+/// Who imports a file from the browser, for the audit trail (the commands have no account).
+#[derive(Clone, Debug)]
+pub struct Importer {
+    /// The account.
+    pub user_id: i64,
+    /// The file's name as the browser sent it.
+    pub file: String,
+}
+
+/// The audit event of an import: `action`, by `by`, of `election`, with `after`.
+fn import_event(
+    by: &Importer,
+    action: &str,
+    election: &str,
+    now_ms: u64,
+    after: serde_json::Value,
+) -> NewAudit {
+    let mut after = after;
+    after["file"] = serde_json::Value::String(by.file.clone());
+    NewAudit {
+        at_ms: now_ms,
+        user_id: Some(by.user_id),
+        action: action.to_owned(),
+        election: Some(election.to_owned()),
+        after: Some(after.to_string()),
+        ..Default::default()
+    }
+}
+
 /// Checks and stores an election definition; returns it and whether it was new. The same
-/// checks as `hattama-server election import`.
+/// checks as `hattama-server election import`. Imported `by` someone (the console), the audit
+/// event `election-import` is stored in the same transaction: both or neither.
 pub fn import_election(
     storage: &dyn ConsoleStorage,
     bytes: &[u8],
     now_ms: u64,
+    by: Option<&Importer>,
 ) -> Result<(Election, bool), ConsoleError> {
     let election = Election::from_json(bytes)?;
-    let new = storage.import_election(&election, now_ms)?;
+    let new = match by {
+        None => storage.import_election(&election, now_ms)?,
+        Some(by) => {
+            let event = |new: bool| {
+                let after = serde_json::json!({ "new": new,
+                    "precincts": election.precincts.len() });
+                import_event(by, "election-import", &election.id, now_ms, after)
+            };
+            storage.import_election_audited(&election, now_ms, &event)?
+        }
+    };
     Ok((election, new))
 }
 
 /// Checks a whole official-results file and stores it as its election's next version (`None`
 /// when it equals the newest); returns the election's id. The same checks as
-/// `hattama-server official import`: a refused file (named row) stores nothing.
+/// `hattama-server official import`: a refused file (named row) stores nothing. Imported `by`
+/// someone (the console), the audit event `official-import` is stored in the same transaction.
 pub fn import_official(
     storage: &dyn ConsoleStorage,
     bytes: &[u8],
     source: &str,
     now_ms: u64,
+    by: Option<&Importer>,
 ) -> Result<(String, Option<u64>), ConsoleError> {
     if bytes.len() > official::MAX_FILE_BYTES {
         return Err(OfficialError::TooLarge(bytes.len()).into());
@@ -97,7 +143,22 @@ pub fn import_official(
     let election = storage.election(&id)?.ok_or(OfficialError::UnknownElection(id))?;
     let figures = official::parse(bytes, &election)?;
     let sha = hattama_core::evidence::Sha256Hash::of(bytes).to_hex();
-    let version = storage.import_official(&election.id, &figures, source, &sha, now_ms)?;
+    let version = match by {
+        None => storage.import_official(&election.id, &figures, source, &sha, now_ms)?,
+        Some(by) => {
+            let event = |version: Option<u64>| {
+                let after = serde_json::json!({ "version": version });
+                import_event(by, "official-import", &election.id, now_ms, after)
+            };
+            storage.import_official_audited(
+                &election.id,
+                &figures,
+                (source, &sha),
+                now_ms,
+                &event,
+            )?
+        }
+    };
     Ok((election.id, version))
 }
 
@@ -170,6 +231,85 @@ pub fn choose_precincts(election: &Election, s: &Selection) -> Result<Vec<String
         .map(|(p, _)| p.id.clone())
         .collect();
     if out.is_empty() { Err(SelectionError::Empty) } else { Ok(out) }
+}
+
+/// Stations without a photo listed per region at most on the dashboard (the rest are counted).
+pub const MISSING_LISTED: u64 = 50;
+
+/// What the election-night dashboard shows of one election, counted by the database's
+/// aggregates (never a query per station), and kept while storage does not change.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DashboardFacts {
+    /// Per region: stations, with a photo, with an accepted photo.
+    pub regions: Vec<RegionTally>,
+    /// Stations without a photo, by region and number, at most [`MISSING_LISTED`] a region.
+    pub missing: Vec<MissingStation>,
+    /// Per region, when each station with an accepted photo got it, in order.
+    pub accepted: BTreeMap<String, Vec<u64>>,
+    /// All the regions' acceptance times, in order.
+    pub accepted_all: Vec<u64>,
+    /// Captures received per hour (hours since the epoch), the last 24 hours with any.
+    pub hours: Vec<(u64, u64)>,
+    /// Captures waiting for a first decision.
+    pub queue: u64,
+    /// Stored captures not yet in the public log (all elections).
+    pub log_pending: u64,
+}
+
+impl DashboardFacts {
+    /// Counts everything the dashboard shows of `election` (indexing new captures first).
+    pub fn load(storage: &dyn ConsoleStorage, election: &str) -> Result<Self, StorageError> {
+        storage.refresh_index()?;
+        let mut accepted: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+        let mut accepted_all = Vec::new();
+        for s in storage.accepted_stations(election)? {
+            accepted_all.push(s.at_ms);
+            accepted.entry(s.region).or_default().push(s.at_ms);
+        }
+        accepted_all.sort_unstable();
+        accepted.values_mut().for_each(|t| t.sort_unstable());
+        Ok(Self {
+            regions: storage.region_tallies(election)?,
+            missing: storage.stations_without_photo(election, MISSING_LISTED)?,
+            accepted,
+            accepted_all,
+            hours: storage.captures_per_hour(election, 24)?,
+            queue: storage.queue_depth(election)?,
+            log_pending: storage.capture_count()?.saturating_sub(storage.log_size()?),
+        })
+    }
+}
+
+/// The dashboard's facts per election, kept against the gallery's generation (which follows the
+/// storage's change counter): counted again only after a commit. One request counts while the
+/// others wait for its answer, so that a crowd of dashboards opened after a commit costs one
+/// count.
+#[derive(Default)]
+pub struct Dashboards {
+    cached: Mutex<HashMap<String, (u64, Arc<DashboardFacts>)>>,
+}
+
+impl Dashboards {
+    /// The facts of `election` as of `generation` (read before calling: a change meanwhile
+    /// makes the next call count again).
+    pub fn facts(
+        &self,
+        storage: &dyn ConsoleStorage,
+        election: &str,
+        generation: u64,
+    ) -> Result<Arc<DashboardFacts>, StorageError> {
+        let mut cached =
+            self.cached.lock().map_err(|_| StorageError::Corrupt("dashboard cache lock".into()))?;
+        if let Some((g, facts)) = cached.get(election)
+            && *g == generation
+        {
+            return Ok(facts.clone());
+        }
+        let facts = Arc::new(DashboardFacts::load(storage, election)?);
+        cached.retain(|_, (g, _)| *g == generation);
+        cached.insert(election.to_owned(), (generation, facts.clone()));
+        Ok(facts)
+    }
 }
 
 /// The audit event of a new batch of invites, made of its number and codes: who created it,
@@ -271,6 +411,60 @@ mod tests {
         assert_eq!(check_count(10, 2), Ok(()));
         assert_eq!(check_count(10, 0), Err(SelectionError::PerPrecinct));
         assert_eq!(check_count(10_000, 2), Err(SelectionError::TooMany(20_000)));
+    }
+
+    #[test]
+    fn an_import_and_its_audit_event_are_stored_together_or_not_at_all() {
+        use crate::storage::review::{AuditFilter, NewUser, ReviewStorage};
+        use crate::storage::{GalleryStorage, SqliteStorage, Storage};
+        let dir = tempfile::tempdir().unwrap();
+        let storage = SqliteStorage::open(dir.path(), false).unwrap();
+        let definition = serde_json::to_vec(&election()).unwrap();
+        let csv = b"election,precinct,line,value\ne1,p0001,1,7\n";
+        let imports = |storage: &SqliteStorage| {
+            let events = storage.audit_events(&AuditFilter::default()).unwrap();
+            events.iter().filter(|e| e.action.ends_with("-import")).count()
+        };
+        // The event names an account that does not exist, so it cannot be written: nor is the
+        // election, nor the official figures.
+        let ghost = Importer { user_id: 999, file: "e1.json".into() };
+        let refused = import_election(&storage, &definition, 1, Some(&ghost));
+        assert!(matches!(refused, Err(ConsoleError::Storage(_))), "{refused:?}");
+        assert!(storage.election("e1").unwrap().is_none(), "half an import");
+        import_election(&storage, &definition, 1, None).unwrap();
+        let refused = import_official(&storage, csv, "r.csv", 2, Some(&ghost));
+        assert!(matches!(refused, Err(ConsoleError::Storage(_))), "{refused:?}");
+        assert!(storage.official_versions("e1").unwrap().is_empty(), "half an import");
+        assert_eq!(imports(&storage), 0);
+
+        let new = NewUser {
+            username: "root".into(),
+            display_name: "Root".into(),
+            role: Role::Admin,
+            regions: Vec::new(),
+        };
+        let user = crate::review::create_user(&storage, &new, "a long enough password", 3).unwrap();
+        let by = Importer { user_id: user.id, file: "e1.json".into() };
+        let (_, new) = import_election(&storage, &definition, 4, Some(&by)).unwrap();
+        assert!(!new, "imported above without an account");
+        let by = Importer { user_id: user.id, file: "r.csv".into() };
+        assert_eq!(import_official(&storage, csv, "r.csv", 5, Some(&by)).unwrap().1, Some(1));
+        // Unchanged figures store no version, but the attempt is in the trail.
+        assert_eq!(import_official(&storage, csv, "r.csv", 6, Some(&by)).unwrap().1, None);
+        let events = storage.audit_events(&AuditFilter::default()).unwrap();
+        let actions: Vec<(&str, Option<&str>)> =
+            events.iter().map(|e| (e.action.as_str(), e.after.as_deref())).collect();
+        assert!(
+            actions.contains(&(
+                "election-import",
+                Some(r#"{"file":"e1.json","new":false,"precincts":12}"#)
+            )),
+            "{actions:?}"
+        );
+        assert!(actions.contains(&("official-import", Some(r#"{"file":"r.csv","version":1}"#))));
+        assert!(actions.contains(&("official-import", Some(r#"{"file":"r.csv","version":null}"#))));
+        assert_eq!(imports(&storage), 3);
+        assert_eq!(storage.capture_count().unwrap(), 0);
     }
 
     #[test]

@@ -20,6 +20,10 @@ pub struct ApiError {
     pub retry_after: Option<u64>,
     /// The methods a resource allows (405).
     pub allow: Option<&'static str>,
+    /// The device a refused upload request came from, once its manifest's signature verified
+    /// (never from an unverified claim): the metrics middleware, which counts refusals, also
+    /// counts them per device for the console.
+    pub device: Option<String>,
 }
 
 impl ApiError {
@@ -31,7 +35,15 @@ impl ApiError {
             message: message.into(),
             retry_after: None,
             allow: None,
+            device: None,
         }
+    }
+
+    /// This error, refusing a request of the device `id` (whose signature verified), unless it
+    /// names one already.
+    pub fn of_device(mut self, id: &str) -> Self {
+        self.device.get_or_insert_with(|| id.to_owned());
+        self
     }
 
     /// 400 `bad_id`.

@@ -19,6 +19,12 @@ pub fn now_ms() -> u64 {
     hattama_core::now_ms()
 }
 
+/// `result`, its error attributed to the device that signed `signed` (see
+/// [`ApiError::device`]).
+pub fn of_device<T>(signed: &SignedManifest, result: Result<T, ApiError>) -> Result<T, ApiError> {
+    result.map_err(|e| e.of_device(&device_id(&signed.manifest.device_key)))
+}
+
 fn evidence_error(e: EvidenceError) -> ApiError {
     match e {
         EvidenceError::BadSignature => ApiError::new(400, "bad_signature", e.to_string()),
@@ -45,8 +51,9 @@ pub fn create_upload(
         check_new(storage, manifest, signature, length, limits.max_photo_bytes)?;
     let id = signed.hash();
     if storage.upload(&id)?.is_none() {
-        admit(&signed)?;
-        check_quotas(storage, &signed, &admission, length, limits)?;
+        let admitted = admit(&signed)
+            .and_then(|()| check_quotas(storage, &signed, &admission, length, limits));
+        of_device(&signed, admitted)?;
     }
     storage.create_upload(&NewUpload {
         id,
@@ -186,8 +193,9 @@ pub fn check_creation(
 ) -> Result<SignedManifest, ApiError> {
     let (signed, admission) = check_new(storage, manifest, signature, length, SMALL_PHOTO_BYTES)?;
     if storage.upload(&signed.hash())?.is_none() {
-        admit(&signed)?;
-        check_precinct_quota(storage, &signed, &admission, limits)?;
+        let admitted = admit(&signed)
+            .and_then(|()| check_precinct_quota(storage, &signed, &admission, limits));
+        of_device(&signed, admitted)?;
     }
     Ok(signed)
 }
@@ -206,9 +214,13 @@ pub fn store_whole(
     thumbs: &Thumbnails,
 ) -> Result<(Sha256Hash, Committed), ApiError> {
     let m = &signed.manifest;
-    check_device(signed, &storage.admission(&m.election, &m.precinct, &m.device_key)?)?;
+    of_device(
+        signed,
+        check_device(signed, &storage.admission(&m.election, &m.precinct, &m.device_key)?),
+    )?;
     let id = signed.hash();
-    let committed = finish(storage, keys, &id, signed, photo, false, (limits, thumbs))?;
+    let committed =
+        of_device(signed, finish(storage, keys, &id, signed, photo, false, (limits, thumbs)))?;
     Ok((id, committed))
 }
 
@@ -223,8 +235,23 @@ fn check_new(
     max_photo_bytes: u64,
 ) -> Result<(SignedManifest, Admission), ApiError> {
     let signed = SignedManifest::verify(manifest, signature).map_err(evidence_error)?;
+    let admission = storage.admission(
+        &signed.manifest.election,
+        &signed.manifest.precinct,
+        &signed.manifest.device_key,
+    )?;
+    of_device(&signed, check_admission(&signed, &admission, length, max_photo_bytes))?;
+    Ok((signed, admission))
+}
+
+/// The checks of [`check_new`] once the signature verified.
+fn check_admission(
+    signed: &SignedManifest,
+    admission: &Admission,
+    length: u64,
+    max_photo_bytes: u64,
+) -> Result<(), ApiError> {
     let m = &signed.manifest;
-    let admission = storage.admission(&m.election, &m.precinct, &m.device_key)?;
     if !admission.election_known {
         return Err(ApiError::new(404, "unknown_election", format!("no election {}", m.election)));
     }
@@ -235,7 +262,7 @@ fn check_new(
             format!("election {} has no precinct {}", m.election, m.precinct),
         ));
     }
-    check_device(&signed, &admission)?;
+    check_device(signed, admission)?;
     if length != m.photo.bytes {
         return Err(ApiError::new(
             400,
@@ -250,7 +277,7 @@ fn check_new(
             format!("photos are at most {max_photo_bytes} bytes"),
         ));
     }
-    Ok((signed, admission))
+    Ok(())
 }
 
 /// The device must be enrolled, not revoked, and assigned the manifest's election and precinct.
@@ -321,7 +348,7 @@ pub fn complete_upload(
             if e.status.is_client_error() {
                 storage.discard_upload(id)?;
             }
-            Err(e)
+            of_device(&signed, Err(e))
         }
     }
 }

@@ -365,6 +365,7 @@ fn main() -> anyhow::Result<()> {
                 &*storage,
                 &bytes,
                 hattama_core::now_ms(),
+                None,
             )?;
             println!(
                 "{} election {} with {} precincts",
@@ -639,7 +640,8 @@ fn import_official(
     );
     let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
     let source = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    Ok(hattama_server::console::import_official(storage, &bytes, &source, hattama_core::now_ms())?)
+    let now = hattama_core::now_ms();
+    Ok(hattama_server::console::import_official(storage, &bytes, &source, now, None)?)
 }
 
 /// `hattama-server demo` in a build without it (a production build): says how to get it.

@@ -173,7 +173,9 @@ fn free_bytes(dir: &std::path::Path) -> Result<u64, ApiError> {
         .map_err(|e| ApiError::internal(&std::io::Error::from(e)))
 }
 
-/// Times every request by route pattern, and counts the refusals of upload requests.
+/// Times every request by route pattern, and counts the refusals of upload requests: by code,
+/// and per enrolled device by code when the refusal names its device (`ApiError::device`),
+/// stored for the console's device pages before the answer goes out.
 pub async fn middleware(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
@@ -181,9 +183,11 @@ pub async fn middleware(
     let started = Instant::now();
     let route = crate::telemetry::route_pattern(&req);
     let method = req.method().clone();
-    let metrics = req.app_data::<web::Data<AppState>>().map(|s| s.metrics.clone());
+    let state = req.app_data::<web::Data<AppState>>().cloned();
     let result = next.call(req).await;
-    if let Some(metrics) = metrics {
+    let mut by_device = None;
+    if let Some(state) = &state {
+        let metrics = &state.metrics;
         let (status, error) = match &result {
             Ok(res) => (res.status(), res.response().error()),
             Err(e) => (e.as_response_error().status_code(), Some(e)),
@@ -199,10 +203,19 @@ pub async fn middleware(
             .observe(started.elapsed().as_secs_f64());
         if route.starts_with("/files/")
             && status.as_u16() >= 400
-            && let Some(code) = error.and_then(|e| e.as_error::<ApiError>()).map(|e| e.code)
-            && !NOT_REFUSALS.contains(&code)
+            && let Some(e) = error.and_then(|e| e.as_error::<ApiError>())
+            && !NOT_REFUSALS.contains(&e.code)
         {
-            metrics.uploads_refused.with_label_values(&[code]).inc();
+            metrics.uploads_refused.with_label_values(&[e.code]).inc();
+            by_device = e.device.clone().map(|device| (state.console.clone(), device, e.code));
+        }
+    }
+    if let Some((console, device, code)) = by_device {
+        let now = hattama_core::now_ms();
+        match web::block(move || console.record_refusal(&device, code, now)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "a device's refusal was not recorded"),
+            Err(e) => tracing::warn!(error = %e, "a device's refusal was not recorded"),
         }
     }
     result

@@ -160,6 +160,7 @@ impl Application {
             gallery,
             review,
             console,
+            dashboards: Default::default(),
             login_throttle,
             thumbs,
             metrics,

@@ -34,6 +34,8 @@ pub struct AppState {
     pub review: Arc<dyn ReviewStorage>,
     /// The console's storage (the same database): invites, devices, imports.
     pub console: Arc<dyn crate::storage::ConsoleStorage>,
+    /// The election-night dashboard's counts, kept until storage changes.
+    pub dashboards: crate::console::Dashboards,
     /// Failed logins of the review UI.
     pub login_throttle: crate::review::LoginThrottle,
     /// Thumbnails and the server-wide bound on photo decodes.

@@ -6,6 +6,7 @@
 //   revoke: the precinct the phone synced is covered on the dashboard and the public pages; the
 //           invite list says
 //           which device used its code; the admin revokes that device from its page.
+//   refused: after the revoked phone tried again, its page lists the refusal by its code.
 // Screenshots of every console page at 390 and 1280 px in Kazakh and Russian go to
 // ARTIFACT_DIR/console/.
 //   node console.mjs SERVER_URL ARTIFACT_DIR CONFIG_JSON
@@ -87,7 +88,7 @@ await run(async (browser) => {
     await page.goto(`${url}/review/invites`);
     assertEq(await page.locator('tr[data-state="console-invite-unused"]').count(), 20, '20 unused');
     await screenshots(page, 'invites');
-  } else {
+  } else if (config.act === 'revoke') {
     // The synced precinct is covered on the public pages.
     await page.goto(`${url}/elections/e2e/precincts/${config.precinct}`);
     assertEq(await page.locator('#no-photo').count(), 0, 'the precinct has its photo');
@@ -116,6 +117,16 @@ await run(async (browser) => {
     assert((await page.textContent('#device-state')).includes('revoked'), 'revoked');
     assertEq(await page.locator('#revoke-form').count(), 0, 'no second revocation');
     await screenshots(page, 'device-revoked');
+  } else if (config.act === 'refused') {
+    // The revoked phone tried again: its page says so, by reason, and the list counts it.
+    await page.goto(`${url}/review/devices`);
+    const row = page.locator('#devices tr[data-device]').first();
+    assertEq((await row.locator('td.refused').textContent()).trim(), '1', 'one refusal counted');
+    await Promise.all([page.waitForURL(/\/review\/devices\/[0-9a-f]{64}$/), row.locator('a').click()]);
+    const refusal = page.locator('#device-refusals tr[data-code="device_revoked"]');
+    assertEq(await refusal.count(), 1, 'the refusal is listed by its code');
+    assert((await refusal.textContent()).includes('revoked'), 'and says what it means');
+    await screenshots(page, 'device-refused');
   }
   checkErrors(ctx);
 });

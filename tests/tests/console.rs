@@ -404,7 +404,10 @@ fn invites_are_created_listed_cancelled_and_devices_revoked_with_an_audit_trail(
     );
     let device = hattama_tests::raw::RawDevice::new(9);
     let refused = device.enroll(&server.url, &second[0]);
-    assert!(refused.status >= 400, "a cancelled code enrolls nothing: {refused:?}");
+    // A cancelled code answers exactly as a code that never existed.
+    let unknown = device.enroll(&server.url, "AAAA-BBBB-CCCC-DDDD-EEEE");
+    assert_eq!((refused.status, refused.code()), (403, "bad_code"), "{refused:?}");
+    assert_eq!(refused.body, unknown.body, "a cancelled code says no more than a bad one");
     let ok = device.enroll(&server.url, &second[1]);
     assert_eq!(ok.status, 200, "{ok:?}");
     assert_eq!(
@@ -451,6 +454,73 @@ fn invites_are_created_listed_cancelled_and_devices_revoked_with_an_audit_trail(
     let revoke = events.iter().find(|e| e["action"] == "device-revoke").unwrap();
     assert!(revoke["after"].as_str().unwrap().contains("phone stolen"));
     assert_eq!(revoke["user_name"], "Root");
+}
+
+/// Finds the row of `code` in a device page's refusals and returns its count cell's text.
+fn refusal_count(page: &str, code: &str) -> Option<String> {
+    let row = page.split(&format!("<tr data-code=\"{code}\">")).nth(1)?.split("</tr>").next()?;
+    let count = row.split("<td class=\"num\"").nth(1)?.split('>').nth(1)?.split('<').next()?;
+    Some(count.to_owned())
+}
+
+#[test]
+fn a_device_page_lists_its_refused_uploads_by_code_and_its_missing_numbers() {
+    let server = TestServer::start_with(&election(12), &[]);
+    add_user(&server.data_dir, "root", "Root", "admin", &[]);
+    add_user(&server.data_dir, "sam", "Sam", "supervisor", &[]);
+    let mut device = enrolled_device(&server, 21, &["p0001"]);
+    let id = hattama_core::evidence::Sha256Hash::of(&device.public().0).to_hex();
+    let page_path = format!("/review/devices/{id}");
+    let mut root = Browser::login(&server.url, "root");
+    let page = root.get(&page_path);
+    assert!(page.body.contains("id=\"no-refusals\""), "{}", page.body);
+    assert!(page.body.contains("id=\"no-gaps\""), "{}", page.body);
+
+    // Number 1 arrives; 2 and 3 are signed on the phone but never sent; 4 arrives.
+    upload(&server, &mut device, "p0001", &photo(1), |_| {});
+    device.sign("p0001", &photo(2).1);
+    device.sign("p0001", &photo(3).1);
+    upload(&server, &mut device, "p0001", &photo(4), |_| {});
+    // Twice a station the device is not enrolled for.
+    for seed in [5, 6] {
+        let (bytes, info) = photo(seed);
+        let signed = device.sign("p0002", &info);
+        let answer = device.upload(&server.url, &signed, &bytes);
+        assert_eq!((answer.status, answer.code()), (403, "precinct_not_assigned"), "{answer:?}");
+    }
+    // A device that never enrolled is refused, and nothing is kept of it (anyone makes keys).
+    let mut stranger = hattama_tests::raw::RawDevice::new(22);
+    let (bytes, info) = photo(7);
+    let signed = stranger.sign("p0001", &info);
+    assert_eq!(stranger.upload(&server.url, &signed, &bytes).code(), "device_unknown");
+
+    let page = root.get(&page_path);
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("id=\"device-refused\">2<"), "{}", page.body);
+    assert_eq!(refusal_count(&page.body, "precinct_not_assigned").as_deref(), Some("2"));
+    assert_eq!(refusal_count(&page.body, "device_unknown"), None);
+    assert!(page.body.contains("<ul id=\"device-gaps\"><li>Nos. 2–3</li></ul>"), "{}", page.body);
+
+    // Revoked, its next upload is refused and counted under its own code.
+    let csrf = csrf_of(&mut root);
+    let p =
+        root.post(&format!("{page_path}/revoke"), &[("csrf", &csrf), ("reason", "lost in a taxi")]);
+    assert_eq!(p.status, 303);
+    let (bytes, info) = photo(8);
+    let signed = device.sign("p0001", &info);
+    assert_eq!(device.upload(&server.url, &signed, &bytes).code(), "device_revoked");
+    let mut sam = Browser::login(&server.url, "sam");
+    let page = sam.get(&page_path);
+    assert_eq!(refusal_count(&page.body, "device_revoked").as_deref(), Some("1"));
+    assert_eq!(refusal_count(&page.body, "precinct_not_assigned").as_deref(), Some("2"));
+    assert!(page.body.contains("id=\"device-refused\">3<"), "{}", page.body);
+    // The latest first: the revocation's refusal heads the table.
+    let first = page.body.split("<tr data-code=\"").nth(1).unwrap();
+    assert!(first.starts_with("device_revoked"), "{first}");
+    // The list counts them too.
+    let list = sam.get("/review/devices");
+    let row = list.body.split(&format!("data-device=\"{id}\"")).nth(1).unwrap();
+    assert!(row.contains("<strong class=\"bad\">3</strong>"), "{row}");
 }
 
 /// The generated Python bindings (`scripts/bindings`; tests/tests/ffi.rs checks their age).
@@ -565,8 +635,10 @@ fn an_admin_puts_observers_on_the_road_and_revokes_a_lost_phone_in_the_browser()
     });
     hattama_tests::browser::run_script("console", &server.url, &[&config.to_string()]);
 
-    // Its next upload is refused.
+    // Its next upload is refused, and its page says so.
     phone(&["revoked", store.to_str().unwrap(), "-", &precinct, photo]);
+    let config = json!({ "act": "refused", "password": hattama_tests::review::PASSWORD });
+    hattama_tests::browser::run_script("console", &server.url, &[&config.to_string()]);
 }
 
 /// The password a users page shows once.

@@ -323,11 +323,9 @@ async fn create_whole(
             }
             Chunk::Bytes(chunk) => {
                 if photo.len() + chunk.len() > length as usize {
-                    return Err(ApiError::new(
-                        413,
-                        "body_too_large",
-                        "the body runs past Upload-Length",
-                    ));
+                    let e =
+                        ApiError::new(413, "body_too_large", "the body runs past Upload-Length");
+                    return ingest::of_device(&signed, Err(e));
                 }
                 photo.extend_from_slice(&chunk);
             }

@@ -15,7 +15,7 @@ use hattama_core::evidence::{
     DeviceKey, EvidenceKind, Manifest, MediaType, Page, PhotoInfo, Sha256Hash,
 };
 
-use super::console::{NewInvites, PrecinctTally};
+use super::console::{MissingStation, NewInvites, RefusalRecord, RegionTally};
 use super::review::{
     AuditFilter, Decision, DecisionKind, Flag, NewAudit, NewEntry, NewUser, QueueFilter, QueueView,
     ReviewState, Role, Transcription, TranscriptionStatus, User,
@@ -781,9 +781,39 @@ pub fn console(s: &(impl Backend + ?Sized)) {
         s.commit_capture(c).unwrap();
     }
     s.refresh_index().unwrap();
-    let tallies = s.precinct_tallies("e1").unwrap();
-    assert_eq!(tallies.len(), 1);
-    assert_eq!(tallies["p2"], PrecinctTally { captures: 3, accepted: 0, new: 3 });
+    let tally = |region: &str, precincts, photographed| RegionTally {
+        region: region.into(),
+        precincts,
+        photographed,
+        accepted: 0,
+    };
+    assert_eq!(s.region_tallies("e1").unwrap(), [tally("r1", 2, 1), tally("r2", 1, 0)]);
+    let missing = s.stations_without_photo("e1", 50).unwrap();
+    assert_eq!(
+        missing.iter().map(|m| (m.region.as_str(), m.number)).collect::<Vec<_>>(),
+        [("r1", 1), ("r2", 3)]
+    );
+    assert_eq!(s.stations_without_photo("e1", 0).unwrap(), Vec::<MissingStation>::new());
+    assert_eq!(s.queue_depth("e1").unwrap(), 3);
+    assert!(s.accepted_stations("e1").unwrap().is_empty(), "nothing accepted");
+    assert_eq!(s.sequence_gaps(&device.id, 10).unwrap(), [(3, 3)]);
+    s.record_refusal(&device.id, "device_revoked", 50).unwrap();
+    s.record_refusal(&device.id, "device_revoked", 52).unwrap();
+    s.record_refusal(&device.id, "photo_mismatch", 51).unwrap();
+    s.record_refusal("not-enrolled", "device_unknown", 51).unwrap();
+    let refusal = |code: &str, count, first_at_ms, last_at_ms| RefusalRecord {
+        code: code.into(),
+        count,
+        first_at_ms,
+        last_at_ms,
+    };
+    assert_eq!(
+        s.device_refusals(&device.id).unwrap(),
+        [refusal("device_revoked", 2, 50, 52), refusal("photo_mismatch", 1, 51, 51)]
+    );
+    assert!(s.device_refusals("not-enrolled").unwrap().is_empty(), "a stranger is not kept");
+    assert_eq!(s.device_summary(&device.id).unwrap().map(|d| d.refusals), Some(3));
+    assert_eq!(s.device_summary("nope").unwrap(), None);
     assert_eq!(s.captures_per_hour("e1", 10).unwrap(), [(0, 1), (1, 1), (2, 1)]);
     assert_eq!(s.captures_per_hour("e1", 2).unwrap(), [(1, 1), (2, 1)], "the newest hours");
     let summaries = s.device_summaries().unwrap();

@@ -17,6 +17,7 @@ use hattama_core::election::{LineKind, Precinct, Severity};
 use hattama_core::evidence::check_id;
 use serde::Deserialize;
 
+use super::chart::{self, short_label};
 use super::i18n::IntoArg;
 use super::{PageCtx, WebError, percent_encode};
 use crate::compare::{LineTotals, PrecinctDifference};
@@ -205,9 +206,6 @@ pub struct Chart {
     pub height: u32,
 }
 
-/// Most characters of a chart's label beside its figures on one line of 300 units.
-const CHART_LABEL: usize = 22;
-
 /// `name` without the name of the area it lies in, when it starts with it ("Turkistan Region,
 /// district 1" in Turkistan Region: "district 1"); the page already says where it is.
 fn within<'a>(name: &'a str, parent: Option<&str>) -> &'a str {
@@ -230,12 +228,12 @@ fn chart(
         .enumerate()
         .map(|(i, (name, c, url))| {
             let label = if url.is_some() { within(name, parent) } else { name };
-            let short = label != name || label.chars().count() > CHART_LABEL;
+            let short = label != name || label.chars().count() > chart::LABEL;
             Bar {
-                label: short_label(label, CHART_LABEL),
+                label: short_label(label, chart::LABEL),
                 full: short.then(|| name.to_owned()),
                 url,
-                accepted_pct: format!("{}\u{a0}%", c.accepted_pct().round() as u32),
+                accepted_pct: chart::percent(c.accepted, c.precincts),
                 accepted_w: (c.accepted_pct() * 3.0).round() as u32,
                 photographed_w: (c.photographed_pct() * 3.0).round() as u32,
                 coverage: c.clone(),
@@ -704,15 +702,6 @@ pub struct VoteBar {
 
 /// Most characters of a label on a line of its own in a chart 300 units wide.
 const VOTE_LABEL: usize = 36;
-
-/// `name`, shortened with an ellipsis to at most `max` characters.
-fn short_label(name: &str, max: usize) -> String {
-    if name.chars().count() > max {
-        name.chars().take(max - 1).chain(['…']).collect()
-    } else {
-        name.to_owned()
-    }
-}
 
 /// Rows of the vote chart: the vote lines' like-for-like totals, with their shares.
 fn vote_chart(lines: &[TotalsRow], lang: super::Lang) -> (Vec<VoteBar>, u32) {

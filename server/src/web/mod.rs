@@ -11,6 +11,7 @@
 //! request's language and adds the security headers to every HTML response.
 
 pub mod assets;
+pub mod chart;
 pub mod gallery;
 pub mod i18n;
 pub mod review;

@@ -29,6 +29,42 @@ fn figures_of(
     Ok(figures)
 }
 
+/// Stores official figures as a new version inside the caller's transaction, unless they equal
+/// the newest version (then `None`).
+pub(super) fn import_official_in(
+    tx: &mut postgres::Transaction<'_>,
+    election: &str,
+    figures: &Figures,
+    (source, sha256): (&str, &str),
+    now_ms: u64,
+) -> Result<Option<u64>, StorageError> {
+    let newest: Option<i64> = tx
+        .query_one("SELECT max(version) FROM official_versions WHERE election = $1", &[&election])?
+        .get(0);
+    if let Some(v) = newest
+        && &figures_of(tx, election, u(v))? == figures
+    {
+        return Ok(None);
+    }
+    let version = newest.unwrap_or(0) + 1;
+    tx.execute(
+        "INSERT INTO official_versions
+            (election, version, imported_at_ms, source, sha256, precincts)
+         VALUES ($1, $2, $3, $4, $5, $6)",
+        &[&election, &version, &i(now_ms), &source, &sha256, &(figures.len() as i64)],
+    )?;
+    let insert = tx.prepare(
+        "INSERT INTO official_figures (election, version, precinct, line, value)
+         VALUES ($1, $2, $3, $4, $5)",
+    )?;
+    for (precinct, lines) in figures {
+        for (line, value) in lines {
+            tx.execute(&insert, &[&election, &version, precinct, line, &i(*value)])?;
+        }
+    }
+    Ok(Some(u(version)))
+}
+
 impl GalleryStorage for PgStorage {
     /// A digest of the database's current snapshot (`pg_current_snapshot()`: which
     /// transactions are committed, running or not begun): two readings are equal exactly when
@@ -64,36 +100,7 @@ impl GalleryStorage for PgStorage {
         sha256: &str,
         now_ms: u64,
     ) -> Result<Option<u64>, StorageError> {
-        self.write(true, |tx| {
-            let newest: Option<i64> = tx
-                .query_one(
-                    "SELECT max(version) FROM official_versions WHERE election = $1",
-                    &[&election],
-                )?
-                .get(0);
-            if let Some(v) = newest
-                && &figures_of(tx, election, u(v))? == figures
-            {
-                return Ok(None);
-            }
-            let version = newest.unwrap_or(0) + 1;
-            tx.execute(
-                "INSERT INTO official_versions
-                    (election, version, imported_at_ms, source, sha256, precincts)
-                 VALUES ($1, $2, $3, $4, $5, $6)",
-                &[&election, &version, &i(now_ms), &source, &sha256, &(figures.len() as i64)],
-            )?;
-            let insert = tx.prepare(
-                "INSERT INTO official_figures (election, version, precinct, line, value)
-                 VALUES ($1, $2, $3, $4, $5)",
-            )?;
-            for (precinct, lines) in figures {
-                for (line, value) in lines {
-                    tx.execute(&insert, &[&election, &version, precinct, line, &i(*value)])?;
-                }
-            }
-            Ok(Some(u(version)))
-        })
+        self.write(true, |tx| import_official_in(tx, election, figures, (source, sha256), now_ms))
     }
 
     fn official_versions(&self, election: &str) -> Result<Vec<Version>, StorageError> {

@@ -37,7 +37,10 @@ mod review;
 mod storage;
 
 /// The migrations, in order: version `i + 1` is `MIGRATIONS[i]`.
-const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_schema.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001_schema.sql"),
+    include_str!("migrations/0002_device_refusals.sql"),
+];
 
 /// The schema version this server writes.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;

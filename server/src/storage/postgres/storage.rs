@@ -239,43 +239,42 @@ impl PgStorage {
     }
 }
 
+/// Imports (or re-imports) an election inside the caller's transaction: whether it is new.
+pub(super) fn import_election_in(
+    tx: &mut postgres::Transaction<'_>,
+    election: &Election,
+    now_ms: u64,
+) -> Result<bool, StorageError> {
+    let definition = serde_json::to_vec(election)
+        .map_err(|e| corrupt(format!("cannot encode election: {e}")))?;
+    let existed = tx.query_opt("SELECT 1 FROM elections WHERE id = $1", &[&election.id])?.is_some();
+    tx.execute(
+        "INSERT INTO elections (id, definition, imported_at_ms, protocol_lines)
+             VALUES ($1, $2, $3, $4)
+             ON CONFLICT (id) DO UPDATE SET definition = excluded.definition,
+                imported_at_ms = excluded.imported_at_ms,
+                protocol_lines = excluded.protocol_lines",
+        &[&election.id, &definition, &i(now_ms), &(election.protocol.lines.len() as i64)],
+    )?;
+    let upsert = tx.prepare(
+        "INSERT INTO precincts (election, id, number, region, district, address)
+             VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (election, id) DO UPDATE SET number = excluded.number,
+                region = excluded.region, district = excluded.district,
+                address = excluded.address",
+    )?;
+    for p in &election.precincts {
+        tx.execute(
+            &upsert,
+            &[&election.id, &p.id, &i64::from(p.number), &p.region, &p.district, &p.address],
+        )?;
+    }
+    Ok(!existed)
+}
+
 impl Storage for PgStorage {
     fn import_election(&self, election: &Election, now_ms: u64) -> Result<bool, StorageError> {
-        let definition = serde_json::to_vec(election)
-            .map_err(|e| corrupt(format!("cannot encode election: {e}")))?;
-        self.write(true, |tx| {
-            let existed =
-                tx.query_opt("SELECT 1 FROM elections WHERE id = $1", &[&election.id])?.is_some();
-            tx.execute(
-                "INSERT INTO elections (id, definition, imported_at_ms, protocol_lines)
-                 VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (id) DO UPDATE SET definition = excluded.definition,
-                    imported_at_ms = excluded.imported_at_ms,
-                    protocol_lines = excluded.protocol_lines",
-                &[&election.id, &definition, &i(now_ms), &(election.protocol.lines.len() as i64)],
-            )?;
-            let upsert = tx.prepare(
-                "INSERT INTO precincts (election, id, number, region, district, address)
-                 VALUES ($1, $2, $3, $4, $5, $6)
-                 ON CONFLICT (election, id) DO UPDATE SET number = excluded.number,
-                    region = excluded.region, district = excluded.district,
-                    address = excluded.address",
-            )?;
-            for p in &election.precincts {
-                tx.execute(
-                    &upsert,
-                    &[
-                        &election.id,
-                        &p.id,
-                        &i64::from(p.number),
-                        &p.region,
-                        &p.district,
-                        &p.address,
-                    ],
-                )?;
-            }
-            Ok(!existed)
-        })
+        self.write(true, |tx| import_election_in(tx, election, now_ms))
     }
 
     fn election(&self, id: &str) -> Result<Option<Election>, StorageError> {

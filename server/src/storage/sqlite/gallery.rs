@@ -64,39 +64,11 @@ impl GalleryStorage for SqliteStorage {
     ) -> Result<Option<u64>, StorageError> {
         let mut conn = lock(&self.writer)?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let newest: Option<i64> = tx
-            .query_row(
-                "SELECT max(version) FROM official_versions WHERE election = ?1",
-                [election],
-                |r| r.get(0),
-            )
-            .optional()?
-            .flatten();
-        if let Some(v) = newest
-            && &figures_of(&tx, election, v as u64)? == figures
-        {
-            return Ok(None);
+        let version = import_official_in(&tx, election, figures, (source, sha256), now_ms)?;
+        if version.is_some() {
+            tx.commit()?;
         }
-        let version = newest.unwrap_or(0) + 1;
-        tx.execute(
-            "INSERT INTO official_versions
-                (election, version, imported_at_ms, source, sha256, precincts)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![election, version, ms(now_ms), source, sha256, figures.len() as i64],
-        )?;
-        {
-            let mut stmt = tx.prepare(
-                "INSERT INTO official_figures (election, version, precinct, line, value)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-            )?;
-            for (precinct, lines) in figures {
-                for (line, value) in lines {
-                    stmt.execute(params![election, version, precinct, line, ms(*value)])?;
-                }
-            }
-        }
-        tx.commit()?;
-        Ok(Some(version as u64))
+        Ok(version)
     }
 
     fn official_versions(&self, election: &str) -> Result<Vec<Version>, StorageError> {
@@ -196,4 +168,46 @@ impl GalleryStorage for SqliteStorage {
             .collect()
         })
     }
+}
+
+/// Stores official results as the election's next version inside the caller's transaction;
+/// `None` (nothing written) when they equal the newest version. `source`: the file's name and
+/// SHA-256.
+pub(super) fn import_official_in(
+    tx: &rusqlite::Connection,
+    election: &str,
+    figures: &Figures,
+    (source, sha256): (&str, &str),
+    now_ms: u64,
+) -> Result<Option<u64>, StorageError> {
+    let newest: Option<i64> = tx
+        .query_row(
+            "SELECT max(version) FROM official_versions WHERE election = ?1",
+            [election],
+            |r| r.get(0),
+        )
+        .optional()?
+        .flatten();
+    if let Some(v) = newest
+        && &figures_of(tx, election, v as u64)? == figures
+    {
+        return Ok(None);
+    }
+    let version = newest.unwrap_or(0) + 1;
+    tx.execute(
+        "INSERT INTO official_versions
+            (election, version, imported_at_ms, source, sha256, precincts)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![election, version, ms(now_ms), source, sha256, figures.len() as i64],
+    )?;
+    let mut stmt = tx.prepare_cached(
+        "INSERT INTO official_figures (election, version, precinct, line, value)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?;
+    for (precinct, lines) in figures {
+        for (line, value) in lines {
+            stmt.execute(params![election, version, precinct, line, ms(*value)])?;
+        }
+    }
+    Ok(Some(version as u64))
 }

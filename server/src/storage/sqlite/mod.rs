@@ -194,6 +194,7 @@ ALTER TABLE elections ADD COLUMN protocol_lines INTEGER NOT NULL DEFAULT 0;
 UPDATE elections SET protocol_lines = coalesce(json_array_length(definition, '$.protocol.lines'), 0);
 ",
     console::MIGRATION,
+    console::REFUSALS_MIGRATION,
 ];
 
 const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
@@ -224,6 +225,41 @@ struct CommitQueue {
     pending: Vec<(NewCapture, mpsc::SyncSender<Result<Committed, StorageError>>)>,
     /// Whether a thread is committing rounds.
     leading: bool,
+}
+
+/// Stores an election definition and its precincts inside the caller's transaction; returns
+/// whether the election is new.
+fn import_election_in(
+    tx: &Connection,
+    election: &Election,
+    now_ms: u64,
+) -> Result<bool, StorageError> {
+    let definition = serde_json::to_vec(election)
+        .map_err(|e| StorageError::Corrupt(format!("cannot encode election: {e}")))?;
+    let existed: bool = tx.query_row(
+        "SELECT EXISTS (SELECT 1 FROM elections WHERE id = ?1)",
+        [&election.id],
+        |r| r.get(0),
+    )?;
+    tx.execute(
+        "INSERT INTO elections (id, definition, imported_at_ms, protocol_lines)
+         VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (id) DO UPDATE SET definition = excluded.definition,
+            imported_at_ms = excluded.imported_at_ms,
+            protocol_lines = excluded.protocol_lines",
+        params![election.id, definition, ms(now_ms), election.protocol.lines.len() as i64],
+    )?;
+    for p in &election.precincts {
+        tx.execute(
+            "INSERT INTO precincts (election, id, number, region, district, address)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT (election, id) DO UPDATE SET number = excluded.number,
+                region = excluded.region, district = excluded.district,
+                address = excluded.address",
+            params![election.id, p.id, p.number, p.region, p.district, p.address],
+        )?;
+    }
+    Ok(!existed)
 }
 
 /// SQLite's errors, named by what the caller can do about them: a database busy or locked past
@@ -584,35 +620,11 @@ impl UploadWriter for PartWriter {
 
 impl Storage for SqliteStorage {
     fn import_election(&self, election: &Election, now_ms: u64) -> Result<bool, StorageError> {
-        let definition = serde_json::to_vec(election)
-            .map_err(|e| StorageError::Corrupt(format!("cannot encode election: {e}")))?;
         let mut conn = lock(&self.writer)?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let existed: bool = tx.query_row(
-            "SELECT EXISTS (SELECT 1 FROM elections WHERE id = ?1)",
-            [&election.id],
-            |r| r.get(0),
-        )?;
-        tx.execute(
-            "INSERT INTO elections (id, definition, imported_at_ms, protocol_lines)
-             VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT (id) DO UPDATE SET definition = excluded.definition,
-                imported_at_ms = excluded.imported_at_ms,
-                protocol_lines = excluded.protocol_lines",
-            params![election.id, definition, ms(now_ms), election.protocol.lines.len() as i64],
-        )?;
-        for p in &election.precincts {
-            tx.execute(
-                "INSERT INTO precincts (election, id, number, region, district, address)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-                 ON CONFLICT (election, id) DO UPDATE SET number = excluded.number,
-                    region = excluded.region, district = excluded.district,
-                    address = excluded.address",
-                params![election.id, p.id, p.number, p.region, p.district, p.address],
-            )?;
-        }
+        let new = import_election_in(&tx, election, now_ms)?;
         tx.commit()?;
-        Ok(!existed)
+        Ok(new)
     }
 
     fn election(&self, id: &str) -> Result<Option<Election>, StorageError> {

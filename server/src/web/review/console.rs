@@ -22,6 +22,7 @@ use crate::console::{self, ConsoleError, Selection};
 use crate::startup::AppState;
 use crate::storage::console::{DeviceSummary, InviteRecord};
 use crate::storage::review::NewAudit;
+use crate::web::i18n::IntoArg;
 use crate::web::{Lang, PageCtx, WebError, html, percent_encode, see_other};
 
 /// A console page's reader: admins and supervisors.
@@ -239,24 +240,13 @@ pub async fn import_definition(
     }
     let storage = state.console.clone();
     let bytes = up.bytes;
-    let result =
-        web::block(move || console::import_election(&*storage, &bytes, hattama_core::now_ms()))
-            .await?;
+    let by = console::Importer { user_id: r.user.id, file: up.name };
+    let result = web::block(move || {
+        console::import_election(&*storage, &bytes, hattama_core::now_ms(), Some(&by))
+    })
+    .await?;
     match result {
-        Ok((election, new)) => {
-            let event = audit(
-                &r,
-                "election-import",
-                Some(&election.id),
-                serde_json::json!({ "file": up.name, "new": new,
-                    "precincts": election.precincts.len() }),
-            );
-            let storage = state.console.clone();
-            web::block(move || storage.append_audit(&event))
-                .await?
-                .map_err(|e| WebError::internal(&e))?;
-            Ok(see_other("/review/elections?done=election"))
-        }
+        Ok(_) => Ok(see_other("/review/elections?done=election")),
         Err(e) => {
             let why = refusal(lang, &e)?;
             let page = elections_page(&req, &state, &r, None, Some(why)).await?;
@@ -280,23 +270,14 @@ pub async fn import_official(
         return Ok(with_status(page, StatusCode::UNPROCESSABLE_ENTITY));
     }
     let storage = state.console.clone();
-    let (bytes, source) = (up.bytes, up.name.clone());
+    let by = console::Importer { user_id: r.user.id, file: up.name.clone() };
+    let (bytes, source) = (up.bytes, up.name);
     let result = web::block(move || {
-        console::import_official(&*storage, &bytes, &source, hattama_core::now_ms())
+        console::import_official(&*storage, &bytes, &source, hattama_core::now_ms(), Some(&by))
     })
     .await?;
     match result {
-        Ok((election, version)) => {
-            let event = audit(
-                &r,
-                "official-import",
-                Some(&election),
-                serde_json::json!({ "file": up.name, "version": version }),
-            );
-            let storage = state.console.clone();
-            web::block(move || storage.append_audit(&event))
-                .await?
-                .map_err(|e| WebError::internal(&e))?;
+        Ok((_, version)) => {
             let done = if version.is_some() { "official" } else { "unchanged" };
             Ok(see_other(&format!("/review/elections?done={done}")))
         }
@@ -661,6 +642,7 @@ struct DeviceRow {
     states: Vec<(String, u64)>,
     missing: u64,
     chain_gaps: u64,
+    refusals: u64,
     revoked: String,
 }
 
@@ -677,6 +659,7 @@ fn device_row(d: &DeviceSummary, elections: &[Election], clock: Clock, lang: Lan
         states: d.states.iter().map(|(s, n)| (lang.t(&format!("state-{s}")), *n)).collect(),
         missing: d.missing_seqs,
         chain_gaps: d.chain_gaps,
+        refusals: d.refusals,
         revoked: d.device.revoked_at_ms.map(|t| clock.time(t)).unwrap_or_default(),
     }
 }
@@ -713,16 +696,54 @@ pub async fn devices(
     html(&DevicesPage { ctx, devices, zone: r.clock.zone() }).map(private)
 }
 
+/// One error code of a device's refused uploads, as its page lists it.
+struct RefusalRow {
+    code: String,
+    /// What it means and what to do, for the codes a device's refusals can have.
+    meaning: Option<String>,
+    count: u64,
+    first: String,
+    last: String,
+}
+
+/// The codes a device's refusals can have (those answered once its signature verified), each
+/// explained by the message `console-refusal-<code>`.
+const EXPLAINED: &[&str] = &[
+    "device_revoked",
+    "precinct_not_assigned",
+    "unknown_election",
+    "unknown_precinct",
+    "too_many_captures",
+    "too_many_uploads",
+    "rate_limited",
+    "photo_mismatch",
+    "photo_refused",
+    "photo_undecodable",
+    "length_mismatch",
+    "body_too_large",
+    "internal",
+];
+
+fn meaning(lang: Lang, code: &str) -> Option<String> {
+    EXPLAINED.contains(&code).then(|| lang.t(&format!("console-refusal-{code}")))
+}
+
 #[derive(Template)]
 #[template(path = "console/device.html")]
 struct DevicePage {
     ctx: PageCtx,
     d: DeviceRow,
+    refusals: Vec<RefusalRow>,
+    /// The missing sequence numbers, as ranges in words (at most [`GAPS_LISTED`]).
+    gaps: Vec<String>,
     can_admin: bool,
     zone: String,
     done: Option<String>,
     error: Option<String>,
 }
+
+/// Ranges of missing sequence numbers listed on a device's page at most (the count says all).
+const GAPS_LISTED: u64 = 20;
 
 async fn device_page(
     req: &HttpRequest,
@@ -732,13 +753,49 @@ async fn device_page(
     done: Option<&str>,
     error: Option<String>,
 ) -> Result<HttpResponse, WebError> {
-    let (list, elections) = summaries(state).await?;
-    let d = list.iter().find(|d| d.device.id == id).ok_or(WebError::NotFound)?;
+    let storage = state.console.clone();
+    let wanted = id.to_owned();
+    let (summary, refusals, gaps, elections) = web::block(move || {
+        storage.refresh_index()?;
+        let Some(summary) = storage.device_summary(&wanted)? else {
+            return Ok::<_, crate::storage::StorageError>(None);
+        };
+        let refusals = storage.device_refusals(&wanted)?;
+        let gaps = storage.sequence_gaps(&wanted, GAPS_LISTED)?;
+        Ok(Some((summary, refusals, gaps, storage.elections()?)))
+    })
+    .await?
+    .map_err(|e| WebError::internal(&e))?
+    .ok_or(WebError::NotFound)?;
     let ctx = r.ctx(req);
     let lang = ctx.lang;
+    let gaps = gaps
+        .iter()
+        .map(|(first, last)| {
+            if first == last {
+                lang.t1("console-gaps-one", "first", *first)
+            } else {
+                lang.t_args(
+                    "console-gaps-range",
+                    &[("first", (*first).into_arg()), ("last", (*last).into_arg())],
+                )
+            }
+        })
+        .collect();
     html(&DevicePage {
-        d: device_row(d, &elections, r.clock, lang),
-        can_admin: console::may_administer(&r.user) && d.device.revoked_at_ms.is_none(),
+        d: device_row(&summary, &elections, r.clock, lang),
+        refusals: refusals
+            .into_iter()
+            .map(|f| RefusalRow {
+                meaning: meaning(lang, &f.code),
+                code: f.code,
+                count: f.count,
+                first: r.clock.time(f.first_at_ms),
+                last: r.clock.time(f.last_at_ms),
+            })
+            .collect(),
+        gaps,
+        can_admin: console::may_administer(&r.user) && summary.device.revoked_at_ms.is_none(),
         zone: r.clock.zone(),
         done: done_message(lang, done),
         error,
@@ -796,4 +853,20 @@ pub async fn revoke(
         return Err(WebError::NotFound);
     }
     Ok(see_other(&format!("/review/devices/{}?done=revoked", percent_encode(&id))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_refusal_a_device_page_explains_is_explained_in_every_language() {
+        for lang in [Lang::Kk, Lang::Ru, Lang::En] {
+            for code in EXPLAINED {
+                let text = meaning(lang, code).unwrap();
+                assert!(!text.starts_with("console-refusal-"), "{code} in {lang:?}");
+            }
+            assert_eq!(meaning(lang, "made_up"), None);
+        }
+    }
 }

@@ -11,8 +11,9 @@
 //!   `gallery.rs`. `scripts/bench gallery` starts nginx.
 //! - `package`: evidence packages, one station's (time, peak memory) and a set of 554 stations
 //!   streamed (peak memory at 55 and at 554 stations); see `package.rs`.
-//! - `review`: the coordinators' queue page with 30,000 captures against nginx serving the same
-//!   HTML as a file; see `review.rs`. `scripts/bench review` starts nginx.
+//! - `review`: the coordinators' queue page and the election-night dashboard with 30,000
+//!   captures against nginx serving the same HTML as a file (the dashboard also against the
+//!   server's `/healthz`); see `review.rs`. `scripts/bench review` starts nginx.
 //!
 //! Every goal ends in one `RATIO name value (goal <= bound) PASS|MISS` line (`>=` for goals
 //! that are floors). A missed goal is reported, not an error: the process fails only when the

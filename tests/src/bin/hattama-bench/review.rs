@@ -1,11 +1,15 @@
-//! `hattama-bench review`: the coordinators' queue page with 30,000 captures, against nginx
-//! serving the same HTML saved as a file, in the same run.
+//! `hattama-bench review`: the coordinators' queue page and the election-night dashboard with
+//! 30,000 captures, against nginx serving the same HTML saved as a file and the server's own
+//! `/healthz`, in the same run.
 //!
 //! 1. Off the clock: an election of 10,000 precincts is imported and 30,000 captures (three
 //!    pages per precinct, real signed manifests, some with the observer's transcription, spread
 //!    over 64 devices) are written straight into the server's database; the review index is
 //!    built in-process with the server's own `SqliteStorage` (its time is printed), a
-//!    coordinator account and a session are created.
+//!    coordinator account and a supervisor account, each with a session, are created, and
+//!    the first page of two precincts in three is accepted, the decisions spread over the last
+//!    ten hours (the dashboard's coverage over time). The dashboard's counting (its database
+//!    aggregates, which the server keeps until storage changes) is timed once in-process.
 //! 2. The real release `hattama-server` serves that data directory. The queue page
 //!    (`GET /review`, with the session cookie: session lookup, the filtered and counted query,
 //!    the template in Kazakh) is fetched once and saved into nginx's root as a file.
@@ -14,6 +18,12 @@
 //!    Goal: the server's p99 latency ≤ 50 ms. nginx's figures and the ratio of requests/s are
 //!    printed next to it. A filtered, deep page of the queue (a region, a state, page 20) is
 //!    measured too, as information.
+//! 4. The dashboard (`GET /review/dashboard` as the supervisor: coverage per region and over
+//!    time, stations without a photo, photos per hour, refusals, queue depth, log lag) the
+//!    same way, in rounds alternating with `/healthz` of the same server (the baseline: what
+//!    the server, the client and the machine cost with nothing to count or render) and the
+//!    saved page from nginx. Goal: p99 ≤ 50 ms at 16 connections; its p50 and p99, the ratio
+//!    of its p99 to the goal and to the baseline's are printed.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -114,40 +124,177 @@ pub fn run(opts: &Options) -> Result<()> {
         opts.precincts,
         started.elapsed().as_secs_f64()
     );
-    let token = {
+    let tokens = {
         let storage = SqliteStorage::open(&data, false)?;
         let started = Instant::now();
         storage.refresh_index()?;
         println!("review index built in-process: {:.2} s", started.elapsed().as_secs_f64());
         let now = hattama_core::now_ms();
-        let user = review::create_user(
-            &storage,
-            &NewUser {
-                username: "bench".into(),
-                display_name: "Bench Coordinator".into(),
-                role: Role::Coordinator,
-                regions: Vec::new(),
-            },
-            "a long bench password",
-            now,
-        )?;
-        let token = "bench-session-token".to_owned();
-        storage.create_session(
-            &review::token_hash(&token),
-            user.id,
-            "csrf",
-            now,
-            now + 86_400_000,
-        )?;
-        token
+        let mut tokens = Vec::new();
+        for (name, role) in [("bench", Role::Coordinator), ("bench-supervisor", Role::Supervisor)] {
+            let user = review::create_user(
+                &storage,
+                &NewUser {
+                    username: name.into(),
+                    display_name: format!("Bench {name}"),
+                    role,
+                    regions: Vec::new(),
+                },
+                "a long bench password",
+                now,
+            )?;
+            let token = format!("{name}-session-token");
+            storage.create_session(
+                &review::token_hash(&token),
+                user.id,
+                "csrf",
+                now,
+                now + 86_400_000,
+            )?;
+            tokens.push((token, user.id));
+        }
+        drop(storage);
+        let accepted = accept(&data, tokens[0].1, now)?;
+        println!("{accepted} captures accepted (the first page of two precincts in three)");
+        let storage = SqliteStorage::open(&data, false)?;
+        let started = Instant::now();
+        let facts = hattama_server::console::DashboardFacts::load(&storage, "e2e")?;
+        println!(
+            "the dashboard's counts in-process (what a commit makes the server count again): \
+             {:.1} ms, {} regions, {} stations accepted",
+            started.elapsed().as_secs_f64() * 1000.0,
+            facts.regions.len(),
+            facts.accepted_all.len()
+        );
+        [tokens[0].0.clone(), tokens[1].0.clone()]
     };
 
     // --- The server and the saved page -------------------------------------------------------------
     let (url, mut child) = crate::server::spawn(&crate::server::bin()?, &data)?;
-    let result = measure(opts, &url, &token);
+    let result = measure(opts, &url, &tokens[0]).and_then(|()| dashboard(opts, &url, &tokens[1]));
     let _ = child.kill();
     let _ = child.wait();
     result
+}
+
+/// Accepts the first page of two precincts in three, as a coordinator's decisions would
+/// (decision rows, review states, the review's generation), the decisions spread over the ten
+/// hours before `now`, straight into the database in one transaction. Returns how many.
+fn accept(data: &Path, user: i64, now: u64) -> Result<usize> {
+    let mut conn = rusqlite::Connection::open(data.join("hattama-server.sqlite3"))?;
+    let tx = conn.transaction()?;
+    let ids: Vec<String> = tx
+        .prepare(
+            "SELECT capture_id FROM review_index WHERE page = 1 AND number % 3 != 0 ORDER BY number",
+        )?
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    let span = 10 * 3_600_000u64;
+    {
+        let mut decide = tx.prepare(
+            "INSERT INTO decisions (capture_id, user_id, kind, at_ms) VALUES (?1, ?2, 'accepted', ?3)",
+        )?;
+        let mut state =
+            tx.prepare("UPDATE review_index SET state = 'accepted' WHERE capture_id = ?1")?;
+        for (i, id) in ids.iter().enumerate() {
+            let at = now - span + span * i as u64 / ids.len().max(1) as u64;
+            decide.execute(params![id, user, at as i64])?;
+            state.execute([id])?;
+        }
+    }
+    tx.execute("UPDATE review_generation SET value = value + 1", [])?;
+    tx.commit()?;
+    Ok(ids.len())
+}
+
+/// The dashboard against `/healthz` (and nginx serving the saved page), in alternating rounds.
+fn dashboard(opts: &Options, url: &str, token: &str) -> Result<()> {
+    let cookie = format!("hattama_session={token}");
+    let path = "/review/dashboard";
+    let mut conn = Conn::connect(url)?;
+    let mut body = Vec::new();
+    let status = conn.get(path, &[("Cookie", &cookie)], &mut body)?;
+    ensure!(status == 200, "GET {path}: {status}");
+    let page = String::from_utf8_lossy(&body);
+    ensure!(page.contains("id=\"dash-timeline\""), "GET {path}: no coverage chart");
+    ensure!(page.matches("class=\"bar-accepted\"").count() == 5, "GET {path}: not 4 regions + all");
+    println!("\ndashboard: GET {path}: {} bytes (as the supervisor)", body.len());
+    let nginx = match (&opts.nginx, &opts.nginx_root) {
+        (Some(nginx), Some(root)) => {
+            fs::write(root.join("dashboard.html"), &body)?;
+            Some(format!("{nginx}/dashboard.html"))
+        }
+        _ => None,
+    };
+    let mut health = Vec::new();
+    ensure!(conn.get("/healthz", &[], &mut health)? == 200, "GET /healthz");
+    let (mut ours, mut base, mut theirs) = (Vec::new(), Vec::new(), Vec::new());
+    for r in 0..opts.rounds {
+        // The order turns every round, so that no side always runs on a warmer machine.
+        let mut sides = vec!["dashboard", "healthz", "nginx"];
+        sides.rotate_left(r % 3);
+        for side in sides {
+            match (side, &nginx) {
+                ("dashboard", _) => {
+                    // The page's time of update changes: its length is not checked.
+                    let run = clients(url, path, &cookie, None, opts)?;
+                    println!("  round {}  dashboard {}", r + 1, run.line());
+                    ours.push(run);
+                }
+                ("healthz", _) => {
+                    let run = clients(url, "/healthz", "", Some(health.len()), opts)?;
+                    println!("  round {}  /healthz  {}", r + 1, run.line());
+                    base.push(run);
+                }
+                (_, Some(target)) => {
+                    let (b, p) = split(target);
+                    let run = clients(b, &p, "", Some(body.len()), opts)?;
+                    println!("  round {}  nginx     {}", r + 1, run.line());
+                    theirs.push(run);
+                }
+                (_, None) => {}
+            }
+        }
+    }
+    let summary = |runs: &[Run]| {
+        let all: Vec<Duration> = runs.iter().flat_map(|r| r.samples.iter().copied()).collect();
+        let rps = runs.iter().map(|r| r.rps).sum::<f64>() / runs.len() as f64;
+        (Stats::of(&all), rps)
+    };
+    let (stats, rps) = summary(&ours);
+    let (bstats, brps) = summary(&base);
+    println!(
+        "  dashboard {rps:8.0} req/s  p50 {:.2} ms  p99 {:.2} ms  ({stats})",
+        ms(stats.median),
+        ms(stats.p99)
+    );
+    println!(
+        "  /healthz  {brps:8.0} req/s  p50 {:.2} ms  p99 {:.2} ms  ({bstats})",
+        ms(bstats.median),
+        ms(bstats.p99)
+    );
+    if !theirs.is_empty() {
+        let (nstats, nrps) = summary(&theirs);
+        println!(
+            "  nginx     {nrps:8.0} req/s  p50 {:.2} ms  p99 {:.2} ms  ({nstats})",
+            ms(nstats.median),
+            ms(nstats.p99)
+        );
+        println!(
+            "  dashboard / nginx: requests/s {:.3}, p99 {:.1}x",
+            rps / nrps,
+            ms(stats.p99) / ms(nstats.p99).max(1e-6)
+        );
+    }
+    println!(
+        "  dashboard / /healthz: requests/s {:.3}, p50 {:.1}x, p99 {:.1}x",
+        rps / brps,
+        ms(stats.median) / ms(bstats.median).max(1e-6),
+        ms(stats.p99) / ms(bstats.p99).max(1e-6)
+    );
+    println!("  dashboard p99 / goal ({P99_MS} ms): {:.2}", ms(stats.p99) / P99_MS);
+    report("review_dashboard_p99_ms", ms(stats.p99), Goal::AtMost(P99_MS));
+    Ok(())
 }
 
 fn measure(opts: &Options, url: &str, token: &str) -> Result<()> {
@@ -186,13 +333,13 @@ fn measure(opts: &Options, url: &str, token: &str) -> Result<()> {
                 let run = match (side, &nginx) {
                     (true, Some(target)) => {
                         let (base, p) = split(target);
-                        let run = clients(base, &p, "", body.len(), opts)?;
+                        let run = clients(base, &p, "", Some(body.len()), opts)?;
                         println!("  round {}  nginx    {}", r + 1, run.line());
                         theirs.push(run);
                         continue;
                     }
                     (true, None) => continue,
-                    (false, _) => clients(url, path, &cookie, body.len(), opts)?,
+                    (false, _) => clients(url, path, &cookie, Some(body.len()), opts)?,
                 };
                 println!("  round {}  Hattama  {}", r + 1, run.line());
                 ours.push(run);
@@ -251,8 +398,8 @@ impl Run {
 }
 
 /// K keep-alive clients GET `path` for the configured time (after a warm-up); every answer must
-/// be 200 with `len` bytes.
-fn clients(url: &str, path: &str, cookie: &str, len: usize, opts: &Options) -> Result<Run> {
+/// be 200, with `len` bytes if given.
+fn clients(url: &str, path: &str, cookie: &str, len: Option<usize>, opts: &Options) -> Result<Run> {
     let k = opts.clients;
     let secs = Duration::from_secs_f64(opts.secs);
     let barrier = Arc::new(Barrier::new(k));
@@ -275,7 +422,7 @@ fn clients(url: &str, path: &str, cookie: &str, len: usize, opts: &Options) -> R
                     let status = conn.get(&path, &[("Cookie", &cookie)], &mut body)?;
                     samples.push(t.elapsed());
                     ensure!(
-                        status == 200 && body.len() == len,
+                        status == 200 && len.is_none_or(|len| body.len() == len),
                         "GET {path}: {status}, {} bytes",
                         body.len()
                     );
