@@ -79,7 +79,6 @@ pub mod almaty {
 
     use hattama_core::election::Election;
     use hattama_server::review;
-    use hattama_server::storage::SqliteStorage;
     use hattama_server::storage::review::{NewUser, Role};
 
     use crate::server::{admin, import_election};
@@ -141,7 +140,7 @@ pub mod almaty {
         let run = admin(dir, &["official", "import", file.to_str().unwrap()]);
         assert_eq!(run.code, Some(0), "{run:?}");
 
-        let storage = SqliteStorage::open(dir, false).unwrap();
+        let storage = crate::backend::open_storage(dir);
         let now = hattama_core::now_ms();
         let coordinator = |name: &str| {
             let user = NewUser {
@@ -150,14 +149,14 @@ pub mod almaty {
                 role: Role::Coordinator,
                 regions: Vec::new(),
             };
-            review::create_user(&storage, &user, "a long enough password", now).unwrap()
+            review::create_user(&*storage, &user, "a long enough password", now).unwrap()
         };
         let (first, second) = (coordinator("first"), coordinator("second"));
         // Every second station of the first 450 was photographed: 225, over all regions.
         for (p, votes) in election.precincts.iter().step_by(2).zip(spread(OBSERVED_TOTAL, OBSERVED))
         {
             for user in [&first, &second] {
-                review::record_entry(&storage, &election, user, &p.id, protocol(votes), None, now)
+                review::record_entry(&*storage, &election, user, &p.id, protocol(votes), None, now)
                     .unwrap();
             }
         }

@@ -6,6 +6,7 @@
 
 pub mod proxy;
 
+pub mod backend;
 pub mod browser;
 pub mod demo;
 
@@ -195,16 +196,19 @@ pub fn check_store_consistent(dir: &Path) -> usize {
     records.iter().filter(|r| r.state != CaptureState::Deleted).count()
 }
 
-/// A photo as the server in `data_dir` stores it, by its hex SHA-256: one of at most
+/// A photo as the server in `data_dir` stores it, by its hex SHA-256. Embedded: one of at most
 /// `SMALL_PHOTO_BYTES` in its database (table `small_photos`, by the log position of the first
-/// capture showing it), a larger one as `blobs/<sha256>`.
+/// capture showing it), a larger one as `blobs/<sha256>`; PostgreSQL: table `photos`.
 /// Works whether the server runs or not.
 pub fn stored_photo(data_dir: &Path, sha: &str) -> Option<Vec<u8>> {
-    let db = rusqlite::Connection::open_with_flags(
-        data_dir.join("hattama-server.sqlite3"),
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-    )
-    .expect("open the server's database");
+    let backend = backend::Backend::from_env();
+    if let backend::Backend::Postgres { .. } = backend {
+        assert!(sha.bytes().all(|b| b.is_ascii_hexdigit()), "a hex SHA-256: {sha:?}");
+        let sql = format!("SELECT encode(bytes, 'hex') FROM photos WHERE sha256 = '{sha}'");
+        let row = backend.query(data_dir, &sql);
+        return (!row.trim().is_empty()).then(|| hex::decode(row.trim()).expect("hex"));
+    }
+    let db = sqlite(data_dir);
     let small: Option<Vec<u8>> = db
         .query_row(
             "SELECT p.bytes FROM captures AS c JOIN small_photos AS p USING (log_index)
@@ -218,14 +222,40 @@ pub fn stored_photo(data_dir: &Path, sha: &str) -> Option<Vec<u8>> {
 
 /// How many photos the server in `data_dir` stores (each once, however many captures show it).
 pub fn stored_photo_count(data_dir: &Path) -> usize {
-    let db = rusqlite::Connection::open_with_flags(
+    let backend = backend::Backend::from_env();
+    if let backend::Backend::Postgres { .. } = backend {
+        return backend
+            .query(data_dir, "SELECT count(*) FROM photos")
+            .trim()
+            .parse()
+            .expect("count");
+    }
+    let small: i64 = sqlite(data_dir)
+        .query_row("SELECT count(*) FROM small_photos", [], |r| r.get(0))
+        .expect("count");
+    small as usize + std::fs::read_dir(data_dir.join("blobs")).expect("blobs/").count()
+}
+
+/// How many unfinished uploads the server in `data_dir` holds: files under `uploads/` on the
+/// embedded backend, rows of `uploads` on PostgreSQL.
+pub fn unfinished_uploads(data_dir: &Path) -> usize {
+    match backend::Backend::from_env() {
+        backend::Backend::Embedded => {
+            std::fs::read_dir(data_dir.join("uploads")).expect("uploads/").count()
+        }
+        postgres => {
+            postgres.query(data_dir, "SELECT count(*) FROM uploads").trim().parse().expect("count")
+        }
+    }
+}
+
+/// The embedded server's database in `data_dir`, read-only.
+fn sqlite(data_dir: &Path) -> rusqlite::Connection {
+    rusqlite::Connection::open_with_flags(
         data_dir.join("hattama-server.sqlite3"),
         rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
     )
-    .expect("open the server's database");
-    let small: i64 =
-        db.query_row("SELECT count(*) FROM small_photos", [], |r| r.get(0)).expect("count");
-    small as usize + std::fs::read_dir(data_dir.join("blobs")).expect("blobs/").count()
+    .expect("open the server's database")
 }
 
 /// A deterministic JPEG of `w`×`h` with texture, as a camera might produce (no metadata).

@@ -4,7 +4,7 @@
 
 use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 use hattama_core::evidence::{Manifest, PhotoInfo};
 use hattama_core::media::{self, MediaLimits};
@@ -14,7 +14,7 @@ use serde_json::Value;
 
 use crate::raw::RawDevice;
 use crate::server::TestServer;
-use crate::{bin, textured_jpeg};
+use crate::textured_jpeg;
 
 /// The password every test account gets.
 pub const PASSWORD: &str = "correct horse battery staple";
@@ -27,9 +27,7 @@ pub fn add_user(data_dir: &Path, username: &str, name: &str, role: &str, regions
         args.push("--region");
         args.push(r);
     }
-    let mut child = Command::new(bin("hattama-server"))
-        .arg("--data-dir")
-        .arg(data_dir)
+    let mut child = crate::backend::server_command(data_dir)
         .args(&args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -8,6 +8,7 @@ use std::sync::mpsc::{Receiver, channel};
 
 use serde_json::Value;
 
+use crate::backend::{Backend, server_command};
 use crate::{Run, bin};
 
 /// A running server (killed on drop).
@@ -24,13 +25,7 @@ pub struct TestServer {
 
 /// Runs an admin command of `hattama-server` on a data directory.
 pub fn admin(data_dir: &Path, args: &[&str]) -> Run {
-    Command::new(bin("hattama-server"))
-        .arg("--data-dir")
-        .arg(data_dir)
-        .args(args)
-        .output()
-        .expect("run hattama-server")
-        .into()
+    server_command(data_dir).args(args).output().expect("run hattama-server").into()
 }
 
 impl TestServer {
@@ -118,15 +113,16 @@ impl TestServer {
                 let mut c = Command::new("sh");
                 c.arg("-c")
                     .arg(format!("umask {mask} && exec \"$0\" \"$@\""))
-                    .arg(bin("hattama-server"));
+                    .arg(bin("hattama-server"))
+                    .envs(Backend::from_env().env(data_dir))
+                    .arg("--data-dir")
+                    .arg(data_dir);
                 c
             }
-            None => Command::new(bin("hattama-server")),
+            None => server_command(data_dir),
         };
         command.envs(env.iter().copied());
         command
-            .arg("--data-dir")
-            .arg(data_dir)
             .arg("--listen")
             .arg(listen)
             .arg("serve")

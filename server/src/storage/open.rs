@@ -27,13 +27,16 @@ pub enum Opener {
 }
 
 /// Opens (creating and migrating) the storage that `settings` name: the embedded default,
-/// SQLite and files in `data_dir`, or PostgreSQL at `storage.database_url`.
+/// SQLite and files in `data_dir`, or PostgreSQL at `storage.database_url`. Either way the data
+/// directory is made private first ([`super::make_private`]).
 pub fn open(settings: &Settings, opener: Opener) -> Result<Arc<dyn Backend>, StorageError> {
     match (settings.storage.backend, &settings.storage.database_url) {
         (BackendKind::Embedded, _) => {
             Ok(Arc::new(SqliteStorage::open(&settings.data_dir, opener == Opener::Server)?))
         }
         (BackendKind::Postgres, Some(url)) => {
+            // The data directory still holds the keys, thumbnails and the log's files.
+            super::make_private(&settings.data_dir)?;
             Ok(Arc::new(PgStorage::open(url.expose_secret(), settings.storage.pool_size)?))
         }
         // Refused by `Settings::validate` already.

@@ -1,0 +1,124 @@
+//! The storage the end-to-end tests run the real server on, chosen by `HATTAMA_TEST_BACKEND`:
+//! `embedded` (the default: SQLite and files in the data directory) or `postgres` (the
+//! throw-away cluster named by `HATTAMA_TEST_POSTGRES_URL`, `scripts/lib/postgres.sh`).
+//!
+//! The tests that matter for trust are written once and run once per backend: `scripts/test`
+//! runs their binaries a second time with `HATTAMA_TEST_BACKEND=postgres`. Every server and
+//! admin command of a test starts through [`server_command`], which gives each data directory a
+//! PostgreSQL schema of its own (created on first use, named after the directory), so the
+//! server and the admin commands of one data directory share one database, and tests running
+//! side by side share nothing.
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+
+use hattama_server::settings::{Overrides, Settings};
+use hattama_server::storage::{self, Opener};
+
+use sha2::{Digest, Sha256};
+
+use crate::bin;
+
+/// Where the server keeps its data in this test run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Backend {
+    /// SQLite and files in the data directory.
+    Embedded,
+    /// PostgreSQL.
+    Postgres {
+        /// The cluster's URL, without a schema.
+        url: String,
+    },
+}
+
+impl Backend {
+    /// The backend named by `HATTAMA_TEST_BACKEND`. Panics on an unknown name, or on
+    /// `postgres` without `HATTAMA_TEST_POSTGRES_URL`: a test run asked for a backend it cannot
+    /// have must not pass on another one.
+    pub fn from_env() -> Self {
+        match std::env::var("HATTAMA_TEST_BACKEND").as_deref() {
+            Err(_) | Ok("" | "embedded") => Self::Embedded,
+            Ok("postgres") => {
+                let url = std::env::var("HATTAMA_TEST_POSTGRES_URL").expect(
+                    "HATTAMA_TEST_BACKEND=postgres needs HATTAMA_TEST_POSTGRES_URL \
+                     (eval \"$(scripts/lib/postgres.sh start)\")",
+                );
+                Self::Postgres { url }
+            }
+            Ok(other) => panic!("HATTAMA_TEST_BACKEND={other:?}: expected embedded or postgres"),
+        }
+    }
+
+    /// The environment a server or an admin command on `data_dir` needs: nothing for the
+    /// embedded default; for PostgreSQL, the backend and a database URL whose search path is
+    /// this data directory's own schema (created here when it does not exist yet).
+    pub fn env(&self, data_dir: &Path) -> Vec<(&'static str, String)> {
+        match self {
+            Self::Embedded => Vec::new(),
+            Self::Postgres { url } => {
+                let schema = schema_of(data_dir);
+                psql(url, &format!("CREATE SCHEMA IF NOT EXISTS {schema}"));
+                vec![
+                    ("HATTAMA__STORAGE__BACKEND", "postgres".to_owned()),
+                    (
+                        "HATTAMA__STORAGE__DATABASE_URL",
+                        format!("{url} options='-c search_path={schema}'"),
+                    ),
+                ]
+            }
+        }
+    }
+
+    /// Runs one SQL statement on `data_dir`'s schema and returns its rows, one per line, columns
+    /// separated by `|` (psql's unaligned output). Only for [`Backend::Postgres`].
+    pub fn query(&self, data_dir: &Path, sql: &str) -> String {
+        let Self::Postgres { url } = self else { panic!("query is for the PostgreSQL backend") };
+        psql(url, &format!("SET search_path = {}; {sql}", schema_of(data_dir)))
+    }
+}
+
+/// The storage of `data_dir` on the backend of this test run, opened as an admin command
+/// opens it (through the server's own `storage::open`), for fixtures that write rows directly.
+pub fn open_storage(data_dir: &Path) -> Arc<dyn storage::Backend> {
+    let config = tempfile::Builder::new().suffix(".toml").tempfile().expect("settings file");
+    let toml = match Backend::from_env() {
+        Backend::Embedded => String::new(),
+        postgres @ Backend::Postgres { .. } => {
+            let env = postgres.env(data_dir);
+            let url = &env.iter().find(|(k, _)| k.ends_with("DATABASE_URL")).expect("url").1;
+            format!("[storage]\nbackend = \"postgres\"\ndatabase_url = {url:?}\n")
+        }
+    };
+    std::fs::write(config.path(), toml).expect("write settings");
+    let overrides = Overrides {
+        config_file: Some(config.path().to_owned()),
+        data_dir: Some(data_dir.to_owned()),
+        listen: None,
+    };
+    let settings = Settings::load(&overrides).expect("settings");
+    storage::open(&settings, Opener::Admin).expect("open the storage")
+}
+
+/// `hattama-server --data-dir DATA_DIR`, on the backend of this test run.
+pub fn server_command(data_dir: &Path) -> Command {
+    let mut command = Command::new(bin("hattama-server"));
+    command.envs(Backend::from_env().env(data_dir)).arg("--data-dir").arg(data_dir);
+    command
+}
+
+/// The schema of a data directory: `t_` and 16 hex digits of the SHA-256 of its path.
+fn schema_of(data_dir: &Path) -> String {
+    let path = data_dir.canonicalize().unwrap_or_else(|_| data_dir.to_owned());
+    let digest = Sha256::digest(path.as_os_str().as_encoded_bytes());
+    format!("t_{}", &hex::encode(digest)[..16])
+}
+
+fn psql(url: &str, sql: &str) -> String {
+    let out = Command::new("psql")
+        .args([url, "-qAtX", "-v", "ON_ERROR_STOP=1", "-c", sql])
+        .output()
+        .expect("run psql");
+    assert!(out.status.success(), "psql {sql:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).expect("psql prints UTF-8")
+}
