@@ -72,11 +72,11 @@ EOF
       key_out=$("${garage[@]}" key create hattama-test-key) &&
       "${garage[@]}" bucket allow --read --write --owner hattama-test --key hattama-test-key
   } >"$dir/setup.log" 2>&1 || { cat "$dir/setup.log" "$dir/server.log" >&2; return 1; }
-  key_id=$(awk -F': *' 'tolower($1) ~ /key id/ {print $2; exit}' <<<"$key_out")
-  secret=$(awk -F': *' 'tolower($1) ~ /secret key/ {print $2; exit}' <<<"$key_out")
+  key_id=$(awk -F':[[:space:]]*' 'tolower($1) ~ /key id/ {print $2; exit}' <<<"$key_out")
+  secret=$(awk -F':[[:space:]]*' 'tolower($1) ~ /secret key/ {print $2; exit}' <<<"$key_out")
   if [ -z "$key_id" ] || [ -z "$secret" ]; then
     echo "garage key create answered no key:" >&2
-    echo "$key_out" | sed 's/\(Secret key: *\).*/\1…/' >&2
+    echo "$key_out" | sed 's/\(Secret key:\).*/\1 …/' >&2
     return 1
   fi
   echo "export HATTAMA_TEST_S3_ENDPOINT='http://127.0.0.1:$s3'"
