@@ -69,3 +69,14 @@ use_fuzz_toolchain() {
     FUZZ_TOOLCHAIN=stable
   fi
 }
+
+# HATTAMA_TOOLS is where tools built from source live: outside the repository, kept between runs.
+HATTAMA_TOOLS=${HATTAMA_TOOLS:-$HOME/.cache/hattama-tools}
+
+# ensure_garage installs Garage (the S3-compatible object store the tests run against) into
+# $HATTAMA_TOOLS when it is missing. It builds from source with cargo: 10 minutes or more.
+ensure_garage() {
+  [ -x "$HATTAMA_TOOLS/bin/garage" ] && return 0
+  echo "installing garage 2.5.0 into $HATTAMA_TOOLS (builds from source, 10+ minutes)"
+  cargo install garage --version 2.5.0 --locked --root "$HATTAMA_TOOLS"
+}

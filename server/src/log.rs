@@ -1,7 +1,9 @@
 //! The public log on the server: one integrator thread appends stored captures to the Merkle
 //! tree in batches, signs a checkpoint for every new size, commits the new hashes and the
-//! checkpoint in one transaction, and only then publishes tiles and the checkpoint as files
-//! (`<data dir>/log/`), which anyone can mirror with a plain web server. A capture's position
+//! checkpoint in one transaction, and only then publishes tiles and the checkpoint as objects
+//! (`log/checkpoint`, `log/tile/...`, through the object boundary, `crate::objects`: files
+//! under `<data dir>/log/` with the local store, which anyone can mirror with a plain web
+//! server, or a bucket). The integrator touches no file itself. A capture's position
 //! and entry are stored with the capture itself (`Storage::commit_capture`, commit order): the
 //! integrator reads them as a queue keyed by position.
 //!
@@ -19,8 +21,6 @@
 //! the log opens and again after any failure, so storage stays the only source of truth.
 
 use std::collections::HashMap;
-use std::fs;
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -29,7 +29,25 @@ use hattama_core::evidence::Sha256Hash;
 use hattama_core::log::{self as tlog, Hash, LogKey, TILE_HEIGHT, TlogProof};
 use tlog_tiles::{HashReader, Tile};
 
+use crate::objects::{ObjectBackend, ObjectKey, PutOptions};
 use crate::storage::{Storage, StorageError};
+
+/// The object of the newest published checkpoint (mutable: replaced by each newer one).
+pub const CHECKPOINT_KEY: &str = "log/checkpoint";
+
+/// The object of a tile: `log/` and its C2SP path (`log/tile/0/x001/234.p/17`).
+pub fn tile_key(tile: &Tile) -> Result<ObjectKey, StorageError> {
+    ObjectKey::new(format!("log/{}", tlog::tile_path(tile))).map_err(StorageError::from)
+}
+
+/// The object of a tile whose C2SP path under `tile/` is `tail` (checked by the caller).
+pub fn tile_key_of(tail: &str) -> Result<ObjectKey, StorageError> {
+    ObjectKey::new(format!("log/tile/{tail}")).map_err(StorageError::from)
+}
+
+fn checkpoint_key() -> Result<ObjectKey, StorageError> {
+    ObjectKey::new(CHECKPOINT_KEY).map_err(StorageError::from)
+}
 
 /// How long a batch should take: under load, a capture then waits about a second at most for a
 /// checkpoint (the batch before its own, then its own). The integrator sizes its batches to this
@@ -59,7 +77,8 @@ pub struct Log {
     key: SigningKey,
     /// The log's public identity.
     pub log_key: LogKey,
-    dir: PathBuf,
+    /// Where tiles and the checkpoint are published.
+    objects: Arc<dyn ObjectBackend>,
     published: Arc<Published>,
     wake: Mutex<bool>,
     wake_changed: Condvar,
@@ -186,7 +205,7 @@ impl Published {
 
 /// A committed batch's files: its tiles, then its checkpoint.
 struct Publication {
-    dir: PathBuf,
+    objects: Arc<dyn ObjectBackend>,
     tiles: Vec<(Tile, Vec<u8>)>,
     note: Vec<u8>,
     size: u64,
@@ -194,8 +213,8 @@ struct Publication {
 
 impl Publication {
     fn run(self, published: &Published) -> Result<(), StorageError> {
-        write_tiles(&self.dir, &self.tiles)?;
-        write_file(&self.dir.join("checkpoint"), &self.note)?;
+        write_tiles(&*self.objects, &self.tiles)?;
+        self.objects.put(&checkpoint_key()?, &self.note, PutOptions::LATEST)?;
         published.set(self.size, &self.note)
     }
 }
@@ -392,27 +411,26 @@ impl Edge {
     }
 }
 
-fn write_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    if let Some(parent) = path.parent() {
-        fs::create_dir_all(parent)?;
-    }
-    let tmp = path.with_extension(format!("tmp{}", rand::random::<u32>()));
-    fs::write(&tmp, bytes)?;
-    fs::rename(&tmp, path)
+/// Writes a tile: immutable (a full tile, or a partial one of a given width, never changes), and
+/// derived, so not fsynced. A tile stored with other bytes is a `Conflict`: the stored tree
+/// would not be a prefix of this one, and nothing is published over it.
+fn write_tile(objects: &dyn ObjectBackend, tile: &Tile, data: &[u8]) -> Result<(), StorageError> {
+    Ok(objects.put(&tile_key(tile)?, data, PutOptions::DERIVED)?)
 }
 
-/// Writes tile files, on a few threads when there are many (a batch under load writes
-/// thousands; creating a file costs the file system far more than writing it). Returns once
-/// every one is written, so the checkpoint after them never leads to a missing tile.
-fn write_tiles(dir: &Path, tiles: &[(Tile, Vec<u8>)]) -> std::io::Result<()> {
+/// Writes tiles, on a few threads when there are many (a batch under load writes thousands;
+/// creating a file costs the file system far more than writing it, and a bucket answers each
+/// PUT after a round trip). Returns once every one is written, so the checkpoint after them
+/// never leads to a missing tile.
+fn write_tiles(objects: &dyn ObjectBackend, tiles: &[(Tile, Vec<u8>)]) -> Result<(), StorageError> {
     let threads = if tiles.len() < 64 {
         1
     } else {
         std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(2, 4)
     };
-    let write = |part: &[(Tile, Vec<u8>)]| -> std::io::Result<()> {
+    let write = |part: &[(Tile, Vec<u8>)]| -> Result<(), StorageError> {
         for (tile, data) in part {
-            write_file(&dir.join(tlog::tile_path(tile)), data)?;
+            write_tile(objects, tile, data)?;
         }
         Ok(())
     };
@@ -425,7 +443,7 @@ fn write_tiles(dir: &Path, tiles: &[(Tile, Vec<u8>)]) -> std::io::Result<()> {
             .map(|part| scope.spawn(move || write(part)))
             .collect();
         parts.into_iter().try_for_each(|part| {
-            part.join().unwrap_or_else(|_| Err(std::io::Error::other("a tile writer panicked")))
+            part.join().unwrap_or_else(|_| Err(corrupt("a tile writer panicked")))
         })
     })
 }
@@ -436,19 +454,20 @@ fn join(handle: std::thread::JoinHandle<Result<(), StorageError>>) -> Result<(),
 }
 
 impl Log {
-    /// Opens the log over `storage`, re-publishing whatever a crash left unpublished.
+    /// Opens the log over `storage`, publishing to `objects`, re-publishing whatever a crash
+    /// left unpublished.
     pub fn open(
         storage: Arc<dyn Storage>,
         key: SigningKey,
         origin: &str,
-        data_dir: &Path,
+        objects: Arc<dyn ObjectBackend>,
     ) -> Result<Arc<Self>, StorageError> {
         let log_key = LogKey::for_signer(origin, &key).map_err(corrupt)?;
         let log = Arc::new(Self {
             storage,
             key,
             log_key,
-            dir: data_dir.join("log"),
+            objects,
             published: Arc::default(),
             wake: Mutex::new(false),
             wake_changed: Condvar::new(),
@@ -463,8 +482,7 @@ impl Log {
             stopping: std::sync::atomic::AtomicBool::new(false),
             recent: Mutex::default(),
         });
-        fs::create_dir_all(&log.dir)?;
-        let from = log.published_file_size();
+        let from = log.published_object_size()?;
         if let Some((size, note)) = log.storage.latest_checkpoint()? {
             if from != Some(size) {
                 log.publish(from.unwrap_or(0).min(size), size, &note)?;
@@ -474,9 +492,10 @@ impl Log {
         Ok(log)
     }
 
-    fn published_file_size(&self) -> Option<u64> {
-        let note = fs::read(self.dir.join("checkpoint")).ok()?;
-        tlog::verify_checkpoint(&note, &self.log_key).ok().map(|c| c.size)
+    /// The size of the published checkpoint object, if there is one that verifies.
+    fn published_object_size(&self) -> Result<Option<u64>, StorageError> {
+        let Some(note) = self.objects.get_opt(&checkpoint_key()?)? else { return Ok(None) };
+        Ok(tlog::verify_checkpoint(&note, &self.log_key).ok().map(|c| c.size))
     }
 
     /// Starts the integrator thread. It runs until [`Log::stop`]; join the handle after that.
@@ -657,7 +676,8 @@ impl Log {
             commit_ms = (committed - hashed).as_millis() as u64,
             "log integrated"
         );
-        let publication = Publication { dir: self.dir.clone(), tiles: batch.tiles, note, size };
+        let publication =
+            Publication { objects: self.objects.clone(), tiles: batch.tiles, note, size };
         Ok((entries.len(), next, Some(publication)))
     }
 
@@ -667,17 +687,17 @@ impl Log {
         let reader = Reader { storage: &*self.storage };
         for tile in Tile::new_tiles(TILE_HEIGHT, old, new) {
             let data = tile.read_data(&reader).map_err(corrupt)?;
-            write_file(&self.dir.join(tlog::tile_path(&tile)), &data)?;
+            write_tile(&*self.objects, &tile, &data)?;
             if tile.level() == 0 {
                 let start = tile.level_index() << TILE_HEIGHT;
                 let entries = self.storage.log_entries(start, start + u64::from(tile.width()))?;
                 let mut data_tile = tile;
                 data_tile.set_is_data();
                 let bundle = tlog::entry_bundle(entries.iter().map(Vec::as_slice));
-                write_file(&self.dir.join(tlog::tile_path(&data_tile)), &bundle)?;
+                write_tile(&*self.objects, &data_tile, &bundle)?;
             }
         }
-        write_file(&self.dir.join("checkpoint"), note)?;
+        self.objects.put(&checkpoint_key()?, note, PutOptions::LATEST)?;
         Ok(())
     }
 
@@ -765,9 +785,9 @@ impl Log {
         tlog_tiles::prove_tree(new, old, &reader).map_err(corrupt)
     }
 
-    /// The published files (`checkpoint`, `tile/...`).
-    pub fn dir(&self) -> &Path {
-        &self.dir
+    /// Where the log is published ([`CHECKPOINT_KEY`], [`tile_key`]).
+    pub fn objects(&self) -> &Arc<dyn ObjectBackend> {
+        &self.objects
     }
 
     /// A tile file (`tail`: its path under `tile/`, already checked) as served lately.
@@ -788,11 +808,20 @@ impl Log {
 
 #[cfg(test)]
 mod tests {
+    use std::fs;
+
     use hattama_core::log::{ENTRY_VERSION, LogEntry};
     use rusqlite::params;
 
+    use std::path::Path;
+
     use super::*;
+    use crate::objects::LocalObjects;
     use crate::storage::SqliteStorage;
+
+    fn objects(dir: &Path) -> Arc<dyn ObjectBackend> {
+        Arc::new(LocalObjects::new(dir).unwrap())
+    }
 
     /// `n` stored captures with their queued entries, written straight into the database.
     fn queue(dir: &Path, n: u64) -> Vec<Vec<u8>> {
@@ -861,7 +890,7 @@ mod tests {
         let entries = queue(dir.path(), n);
         let storage: Arc<dyn Storage> = Arc::new(SqliteStorage::open(dir.path(), false).unwrap());
         let key = SigningKey::from_bytes(&[9; 32]);
-        let log = Log::open(storage.clone(), key, "test.local/log", dir.path()).unwrap();
+        let log = Log::open(storage.clone(), key, "test.local/log", objects(dir.path())).unwrap();
         // Batches of at least PIPELINED entries: each publishes on its own thread while the next
         // one is committed; published sizes only grow, one checkpoint per batch.
         log.integrator.lock().unwrap().batch = PIPELINED;
@@ -876,9 +905,11 @@ mod tests {
         assert!(sizes.windows(2).all(|w| w[0] <= w[1]), "{sizes:?}");
         // Nothing left to do means everything is published.
         assert_eq!(log.published_size(), n);
-        let checkpoint =
-            tlog::verify_checkpoint(&fs::read(log.dir().join("checkpoint")).unwrap(), &log.log_key)
-                .unwrap();
+        let checkpoint = tlog::verify_checkpoint(
+            &fs::read(dir.path().join("log/checkpoint")).unwrap(),
+            &log.log_key,
+        )
+        .unwrap();
         assert_eq!((checkpoint.size, checkpoint.root), (n, root(&entries)));
         // The first batch took PIPELINED entries, the next ones (sized to the rate) the rest.
         assert!(sizes.len() >= 2, "{sizes:?}");
@@ -887,7 +918,7 @@ mod tests {
         }
         let reader = Reader { storage: &*storage };
         for tile in Tile::new_tiles(TILE_HEIGHT, 0, n) {
-            let file = fs::read(log.dir().join(tlog::tile_path(&tile))).unwrap();
+            let file = fs::read(dir.path().join("log").join(tlog::tile_path(&tile))).unwrap();
             assert_eq!(file, tile.read_data(&reader).unwrap(), "{}", tlog::tile_path(&tile));
             if tile.level() == 0 {
                 let start = (tile.level_index() << TILE_HEIGHT) as usize;
@@ -896,7 +927,8 @@ mod tests {
                 );
                 let mut bundle = tile;
                 bundle.set_is_data();
-                assert_eq!(fs::read(log.dir().join(tlog::tile_path(&bundle))).unwrap(), want);
+                let file = dir.path().join("log").join(tlog::tile_path(&bundle));
+                assert_eq!(fs::read(file).unwrap(), want);
             }
         }
     }
@@ -908,7 +940,7 @@ mod tests {
         let entries = queue(dir.path(), n);
         let storage: Arc<dyn Storage> = Arc::new(SqliteStorage::open(dir.path(), false).unwrap());
         let key = SigningKey::from_bytes(&[9; 32]);
-        let log = Log::open(storage.clone(), key, "test.local/log", dir.path()).unwrap();
+        let log = Log::open(storage.clone(), key, "test.local/log", objects(dir.path())).unwrap();
         // Small batches of uneven sizes, a proof of every published entry after each, as
         // receipts ask: each from the kept hashes as far as they go, checked against storage.
         let reader = Reader { storage: &*storage };
@@ -932,7 +964,7 @@ mod tests {
             storage.clone(),
             SigningKey::from_bytes(&[9; 32]),
             "test.local/log",
-            dir.path(),
+            objects(dir.path()),
         )
         .unwrap();
         let root = root(&entries);

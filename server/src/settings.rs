@@ -84,6 +84,140 @@ pub struct StorageSettings {
     /// Connections to PostgreSQL this instance keeps at most.
     #[serde(default = "default_pool_size")]
     pub pool_size: u32,
+    /// Where objects (log tiles and checkpoints, thumbnails) are kept (`[storage.objects]`).
+    #[serde(default)]
+    pub objects: ObjectSettings,
+}
+
+/// Which object store: the data directory's files, or an S3-compatible bucket.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ObjectsKind {
+    /// Files under `data_dir` (`log/`, `thumbs/`, `medium/`).
+    #[default]
+    Local,
+    /// An S3-compatible bucket (`endpoint`, `bucket`, `region`, credentials).
+    S3,
+}
+
+/// `[storage.objects]`: the object store (`server/src/objects/`). For S3, the credentials are
+/// secrets: give them in the environment, `HATTAMA__STORAGE__OBJECTS__ACCESS_KEY_ID` and
+/// `HATTAMA__STORAGE__OBJECTS__SECRET_ACCESS_KEY`, rather than in a file.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ObjectSettings {
+    /// `local` (the default) or `s3`.
+    #[serde(default)]
+    pub kind: ObjectsKind,
+    /// The S3 endpoint, `https://host[:port]` (`http://` only on a loopback address, or with
+    /// `allow_http`); requests are path-style (`ENDPOINT/BUCKET/KEY`).
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// The bucket (it must exist).
+    #[serde(default)]
+    pub bucket: Option<String>,
+    /// A folder of the bucket the objects are kept under (`hattama/`), so that one bucket can
+    /// hold several logs; none by default.
+    #[serde(default)]
+    pub prefix: Option<String>,
+    /// The region the requests are signed for (Garage: its `s3_region`).
+    #[serde(default = "default_region")]
+    pub region: String,
+    /// The access key id; never printed.
+    #[serde(default)]
+    pub access_key_id: Option<secrecy::SecretString>,
+    /// The secret access key; never printed.
+    #[serde(default)]
+    pub secret_access_key: Option<secrecy::SecretString>,
+    /// Allows a plain `http://` endpoint that is not on a loopback address (a private network
+    /// the operator trusts); off by default.
+    #[serde(default)]
+    pub allow_http: bool,
+}
+
+fn default_region() -> String {
+    "us-east-1".into()
+}
+
+impl Default for ObjectSettings {
+    fn default() -> Self {
+        Self {
+            kind: ObjectsKind::Local,
+            endpoint: None,
+            bucket: None,
+            prefix: None,
+            region: default_region(),
+            access_key_id: None,
+            secret_access_key: None,
+            allow_http: false,
+        }
+    }
+}
+
+impl ObjectSettings {
+    /// What is wrong with these settings, if anything.
+    fn check(&self) -> Result<(), String> {
+        if self.kind == ObjectsKind::Local {
+            return match (&self.endpoint, &self.bucket) {
+                (None, None) => Ok(()),
+                _ => Err("storage.objects.endpoint and bucket are set but storage.objects.kind \
+                          is \"local\": set kind = \"s3\" to use the bucket"
+                    .into()),
+            };
+        }
+        let env = |name: &str| format!("HATTAMA__STORAGE__OBJECTS__{}", name.to_uppercase());
+        for (name, set) in [
+            ("endpoint", self.endpoint.is_some()),
+            ("bucket", self.bucket.as_deref().is_some_and(|b| !b.is_empty())),
+            ("access_key_id", self.access_key_id.is_some()),
+            ("secret_access_key", self.secret_access_key.is_some()),
+        ] {
+            if !set {
+                return Err(format!(
+                    "storage.objects.kind = \"s3\" needs storage.objects.{name}: set {}",
+                    env(name)
+                ));
+            }
+        }
+        if let Some(prefix) = &self.prefix
+            && crate::objects::ObjectKey::new(prefix.trim_end_matches('/')).is_err()
+        {
+            return Err(format!(
+                "storage.objects.prefix {prefix:?} must be a folder name: letters, digits, \
+                 '.', '_', '-', folders separated by '/'"
+            ));
+        }
+        let endpoint = self.endpoint.as_deref().unwrap_or_default();
+        let host = if let Some(rest) = endpoint.strip_prefix("https://") {
+            rest
+        } else if let Some(rest) = endpoint.strip_prefix("http://") {
+            if !self.allow_http && !is_loopback(rest) {
+                return Err(format!(
+                    "storage.objects.endpoint {endpoint} is plain HTTP to another machine: use \
+                     https://, or set storage.objects.allow_http = true on a network you trust"
+                ));
+            }
+            rest
+        } else {
+            return Err(format!(
+                "storage.objects.endpoint must start with https:// or http://, not {endpoint:?}"
+            ));
+        };
+        if host.is_empty() || host.starts_with('/') {
+            return Err(format!("storage.objects.endpoint {endpoint:?} names no host"));
+        }
+        Ok(())
+    }
+}
+
+/// Whether the authority at the start of `rest` (`host[:port][/...]`) is a loopback address.
+fn is_loopback(rest: &str) -> bool {
+    let authority = rest.split('/').next().unwrap_or_default();
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+    };
+    host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 fn default_pool_size() -> u32 {
@@ -92,7 +226,12 @@ fn default_pool_size() -> u32 {
 
 impl Default for StorageSettings {
     fn default() -> Self {
-        Self { backend: BackendKind::Embedded, database_url: None, pool_size: default_pool_size() }
+        Self {
+            backend: BackendKind::Embedded,
+            database_url: None,
+            pool_size: default_pool_size(),
+            objects: ObjectSettings::default(),
+        }
     }
 }
 
@@ -513,6 +652,7 @@ impl Settings {
         if !(1..=1000).contains(&self.storage.pool_size) {
             return Err(SettingsError::Invalid("storage.pool_size must be 1..=1000".into()));
         }
+        self.storage.objects.check().map_err(SettingsError::Invalid)?;
         Ok(())
     }
 }
@@ -526,6 +666,54 @@ mod tests {
         let file = dir.path().join("settings.toml");
         std::fs::write(&file, toml).unwrap();
         Settings::load(&Overrides { config_file: Some(file), ..Overrides::default() })
+    }
+
+    #[test]
+    fn objects_are_local_unless_s3_is_named_with_its_bucket_and_credentials() {
+        use secrecy::ExposeSecret;
+        let local = load_file("").unwrap().storage.objects;
+        assert_eq!((local.kind, local.endpoint.is_none()), (ObjectsKind::Local, true));
+        let s3 = "[storage.objects]\nkind = \"s3\"\nbucket = \"b\"\nregion = \"garage\"\n\
+                  access_key_id = \"GK1\"\nsecret_access_key = \"s3cr3t\"\n";
+        let ok = load_file(&format!("{s3}endpoint = \"http://127.0.0.1:3900\"\nprefix = \"a/b/\""))
+            .unwrap()
+            .storage
+            .objects;
+        assert_eq!(
+            (ok.kind, ok.bucket.as_deref(), ok.region.as_str()),
+            (ObjectsKind::S3, Some("b"), "garage")
+        );
+        assert_eq!(ok.secret_access_key.as_ref().map(|k| k.expose_secret()), Some("s3cr3t"));
+        assert!(!format!("{ok:?}").contains("s3cr3t"), "a secret printed");
+        for (endpoint, allow, fails) in [
+            ("https://s3.example.org", false, None),
+            ("http://localhost:3900", false, None),
+            ("http://[::1]:3900/", false, None),
+            ("http://10.0.0.5:3900", false, Some("plain HTTP")),
+            ("http://10.0.0.5:3900", true, None),
+            ("ftp://s3.example.org", false, Some("https://")),
+            ("https://", false, Some("names no host")),
+        ] {
+            let file = format!("{s3}endpoint = \"{endpoint}\"\nallow_http = {allow}");
+            match (load_file(&file), fails) {
+                (Ok(_), None) => {}
+                (Err(e), Some(want)) => assert!(e.to_string().contains(want), "{endpoint}: {e}"),
+                (other, _) => panic!("{endpoint}: {:?}", other.map(|_| ())),
+            }
+        }
+        // Each missing piece is named with the variable that sets it.
+        let e =
+            load_file("[storage.objects]\nkind = \"s3\"\nendpoint = \"https://x\"\nbucket = \"b\"")
+                .unwrap_err()
+                .to_string();
+        assert!(e.contains("HATTAMA__STORAGE__OBJECTS__ACCESS_KEY_ID"), "{e}");
+        let e = load_file(&format!("{s3}endpoint = \"https://x\"\nprefix = \"../up\""))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("prefix"), "{e}");
+        let e = load_file("[storage.objects]\nbucket = \"b\"").unwrap_err().to_string();
+        assert!(e.contains("kind = \"s3\""), "{e}");
+        assert!(load_file("[storage.objects]\nkind = \"gcs\"").is_err());
     }
 
     #[test]

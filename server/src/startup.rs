@@ -83,6 +83,9 @@ pub enum StartError {
     /// Storage.
     #[error(transparent)]
     Storage(#[from] crate::storage::StorageError),
+    /// The object store (`[storage.objects]`) cannot be opened.
+    #[error("object store: {0}")]
+    Objects(#[from] crate::objects::ObjectError),
     /// Another server uses this data directory.
     #[error("another server is running on data directory {0}")]
     Busy(String),
@@ -102,7 +105,14 @@ impl Application {
         if lock.try_lock().is_err() {
             return Err(StartError::Busy(settings.data_dir.display().to_string()));
         }
-        let backend = crate::storage::open(&settings, crate::storage::Opener::Server)?;
+        // The one object store of the app: the log's tiles and checkpoints, the renditions, and
+        // on PostgreSQL the photos.
+        let objects = crate::objects::open(&settings)?;
+        let backend = crate::storage::open_with(
+            &settings,
+            crate::storage::Opener::Server,
+            Some(objects.clone()),
+        )?;
         let storage: Arc<dyn Storage> = backend.clone();
         let gallery = Arc::new(crate::gallery::Gallery::new(backend.clone(), backend.clone()));
         let console: Arc<dyn crate::storage::ConsoleStorage> = backend.clone();
@@ -112,7 +122,7 @@ impl Application {
             storage.clone(),
             keys.log.clone(),
             &settings.log_origin,
-            &settings.data_dir,
+            objects.clone(),
         )?;
         // From here, a failed start stops the threads again (`background` is dropped).
         let mut background = Background::new(log.clone());
@@ -141,7 +151,7 @@ impl Application {
             settings.review.login_max_delay_secs,
         );
         let thumbs = Arc::new(crate::thumbs::Thumbnails::new(
-            settings.data_dir.clone(),
+            objects.clone(),
             settings.limits.max_decodes,
             settings.limits.thumbnail_at_upload,
         )?);
@@ -152,6 +162,7 @@ impl Application {
             crate::ingest::FreeSpace::new(&settings.data_dir, settings.limits.min_free_bytes);
         let state = web::Data::new(AppState {
             storage,
+            objects,
             keys,
             settings,
             media_limits,

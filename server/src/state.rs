@@ -18,6 +18,9 @@ use crate::storage::{BufPool, ReviewStorage, Storage};
 pub struct AppState {
     /// Storage.
     pub storage: Arc<dyn Storage>,
+    /// The object store (`[storage.objects]`): the log's tiles and checkpoints, renditions.
+    /// Opened once, by `Application::build`, and shared by the log and the thumbnails.
+    pub objects: Arc<dyn crate::objects::ObjectBackend>,
     /// Signing keys.
     pub keys: Arc<ServerKeys>,
     /// Settings.

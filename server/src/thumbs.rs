@@ -11,12 +11,12 @@
 //! threads rather than with the number of decodes. A decoder that panics on a hostile photo
 //! refuses that photo; its thread lives on. A thumbnail is made on its first request or, with
 //! `limits.thumbnail_at_upload`, when its photo is uploaded (a photo whose thumbnail cannot be
-//! made is then refused and never stored), and kept under `<data dir>/thumbs/`; it is made again
-//! only if that file is gone. The medium
-//! rendition is made on its first request, by the same decode, and kept under
-//! `<data dir>/medium/`.
+//! made is then refused and never stored), and kept as the object `thumbs/<sha256>.jpg`
+//! (through the object boundary, `crate::objects`: with the local store, under
+//! `<data dir>/thumbs/`); it is made again only if that object is gone. The medium rendition is
+//! made on its first request, by the same decode, and kept as `medium/<sha256>.jpg`. A
+//! failure is kept beside them (`<sha256>.failed`).
 
-use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
@@ -24,6 +24,7 @@ use hattama_core::evidence::{MediaType, PhotoInfo, Sha256Hash};
 use hattama_core::thumbnail::{self, DECODE_BUDGET, ThumbnailError};
 
 use crate::error::ApiError;
+use crate::objects::{ObjectBackend, ObjectError, ObjectKey, PutOptions};
 
 /// How long a request waits for a decode slot before it is told to retry.
 const SLOT_WAIT: Duration = Duration::from_secs(20);
@@ -70,7 +71,7 @@ pub enum Rendition {
 }
 
 impl Rendition {
-    /// The directory under the data directory, and the ETag suffix.
+    /// The folder of its objects (`thumbs/`, `medium/`), and the ETag suffix.
     pub fn name(self) -> &'static str {
         match self {
             Rendition::Thumb => "thumbs",
@@ -98,8 +99,8 @@ struct Job {
 
 /// The renditions of stored photos, the decode slots and the decode threads.
 pub struct Thumbnails {
-    /// The data directory: renditions are kept in a folder of it per kind.
-    dir: PathBuf,
+    /// Where renditions are kept, under a folder per kind.
+    objects: Arc<dyn ObjectBackend>,
     /// Whether uploads wait for their thumbnail (`limits.thumbnail_at_upload`).
     at_upload: bool,
     slots: Slots,
@@ -107,9 +108,13 @@ pub struct Thumbnails {
 }
 
 impl Thumbnails {
-    /// Renditions kept under the data directory `dir`, with at most `max_decodes` decodes at once, each on one of as
-    /// many threads (which end when this is dropped).
-    pub fn new(dir: PathBuf, max_decodes: usize, at_upload: bool) -> std::io::Result<Self> {
+    /// Renditions kept in `objects`, with at most `max_decodes` decodes at once, each on one of
+    /// as many threads (which end when this is dropped).
+    pub fn new(
+        objects: Arc<dyn ObjectBackend>,
+        max_decodes: usize,
+        at_upload: bool,
+    ) -> std::io::Result<Self> {
         let max = max_decodes.max(1);
         let (jobs, queue) = mpsc::channel::<Job>();
         let queue = Arc::new(Mutex::new(queue));
@@ -137,11 +142,11 @@ impl Thumbnails {
             })?;
         }
         let slots = Slots { max, busy: Mutex::new(0), freed: Condvar::new() };
-        Ok(Self { dir, at_upload, slots, jobs })
+        Ok(Self { objects, at_upload, slots, jobs })
     }
 
-    fn file(&self, sha: &Sha256Hash, kind: Rendition) -> PathBuf {
-        self.dir.join(kind.name()).join(format!("{}.jpg", sha.to_hex()))
+    fn key(sha: &Sha256Hash, kind: Rendition, suffix: &str) -> Result<ObjectKey, ObjectError> {
+        ObjectKey::new(format!("{}/{}.{suffix}", kind.name(), sha.to_hex()))
     }
 
     /// The thumbnail of a photo being uploaded, or why it is refused (422 `photo_undecodable`),
@@ -164,8 +169,9 @@ impl Thumbnails {
     }
 
     /// The kept rendition of a photo, if there is one.
-    pub fn cached(&self, sha: &Sha256Hash, kind: Rendition) -> Option<Vec<u8>> {
-        std::fs::read(self.file(sha, kind)).ok()
+    pub fn cached(&self, sha: &Sha256Hash, kind: Rendition) -> Result<Option<Vec<u8>>, ApiError> {
+        let key = Self::key(sha, kind, "jpg").map_err(internal)?;
+        self.objects.get_opt(&key).map_err(internal)
     }
 
     /// A rendition of a stored photo: the kept one; else, if it failed before, that failure
@@ -178,11 +184,12 @@ impl Thumbnails {
         kind: Rendition,
         load: impl FnOnce() -> Result<(Vec<u8>, PhotoInfo), ApiError>,
     ) -> Result<Vec<u8>, ApiError> {
-        if let Some(bytes) = self.cached(sha, kind) {
+        if let Some(bytes) = self.cached(sha, kind)? {
             return Ok(bytes);
         }
-        let failed = self.failure_file(sha, kind);
-        if let Ok(message) = std::fs::read_to_string(&failed) {
+        let failed = Self::key(sha, kind, "failed").map_err(internal)?;
+        if let Some(message) = self.objects.get_opt(&failed).map_err(internal)? {
+            let message = String::from_utf8_lossy(&message).into_owned();
             return Err(ApiError::new(422, "photo_undecodable", message));
         }
         let (photo, info) = load()?;
@@ -197,22 +204,17 @@ impl Thumbnails {
         match self.make(&photo, info.media_type, info.orientation, kind) {
             Ok(reduced) => {
                 let kept = if upright && reduced.len() >= photo.len() { photo } else { reduced };
-                self.store(sha, kind, &kept).map_err(|e| ApiError::internal(&e))?;
+                self.store(sha, kind, &kept).map_err(internal)?;
                 Ok(kept)
             }
             Err(e) if e.status.as_u16() == 422 => {
-                if let Err(io) = self.keep(&failed, e.message.as_bytes()) {
-                    tracing::warn!(error = %io, "a rendition's failure could not be kept");
+                if let Err(kept) = self.keep(&failed, e.message.as_bytes()) {
+                    tracing::warn!(error = %kept, "a rendition's failure could not be kept");
                 }
                 Err(e)
             }
             Err(e) => Err(e),
         }
-    }
-
-    /// Where the failure of a rendition is kept.
-    fn failure_file(&self, sha: &Sha256Hash, kind: Rendition) -> PathBuf {
-        self.dir.join(kind.name()).join(format!("{}.failed", sha.to_hex()))
     }
 
     /// Makes a rendition, waiting for a decode slot (a blocking call). A photo whose rendition
@@ -236,19 +238,31 @@ impl Thumbnails {
         answer.recv().map_err(|_| gone())?.map_err(refusal)
     }
 
-    /// Keeps a rendition: written whole under a temporary name, then renamed, so a reader never
-    /// sees half a file. Not fsynced: it is derived, and made again if lost.
-    pub fn store(&self, sha: &Sha256Hash, kind: Rendition, bytes: &[u8]) -> std::io::Result<()> {
-        self.keep(&self.file(sha, kind), bytes)
+    /// Keeps a rendition: a reader never sees half of it. Not durable: it is derived, and made
+    /// again if lost.
+    pub fn store(
+        &self,
+        sha: &Sha256Hash,
+        kind: Rendition,
+        bytes: &[u8],
+    ) -> Result<(), ObjectError> {
+        self.keep(&Self::key(sha, kind, "jpg")?, bytes)
     }
 
-    fn keep(&self, file: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
-        let dir = file.parent().unwrap_or(&self.dir);
-        std::fs::create_dir_all(dir)?;
-        let tmp = file.with_extension(format!("{:016x}.tmp", rand::random::<u64>()));
-        std::fs::write(&tmp, bytes)?;
-        std::fs::rename(&tmp, file)
+    /// Keeps a derived object. Renditions are made by one deterministic decode, so a second
+    /// writer (two requests at once) writes the same bytes; should another version of the
+    /// server have kept other bytes, the kept rendition stays and this one is only served.
+    fn keep(&self, key: &ObjectKey, bytes: &[u8]) -> Result<(), ObjectError> {
+        match self.objects.put(key, bytes, PutOptions::DERIVED) {
+            Err(ObjectError::Conflict(_)) => Ok(()),
+            other => other,
+        }
     }
+}
+
+/// An object store's failure, as the answer to a request (503 when a retry may help).
+fn internal(e: ObjectError) -> ApiError {
+    crate::storage::StorageError::from(e).into()
 }
 
 /// The answer to a photo whose rendition cannot be made: 422 `photo_undecodable`, saying what

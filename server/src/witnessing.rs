@@ -4,11 +4,11 @@
 //! it to every witness of the policy that has not cosigned it yet, all in parallel, each request
 //! with a timeout and a few retries; a `409` is answered by sending again from the witness's
 //! size. Once the cosignatures gathered for a checkpoint make the policy's quorum, the checkpoint
-//! with them is written to `<data dir>/log/cosigned-checkpoint` (served as
+//! with them is published as the object `log/cosigned-checkpoint` (with the local store,
+//! `<data dir>/log/cosigned-checkpoint`; served as
 //! `GET /log/cosigned-checkpoint`). Nothing else waits for it: receipts and the integrator never
 //! do, so slow or dead witnesses delay only the cosigned checkpoint.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,9 +18,14 @@ use hattama_core::witness::{
 use signed_note::Signature;
 
 use crate::log::Log;
+use crate::objects::{ObjectError, ObjectKey, PutOptions};
 
-/// The file under the log's directory holding the newest checkpoint with a quorum.
-pub const COSIGNED_FILE: &str = "cosigned-checkpoint";
+/// The object holding the newest checkpoint with a quorum (replaced by each newer one).
+pub const COSIGNED_KEY: &str = "log/cosigned-checkpoint";
+
+fn cosigned_key() -> Result<ObjectKey, ObjectError> {
+    ObjectKey::new(COSIGNED_KEY)
+}
 
 /// The server's witness policy: parsed, and its text as read (what devices get at enrollment).
 pub struct ServerPolicy {
@@ -52,7 +57,13 @@ impl PublicWitnessed {
 
 /// The newest cosigned checkpoint under the server's policy, if it has one with a quorum.
 pub fn public_witnessed(log: &Log, policy: &ServerPolicy) -> Option<PublicWitnessed> {
-    let note = std::fs::read(log.dir().join(COSIGNED_FILE)).ok()?;
+    let note = match cosigned_key().and_then(|key| log.objects().get_opt(&key)) {
+        Ok(note) => note?,
+        Err(e) => {
+            tracing::error!(error = %e, "the cosigned checkpoint cannot be read");
+            return None;
+        }
+    };
     match hattama_core::witness::check_witnessed(&policy.policy, &log.log_key, &note) {
         Ok(w) => Some(PublicWitnessed {
             size: w.checkpoint.size,
@@ -101,19 +112,12 @@ pub fn start(
             None => tracing::warn!(witness = w.name, "a witness of the policy has no URL"),
         }
     }
-    let file = log.dir().join(COSIGNED_FILE);
     std::thread::Builder::new()
         .name("witnessing".into())
-        .spawn(move || run(&log, &policy, &http, witnesses, &file))
+        .spawn(move || run(&log, &policy, &http, witnesses))
 }
 
-fn run(
-    log: &Log,
-    policy: &Policy,
-    http: &reqwest::blocking::Client,
-    mut witnesses: Vec<Witness>,
-    file: &PathBuf,
-) {
+fn run(log: &Log, policy: &Policy, http: &reqwest::blocking::Client, mut witnesses: Vec<Witness>) {
     // The checkpoint being cosigned and the lines gathered for it, one slot per witness.
     let mut target: Option<(u64, Vec<u8>)> = None;
     let mut lines: Vec<Option<Signature>> = vec![None; witnesses.len()];
@@ -153,7 +157,9 @@ fn run(
             match add_signature_lines(&note, &gathered) {
                 Ok(cosigned) => match policy.cosignatures(&cosigned) {
                     Ok((cosigs, true)) if size > written || cosigs.len() == witnesses.len() => {
-                        if let Err(e) = write_atomically(file, &cosigned) {
+                        let put = cosigned_key()
+                            .and_then(|key| log.objects().put(&key, &cosigned, PutOptions::LATEST));
+                        if let Err(e) = put {
                             tracing::error!(error = %e, "cannot write the cosigned checkpoint");
                         } else {
                             written = size;
@@ -276,10 +282,4 @@ fn submit(
         }
     }
     None
-}
-
-fn write_atomically(path: &PathBuf, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, path)
 }

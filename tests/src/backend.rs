@@ -13,6 +13,7 @@ use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 
+use hattama_server::objects::{self, ObjectBackend};
 use hattama_server::settings::{Overrides, Settings};
 use hattama_server::storage::{self, Opener};
 
@@ -25,17 +26,20 @@ use crate::bin;
 pub enum Backend {
     /// SQLite and files in the data directory.
     Embedded,
-    /// PostgreSQL.
+    /// PostgreSQL, with the photos, renditions and the log's files in an S3 bucket when
+    /// `HATTAMA_TEST_S3_ENDPOINT` names one (`scripts/lib/garage.sh`; required on CI).
     Postgres {
         /// The cluster's URL, without a schema.
         url: String,
+        /// The bucket's settings (`[storage.objects]` keys and values) without the prefix.
+        s3: Option<Vec<(&'static str, String)>>,
     },
 }
 
 impl Backend {
-    /// The backend named by `HATTAMA_TEST_BACKEND`. Panics on an unknown name, or on
-    /// `postgres` without `HATTAMA_TEST_POSTGRES_URL`: a test run asked for a backend it cannot
-    /// have must not pass on another one.
+    /// The backend named by `HATTAMA_TEST_BACKEND`. Panics on an unknown name, on `postgres`
+    /// without `HATTAMA_TEST_POSTGRES_URL`, or on CI without a bucket: a test run asked for a
+    /// backend it cannot have must not pass on another one.
     pub fn from_env() -> Self {
         match std::env::var("HATTAMA_TEST_BACKEND").as_deref() {
             Err(_) | Ok("" | "embedded") => Self::Embedded,
@@ -44,60 +48,108 @@ impl Backend {
                     "HATTAMA_TEST_BACKEND=postgres needs HATTAMA_TEST_POSTGRES_URL \
                      (eval \"$(scripts/lib/postgres.sh start)\")",
                 );
-                Self::Postgres { url }
+                let s3 = std::env::var("HATTAMA_TEST_S3_ENDPOINT").ok().map(|endpoint| {
+                    let var = |name: &str| {
+                        std::env::var(format!("HATTAMA_TEST_S3_{name}"))
+                            .unwrap_or_else(|_| panic!("HATTAMA_TEST_S3_{name} is not set"))
+                    };
+                    vec![
+                        ("kind", "s3".to_owned()),
+                        ("endpoint", endpoint),
+                        ("bucket", var("BUCKET")),
+                        ("region", var("REGION")),
+                        ("access_key_id", var("ACCESS_KEY_ID")),
+                        ("secret_access_key", var("SECRET_ACCESS_KEY")),
+                    ]
+                });
+                assert!(
+                    s3.is_some() || std::env::var("CI").as_deref() != Ok("true"),
+                    "on CI the PostgreSQL runs keep their objects in S3: set HATTAMA_TEST_S3_* \
+                     (scripts/lib/garage.sh)"
+                );
+                Self::Postgres { url, s3 }
             }
             Ok(other) => panic!("HATTAMA_TEST_BACKEND={other:?}: expected embedded or postgres"),
         }
     }
 
-    /// The environment a server or an admin command on `data_dir` needs: nothing for the
-    /// embedded default; for PostgreSQL, the backend and a database URL whose search path is
-    /// this data directory's own schema (created here when it does not exist yet).
-    pub fn env(&self, data_dir: &Path) -> Vec<(&'static str, String)> {
+    /// The settings a server or an admin command on `data_dir` needs, as (section, key, value):
+    /// nothing for the embedded default; for PostgreSQL, the backend and a database URL whose
+    /// search path is this data directory's own schema (created here when it does not exist
+    /// yet), and the bucket with this schema's name as the prefix of its keys.
+    fn settings(&self, data_dir: &Path) -> Vec<(&'static str, &'static str, String)> {
         match self {
             Self::Embedded => Vec::new(),
-            Self::Postgres { url } => {
+            Self::Postgres { url, s3 } => {
                 let schema = schema_of(data_dir);
                 psql(url, &format!("CREATE SCHEMA IF NOT EXISTS {schema}"));
-                vec![
-                    ("HATTAMA__STORAGE__BACKEND", "postgres".to_owned()),
-                    (
-                        "HATTAMA__STORAGE__DATABASE_URL",
-                        format!("{url} options='-c search_path={schema}'"),
-                    ),
-                ]
+                let mut settings = vec![
+                    ("storage", "backend", "postgres".to_owned()),
+                    ("storage", "database_url", format!("{url} options='-c search_path={schema}'")),
+                ];
+                for (key, value) in s3.iter().flatten() {
+                    settings.push(("storage.objects", key, value.clone()));
+                }
+                if s3.is_some() {
+                    settings.push(("storage.objects", "prefix", format!("{schema}/")));
+                }
+                settings
             }
         }
+    }
+
+    /// The environment a server or an admin command on `data_dir` needs (see `settings`).
+    pub fn env(&self, data_dir: &Path) -> Vec<(String, String)> {
+        self.settings(data_dir)
+            .into_iter()
+            .map(|(section, key, value)| {
+                let name = format!("HATTAMA__{section}__{key}").replace('.', "__").to_uppercase();
+                (name, value)
+            })
+            .collect()
     }
 
     /// Runs one SQL statement on `data_dir`'s schema and returns its rows, one per line, columns
     /// separated by `|` (psql's unaligned output). Only for [`Backend::Postgres`].
     pub fn query(&self, data_dir: &Path, sql: &str) -> String {
-        let Self::Postgres { url } = self else { panic!("query is for the PostgreSQL backend") };
+        let Self::Postgres { url, .. } = self else {
+            panic!("query is for the PostgreSQL backend")
+        };
         psql(url, &format!("SET search_path = {}; {sql}", schema_of(data_dir)))
     }
 }
 
-/// The storage of `data_dir` on the backend of this test run, opened as an admin command
-/// opens it (through the server's own `storage::open`), for fixtures that write rows directly.
-pub fn open_storage(data_dir: &Path) -> Arc<dyn storage::Backend> {
+/// The server's settings for `data_dir` on the backend of this test run, as an admin command
+/// loads them.
+fn load_settings(data_dir: &Path) -> Settings {
     let config = tempfile::Builder::new().suffix(".toml").tempfile().expect("settings file");
-    let toml = match Backend::from_env() {
-        Backend::Embedded => String::new(),
-        postgres @ Backend::Postgres { .. } => {
-            let env = postgres.env(data_dir);
-            let url = &env.iter().find(|(k, _)| k.ends_with("DATABASE_URL")).expect("url").1;
-            format!("[storage]\nbackend = \"postgres\"\ndatabase_url = {url:?}\n")
+    let mut toml = String::new();
+    let mut section = "";
+    for (s, key, value) in Backend::from_env().settings(data_dir) {
+        if s != section {
+            toml.push_str(&format!("[{s}]\n"));
+            section = s;
         }
-    };
+        toml.push_str(&format!("{key} = {value:?}\n"));
+    }
     std::fs::write(config.path(), toml).expect("write settings");
     let overrides = Overrides {
         config_file: Some(config.path().to_owned()),
         data_dir: Some(data_dir.to_owned()),
         listen: None,
     };
-    let settings = Settings::load(&overrides).expect("settings");
-    storage::open(&settings, Opener::Admin).expect("open the storage")
+    Settings::load(&overrides).expect("settings")
+}
+
+/// The storage of `data_dir` on the backend of this test run, opened as an admin command
+/// opens it (through the server's own `storage::open`), for fixtures that write rows directly.
+pub fn open_storage(data_dir: &Path) -> Arc<dyn storage::Backend> {
+    storage::open(&load_settings(data_dir), Opener::Admin).expect("open the storage")
+}
+
+/// The object store of `data_dir` on the backend of this test run (`objects::open`).
+pub fn open_objects(data_dir: &Path) -> Arc<dyn ObjectBackend> {
+    objects::open(&load_settings(data_dir)).expect("open the object store")
 }
 
 /// `hattama-server --data-dir DATA_DIR`, on the backend of this test run.

@@ -198,12 +198,17 @@ pub fn check_store_consistent(dir: &Path) -> usize {
 
 /// A photo as the server in `data_dir` stores it, by its hex SHA-256. Embedded: one of at most
 /// `SMALL_PHOTO_BYTES` in its database (table `small_photos`, by the log position of the first
-/// capture showing it), a larger one as `blobs/<sha256>`; PostgreSQL: table `photos`.
+/// capture showing it), a larger one as `blobs/<sha256>`; PostgreSQL: the object
+/// `photos/<sha256>` (or a row of `photos`, where admin commands and older servers kept them).
 /// Works whether the server runs or not.
 pub fn stored_photo(data_dir: &Path, sha: &str) -> Option<Vec<u8>> {
     let backend = backend::Backend::from_env();
     if let backend::Backend::Postgres { .. } = backend {
         assert!(sha.bytes().all(|b| b.is_ascii_hexdigit()), "a hex SHA-256: {sha:?}");
+        let key = hattama_server::objects::ObjectKey::new(format!("photos/{sha}")).expect("key");
+        if let Some(bytes) = backend::open_objects(data_dir).get_opt(&key).expect("get") {
+            return Some(bytes);
+        }
         let sql = format!("SELECT encode(bytes, 'hex') FROM photos WHERE sha256 = '{sha}'");
         let row = backend.query(data_dir, &sql);
         return (!row.trim().is_empty()).then(|| hex::decode(row.trim()).expect("hex"));
@@ -224,11 +229,9 @@ pub fn stored_photo(data_dir: &Path, sha: &str) -> Option<Vec<u8>> {
 pub fn stored_photo_count(data_dir: &Path) -> usize {
     let backend = backend::Backend::from_env();
     if let backend::Backend::Postgres { .. } = backend {
-        return backend
-            .query(data_dir, "SELECT count(*) FROM photos")
-            .trim()
-            .parse()
-            .expect("count");
+        let rows: usize =
+            backend.query(data_dir, "SELECT count(*) FROM photos").trim().parse().expect("count");
+        return rows + backend::open_objects(data_dir).list("photos/").expect("list").len();
     }
     let small: i64 = sqlite(data_dir)
         .query_row("SELECT count(*) FROM small_photos", [], |r| r.get(0))

@@ -1,5 +1,6 @@
-//! The public log over HTTP: the checkpoint and the tiles exactly as the files under
-//! `<data dir>/log/` (so a static mirror serves the same bytes), plus proofs on demand.
+//! The public log over HTTP: the checkpoint and the tiles exactly as the log published them as
+//! objects (`log/checkpoint`, `log/tile/...`: with the local store, the files under
+//! `<data dir>/log/`, so a static mirror serves the same bytes), plus proofs on demand.
 
 use actix_web::{HttpResponse, web};
 use base64::Engine;
@@ -11,19 +12,23 @@ use tlog_tiles::Tile;
 
 use super::parse_hash;
 use crate::error::ApiError;
+use crate::objects::{ObjectError, ObjectKey};
 use crate::startup::AppState;
+use crate::storage::StorageError;
 
-fn read(path: std::path::PathBuf) -> Result<Vec<u8>, ApiError> {
-    std::fs::read(&path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => ApiError::not_found("no such log file"),
-        _ => ApiError::internal(&e),
-    })
+/// The bytes of a published object of the log (`key`), or 404.
+fn read(state: &AppState, key: Result<ObjectKey, StorageError>) -> Result<Vec<u8>, ApiError> {
+    match state.log.objects().get(&key?) {
+        Ok(bytes) => Ok(bytes),
+        Err(ObjectError::NotFound(_)) => Err(ApiError::not_found("no such log file")),
+        Err(e) => Err(StorageError::from(e).into()),
+    }
 }
 
 /// `GET /log/checkpoint`: the newest signed checkpoint.
 pub async fn checkpoint(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let path = state.log.dir().join("checkpoint");
-    let note = web::block(move || read(path)).await??;
+    let key = ObjectKey::new(crate::log::CHECKPOINT_KEY).map_err(StorageError::from);
+    let note = web::block(move || read(&state, key)).await??;
     Ok(HttpResponse::Ok()
         .content_type("text/plain; charset=utf-8")
         .insert_header(("Cache-Control", "no-cache"))
@@ -33,8 +38,8 @@ pub async fn checkpoint(state: web::Data<AppState>) -> Result<HttpResponse, ApiE
 /// `GET /log/cosigned-checkpoint`: the newest checkpoint whose witnesses' cosignatures make the
 /// quorum of the server's witness policy, with them (404 before the first; `docs/witness.md`).
 pub async fn cosigned_checkpoint(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let path = state.log.dir().join(crate::witnessing::COSIGNED_FILE);
-    let note = web::block(move || read(path)).await??;
+    let key = ObjectKey::new(crate::witnessing::COSIGNED_KEY).map_err(StorageError::from);
+    let note = web::block(move || read(&state, key)).await??;
     Ok(HttpResponse::Ok()
         .content_type("text/plain; charset=utf-8")
         .insert_header(("Cache-Control", "no-cache"))
@@ -98,8 +103,9 @@ pub async fn tile(
     let data = match state.log.cached_tile(&tail) {
         Some(data) => data,
         None => {
-            let file = state.log.dir().join("tile").join(&tail);
-            let data = web::Bytes::from(web::block(move || read(file)).await??);
+            let key = crate::log::tile_key_of(&tail);
+            let reader = state.clone();
+            let data = web::Bytes::from(web::block(move || read(&reader, key)).await??);
             state.log.cache_tile(tail, data.clone());
             data
         }

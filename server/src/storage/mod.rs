@@ -26,7 +26,7 @@ pub use console::ConsoleStorage;
 pub use gallery::{GalleryStorage, PublicCapture};
 use hattama_core::election::Election;
 use hattama_core::evidence::{DeviceKey, Sha256Hash};
-pub use open::{Backend, Opener, open};
+pub use open::{Backend, Opener, open, open_with};
 pub use photo_buf::{BufPool, PhotoBuf};
 pub use postgres::PgStorage;
 pub use review::{Decision, DecisionKind, ReviewStorage, Transcription, TranscriptionStatus};
@@ -78,6 +78,20 @@ impl StorageError {
     /// A failure of the storage engine, kept as the cause.
     pub fn backend(source: impl std::error::Error + Send + Sync + 'static) -> Self {
         Self::Backend { source: Box::new(source) }
+    }
+}
+
+impl From<crate::objects::ObjectError> for StorageError {
+    fn from(e: crate::objects::ObjectError) -> Self {
+        use crate::objects::ObjectError as O;
+        match e {
+            O::NotFound(key) => Self::NotFound(format!("object {key}")),
+            O::Conflict(key) => Self::Conflict(format!("object {key} exists with other bytes")),
+            O::Unavailable(m) => Self::Unavailable(m),
+            O::Io(e) => Self::Io(e),
+            O::InvalidKey(key) => Self::Corrupt(format!("not an object key: {key:?}")),
+            O::Backend { source } => Self::Backend { source },
+        }
     }
 }
 

@@ -8,6 +8,7 @@ use secrecy::ExposeSecret;
 use super::{
     ConsoleStorage, GalleryStorage, PgStorage, ReviewStorage, SqliteStorage, Storage, StorageError,
 };
+use crate::objects::ObjectBackend;
 use crate::settings::{BackendKind, Settings};
 
 /// Every interface of one storage backend, as [`open`] returns it. `Arc<dyn Backend>` and
@@ -28,16 +29,32 @@ pub enum Opener {
 
 /// Opens (creating and migrating) the storage that `settings` name: the embedded default,
 /// SQLite and files in `data_dir`, or PostgreSQL at `storage.database_url`. Either way the data
-/// directory is made private first ([`super::make_private`]).
+/// directory is made private first ([`super::make_private`]). For admin commands, which store
+/// no photo: they need no object store.
 pub fn open(settings: &Settings, opener: Opener) -> Result<Arc<dyn Backend>, StorageError> {
+    open_with(settings, opener, None)
+}
+
+/// [`open`], for the server: with the app's object store (`objects::open`, opened once), where
+/// the PostgreSQL backend keeps photos (the embedded one keeps them in its data directory, with
+/// its own fsync order and group commit).
+pub fn open_with(
+    settings: &Settings,
+    opener: Opener,
+    objects: Option<Arc<dyn ObjectBackend>>,
+) -> Result<Arc<dyn Backend>, StorageError> {
     match (settings.storage.backend, &settings.storage.database_url) {
         (BackendKind::Embedded, _) => {
             Ok(Arc::new(SqliteStorage::open(&settings.data_dir, opener == Opener::Server)?))
         }
         (BackendKind::Postgres, Some(url)) => {
-            // The data directory still holds the keys, thumbnails and the log's files.
+            // The data directory still holds the keys (and, with local objects, the objects).
             super::make_private(&settings.data_dir)?;
-            Ok(Arc::new(PgStorage::open(url.expose_secret(), settings.storage.pool_size)?))
+            let pg = PgStorage::open(url.expose_secret(), settings.storage.pool_size)?;
+            Ok(Arc::new(match objects {
+                Some(objects) => pg.with_photos(objects),
+                None => pg,
+            }))
         }
         // Refused by `Settings::validate` already.
         (BackendKind::Postgres, None) => Err(StorageError::NotFound(
@@ -57,7 +74,10 @@ mod tests {
             [("main.rs", include_str!("../main.rs")), ("startup.rs", include_str!("../startup.rs"))]
         {
             assert!(!text.contains("SqliteStorage"), "{file} names the SQLite backend");
-            assert!(text.contains("storage::open(&settings"), "{file} does not call storage::open");
+            assert!(
+                text.contains("storage::open(&settings") || text.contains("storage::open_with("),
+                "{file} does not call storage::open"
+            );
         }
     }
 

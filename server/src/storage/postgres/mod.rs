@@ -14,9 +14,14 @@
 //!   writer read to the new size (and `checkpoints` has one row per size), so two writers can
 //!   never publish two checkpoints for one size.
 //!
-//! Until the object-storage boundary takes them over, photos and the bytes of unfinished
-//! uploads are rows too (`photos`, `upload_chunks`), so any instance continues an upload begun
-//! on another.
+//! Photos are objects when the server gives the backend its object store
+//! ([`PgStorage::with_photos`], as `Application::build` does): `photos/<sha256>`, content
+//! addressed, written durably before the capture's transaction commits (so a receipt is only
+//! for a photo that is stored; a photo whose commit then fails is an unreferenced object,
+//! harmless, and the same bytes if the upload comes again). Without it (admin commands, which
+//! never store photos), and for photos stored as rows by earlier versions, photos are rows of
+//! `photos`. The bytes of unfinished uploads are rows (`upload_chunks`), so any instance
+//! continues an upload begun on another.
 //!
 //! The schema is a list of versioned SQL files (`migrations/NNNN_*.sql`), applied in order,
 //! each in its own transaction together with its row in `schema_version`, under an advisory
@@ -57,6 +62,8 @@ type Conn = r2d2::PooledConnection<PostgresConnectionManager<NoTls>>;
 pub struct PgStorage {
     pool: r2d2::Pool<PostgresConnectionManager<NoTls>>,
     review_cache: review::ReviewCache,
+    /// Where new photos are stored (`photos/<sha256>`); `None`: as rows.
+    photos: Option<std::sync::Arc<dyn crate::objects::ObjectBackend>>,
 }
 
 /// PostgreSQL's errors, named by what the caller can do about them: a serialization failure,
@@ -135,9 +142,19 @@ impl PgStorage {
             // A connection the database closed (a restart, a failover) is found before use.
             .test_on_check_out(true)
             .build(manager)?;
-        let storage = Self { pool, review_cache: review::ReviewCache::default() };
+        let storage = Self { pool, review_cache: review::ReviewCache::default(), photos: None };
         storage.migrate()?;
         Ok(storage)
+    }
+
+    /// Stores new photos as objects of `objects` (`photos/<sha256>`) rather than as rows; photos
+    /// already stored as rows are still read from them.
+    pub fn with_photos(
+        mut self,
+        objects: std::sync::Arc<dyn crate::objects::ObjectBackend>,
+    ) -> Self {
+        self.photos = Some(objects);
+        self
     }
 
     fn conn(&self) -> Result<Conn, StorageError> {

@@ -11,11 +11,17 @@ use hattama_core::log::LogEntry;
 use postgres::GenericClient;
 
 use super::{PgStorage, corrupt, i, u};
+use crate::objects::{ObjectKey, PutOptions};
 use crate::storage::{
     Admission, Committed, Device, EnrollRefusal, Evidence, NewCapture, NewUpload, OpenUpload,
     PhotoBytes, Storage, StorageError, StoredCapture, UploadInfo, UploadWriter, device_id,
     new_code,
 };
+
+/// The object of a photo: `photos/<sha256>`.
+fn photo_key(sha256: &Sha256Hash) -> Result<ObjectKey, StorageError> {
+    Ok(ObjectKey::new(format!("photos/{}", sha256.to_hex()))?)
+}
 
 /// Stored hashes per row of `log_hash_blocks` (as in the SQLite backend: 2 KiB a row).
 const HASH_BLOCK: u64 = 64;
@@ -186,18 +192,26 @@ impl PgStorage {
     /// its receipt and its log entry at the next position, in one transaction that holds the
     /// `log_head` row from numbering to commit.
     fn commit_held(&self, c: &NewCapture, photo: &[u8]) -> Result<Committed, StorageError> {
+        // A photo kept as an object is durable before the transaction that references it.
+        if let Some(objects) = &self.photos {
+            objects.put(&photo_key(&c.photo_sha256)?, photo, PutOptions::EVIDENCE)?;
+        }
         self.write(false, |tx| {
-            let next: i64 =
-                tx.query_one("SELECT next_index FROM log_head WHERE id = 1 FOR UPDATE", &[])?.get(0);
+            let next: i64 = tx
+                .query_one("SELECT next_index FROM log_head WHERE id = 1 FOR UPDATE", &[])?
+                .get(0);
             // Looked at again under the lock: another instance may have committed it meanwhile.
             if let Some(existing) = committed(tx, &c.id)? {
                 return Ok(existing);
             }
             let log_index = u(next);
-            tx.execute(
-                "INSERT INTO photos (sha256, bytes) VALUES ($1, $2) ON CONFLICT (sha256) DO NOTHING",
-                &[&c.photo_sha256.to_hex(), &photo],
-            )?;
+            if self.photos.is_none() {
+                tx.execute(
+                    "INSERT INTO photos (sha256, bytes) VALUES ($1, $2)
+                     ON CONFLICT (sha256) DO NOTHING",
+                    &[&c.photo_sha256.to_hex(), &photo],
+                )?;
+            }
             let entry = LogEntry {
                 capture_id: c.id,
                 election: c.election.clone(),
@@ -207,10 +221,7 @@ impl PgStorage {
                 v: hattama_core::log::ENTRY_VERSION,
             }
             .to_bytes();
-            tx.execute(
-                "INSERT INTO log_entries (idx, entry) VALUES ($1, $2)",
-                &[&next, &entry],
-            )?;
+            tx.execute("INSERT INTO log_entries (idx, entry) VALUES ($1, $2)", &[&next, &entry])?;
             tx.execute(
                 "INSERT INTO captures (id, device_id, seq, election, precinct, manifest, signature,
                     photo_sha256, photo_bytes, media_type, received_at_ms, receipt, log_index)
@@ -551,10 +562,15 @@ impl Storage for PgStorage {
     }
 
     fn photo(&self, sha256: &Sha256Hash) -> Result<Option<Vec<u8>>, StorageError> {
-        self.read(|c| {
+        let row = self.read(|c| {
             Ok(c.query_opt("SELECT bytes FROM photos WHERE sha256 = $1", &[&sha256.to_hex()])?
                 .map(|r| r.get(0)))
-        })
+        })?;
+        match (row, &self.photos) {
+            (Some(bytes), _) => Ok(Some(bytes)),
+            (None, Some(objects)) => Ok(objects.get_opt(&photo_key(sha256)?)?),
+            (None, None) => Ok(None),
+        }
     }
 
     fn capture_count(&self) -> Result<u64, StorageError> {

@@ -74,3 +74,41 @@ fn a_database_is_migrated_once_and_a_newer_one_is_refused() {
         Err(crate::storage::StorageError::TooNew { .. })
     ));
 }
+
+/// With the server's object store, new photos are objects (`photos/<sha256>`), not rows; a
+/// photo stored as a row (by an earlier version) is still read from it.
+#[test]
+fn photos_are_objects_when_the_server_gives_an_object_store() {
+    use std::sync::Arc;
+
+    use crate::objects::{LocalObjects, ObjectBackend, ObjectKey};
+    use crate::storage::conformance::{capture, election, key, photo};
+    use crate::storage::{Storage, StorageError};
+
+    let Some((storage, _schema)) = open() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let objects: Arc<dyn ObjectBackend> = Arc::new(LocalObjects::new(dir.path()).unwrap());
+    let storage = storage.with_photos(objects.clone());
+    storage.import_election(&election("e1"), 1).unwrap();
+    let codes = storage.create_invites("e1", &["p1".into()], 1, 1).unwrap();
+    storage.enroll(&codes[0], &key(1), 1).unwrap().unwrap();
+    let bytes = photo(7, 100_000);
+    let c = capture(&key(1), "e1", "p1", 1, &bytes);
+    let sha = c.photo_sha256;
+    storage.commit_capture(c).unwrap();
+    let object = ObjectKey::new(format!("photos/{}", sha.to_hex())).unwrap();
+    assert_eq!(objects.get(&object).unwrap(), bytes);
+    assert_eq!(storage.photo(&sha).unwrap(), Some(bytes.clone()));
+    let mut c = storage.conn().unwrap();
+    let rows: i64 = c.query_one("SELECT count(*) FROM photos", &[]).unwrap().get(0);
+    assert_eq!(rows, 0, "the photo is not a row");
+    // A row of an earlier version is read as before; an object gone is a photo missing.
+    let old = photo(8, 500);
+    let old_sha = hattama_core::evidence::Sha256Hash::of(&old);
+    c.execute("INSERT INTO photos (sha256, bytes) VALUES ($1, $2)", &[&old_sha.to_hex(), &old])
+        .unwrap();
+    drop(c);
+    assert_eq!(storage.photo(&old_sha).unwrap(), Some(old));
+    objects.delete(&object).unwrap();
+    assert!(matches!(storage.photo(&sha), Ok(None) | Err(StorageError::NotFound(_))));
+}

@@ -45,11 +45,17 @@ use hattama_core::evidence::{DeviceKey, Sha256Hash};
 use hattama_core::log::{self as tlog, ENTRY_VERSION, Hash, LogEntry, LogKey, TlogProof};
 use hattama_server::keys::ServerKeys;
 use hattama_server::log::Log;
+use hattama_server::objects::{LocalObjects, ObjectBackend};
 use hattama_server::storage::{SqliteStorage, Storage};
 use rusqlite::params;
 use sha2::{Digest, Sha256};
 
 use crate::http::Conn;
+
+/// The data directory's objects, as the server keeps them by default.
+fn local(dir: &Path) -> Result<Arc<dyn ObjectBackend>> {
+    Ok(Arc::new(LocalObjects::new(dir)?))
+}
 use crate::{Goal, Stats, bench_root, fs_type, report};
 
 pub const USAGE: &str = "hattama-bench log [--entries N] [--clients K] [--secs S] [--rounds R] \
@@ -164,7 +170,7 @@ pub fn run(opts: &Options) -> Result<()> {
     let storage: Arc<dyn Storage> = Arc::new(SqliteStorage::open(&data, false)?);
     let keys = ServerKeys::load_or_create(&data)?;
     let log_key = LogKey::for_signer(ORIGIN, &keys.log)?;
-    let log = Log::open(storage.clone(), keys.log.clone(), ORIGIN, &data)?;
+    let log = Log::open(storage.clone(), keys.log.clone(), ORIGIN, local(&data)?)?;
     let before = cpu_seconds()?;
     let disk_before = DiskSample::of(&data);
     let mut batches = Vec::new();
@@ -197,7 +203,7 @@ pub fn run(opts: &Options) -> Result<()> {
     // A restarted server first loads the tree's right edge (once per process).
     let storage: Arc<dyn Storage> = Arc::new(SqliteStorage::open(&data, false)?);
     let started = Instant::now();
-    let log = Log::open(storage.clone(), keys.log.clone(), ORIGIN, &data)?;
+    let log = Log::open(storage.clone(), keys.log.clone(), ORIGIN, local(&data)?)?;
     ensure!(log.integrate_once()? == 0, "captures left unlogged");
     let restart = started.elapsed();
     drop(log);
@@ -546,10 +552,10 @@ fn witnessed_integration(root: &Path, n: usize) -> Result<WitnessedRun> {
         witnesses.iter().map(|w| w.url.as_str()).collect::<Vec<_>>().join(", "),
         started.elapsed().as_secs_f64()
     );
-    let log = Log::open(storage.clone(), keys.log.clone(), ORIGIN, &data)?;
+    let log = Log::open(storage.clone(), keys.log.clone(), ORIGIN, local(&data)?)?;
     hattama_server::witnessing::start(log.clone(), policy.clone(), Duration::from_secs(3))?;
     // One thread notes when each size is first published and first cosigned with a quorum.
-    let cosigned_file = data.join("log").join(hattama_server::witnessing::COSIGNED_FILE);
+    let cosigned_file = data.join(hattama_server::witnessing::COSIGNED_KEY);
     let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let watcher = {
         let (log, done, policy) = (log.clone(), done.clone(), policy.clone());
@@ -611,7 +617,7 @@ fn witnessed_integration(root: &Path, n: usize) -> Result<WitnessedRun> {
     let plain_rate = {
         let storage: Arc<dyn Storage> = Arc::new(SqliteStorage::open(&plain, false)?);
         let keys = ServerKeys::load_or_create(&plain)?;
-        let log = Log::open(storage, keys.log.clone(), ORIGIN, &plain)?;
+        let log = Log::open(storage, keys.log.clone(), ORIGIN, local(&plain)?)?;
         let started = Instant::now();
         let mut integrated = 0;
         loop {
