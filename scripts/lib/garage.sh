@@ -108,8 +108,11 @@ start_test_garage() {
   exports=$(garage_start) || return 1
   eval "$exports"
   # Beside a trap set before (PostgreSQL's), not instead of it.
-  local before
-  before=$(trap -p EXIT | sed "s/^trap -- '\(.*\)' EXIT$/\1/")
+  local before=""
+  if [ -n "$(trap -p EXIT)" ]; then
+    eval "set -- $(trap -p EXIT)"
+    before=$3
+  fi
   # shellcheck disable=SC2064 # the directory is known now
   trap "${before:+$before; }garage_stop '$HATTAMA_TEST_S3_DIR'" EXIT
   echo "Garage test node in $HATTAMA_TEST_S3_DIR"

@@ -271,9 +271,12 @@ fn postgres_and_s3_take_syncs_serve_the_log_from_the_bucket_and_lose_nothing_on_
     }
 
     // SIGKILLed during uploads, five times, each time started again: whatever the client holds
-    // a receipt for is served, with a proof.
+    // a receipt for is served, with a proof. Each kill comes once the round's first capture is
+    // receipted (the others are on their way), a little later each round.
     let mut count = 8;
-    for (round, wait_ms) in [60u64, 150, 30, 220, 90].into_iter().enumerate() {
+    let mut interrupted = 0;
+    for (round, wait_ms) in [0u64, 40, 10, 90, 25].into_iter().enumerate() {
+        let before = receipted(&client).len();
         capture(&client, count, 4);
         count += 4;
         let cancel = CancelToken::new();
@@ -281,15 +284,24 @@ fn postgres_and_s3_take_syncs_serve_the_log_from_the_bucket_and_lose_nothing_on_
             let (client, cancel) = (client.clone(), cancel.clone());
             std::thread::spawn(move || client.sync(&NoProgress, &cancel))
         };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while receipted(&client).len() == before && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
         std::thread::sleep(Duration::from_millis(wait_ms));
         server.kill();
         cancel.cancel();
         let _ = sync.join().unwrap();
         let held = receipted(&client).len();
         println!("round {round}: {held} of {count} receipted when killed");
+        assert!(held > before, "round {round}: killed before its first receipt");
+        if held < count {
+            interrupted += 1;
+        }
         server = TestServer::start_on_with(data, &listen, &pairs(&env));
         check_served(&client, &server.url, &key, held as u64);
     }
+    println!("{interrupted} of 5 kills left captures of their round without a receipt");
     sync_to_completion(&client);
     let all = receipted(&client);
     assert_eq!(all.len(), count);

@@ -111,16 +111,18 @@ impl S3Objects {
             _ => String::new(),
         };
         let objects = Self { store, prefix, runtime: Some(runtime) };
-        // A bucket that does not exist, or credentials it refuses, fail here rather than at
-        // the first upload.
+        // A bucket that does not exist, credentials it refuses or an endpoint that does not
+        // answer fail here, when the server starts, rather than at the first upload. (The
+        // client reports a listing's 404, NoSuchBucket, as a generic error: any failure here is
+        // the configuration's.)
         let probe = Path::from("hattama-probe");
         objects
             .run(|s| async move {
-                s.list_with_delimiter(Some(&probe)).await.map_err(|e| match e {
-                    object_store::Error::NotFound { .. } => backend(std::io::Error::other(
-                        "the bucket does not exist (storage.objects.bucket)",
-                    )),
-                    other => error("", other),
+                s.list_with_delimiter(Some(&probe)).await.map_err(|e| {
+                    backend(std::io::Error::other(format!(
+                        "the bucket does not answer a listing (storage.objects: endpoint, \
+                         bucket, region, credentials): {e}"
+                    )))
                 })
             })
             .map(drop)?;
