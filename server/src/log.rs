@@ -161,11 +161,18 @@ impl HashReader for CachedReader<'_> {
 
 /// The size of the newest published checkpoint, and a signal when it grows; and that
 /// checkpoint, so that a receipt's proof needs no read of it.
+///
+/// Blocking waiters wait on `changed` under `size`'s lock, which [`Published::set`] holds to
+/// change the size before it notifies them, so that no growth is missed between a waiter's look
+/// at the size and its wait.
 #[derive(Default)]
 struct Published {
     size: Mutex<u64>,
     changed: Condvar,
     note: Mutex<Option<(u64, Arc<[u8]>)>>,
+    /// Waits that ended by their timeout rather than by a notification (tests only).
+    #[cfg(test)]
+    timed_out: std::sync::atomic::AtomicUsize,
 }
 
 impl Published {
@@ -181,6 +188,48 @@ impl Published {
         *published = (*published).max(size);
         self.changed.notify_all();
         Ok(())
+    }
+
+    /// Wakes every waiter (the log stops).
+    fn wake_all(&self) {
+        // Under the lock, as `set`: a blocking waiter that has not yet seen `stop` is then
+        // waiting already, and is woken.
+        if let Ok(_size) = self.size.lock() {
+            self.changed.notify_all();
+        }
+    }
+
+    /// Waits (blocking) until the size is above `index`, `stopping()` says to give up, or the
+    /// deadline passes; returns whether the size is above `index`. `stopping` is asked under the
+    /// size's lock before each wait.
+    fn wait_above(
+        &self,
+        index: u64,
+        deadline: Instant,
+        stopping: &dyn Fn() -> bool,
+    ) -> Result<bool, StorageError> {
+        // The size is looked at and waited for under its lock, which `set` takes to change it:
+        // a change between the look and the wait cannot go unnoticed.
+        let mut size = self.size.lock().map_err(corrupt)?;
+        loop {
+            if index < *size {
+                return Ok(true);
+            }
+            if stopping() {
+                return Ok(false);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(false);
+            }
+            let (guard, _waited) =
+                self.changed.wait_timeout(size, deadline - now).map_err(corrupt)?;
+            #[cfg(test)]
+            if _waited.timed_out() {
+                self.timed_out.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+            size = guard;
+        }
     }
 }
 
@@ -518,7 +567,7 @@ impl Log {
     pub fn stop(&self) {
         self.stopping.store(true, std::sync::atomic::Ordering::SeqCst);
         self.wake();
-        self.published.changed.notify_all();
+        self.published.wake_all();
     }
 
     /// Whether [`Log::stop`] was called.
@@ -694,32 +743,14 @@ impl Log {
     }
 
     /// Waits (blocking) until the entry at `index` is in a published checkpoint; returns whether
-    /// that happened within `timeout`.
+    /// that happened within `timeout` (`false` at once if the log stops).
     pub fn wait_published(&self, index: u64, timeout: Duration) -> Result<bool, StorageError> {
         let deadline = Instant::now() + timeout;
-        let mut woken = false;
-        loop {
-            if index < self.published_size() {
-                return Ok(true);
-            }
-            if self.is_stopping() {
-                return Ok(false);
-            }
-            if !woken {
-                self.wake();
-                woken = true;
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return Ok(false);
-            }
-            let guard = self.published.size.lock().map_err(corrupt)?;
-            let _ = self
-                .published
-                .changed
-                .wait_timeout(guard, (deadline - now).min(Duration::from_millis(200)))
-                .map_err(corrupt)?;
+        if index < self.published_size() {
+            return Ok(true);
         }
+        self.wake();
+        self.published.wait_above(index, deadline, &|| self.is_stopping())
     }
 
     /// The newest published checkpoint: size and signed note.
@@ -852,6 +883,35 @@ mod tests {
             root = tlog_tiles::node_hash(l, root);
         }
         root
+    }
+
+    #[test]
+    fn a_checkpoint_published_between_a_waiters_look_and_its_wait_wakes_the_waiter() {
+        let published = Arc::new(Published::default());
+        published.set(5, b"five").unwrap();
+        // Right after the waiter's look at the size (entry 5 is not published yet), where it
+        // asks whether to give up, another thread publishes the checkpoint it waits for and is
+        // given every chance to finish before the waiter goes on to wait.
+        let setter = Mutex::new(None);
+        let stopping = || {
+            let mut setter = setter.lock().unwrap();
+            if setter.is_none() {
+                let p = published.clone();
+                *setter = Some(std::thread::spawn(move || p.set(6, b"six").unwrap()));
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            false
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        assert!(published.wait_above(5, deadline, &stopping).unwrap());
+        setter.lock().unwrap().take().unwrap().join().unwrap();
+        // Woken by that publication, not by a timeout.
+        assert_eq!(published.timed_out.load(std::sync::atomic::Ordering::SeqCst), 0);
+        // Already published: no wait at all; not published by the deadline: `false`.
+        assert!(published.wait_above(5, Instant::now(), &|| false).unwrap());
+        let soon = Instant::now() + Duration::from_millis(10);
+        assert!(!published.wait_above(6, soon, &|| false).unwrap());
+        assert!(!published.wait_above(6, deadline, &|| true).unwrap(), "stopping");
     }
 
     #[test]
