@@ -159,16 +159,35 @@ impl HashReader for CachedReader<'_> {
     }
 }
 
+/// Reads stored hashes from [`RecentHashes`] only, noting whether one was not there.
+struct KeptReader<'a> {
+    recent: &'a Mutex<RecentHashes>,
+    missed: std::cell::Cell<bool>,
+}
+
+impl HashReader for KeptReader<'_> {
+    fn read_hashes(&self, indexes: &[u64]) -> Result<Vec<Hash>, tlog_tiles::Error> {
+        let recent = self.recent.lock().map_err(|_| tlog_tiles::Error::InvalidTile)?;
+        let kept: Option<Vec<Hash>> = indexes.iter().map(|&i| recent.get(i).map(Hash)).collect();
+        kept.ok_or_else(|| {
+            self.missed.set(true);
+            tlog_tiles::Error::InvalidTile
+        })
+    }
+}
+
 /// The size of the newest published checkpoint, and a signal when it grows; and that
 /// checkpoint, so that a receipt's proof needs no read of it.
 ///
 /// Blocking waiters wait on `changed` under `size`'s lock, which [`Published::set`] holds to
 /// change the size before it notifies them, so that no growth is missed between a waiter's look
-/// at the size and its wait.
+/// at the size and its wait. Async waiters (receipts answered on the connection's thread) wait
+/// on `watch`, which marks each value seen, without holding a thread of the blocking pool.
 #[derive(Default)]
 struct Published {
     size: Mutex<u64>,
     changed: Condvar,
+    watch: tokio::sync::watch::Sender<u64>,
     note: Mutex<Option<(u64, Arc<[u8]>)>>,
     /// Waits that ended by their timeout rather than by a notification (tests only).
     #[cfg(test)]
@@ -187,16 +206,23 @@ impl Published {
         let mut published = self.size.lock().map_err(corrupt)?;
         *published = (*published).max(size);
         self.changed.notify_all();
+        drop(published);
+        self.watch.send_if_modified(|s| {
+            let grew = size > *s;
+            *s = (*s).max(size);
+            grew
+        });
         Ok(())
     }
 
-    /// Wakes every waiter (the log stops).
+    /// Wakes every waiter, blocking or not (the log stops).
     fn wake_all(&self) {
         // Under the lock, as `set`: a blocking waiter that has not yet seen `stop` is then
         // waiting already, and is woken.
         if let Ok(_size) = self.size.lock() {
             self.changed.notify_all();
         }
+        self.watch.send_modify(|_| {});
     }
 
     /// Waits (blocking) until the size is above `index`, `stopping()` says to give up, or the
@@ -753,6 +779,21 @@ impl Log {
         self.published.wait_above(index, deadline, &|| self.is_stopping())
     }
 
+    /// [`Log::wait_published`] for async code: the task waits, no thread does.
+    pub async fn published_within(&self, index: u64, timeout: Duration) -> bool {
+        if index < self.published_size() {
+            return true;
+        }
+        self.wake();
+        let mut published = self.published.watch.subscribe();
+        let waited = tokio::time::timeout(
+            timeout,
+            published.wait_for(|&size| index < size || self.is_stopping()),
+        )
+        .await;
+        matches!(waited, Ok(Ok(size)) if index < *size)
+    }
+
     /// The newest published checkpoint: size and signed note.
     pub fn published_checkpoint(&self) -> Result<(u64, Vec<u8>), StorageError> {
         let size = self.published_size();
@@ -777,6 +818,25 @@ impl Log {
         let reader = CachedReader { storage: &*self.storage, recent: &self.recent };
         let hashes = tlog_tiles::prove_record(size, index, &reader).map_err(corrupt)?;
         Ok(TlogProof { index, hashes, checkpoint: note })
+    }
+
+    /// [`Log::inclusion`] from the hashes kept in memory only (those of the newest batches and
+    /// of older proofs), so without a blocking read of storage: what a receipt of a capture just
+    /// logged needs. `None` if a hash of the proof is not kept.
+    pub fn inclusion_kept(&self, index: u64) -> Result<Option<TlogProof>, StorageError> {
+        // The checkpoint kept is published (its files are written before it is kept).
+        let Some((size, note)) = self.published.note.lock().map_err(corrupt)?.clone() else {
+            return Ok(None);
+        };
+        if index >= size {
+            return Ok(None);
+        }
+        let reader = KeptReader { recent: &self.recent, missed: std::cell::Cell::new(false) };
+        match tlog_tiles::prove_record(size, index, &reader) {
+            Ok(hashes) => Ok(Some(TlogProof { index, hashes, checkpoint: note.to_vec() })),
+            Err(_) if reader.missed.get() => Ok(None),
+            Err(e) => Err(corrupt(e)),
+        }
     }
 
     /// The consistency proof from the tree of `old` entries to the newest published checkpoint.
@@ -912,6 +972,40 @@ mod tests {
         let soon = Instant::now() + Duration::from_millis(10);
         assert!(!published.wait_above(6, soon, &|| false).unwrap());
         assert!(!published.wait_above(6, deadline, &|| true).unwrap(), "stopping");
+    }
+
+    #[test]
+    fn async_waiters_see_every_publication_and_the_stop() {
+        let dir = tempfile::tempdir().unwrap();
+        queue(dir.path(), 3);
+        let storage: Arc<dyn Storage> = Arc::new(SqliteStorage::open(dir.path(), false).unwrap());
+        let key = SigningKey::from_bytes(&[9; 32]);
+        let log = Log::open(storage, key, "test.local/log", dir.path()).unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+        runtime.block_on(async {
+            let long = Duration::from_secs(30);
+            // Entry 2 is not logged yet: the waiter is woken by the batch that logs it.
+            let waiter = log.published_within(2, long);
+            let integrate = async {
+                tokio::task::yield_now().await;
+                assert_eq!(log.integrate_once().unwrap(), 3);
+            };
+            let (logged, ()) = tokio::join!(waiter, integrate);
+            assert!(logged);
+            assert!(log.published_within(0, Duration::ZERO).await, "published already");
+            assert!(!log.published_within(3, Duration::from_millis(10)).await, "not by then");
+            // A stop wakes a waiter, which gives up.
+            let waiter = log.published_within(3, long);
+            let stop = async {
+                tokio::task::yield_now().await;
+                log.stop();
+            };
+            let (logged, ()) = tokio::join!(waiter, stop);
+            assert!(!logged);
+        });
+        // The proof from the kept hashes is the one read from storage.
+        let kept = log.inclusion_kept(1).unwrap().expect("the batch's hashes are kept");
+        assert_eq!(kept.hashes, log.inclusion(1).unwrap().hashes);
     }
 
     #[test]
