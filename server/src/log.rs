@@ -178,13 +178,39 @@ impl HashReader for CachedReader<'_> {
     }
 }
 
+/// Reads stored hashes from [`RecentHashes`] only, noting whether one was not there.
+struct KeptReader<'a> {
+    recent: &'a Mutex<RecentHashes>,
+    missed: std::cell::Cell<bool>,
+}
+
+impl HashReader for KeptReader<'_> {
+    fn read_hashes(&self, indexes: &[u64]) -> Result<Vec<Hash>, tlog_tiles::Error> {
+        let recent = self.recent.lock().map_err(|_| tlog_tiles::Error::InvalidTile)?;
+        let kept: Option<Vec<Hash>> = indexes.iter().map(|&i| recent.get(i).map(Hash)).collect();
+        kept.ok_or_else(|| {
+            self.missed.set(true);
+            tlog_tiles::Error::InvalidTile
+        })
+    }
+}
+
 /// The size of the newest published checkpoint, and a signal when it grows; and that
 /// checkpoint, so that a receipt's proof needs no read of it.
+///
+/// Blocking waiters wait on `changed` under `size`'s lock, which [`Published::set`] holds to
+/// change the size before it notifies them, so that no growth is missed between a waiter's look
+/// at the size and its wait. Async waiters (receipts answered on the connection's thread) wait
+/// on `watch`, which marks each value seen, without holding a thread of the blocking pool.
 #[derive(Default)]
 struct Published {
     size: Mutex<u64>,
     changed: Condvar,
+    watch: tokio::sync::watch::Sender<u64>,
     note: Mutex<Option<(u64, Arc<[u8]>)>>,
+    /// Waits that ended by their timeout rather than by a notification (tests only).
+    #[cfg(test)]
+    timed_out: std::sync::atomic::AtomicUsize,
 }
 
 impl Published {
@@ -199,7 +225,56 @@ impl Published {
         let mut published = self.size.lock().map_err(corrupt)?;
         *published = (*published).max(size);
         self.changed.notify_all();
+        drop(published);
+        self.watch.send_if_modified(|s| {
+            let grew = size > *s;
+            *s = (*s).max(size);
+            grew
+        });
         Ok(())
+    }
+
+    /// Wakes every waiter, blocking or not (the log stops).
+    fn wake_all(&self) {
+        // Under the lock, as `set`: a blocking waiter that has not yet seen `stop` is then
+        // waiting already, and is woken.
+        if let Ok(_size) = self.size.lock() {
+            self.changed.notify_all();
+        }
+        self.watch.send_modify(|_| {});
+    }
+
+    /// Waits (blocking) until the size is above `index`, `stopping()` says to give up, or the
+    /// deadline passes; returns whether the size is above `index`. `stopping` is asked under the
+    /// size's lock before each wait.
+    fn wait_above(
+        &self,
+        index: u64,
+        deadline: Instant,
+        stopping: &dyn Fn() -> bool,
+    ) -> Result<bool, StorageError> {
+        // The size is looked at and waited for under its lock, which `set` takes to change it:
+        // a change between the look and the wait cannot go unnoticed.
+        let mut size = self.size.lock().map_err(corrupt)?;
+        loop {
+            if index < *size {
+                return Ok(true);
+            }
+            if stopping() {
+                return Ok(false);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(false);
+            }
+            let (guard, _waited) =
+                self.changed.wait_timeout(size, deadline - now).map_err(corrupt)?;
+            #[cfg(test)]
+            if _waited.timed_out() {
+                self.timed_out.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+            size = guard;
+        }
     }
 }
 
@@ -537,7 +612,7 @@ impl Log {
     pub fn stop(&self) {
         self.stopping.store(true, std::sync::atomic::Ordering::SeqCst);
         self.wake();
-        self.published.changed.notify_all();
+        self.published.wake_all();
     }
 
     /// Whether [`Log::stop`] was called.
@@ -714,32 +789,29 @@ impl Log {
     }
 
     /// Waits (blocking) until the entry at `index` is in a published checkpoint; returns whether
-    /// that happened within `timeout`.
+    /// that happened within `timeout` (`false` at once if the log stops).
     pub fn wait_published(&self, index: u64, timeout: Duration) -> Result<bool, StorageError> {
         let deadline = Instant::now() + timeout;
-        let mut woken = false;
-        loop {
-            if index < self.published_size() {
-                return Ok(true);
-            }
-            if self.is_stopping() {
-                return Ok(false);
-            }
-            if !woken {
-                self.wake();
-                woken = true;
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return Ok(false);
-            }
-            let guard = self.published.size.lock().map_err(corrupt)?;
-            let _ = self
-                .published
-                .changed
-                .wait_timeout(guard, (deadline - now).min(Duration::from_millis(200)))
-                .map_err(corrupt)?;
+        if index < self.published_size() {
+            return Ok(true);
         }
+        self.wake();
+        self.published.wait_above(index, deadline, &|| self.is_stopping())
+    }
+
+    /// [`Log::wait_published`] for async code: the task waits, no thread does.
+    pub async fn published_within(&self, index: u64, timeout: Duration) -> bool {
+        if index < self.published_size() {
+            return true;
+        }
+        self.wake();
+        let mut published = self.published.watch.subscribe();
+        let waited = tokio::time::timeout(
+            timeout,
+            published.wait_for(|&size| index < size || self.is_stopping()),
+        )
+        .await;
+        matches!(waited, Ok(Ok(size)) if index < *size)
     }
 
     /// The newest published checkpoint: size and signed note.
@@ -766,6 +838,25 @@ impl Log {
         let reader = CachedReader { storage: &*self.storage, recent: &self.recent };
         let hashes = tlog_tiles::prove_record(size, index, &reader).map_err(corrupt)?;
         Ok(TlogProof { index, hashes, checkpoint: note })
+    }
+
+    /// [`Log::inclusion`] from the hashes kept in memory only (those of the newest batches and
+    /// of older proofs), so without a blocking read of storage: what a receipt of a capture just
+    /// logged needs. `None` if a hash of the proof is not kept.
+    pub fn inclusion_kept(&self, index: u64) -> Result<Option<TlogProof>, StorageError> {
+        // The checkpoint kept is published (its files are written before it is kept).
+        let Some((size, note)) = self.published.note.lock().map_err(corrupt)?.clone() else {
+            return Ok(None);
+        };
+        if index >= size {
+            return Ok(None);
+        }
+        let reader = KeptReader { recent: &self.recent, missed: std::cell::Cell::new(false) };
+        match tlog_tiles::prove_record(size, index, &reader) {
+            Ok(hashes) => Ok(Some(TlogProof { index, hashes, checkpoint: note.to_vec() })),
+            Err(_) if reader.missed.get() => Ok(None),
+            Err(e) => Err(corrupt(e)),
+        }
     }
 
     /// The consistency proof from the tree of `old` entries to the newest published checkpoint.
@@ -881,6 +972,69 @@ mod tests {
             root = tlog_tiles::node_hash(l, root);
         }
         root
+    }
+
+    #[test]
+    fn a_checkpoint_published_between_a_waiters_look_and_its_wait_wakes_the_waiter() {
+        let published = Arc::new(Published::default());
+        published.set(5, b"five").unwrap();
+        // Right after the waiter's look at the size (entry 5 is not published yet), where it
+        // asks whether to give up, another thread publishes the checkpoint it waits for and is
+        // given every chance to finish before the waiter goes on to wait.
+        let setter = Mutex::new(None);
+        let stopping = || {
+            let mut setter = setter.lock().unwrap();
+            if setter.is_none() {
+                let p = published.clone();
+                *setter = Some(std::thread::spawn(move || p.set(6, b"six").unwrap()));
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            false
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        assert!(published.wait_above(5, deadline, &stopping).unwrap());
+        setter.lock().unwrap().take().unwrap().join().unwrap();
+        // Woken by that publication, not by a timeout.
+        assert_eq!(published.timed_out.load(std::sync::atomic::Ordering::SeqCst), 0);
+        // Already published: no wait at all; not published by the deadline: `false`.
+        assert!(published.wait_above(5, Instant::now(), &|| false).unwrap());
+        let soon = Instant::now() + Duration::from_millis(10);
+        assert!(!published.wait_above(6, soon, &|| false).unwrap());
+        assert!(!published.wait_above(6, deadline, &|| true).unwrap(), "stopping");
+    }
+
+    #[test]
+    fn async_waiters_see_every_publication_and_the_stop() {
+        let dir = tempfile::tempdir().unwrap();
+        queue(dir.path(), 3);
+        let storage: Arc<dyn Storage> = Arc::new(SqliteStorage::open(dir.path(), false).unwrap());
+        let key = SigningKey::from_bytes(&[9; 32]);
+        let log = Log::open(storage, key, "test.local/log", dir.path()).unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+        runtime.block_on(async {
+            let long = Duration::from_secs(30);
+            // Entry 2 is not logged yet: the waiter is woken by the batch that logs it.
+            let waiter = log.published_within(2, long);
+            let integrate = async {
+                tokio::task::yield_now().await;
+                assert_eq!(log.integrate_once().unwrap(), 3);
+            };
+            let (logged, ()) = tokio::join!(waiter, integrate);
+            assert!(logged);
+            assert!(log.published_within(0, Duration::ZERO).await, "published already");
+            assert!(!log.published_within(3, Duration::from_millis(10)).await, "not by then");
+            // A stop wakes a waiter, which gives up.
+            let waiter = log.published_within(3, long);
+            let stop = async {
+                tokio::task::yield_now().await;
+                log.stop();
+            };
+            let (logged, ()) = tokio::join!(waiter, stop);
+            assert!(!logged);
+        });
+        // The proof from the kept hashes is the one read from storage.
+        let kept = log.inclusion_kept(1).unwrap().expect("the batch's hashes are kept");
+        assert_eq!(kept.hashes, log.inclusion(1).unwrap().hashes);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use actix_web::{HttpResponse, web};
+use hattama_core::log::TlogProof;
 use hattama_core::receipt::{ReceiptLog, SignedReceipt};
 
 use hattama_core::evidence::Sha256Hash;
@@ -74,6 +75,32 @@ pub fn logged(
     serde_json::to_vec(&signed).map(Some).map_err(|e| ApiError::internal(&e))
 }
 
+/// [`logged`] for async code: the wait for the checkpoint holds no thread, and the inclusion
+/// proof of a capture just committed comes from the hashes the log keeps in memory, without a
+/// blocking call; only if one is not kept is the receipt completed on the blocking pool.
+pub async fn logged_async(
+    state: &AppState,
+    id: Sha256Hash,
+    committed: Committed,
+) -> Result<Option<Vec<u8>>, ApiError> {
+    let Committed { receipt, log_index: index, log_entry } = committed;
+    if !state.log.published_within(index, LOG_WAIT).await {
+        return Ok(None);
+    }
+    if let Some(entry) = &log_entry
+        && let Some(proof) = state.log.inclusion_kept(index)?
+    {
+        let signed = with_proof(&id, &receipt, index, entry, proof)?;
+        return serde_json::to_vec(&signed).map(Some).map_err(|e| ApiError::internal(&e));
+    }
+    let (storage, log) = (state.storage.clone(), state.log.clone());
+    web::block(move || {
+        let signed = complete(&*storage, &log, &id, &receipt, index, log_entry)?;
+        serde_json::to_vec(&signed).map(Some).map_err(|e| ApiError::internal(&e))
+    })
+    .await?
+}
+
 /// The stored receipt `receipt` of capture `id` with its place in the log (entry and inclusion
 /// proof in the newest published checkpoint) when `index` is in it, else the receipt alone:
 /// what `GET /api/v1/receipts/{id}` answers, the `receipt` of `evidence.jsonl` and the receipt
@@ -86,13 +113,8 @@ pub fn complete(
     index: u64,
     log_entry: Option<Vec<u8>>,
 ) -> Result<SignedReceipt, ApiError> {
-    let mut signed: SignedReceipt =
-        serde_json::from_slice(receipt).map_err(|e| ApiError::internal(&e))?;
-    if signed.receipt.capture_id != *id {
-        return Err(ApiError::internal(&std::io::Error::other("a receipt of another capture")));
-    }
     if index >= log.published_size() {
-        return Ok(signed);
+        return parse(id, receipt);
     }
     let entry = match log_entry {
         Some(entry) => entry,
@@ -102,9 +124,32 @@ pub fn complete(
             .ok_or_else(|| ApiError::not_found("log entry"))?,
     };
     let proof = log.inclusion(index)?;
+    with_proof(id, receipt, index, &entry, proof)
+}
+
+/// The stored receipt `receipt` of capture `id`, read back.
+fn parse(id: &Sha256Hash, receipt: &[u8]) -> Result<SignedReceipt, ApiError> {
+    let signed: SignedReceipt =
+        serde_json::from_slice(receipt).map_err(|e| ApiError::internal(&e))?;
+    if signed.receipt.capture_id != *id {
+        return Err(ApiError::internal(&std::io::Error::other("a receipt of another capture")));
+    }
+    Ok(signed)
+}
+
+/// The stored receipt `receipt` of capture `id` with its log entry at `index` and the entry's
+/// inclusion proof.
+fn with_proof(
+    id: &Sha256Hash,
+    receipt: &[u8],
+    index: u64,
+    entry: &[u8],
+    proof: TlogProof,
+) -> Result<SignedReceipt, ApiError> {
+    let mut signed = parse(id, receipt)?;
     signed.log = Some(ReceiptLog {
         index,
-        entry: String::from_utf8(entry).map_err(|e| ApiError::internal(&e))?,
+        entry: String::from_utf8(entry.to_vec()).map_err(|e| ApiError::internal(&e))?,
         proof: proof.to_text(),
     });
     Ok(signed)

@@ -372,9 +372,8 @@ async fn create_whole(
             format!("body ended early at offset {offset}"),
         ));
     }
-    let want_receipt = wants_receipt(req);
     let log = state.log.clone();
-    let (id, receipt) = web::block(move || -> Result<_, ApiError> {
+    let (id, committed) = web::block(move || -> Result<_, ApiError> {
         // A creation cut before may have left a session with the photo's first bytes.
         let before = storage.upload(&signed.hash())?.map(|u| u.offset);
         let (id, committed) =
@@ -388,14 +387,15 @@ async fn create_whole(
             metrics.upload_bytes.inc_by(length.saturating_sub(before.unwrap_or(0)));
             metrics.stored();
         }
-        let receipt = if want_receipt {
-            super::receipts::logged(&*storage, &log, &id, committed)?
-        } else {
-            None
-        };
-        Ok((id, receipt))
+        Ok((id, committed))
     })
     .await??;
+    // The wait for the log holds no thread of the blocking pool.
+    let receipt = if wants_receipt(req) {
+        super::receipts::logged_async(state, id, committed).await?
+    } else {
+        None
+    };
     let mut answer = tus_response(actix_web::http::StatusCode::CREATED);
     answer
         .insert_header(("Location", location(state, &id)))

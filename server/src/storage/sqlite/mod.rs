@@ -195,6 +195,13 @@ UPDATE elections SET protocol_lines = coalesce(json_array_length(definition, '$.
 ",
     console::MIGRATION,
     console::REFUSALS_MIGRATION,
+    // The per-precinct quota counts a device's captures of a precinct once per process and then
+    // keeps the count in memory (`captures_of_device_in_precinct`): the index made for that
+    // count only cost every capture's commit an insert. The queries by device use
+    // `captures_by_device`, those by election and precinct `captures_by_precinct`.
+    "
+DROP INDEX captures_by_device_precinct;
+",
 ];
 
 const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
