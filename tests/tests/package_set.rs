@@ -19,8 +19,14 @@ use hattama_tests::package::{entries, python_verify, tampered, verify};
 use hattama_tests::server::TestServer;
 use serde_json::Value;
 
+/// A GET with time for a set's first download, which writes every station's package and its
+/// PDF report (minutes for hundreds of stations in a debug build on a busy machine).
 fn get(url: &str) -> reqwest::blocking::Response {
-    reqwest::blocking::get(url).unwrap()
+    let client = reqwest::blocking::Client::builder()
+        .timeout(std::time::Duration::from_secs(600))
+        .build()
+        .unwrap();
+    client.get(url).send().unwrap()
 }
 
 fn receipt_key(url: &str) -> String {

@@ -316,7 +316,7 @@ pub fn station_pdf(
         false,
         BLACK,
     );
-    paras(&mut l, "r-as-of", &[("at", a(f.when(f.as_of_ms())))], 8.5);
+    paras(&mut l, "r-as-of", &[("at", a(f.when(f.as_of_ms())))], 9.5);
 
     l.heading(&both("r-observed-heading"));
     match f.verified_at_ms {
@@ -420,7 +420,7 @@ pub fn station_pdf(
             ("received", a(f.when(p.received_at_ms))),
             ("index", a(p.index)),
         ];
-        paras(&mut l, "r-photo-caption", &args, 8.5);
+        paras(&mut l, "r-photo-caption", &args, 9.5);
         l.para(&p.path, 7.5, false, GREY);
         l.image(pdf::picture(&p.path, bytes)?);
     }
