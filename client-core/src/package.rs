@@ -21,6 +21,7 @@ use crate::log::{LogKey, TlogProof};
 use crate::media::MediaLimits;
 use crate::receipt::SignedReceipt;
 
+mod report;
 pub mod set;
 
 /// The package format's name and version, `format` in `package.json`.
@@ -39,8 +40,15 @@ pub const RECEIPT_KEY: &str = "keys/receipt-key.txt";
 pub const LOG_KEY: &str = "keys/log.vkey";
 /// Most entries a package may have.
 const MAX_ENTRIES: usize = 10_000;
-/// Most bytes of any entry but a photo.
+/// Most bytes of any entry but a photo or the report.
 const MAX_SMALL: u64 = 8 << 20;
+/// The PDF report, when the server makes one: after `package.sig`, before `SHA256SUMS`, with
+/// every entry before it attached inside it (section 2 of `docs/evidence-package.md`).
+pub const REPORT: &str = "report.pdf";
+/// Most bytes of the report (it holds every photo again, as attachments and as pictures).
+const MAX_REPORT: u64 = 256 << 20;
+/// The statement of facts, plain text in Kazakh and Russian (signed with the rest).
+pub const STATEMENT: &str = "station/statement.txt";
 
 /// The station a package is about.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -147,6 +155,8 @@ fn options() -> SimpleFileOptions {
 struct Writer<W: Write + Seek> {
     zip: zip::ZipWriter<W>,
     files: Vec<FileEntry>,
+    /// Every entry's bytes, when a report will attach them.
+    kept: Option<Vec<(String, Vec<u8>)>>,
 }
 
 impl<W: Write + Seek> Writer<W> {
@@ -154,10 +164,13 @@ impl<W: Write + Seek> Writer<W> {
         self.zip.start_file(path.as_str(), options()).map_err(write_err)?;
         self.zip.write_all(bytes).map_err(write_err)?;
         self.files.push(FileEntry {
-            path,
+            path: path.clone(),
             sha256: Sha256Hash::of(bytes).to_hex(),
             bytes: bytes.len() as u64,
         });
+        if let Some(kept) = &mut self.kept {
+            kept.push((path, bytes.to_vec()));
+        }
         Ok(())
     }
 }
@@ -182,6 +195,8 @@ fn readme(s: &Station) -> String {
          keys/            the server's receipt key and the log's verifier key\n\
          SHA256SUMS       every file's SHA-256 (sha256sum -c SHA256SUMS)\n\
          package.json     the list of files, signed by the server's receipt key (package.sig)\n\
+         report.pdf       the report to read and print (Kazakh, Russian), carrying every file\n\
+         \x20                above inside it; station/statement.txt: the statement of facts\n\
          \n\
          Check it offline: hattama verify-package <this file>.zip\n\
          The format: docs/evidence-package.md of Hattama.\n",
@@ -189,6 +204,21 @@ fn readme(s: &Station) -> String {
         region = s.region,
         e = s.election,
     )
+}
+
+/// Makes the PDF report from every entry written before it (path and bytes, in the order of
+/// the zip, `package.json` and `package.sig` last). The server's renderer; an error is the
+/// report's problem, named in [`PackageError::Write`].
+pub type ReportMaker<'a> = &'a mut dyn FnMut(&[(String, Vec<u8>)]) -> Result<Vec<u8>, String>;
+
+/// The documents a server adds to a station's package for its readers: the statement of facts
+/// ([`STATEMENT`], signed with the rest) and the PDF report ([`REPORT`]).
+#[derive(Default)]
+pub struct Documents<'a> {
+    /// `station/statement.txt`.
+    pub statement: Option<String>,
+    /// Makes `report.pdf`.
+    pub report: Option<ReportMaker<'a>>,
 }
 
 /// Writes the package of one station to `out` (a file, usually). Photos are asked of `photo`
@@ -199,7 +229,24 @@ pub fn write_station<W: Write + Seek>(
     photo: &mut dyn FnMut(&Sha256Hash) -> std::io::Result<Vec<u8>>,
     key: &SigningKey,
 ) -> Result<W, PackageError> {
-    let mut w = Writer { zip: zip::ZipWriter::new(out), files: Vec::new() };
+    write_station_with(out, data, photo, key, Documents::default())
+}
+
+/// [`write_station`] with the readers' documents. With a report, every entry is kept in
+/// memory until the report is made (it attaches them all).
+pub fn write_station_with<W: Write + Seek>(
+    out: W,
+    data: &StationData,
+    photo: &mut dyn FnMut(&Sha256Hash) -> std::io::Result<Vec<u8>>,
+    key: &SigningKey,
+    documents: Documents<'_>,
+) -> Result<W, PackageError> {
+    let Documents { statement, mut report } = documents;
+    let mut w = Writer {
+        zip: zip::ZipWriter::new(out),
+        files: Vec::new(),
+        kept: report.as_ref().map(|_| Vec::new()),
+    };
     w.add("README.txt".into(), readme(&data.station).as_bytes())?;
     w.add(RECEIPT_KEY.into(), format!("{}\n", data.receipt_key.to_hex()).as_bytes())?;
     w.add(LOG_KEY.into(), format!("{}\n", data.log_vkey).as_bytes())?;
@@ -226,6 +273,9 @@ pub fn write_station<W: Write + Seek>(
     w.add("station/transcription.json".into(), &pretty(&data.transcription)?)?;
     w.add("station/official.json".into(), &pretty(&data.official)?)?;
     w.add("station/differences.json".into(), &pretty(&data.differences)?)?;
+    if let Some(statement) = statement {
+        w.add(STATEMENT.into(), statement.as_bytes())?;
+    }
     let manifest = PackageManifest {
         format: FORMAT.into(),
         station: data.station.clone(),
@@ -238,6 +288,12 @@ pub fn write_station<W: Write + Seek>(
     let signature = key.sign(&[PACKAGE_PREFIX, &manifest].concat());
     w.add(MANIFEST.into(), &manifest)?;
     w.add(SIGNATURE.into(), format!("{}\n", hex::encode(signature.to_bytes())).as_bytes())?;
+    if let Some(make) = &mut report {
+        let kept = w.kept.take().unwrap_or_default();
+        let pdf = make(&kept).map_err(|e| PackageError::Write(format!("the report: {e}")))?;
+        drop(kept);
+        w.add(REPORT.into(), &pdf)?;
+    }
     let sums: String = w.files.iter().map(|f| format!("{}  {}\n", f.sha256, f.path)).collect();
     w.zip.start_file(SUMS, options()).map_err(write_err)?;
     w.zip.write_all(sums.as_bytes()).map_err(write_err)?;
@@ -315,7 +371,13 @@ fn read_zip(
         if !safe {
             return Err(bad(&format!("unsafe entry name {name:?}")));
         }
-        let limit = if name.contains("/photo.") { limits.max_bytes } else { MAX_SMALL };
+        let limit = if name.contains("/photo.") {
+            limits.max_bytes
+        } else if name == REPORT {
+            MAX_REPORT
+        } else {
+            MAX_SMALL
+        };
         if entry.size() > limit {
             return Err(bad(&format!("{name}: {} bytes, at most {limit}", entry.size())));
         }
@@ -428,7 +490,7 @@ pub fn verify(
         let listed: BTreeMap<&str, &FileEntry> =
             m.files.iter().map(|f| (f.path.as_str(), f)).collect();
         for (path, bytes) in &files {
-            if [MANIFEST, SIGNATURE, SUMS].contains(&path.as_str()) {
+            if [MANIFEST, SIGNATURE, SUMS, REPORT].contains(&path.as_str()) {
                 continue;
             }
             match listed.get(path.as_str()) {
@@ -486,6 +548,10 @@ pub fn verify(
 
     // The station's figures: what the differences say must be what the two sources say.
     check_differences(&mut r, &files);
+    if files.contains_key(REPORT) {
+        let result = report::check(&files);
+        r.set(REPORT, result);
+    }
     for f in &mut r.files {
         if f.problem.is_none() && f.proves.is_empty() {
             f.proves = match f.path.as_str() {
@@ -494,6 +560,9 @@ pub fn verify(
                     "the verified transcription and who (by role) entered it when".into()
                 }
                 "station/official.json" => "every version of the official figures".into(),
+                STATEMENT => "nothing by itself: the facts it states are proven by the files it \
+                              names"
+                    .into(),
                 p => format!("its hash is signed ({p})"),
             };
         }

@@ -1009,7 +1009,7 @@ mod tests {
         queue(dir.path(), 3);
         let storage: Arc<dyn Storage> = Arc::new(SqliteStorage::open(dir.path(), false).unwrap());
         let key = SigningKey::from_bytes(&[9; 32]);
-        let log = Log::open(storage, key, "test.local/log", dir.path()).unwrap();
+        let log = Log::open(storage, key, "test.local/log", objects(dir.path())).unwrap();
         let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
         runtime.block_on(async {
             let long = Duration::from_secs(30);

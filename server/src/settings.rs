@@ -55,6 +55,11 @@ pub struct Settings {
     /// Which storage backend holds the data (`[storage]`).
     #[serde(default)]
     pub storage: StorageSettings,
+    /// The folder of the DejaVu fonts (`DejaVuSans.ttf`, `DejaVuSans-Bold.ttf`: Debian's
+    /// fonts-dejavu-core) that the evidence packages' PDF reports embed; they cover every
+    /// Kazakh letter. Read when a report is made; without them a package has no PDF report.
+    #[serde(default = "default_report_fonts")]
+    pub report_fonts: PathBuf,
 }
 
 /// Which storage backend: the embedded default (SQLite and files in `data_dir`), or
@@ -233,6 +238,10 @@ impl Default for StorageSettings {
             objects: ObjectSettings::default(),
         }
     }
+}
+
+fn default_report_fonts() -> PathBuf {
+    PathBuf::from("/usr/share/fonts/truetype/dejavu")
 }
 
 fn default_witness_timeout_ms() -> u64 {
@@ -562,6 +571,7 @@ impl Settings {
             trusted_proxies: Vec::new(),
             witness_policy: None,
             witness_timeout_ms: default_witness_timeout_ms(),
+            report_fonts: default_report_fonts(),
             tls: None,
             metrics: MetricsSettings::default(),
             readiness: ReadinessSettings::default(),

@@ -3,7 +3,8 @@
 
 Written from docs/evidence-package.md and the documents it cites (evidence-format, receipts,
 transparency-log) and the C2SP texts (signed-note, tlog-checkpoint, tlog-proof), with nothing
-of Hattama's code: the Python standard library and `cryptography` for Ed25519.
+of Hattama's code: the Python standard library, `cryptography` for Ed25519 and `pypdf` for the
+files attached inside report.pdf.
 
     verify_package.py PACKAGE.zip [RECEIPT_KEY_HEX]
 
@@ -16,6 +17,7 @@ the photo's length and SHA-256 against the signed manifest are checked.
 
 import base64
 import hashlib
+import io
 import json
 import re
 import sys
@@ -23,6 +25,8 @@ import zipfile
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from pypdf import PdfReader
+from pypdf.errors import PyPdfError
 
 FORMAT = "hattama-evidence-package/v1"
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
@@ -310,7 +314,7 @@ def check_station(z, names, pinned_key):
             r.fail("package.sig", "does not verify under the receipt key")
         by_path = {f["path"]: f for f in pm["files"]}
         for p in names:
-            if p in ("package.json", "package.sig", "SHA256SUMS"):
+            if p in ("package.json", "package.sig", "SHA256SUMS", "report.pdf"):
                 continue
             f = by_path.get(p)
             if f is None:
@@ -352,9 +356,38 @@ def check_station(z, names, pinned_key):
                        "line %s is not what the transcription and official say" % lid)
     except (KeyError, ValueError, TypeError, IndexError) as e:
         r.fail("station/differences.json", str(e))
+
+    # 7. report.pdf: listed in SHA256SUMS (step 1); the files it carries are the package's
+    if "report.pdf" in files:
+        problem = check_report(files)
+        if problem:
+            r.fail("report.pdf", problem)
     if station is None:
         r.fail("package.json", "not a station's package manifest")
     return r, station, pm
+
+
+def check_report(files):
+    """The attachments of report.pdf (section 5, step 7): every entry before it, each byte for
+    byte the package's file of the same name. Returns the problem, or None."""
+    try:
+        attached = PdfReader(io.BytesIO(files["report.pdf"])).attachments
+        carried = {}
+        for name, contents in attached.items():
+            if len(contents) != 1:
+                return "it carries %s %d times" % (name, len(contents))
+            carried[name] = contents[0]
+    except (PyPdfError, ValueError, KeyError, TypeError) as e:
+        return "not a PDF whose attachments can be read: %s" % e
+    for name, data in sorted(carried.items()):
+        if name not in files:
+            return "it carries %s, which the package does not have" % name
+        if files[name] != data:
+            return "the %s it carries is not the package's %s" % (name, name)
+    for name in files:
+        if name not in ("report.pdf", "SHA256SUMS") and name not in carried:
+            return "it does not carry %s" % name
+    return None
 
 
 SET_FORMAT = "hattama-evidence-set/v1"

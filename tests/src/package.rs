@@ -58,8 +58,9 @@ pub fn verify(zip: &[u8], dir: &Path, receipt_key: &str) -> (i32, String) {
 /// docs/evidence-package.md) on `zip`; its exit code and output.
 pub fn python_verify(zip: &[u8], dir: &Path, receipt_key: &str) -> (i32, String) {
     let root = crate::browser::repo_root();
-    // It needs only `cryptography`, which scripts/test installs for the witness verifier.
-    let python = root.join("build/witness-venv/bin/python");
+    // It needs `cryptography` and `pypdf` (tests/package-py/requirements.txt), which scripts/test
+    // installs.
+    let python = root.join("build/package-venv/bin/python");
     assert!(python.exists(), "{} is missing: scripts/test installs it", python.display());
     let file = dir.join("package-py.zip");
     std::fs::write(&file, zip).unwrap();

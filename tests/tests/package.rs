@@ -221,7 +221,9 @@ fn packages_count_against_a_clients_evidence_allowance() {
     use hattama_tests::server::TestServer;
     let env = [
         ("HATTAMA__TRUSTED_PROXIES", "127.0.0.1"),
-        ("HATTAMA__RATE_LIMITS__EVIDENCE__PER_MINUTE", "60"),
+        // One more a minute: the first answer writes the package and its PDF report, which
+        // may take seconds in a debug build on a busy machine, and must not refill the bucket.
+        ("HATTAMA__RATE_LIMITS__EVIDENCE__PER_MINUTE", "1"),
         ("HATTAMA__RATE_LIMITS__EVIDENCE__BURST", "3"),
     ];
     let server = TestServer::start_with(&hattama_tests::fixtures::election("e2e", 3), &env);

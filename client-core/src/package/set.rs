@@ -196,6 +196,12 @@ pub struct SetSummary {
 }
 
 impl SetSummary {
+    /// `summary.json`'s bytes, as the set holds them (so that a summary PDF can print their
+    /// SHA-256).
+    pub fn to_json(&self) -> Result<Vec<u8>, PackageError> {
+        pretty(self)
+    }
+
     /// The summary's line `id`.
     pub fn line(&self, id: &str) -> Option<&SummaryLine> {
         self.lines.iter().find(|l| l.line == id)

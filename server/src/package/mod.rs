@@ -12,7 +12,7 @@ use std::io::Write as _;
 use std::path::PathBuf;
 
 use hattama_core::evidence::SignedManifest;
-use hattama_core::package::{self, Capture, Station, StationData};
+use hattama_core::package::{self, Capture, Documents, Station, StationData};
 use serde_json::{Value, json};
 
 use crate::error::ApiError;
@@ -20,7 +20,15 @@ use crate::gallery::{ElectionView, PublicState};
 use crate::startup::AppState;
 use crate::storage::review::TranscriptionStatus;
 
+mod pdf;
+pub mod report;
 pub mod set;
+
+pub use pdf::{Fonts, ReportError};
+
+/// The version of what the server adds to a package for its readers (the statement of facts
+/// and the PDF report): part of a package's key, so that a new layout makes new packages.
+const DOCUMENTS_VERSION: &str = "report/1";
 
 /// A package ready to be answered.
 #[derive(Debug)]
@@ -145,9 +153,16 @@ fn differences(v: &ElectionView, precinct: &str) -> Value {
 }
 
 /// The SHA-256 of what a package is made from (every byte but the photos', which the signed
-/// manifests name by hash).
-fn key_of(data: &StationData) -> String {
+/// manifests name by hash), with what its documents show besides: the election's names and
+/// protocol, the station page's address (the QR code) and whether the report can be made.
+fn key_of(data: &StationData, v: &ElectionView, url: &str, report: bool) -> String {
     let mut parts = vec![
+        DOCUMENTS_VERSION.as_bytes().to_vec(),
+        url.as_bytes().to_vec(),
+        vec![u8::from(report)],
+        serde_json::to_vec(&v.election.names).unwrap_or_default(),
+        serde_json::to_vec(&v.election.protocol).unwrap_or_default(),
+        v.election.utc_offset_min.unwrap_or(0).to_be_bytes().to_vec(),
         serde_json::to_vec(&data.station).unwrap_or_default(),
         data.receipt_key.0.to_vec(),
         data.log_vkey.as_bytes().to_vec(),
@@ -167,10 +182,19 @@ fn key_of(data: &StationData) -> String {
     hattama_core::evidence::Sha256Hash::of(&all).to_hex()
 }
 
-/// The package of a station, written now or found from an earlier request. Blocking.
-pub fn build(state: &AppState, v: &ElectionView, precinct: &str) -> Result<Built, ApiError> {
+/// The package of a station, written now or found from an earlier request. `base` is the site's
+/// address as readers reach it (`public_url`), for the QR code of the station's page. Blocking.
+pub fn build(
+    state: &AppState,
+    v: &ElectionView,
+    precinct: &str,
+    base: &str,
+) -> Result<Built, ApiError> {
     let data = station_data(state, v, precinct)?;
-    let key = key_of(&data);
+    let url = format!("{base}{}", crate::web::gallery::precinct_url(&v.election.id, precinct));
+    let fonts_dir = &state.settings.report_fonts;
+    let report = fonts_dir.join("DejaVuSans.ttf").exists();
+    let key = key_of(&data, v, &url, report);
     let dir = state.settings.data_dir.join("packages");
     std::fs::create_dir_all(&dir).map_err(|e| ApiError::internal(&e))?;
     let prefix = format!("{}--{}--", data.station.election, data.station.precinct);
@@ -188,8 +212,38 @@ pub fn build(state: &AppState, v: &ElectionView, precinct: &str) -> Result<Built
             .map_err(std::io::Error::other)?
             .ok_or_else(|| std::io::Error::other(format!("photo {sha} is missing")))
     };
-    let file = package::write_station(tmp.1, &data, &mut photo, &state.keys.receipt)
-        .map_err(|e| ApiError::internal(&e))?;
+    let statement = Some(report::statement(&v.election, &data));
+    let fonts = match report.then(|| Fonts::load(fonts_dir)).transpose() {
+        Ok(fonts) => fonts,
+        Err(e) => {
+            tracing::error!(error = %e, "the package is made without its PDF report");
+            None
+        }
+    };
+    if !report {
+        tracing::error!(
+            fonts = %fonts_dir.display(),
+            "no DejaVu fonts (report_fonts): the package is made without its PDF report"
+        );
+    }
+    let written = match &fonts {
+        Some(fonts) => {
+            let mut make = |files: &[(String, Vec<u8>)]| {
+                report::station_pdf(fonts, &v.election, &data, &url, files)
+                    .map_err(|e| e.to_string())
+            };
+            let documents = Documents { statement, report: Some(&mut make) };
+            package::write_station_with(tmp.1, &data, &mut photo, &state.keys.receipt, documents)
+        }
+        None => {
+            let documents = Documents { statement, report: None };
+            package::write_station_with(tmp.1, &data, &mut photo, &state.keys.receipt, documents)
+        }
+    };
+    let file = written.map_err(|e| {
+        let _ = std::fs::remove_file(&tmp.0);
+        ApiError::internal(&e)
+    })?;
     tmp.1 = file;
     tmp.1.flush().map_err(|e| ApiError::internal(&e))?;
     std::fs::rename(&tmp.0, &path).map_err(|e| ApiError::internal(&e))?;

@@ -438,11 +438,16 @@ fn file_name(election: &str, sel: &Selection) -> String {
 
 /// Chooses the stations, sums them up and makes sure every station's package is written (each
 /// is kept, `super::build`); memory holds one station's data at a time. Blocking.
-pub fn prepare(state: &AppState, v: &ElectionView, sel: &Selection) -> Result<Prepared, ApiError> {
+pub fn prepare(
+    state: &AppState,
+    v: &ElectionView,
+    sel: &Selection,
+    base: &str,
+) -> Result<Prepared, ApiError> {
     let stations = select(v, sel)?;
     let summary = summary(v, sel, &stations);
     let summary_text = summary_text(&summary);
-    let summary_pdf: Option<Vec<u8>> = None;
+    let summary_pdf = summary_pdf(state, v, &summary);
     let mut key = Sha256::new();
     let json = serde_json::to_vec(&summary).map_err(|e| ApiError::internal(&e))?;
     for part in [
@@ -456,7 +461,7 @@ pub fn prepare(state: &AppState, v: &ElectionView, sel: &Selection) -> Result<Pr
     key.update(summary_pdf.as_ref().map(|p| Sha256::digest(p).to_vec()).unwrap_or_default());
     let mut built = Vec::with_capacity(stations.len());
     for p in &stations {
-        let b = super::build(state, v, &p.id)?;
+        let b = super::build(state, v, &p.id, base)?;
         key.update(b.key.as_bytes());
         built.push(b);
     }
@@ -468,6 +473,19 @@ pub fn prepare(state: &AppState, v: &ElectionView, sel: &Selection) -> Result<Pr
         summary_pdf,
         stations: built,
     })
+}
+
+/// The summary PDF, when the report's fonts are there (otherwise the set has none, and the
+/// error is logged). Its date is the newest time of the election's data it sums up.
+fn summary_pdf(state: &AppState, v: &ElectionView, summary: &SetSummary) -> Option<Vec<u8>> {
+    let fonts = super::Fonts::load(&state.settings.report_fonts)
+        .inspect_err(|e| tracing::error!(error = %e, "the set is made without its summary PDF"))
+        .ok()?;
+    let newest = v.official_versions.iter().map(|x| x.imported_at_ms).max().unwrap_or(0);
+    let newest = v.transcriptions.values().filter_map(|t| t.verified_at_ms).fold(newest, u64::max);
+    super::report::summary_pdf(&fonts, summary, newest)
+        .inspect_err(|e| tracing::error!(error = %e, "the set is made without its summary PDF"))
+        .ok()
 }
 
 /// A `Write` that sends what is written as chunks of at most [`CHUNK`] bytes into a bounded

@@ -270,11 +270,12 @@ async fn evidence_package(
     id("election", &e)?;
     id("precinct", &p)?;
     let st = state.clone();
+    let base = crate::web::gallery::site_base(&req, &state);
     // The file is opened right after it is found or written: a newer package may replace it,
     // and the open file stays readable.
     let (built, file) = web::block(move || -> Result<_, ApiError> {
         let v = view_of(&st.gallery, &e)?;
-        let built = crate::package::build(&st, &v, &p)?;
+        let built = crate::package::build(&st, &v, &p, &base)?;
         let file = std::fs::File::open(&built.path).map_err(|e| ApiError::internal(&e))?;
         Ok((built, file))
     })
@@ -404,9 +405,10 @@ async fn set_package(
     let sel = selection(req.query_string())?;
     let slot = state.set_packages.take()?;
     let st = state.clone();
+    let base = crate::web::gallery::site_base(&req, &state);
     let prepared = web::block(move || -> Result<_, ApiError> {
         let v = view_of(&st.gallery, &e)?;
-        crate::package::set::prepare(&st, &v, &sel)
+        crate::package::set::prepare(&st, &v, &sel, &base)
     })
     .await??;
     let etag = format!("\"{}\"", prepared.key);

@@ -543,7 +543,7 @@ struct PrecinctPage {
 }
 
 /// The site's address as readers reach it: `public_url`, else the request's scheme and host.
-fn site_base(req: &HttpRequest, state: &AppState) -> String {
+pub fn site_base(req: &HttpRequest, state: &AppState) -> String {
     let base = state.settings.public_url.clone().unwrap_or_else(|| {
         let info = req.connection_info();
         format!("{}://{}", info.scheme(), info.host())

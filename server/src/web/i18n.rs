@@ -197,12 +197,14 @@ macro_rules! locale_files {
             ("review.ftl", include_str!(concat!("../../locales/", $lang, "/review.ftl"))),
             ("gallery.ftl", include_str!(concat!("../../locales/", $lang, "/gallery.ftl"))),
             ("console.ftl", include_str!(concat!("../../locales/", $lang, "/console.ftl"))),
+            ("report.ftl", include_str!(concat!("../../locales/", $lang, "/report.ftl"))),
         ]
     };
 }
 
 /// File names of the message files of every language (the tests check the list).
-pub const LOCALE_FILES: &[&str] = &["main.ftl", "review.ftl", "gallery.ftl", "console.ftl"];
+pub const LOCALE_FILES: &[&str] =
+    &["main.ftl", "review.ftl", "gallery.ftl", "console.ftl", "report.ftl"];
 
 struct I18n {
     kk: Bundle,
