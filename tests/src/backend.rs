@@ -53,27 +53,31 @@ impl Backend {
                     "HATTAMA_TEST_BACKEND=postgres needs HATTAMA_TEST_POSTGRES_URL \
                      (eval \"$(scripts/lib/postgres.sh start)\")",
                 );
-                let s3 = (name == "postgres-s3").then(|| {
-                    let var = |name: &str| {
-                        std::env::var(format!("HATTAMA_TEST_S3_{name}")).unwrap_or_else(|_| {
-                            panic!("HATTAMA_TEST_S3_{name} is not set (scripts/lib/garage.sh)")
-                        })
-                    };
-                    vec![
-                        ("kind", "s3".to_owned()),
-                        ("endpoint", var("ENDPOINT")),
-                        ("bucket", var("BUCKET")),
-                        ("region", var("REGION")),
-                        ("access_key_id", var("ACCESS_KEY_ID")),
-                        ("secret_access_key", var("SECRET_ACCESS_KEY")),
-                    ]
-                });
+                let s3 = (name == "postgres-s3").then(s3_settings);
                 Self::Postgres { url, s3 }
             }
             Ok(other) => {
                 panic!("HATTAMA_TEST_BACKEND={other:?}: expected embedded, postgres or postgres-s3")
             }
         }
+    }
+
+    /// PostgreSQL with its objects in the S3 bucket, whatever `HATTAMA_TEST_BACKEND` says, for
+    /// tests of that pair alone; `None` (said on stderr) without the cluster or the bucket,
+    /// except on CI (`CI=true`), where both are always there.
+    pub fn postgres_s3() -> Option<Self> {
+        for var in ["HATTAMA_TEST_POSTGRES_URL", "HATTAMA_TEST_S3_ENDPOINT"] {
+            if std::env::var(var).is_err() {
+                assert!(
+                    std::env::var("CI").as_deref() != Ok("true"),
+                    "{var} is not set: on CI it must be"
+                );
+                eprintln!("{var} is not set: the PostgreSQL + S3 test is not run here");
+                return None;
+            }
+        }
+        let url = std::env::var("HATTAMA_TEST_POSTGRES_URL").ok()?;
+        Some(Self::Postgres { url, s3: Some(s3_settings()) })
     }
 
     /// The settings a server or an admin command on `data_dir` needs, as (section, key, value):
@@ -160,6 +164,22 @@ pub fn server_command(data_dir: &Path) -> Command {
     let mut command = Command::new(bin("hattama-server"));
     command.envs(Backend::from_env().env(data_dir)).arg("--data-dir").arg(data_dir);
     command
+}
+
+/// The bucket of `HATTAMA_TEST_S3_*` as `[storage.objects]` keys and values (without the prefix).
+fn s3_settings() -> Vec<(&'static str, String)> {
+    let var = |name: &str| {
+        std::env::var(format!("HATTAMA_TEST_S3_{name}"))
+            .unwrap_or_else(|_| panic!("HATTAMA_TEST_S3_{name} is not set (scripts/lib/garage.sh)"))
+    };
+    vec![
+        ("kind", "s3".to_owned()),
+        ("endpoint", var("ENDPOINT")),
+        ("bucket", var("BUCKET")),
+        ("region", var("REGION")),
+        ("access_key_id", var("ACCESS_KEY_ID")),
+        ("secret_access_key", var("SECRET_ACCESS_KEY")),
+    ]
 }
 
 /// The schema of a data directory: `t_` and 16 hex digits of the SHA-256 of its path.

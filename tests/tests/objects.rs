@@ -21,65 +21,11 @@ use hattama_core::log::{self as tlog, LogEntry, LogKey, TlogProof};
 use hattama_core::store::CaptureState;
 use hattama_core::sync::{CancelToken, NoProgress, SyncConfig};
 use hattama_core::{CaptureRequest, Client, ClientConfig};
+use hattama_tests::backend::Backend;
 use hattama_tests::server::TestServer;
 use hattama_tests::{Run, bin, textured_jpeg};
 
 const PRECINCTS: [&str; 3] = ["p0001", "p0002", "p0003"];
-
-/// A schema of the test cluster, dropped at the end.
-struct Schema {
-    admin_url: String,
-    name: String,
-}
-
-impl Drop for Schema {
-    fn drop(&mut self) {
-        let _ = psql(&self.admin_url, &format!("DROP SCHEMA {} CASCADE", self.name));
-    }
-}
-
-fn psql(url: &str, sql: &str) -> Run {
-    Command::new("psql")
-        .args([url, "-qAtX", "-v", "ON_ERROR_STOP=1", "-c", sql])
-        .output()
-        .unwrap()
-        .into()
-}
-
-/// The variable's value, or `None` when it is unset (a failure on CI, where both the database
-/// and the bucket are always there).
-fn required(var: &str) -> Option<String> {
-    let value = std::env::var(var).ok();
-    if value.is_none() {
-        assert!(std::env::var("CI").as_deref() != Ok("true"), "{var} is not set: on CI it must be");
-        eprintln!("{var} is not set: the PostgreSQL + S3 end-to-end test is not run here");
-    }
-    value
-}
-
-/// The server's environment: PostgreSQL in a fresh schema, objects in the test bucket under a
-/// fresh prefix (so that runs and tests sharing the bucket never meet).
-fn environment() -> Option<(Vec<(String, String)>, Schema)> {
-    let url = required("HATTAMA_TEST_POSTGRES_URL")?;
-    let endpoint = required("HATTAMA_TEST_S3_ENDPOINT")?;
-    let s3 = |name: &str| std::env::var(format!("HATTAMA_TEST_S3_{name}")).unwrap();
-    let name = format!("e2e_{}", hex::encode(rand::random::<[u8; 6]>()));
-    let created = psql(&url, &format!("CREATE SCHEMA {name}"));
-    assert_eq!(created.code, Some(0), "{created:?}");
-    let env = [
-        ("HATTAMA__STORAGE__BACKEND", "postgres".to_owned()),
-        ("HATTAMA__STORAGE__DATABASE_URL", format!("{url} options='-c search_path={name}'")),
-        ("HATTAMA__STORAGE__OBJECTS__KIND", "s3".to_owned()),
-        ("HATTAMA__STORAGE__OBJECTS__ENDPOINT", endpoint),
-        ("HATTAMA__STORAGE__OBJECTS__BUCKET", s3("BUCKET")),
-        ("HATTAMA__STORAGE__OBJECTS__REGION", s3("REGION")),
-        ("HATTAMA__STORAGE__OBJECTS__PREFIX", format!("{name}/")),
-        ("HATTAMA__STORAGE__OBJECTS__ACCESS_KEY_ID", s3("ACCESS_KEY_ID")),
-        ("HATTAMA__STORAGE__OBJECTS__SECRET_ACCESS_KEY", s3("SECRET_ACCESS_KEY")),
-    ];
-    let env = env.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
-    Some((env, Schema { admin_url: url, name }))
-}
 
 fn pairs(env: &[(String, String)]) -> Vec<(&str, &str)> {
     env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
@@ -212,9 +158,10 @@ fn audit(url: &str, vkey: &str, size: u64) {
 
 #[test]
 fn postgres_and_s3_take_syncs_serve_the_log_from_the_bucket_and_lose_nothing_on_a_kill() {
-    let Some((env, _schema)) = environment() else { return };
+    let Some(backend) = Backend::postgres_s3() else { return };
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path();
+    let env = backend.env(data);
     let election = data.join("election.json");
     let definition = hattama_tests::fixtures::election("e2e", PRECINCTS.len());
     std::fs::write(&election, serde_json::to_vec(&definition).unwrap()).unwrap();
