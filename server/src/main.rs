@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use commonware_allocator::mimalloc::{Config, MiMalloc, Purge};
 use hattama_core::election::Election;
 use hattama_server::settings::{Overrides, Settings};
 use hattama_server::startup::Application;
@@ -306,8 +307,19 @@ enum DeviceCommand {
 /// on several threads (actix workers, the blocking pool, the log integrator), where glibc's
 /// allocator cost about a tenth of the server's CPU per tiny capture (`scripts/bench ingest`).
 /// The one process-wide item of the server, as a global allocator must be.
+///
+/// Configured for a server that runs for days on a small machine. mimalloc 3 keeps freed memory
+/// for a while before giving it back, and commits its arenas eagerly; each thread of the
+/// blocking pool then held on to its last large piece of work (an evidence package, a
+/// thumbnail), and the resident memory grew with the number of threads that had done one
+/// (`scripts/bench package`: 124 MB after 40 station packages, 46 MB idle). Here freed pages go
+/// back to the system as they are freed and arenas are committed as they are used.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: MiMalloc = MiMalloc::new(Config {
+    purge: Purge::After(std::time::Duration::ZERO),
+    arena_eager_commit: Some(false),
+    ..Config::DEFAULT
+});
 
 fn main() -> anyhow::Result<()> {
     // Everything this process creates (database, WAL, photos, uploads, keys, thumbnails, the

@@ -128,7 +128,7 @@ pub const HEIGHT: f32 = 841.89;
 /// The page margin.
 pub const MARGIN: f32 = 48.0;
 /// Where the content ends (the footer is below).
-const BOTTOM: f32 = HEIGHT - 56.0;
+pub const BOTTOM: f32 = HEIGHT - 56.0;
 
 enum Op {
     Text { x: f32, y: f32, size: f32, bold: bool, color: Rgb, text: String },

@@ -598,29 +598,35 @@ pub fn summary_pdf(
     l.table(&[159.0, 85.0, 85.0, 85.0, 85.0], &[false, true, true, true, true], head, rows);
 
     // The chart: per line, a bar for the protocols and one for the official figures over the
-    // same stations (the like-for-like totals), on one scale.
+    // same stations (the like-for-like totals), on one scale. The heading, the legend and the
+    // bars stay on one page when they fit on one (a new page if they do not fit on this one).
+    const LEGEND_ROW: f32 = 13.0;
+    const BAR_ROW: f32 = 26.0;
+    let chart = 60.0 + 2.0 * LEGEND_ROW + 6.0 + BAR_ROW * s.lines.len() as f32;
+    if chart <= pdf::BOTTOM - MARGIN {
+        l.need(chart);
+    }
     l.heading(&both("r-sum-chart-heading"));
     let max =
         s.lines.iter().map(|x| x.set.observed_both.max(x.set.official_both)).max().unwrap_or(0);
-    let legend_y = l.y;
-    for (i, (id, color)) in
-        [("r-col-observed", BLUE), ("r-col-official", ORANGE)].into_iter().enumerate()
-    {
-        let x = MARGIN + i as f32 * 240.0;
-        l.rect(x, legend_y + 2.0, 10.0, 8.0, color);
+    // One legend entry per row: side by side, the two languages' long labels overlapped.
+    for (id, color) in [("r-col-observed", BLUE), ("r-col-official", ORANGE)] {
+        let y = l.y;
+        l.rect(MARGIN, y + 2.0, 10.0, 8.0, color);
         l.text_at(
-            x + 14.0,
-            legend_y + 9.5,
+            MARGIN + 14.0,
+            y + 9.5,
             8.5,
             false,
             BLACK,
             &format!("{} / {}", Lang::Kk.t(id), Lang::Ru.t(id)),
         );
+        l.gap(LEGEND_ROW);
     }
-    l.gap(18.0);
+    l.gap(6.0);
     let (label_w, bar_max) = (150.0, WIDTH - 2.0 * MARGIN - 150.0 - 60.0);
     for line in &s.lines {
-        l.need(30.0);
+        l.need(BAR_ROW + 4.0);
         let y = l.y;
         let label: String = format!("{} {}", line.line, line.names.kk).chars().take(32).collect();
         l.text_at(MARGIN, y + 10.0, 8.0, false, BLACK, &label);
@@ -634,7 +640,7 @@ pub fn summary_pdf(
             l.rect(MARGIN + label_w, by + 2.0, w.max(0.5), 9.0, color);
             l.text_at(MARGIN + label_w + w + 4.0, by + 9.5, 7.5, false, BLACK, &num(value));
         }
-        l.gap(26.0);
+        l.gap(BAR_ROW);
     }
 
     l.heading(&both("r-sum-differing-heading"));
@@ -670,7 +676,7 @@ pub fn summary_pdf(
                 ])
             })
             .collect();
-        l.table(&[200.0, 70.0, 229.0], &[false, true, false], head, rows);
+        l.table(&[190.0, 92.0, 217.0], &[false, true, false], head, rows);
     }
     paras(&mut l, "r-sum-check", &[], 9.0);
     let meta = Meta {
