@@ -168,6 +168,23 @@ impl LogKey {
         let v = StandardVerifier::new(vkey).map_err(|e| malformed("log key", e.to_string()))?;
         Ok(Self { origin: signed_note::Verifier::name(&v).to_owned(), vkey: vkey.to_owned() })
     }
+
+    /// Reads a log key as people and scripts hand it over: a signed-note verifier key
+    /// (`<origin>+<key id>+<base64>`), or the JSON answer of `GET /api/v1/log/key`
+    /// (`{"origin": …, "vkey": …}`), with surrounding white space.
+    pub fn from_text(text: &str) -> Result<Self, LogError> {
+        let text = text.trim();
+        if !text.starts_with('{') {
+            return Self::from_vkey(text);
+        }
+        #[derive(Deserialize)]
+        struct KeyAnswer {
+            vkey: String,
+        }
+        let answer = serde_json::from_str::<KeyAnswer>(text)
+            .map_err(|e| malformed("log key answer", e.to_string()))?;
+        Self::from_vkey(&answer.vkey)
+    }
 }
 
 /// A verified checkpoint.
