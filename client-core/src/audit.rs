@@ -93,20 +93,10 @@ impl AuditConfig {
     }
 }
 
-/// Reads a log key: a signed-note verifier key (`<origin>+<key id>+<base64>`), or the JSON
-/// answer of `GET /api/v1/log/key` (`{"origin": …, "vkey": …}`), with surrounding white space.
+/// Reads a log key as [`LogKey::from_text`] does: a signed-note verifier key, or the JSON answer
+/// of `GET /api/v1/log/key`, with surrounding white space.
 pub fn parse_log_key(text: &str) -> Result<LogKey, AuditError> {
-    let text = text.trim();
-    let vkey = if text.starts_with('{') {
-        #[derive(Deserialize)]
-        struct KeyAnswer {
-            vkey: String,
-        }
-        serde_json::from_str::<KeyAnswer>(text).map_err(|e| AuditError::BadKey(e.to_string()))?.vkey
-    } else {
-        text.to_owned()
-    };
-    LogKey::from_vkey(&vkey).map_err(|e| AuditError::BadKey(e.to_string()))
+    LogKey::from_text(text).map_err(|e| AuditError::BadKey(e.to_string()))
 }
 
 /// Where the evidence of a log served at `log_url` lives by default: the same server, without

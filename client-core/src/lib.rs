@@ -23,6 +23,8 @@ pub mod log;
 pub mod media;
 #[cfg(feature = "sync")]
 pub mod mirror;
+#[cfg(feature = "official")]
+pub mod official;
 pub mod package;
 pub mod receipt;
 pub mod retention;
@@ -30,6 +32,7 @@ pub mod store;
 #[cfg(feature = "sync")]
 pub mod sync;
 pub mod thumbnail;
+pub mod tus;
 pub mod witness;
 
 pub use store::StoreKey;

@@ -168,6 +168,23 @@ impl LogKey {
         let v = StandardVerifier::new(vkey).map_err(|e| malformed("log key", e.to_string()))?;
         Ok(Self { origin: signed_note::Verifier::name(&v).to_owned(), vkey: vkey.to_owned() })
     }
+
+    /// Reads a log key as people and scripts hand it over: a signed-note verifier key
+    /// (`<origin>+<key id>+<base64>`), or the JSON answer of `GET /api/v1/log/key`
+    /// (`{"origin": …, "vkey": …}`), with surrounding white space.
+    pub fn from_text(text: &str) -> Result<Self, LogError> {
+        let text = text.trim();
+        if !text.starts_with('{') {
+            return Self::from_vkey(text);
+        }
+        #[derive(Deserialize)]
+        struct KeyAnswer {
+            vkey: String,
+        }
+        let answer = serde_json::from_str::<KeyAnswer>(text)
+            .map_err(|e| malformed("log key answer", e.to_string()))?;
+        Self::from_vkey(&answer.vkey)
+    }
 }
 
 /// A verified checkpoint.
@@ -350,6 +367,57 @@ pub fn tile_path(tile: &tlog_tiles::Tile) -> String {
     }
 }
 
+/// Whether `tail` is a C2SP tile path: `<L>/<N>[.p/<W>]` or `entries/<N>[.p/<W>]`, `<N>` in
+/// groups of three digits, all but the last prefixed with `x`
+/// (the server's `GET /log/tile/{tail}` accepts exactly these; the fuzz target `tile` checks them).
+pub fn is_tile_path(tail: &str) -> bool {
+    let (main, partial) = match tail.split_once(".p/") {
+        Some((m, w)) => (m, Some(w)),
+        None => (tail, None),
+    };
+    let width_ok = |w: &str| w.parse::<u16>().is_ok_and(|w| (1..256).contains(&w));
+    if let Some(w) = partial
+        && (!width_ok(w) || w.starts_with('0'))
+    {
+        return false;
+    }
+    let mut parts = main.split('/');
+    let level = parts.next().unwrap_or("");
+    if level != "entries" && !(level.len() <= 2 && level.bytes().all(|b| b.is_ascii_digit())) {
+        return false;
+    }
+    let rest: Vec<&str> = parts.collect();
+    let Some((last, groups)) = rest.split_last() else { return false };
+    last.len() == 3
+        && last.bytes().all(|b| b.is_ascii_digit())
+        && groups.iter().all(|g| {
+            g.len() == 4 && g.starts_with('x') && g[1..].bytes().all(|b| b.is_ascii_digit())
+        })
+        && tile_of(level, groups, last, partial)
+            .is_some_and(|t| tile_path(&t) == format!("tile/{tail}"))
+}
+
+/// The tile the parts of a well-formed tile path name, if it can exist (a level below 8: a tree
+/// of 2^64 entries has no more; an index that fits 64 bits). With the comparison above, only
+/// the path exactly as the core writes it is a tile path (`00/000` and `x000/001` are not):
+/// found by the fuzz target `tile`, such paths were accepted and looked up as files.
+fn tile_of(
+    level: &str,
+    groups: &[&str],
+    last: &str,
+    width: Option<&str>,
+) -> Option<tlog_tiles::Tile> {
+    let (level, is_data) =
+        if level == "entries" { (0, true) } else { (level.parse::<u8>().ok()?, false) };
+    let mut n = 0u64;
+    for g in groups.iter().map(|g| &g[1..]).chain([last]) {
+        n = n.checked_mul(1000)?.checked_add(g.parse::<u64>().ok()?)?;
+    }
+    let width = width.map_or(Some(1 << TILE_HEIGHT), |w| w.parse::<u32>().ok())?;
+    (level < 8 && (1..=1 << TILE_HEIGHT).contains(&width))
+        .then(|| tlog_tiles::Tile::new(TILE_HEIGHT, level, n, width, is_data))
+}
+
 /// Encodes entries as a C2SP entry bundle: each entry as a 2-byte big-endian length and its bytes.
 pub fn entry_bundle<'a>(entries: impl IntoIterator<Item = &'a [u8]>) -> Vec<u8> {
     let mut out = Vec::new();
@@ -391,6 +459,46 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
     use std::path::{Path, PathBuf};
+
+    #[test]
+    fn tile_paths() {
+        for ok in [
+            "0/000",
+            "1/x001/x234/067",
+            "0/005.p/17",
+            "entries/x001/000.p/3",
+            "entries/000",
+            "7/x018/x446/x744/x073/x709/x551/615",
+        ] {
+            assert!(is_tile_path(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "0",
+            "0/00",
+            "0/0000",
+            "../000",
+            "0/../000",
+            "0/000.p/0",
+            "0/000.p/256",
+            "0/000.p/017",
+            "x/000",
+            "0/x01/000",
+            "entries/000/..",
+            "0/000/",
+            "123/000",
+            // Found by the fuzz target `tile`: well-formed but not the path of any tile.
+            "/464",
+            "00/000",
+            "01/000",
+            "x000/001",
+            "0/x000/001",
+            "8/000",
+            "0/x018/x446/x744/x073/x709/x551/616",
+        ] {
+            assert!(!is_tile_path(bad), "{bad}");
+        }
+    }
 
     fn vectors(dir: &str) -> Vec<(PathBuf, serde_json::Value)> {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -1,4 +1,4 @@
-//! The official-results CSV (`hattama_server::official`): checked against a fixed election, an
+//! The official-results CSV (`hattama_core::official`, the server's import): checked against a fixed election, an
 //! accepted file's figures written back with `to_csv` parse to the same figures, and they differ
 //! from themselves in nothing.
 #![no_main]
@@ -6,7 +6,7 @@
 use std::sync::LazyLock;
 
 use hattama_core::election::Election;
-use hattama_server::official;
+use hattama_core::official;
 use libfuzzer_sys::fuzz_target;
 
 static ELECTION: LazyLock<Election> =

@@ -3,7 +3,6 @@
 //! key parsing never panic, and a parsed key's own text parses to the same key.
 #![no_main]
 
-use hattama_core::audit::parse_log_key;
 use hattama_core::log::LogKey;
 use libfuzzer_sys::fuzz_target;
 use signed_note::{Note, StandardVerifier, VerifierList};
@@ -22,6 +21,6 @@ fuzz_target!(|data: &[u8]| {
         if let Ok(key) = LogKey::from_vkey(text) {
             assert_eq!(LogKey::from_vkey(&key.vkey).expect("its own text parses"), key);
         }
-        let _ = parse_log_key(text);
+        let _ = LogKey::from_text(text);
     }
 });

@@ -1,11 +1,10 @@
 //! Tiles: entry bundles (`log::parse_entry_bundle`) encode back to exactly their bytes, every
 //! entry that parses (`LogEntry::from_bytes`) is canonical, hash tiles split into whole hashes;
-//! a tile path the server accepts (`routes::log::is_tile_path`) is exactly the path the core
+//! a tile path the server accepts (`log::is_tile_path`) is exactly the path the core
 //! writes for that tile (`log::tile_path`).
 #![no_main]
 
-use hattama_core::log::{LogEntry, entry_bundle, parse_entry_bundle, tile_path};
-use hattama_server::routes::log::is_tile_path;
+use hattama_core::log::{LogEntry, entry_bundle, is_tile_path, parse_entry_bundle, tile_path};
 use libfuzzer_sys::fuzz_target;
 use tlog_tiles::Tile;
 

@@ -1,4 +1,4 @@
-//! The tus request headers the server parses (`routes::tus`): `Upload-Metadata` and
+//! The tus request headers the server parses (the core's `tus`): `Upload-Metadata` and
 //! `Upload-Checksum` round-trip through their encodings; `Upload-Length` and `Upload-Offset` are
 //! read with `str::parse::<u64>`, whose accepted forms are pinned here (digits with an optional
 //! `+`, nothing else). The input is lines: metadata, checksum, length.
@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
-use hattama_server::routes::tus::{parse_checksum_value, parse_metadata};
+use hattama_core::tus::{parse_checksum_value, parse_metadata};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

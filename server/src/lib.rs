@@ -17,7 +17,6 @@ pub mod log;
 pub mod metrics;
 pub mod objects;
 pub mod observed;
-pub mod official;
 pub mod package;
 pub mod ratelimit;
 pub mod review;
@@ -32,3 +31,7 @@ pub mod thumbs;
 pub mod tls;
 pub mod web;
 pub mod witnessing;
+
+/// The official-results CSV: defined in the core (`hattama_core::official`), with no server
+/// dependency, so that the fuzz target `official_csv` builds without the server.
+pub use hattama_core::official;

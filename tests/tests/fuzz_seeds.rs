@@ -14,12 +14,12 @@ use base64::engine::general_purpose::STANDARD as B64;
 use hattama_core::election::Election;
 use hattama_core::evidence::{DeviceKey, Manifest, Sha256Hash};
 use hattama_core::log::{
-    Hash, LogEntry, TlogProof, entry_bundle, parse_entry_bundle, sign_checkpoint, verify_checkpoint,
+    Hash, LogEntry, TlogProof, entry_bundle, is_tile_path, parse_entry_bundle, sign_checkpoint,
+    verify_checkpoint,
 };
 use hattama_core::media::{self, MediaLimits};
 use hattama_core::receipt::{Receipt, ReceiptLog, SignedReceipt};
-use hattama_server::routes::log::is_tile_path;
-use hattama_server::routes::tus::{parse_checksum_value, parse_metadata};
+use hattama_core::tus::{parse_checksum_value, parse_metadata};
 use image::ImageEncoder;
 use sha2::{Digest, Sha256};
 

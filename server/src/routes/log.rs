@@ -7,8 +7,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde::Deserialize;
 
-use hattama_core::log::{TILE_HEIGHT, tile_path};
-use tlog_tiles::Tile;
+use hattama_core::log::is_tile_path;
 
 use super::parse_hash;
 use crate::error::ApiError;
@@ -44,51 +43,6 @@ pub async fn cosigned_checkpoint(state: web::Data<AppState>) -> Result<HttpRespo
         .content_type("text/plain; charset=utf-8")
         .insert_header(("Cache-Control", "no-cache"))
         .body(note))
-}
-
-/// Whether `tail` is a C2SP tile path: `<L>/<N>[.p/<W>]` or `entries/<N>[.p/<W>]`, `<N>` in
-/// groups of three digits, all but the last prefixed with `x` (public for the fuzz target `tile`).
-pub fn is_tile_path(tail: &str) -> bool {
-    let (main, partial) = match tail.split_once(".p/") {
-        Some((m, w)) => (m, Some(w)),
-        None => (tail, None),
-    };
-    let width_ok = |w: &str| w.parse::<u16>().is_ok_and(|w| (1..256).contains(&w));
-    if let Some(w) = partial
-        && (!width_ok(w) || w.starts_with('0'))
-    {
-        return false;
-    }
-    let mut parts = main.split('/');
-    let level = parts.next().unwrap_or("");
-    if level != "entries" && !(level.len() <= 2 && level.bytes().all(|b| b.is_ascii_digit())) {
-        return false;
-    }
-    let rest: Vec<&str> = parts.collect();
-    let Some((last, groups)) = rest.split_last() else { return false };
-    last.len() == 3
-        && last.bytes().all(|b| b.is_ascii_digit())
-        && groups.iter().all(|g| {
-            g.len() == 4 && g.starts_with('x') && g[1..].bytes().all(|b| b.is_ascii_digit())
-        })
-        && tile_of(level, groups, last, partial)
-            .is_some_and(|t| tile_path(&t) == format!("tile/{tail}"))
-}
-
-/// The tile the parts of a well-formed tile path name, if it can exist (a level below 8: a tree
-/// of 2^64 entries has no more; an index that fits 64 bits). With the comparison above, only
-/// the path exactly as the core writes it is a tile path (`00/000` and `x000/001` are not):
-/// found by the fuzz target `tile`, such paths were accepted and looked up as files.
-fn tile_of(level: &str, groups: &[&str], last: &str, width: Option<&str>) -> Option<Tile> {
-    let (level, is_data) =
-        if level == "entries" { (0, true) } else { (level.parse::<u8>().ok()?, false) };
-    let mut n = 0u64;
-    for g in groups.iter().map(|g| &g[1..]).chain([last]) {
-        n = n.checked_mul(1000)?.checked_add(g.parse::<u64>().ok()?)?;
-    }
-    let width = width.map_or(Some(1 << TILE_HEIGHT), |w| w.parse::<u32>().ok())?;
-    (level < 8 && (1..=1 << TILE_HEIGHT).contains(&width))
-        .then(|| Tile::new(TILE_HEIGHT, level, n, width, is_data))
 }
 
 /// `GET /log/tile/{tail}`: a hash tile or an entry bundle; immutable once published.
@@ -167,49 +121,4 @@ pub async fn consistency(
         "proof": proof.iter().map(|h| B64.encode(h.0)).collect::<Vec<_>>(),
         "checkpoint": String::from_utf8_lossy(&note),
     })))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::is_tile_path;
-
-    #[test]
-    fn tile_paths() {
-        for ok in [
-            "0/000",
-            "1/x001/x234/067",
-            "0/005.p/17",
-            "entries/x001/000.p/3",
-            "entries/000",
-            "7/x018/x446/x744/x073/x709/x551/615",
-        ] {
-            assert!(is_tile_path(ok), "{ok}");
-        }
-        for bad in [
-            "",
-            "0",
-            "0/00",
-            "0/0000",
-            "../000",
-            "0/../000",
-            "0/000.p/0",
-            "0/000.p/256",
-            "0/000.p/017",
-            "x/000",
-            "0/x01/000",
-            "entries/000/..",
-            "0/000/",
-            "123/000",
-            // Found by the fuzz target `tile`: well-formed but not the path of any tile.
-            "/464",
-            "00/000",
-            "01/000",
-            "x000/001",
-            "0/x000/001",
-            "8/000",
-            "0/x018/x446/x744/x073/x709/x551/616",
-        ] {
-            assert!(!is_tile_path(bad), "{bad}");
-        }
-    }
 }

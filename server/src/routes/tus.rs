@@ -11,10 +11,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix_web::{HttpRequest, HttpResponse, web};
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD as B64;
 use futures_util::StreamExt;
 use hattama_core::evidence::{Sha256Hash, SignedManifest, parse_lower_hex};
+use hattama_core::tus::{TusHeaderError, parse_checksum_value, parse_metadata};
 use sha2::{Digest, Sha256};
 
 use super::parse_hash;
@@ -135,19 +134,16 @@ pub async fn options(state: web::Data<AppState>) -> HttpResponse {
         .finish()
 }
 
-/// Parses `Upload-Metadata`: comma-separated `key base64(value)` pairs (public for the fuzz
-/// target `tus_headers`).
-pub fn parse_metadata(value: &str) -> Result<HashMap<String, Vec<u8>>, ApiError> {
-    let bad = || ApiError::new(400, "bad_metadata", "Upload-Metadata is malformed");
-    let mut out = HashMap::new();
-    for pair in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let (key, val) = pair.split_once(' ').unwrap_or((pair, ""));
-        let bytes = B64.decode(val.trim()).map_err(|_| bad())?;
-        if out.insert(key.to_owned(), bytes).is_some() {
-            return Err(bad());
-        }
+/// The answer to a malformed tus header: a 400 with a stable code.
+impl From<TusHeaderError> for ApiError {
+    fn from(e: TusHeaderError) -> Self {
+        let code = match e {
+            TusHeaderError::Metadata => "bad_metadata",
+            TusHeaderError::ChecksumAlgorithm => "checksum_algorithm",
+            TusHeaderError::ChecksumNotBase64 | TusHeaderError::ChecksumLength => "bad_checksum",
+        };
+        ApiError::new(400, code, e.to_string())
     }
-    Ok(out)
 }
 
 /// The request header asking for the receipt in the answer of the request that completes an
@@ -491,27 +487,7 @@ pub async fn delete(
 }
 
 fn parse_checksum(req: &HttpRequest) -> Result<Option<[u8; 32]>, ApiError> {
-    header(req, "Upload-Checksum").map(parse_checksum_value).transpose()
-}
-
-/// Parses an `Upload-Checksum` value: `sha256 <base64 digest>` (public for the fuzz target
-/// `tus_headers`).
-pub fn parse_checksum_value(value: &str) -> Result<[u8; 32], ApiError> {
-    let (algo, digest) = value.split_once(' ').unwrap_or((value, ""));
-    if algo != "sha256" {
-        return Err(ApiError::new(
-            400,
-            "checksum_algorithm",
-            "only sha256 checksums are supported",
-        ));
-    }
-    let bytes = B64
-        .decode(digest.trim())
-        .map_err(|_| ApiError::new(400, "bad_checksum", "checksum is not base64"))?;
-    let digest: [u8; 32] = bytes
-        .try_into()
-        .map_err(|_| ApiError::new(400, "bad_checksum", "a sha256 digest is 32 bytes"))?;
-    Ok(digest)
+    Ok(header(req, "Upload-Checksum").map(parse_checksum_value).transpose()?)
 }
 
 /// `PATCH /files/{id}`: bytes at the current offset; the last byte completes the capture.

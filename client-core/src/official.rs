@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use hattama_core::election::Election;
+use crate::election::Election;
 use serde::Serialize;
 
 /// Largest official-results file accepted, in bytes.
@@ -152,7 +152,7 @@ pub fn parse(csv_bytes: &[u8], election: &Election) -> Result<Figures, OfficialE
         let number = value
             .parse::<u64>()
             .ok()
-            .filter(|v| *v <= hattama_core::evidence::MAX_SAFE_INTEGER && value.len() <= 16)
+            .filter(|v| *v <= crate::evidence::MAX_SAFE_INTEGER && value.len() <= 16)
             .ok_or_else(|| OfficialError::BadValue { row, value: value.to_owned() })?;
         let previous =
             figures.entry(precinct.to_owned()).or_default().insert(line.to_owned(), number);
