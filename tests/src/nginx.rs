@@ -42,11 +42,18 @@ impl Nginx {
             // A port nobody listens on; if another process takes it first, nginx fails and
             // we try another.
             let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port");
-            let config = template
-                .replace("@DIR@", &dir.path().display().to_string())
-                .replace("@PORT@", &port.port().to_string())
-                .replace("@USER@", user)
-                .replace("@UPSTREAMS@", &lines.join("\n"));
+            // Filled in outside comments only (the template's comments name the placeholders).
+            let fill = |line: &str| {
+                if line.trim_start().starts_with('#') {
+                    return line.to_owned();
+                }
+                line.replace("@DIR@", &dir.path().display().to_string())
+                    .replace("@PORT@", &port.port().to_string())
+                    .replace("@USER@", user)
+                    .replace("@UPSTREAMS@", &lines.join("\n"))
+            };
+            let config: Vec<String> = template.lines().map(fill).collect();
+            let config = config.join("\n");
             let file = dir.path().join("nginx.conf");
             std::fs::write(&file, config).expect("write nginx.conf");
             let mut child = Command::new(binary())
