@@ -29,7 +29,7 @@
 //! and takes it as its own published checkpoint, so its waiting receipts wake and its proofs
 //! are against a checkpoint whose tiles are written. Each tries for the lease as it follows, so
 //! when the holder dies (its connection closes and PostgreSQL releases the lock), another takes
-//! over within a [`FOLLOW_INTERVAL`] and publishes whatever the dead one committed but did not
+//! over at its next try (every [`FOLLOW_INTERVAL`]) and publishes whatever the dead one committed but did not
 //! publish. Only the holder writes the log's objects. A holder cut off from the database without
 //! dying may still finish publishing a batch it committed, and so put back an older checkpoint
 //! object until the new holder's next one: a reader then sees an older checkpoint, never another
