@@ -17,8 +17,23 @@
 //! bundle), so a batch reads nothing but the queued entries: it hashes them, commits hashes and
 //! checkpoint, and writes the tiles from memory. Under a backlog, a batch's files are written on
 //! a thread of their own while the next batch is read, hashed and committed; the next batch's
-//! files wait for them, so checkpoints are still published in order, each after its tiles. The edge is loaded from storage when
-//! the log opens and again after any failure, so storage stays the only source of truth.
+//! files wait for them, so checkpoints are still published in order, each after its tiles. The
+//! edge is loaded from storage when the log opens and again after any failure, so storage stays
+//! the only source of truth.
+//!
+//! Several servers on one storage (PostgreSQL): one integrates at a time, the holder of the
+//! storage's log lease ([`LogLease`]: a PostgreSQL advisory lock held by a connection of its
+//! own); the compare-and-swap of [`Storage::append_log`] still fences off a second writer that
+//! believes it holds it. The others follow: every [`FOLLOW_INTERVAL`] (and when a receipt waits)
+//! each asks storage for the log's size, and when it grew, reads the published checkpoint object
+//! and takes it as its own published checkpoint, so its waiting receipts wake and its proofs
+//! are against a checkpoint whose tiles are written. Each tries for the lease as it follows, so
+//! when the holder dies (its connection closes and PostgreSQL releases the lock), another takes
+//! over at its next try (every [`FOLLOW_INTERVAL`]) and publishes whatever the dead one committed but did not
+//! publish. Only the holder writes the log's objects. A holder cut off from the database without
+//! dying may still finish publishing a batch it committed, and so put back an older checkpoint
+//! object until the new holder's next one: a reader then sees an older checkpoint, never another
+//! tree, and [`Log::consistency`] answers from the newest this server has seen.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Condvar, Mutex};
@@ -30,7 +45,7 @@ use hattama_core::log::{self as tlog, Hash, LogKey, TILE_HEIGHT, TlogProof};
 use tlog_tiles::{HashReader, Tile};
 
 use crate::objects::{ObjectBackend, ObjectKey, PutOptions};
-use crate::storage::{Storage, StorageError};
+use crate::storage::{LogLease, Storage, StorageError};
 
 /// The object of the newest published checkpoint (mutable: replaced by each newer one).
 pub const CHECKPOINT_KEY: &str = "log/checkpoint";
@@ -73,6 +88,14 @@ const MAX_BATCH: usize = 1 << 16;
 /// Hashes in a full tile.
 const TILE_WIDTH: usize = 1 << TILE_HEIGHT;
 
+/// How often a server that does not integrate looks for a newer published checkpoint and tries
+/// for the lease; and how often, on storage shared with other servers, the integrator looks for
+/// captures they committed (it is woken at once for those of its own server).
+pub const FOLLOW_INTERVAL: Duration = Duration::from_millis(100);
+
+/// How often the integrator confirms that it still holds the lease while it works.
+const LEASE_CHECK: Duration = Duration::from_millis(500);
+
 /// The server's log.
 pub struct Log {
     storage: Arc<dyn Storage>,
@@ -95,6 +118,10 @@ pub struct Log {
     stopping: std::sync::atomic::AtomicBool,
     /// Stored hashes the receipts' inclusion proofs ask for, without a read of storage.
     recent: Mutex<RecentHashes>,
+    /// Whether this server holds the log lease (it integrates and publishes).
+    integrating: std::sync::atomic::AtomicBool,
+    /// Whether other servers share the storage ([`LogLease::shared`]).
+    shared: bool,
 }
 
 /// Most hashes kept of the newest committed batches (32 bytes each: 4 MiB).
@@ -354,6 +381,10 @@ struct Integrator {
     batch: usize,
     /// The publication of the batch before, still writing its files.
     publishing: Option<std::thread::JoinHandle<Result<(), StorageError>>>,
+    /// This server's claim on the right to integrate.
+    lease: Box<dyn LogLease>,
+    /// When the lease was last confirmed held.
+    lease_checked: Option<Instant>,
 }
 
 /// What a batch writes: stored hashes (for storage, from storage index `first_hash` on) and
@@ -540,6 +571,17 @@ impl Log {
         objects: Arc<dyn ObjectBackend>,
     ) -> Result<Arc<Self>, StorageError> {
         let log_key = LogKey::for_signer(origin, &key).map_err(corrupt)?;
+        let mut lease = storage.log_lease()?;
+        let shared = lease.shared();
+        let leading = match lease.hold() {
+            Ok(held) => held,
+            // Shared storage out of reach for the lease: follow for now, try again later.
+            Err(e) if shared => {
+                tracing::warn!(error = %e, "the log lease cannot be had now");
+                false
+            }
+            Err(e) => return Err(e),
+        };
         let log = Arc::new(Self {
             storage,
             key,
@@ -553,13 +595,24 @@ impl Log {
                 edge: None,
                 batch: MIN_BATCH * 4,
                 publishing: None,
+                lease,
+                lease_checked: leading.then(Instant::now),
             }),
             tiles: Mutex::default(),
             beat_ms: std::sync::atomic::AtomicU64::new(0),
             stopping: std::sync::atomic::AtomicBool::new(false),
             recent: Mutex::default(),
+            integrating: std::sync::atomic::AtomicBool::new(leading),
+            shared,
         });
-        let from = log.published_object_size()?;
+        if !leading {
+            // Published is what the object says; the integrator publishes the rest.
+            if let Some((size, note)) = log.published_object()? {
+                log.published.set(size, &note)?;
+            }
+            return Ok(log);
+        }
+        let from = log.published_object()?.map(|(size, _)| size);
         if let Some((size, note)) = log.storage.latest_checkpoint()? {
             if from != Some(size) {
                 log.publish(from.unwrap_or(0).min(size), size, &note)?;
@@ -569,10 +622,59 @@ impl Log {
         Ok(log)
     }
 
-    /// The size of the published checkpoint object, if there is one that verifies.
-    fn published_object_size(&self) -> Result<Option<u64>, StorageError> {
+    /// The published checkpoint object (size and note), if there is one that verifies.
+    fn published_object(&self) -> Result<Option<(u64, Vec<u8>)>, StorageError> {
         let Some(note) = self.objects.get_opt(&checkpoint_key()?)? else { return Ok(None) };
-        Ok(tlog::verify_checkpoint(&note, &self.log_key).ok().map(|c| c.size))
+        Ok(tlog::verify_checkpoint(&note, &self.log_key).ok().map(|c| (c.size, note)))
+    }
+
+    /// Whether this server integrates the log now (it holds the log lease).
+    pub fn is_integrating(&self) -> bool {
+        self.integrating.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Takes or confirms the log lease (confirmed at most every [`LEASE_CHECK`] while held);
+    /// returns whether this server integrates. Whenever that changes, the integrator starts
+    /// again from storage: its edge may be that of an earlier tenure.
+    fn lead(&self) -> Result<bool, StorageError> {
+        let mut state = self.integrator.lock().map_err(corrupt)?;
+        let fresh = state.lease_checked.is_some_and(|at| at.elapsed() < LEASE_CHECK);
+        let held = if fresh && self.is_integrating() { Ok(true) } else { state.lease.hold() };
+        let now = matches!(held, Ok(true));
+        if now && !fresh {
+            state.lease_checked = Some(Instant::now());
+        } else if !now {
+            state.lease_checked = None;
+        }
+        let was = self.integrating.swap(now, std::sync::atomic::Ordering::SeqCst);
+        if was != now {
+            state.edge = None;
+            if let Some(Err(e)) = state.publishing.take().map(join) {
+                tracing::warn!(error = %e, "log publication failed; the next integrator redoes it");
+            }
+            if now {
+                tracing::info!("this server holds the log lease: it integrates the log");
+            } else {
+                tracing::warn!("this server lost the log lease: another one integrates the log");
+            }
+        }
+        held
+    }
+
+    /// Takes the checkpoint object as this server's published checkpoint if it is newer; reads
+    /// it only when storage says the log grew. What a server that does not integrate does to
+    /// keep up, and what any server does before it proves consistency with its newest.
+    pub fn follow(&self) -> Result<(), StorageError> {
+        let published = self.published_size();
+        if self.storage.log_size()? <= published {
+            return Ok(());
+        }
+        if let Some((size, note)) = self.published_object()?
+            && size > published
+        {
+            self.published.set(size, &note)?;
+        }
+        Ok(())
     }
 
     /// Starts the integrator thread. It runs until [`Log::stop`]; join the handle after that.
@@ -587,16 +689,36 @@ impl Log {
                 // tiles rewritten) are shared by the captures of a few milliseconds.
                 let started = Instant::now();
                 log.beat_ms.store(hattama_core::now_ms(), std::sync::atomic::Ordering::Relaxed);
-                match log.integrate_once() {
-                    Ok(0) => log.sleep_until_woken(Duration::from_secs(1)),
-                    Ok(_) => {
-                        if let Some(rest) = BATCH_INTERVAL.checked_sub(started.elapsed()) {
-                            std::thread::sleep(rest);
+                // Captures other servers commit nobody wakes this one for: look every
+                // FOLLOW_INTERVAL when the storage is shared.
+                let idle = if log.shared { FOLLOW_INTERVAL } else { Duration::from_secs(1) };
+                let rest = || {
+                    if let Some(rest) = BATCH_INTERVAL.checked_sub(started.elapsed()) {
+                        std::thread::sleep(rest);
+                    }
+                };
+                match log.lead() {
+                    Ok(true) => match log.integrate_once() {
+                        Ok(0) => log.sleep_until_woken(idle),
+                        Ok(_) => rest(),
+                        Err(e) => {
+                            tracing::error!(error = %e, "log integration failed");
+                            std::thread::sleep(Duration::from_secs(1));
                         }
+                    },
+                    // Following: woken early by a waiting receipt, but at most every
+                    // BATCH_INTERVAL.
+                    Ok(false) => {
+                        if let Err(e) = log.follow() {
+                            tracing::warn!(error = %e, "cannot follow the published log");
+                        }
+                        log.sleep_until_woken(FOLLOW_INTERVAL);
+                        rest();
                     }
                     Err(e) => {
-                        tracing::error!(error = %e, "log integration failed");
-                        std::thread::sleep(Duration::from_secs(1));
+                        tracing::warn!(error = %e, "the log lease cannot be had now");
+                        log.sleep_until_woken(FOLLOW_INTERVAL);
+                        rest();
                     }
                 }
             }
@@ -861,8 +983,11 @@ impl Log {
         }
     }
 
-    /// The consistency proof from the tree of `old` entries to the newest published checkpoint.
+    /// The consistency proof from the tree of `old` entries to the newest published checkpoint,
+    /// at least as new as every checkpoint a server sharing the storage handed out before (the
+    /// device asking may hold one from another server: [`Log::follow`] first).
     pub fn consistency(&self, old: u64) -> Result<(Vec<Hash>, Vec<u8>), StorageError> {
+        self.follow()?;
         let (size, note) = self.published_checkpoint()?;
         if old == 0 || old > size {
             return Err(StorageError::NotFound(format!("a tree of {old} entries")));

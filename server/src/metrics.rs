@@ -42,6 +42,7 @@ pub struct Metrics {
     pub rate_limited: IntCounterVec,
     requests: HistogramVec,
     log_size: IntGauge,
+    log_integrating: IntGauge,
     log_lag: prometheus::Gauge,
     captures: IntGauge,
     review_queue: IntGauge,
@@ -108,6 +109,10 @@ impl Metrics {
             rate_limited,
             requests,
             log_size: gauge("hattama_log_size", "Entries in the newest published checkpoint")?,
+            log_integrating: gauge(
+                "hattama_log_integrating",
+                "1 if this server integrates the log (it holds the log lease), else 0",
+            )?,
             log_lag,
             captures: gauge("hattama_captures_stored", "Captures stored")?,
             review_queue: gauge(
@@ -132,6 +137,7 @@ impl Metrics {
     fn render(&self, state: &AppState) -> Result<String, ApiError> {
         let published = state.log.published_size();
         self.log_size.set(i64::try_from(published).unwrap_or(i64::MAX));
+        self.log_integrating.set(i64::from(state.log.is_integrating()));
         self.log_lag.set(log_lag_ms(state)? as f64 / 1000.0);
         let stored = state.storage.capture_count()?;
         self.captures.set(i64::try_from(stored).unwrap_or(i64::MAX));

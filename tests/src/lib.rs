@@ -12,6 +12,7 @@ pub mod demo;
 
 pub mod fixtures;
 pub mod hostile;
+pub mod nginx;
 pub mod package;
 pub mod raw;
 pub mod review;

@@ -88,8 +88,14 @@ pub async fn inclusion(
     let text = web::block(move || -> Result<String, ApiError> {
         let index = storage
             .log_index(&id)?
-            .filter(|i| *i < log.published_size())
             .ok_or_else(|| ApiError::not_found("this capture is not in the log"))?;
+        if index >= log.published_size() {
+            // Perhaps published by another server sharing the storage, a moment ago.
+            log.follow()?;
+        }
+        if index >= log.published_size() {
+            return Err(ApiError::not_found("this capture is not in the log"));
+        }
         Ok(log.inclusion(index)?.to_text())
     })
     .await??;

@@ -375,6 +375,41 @@ pub trait Storage: Send + Sync + 'static {
     /// When the capture at log position `index` was stored (its entry's `received_at_ms`), if
     /// one is stored there: the integration lag of `/readyz` and `/metrics`.
     fn log_entry_stored_at(&self, index: u64) -> Result<Option<u64>, StorageError>;
+    /// A new claim on the right to integrate the log ([`LogLease`]), not yet taken.
+    fn log_lease(&self) -> Result<Box<dyn LogLease>, StorageError>;
+}
+
+/// The right to integrate the log: among the servers sharing one storage, one holds it at a
+/// time, and only the holder appends checkpoints and publishes the log's objects. It is an
+/// optimisation of who does the work, not the safety of the log: [`Storage::append_log`] is a
+/// compare-and-swap on the stored log's size, so a second writer that believes it holds the
+/// lease still cannot commit a second checkpoint for one size.
+///
+/// The embedded backend's lease is always held (its data directory's lock already makes the
+/// server the only one). PostgreSQL's is a session-level advisory lock on a connection of its
+/// own: when the holder dies, its connection closes and PostgreSQL releases the lock, so another
+/// instance takes it at its next try.
+pub trait LogLease: Send {
+    /// Takes the lease if it is free, or confirms that it is still held (the holder's
+    /// connection still answers): `Ok(true)` while this claim holds it. An error (the database
+    /// out of reach) means it is not held now; the next call tries again.
+    fn hold(&mut self) -> Result<bool, StorageError>;
+    /// Whether other servers write to this storage too (captures they commit, checkpoints they
+    /// publish), so that a server looks for their changes rather than waiting to be told.
+    fn shared(&self) -> bool;
+}
+
+/// The lease of a storage only one server uses: always held.
+pub struct SoleLease;
+
+impl LogLease for SoleLease {
+    fn hold(&mut self) -> Result<bool, StorageError> {
+        Ok(true)
+    }
+
+    fn shared(&self) -> bool {
+        false
+    }
 }
 
 /// Makes a data directory private to the server's user, whatever the umask it was created

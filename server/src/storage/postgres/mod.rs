@@ -10,9 +10,13 @@
 //!   serializes them;
 //! - a capture's commit numbers it from the `log_head` row, taken `FOR UPDATE` until the commit,
 //!   so log positions are given, and become visible, in commit order without a gap;
+//! - one instance integrates the log at a time: the holder of the log lease (a session-level
+//!   advisory lock, keyed by the schema, on a connection of its own, released by PostgreSQL when
+//!   that connection closes, so another instance takes over when the holder dies; `lease.rs`);
+//!   the others follow the published checkpoint (`crate::log`);
 //! - a checkpoint is appended only by a compare-and-swap of `log_published` from the size its
 //!   writer read to the new size (and `checkpoints` has one row per size), so two writers can
-//!   never publish two checkpoints for one size.
+//!   never publish two checkpoints for one size, even two that both believe they hold the lease.
 //!
 //! Photos are objects when the server gives the backend its object store
 //! ([`PgStorage::with_photos`], as `Application::build` does): `photos/<sha256>`, content
@@ -38,6 +42,7 @@ use super::StorageError;
 
 mod console;
 mod gallery;
+mod lease;
 mod review;
 mod storage;
 
@@ -64,6 +69,8 @@ pub struct PgStorage {
     review_cache: review::ReviewCache,
     /// Where new photos are stored (`photos/<sha256>`); `None`: as rows.
     photos: Option<std::sync::Arc<dyn crate::objects::ObjectBackend>>,
+    /// How to connect: the log lease holds a connection of its own, outside the pool.
+    config: postgres::Config,
 }
 
 /// PostgreSQL's errors, named by what the caller can do about them: a serialization failure,
@@ -135,14 +142,15 @@ impl PgStorage {
     /// [`PgStorage::open`] with a parsed configuration (the tests set a schema of their own
     /// through its `options`).
     pub fn open_config(config: postgres::Config, pool_size: u32) -> Result<Self, StorageError> {
-        let manager = PostgresConnectionManager::new(config, NoTls);
+        let manager = PostgresConnectionManager::new(config.clone(), NoTls);
         let pool = r2d2::Pool::builder()
             .max_size(pool_size.max(1))
             .connection_timeout(Duration::from_secs(30))
             // A connection the database closed (a restart, a failover) is found before use.
             .test_on_check_out(true)
             .build(manager)?;
-        let storage = Self { pool, review_cache: review::ReviewCache::default(), photos: None };
+        let storage =
+            Self { pool, review_cache: review::ReviewCache::default(), photos: None, config };
         storage.migrate()?;
         Ok(storage)
     }

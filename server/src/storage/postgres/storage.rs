@@ -730,6 +730,10 @@ impl Storage for PgStorage {
         })
     }
 
+    fn log_lease(&self) -> Result<Box<dyn crate::storage::LogLease>, StorageError> {
+        Ok(Box::new(super::lease::PgLease::new(self.config.clone())))
+    }
+
     fn log_entry_stored_at(&self, index: u64) -> Result<Option<u64>, StorageError> {
         let entry: Option<Vec<u8>> = self.read(|c| {
             Ok(c.query_opt("SELECT entry FROM log_entries WHERE idx = $1", &[&i(index)])?

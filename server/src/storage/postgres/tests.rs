@@ -112,3 +112,78 @@ fn photos_are_objects_when_the_server_gives_an_object_store() {
     objects.delete(&object).unwrap();
     assert!(matches!(storage.photo(&sha), Ok(None) | Err(StorageError::NotFound(_))));
 }
+
+/// One log lease per schema at a time; once the holder's connection is closed (its process
+/// dead), another claim takes it. A claim on another schema of the database is not held
+/// off.
+#[test]
+fn one_log_lease_per_schema_taken_over_when_its_holder_goes() {
+    use crate::storage::Storage;
+
+    let Some((storage, _schema)) = open() else { return };
+    let Some((other, _other_schema)) = open() else { return };
+    let mut first = storage.log_lease().unwrap();
+    let mut second = storage.log_lease().unwrap();
+    assert!(first.shared() && second.shared());
+    assert!(first.hold().unwrap(), "a free lease is taken");
+    assert!(!second.hold().unwrap(), "held by the first");
+    assert!(first.hold().unwrap(), "still held");
+    assert!(!second.hold().unwrap(), "still held by the first");
+    let mut elsewhere = other.log_lease().unwrap();
+    assert!(elsewhere.hold().unwrap(), "another schema's log has a lease of its own");
+    // Closing the holder's connection releases the lock as soon as PostgreSQL ends its session.
+    drop(first);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !second.hold().unwrap() {
+        assert!(std::time::Instant::now() < deadline, "not taken over");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert!(second.hold().unwrap(), "held by the second now");
+}
+
+/// Two logs on one database, as two instances have: one integrates, the other follows what it
+/// publishes (its consistency answer is never behind the published checkpoint object); when the
+/// integrating one goes, the other takes the lease over and integrates what came since.
+#[test]
+fn a_second_log_follows_the_integrating_one_and_takes_over_when_it_goes() {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use crate::log::Log;
+    use crate::objects::{LocalObjects, ObjectBackend};
+    use crate::storage::Storage;
+    use crate::storage::conformance::{capture, election, key, photo};
+
+    let Some((storage, _schema)) = open() else { return };
+    let storage: Arc<dyn Storage> = Arc::new(storage);
+    let dir = tempfile::tempdir().unwrap();
+    let objects: Arc<dyn ObjectBackend> = Arc::new(LocalObjects::new(dir.path()).unwrap());
+    storage.import_election(&election("e1"), 1).unwrap();
+    let codes = storage.create_invites("e1", &["p1".into()], 1, 1).unwrap();
+    storage.enroll(&codes[0], &key(1), 1).unwrap().unwrap();
+    let commit = |seq: u64| {
+        let bytes = photo(seq, 1000);
+        storage.commit_capture(capture(&key(1), "e1", "p1", seq, &bytes)).unwrap();
+    };
+    (1..=3).for_each(commit);
+    let signer = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
+    let open_log = || Log::open(storage.clone(), signer.clone(), "test.local/log", objects.clone());
+    let first = open_log().unwrap();
+    let second = open_log().unwrap();
+    assert!(first.is_integrating() && !second.is_integrating());
+    assert_eq!(first.integrate_once().unwrap(), 3);
+    assert_eq!(second.published_size(), 0, "not followed yet");
+    let (_, note) = second.consistency(1).unwrap();
+    assert_eq!(note, first.published_checkpoint().unwrap().1, "followed before it answers");
+    assert_eq!(second.published_size(), 3);
+
+    // The first goes (its lease's connection closes with it); the second's thread takes the
+    // lease and integrates the captures committed since.
+    drop(first);
+    let thread = second.start().unwrap();
+    (4..=5).for_each(commit);
+    assert!(second.wait_published(4, Duration::from_secs(30)).unwrap(), "not taken over");
+    assert!(second.is_integrating());
+    second.stop();
+    thread.join().unwrap();
+}

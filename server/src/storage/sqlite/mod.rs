@@ -1096,4 +1096,9 @@ impl Storage for SqliteStorage {
     fn log_entry_stored_at(&self, index: u64) -> Result<Option<u64>, StorageError> {
         self.read(|c| log::stored_at(c, index))
     }
+
+    /// The data directory's lock makes the server the only writer.
+    fn log_lease(&self) -> Result<Box<dyn crate::storage::LogLease>, StorageError> {
+        Ok(Box::new(crate::storage::SoleLease))
+    }
 }
