@@ -567,7 +567,8 @@ fn migrate(settings: &Settings, from: &std::path::Path) -> anyhow::Result<()> {
         println!("continued an unfinished migration of {}", from.display());
     }
     println!(
-        "migrated {} captures of {} devices and {} objects ({} copied by this run) from {} into          PostgreSQL",
+        "migrated {} captures of {} devices and {} objects ({} copied by this run) from {} into \
+         PostgreSQL",
         report.captures,
         report.devices,
         report.objects,
@@ -578,7 +579,8 @@ fn migrate(settings: &Settings, from: &std::path::Path) -> anyhow::Result<()> {
         println!("  {table}: {n} rows");
     }
     println!(
-        "log root {} of {} entries identical; {} receipts identical; comparison and {} exports          of {} elections identical",
+        "log root {} of {} entries identical; {} receipts identical; comparison and {} exports \
+         of {} elections identical",
         if report.log_root.is_empty() { "(empty log)" } else { &report.log_root },
         report.log_size,
         report.captures,
@@ -586,7 +588,8 @@ fn migrate(settings: &Settings, from: &std::path::Path) -> anyhow::Result<()> {
         report.elections
     );
     println!(
-        "start the server with these settings; keep {} as it is until the new server has run          well",
+        "start the server with these settings; keep {} as it is until the new server has run \
+         well",
         from.display()
     );
     Ok(())

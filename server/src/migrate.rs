@@ -469,7 +469,7 @@ fn verify(
 
     // Every capture: the same row, receipt and log position; its photo stored.
     let sorted = |mut c: Vec<storage::StoredCapture>| {
-        c.sort_by(|a, b| a.id.cmp(&b.id));
+        c.sort_by_key(|c| c.id);
         c
     };
     let captures = sorted(src.captures()?);
