@@ -531,3 +531,50 @@ pub fn record_verified(target: &PgStorage, now_ms: u64) -> Result<(), StorageErr
     conn.execute("UPDATE embedded_migration SET verified_at_ms = $1 WHERE id = 1", &[&ms(now_ms)])?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every table of the embedded backend is copied, or kept elsewhere on purpose: a table
+    /// added later without a place here would be lost by a migration.
+    #[test]
+    fn every_embedded_table_is_copied() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(super::super::SqliteStorage::open(dir.path(), false).unwrap());
+        let source = EmbeddedSource::open(dir.path()).unwrap();
+        let mut stmt = source
+            .conn
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+            .unwrap();
+        let tables: Vec<String> =
+            stmt.query_map([], |r| r.get(0)).unwrap().collect::<Result<_, _>>().unwrap();
+        // Photos become objects `photos/<sha256>`; the generation and the log's head are set
+        // from the source by `copy_tables`.
+        let elsewhere = ["small_photos", "review_generation"];
+        for table in &tables {
+            assert!(
+                TABLES.iter().any(|t| t.name == table) || elsewhere.contains(&table.as_str()),
+                "table {table} is not migrated"
+            );
+        }
+        for t in TABLES {
+            assert!(tables.iter().any(|n| n == t.name), "{} is no table of SQLite", t.name);
+            // Each select reads as many columns as are written.
+            let read = source.conn.prepare(t.select).unwrap().column_count();
+            assert_eq!(read, t.kinds.len(), "{}", t.name);
+            assert_eq!(t.columns.split(',').count(), t.kinds.len(), "{}", t.name);
+        }
+    }
+
+    #[test]
+    fn an_older_or_missing_database_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(matches!(EmbeddedSource::open(dir.path()), Err(StorageError::NotFound(_))));
+        let conn = Connection::open(dir.path().join(super::super::sqlite::DB_FILE)).unwrap();
+        conn.pragma_update(None, "user_version", 3).unwrap();
+        drop(conn);
+        let refused = EmbeddedSource::open(dir.path()).err().unwrap().to_string();
+        assert!(refused.contains("start this version's server on it once"), "{refused}");
+    }
+}
