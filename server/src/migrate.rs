@@ -31,7 +31,7 @@ use hattama_core::evidence::Sha256Hash;
 use sha2::{Digest, Sha256};
 
 use crate::objects::{self, LocalObjects, ObjectBackend, ObjectError, ObjectKey, PutOptions};
-use crate::settings::{BackendKind, Settings};
+use crate::settings::{BackendKind, ObjectsKind, Settings};
 use crate::storage::migrate::{self as rows, EmbeddedSource, TargetState};
 use crate::storage::{self, Backend, Opener, PgStorage, StorageError};
 
@@ -62,6 +62,13 @@ pub enum MigrateError {
         /// What is wrong with it.
         reason: String,
     },
+    /// The objects would be written into the source's own directory.
+    #[error(
+        "the settings keep objects in the data directory ([storage.objects] kind = \"local\"), \
+         and the data directory is the source {0} itself: the migration writes nothing there. \
+         Use another --data-dir, or an S3 bucket"
+    )]
+    LocalObjectsInSource(PathBuf),
     /// A server runs on the source.
     #[error(
         "a server is running on {0}: stop it first (the migration copies a stopped instance, so \
@@ -186,6 +193,9 @@ pub fn run(source: &Path, target: &Settings) -> Result<Report, MigrateError> {
     let _source_lock = lock(source, false)?.ok_or(MigrateError::SourceBusy(source.to_owned()))?;
     std::fs::create_dir_all(&target.data_dir)?;
     let same_dir = same_dir(source, &target.data_dir)?;
+    if same_dir && target.storage.objects.kind == ObjectsKind::Local {
+        return Err(MigrateError::LocalObjectsInSource(source.to_owned()));
+    }
     let _target_lock = if same_dir {
         None
     } else {
@@ -296,8 +306,9 @@ fn open_target(target: &Settings) -> Result<PgStorage, MigrateError> {
     })
 }
 
-/// Takes a data directory's `server.lock` as a serving process does; `None` if a server holds
-/// it. Without `create`, a directory without the file was never served, and gets no file.
+/// Takes a data directory's `server.lock` as a serving process does: `Ok(None)` if a server
+/// holds it, `Ok(Some(None))` if there is no such file (without `create`: a directory never
+/// served gets no file), otherwise the locked file, held until it is dropped.
 fn lock(dir: &Path, create: bool) -> Result<Option<Option<File>>, MigrateError> {
     let path = dir.join("server.lock");
     let file = if create {

@@ -189,6 +189,10 @@ fn an_embedded_instance_migrated_to_postgres_and_s3_serves_the_same_and_a_killed
     refused(&migrate(target, source, &env), "a server is running on");
     server.kill();
     refused(&migrate(target, source, &[]), "the settings name the embedded backend");
+    // Objects kept in the data directory, and the data directory the source's own.
+    let Backend::Postgres { url, .. } = &backend else { unreachable!() };
+    let local = Backend::Postgres { url: url.clone(), s3: None }.env(source);
+    refused(&migrate(source, source, &local), "the migration writes nothing there");
 
     // Killed halfway through the objects.
     let mut child = migrate_command(target, source, &env)
