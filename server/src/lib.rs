@@ -15,6 +15,7 @@ pub mod ingest;
 pub mod keys;
 pub mod log;
 pub mod metrics;
+pub mod migrate;
 pub mod objects;
 pub mod observed;
 pub mod package;

@@ -93,6 +93,19 @@ enum Command {
         #[arg(long)]
         with_keys: bool,
     },
+    /// Copy a stopped embedded instance (SQLite and files in --from DIR) into the PostgreSQL
+    /// database and the object store these settings name, then verify the copy (the same
+    /// checkpoint, receipts, comparison and exports). Run again after an interruption: it
+    /// continues. See docs/operations.md
+    Migrate {
+        /// Where to: the only target is `postgres` (storage.database_url and [storage.objects]
+        /// of these settings)
+        #[arg(long, value_enum)]
+        to: MigrateTarget,
+        /// The embedded instance's data directory (stop its server first; it is only read)
+        #[arg(long, value_name = "DIR")]
+        from: PathBuf,
+    },
     /// Make a new data directory DIR from the backup in SRC, after checking every file of it
     Restore {
         /// The backup directory
@@ -104,6 +117,13 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         keys: Option<PathBuf>,
     },
+}
+
+/// The storage `migrate` copies into.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum MigrateTarget {
+    /// PostgreSQL with an object store (`storage.backend = "postgres"`)
+    Postgres,
 }
 
 #[derive(Subcommand)]
@@ -356,6 +376,7 @@ fn main() -> anyhow::Result<()> {
         }
         Command::User { command } => user_command(&settings, command),
         Command::Backup { dest, with_keys } => backup(&settings, &dest, with_keys),
+        Command::Migrate { to: MigrateTarget::Postgres, from } => migrate(&settings, &from),
         Command::Restore { src, dir, keys } => {
             let done = hattama_server::backup::restore(&src, &dir, keys.as_deref())?;
             println!(
@@ -551,6 +572,41 @@ fn backup(settings: &Settings, dest: &std::path::Path, with_keys: bool) -> anyho
     Ok(())
 }
 
+/// `hattama-server migrate`: see [`hattama_server::migrate`].
+fn migrate(settings: &Settings, from: &std::path::Path) -> anyhow::Result<()> {
+    let report = hattama_server::migrate::run(from, settings)?;
+    if report.resumed {
+        println!("continued an unfinished migration of {}", from.display());
+    }
+    println!(
+        "migrated {} captures of {} devices and {} objects ({} copied by this run) from {} into \
+         PostgreSQL",
+        report.captures,
+        report.devices,
+        report.objects,
+        report.objects_copied,
+        from.display()
+    );
+    for (table, n) in &report.rows.0 {
+        println!("  {table}: {n} rows");
+    }
+    println!(
+        "log root {} of {} entries identical; {} receipts identical; comparison and {} exports \
+         of {} elections identical",
+        if report.log_root.is_empty() { "(empty log)" } else { &report.log_root },
+        report.log_size,
+        report.captures,
+        report.exports,
+        report.elections
+    );
+    println!(
+        "start the server with these settings; keep {} as it is until the new server has run \
+         well",
+        from.display()
+    );
+    Ok(())
+}
+
 /// The file in the data directory where a serving process writes the URL it listens on, for
 /// the admin commands (`invite create`) to find it.
 const LISTENING_FILE: &str = "listening.url";
@@ -571,10 +627,12 @@ fn check_admin_data_dir(
         "which server's data? Pass --data-dir DIR, the directory the server runs with (or set \
          data_dir in the --config file, or HATTAMA__DATA_DIR)"
     );
-    // A new deployment begins with an election or its first account.
+    // A new deployment begins with an election or its first account (or a migration).
     let creates = matches!(
         command,
-        Command::Election { .. } | Command::User { command: UserCommand::Add { .. } }
+        Command::Election { .. }
+            | Command::User { command: UserCommand::Add { .. } }
+            | Command::Migrate { .. }
     );
     // On PostgreSQL the data is in the database the settings name, not in the directory.
     let postgres = settings.storage.backend == hattama_server::settings::BackendKind::Postgres;

@@ -444,17 +444,20 @@ async fn comparison(
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    of_election(req, path, state, "comparison", |v| {
-        let mut comparison = serde_json::to_value(&v.comparison).unwrap_or_default();
-        comparison["differences"] = named(v, &v.comparison.differences);
-        comparison["broken_official"] = named(v, &v.comparison.broken_official);
-        json!({
-            "election": v.election.id,
-            "official_version": v.official_versions.last().map(|x| x.version),
-            "comparison": comparison,
-        })
+    of_election(req, path, state, "comparison", comparison_json).await
+}
+
+/// The body of `GET /api/v1/elections/{election}/comparison` (also what `migrate` compares
+/// between the source and the target).
+pub fn comparison_json(v: &ElectionView) -> Value {
+    let mut comparison = serde_json::to_value(&v.comparison).unwrap_or_default();
+    comparison["differences"] = named(v, &v.comparison.differences);
+    comparison["broken_official"] = named(v, &v.comparison.broken_official);
+    json!({
+        "election": v.election.id,
+        "official_version": v.official_versions.last().map(|x| x.version),
+        "comparison": comparison,
     })
-    .await
 }
 
 /// `GET /api/v1/elections/{election}/official`: versions and every change between them.
@@ -501,21 +504,10 @@ async fn export(
 ) -> Result<HttpResponse, ApiError> {
     let (e, file) = path.into_inner();
     id("election", &e)?;
-    const FILES: [&str; 9] = [
-        "precincts.csv",
-        "precincts.json",
-        "transcriptions.csv",
-        "transcriptions.json",
-        "official.csv",
-        "official.json",
-        "differences.csv",
-        "differences.json",
-        "evidence.jsonl",
-    ];
-    if !FILES.contains(&file.as_str()) {
+    if !EXPORT_FILES.contains(&file.as_str()) {
         return Err(ApiError::not_found(format!(
             "no export {file:?}; there are {}",
-            FILES.join(", ")
+            EXPORT_FILES.join(", ")
         )));
     }
     let version = match query.version.as_deref() {
@@ -534,13 +526,7 @@ async fn export(
     let (storage, log) = (state.storage.clone(), state.log.clone());
     let mut response = cached(&req, &state, key, move |g| {
         let v = view_of(g, &e)?;
-        let (content_type, mut body) = make_export(g, &v, &file, version, (&*storage, &log))?;
-        if file.ends_with(".csv") {
-            // A byte-order mark, so that spreadsheet programs read the UTF-8 (Cyrillic and
-            // Kazakh names) as UTF-8; the importers accept it.
-            body.splice(0..0, *b"\xEF\xBB\xBF");
-        }
-        Ok((content_type, body))
+        export_file(g, &v, &file, version, (&*storage, &log))
     })
     .await?;
     if response.status().is_success() {
@@ -574,6 +560,37 @@ struct EvidenceLine {
     log_index: Option<u64>,
     photo_url: String,
     inclusion_proof_url: String,
+}
+
+/// The open-data files of an election (`GET /api/v1/elections/{election}/export/{file}`).
+pub const EXPORT_FILES: [&str; 9] = [
+    "precincts.csv",
+    "precincts.json",
+    "transcriptions.csv",
+    "transcriptions.json",
+    "official.csv",
+    "official.json",
+    "differences.csv",
+    "differences.json",
+    "evidence.jsonl",
+];
+
+/// One export file's content type and bytes, as served (also what `migrate` compares between
+/// the source and the target). `version` selects a version of `official.csv`.
+pub fn export_file(
+    g: &Gallery,
+    v: &ElectionView,
+    file: &str,
+    version: Option<u64>,
+    storage: (&dyn crate::storage::Storage, &crate::log::Log),
+) -> Result<(&'static str, Vec<u8>), ApiError> {
+    let (content_type, mut body) = make_export(g, v, file, version, storage)?;
+    if file.ends_with(".csv") {
+        // A byte-order mark, so that spreadsheet programs read the UTF-8 (Cyrillic and
+        // Kazakh names) as UTF-8; the importers accept it.
+        body.splice(0..0, *b"\xEF\xBB\xBF");
+    }
+    Ok((content_type, body))
 }
 
 fn make_export(

@@ -50,6 +50,7 @@ mod storage;
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_schema.sql"),
     include_str!("migrations/0002_device_refusals.sql"),
+    include_str!("migrations/0003_embedded_migration.sql"),
 ];
 
 /// The schema version this server writes.
@@ -61,7 +62,7 @@ const MIGRATION_LOCK: i64 = 0x4861_7474_616d_6101;
 const WRITER_LOCK: i64 = 0x4861_7474_616d_6102;
 
 /// A pooled connection.
-type Conn = r2d2::PooledConnection<PostgresConnectionManager<NoTls>>;
+pub(in crate::storage) type Conn = r2d2::PooledConnection<PostgresConnectionManager<NoTls>>;
 
 /// PostgreSQL storage (see the module docs).
 pub struct PgStorage {
@@ -165,7 +166,7 @@ impl PgStorage {
         self
     }
 
-    fn conn(&self) -> Result<Conn, StorageError> {
+    pub(in crate::storage) fn conn(&self) -> Result<Conn, StorageError> {
         Ok(self.pool.get()?)
     }
 

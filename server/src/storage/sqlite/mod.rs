@@ -35,7 +35,7 @@ use super::{
 mod console;
 mod gallery;
 
-const DB_FILE: &str = "hattama-server.sqlite3";
+pub(in crate::storage) const DB_FILE: &str = "hattama-server.sqlite3";
 
 const MIGRATIONS: &[&str] = &[
     "
@@ -204,7 +204,7 @@ DROP INDEX captures_by_device_precinct;
 ",
 ];
 
-const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
+pub(in crate::storage) const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
 const READERS: usize = 4;
 /// How much of the database file each reader maps (`PRAGMA mmap_size`; see `open`).
 const READER_MMAP_BYTES: i64 = 256 << 20;
