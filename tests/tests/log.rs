@@ -16,7 +16,7 @@ use hattama_tests::GO_IMAGE;
 use hattama_tests::backend::read_object;
 use hattama_tests::raw::{RawDevice, clean_photo};
 use hattama_tests::server::{TestServer, import_election};
-use rand::Rng;
+use rand::{Rng, SeedableRng};
 use serde_json::Value;
 
 fn photo() -> PathBuf {
@@ -193,9 +193,15 @@ fn no_two_checkpoints_for_one_size_across_sigkill_during_integration() {
         })
     };
 
-    let mut rng = rand::thread_rng();
+    let seed: u64 = std::env::var("HATTAMA_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| rand::thread_rng().r#gen());
+    println!("seed {seed} (rerun with HATTAMA_TEST_SEED={seed})");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut paused_kills = 0;
     for round in 0..20 {
+        let sizes_before = seen.lock().unwrap().len();
         let uploading = Arc::new(AtomicBool::new(true));
         let uploaders: Vec<_> = (0..4)
             .map(|_| {
@@ -236,7 +242,14 @@ fn no_two_checkpoints_for_one_size_across_sigkill_during_integration() {
             assert_eq!(reached, "hattama-paused log:after-commit");
             paused_kills += 1;
         } else {
+            // Killed at a random moment, but only once this server has published a checkpoint
+            // of a new size: on a loaded machine a fixed pause may pass before any upload does.
             std::thread::sleep(Duration::from_millis(rng.gen_range(50..400)));
+            let deadline = std::time::Instant::now() + Duration::from_secs(60);
+            while seen.lock().unwrap().len() == sizes_before {
+                assert!(std::time::Instant::now() < deadline, "round {round}: no new checkpoint");
+                std::thread::sleep(Duration::from_millis(10));
+            }
         }
         server.kill();
         uploading.store(false, Ordering::Relaxed);
