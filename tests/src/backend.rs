@@ -3,21 +3,23 @@
 //! throw-away cluster named by `HATTAMA_TEST_POSTGRES_URL`, `scripts/lib/postgres.sh`, with the
 //! objects in the data directory) or `postgres-s3` (the same with the objects in the Garage
 //! bucket of `HATTAMA_TEST_S3_*`, `scripts/lib/garage.sh`, under a prefix per data directory).
-//! `scripts/test` runs `postgres`; seven of these tests still look for thumbnails and log
-//! files in the data directory and so fail on `postgres-s3`.
 //!
-//! The tests that matter for trust are written once and run once per backend: `scripts/test`
-//! runs their binaries a second time with `HATTAMA_TEST_BACKEND=postgres`. Every server and
+//! The tests that matter for trust are written once, parametrised: `scripts/test` runs their
+//! binaries on the embedded default, then a second time with `HATTAMA_TEST_BACKEND=postgres-s3`. Every server and
 //! admin command of a test starts through [`server_command`], which gives each data directory a
-//! PostgreSQL schema of its own (created on first use, named after the directory), so the
-//! server and the admin commands of one data directory share one database, and tests running
-//! side by side share nothing.
+//! PostgreSQL schema of its own (created on first use, named after the directory) and, on S3,
+//! the schema's name as the prefix of its keys, so the server and the admin commands of one
+//! data directory share one database and one set of objects, and tests running side by side
+//! share nothing. A test reads or changes what the server keeps as objects (thumbnails,
+//! renditions, the log's tiles and checkpoints) through [`read_object`], [`replace_object`],
+//! [`remove_objects`] and [`copy_objects`], never as files of the data directory, so it
+//! checks the same thing on every backend.
 
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 
-use hattama_server::objects::{self, ObjectBackend};
+use hattama_server::objects::{self, ObjectBackend, ObjectKey, PutOptions};
 use hattama_server::settings::{Overrides, Settings};
 use hattama_server::storage::{self, Opener};
 
@@ -78,6 +80,12 @@ impl Backend {
         }
         let url = std::env::var("HATTAMA_TEST_POSTGRES_URL").ok()?;
         Some(Self::Postgres { url, s3: Some(s3_settings()) })
+    }
+
+    /// Whether the server's objects (thumbnails, renditions, the log's tiles and checkpoints,
+    /// and on PostgreSQL its photos) are in the bucket rather than files of the data directory.
+    pub fn objects_in_bucket(&self) -> bool {
+        matches!(self, Self::Postgres { s3: Some(_), .. })
     }
 
     /// The settings a server or an admin command on `data_dir` needs, as (section, key, value):
@@ -157,6 +165,49 @@ pub fn open_storage(data_dir: &Path) -> Arc<dyn storage::Backend> {
 /// The object store of `data_dir` on the backend of this test run (`objects::open`).
 pub fn open_objects(data_dir: &Path) -> Arc<dyn ObjectBackend> {
     objects::open(&load_settings(data_dir)).expect("open the object store")
+}
+
+/// An object of the server on `data_dir` (`thumbs/<sha256>.jpg`, `log/checkpoint`, …), read
+/// through its object store (`open_objects`: a file of the data directory, or the bucket), or
+/// `None` if there is none.
+pub fn read_object(data_dir: &Path, key: &str) -> Option<Vec<u8>> {
+    open_objects(data_dir).get_opt(&object_key(key)).expect("read an object")
+}
+
+/// Replaces (or creates) an object of the server on `data_dir`: a test's tampering with what
+/// the server keeps.
+pub fn replace_object(data_dir: &Path, key: &str, bytes: &[u8]) {
+    open_objects(data_dir).put(&object_key(key), bytes, PutOptions::LATEST).expect("put an object");
+}
+
+/// Removes every object of the server on `data_dir` under `prefix` (`""`, or ending with `/`);
+/// returns how many there were.
+pub fn remove_objects(data_dir: &Path, prefix: &str) -> usize {
+    let objects = open_objects(data_dir);
+    let keys = objects.list(prefix).expect("list objects");
+    for key in &keys {
+        objects.delete(key).expect("delete an object");
+    }
+    keys.len()
+}
+
+/// Copies every object of the server on `data_dir` under `prefix` (ending with `/`) into
+/// files under `to`, each at its key without the prefix (so `log/` gives a static copy of the
+/// log, laid out as the server serves it); returns how many.
+pub fn copy_objects(data_dir: &Path, prefix: &str, to: &Path) -> usize {
+    let objects = open_objects(data_dir);
+    let keys = objects.list(prefix).expect("list objects");
+    for key in &keys {
+        let rel = key.as_str().strip_prefix(prefix).expect("a key under its prefix");
+        let file = to.join(rel);
+        std::fs::create_dir_all(file.parent().expect("a parent")).expect("create a directory");
+        std::fs::write(&file, objects.get(key).expect("read an object")).expect("write a copy");
+    }
+    keys.len()
+}
+
+fn object_key(key: &str) -> ObjectKey {
+    ObjectKey::new(key).unwrap_or_else(|e| panic!("{key:?}: {e}"))
 }
 
 /// `hattama-server --data-dir DATA_DIR`, on the backend of this test run.

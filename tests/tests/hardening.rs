@@ -3,7 +3,7 @@
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
-use hattama_tests::backend::Backend;
+use hattama_tests::backend::{self, Backend};
 use hattama_tests::hostile::{flat_jpeg, png16};
 use hattama_tests::raw::RawDevice;
 use hattama_tests::review::{Browser, PASSWORD, add_user, election};
@@ -86,7 +86,7 @@ fn decoding_the_largest_photos_stays_within_the_memory_bound() {
     // before each round, so that every round decodes again. A client told to retry (503, the
     // decode slots are busy) retries after `Retry-After`, as a browser's reload would.
     for round in 0..2 {
-        let _ = std::fs::remove_dir_all(server.data_dir.join("thumbs"));
+        backend::remove_objects(&server.data_dir, "thumbs/");
         std::thread::scope(|s| {
             for client in 0..8 {
                 let (url, stored) = (&url, &stored);
@@ -213,8 +213,9 @@ fn wrong_passwords_delay_an_account_but_never_lock_its_owner_out() {
 
 /// Finding "local secrets": the data directory and everything the server writes in it (the
 /// database with invite codes, password hashes and sessions, its WAL, photos, uploads, keys,
-/// thumbnails, the log's files) are private to the server's user even under umask 000, and a
-/// data directory made beforehand with looser modes is made private at start.
+/// and the thumbnails and the log's files unless they are objects in a bucket) are private to
+/// the server's user even under umask 000, and a data directory made beforehand with looser
+/// modes is made private at start.
 #[test]
 fn the_data_directory_is_private_whatever_the_umask() {
     use std::os::unix::fs::PermissionsExt;
@@ -276,8 +277,15 @@ fn the_data_directory_is_private_whatever_the_umask() {
         }
         assert!(seen.keys().any(|k| k.starts_with("uploads/")), "{seen:?}");
     }
-    assert!(seen.keys().any(|k| k.starts_with("thumbs/")), "{seen:?}");
-    assert!(seen.keys().any(|k| k.starts_with("log/")), "{seen:?}");
+    // The thumbnails and the log's files are objects: files of the data directory with the
+    // local object store, checked above; in the bucket with S3, and then none is here.
+    let thumbs = backend::open_objects(&server.data_dir).list("thumbs/").unwrap();
+    assert_eq!(thumbs.len(), 1, "the kept thumbnail: {thumbs:?}");
+    assert!(backend::read_object(&server.data_dir, "log/checkpoint").is_some());
+    let in_bucket = Backend::from_env().objects_in_bucket();
+    for dir in ["thumbs/", "log/"] {
+        assert_eq!(seen.keys().any(|k| k.starts_with(dir)), !in_bucket, "{dir}: {seen:?}");
+    }
 }
 
 /// A consistent protocol of the fixture template (3 candidates), with a recognisable figure.
@@ -618,8 +626,9 @@ fn a_photo_whose_thumbnail_cannot_be_made_is_refused_at_upload() {
 
     let (stored, sha) = send(&server, &mut d, &png16(640, 480, false));
     assert_eq!(stored.status, 200, "{stored:?}");
-    let kept = server.data_dir.join("thumbs").join(format!("{sha}.jpg"));
-    assert!(kept.exists(), "a PNG's thumbnail is made at upload, before any request");
+    let kept = backend::read_object(&server.data_dir, &format!("thumbs/{sha}.jpg"))
+        .expect("a PNG's thumbnail is made at upload, before any request");
+    assert_eq!(get(format!("/photos/{sha}/thumb")).bytes().unwrap(), kept, "and served");
 
     // A JPEG damaged near its end: the walker accepts it, the strict decoder does not.
     for (what, jpeg) in [
@@ -671,9 +680,10 @@ fn a_rendition_that_failed_is_never_decoded_again() {
     let body = body.expect("a JSON error");
     assert_eq!((status, body["error"].as_str()), (422, Some("photo_undecodable")), "{body}");
     // The kept failure answers from now on: changed by hand, the change is what comes back.
-    let kept = server.data_dir.join("medium").join(format!("{sha}.failed"));
-    assert_eq!(std::fs::read_to_string(&kept).unwrap(), body["message"].as_str().unwrap());
-    std::fs::write(&kept, "kept failure").unwrap();
+    let kept = format!("medium/{sha}.failed");
+    let failure = backend::read_object(&server.data_dir, &kept).expect("the failure is kept");
+    assert_eq!(String::from_utf8(failure).unwrap(), body["message"].as_str().unwrap());
+    backend::replace_object(&server.data_dir, &kept, b"kept failure");
     let (status, body) = get("medium");
     assert_eq!((status, body.unwrap()["message"].as_str()), (422, Some("kept failure")));
 }

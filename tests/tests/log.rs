@@ -13,9 +13,10 @@ use std::time::Duration;
 use hattama_core::log::{self, LogEntry, LogKey, TlogProof, hash_from_base64};
 use hattama_core::receipt::SignedReceipt;
 use hattama_tests::GO_IMAGE;
+use hattama_tests::backend::read_object;
 use hattama_tests::raw::{RawDevice, clean_photo};
 use hattama_tests::server::{TestServer, import_election};
-use rand::Rng;
+use rand::{Rng, SeedableRng};
 use serde_json::Value;
 
 fn photo() -> PathBuf {
@@ -59,7 +60,7 @@ fn receipts_carry_proofs_and_tiles_are_immutable_files() {
         }
     }
     let last = last.unwrap();
-    // The checkpoint file is what the server serves.
+    // The checkpoint object is what the server serves.
     let served = reqwest::blocking::get(format!("{}/log/checkpoint", server.url)).unwrap();
     assert_eq!(served.headers()["cache-control"], "no-cache");
     let cp = log::verify_checkpoint(&served.bytes().unwrap(), &key).unwrap();
@@ -77,10 +78,10 @@ fn receipts_carry_proofs_and_tiles_are_immutable_files() {
         assert_eq!(r.status().as_u16(), 200, "{path}");
         assert_eq!(r.headers()["cache-control"], "public, max-age=31536000, immutable", "{path}");
         let body = r.bytes().unwrap();
-        let on_disk = std::fs::read(server.data_dir.join("log").join(path)).unwrap();
-        assert_eq!(body.as_ref(), on_disk.as_slice(), "{path}");
+        let kept = read_object(&server.data_dir, &format!("log/{path}")).expect(path);
+        assert_eq!(body.as_ref(), kept.as_slice(), "{path}");
     }
-    let entries = std::fs::read(server.data_dir.join("log/tile/entries/000")).unwrap();
+    let entries = read_object(&server.data_dir, "log/tile/entries/000").unwrap();
     assert_eq!(log::parse_entry_bundle(&entries).unwrap().len(), 256);
     for bad in ["tile/0/..%2F..%2Fkeys%2Flog.key", "tile/0/0000", "tile/9/000"] {
         let r = reqwest::blocking::get(format!("{}/log/{bad}", server.url)).unwrap();
@@ -90,7 +91,7 @@ fn receipts_carry_proofs_and_tiles_are_immutable_files() {
     let (proof, new) = consistency_from(&server.url, 100, &key);
     let old_root = {
         // The root at 100 is not served as a checkpoint; recompute it from the first entries.
-        let bundle = std::fs::read(server.data_dir.join("log/tile/entries/000")).unwrap();
+        let bundle = read_object(&server.data_dir, "log/tile/entries/000").unwrap();
         let leaves: Vec<_> = log::parse_entry_bundle(&bundle).unwrap()[..100]
             .iter()
             .map(|e| tlog_root_leaf(e))
@@ -192,9 +193,15 @@ fn no_two_checkpoints_for_one_size_across_sigkill_during_integration() {
         })
     };
 
-    let mut rng = rand::thread_rng();
+    let seed: u64 = std::env::var("HATTAMA_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| rand::thread_rng().r#gen());
+    println!("seed {seed} (rerun with HATTAMA_TEST_SEED={seed})");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut paused_kills = 0;
     for round in 0..20 {
+        let sizes_before = seen.lock().unwrap().len();
         let uploading = Arc::new(AtomicBool::new(true));
         let uploaders: Vec<_> = (0..4)
             .map(|_| {
@@ -235,7 +242,14 @@ fn no_two_checkpoints_for_one_size_across_sigkill_during_integration() {
             assert_eq!(reached, "hattama-paused log:after-commit");
             paused_kills += 1;
         } else {
+            // Killed at a random moment, but only once this server has published a checkpoint
+            // of a new size: on a loaded machine a fixed pause may pass before any upload does.
             std::thread::sleep(Duration::from_millis(rng.gen_range(50..400)));
+            let deadline = std::time::Instant::now() + Duration::from_secs(60);
+            while seen.lock().unwrap().len() == sizes_before {
+                assert!(std::time::Instant::now() < deadline, "round {round}: no new checkpoint");
+                std::thread::sleep(Duration::from_millis(10));
+            }
         }
         server.kill();
         uploading.store(false, Ordering::Relaxed);
