@@ -185,7 +185,13 @@ impl Application {
         let (server, certs) = match &state.settings.tls {
             None => {
                 let state = state.clone();
-                let mut server = HttpServer::new(move || app(state.clone())).listen(listener)?;
+                // TCP_NODELAY: an answer written in more than one piece (a head, then its body)
+                // is sent at once, not held by Nagle's algorithm until the client's delayed
+                // acknowledgement of the first piece, up to 40 ms later on a kept-alive
+                // connection.
+                let mut server = HttpServer::new(move || app(state.clone()))
+                    .tcp_nodelay(true)
+                    .listen(listener)?;
                 if workers > 0 {
                     server = server.workers(workers);
                 }
@@ -359,6 +365,10 @@ async fn refuse_plain_http(
 > {
     use actix_tls::accept::TlsError;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // TCP_NODELAY, as on the plain HTTP listener (`Application::build`).
+    if let Err(e) = io.set_nodelay(true) {
+        tracing::debug!(error = %e, "could not set TCP_NODELAY");
+    }
     let mut first = [0u8; 1];
     let peeked = tokio::time::timeout(Duration::from_secs(10), io.peek(&mut first)).await;
     let plain = matches!(peeked, Ok(Ok(1))) && crate::tls::looks_like_plain_http(first[0]);
