@@ -318,3 +318,44 @@ pub fn check_stations_named(value: &Value, stations: &Value) -> usize {
         _ => 0,
     }
 }
+
+/// A capture request for the end-to-end election `e2e`: the posted protocol of `precinct`, page
+/// 1 of 1, taken at UTC+5.
+pub fn posted_request(precinct: &str) -> hattama_core::CaptureRequest {
+    hattama_core::CaptureRequest {
+        election: "e2e".into(),
+        precinct: precinct.into(),
+        kind: hattama_core::evidence::EvidenceKind::Posted,
+        page: hattama_core::evidence::Page { count: 1, number: 1 },
+        note: None,
+        transcription: None,
+        location: None,
+        utc_offset_min: 300,
+    }
+}
+
+/// Syncs `client` until nothing remains: a sync cut by a fault or a killed server ends with an
+/// error, and is run again, at most `tries` times in all. Panics if something still remains.
+pub fn sync_to_completion(client: &hattama_core::Client, tries: usize) {
+    use hattama_core::sync::{CancelToken, NoProgress};
+    for _ in 0..tries {
+        if let Ok(summary) = client.sync(&NoProgress, &CancelToken::new())
+            && summary.remaining == 0
+        {
+            return;
+        }
+    }
+    panic!("sync did not complete: {:?}", client.status().unwrap());
+}
+
+/// A random generator for a test's random choices and its seed, which it prints
+/// (`HATTAMA_TEST_SEED=<seed>` replays a run).
+pub fn seeded_rng() -> (u64, rand::rngs::StdRng) {
+    use rand::SeedableRng;
+    let seed = std::env::var("HATTAMA_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random::<u64>);
+    println!("seed {seed} (rerun with HATTAMA_TEST_SEED={seed})");
+    (seed, rand::rngs::StdRng::seed_from_u64(seed))
+}

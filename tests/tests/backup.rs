@@ -10,29 +10,19 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hattama_core::evidence::{EvidenceKind, Page};
 use hattama_core::receipt::SignedReceipt;
 use hattama_core::store::CaptureState;
 use hattama_core::sync::{CancelToken, NoProgress, SyncConfig};
 use hattama_core::{CaptureRequest, Client, ClientConfig};
 use hattama_tests::proxy::{FaultConfig, FaultProxy};
 use hattama_tests::server::{TestServer, admin};
-use hattama_tests::{Run, bin, copy_dir, textured_jpeg};
+use hattama_tests::{Run, bin, copy_dir, posted_request, textured_jpeg};
 use serde_json::Value;
 
 const PRECINCTS: [&str; 5] = ["p0001", "p0002", "p0003", "p0004", "p0005"];
 
 fn request(i: usize) -> CaptureRequest {
-    CaptureRequest {
-        election: "e2e".into(),
-        precinct: PRECINCTS[i % PRECINCTS.len()].into(),
-        kind: EvidenceKind::Posted,
-        page: Page { count: 1, number: 1 },
-        note: None,
-        transcription: None,
-        location: None,
-        utc_offset_min: 300,
-    }
+    posted_request(PRECINCTS[i % PRECINCTS.len()])
 }
 
 fn receipted(client: &Client) -> HashSet<String> {

@@ -20,16 +20,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use hattama_core::evidence::{EvidenceKind, Page};
 use hattama_core::log::{self as tlog, Checkpoint, LogKey, TlogProof};
 use hattama_core::store::CaptureState;
-use hattama_core::sync::{CancelToken, NoProgress, SyncConfig};
-use hattama_core::{CaptureRequest, Client, ClientConfig};
+use hattama_core::sync::SyncConfig;
+use hattama_core::{Client, ClientConfig};
 use hattama_tests::backend::Backend;
 use hattama_tests::nginx::Nginx;
 use hattama_tests::server::TestServer;
-use hattama_tests::{Run, bin, textured_jpeg};
-use rand::{Rng, SeedableRng};
+use hattama_tests::{Run, bin, posted_request, seeded_rng, sync_to_completion, textured_jpeg};
+use rand::Rng;
 
 const INSTANCES: usize = 3;
 const DEVICES: usize = 50;
@@ -74,29 +73,7 @@ fn open_client(dir: &Path) -> Client {
 fn capture(client: &Client, device: usize, round: usize) {
     let side = if (device + round).is_multiple_of(2) { 640 } else { 120 };
     let photo = textured_jpeg(side, side * 3 / 4, (device * 1000 + round + 1) as u32, 90);
-    let request = CaptureRequest {
-        election: "e2e".into(),
-        precinct: PRECINCTS[device % PRECINCTS.len()].into(),
-        kind: EvidenceKind::Posted,
-        page: Page { count: 1, number: 1 },
-        note: None,
-        transcription: None,
-        location: None,
-        utc_offset_min: 300,
-    };
-    client.capture(&photo, &request).unwrap();
-}
-
-/// Syncs until nothing remains (a sync cut by a kill ends with an error, and is run again).
-fn sync_to_completion(client: &Client) {
-    for _ in 0..40 {
-        if let Ok(summary) = client.sync(&NoProgress, &CancelToken::new())
-            && summary.remaining == 0
-        {
-            return;
-        }
-    }
-    panic!("sync did not complete: {:?}", client.status().unwrap());
+    client.capture(&photo, &posted_request(PRECINCTS[device % PRECINCTS.len()])).unwrap();
 }
 
 fn receipted(client: &Client) -> usize {
@@ -223,12 +200,7 @@ fn patch_upstreams(log: &str) -> HashMap<String, HashSet<String>> {
 #[test]
 fn three_instances_behind_nginx_lose_nothing_when_the_integrator_is_killed_ten_times() {
     let Some(backend) = Backend::postgres_s3() else { return };
-    let seed = std::env::var("HATTAMA_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(rand::random::<u64>);
-    println!("seed {seed} (HATTAMA_TEST_SEED={seed} replays it)");
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let (_, mut rng) = seeded_rng();
 
     // One storage (the schema and bucket prefix named after the first data directory), three
     // data directories (each server's lock) with the same keys.
@@ -301,7 +273,7 @@ fn three_instances_behind_nginx_lose_nothing_when_the_integrator_is_killed_ten_t
             .iter()
             .map(|client| {
                 let client = client.clone();
-                std::thread::spawn(move || sync_to_completion(&client))
+                std::thread::spawn(move || sync_to_completion(&client, 40))
             })
             .collect();
         std::thread::sleep(Duration::from_millis(rng.gen_range(0..300)));

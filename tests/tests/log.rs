@@ -16,7 +16,7 @@ use hattama_tests::GO_IMAGE;
 use hattama_tests::backend::read_object;
 use hattama_tests::raw::{RawDevice, clean_photo};
 use hattama_tests::server::{TestServer, import_election};
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use serde_json::Value;
 
 fn photo() -> PathBuf {
@@ -193,12 +193,7 @@ fn no_two_checkpoints_for_one_size_across_sigkill_during_integration() {
         })
     };
 
-    let seed: u64 = std::env::var("HATTAMA_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| rand::thread_rng().r#gen());
-    println!("seed {seed} (rerun with HATTAMA_TEST_SEED={seed})");
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let (_, mut rng) = hattama_tests::seeded_rng();
     let mut paused_kills = 0;
     for round in 0..20 {
         let sizes_before = seen.lock().unwrap().len();

@@ -16,14 +16,13 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hattama_core::evidence::{EvidenceKind, Page};
 use hattama_core::log::{self as tlog, LogEntry, LogKey, TlogProof};
 use hattama_core::store::CaptureState;
 use hattama_core::sync::{CancelToken, NoProgress, SyncConfig};
-use hattama_core::{CaptureRequest, Client, ClientConfig};
+use hattama_core::{Client, ClientConfig};
 use hattama_tests::backend::Backend;
 use hattama_tests::server::TestServer;
-use hattama_tests::{Run, bin, textured_jpeg};
+use hattama_tests::{Run, bin, posted_request, sync_to_completion, textured_jpeg};
 
 const PRECINCTS: [&str; 3] = ["p0001", "p0002", "p0003"];
 
@@ -62,29 +61,8 @@ fn capture(client: &Client, first: usize, n: usize) {
     for i in first..first + n {
         let side = if i % 2 == 0 { 700 } else { 120 };
         let photo = textured_jpeg(side, side * 3 / 4, i as u32 + 1, 90);
-        let request = CaptureRequest {
-            election: "e2e".into(),
-            precinct: PRECINCTS[i % PRECINCTS.len()].into(),
-            kind: EvidenceKind::Posted,
-            page: Page { count: 1, number: 1 },
-            note: None,
-            transcription: None,
-            location: None,
-            utc_offset_min: 300,
-        };
-        client.capture(&photo, &request).unwrap();
+        client.capture(&photo, &posted_request(PRECINCTS[i % PRECINCTS.len()])).unwrap();
     }
-}
-
-fn sync_to_completion(client: &Client) {
-    for _ in 0..30 {
-        if let Ok(summary) = client.sync(&NoProgress, &CancelToken::new())
-            && summary.remaining == 0
-        {
-            return;
-        }
-    }
-    panic!("sync did not complete: {:?}", client.status().unwrap());
 }
 
 /// The captures the client holds a verified receipt for.
@@ -194,7 +172,7 @@ fn postgres_and_s3_take_syncs_serve_the_log_from_the_bucket_and_lose_nothing_on_
     // A first sync: every capture receipted (the core verified each receipt and its inclusion
     // proof under the keys pinned at enrollment).
     capture(&client, 0, 8);
-    sync_to_completion(&client);
+    sync_to_completion(&client, 30);
     assert_eq!(receipted(&client).len(), 8);
     let http = reqwest::blocking::Client::new();
     let key_json: serde_json::Value =
@@ -249,7 +227,7 @@ fn postgres_and_s3_take_syncs_serve_the_log_from_the_bucket_and_lose_nothing_on_
         check_served(&client, &server.url, &key, held as u64);
     }
     println!("{interrupted} of 5 kills left captures of their round without a receipt");
-    sync_to_completion(&client);
+    sync_to_completion(&client, 30);
     let all = receipted(&client);
     assert_eq!(all.len(), count);
     check_served(&client, &server.url, &key, count as u64);

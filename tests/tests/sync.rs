@@ -10,14 +10,14 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hattama_core::evidence::{EvidenceKind, Page, Sha256Hash};
+use hattama_core::evidence::Sha256Hash;
 use hattama_core::hooks::SYNC_POINTS;
 use hattama_core::store::CaptureState;
 use hattama_core::sync::{CancelToken, NoProgress, SyncConfig};
 use hattama_core::{CaptureRequest, Client, ClientConfig};
 use hattama_tests::proxy::{FaultConfig, FaultProxy};
 use hattama_tests::server::{TestServer, admin, import_election};
-use hattama_tests::{Hattama, textured_jpeg};
+use hattama_tests::{Hattama, posted_request, sync_to_completion, textured_jpeg};
 use rand::Rng;
 use serde_json::Value;
 
@@ -45,16 +45,7 @@ fn open_client(dir: &Path) -> Client {
 }
 
 fn request(i: usize) -> CaptureRequest {
-    CaptureRequest {
-        election: "e2e".into(),
-        precinct: PRECINCTS[i % PRECINCTS.len()].into(),
-        kind: EvidenceKind::Posted,
-        page: Page { count: 1, number: 1 },
-        note: None,
-        transcription: None,
-        location: None,
-        utc_offset_min: 300,
-    }
+    posted_request(PRECINCTS[i % PRECINCTS.len()])
 }
 
 /// Captures `n` distinct photos of about `side`×`side`; returns their total size as stored.
@@ -100,17 +91,6 @@ fn check_receipts_are_honoured(client: &Client, data_dir: &Path) -> usize {
     held
 }
 
-/// Syncs until nothing remains (a faulty network may exhaust one sync's retries).
-fn sync_to_completion(client: &Client) {
-    for _ in 0..30 {
-        match client.sync(&NoProgress, &CancelToken::new()) {
-            Ok(summary) if summary.remaining == 0 => return,
-            Ok(_) | Err(_) => continue,
-        }
-    }
-    panic!("sync did not complete: {:?}", client.status().unwrap());
-}
-
 fn assert_all_receipted_once(client: &Client, data_dir: &Path, expected: usize) {
     let records = client.list().unwrap();
     assert_eq!(records.len(), expected);
@@ -143,7 +123,7 @@ fn fifty_captures_sync_through_a_faulty_network_exactly_once() {
         ..FaultConfig::harsh(7)
     });
     let before = proxy.bytes_client_to_server();
-    sync_to_completion(&client);
+    sync_to_completion(&client, 30);
     let sent = proxy.bytes_client_to_server() - before;
 
     assert_all_receipted_once(&client, &server.data_dir, 50);
@@ -189,7 +169,7 @@ fn the_server_killed_twenty_times_during_uploads_loses_no_receipted_capture() {
         server = TestServer::start_on(data.path(), &listen);
     }
     assert!(interrupted >= 15, "only {interrupted} of 20 kills interrupted an upload");
-    sync_to_completion(&client);
+    sync_to_completion(&client, 30);
     assert_all_receipted_once(&client, data.path(), count);
 }
 

@@ -11,7 +11,7 @@ use hattama_core::witness::{
     AddCheckpoint, Answer, Policy, SIZE_CONTENT_TYPE, add_signature_lines, read_answer,
 };
 use hattama_tests::witness::{TestLog, TestWitness, witness_cmd};
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use serde_json::Value;
 
 const ORIGIN: &str = "hattama.test/log";
@@ -204,12 +204,7 @@ fn try_send(w: &TestWitness, req: &AddCheckpoint) -> Option<(u16, Option<String>
 
 #[test]
 fn sigkill_at_any_moment_never_cosigns_two_roots_for_one_size() {
-    let seed: u64 = std::env::var("HATTAMA_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| rand::thread_rng().r#gen());
-    println!("seed {seed} (rerun with HATTAMA_TEST_SEED={seed})");
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let (seed, mut rng) = hattama_tests::seeded_rng();
     const N: u64 = 400;
     let honest = log_of(N, "honest");
     let fork = fork_of(N, rng.gen_range(1..40));
