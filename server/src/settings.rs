@@ -160,6 +160,16 @@ impl Default for ObjectSettings {
 }
 
 impl ObjectSettings {
+    /// Whether nothing between the server and the endpoint can change a request's body: HTTPS,
+    /// or plain HTTP to this machine. Then the S3 store does not sign bodies (`UNSIGNED-PAYLOAD`),
+    /// which spares hashing every photo once more on each side; a plain-HTTP endpoint on
+    /// another machine (`allow_http`) keeps signed bodies.
+    pub fn transport_protects_bodies(&self) -> bool {
+        let endpoint = self.endpoint.as_deref().unwrap_or_default();
+        endpoint.starts_with("https://")
+            || endpoint.strip_prefix("http://").is_some_and(is_loopback)
+    }
+
     /// What is wrong with these settings, if anything.
     fn check(&self) -> Result<(), String> {
         if self.kind == ObjectsKind::Local {

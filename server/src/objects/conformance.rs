@@ -65,7 +65,8 @@ pub fn missing_is_not_found(store: &dyn ObjectBackend, prefix: &str) {
 /// An immutable object written again with the same bytes is accepted (retries are harmless),
 /// in both durabilities.
 pub fn identical_reput_is_accepted(store: &dyn ObjectBackend, prefix: &str) {
-    for (i, options) in [PutOptions::EVIDENCE, PutOptions::DERIVED].into_iter().enumerate() {
+    let modes = [PutOptions::EVIDENCE, PutOptions::DERIVED, PutOptions::PHOTO];
+    for (i, options) in modes.into_iter().enumerate() {
         let k = key(prefix, &format!("same-{i}"));
         let data = bytes(2 + i as u64, 300);
         store.put(&k, &data, options).unwrap();

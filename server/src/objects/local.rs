@@ -90,7 +90,7 @@ impl ObjectBackend for LocalObjects {
     fn put(&self, key: &ObjectKey, bytes: &[u8], options: PutOptions) -> Result<(), ObjectError> {
         let path = self.path(key);
         let dir = path.parent().unwrap_or(&self.root);
-        if options.mode == Mode::Immutable && path.exists() {
+        if options.mode != Mode::Replace && path.exists() {
             // Cheaper than a temporary file when a retry or a second writer comes late.
             return self.compare(key, bytes);
         }
@@ -112,7 +112,7 @@ impl ObjectBackend for LocalObjects {
         }
         let placed = match options.mode {
             Mode::Replace => fs::rename(&tmp, &path).map(|()| true),
-            Mode::Immutable => rename_new(&tmp, &path),
+            Mode::Immutable | Mode::ContentAddressed => rename_new(&tmp, &path),
         };
         match placed {
             Ok(true) => {}

@@ -20,6 +20,9 @@
 //!   database.
 //! - [`Mode::Replace`] (for the few mutable objects, the published checkpoint): the last
 //!   writer wins; a reader sees the old bytes or the new, never a mix.
+//! - [`Mode::ContentAddressed`] (photos, named by the SHA-256 of their bytes, which the caller
+//!   has checked): a `put` of a key that exists succeeds and leaves the same bytes; the S3
+//!   store writes without looking first (one request instead of two).
 //! - A missing object is [`ObjectError::NotFound`] for `get`; `head` answers `None`.
 //! - `delete` of a missing object succeeds (it removes unfinished uploads and temp files).
 //!
@@ -113,6 +116,10 @@ pub enum Mode {
     Immutable,
     /// Replaced (a mutable object: the published checkpoint).
     Replace,
+    /// Named by the SHA-256 of its bytes (a photo, `photos/<sha256>`): an object that exists
+    /// holds these very bytes, so a store may write over it without looking first. The caller
+    /// vouches for the name.
+    ContentAddressed,
 }
 
 /// How to write an object.
@@ -130,6 +137,9 @@ pub struct PutOptions {
 impl PutOptions {
     /// Evidence and other objects that nothing can make again: immutable, durable.
     pub const EVIDENCE: Self = Self { mode: Mode::Immutable, durable: true };
+    /// A photo, named by the SHA-256 of its bytes: durable, and never looked up before it is
+    /// written.
+    pub const PHOTO: Self = Self { mode: Mode::ContentAddressed, durable: true };
     /// Immutable objects derived from durable data (tiles, renditions): not fsynced.
     pub const DERIVED: Self = Self { mode: Mode::Immutable, durable: false };
     /// A mutable object derived from durable data (the published checkpoint): replaced, not

@@ -6,11 +6,12 @@
 //! own (two threads, not the app's), and each call hands its future to it and waits on a channel,
 //! so a call works from any thread, inside another runtime's blocking pool or outside any.
 //!
-//! Immutable objects: S3 servers differ on conditional writes (Garage accepts a PUT with
+//! Immutable objects ([`Mode::Immutable`]): S3 servers differ on conditional writes (Garage accepts a PUT with
 //! `If-None-Match: *` over an existing object), so a `put` first asks whether the object exists
 //! and compares bytes if it does; a PUT that the server does refuse as existing is compared too.
 //! Two writers racing on one new key may both PUT: harmless for content-addressed and
-//! deterministic objects (the same bytes), and nothing else is immutable here.
+//! deterministic objects (the same bytes), and nothing else is immutable here. Photos
+//! ([`Mode::ContentAddressed`], named by the SHA-256 of their bytes) skip the look: one PUT.
 
 use std::sync::mpsc;
 use std::time::Duration;
@@ -97,6 +98,7 @@ impl S3Objects {
             .with_access_key_id(key_id.expose_secret())
             .with_secret_access_key(secret.expose_secret())
             .with_virtual_hosted_style_request(false)
+            .with_unsigned_payload(settings.transport_protects_bodies())
             .with_client_options(client)
             .with_retry(retry)
             .build()
@@ -167,7 +169,8 @@ impl ObjectBackend for S3Objects {
         }
         let mode = match options.mode {
             Mode::Immutable => PutMode::Create,
-            Mode::Replace => PutMode::Overwrite,
+            // The same name is the same bytes: one PUT, no HEAD before it.
+            Mode::Replace | Mode::ContentAddressed => PutMode::Overwrite,
         };
         let payload = PutPayload::from(bytes.to_vec());
         let name = self.name(key);

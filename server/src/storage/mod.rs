@@ -14,6 +14,7 @@
 pub(crate) mod conformance;
 pub mod console;
 mod gallery;
+mod group_commit;
 pub mod migrate;
 mod open;
 mod photo_buf;

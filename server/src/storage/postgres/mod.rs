@@ -72,6 +72,9 @@ pub struct PgStorage {
     photos: Option<std::sync::Arc<dyn crate::objects::ObjectBackend>>,
     /// How to connect: the log lease holds a connection of its own, outside the pool.
     config: postgres::Config,
+    /// Captures waiting for their group commit (`PgStorage::commit_round`).
+    commits:
+        super::group_commit::GroupCommit<crate::storage::NewCapture, crate::storage::Committed>,
 }
 
 /// PostgreSQL's errors, named by what the caller can do about them: a serialization failure,
@@ -150,8 +153,13 @@ impl PgStorage {
             // A connection the database closed (a restart, a failover) is found before use.
             .test_on_check_out(true)
             .build(manager)?;
-        let storage =
-            Self { pool, review_cache: review::ReviewCache::default(), photos: None, config };
+        let storage = Self {
+            pool,
+            review_cache: review::ReviewCache::default(),
+            photos: None,
+            config,
+            commits: Default::default(),
+        };
         storage.migrate()?;
         Ok(storage)
     }

@@ -188,64 +188,94 @@ fn upload_bytes(
 }
 
 impl PgStorage {
-    /// Commits a capture whose photo bytes are at hand: its photo (once per hash), its row with
-    /// its receipt and its log entry at the next position, in one transaction that holds the
-    /// `log_head` row from numbering to commit.
-    fn commit_held(&self, c: &NewCapture, photo: &[u8]) -> Result<Committed, StorageError> {
-        // A photo kept as an object is durable before the transaction that references it.
-        if let Some(objects) = &self.photos {
-            objects.put(&photo_key(&c.photo_sha256)?, photo, PutOptions::EVIDENCE)?;
-        }
+    /// Commits a round of the group commit (`crate::storage::group_commit`): every capture's
+    /// row with its receipt, its photo's row (when photos are not objects) and its log entry at
+    /// the next positions, in one transaction that holds the `log_head` row from numbering to
+    /// commit. Each capture's photo is in `photo` (`PhotoBytes::Held`), and already durable as
+    /// an object when photos are objects.
+    fn commit_round(&self, round: &[NewCapture]) -> Result<Vec<Committed>, StorageError> {
         self.write(false, |tx| {
-            let next: i64 = tx
+            let first: i64 = tx
                 .query_one("SELECT next_index FROM log_head WHERE id = 1 FOR UPDATE", &[])?
                 .get(0);
-            // Looked at again under the lock: another instance may have committed it meanwhile.
-            if let Some(existing) = committed(tx, &c.id)? {
-                return Ok(existing);
-            }
-            let log_index = u(next);
-            if self.photos.is_none() {
-                tx.execute(
+            let mut next = first;
+            let stored = tx.prepare("SELECT receipt, log_index FROM captures WHERE id = $1")?;
+            let insert_photo = match self.photos {
+                Some(_) => None,
+                None => Some(tx.prepare(
                     "INSERT INTO photos (sha256, bytes) VALUES ($1, $2)
                      ON CONFLICT (sha256) DO NOTHING",
-                    &[&c.photo_sha256.to_hex(), &photo],
-                )?;
-            }
-            let entry = LogEntry {
-                capture_id: c.id,
-                election: c.election.clone(),
-                photo_sha256: c.photo_sha256,
-                precinct: c.precinct.clone(),
-                received_at_ms: c.received_at_ms,
-                v: hattama_core::log::ENTRY_VERSION,
-            }
-            .to_bytes();
-            tx.execute("INSERT INTO log_entries (idx, entry) VALUES ($1, $2)", &[&next, &entry])?;
-            tx.execute(
+                )?),
+            };
+            let insert_entry =
+                tx.prepare("INSERT INTO log_entries (idx, entry) VALUES ($1, $2)")?;
+            let insert_capture = tx.prepare(
                 "INSERT INTO captures (id, device_id, seq, election, precinct, manifest, signature,
                     photo_sha256, photo_bytes, media_type, received_at_ms, receipt, log_index)
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-                &[
-                    &c.id.to_hex(),
-                    &c.device_id,
-                    &i(c.seq),
-                    &c.election,
-                    &c.precinct,
-                    &c.manifest,
-                    &c.signature.as_slice(),
-                    &c.photo_sha256.to_hex(),
-                    &i(c.photo_bytes),
-                    &c.media_type,
-                    &i(c.received_at_ms),
-                    &c.receipt,
-                    &next,
-                ],
             )?;
-            tx.execute("UPDATE log_head SET next_index = $1 WHERE id = 1", &[&(next + 1)])?;
-            tx.execute("DELETE FROM upload_chunks WHERE upload_id = $1", &[&c.id.to_hex()])?;
-            tx.execute("DELETE FROM uploads WHERE id = $1", &[&c.id.to_hex()])?;
-            Ok(Committed { receipt: c.receipt.clone(), log_index, log_entry: Some(entry) })
+            let mut out = Vec::with_capacity(round.len());
+            for c in round {
+                let id = c.id.to_hex();
+                // Looked at again under the lock: another instance, or this round, may have
+                // committed it meanwhile.
+                if let Some(row) = tx.query_opt(&stored, &[&id])? {
+                    out.push(Committed {
+                        receipt: row.get(0),
+                        log_index: u(row.get(1)),
+                        log_entry: None,
+                    });
+                    continue;
+                }
+                if let Some(insert_photo) = &insert_photo {
+                    let PhotoBytes::Held(photo) = &c.photo else {
+                        return Err(corrupt(format!("capture {id} came without its photo")));
+                    };
+                    tx.execute(insert_photo, &[&c.photo_sha256.to_hex(), &&photo[..]])?;
+                }
+                let entry = LogEntry {
+                    capture_id: c.id,
+                    election: c.election.clone(),
+                    photo_sha256: c.photo_sha256,
+                    precinct: c.precinct.clone(),
+                    received_at_ms: c.received_at_ms,
+                    v: hattama_core::log::ENTRY_VERSION,
+                }
+                .to_bytes();
+                tx.execute(&insert_entry, &[&next, &entry])?;
+                tx.execute(
+                    &insert_capture,
+                    &[
+                        &id,
+                        &c.device_id,
+                        &i(c.seq),
+                        &c.election,
+                        &c.precinct,
+                        &c.manifest,
+                        &c.signature.as_slice(),
+                        &c.photo_sha256.to_hex(),
+                        &i(c.photo_bytes),
+                        &c.media_type,
+                        &i(c.received_at_ms),
+                        &c.receipt,
+                        &next,
+                    ],
+                )?;
+                out.push(Committed {
+                    receipt: c.receipt.clone(),
+                    log_index: u(next),
+                    log_entry: Some(entry),
+                });
+                next += 1;
+            }
+            if next != first {
+                tx.execute("UPDATE log_head SET next_index = $1 WHERE id = 1", &[&next])?;
+            }
+            // The unfinished uploads they came from, if any, are done.
+            let ids: Vec<String> = round.iter().map(|c| c.id.to_hex()).collect();
+            tx.execute("DELETE FROM upload_chunks WHERE upload_id = ANY($1)", &[&ids])?;
+            tx.execute("DELETE FROM uploads WHERE id = ANY($1)", &[&ids])?;
+            Ok(out)
         })
     }
 }
@@ -537,21 +567,24 @@ impl Storage for PgStorage {
         Ok(u(n))
     }
 
-    fn commit_capture(&self, c: NewCapture) -> Result<Committed, StorageError> {
+    fn commit_capture(&self, mut c: NewCapture) -> Result<Committed, StorageError> {
         if let Some(done) = self.read(|conn| committed(conn, &c.id))? {
             return Ok(done);
         }
-        match &c.photo {
-            PhotoBytes::Held(bytes) => self.commit_held(&c, bytes),
-            PhotoBytes::Upload => {
-                let bytes = self
-                    .read(|conn| upload_bytes(conn, &c.id.to_hex(), c.photo_bytes))?
-                    .ok_or_else(|| {
-                        StorageError::NotFound(format!("the bytes of upload {}", c.id))
-                    })?;
-                self.commit_held(&c, &bytes)
-            }
+        if let PhotoBytes::Upload = c.photo {
+            let bytes = self
+                .read(|conn| upload_bytes(conn, &c.id.to_hex(), c.photo_bytes))?
+                .ok_or_else(|| StorageError::NotFound(format!("the bytes of upload {}", c.id)))?;
+            c.photo = PhotoBytes::Held(bytes.into());
         }
+        // A photo kept as an object is durable before the transaction that references it
+        // (concurrent commits write theirs side by side, before their round).
+        if let (Some(objects), PhotoBytes::Held(photo)) = (&self.photos, &c.photo) {
+            objects.put(&photo_key(&c.photo_sha256)?, photo, PutOptions::PHOTO)?;
+            // Only the rows remain to commit: the bytes need not wait in the queue.
+            c.photo = PhotoBytes::Upload;
+        }
+        self.commits.submit(c, |round| self.commit_round(round))
     }
 
     fn receipt(&self, id: &Sha256Hash) -> Result<Option<Vec<u8>>, StorageError> {

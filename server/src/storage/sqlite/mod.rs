@@ -10,7 +10,7 @@ use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard, mpsc};
+use std::sync::{Mutex, MutexGuard};
 
 use hattama_core::election::Election;
 use hattama_core::evidence::{DeviceKey, Sha256Hash};
@@ -26,6 +26,7 @@ mod tests;
 
 mod review;
 
+use super::group_commit::GroupCommit;
 use super::{
     Admission, Committed, Device, EnrollRefusal, NewCapture, NewUpload, PhotoBytes,
     SMALL_PHOTO_BYTES, Storage, StorageError, StoredCapture, UploadInfo, UploadWriter, device_id,
@@ -218,20 +219,11 @@ pub struct SqliteStorage {
     /// A connection only for `PRAGMA data_version` (whose value is per connection).
     watch: Mutex<Connection>,
     /// Captures waiting for their group commit ([`SqliteStorage::group_commit`]).
-    commits: Mutex<CommitQueue>,
+    commits: GroupCommit<NewCapture, Committed>,
     /// Stored captures per device, election and precinct, counted once from the database and
     /// then kept up to date by every commit (see `captures_of_device_in_precinct`): the
     /// per-precinct quota asks at every upload.
     precinct_counts: Mutex<HashMap<(String, String, String), u64>>,
-}
-
-/// The queue of the group commit.
-#[derive(Default)]
-struct CommitQueue {
-    /// Captures waiting for a round, each with where its result goes.
-    pending: Vec<(NewCapture, mpsc::SyncSender<Result<Committed, StorageError>>)>,
-    /// Whether a thread is committing rounds.
-    leading: bool,
 }
 
 /// Stores an election definition and its precincts inside the caller's transaction; returns
@@ -451,7 +443,7 @@ impl SqliteStorage {
                 &path,
                 OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
             )?),
-            commits: Mutex::default(),
+            commits: GroupCommit::default(),
             precinct_counts: Mutex::default(),
         };
         if recover {
@@ -480,37 +472,7 @@ impl SqliteStorage {
     /// Each caller returns only after its own round is durable. If a round's transaction fails,
     /// its captures are committed one by one, so that one bad capture fails alone.
     fn group_commit(&self, c: NewCapture) -> Result<Committed, StorageError> {
-        // Each waiter is woken by its own channel, once its round is committed: no thread wakes
-        // for another's round.
-        let (done, result) = mpsc::sync_channel(1);
-        let mut q = lock(&self.commits)?;
-        q.pending.push((c, done));
-        if !q.leading {
-            q.leading = true;
-            loop {
-                let round = std::mem::take(&mut q.pending);
-                if round.is_empty() {
-                    q.leading = false;
-                    break;
-                }
-                drop(q);
-                let (captures, senders): (Vec<NewCapture>, Vec<_>) = round.into_iter().unzip();
-                for (result, sender) in self.commit_round(&captures).into_iter().zip(senders) {
-                    // A waiter that is gone (it cannot be: it waits below) needs no answer.
-                    let _ = sender.send(result);
-                }
-                q = lock(&self.commits)?;
-            }
-        }
-        drop(q);
-        result
-            .recv()
-            .unwrap_or_else(|_| Err(StorageError::Corrupt("a commit round lost a capture".into())))
-    }
-
-    /// One round of [`Self::group_commit`]: the results, in the order of `round`.
-    fn commit_round(&self, round: &[NewCapture]) -> Vec<Result<Committed, StorageError>> {
-        let commit = |captures: &[NewCapture]| -> Result<Vec<Committed>, StorageError> {
+        self.commits.submit(c, |captures| {
             if captures.iter().any(|c| matches!(c.photo, PhotoBytes::Upload)) {
                 fsync_dir(&self.dir.join("blobs"))?;
             }
@@ -534,22 +496,7 @@ impl SqliteStorage {
                 }
             }
             Ok(receipts)
-        };
-        match commit(round) {
-            Ok(receipts) => receipts.into_iter().map(Ok).collect(),
-            Err(e) if round.len() == 1 => vec![Err(e)],
-            Err(e) => {
-                tracing::warn!(error = %e, captures = round.len(), "group commit failed; one by one");
-                round
-                    .iter()
-                    .map(|c| {
-                        commit(std::slice::from_ref(c)).and_then(|mut r| {
-                            r.pop().ok_or_else(|| StorageError::Corrupt("no receipt".into()))
-                        })
-                    })
-                    .collect()
-            }
-        }
+        })
     }
 
     /// Where a stored photo larger than [`SMALL_PHOTO_BYTES`] is.
