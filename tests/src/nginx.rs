@@ -89,6 +89,11 @@ impl Nginx {
         panic!("nginx did not start");
     }
 
+    /// The process id of its master process (its worker is a child of it).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The access log: one line per request, `METHOD URI STATUS "UPSTREAM[, UPSTREAM…]"`.
     pub fn access_log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("access.log")).unwrap_or_default()

@@ -27,7 +27,18 @@
 //!    one-packet body) to holding the receipt, p50 and p99. nginx taking the same tiny bodies is
 //!    shown as a reference for what this client and machine can do at all.
 //!
-//! Every receipt is verified afterwards against the key pinned at enrollment, and the server's
+//! With `--backend postgres` (`scripts/bench ingest --backend postgres [--instances N]`, which
+//! starts a throw-away PostgreSQL cluster and Garage node), the same photos and tiny captures go
+//! in the same run to one server on PostgreSQL + the Garage bucket, and with `--instances N`
+//! (N > 1) also to N servers on one schema and one bucket prefix behind nginx balancing round
+//! robin (`tests/nginx/instances.conf.in`). Each photo round runs nginx and every server in
+//! turn, the order rotating. Goals: one instance's photos/s ≥ 0.5 × the embedded default's
+//! (median of the rounds' ratios), its tiny captures ≥ 1,500/s, and N instances ≥ 0.9 × one
+//! for both. PostgreSQL and Garage share this machine's cores with the servers, so their CPU is
+//! printed beside the servers' ("postgres", "garage", "balancer"): what a deployment that runs
+//! them elsewhere would not pay on the servers' machines.
+//!
+//! Every receipt is verified afterwards against the key pinned at enrollment, and each server's
 //! capture list must hold exactly the uploaded captures. Each phase also prints where the time
 //! went, so that a missed goal comes with its cause: CPU of the server and of this process per
 //! upload, disk writes and cache flushes per upload (`/proc/diskstats`), and the machine's
@@ -57,13 +68,19 @@ use crate::photo::{first_quant_table, make_photo, make_variant};
 use crate::{Goal, Stats, bench_root, fs_type, report};
 
 pub const USAGE: &str = "hattama-bench ingest [--nginx URL --nginx-root DIR [--nginx-pid PID]] \
-                         [--devices K] [--photos N] [--rounds R] [--tiny-devices T] [--tiny-secs S] \
-                         [--tiny-max M] \
-                         [--dir DIR]";
+                         [--backend embedded|postgres [--instances N]] [--devices K] \
+                         [--photos N] [--rounds R] [--tiny-devices T] [--tiny-secs S] \
+                         [--tiny-max M] [--dir DIR]";
 
 /// The goals: photos/s as a share of nginx's, and tiny captures committed per second.
 const PHOTOS_VS_NGINX: f64 = 0.7;
 const TINY_PER_S: f64 = 3000.0;
+/// The goals of PostgreSQL + S3 (`--backend postgres`): photos/s of one instance as a share of
+/// the embedded default's, tiny captures per second, and N instances against one (they share
+/// the machine's cores, so this is what coordinating them costs).
+const POSTGRES_PHOTOS_VS_EMBEDDED: f64 = 0.5;
+const POSTGRES_TINY_PER_S: f64 = 1500.0;
+const INSTANCES_VS_ONE: f64 = 0.9;
 /// Size of the tiny photos, in pixels a side.
 const TINY_SIDE: u32 = 64;
 /// Devices uploading tiny captures at once. The rate of captures committed is the server's
@@ -76,10 +93,38 @@ const TINY_WARMUP: Duration = Duration::from_secs(1);
 /// How long nginx takes tiny bodies, as a reference.
 const TINY_NGINX: Duration = Duration::from_secs(3);
 
+/// Where the measured servers keep their data.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// The embedded default: SQLite and files in the data directory.
+    Embedded,
+    /// PostgreSQL and an S3 bucket (Garage), `instances` servers on one schema and one bucket
+    /// prefix, behind nginx as the load balancer when there are more than one.
+    Postgres { instances: usize },
+}
+
+impl Kind {
+    fn label(self) -> String {
+        match self {
+            Self::Embedded => "embedded".into(),
+            Self::Postgres { instances } => format!("pg+s3 x{instances}"),
+        }
+    }
+
+    fn instances(self) -> usize {
+        match self {
+            Self::Embedded => 1,
+            Self::Postgres { instances } => instances,
+        }
+    }
+}
+
 pub struct Options {
     nginx: Option<String>,
     nginx_root: Option<PathBuf>,
     nginx_pid: Option<u32>,
+    postgres: bool,
+    instances: usize,
     devices: usize,
     tiny_devices: usize,
     photos: usize,
@@ -95,6 +140,8 @@ impl Options {
             nginx: None,
             nginx_root: None,
             nginx_pid: None,
+            postgres: false,
+            instances: 1,
             devices: 16,
             tiny_devices: TINY_DEVICES,
             photos: 64,
@@ -103,6 +150,7 @@ impl Options {
             tiny_max: 60_000,
             dir: None,
         };
+        let mut instances = None;
         let mut it = args.iter();
         while let Some(arg) = it.next() {
             let mut value = || it.next().with_context(|| format!("{arg} needs a value\n{USAGE}"));
@@ -110,6 +158,14 @@ impl Options {
                 "--nginx" => o.nginx = Some(value()?.trim_end_matches('/').to_owned()),
                 "--nginx-root" => o.nginx_root = Some(PathBuf::from(value()?)),
                 "--nginx-pid" => o.nginx_pid = Some(value()?.parse().context("--nginx-pid")?),
+                "--backend" => {
+                    o.postgres = match value()?.as_str() {
+                        "embedded" => false,
+                        "postgres" => true,
+                        other => bail!("--backend {other}: expected embedded or postgres"),
+                    }
+                }
+                "--instances" => instances = Some(value()?.parse().context("--instances")?),
                 "--devices" => o.devices = value()?.parse().context("--devices")?,
                 "--tiny-devices" => {
                     o.tiny_devices = value()?.parse().context("--tiny-devices")?;
@@ -121,6 +177,11 @@ impl Options {
                 "--dir" => o.dir = Some(PathBuf::from(value()?)),
                 other => bail!("unknown option {other}\n{USAGE}"),
             }
+        }
+        if let Some(n) = instances {
+            ensure!(o.postgres, "--instances is for --backend postgres (one database, one bucket)");
+            ensure!((1..=8).contains(&n), "--instances must be 1 to 8");
+            o.instances = n;
         }
         // Device keys come from one byte, from 100 on.
         ensure!((1..=150).contains(&o.devices), "--devices must be 1 to 150");
@@ -137,6 +198,19 @@ impl Options {
         );
         Ok(o)
     }
+
+    /// The servers measured, in order: the embedded default always (the reference of the
+    /// others), then with `--backend postgres` one instance, then `--instances N` if N > 1.
+    fn kinds(&self) -> Vec<Kind> {
+        let mut kinds = vec![Kind::Embedded];
+        if self.postgres {
+            kinds.push(Kind::Postgres { instances: 1 });
+            if self.instances > 1 {
+                kinds.push(Kind::Postgres { instances: self.instances });
+            }
+        }
+        kinds
+    }
 }
 
 /// nginx as the script started it.
@@ -144,6 +218,29 @@ struct Nginx {
     url: String,
     root: PathBuf,
     pid: Option<u32>,
+}
+
+/// One measured server (one or several instances) with its enrolled devices and what they
+/// will send.
+struct Measured {
+    target: Target,
+    probe: Probe,
+    pinned: DeviceKey,
+    devices: Vec<Device>,
+    /// Per photo round (the warm-up first), per device, the uploads in order.
+    rounds: Vec<Vec<Vec<Upload>>>,
+    /// Per tiny device, the uploads in order, and how far each got.
+    tiny_plan: Vec<Vec<Upload>>,
+    cursor: Vec<usize>,
+    photo_runs: Vec<Run>,
+    tiny: Option<Tiny>,
+    receipts: Vec<(Sha256Hash, Sha256Hash, Vec<u8>)>,
+}
+
+/// What one server's tiny captures showed.
+struct Tiny {
+    rate: f64,
+    last_byte: Stats,
 }
 
 pub fn run(opts: &Options) -> Result<()> {
@@ -219,58 +316,93 @@ pub fn run(opts: &Options) -> Result<()> {
         started.elapsed().as_secs_f64()
     );
 
-    // --- Server and devices ------------------------------------------------------------------
+    // --- Servers and devices -----------------------------------------------------------------
     let tk = opts.tiny_devices;
     let enrolled = k.max(tk);
-    let server = Server::start(&tmp.path().join("server"), enrolled)?;
-    println!(
-        "hattama-server: {} (pid {}), data directory on {}",
-        server.url,
-        server.pid(),
-        fs_type(&server.data_dir).unwrap_or_else(|| "unknown".into())
-    );
-    let (mut devices, pinned) = server.enroll(enrolled)?;
-    println!("enrolled {enrolled} devices (one thread and one keep-alive HTTP client each)");
-    let probe = Probe::new(&server.data_dir, server.pid(), nginx.as_ref().and_then(|n| n.pid));
-
-    // Sign everything now: per device in the order it will upload.
-    let mut rounds: Vec<Vec<Vec<Upload>>> = Vec::new();
-    let mut next = 0;
-    for size in std::iter::once(k).chain(std::iter::repeat_n(opts.photos, opts.rounds)) {
-        let mut per_device: Vec<Vec<Upload>> = (0..k).map(|_| Vec::new()).collect();
-        for j in 0..size {
-            let (body, info) = &photos[next + j];
-            per_device[j % k].push(devices[j % k].prepare(body, info));
+    let backing = if opts.postgres { postgres_processes() } else { Vec::new() };
+    let mut measured = Vec::new();
+    for kind in opts.kinds() {
+        let target = Target::start(kind, tmp.path(), enrolled)?;
+        println!(
+            "hattama-server {}: {} (pid {}), data directory on {}{}",
+            kind.label(),
+            target.url,
+            target.pids().iter().map(u32::to_string).collect::<Vec<_>>().join(", "),
+            fs_type(&target.data_dirs[0]).unwrap_or_else(|| "unknown".into()),
+            if target.balancer.is_some() { " (behind nginx, round robin)" } else { "" }
+        );
+        let (mut devices, pinned) = target.enroll(enrolled)?;
+        // The balancer's CPU is the deployment's, as PostgreSQL's and Garage's are.
+        let mut others = if kind == Kind::Embedded { Vec::new() } else { backing.clone() };
+        others.extend(target.balancer.as_ref().map(|b| (Part::Balancer, b.pid())));
+        let probe = Probe::new(
+            &target.data_dirs[0],
+            target.pids(),
+            others,
+            nginx.as_ref().and_then(|n| n.pid),
+        );
+        // Sign everything now: per device in the order it will upload.
+        let mut rounds: Vec<Vec<Vec<Upload>>> = Vec::new();
+        let mut next = 0;
+        for size in std::iter::once(k).chain(std::iter::repeat_n(opts.photos, opts.rounds)) {
+            let mut per_device: Vec<Vec<Upload>> = (0..k).map(|_| Vec::new()).collect();
+            for j in 0..size {
+                let (body, info) = &photos[next + j];
+                per_device[j % k].push(devices[j % k].prepare(body, info));
+            }
+            next += size;
+            rounds.push(per_device);
         }
-        next += size;
-        rounds.push(per_device);
+        let mut tiny_plan: Vec<Vec<Upload>> = (0..tk).map(|_| Vec::new()).collect();
+        for (j, (body, info)) in tiny.iter().enumerate() {
+            tiny_plan[j % tk].push(devices[j % tk].prepare(body, info));
+        }
+        measured.push(Measured {
+            target,
+            probe,
+            pinned,
+            devices,
+            rounds,
+            tiny_plan,
+            cursor: vec![0; tk],
+            photo_runs: Vec::new(),
+            tiny: None,
+            receipts: Vec::new(),
+        });
     }
-    let mut tiny_plan: Vec<Vec<Upload>> = (0..tk).map(|_| Vec::new()).collect();
-    for (j, (body, info)) in tiny.iter().enumerate() {
-        tiny_plan[j % tk].push(devices[j % tk].prepare(body, info));
+    println!(
+        "enrolled {enrolled} devices on each (one thread and one keep-alive HTTP client each)"
+    );
+    if opts.postgres {
+        println!(
+            "PostgreSQL and Garage: their CPU is counted with the server's as \"storage\"; the \
+             servers' photos, renditions and log files are objects in the bucket"
+        );
     }
-    let clients: Vec<&Client> = devices[..k].iter().map(|d| d.raw.http()).collect();
-    let mut receipts: Vec<(Sha256Hash, Sha256Hash, Vec<u8>)> = Vec::new();
 
     // --- 1. Photos -----------------------------------------------------------------------------
     println!();
     println!(
-        "photos: {} rounds of {} photos by {k} devices, alternating Hattama and nginx; before \
-         each run, off the clock: `sync`, page cache primed",
+        "photos: {} rounds of {} photos by {k} devices, each round running nginx and every \
+         server in turn (the order rotating); before each run, off the clock: `sync`, page \
+         cache primed",
         opts.rounds, opts.photos
     );
-    let mut hattama_runs: Vec<Run> = Vec::new();
     let mut nginx_runs: Vec<Run> = Vec::new();
-    for (r, plan) in rounds.iter().enumerate() {
+    let sides = measured.len() + 1;
+    for r in 0..=opts.rounds {
         let warmup = r == 0;
         let label = if warmup { "warm-up".to_owned() } else { format!("round {r}") };
-        let nginx_first = r % 2 == 0;
-        let round_bytes = plan.iter().map(Vec::len).sum::<usize>() * photo_len;
-        for side in [nginx_first, !nginx_first] {
+        let round_bytes = measured[0].rounds[r].iter().map(Vec::len).sum::<usize>() * photo_len;
+        // Side 0 is nginx, side i the i-th server; the first side of round r is r mod sides.
+        for side in (0..sides).map(|i| (i + r) % sides) {
             sync_fs(tmp.path())?;
             prime_page_cache(tmp.path(), round_bytes * 3 / 2)?;
-            if side {
+            if side == 0 {
                 let Some(nginx) = &nginx else { continue };
+                let plan = &measured[0].rounds[r];
+                let clients: Vec<&Client> =
+                    measured[0].devices[..k].iter().map(|d| d.raw.http()).collect();
                 let paths: Vec<Vec<String>> = plan
                     .iter()
                     .enumerate()
@@ -278,7 +410,7 @@ pub fn run(opts: &Options) -> Result<()> {
                         (0..list.len()).map(|j| format!("/r{r}-d{d}-{j}.jpg")).collect()
                     })
                     .collect();
-                let before = probe.sample()?;
+                let before = measured[0].probe.sample()?;
                 let (wall, _) = concurrently(plan.iter().zip(&paths).zip(&clients).map(
                     |((list, paths), http)| {
                         move || {
@@ -289,36 +421,39 @@ pub fn run(opts: &Options) -> Result<()> {
                         }
                     },
                 ))?;
-                let after = probe.sample()?;
+                let after = measured[0].probe.sample()?;
                 let writeback = sync_fs(&nginx.root)?;
                 let n = check_written(&nginx.root, plan, &paths)?;
                 let run = Run::new(n, n * photo_len, wall, Some(writeback), before.until(&after));
-                println!("  {label:8} nginx    {}", run.line());
+                println!("  {label:8} {:12} {}", "nginx", run.line());
                 println!("           {}", run.usage.line(n, true));
                 if !warmup {
                     nginx_runs.push(run);
                 }
             } else {
-                let before = probe.sample()?;
+                let m = &mut measured[side - 1];
+                let plan = &m.rounds[r];
+                let clients: Vec<&Client> = m.devices[..k].iter().map(|d| d.raw.http()).collect();
+                let before = m.probe.sample()?;
                 let (wall, results) =
                     concurrently(plan.iter().zip(&clients).map(|(list, http)| {
-                        let url = &server.url;
+                        let url = &m.target.url;
                         move || {
                             list.iter().map(|u| upload(http, url, u)).collect::<Result<Vec<_>>>()
                         }
                     }))?;
-                let after = probe.sample()?;
+                let after = m.probe.sample()?;
                 let n = plan.iter().map(Vec::len).sum::<usize>();
                 for (list, done) in plan.iter().zip(results) {
                     for (u, t) in list.iter().zip(done) {
-                        receipts.push((u.id, u.photo_sha256, t.receipt));
+                        m.receipts.push((u.id, u.photo_sha256, t.receipt));
                     }
                 }
                 let run = Run::new(n, n * photo_len, wall, None, before.until(&after));
-                println!("  {label:8} Hattama  {}", run.line());
+                println!("  {label:8} {:12} {}", m.target.kind.label(), run.line());
                 println!("           {}", run.usage.line(n, false));
                 if !warmup {
-                    hattama_runs.push(run);
+                    m.photo_runs.push(run);
                 }
             }
         }
@@ -327,85 +462,97 @@ pub fn run(opts: &Options) -> Result<()> {
     // --- 2. Tiny captures ----------------------------------------------------------------------
     println!();
     println!(
-        "tiny captures: {tk} devices, {:.0} s warm-up then {:.0} s measured (at most {} captures)",
+        "tiny captures: {tk} devices, {:.0} s warm-up then {:.0} s measured (at most {} captures), \
+         each server in turn",
         TINY_WARMUP.as_secs_f64(),
         opts.tiny_secs,
         opts.tiny_max
     );
-    let mut cursor = vec![0usize; tk];
-    let mut tiny_run = |secs: Duration| -> Result<(Duration, Vec<Vec<Timed>>, Usage)> {
-        sync_fs(tmp.path())?;
-        let before = probe.sample()?;
-        let (wall, results) = concurrently(tiny_plan.iter().zip(&cursor).map(|(list, &from)| {
-            let url = &server.url;
-            move || {
-                // Connected before the release, like the keep-alive clients of phase 1.
-                let mut conn = Conn::connect(url)?;
-                let deadline = Instant::now() + secs;
-                let mut done = Vec::new();
-                for u in &list[from..] {
-                    if Instant::now() >= deadline {
-                        break;
-                    }
-                    done.push(upload_lean(&mut conn, u)?);
-                }
-                Ok(done)
-            }
-        }))?;
-        let usage = before.until(&probe.sample()?);
-        for (d, done) in results.iter().enumerate() {
-            for (u, t) in tiny_plan[d][cursor[d]..].iter().zip(done) {
-                receipts.push((u.id, u.photo_sha256, t.receipt.clone()));
-            }
-            cursor[d] += done.len();
-        }
-        Ok((wall, results, usage))
-    };
-    let (_, warm, _) = tiny_run(TINY_WARMUP)?;
-    println!("  warm-up: {} captures", warm.iter().map(Vec::len).sum::<usize>());
-    let (tiny_wall, tiny_results, tiny_usage) = tiny_run(Duration::from_secs_f64(opts.tiny_secs))?;
-    let timed: Vec<&Timed> = tiny_results.iter().flatten().collect();
-    let tiny_done = timed.len();
-    ensure!(tiny_done > 0, "no tiny capture completed");
-    if cursor.iter().zip(&tiny_plan).any(|(c, list)| *c == list.len()) {
-        println!("  (a device ran out of prepared captures: raise --tiny-max)");
-    }
-    let tiny_rate = tiny_done as f64 / tiny_wall.as_secs_f64();
-    let last_byte = Stats::of(
-        &timed.iter().map(|t| t.request + t.receipt_get.unwrap_or_default()).collect::<Vec<_>>(),
-    );
-    let gets: Vec<Duration> = timed.iter().filter_map(|t| t.receipt_get).collect();
-    println!(
-        "  Hattama  {tiny_done} captures in {:.2} s: {tiny_rate:.0} captures/s",
-        tiny_wall.as_secs_f64()
-    );
-    println!("           {}", tiny_usage.line(tiny_done, false));
-    println!(
-        "    one request per capture (the creation carries the photo, its answer the receipt; \
-         each device waits for it before sending the next):"
-    );
-    println!("      last byte -> receipt   {}", ms_stats(&last_byte));
-    if !gets.is_empty() {
-        println!(
-            "      ({} receipts came later, by GET: {})",
-            gets.len(),
-            ms_stats(&Stats::of(&gets))
-        );
-    }
     let cores = thread::available_parallelism().map_or(2, |p| p.get());
-    let per = |cpu: f64| cpu * 1000.0 / tiny_done as f64;
-    let (server_ms, client_ms) = (per(tiny_usage.0.server), per(tiny_usage.0.own));
-    println!(
-        "    CPU per capture: server {server_ms:.3} ms + client {client_ms:.3} ms = {:.3} ms; \
-         {cores} cores at the goal allow {:.3} ms",
-        server_ms + client_ms,
-        cores as f64 * 1000.0 / TINY_PER_S
-    );
+    for m in &mut measured {
+        let label = m.target.kind.label();
+        let url = m.target.url.clone();
+        let mut tiny_run = |secs: Duration| -> Result<(Duration, Vec<Vec<Timed>>, Usage)> {
+            sync_fs(tmp.path())?;
+            let before = m.probe.sample()?;
+            let (wall, results) =
+                concurrently(m.tiny_plan.iter().zip(&m.cursor).map(|(list, &from)| {
+                    let url = &url;
+                    move || {
+                        // Connected before the release, like the keep-alive clients of phase 1.
+                        let mut conn = Conn::connect(url)?;
+                        let deadline = Instant::now() + secs;
+                        let mut done = Vec::new();
+                        for u in &list[from..] {
+                            if Instant::now() >= deadline {
+                                break;
+                            }
+                            done.push(upload_lean(&mut conn, u)?);
+                        }
+                        Ok(done)
+                    }
+                }))?;
+            let usage = before.until(&m.probe.sample()?);
+            for (d, done) in results.iter().enumerate() {
+                for (u, t) in m.tiny_plan[d][m.cursor[d]..].iter().zip(done) {
+                    m.receipts.push((u.id, u.photo_sha256, t.receipt.clone()));
+                }
+                m.cursor[d] += done.len();
+            }
+            Ok((wall, results, usage))
+        };
+        let (_, warm, _) = tiny_run(TINY_WARMUP)?;
+        println!("  {label}: warm-up {} captures", warm.iter().map(Vec::len).sum::<usize>());
+        let (wall, results, usage) = tiny_run(Duration::from_secs_f64(opts.tiny_secs))?;
+        let timed: Vec<&Timed> = results.iter().flatten().collect();
+        let done = timed.len();
+        ensure!(done > 0, "no tiny capture completed on {label}");
+        if m.cursor.iter().zip(&m.tiny_plan).any(|(c, list)| *c == list.len()) {
+            println!("  (a device ran out of prepared captures: raise --tiny-max)");
+        }
+        let rate = done as f64 / wall.as_secs_f64();
+        let last_byte = Stats::of(
+            &timed
+                .iter()
+                .map(|t| t.request + t.receipt_get.unwrap_or_default())
+                .collect::<Vec<_>>(),
+        );
+        let gets: Vec<Duration> = timed.iter().filter_map(|t| t.receipt_get).collect();
+        println!(
+            "  {label:12} {done} captures in {:.2} s: {rate:.0} captures/s",
+            wall.as_secs_f64()
+        );
+        println!("           {}", usage.line(done, false));
+        println!(
+            "    one request per capture (the creation carries the photo, its answer the \
+             receipt; each device waits for it before sending the next):"
+        );
+        println!("      last byte -> receipt   {}", ms_stats(&last_byte));
+        if !gets.is_empty() {
+            println!(
+                "      ({} receipts came later, by GET: {})",
+                gets.len(),
+                ms_stats(&Stats::of(&gets))
+            );
+        }
+        let per = |cpu: f64| cpu * 1000.0 / done as f64;
+        let (server_ms, client_ms, storage_ms) =
+            (per(usage.0.server), per(usage.0.own), per(usage.0.storage));
+        let goal = if m.target.kind == Kind::Embedded { TINY_PER_S } else { POSTGRES_TINY_PER_S };
+        println!(
+            "    CPU per capture: server {server_ms:.3} ms + storage {storage_ms:.3} ms + client \
+             {client_ms:.3} ms = {:.3} ms; {cores} cores at the goal allow {:.3} ms",
+            server_ms + storage_ms + client_ms,
+            cores as f64 * 1000.0 / goal
+        );
+        m.tiny = Some(Tiny { rate, last_byte });
+    }
     let mut nginx_tiny = None;
     if let Some(nginx) = &nginx {
+        let plan = &measured[0].tiny_plan;
         sync_fs(tmp.path())?;
-        let before = probe.sample()?;
-        let (wall, counts) = concurrently(tiny_plan.iter().enumerate().map(|(d, list)| {
+        let before = measured[0].probe.sample()?;
+        let (wall, counts) = concurrently(plan.iter().enumerate().map(|(d, list)| {
             move || {
                 let mut conn = Conn::connect(&nginx.url)?;
                 let deadline = Instant::now() + TINY_NGINX;
@@ -422,12 +569,13 @@ pub fn run(opts: &Options) -> Result<()> {
                 Ok(n)
             }
         }))?;
-        let usage = before.until(&probe.sample()?);
+        let usage = before.until(&measured[0].probe.sample()?);
         let n: usize = counts.iter().sum();
         let rate = n as f64 / wall.as_secs_f64();
         println!(
-            "  nginx    {n} PUTs of the same bodies in {:.2} s: {rate:.0} PUTs/s (reference: one \
+            "  {:12} {n} PUTs of the same bodies in {:.2} s: {rate:.0} PUTs/s (reference: one \
              request each, as a capture)",
+            "nginx",
             wall.as_secs_f64()
         );
         println!("           {}", usage.line(n, true));
@@ -435,98 +583,190 @@ pub fn run(opts: &Options) -> Result<()> {
     }
 
     // --- Checks ------------------------------------------------------------------------------
-    let started = Instant::now();
-    let mut ids = HashSet::new();
-    for (id, photo, bytes) in &receipts {
-        let receipt = SignedReceipt::from_json(bytes)
-            .with_context(|| format!("receipt of {}", id.to_hex()))?;
-        receipt
-            .verify(&pinned, id, photo)
-            .with_context(|| format!("receipt of {}", id.to_hex()))?;
-        ids.insert(*id);
-    }
-    let stored = server.capture_count()?;
-    ensure!(
-        ids.len() == receipts.len() && stored == ids.len(),
-        "{} receipts for {} captures, {stored} stored",
-        receipts.len(),
-        ids.len()
-    );
     println!();
-    println!(
-        "checked: {} receipts verify under the pinned key; the server lists exactly these {} \
-         captures ({:.1} s)",
-        receipts.len(),
-        stored,
-        started.elapsed().as_secs_f64()
-    );
-    drop(server);
+    for m in &measured {
+        let started = Instant::now();
+        let mut ids = HashSet::new();
+        for (id, photo, bytes) in &m.receipts {
+            let receipt = SignedReceipt::from_json(bytes)
+                .with_context(|| format!("receipt of {}", id.to_hex()))?;
+            receipt
+                .verify(&m.pinned, id, photo)
+                .with_context(|| format!("receipt of {}", id.to_hex()))?;
+            ids.insert(*id);
+        }
+        let stored = m.target.capture_count()?;
+        ensure!(
+            ids.len() == m.receipts.len() && stored == ids.len(),
+            "{}: {} receipts for {} captures, {stored} stored",
+            m.target.kind.label(),
+            m.receipts.len(),
+            ids.len()
+        );
+        println!(
+            "checked {}: {} receipts verify under the pinned key; the server lists exactly these \
+             {} captures ({:.1} s)",
+            m.target.kind.label(),
+            m.receipts.len(),
+            stored,
+            started.elapsed().as_secs_f64()
+        );
+    }
 
     // --- Summary -----------------------------------------------------------------------------
     println!();
     println!("summary:");
-    let hattama = Run::median(&hattama_runs);
-    println!(
-        "  photos ({photo_len} bytes each, {k} devices, median of {} rounds):",
-        hattama_runs.len()
-    );
-    println!(
-        "    Hattama  {:7.1} photos/s  {:7.1} MB/s  (hash, verify, fsync, commit, receipt)",
-        hattama.photos_per_s, hattama.mb_per_s
-    );
-    // Each round's two runs saw the same state of the machine (page cache, memory, disk), so
-    // the goal is the median of the rounds' ratios rather than a ratio of medians.
-    let mut ratios: Vec<f64> = hattama_runs
-        .iter()
-        .zip(&nginx_runs)
-        .map(|(h, n)| h.photos_per_s / n.photos_per_s.max(1e-9))
-        .collect();
+    println!("  photos ({photo_len} bytes each, {k} devices, median of {} rounds):", opts.rounds);
+    let notes = |kind: Kind| match kind {
+        Kind::Embedded => "(hash, verify, fsync, commit, receipt)",
+        Kind::Postgres { instances: 1 } => "(the same, the photo PUT into the bucket)",
+        Kind::Postgres { .. } => "(the same, through nginx balancing the instances)",
+    };
+    for m in &measured {
+        let h = Run::median(&m.photo_runs);
+        println!(
+            "    {:12} {:7.1} photos/s  {:7.1} MB/s  {}",
+            m.target.kind.label(),
+            h.photos_per_s,
+            h.mb_per_s,
+            notes(m.target.kind)
+        );
+    }
+    // Each round's runs saw the same state of the machine (page cache, memory, disk), so a goal
+    // is the median of the rounds' ratios rather than a ratio of medians.
+    let by_round = |a: &[Run], b: &[Run]| -> Vec<f64> {
+        a.iter().zip(b).map(|(a, b)| a.photos_per_s / b.photos_per_s.max(1e-9)).collect()
+    };
+    let embedded = &measured[0];
+    let vs_nginx = by_round(&embedded.photo_runs, &nginx_runs);
     if !nginx_runs.is_empty() {
         let n = Run::median(&nginx_runs);
         println!(
-            "    nginx    {:7.1} photos/s  {:7.1} MB/s  (no fsync; {:.1} MB/s counting the \
+            "    {:12} {:7.1} photos/s  {:7.1} MB/s  (no fsync; {:.1} MB/s counting the \
              writeback of its round)",
-            n.photos_per_s, n.mb_per_s, n.mb_per_s_synced
+            "nginx", n.photos_per_s, n.mb_per_s, n.mb_per_s_synced
         );
-        let list: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
-        println!("    Hattama / nginx by round: {}", list.join(" "));
-        // CPU per photo is steadier than rates when other work shares the machine.
-        let cpu = |runs: &[Run], nginx: bool| {
-            let mut v: Vec<f64> = runs
-                .iter()
-                .map(|r| if nginx { r.usage.0.nginx } else { r.usage.0.server } / r.count as f64)
-                .collect();
-            v.sort_by(f64::total_cmp);
-            v[(v.len() - 1) / 2] * 1000.0
-        };
-        if opts.nginx_pid.is_some() {
-            let (h, n) = (cpu(&hattama_runs, false), cpu(&nginx_runs, true));
-            println!("    CPU per photo (median of rounds): Hattama {h:.2} ms, nginx {n:.2} ms");
-        }
+        println!("    embedded / nginx by round: {}", list(&vs_nginx));
     }
-    println!(
-        "  tiny captures ({tiny_avg} bytes, {tk} devices, {:.0} s): {tiny_rate:.0} captures/s; \
-         last byte -> receipt p50 {:.2} ms, p99 {:.2} ms",
-        opts.tiny_secs,
-        ms(last_byte.median),
-        ms(last_byte.p99)
-    );
+    for m in &measured[1..] {
+        println!(
+            "    {} / embedded by round: {}",
+            m.target.kind.label(),
+            list(&by_round(&m.photo_runs, &embedded.photo_runs))
+        );
+    }
+    if measured.len() == 3 {
+        println!(
+            "    {} / {} by round: {}",
+            measured[2].target.kind.label(),
+            measured[1].target.kind.label(),
+            list(&by_round(&measured[2].photo_runs, &measured[1].photo_runs))
+        );
+    }
+    // CPU per photo is steadier than rates when other work shares the machine.
+    let cpu = |runs: &[Run], f: fn(&Sample) -> f64| {
+        let mut v: Vec<f64> = runs.iter().map(|r| f(&r.usage.0) / r.count as f64).collect();
+        v.sort_by(f64::total_cmp);
+        v[(v.len() - 1) / 2] * 1000.0
+    };
+    let mut line = Vec::new();
+    for m in &measured {
+        let (server, storage) =
+            (cpu(&m.photo_runs, |s| s.server), cpu(&m.photo_runs, |s| s.storage));
+        line.push(if m.target.kind == Kind::Embedded {
+            format!("{} {server:.2} ms", m.target.kind.label())
+        } else {
+            format!("{} {server:.2} ms + storage {storage:.2} ms", m.target.kind.label())
+        });
+    }
+    if opts.nginx_pid.is_some() && !nginx_runs.is_empty() {
+        line.push(format!("nginx {:.2} ms", cpu(&nginx_runs, |s| s.nginx)));
+    }
+    println!("    CPU per photo (median of rounds): {}", line.join(", "));
+    println!("  tiny captures ({tiny_avg} bytes, {tk} devices, {:.0} s each):", opts.tiny_secs);
+    for m in &measured {
+        let Some(t) = &m.tiny else { continue };
+        println!(
+            "    {:12} {:6.0} captures/s; last byte -> receipt p50 {:.2} ms, p99 {:.2} ms",
+            m.target.kind.label(),
+            t.rate,
+            ms(t.last_byte.median),
+            ms(t.last_byte.p99)
+        );
+    }
     if let Some(rate) = nginx_tiny {
         println!("    (nginx takes {rate:.0} tiny PUTs/s from the same client)");
     }
     println!("  (MB = 10^6 bytes)");
     println!();
-    if ratios.is_empty() {
+    let tiny_rate = |m: &Measured| m.tiny.as_ref().map_or(0.0, |t| t.rate);
+    if vs_nginx.is_empty() {
         println!("(ingest_photos_vs_nginx not measured: no nginx)");
     } else {
-        ratios.sort_by(f64::total_cmp);
-        let mid = ratios.len() / 2;
-        let median =
-            if ratios.len() % 2 == 1 { ratios[mid] } else { (ratios[mid - 1] + ratios[mid]) / 2.0 };
-        report("ingest_photos_vs_nginx", median, Goal::AtLeast(PHOTOS_VS_NGINX));
+        report("ingest_photos_vs_nginx", median(vs_nginx), Goal::AtLeast(PHOTOS_VS_NGINX));
     }
-    report("ingest_tiny_captures_per_s", tiny_rate, Goal::AtLeast(TINY_PER_S));
+    report("ingest_tiny_captures_per_s", tiny_rate(embedded), Goal::AtLeast(TINY_PER_S));
+    if let Some(one) = measured.get(1) {
+        report(
+            "ingest_postgres_photos_vs_embedded",
+            median(by_round(&one.photo_runs, &embedded.photo_runs)),
+            Goal::AtLeast(POSTGRES_PHOTOS_VS_EMBEDDED),
+        );
+        report(
+            "ingest_postgres_tiny_captures_per_s",
+            tiny_rate(one),
+            Goal::AtLeast(POSTGRES_TINY_PER_S),
+        );
+    }
+    if let (Some(one), Some(many)) = (measured.get(1), measured.get(2)) {
+        let n = many.target.kind.instances();
+        report(
+            &format!("ingest_postgres_{n}_instances_photos_vs_one"),
+            median(by_round(&many.photo_runs, &one.photo_runs)),
+            Goal::AtLeast(INSTANCES_VS_ONE),
+        );
+        report(
+            &format!("ingest_postgres_{n}_instances_tiny_vs_one"),
+            tiny_rate(many) / tiny_rate(one).max(1e-9),
+            Goal::AtLeast(INSTANCES_VS_ONE),
+        );
+        report(
+            &format!("ingest_postgres_{n}_instances_tiny_captures_per_s"),
+            tiny_rate(many),
+            Goal::AtLeast(POSTGRES_TINY_PER_S),
+        );
+    }
+    drop(measured);
     Ok(())
+}
+
+fn list(ratios: &[f64]) -> String {
+    ratios.iter().map(|r| format!("{r:.2}")).collect::<Vec<_>>().join(" ")
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let mid = v.len() / 2;
+    if v.len() % 2 == 1 { v[mid] } else { (v[mid - 1] + v[mid]) / 2.0 }
+}
+
+/// The processes of the PostgreSQL cluster and the Garage node `scripts/bench` started
+/// (`HATTAMA_TEST_POSTGRES_DIR`, `HATTAMA_TEST_S3_DIR`): the postmaster (its backends are its
+/// children) and the node.
+fn postgres_processes() -> Vec<(Part, u32)> {
+    let first_line = |path: PathBuf| -> Option<u32> {
+        fs::read_to_string(path).ok()?.lines().next()?.trim().parse().ok()
+    };
+    let mut pids = Vec::new();
+    if let Some(dir) = std::env::var_os("HATTAMA_TEST_POSTGRES_DIR") {
+        pids.extend(
+            first_line(Path::new(&dir).join("data/postmaster.pid")).map(|p| (Part::Postgres, p)),
+        );
+    }
+    if let Some(dir) = std::env::var_os("HATTAMA_TEST_S3_DIR") {
+        pids.extend(first_line(Path::new(&dir).join("pid")).map(|p| (Part::Garage, p)));
+    }
+    pids
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -857,36 +1097,97 @@ impl Run {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The real server.
+// The real servers.
 
-/// `hattama-server` as a child process (killed on drop), next to this executable as cargo
-/// builds them (`cargo build --release -p hattama-server -p hattama-tests`).
-struct Server {
+/// `hattama-server` as child processes (killed on drop), next to this executable as cargo
+/// builds them (`cargo build --release -p hattama-server -p hattama-tests`): one on the embedded
+/// default, or N on one PostgreSQL schema and one bucket prefix, each with a data directory of
+/// its own (its lock) holding the same keys, behind nginx when N > 1.
+struct Target {
+    kind: Kind,
     bin: PathBuf,
-    data_dir: PathBuf,
+    data_dirs: Vec<PathBuf>,
+    /// The storage settings of every server and admin command (none for the embedded default).
+    env: Vec<(String, String)>,
     url: String,
-    child: Child,
+    children: Vec<Child>,
+    balancer: Option<hattama_tests::nginx::Nginx>,
 }
 
-impl Server {
-    /// Imports election `e2e` (at least 1,000 precincts, one per device), starts serving on a
-    /// free port.
-    fn start(data_dir: &Path, devices: usize) -> Result<Self> {
+impl Target {
+    /// Imports election `e2e` (at least 1,000 precincts, one per device), starts serving on
+    /// free ports.
+    fn start(kind: Kind, root: &Path, devices: usize) -> Result<Self> {
         let precincts = devices.max(1000);
         let bin = crate::server::bin()?;
-        fs::create_dir_all(data_dir)?;
-        let election = data_dir.join("election.json");
+        let slug = match kind {
+            Kind::Embedded => "embedded".to_owned(),
+            Kind::Postgres { instances } => format!("postgres-{instances}"),
+        };
+        let data_dirs: Vec<PathBuf> =
+            (0..kind.instances()).map(|i| root.join(format!("{slug}-{i}"))).collect();
+        for d in &data_dirs {
+            fs::create_dir_all(d)?;
+        }
+        let env = match kind {
+            Kind::Embedded => Vec::new(),
+            Kind::Postgres { .. } => {
+                for var in ["HATTAMA_TEST_POSTGRES_URL", "HATTAMA_TEST_S3_ENDPOINT"] {
+                    ensure!(
+                        std::env::var_os(var).is_some(),
+                        "{var} is not set: `scripts/bench ingest --backend postgres` starts a \
+                         PostgreSQL cluster and a Garage node and sets it"
+                    );
+                }
+                let backend = hattama_tests::backend::Backend::postgres_s3()
+                    .context("PostgreSQL and the bucket are not given")?;
+                backend.env(&data_dirs[0])
+            }
+        };
+        let election = data_dirs[0].join("election.json");
         fs::write(
             &election,
             serde_json::to_vec(&hattama_tests::fixtures::election("e2e", precincts))?,
         )?;
-        admin(&bin, data_dir, &["election", "import", &election.display().to_string()])?;
-        let (url, child) = crate::server::spawn(&bin, data_dir)?;
-        Ok(Self { bin, data_dir: data_dir.to_owned(), url, child })
+        admin(&bin, &data_dirs[0], &env, &["election", "import", &election.display().to_string()])?;
+        let mut target = Self {
+            kind,
+            bin,
+            data_dirs,
+            env,
+            url: String::new(),
+            children: Vec::new(),
+            balancer: None,
+        };
+        let mut addrs = Vec::new();
+        for i in 0..target.data_dirs.len() {
+            if i > 0 {
+                // The first server made the keys; every instance signs with them.
+                hattama_tests::copy_dir(
+                    &target.data_dirs[0].join("keys"),
+                    &target.data_dirs[i].join("keys"),
+                );
+            }
+            let (url, child) =
+                crate::server::spawn_with(&target.bin, &target.data_dirs[i], &target.env)?;
+            target.children.push(child);
+            let addr: std::net::SocketAddr = url
+                .strip_prefix("http://")
+                .and_then(|a| a.parse().ok())
+                .with_context(|| format!("the server's address {url}"))?;
+            addrs.push(addr);
+            target.url = url;
+        }
+        if addrs.len() > 1 {
+            let balancer = hattama_tests::nginx::Nginx::start(&addrs);
+            target.url = balancer.url.clone();
+            target.balancer = Some(balancer);
+        }
+        Ok(target)
     }
 
-    fn pid(&self) -> u32 {
-        self.child.id()
+    fn pids(&self) -> Vec<u32> {
+        self.children.iter().map(Child::id).collect()
     }
 
     /// Enrolls `k` devices, device `d` for precinct `d + 1`; returns them and the receipt key
@@ -900,7 +1201,7 @@ impl Server {
             args.extend(["--precinct", p]);
         }
         let codes: serde_json::Value =
-            serde_json::from_str(&admin(&self.bin, &self.data_dir, &args)?)?;
+            serde_json::from_str(&admin(&self.bin, &self.data_dirs[0], &self.env, &args)?)?;
         let codes = codes.as_array().context("invite list")?;
         ensure!(codes.len() == k, "{} codes for {k} devices", codes.len());
         let mut devices = Vec::with_capacity(k);
@@ -926,23 +1227,27 @@ impl Server {
     fn capture_count(&self) -> Result<usize> {
         let list: serde_json::Value = serde_json::from_str(&admin(
             &self.bin,
-            &self.data_dir,
+            &self.data_dirs[0],
+            &self.env,
             &["capture", "list", "--json"],
         )?)?;
         Ok(list.as_array().context("capture list")?.len())
     }
 }
 
-impl Drop for Server {
+impl Drop for Target {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 
 /// Runs an admin command of `hattama-server` on a data directory; returns its stdout.
-fn admin(bin: &Path, data_dir: &Path, args: &[&str]) -> Result<String> {
+fn admin(bin: &Path, data_dir: &Path, env: &[(String, String)], args: &[&str]) -> Result<String> {
     let out = Command::new(bin)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .arg("--data-dir")
         .arg(data_dir)
         .args(args)
@@ -960,8 +1265,22 @@ fn admin(bin: &Path, data_dir: &Path, args: &[&str]) -> Result<String> {
 // ---------------------------------------------------------------------------------------------
 // Where the time goes: CPU of the processes, the machine, the disk (Linux /proc).
 
+/// What a deployment on PostgreSQL + S3 runs besides the servers.
+#[derive(Clone, Copy)]
+enum Part {
+    Postgres = 0,
+    Garage = 1,
+    Balancer = 2,
+}
+
+const STORAGE_PARTS: [&str; 3] = ["postgres", "garage", "balancer"];
+
 struct Probe {
-    server_pid: u32,
+    /// The server instances.
+    servers: Vec<u32>,
+    /// What else the deployment runs, each process with its children, by part
+    /// ([`STORAGE_PARTS`]).
+    storage: Vec<(Part, u32)>,
     nginx_pid: Option<u32>,
     /// Major and minor number of the data directory's block device.
     disk: Option<(u64, u64)>,
@@ -970,8 +1289,12 @@ struct Probe {
 
 #[derive(Clone, Copy, Default)]
 struct Sample {
-    /// CPU seconds of the server, of nginx (master and workers), of this process.
+    /// CPU seconds of the server instances, of what they run on (`Probe::storage`), of nginx
+    /// (master and workers), of this process.
     server: f64,
+    storage: f64,
+    /// `storage` by part ([`STORAGE_PARTS`]).
+    parts: [f64; 3],
     nginx: f64,
     own: f64,
     /// Machine-wide jiffies: all, idle, iowait.
@@ -990,7 +1313,12 @@ struct Sample {
 struct Usage(Sample);
 
 impl Probe {
-    fn new(data_dir: &Path, server_pid: u32, nginx_pid: Option<u32>) -> Self {
+    fn new(
+        data_dir: &Path,
+        servers: Vec<u32>,
+        storage: Vec<(Part, u32)>,
+        nginx_pid: Option<u32>,
+    ) -> Self {
         let disk = fs::metadata(data_dir).ok().map(|m| {
             let dev = m.dev();
             ((dev >> 8) & 0xfff | (dev >> 32) & !0xfff, dev & 0xff | (dev >> 12) & !0xff)
@@ -1001,16 +1329,23 @@ impl Probe {
             .ok()
             .and_then(|o| String::from_utf8(o.stdout).ok()?.trim().parse().ok())
             .unwrap_or(100.0);
-        Self { server_pid, nginx_pid, disk, ticks_per_s }
+        Self { servers, storage, nginx_pid, disk, ticks_per_s }
     }
 
     fn sample(&self) -> Result<Sample> {
         let mut s = Sample {
-            server: self.cpu_of(&[self.server_pid])?,
+            server: self.cpu_of(&self.servers)?,
             own: self.cpu_of(&[std::process::id()])?,
             ticks_per_s: self.ticks_per_s,
             ..Sample::default()
         };
+        for &(part, pid) in &self.storage {
+            let mut pids = children(pid)?;
+            pids.push(pid);
+            let cpu = self.cpu_of(&pids)?;
+            s.parts[part as usize] += cpu;
+            s.storage += cpu;
+        }
         if let Some(master) = self.nginx_pid {
             let mut pids = vec![master];
             pids.extend(children(master)?);
@@ -1079,6 +1414,8 @@ impl Sample {
     fn until(&self, later: &Sample) -> Usage {
         Usage(Sample {
             server: later.server - self.server,
+            storage: later.storage - self.storage,
+            parts: std::array::from_fn(|i| later.parts[i] - self.parts[i]),
             nginx: later.nginx - self.nginx,
             own: later.own - self.own,
             total: later.total - self.total,
@@ -1103,9 +1440,20 @@ impl Usage {
         let (who, cpu) = if nginx { ("nginx", u.nginx) } else { ("server", u.server) };
         // Whatever else ran: other processes on the machine, and kernel threads (writeback).
         let busy = total - (u.idle + u.iowait) as f64;
-        let others = busy / u.ticks_per_s - u.server - u.nginx - u.own;
+        let others = busy / u.ticks_per_s - u.server - u.storage - u.nginx - u.own;
+        let storage = if u.storage > 0.0 {
+            let parts: Vec<String> = STORAGE_PARTS
+                .iter()
+                .zip(u.parts)
+                .filter(|(_, cpu)| *cpu > 0.0)
+                .map(|(name, cpu)| format!("{name} {:.3}", per(cpu) * 1000.0))
+                .collect();
+            format!(" (+ {})", parts.join(", "))
+        } else {
+            String::new()
+        };
         let mut s = format!(
-            "{who} CPU {:.3} ms/upload, client CPU {:.3} ms/upload, machine busy {:.0}% (iowait \
+            "{who} CPU {:.3}{storage} ms/upload, client CPU {:.3} ms/upload, machine busy {:.0}% (iowait \
              {:.0}%, others {:.0}%)",
             per(cpu) * 1000.0,
             per(u.own) * 1000.0,

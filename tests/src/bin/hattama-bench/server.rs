@@ -22,7 +22,17 @@ pub fn bin() -> Result<PathBuf> {
 
 /// Starts `bin` serving `data_dir` on a free loopback port; returns its URL and the process.
 pub fn spawn(bin: &Path, data_dir: &Path) -> Result<(String, Child)> {
+    spawn_with(bin, data_dir, &[])
+}
+
+/// [`spawn`] with extra environment variables (the storage settings of another backend).
+pub fn spawn_with(
+    bin: &Path,
+    data_dir: &Path,
+    env: &[(String, String)],
+) -> Result<(String, Child)> {
     let mut child = Command::new(bin)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .arg("--data-dir")
         .arg(data_dir)
         .args(["--listen", "127.0.0.1:0", "serve"])
