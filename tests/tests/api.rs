@@ -27,15 +27,25 @@ use serde_json::Value;
 
 // The helper itself.
 
-/// A stopped app is gone: its listener is closed, and it let go of its data directory's lock,
-/// which `Application::run` releases only after the app's integrator thread has been joined.
+/// A stopped app is gone: its listener is closed, no file of its data directory is open in
+/// this process any more (its database, its lock: the workers let go of the state before
+/// `Application::run` returns), and it let go of its data directory's lock, which `run`
+/// releases only after the app's integrator thread has been joined.
 #[test]
 fn a_stopped_app_closes_its_port_and_lets_go_of_its_data_directory() {
     let app = spawn_app(1);
     let url = app.url.clone();
     assert_eq!(reqwest::blocking::get(format!("{url}/healthz")).unwrap().status(), 200);
+    assert_eq!(reqwest::blocking::get(format!("{url}/api/v1/elections")).unwrap().status(), 200);
     let dir = app.stop();
     assert!(reqwest::blocking::get(format!("{url}/healthz")).is_err(), "still listening");
+    let data_dir = dir.path().canonicalize().unwrap();
+    let open: Vec<std::path::PathBuf> = std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|fd| std::fs::read_link(fd.unwrap().path()).ok())
+        .filter(|file| file.starts_with(&data_dir))
+        .collect();
+    assert!(open.is_empty(), "files of the stopped app still open: {open:?}");
     let lock = std::fs::File::open(dir.path().join("server.lock")).unwrap();
     assert!(lock.try_lock().is_ok(), "the data directory is still locked");
 }
