@@ -2,12 +2,15 @@
 //! zero2prod's `spawn_app`: for the API tests that need no process to die. Each app has a fresh
 //! temporary data directory with the election imported, listens on a port of its own, and runs
 //! on a thread of its own; dropping its [`TestApp`] stops it and joins that thread, whose end
-//! means the app's integrator and witnessing threads have ended too (`Application::run`).
+//! means that the app's integrator and witnessing threads have ended and its state (storage
+//! connections, open files, the data directory's lock) is dropped (`Application::run`).
 //!
 //! Nothing of an app is process-wide (`hattama_server::state`), so apps of tests running side by
-//! side in one process (`cargo test`) share nothing, as apps of tests in processes of their own
-//! (nextest) do not. Tests that kill the server, pause it at a pause point, run it under a umask,
-//! or read what it prints run the real binary instead ([`crate::server::TestServer`]).
+//! side in one process (`cargo test`) share nothing, just as apps in processes of their own
+//! (nextest) do. What the binary does to its process is not done here: the files an app creates
+//! follow the test process's umask, not the binary's 077. Tests that kill the server, pause it at
+//! a pause point, run it under a umask, load its TLS files or read what it prints run the real
+//! binary instead ([`crate::server::TestServer`]).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
