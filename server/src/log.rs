@@ -109,8 +109,8 @@ pub struct Log {
     integrator: Mutex<Integrator>,
     /// Tile files served lately, by path under `tile/`: they never change once written.
     tiles: Mutex<TileCache>,
-    /// When the integrator thread last went round its loop (ms since the epoch; 0: never):
-    /// `/readyz` calls it dead when that is long ago.
+    /// When the integrator thread last went round its loop, or was started (ms since the epoch;
+    /// 0: never started): `/readyz` calls it dead when that is long ago.
     beat_ms: std::sync::atomic::AtomicU64,
     /// Set by [`Log::stop`]: the integrator (and the witnessing thread) end their loops.
     stopping: std::sync::atomic::AtomicBool,
@@ -677,6 +677,9 @@ impl Log {
 
     /// Starts the integrator thread. It runs until [`Log::stop`]; join the handle after that.
     pub fn start(self: &Arc<Self>) -> std::io::Result<std::thread::JoinHandle<()>> {
+        // Its idle time counts from now until its first round, which a busy machine may delay
+        // past the first `/readyz` (that found it dead when it counted from the epoch).
+        self.beat_ms.store(hattama_core::now_ms(), std::sync::atomic::Ordering::Relaxed);
         let log = self.clone();
         std::thread::Builder::new().name("log-integrator".into()).spawn(move || {
             while !log.is_stopping() {
@@ -752,7 +755,7 @@ impl Log {
     }
 
     /// Milliseconds since the integrator thread last went round its loop (it does at least
-    /// every second when idle); the time since the epoch if it never started.
+    /// every second when idle) or was started; the time since the epoch if it never started.
     pub fn idle_ms(&self) -> u64 {
         let beat = self.beat_ms.load(std::sync::atomic::Ordering::Relaxed);
         hattama_core::now_ms().saturating_sub(beat)

@@ -54,6 +54,8 @@ pub struct Application {
     certs: Option<Arc<CertStore>>,
     /// The log's integrator and the witnessing, stopped when the servers have stopped.
     background: Background,
+    /// The handlers' state: `run` drops this last reference to it (see [`release`]).
+    state: web::Data<AppState>,
     _lock: std::fs::File,
 }
 
@@ -217,7 +219,7 @@ impl Application {
                 Some(server.run())
             }
         };
-        Ok(Self { addr, server, metrics, certs, background, _lock: lock })
+        Ok(Self { addr, server, metrics, certs, background, state, _lock: lock })
     }
 
     /// What stops this app once it runs.
@@ -240,7 +242,9 @@ impl Application {
     }
 
     /// Serves until stopped (a signal, or [`Application::stop_handle`]), then stops the app's
-    /// threads. `SIGHUP` reads the certificate and key of `[tls]` again.
+    /// threads and drops its state, once its workers have let go of theirs ([`release`]), so
+    /// that nothing of the app (its storage's connections, its data directory's lock) outlives
+    /// the returned future. `SIGHUP` reads the certificate and key of `[tls]` again.
     pub async fn run(self) -> std::io::Result<()> {
         // Always caught: `systemctl reload` must never end a server that has nothing to reload.
         let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
@@ -258,14 +262,41 @@ impl Application {
         });
         let lock = self._lock;
         let background = self.background;
+        let state = self.state;
         let result = match self.metrics {
             None => self.server.await,
             Some(metrics) => futures_util::future::try_join(self.server, metrics).await.map(|_| ()),
         };
-        // The integrator may be in the middle of a batch: wait for it off the async threads.
-        let _ = tokio::task::spawn_blocking(move || drop(background)).await;
+        // The integrator may be in the middle of a batch: wait for it off the async threads, then
+        // for the workers to let go of the state.
+        let _ = tokio::task::spawn_blocking(move || {
+            drop(background);
+            release(state);
+        })
+        .await;
         drop(lock);
         result
+    }
+}
+
+/// How long a stopped app waits for its workers to let go of the state ([`release`]): as long
+/// as actix's graceful stop waits for the requests under way.
+const RELEASE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Drops the app's last reference to its state, and with it the storage and the log, once the
+/// workers (and the blocking tasks of their requests) have dropped theirs. A worker drops its
+/// clone on its own async thread as it stops, after the listener has stopped; had it the last
+/// one, closing a PostgreSQL connection (the pool's, the log lease's) would panic there, as
+/// it blocks. Called off the async threads, so that `Application::run` returns only when
+/// nothing of the app remains open.
+fn release(state: web::Data<AppState>) {
+    let state = state.into_inner();
+    let deadline = std::time::Instant::now() + RELEASE_TIMEOUT;
+    while Arc::strong_count(&state) > 1 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    if Arc::strong_count(&state) > 1 {
+        tracing::warn!("a worker still holds the app's state after the app stopped");
     }
 }
 

@@ -5,16 +5,18 @@
 //! bucket of `HATTAMA_TEST_S3_*`, `scripts/lib/garage.sh`, under a prefix per data directory).
 //!
 //! The tests that matter for trust are written once, parametrised: `scripts/test` runs their
-//! binaries on the embedded default, then a second time with `HATTAMA_TEST_BACKEND=postgres-s3`. Every server and
-//! admin command of a test starts through [`server_command`], which gives each data directory a
-//! PostgreSQL schema of its own (created on first use, named after the directory) and, on S3,
-//! the schema's name as the prefix of its keys, so the server and the admin commands of one
-//! data directory share one database and one set of objects, and tests running side by side
-//! share nothing. A test reads or changes what the server keeps as objects (thumbnails,
-//! renditions, the log's tiles and checkpoints) through [`read_object`], [`replace_object`],
-//! [`remove_objects`] and [`copy_objects`], never as files of the data directory, so it
-//! checks the same thing on every backend.
+//! binaries on the embedded default, then a second time with `HATTAMA_TEST_BACKEND=postgres-s3`.
+//! Every server and admin command of a test starts through [`server_command`], and every app
+//! run in the test's process (`crate::app`) gets its settings from [`settings_with`]; both give
+//! each data directory a PostgreSQL schema of its own (created on first use, named after the
+//! directory) and, on S3, the schema's name as the prefix of its keys, so the server and the
+//! admin commands of one data directory share one database and one set of objects, and tests
+//! running side by side share nothing. A test reads or changes what the server keeps as objects
+//! (thumbnails, renditions, the log's tiles and checkpoints) through [`read_object`],
+//! [`replace_object`], [`remove_objects`] and [`copy_objects`], never as files of the data
+//! directory, so it checks the same thing on every backend.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
@@ -137,23 +139,54 @@ impl Backend {
 /// The server's settings for `data_dir` on the backend of this test run, as an admin command
 /// loads them.
 fn load_settings(data_dir: &Path) -> Settings {
-    let config = tempfile::Builder::new().suffix(".toml").tempfile().expect("settings file");
-    let mut toml = String::new();
-    let mut section = "";
-    for (s, key, value) in Backend::from_env().settings(data_dir) {
-        if s != section {
-            toml.push_str(&format!("[{s}]\n"));
-            section = s;
-        }
-        toml.push_str(&format!("{key} = {value:?}\n"));
+    settings_with(data_dir, None, &[])
+}
+
+/// The server's settings for `data_dir` on the backend of this test run, loaded through the
+/// server's own `Settings::load` (defaults, then a settings file, then the environment of the
+/// process, as the binary loads them), listening on `listen` if given, with `overrides` named
+/// as the environment variables that would set them (`HATTAMA__LIMITS__MIN_FREE_BYTES`,
+/// `HATTAMA__RATE_LIMITS__PUBLIC__BURST`). The overrides go into the settings file, never into
+/// the environment of the process, which tests running side by side share.
+pub fn settings_with(
+    data_dir: &Path,
+    listen: Option<std::net::SocketAddr>,
+    overrides: &[(&str, &str)],
+) -> Settings {
+    // TOML tables by their dotted name ("" for the top level, which must come first).
+    let mut tables: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
+    for (section, key, value) in Backend::from_env().settings(data_dir) {
+        tables.entry(section.to_owned()).or_default().push((key.to_owned(), value));
     }
+    for (name, value) in overrides {
+        let path = name
+            .strip_prefix("HATTAMA__")
+            .unwrap_or_else(|| panic!("{name:?}: a setting's variable starts with HATTAMA__"))
+            .to_lowercase();
+        let (section, key) = path.rsplit_once("__").unwrap_or(("", &path));
+        tables
+            .entry(section.replace("__", "."))
+            .or_default()
+            .push((key.to_owned(), (*value).to_owned()));
+    }
+    let mut toml = String::new();
+    for (table, entries) in &tables {
+        if !table.is_empty() {
+            toml.push_str(&format!("[{table}]\n"));
+        }
+        for (key, value) in entries {
+            // A string each, as an environment variable gives it: the settings parse it.
+            toml.push_str(&format!("{key} = {value:?}\n"));
+        }
+    }
+    let config = tempfile::Builder::new().suffix(".toml").tempfile().expect("settings file");
     std::fs::write(config.path(), toml).expect("write settings");
     let overrides = Overrides {
         config_file: Some(config.path().to_owned()),
         data_dir: Some(data_dir.to_owned()),
-        listen: None,
+        listen,
     };
-    Settings::load(&overrides).expect("settings")
+    Settings::load(&overrides).unwrap_or_else(|e| panic!("settings: {e}"))
 }
 
 /// The storage of `data_dir` on the backend of this test run, opened as an admin command

@@ -6,6 +6,7 @@
 
 pub mod proxy;
 
+pub mod app;
 pub mod backend;
 pub mod browser;
 pub mod demo;

@@ -13,7 +13,7 @@ use reqwest::redirect::Policy;
 use serde_json::Value;
 
 use crate::raw::RawDevice;
-use crate::server::TestServer;
+use crate::server::RunningServer;
 use crate::textured_jpeg;
 
 /// The password every test account gets.
@@ -55,23 +55,23 @@ pub fn photo(seed: u32) -> (Vec<u8>, PhotoInfo) {
 /// Signs and uploads a capture of `precinct` (election `e2e`) with `photo`, letting `edit`
 /// change the manifest; returns the capture id.
 pub fn upload(
-    server: &TestServer,
+    server: &impl RunningServer,
     device: &mut RawDevice,
     precinct: &str,
     photo: &(Vec<u8>, PhotoInfo),
     edit: impl FnOnce(&mut Manifest),
 ) -> String {
     let signed = device.sign_with(precinct, &photo.1, edit);
-    let answer = device.upload(&server.url, &signed, &photo.0);
+    let answer = device.upload(server.url(), &signed, &photo.0);
     assert_eq!(answer.status, 200, "upload failed: {answer:?}");
     signed.hash().to_hex()
 }
 
 /// Enrolls a device for these precincts of `e2e`.
-pub fn enrolled_device(server: &TestServer, seed: u8, precincts: &[&str]) -> RawDevice {
+pub fn enrolled_device(server: &impl RunningServer, seed: u8, precincts: &[&str]) -> RawDevice {
     let device = RawDevice::new(seed);
     let code = server.invite(precincts, 1).remove(0);
-    let answer = device.enroll(&server.url, &code);
+    let answer = device.enroll(server.url(), &code);
     assert_eq!(answer.status, 200, "enroll failed: {answer:?}");
     device
 }

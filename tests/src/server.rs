@@ -1,5 +1,7 @@
 //! The real `hattama-server` as a child process on a random port, with its own data directory,
-//! and its admin commands.
+//! and its admin commands: for the tests where a process must die (SIGKILL), pause at a pause
+//! point, run under a umask, load TLS files or print something the test reads. Tests that only
+//! talk HTTP run the app in their own process instead (`crate::app`, `tests/api.rs`).
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -158,20 +160,7 @@ impl TestServer {
 
     /// Creates enrollment codes for precincts of election `e2e`.
     pub fn invite(&self, precincts: &[&str], count: usize) -> Vec<String> {
-        let mut args = vec!["invite", "create", "--election", "e2e", "--json"];
-        for p in precincts {
-            args.push("--precinct");
-            args.push(p);
-        }
-        let count = count.to_string();
-        args.extend(["--count", &count]);
-        let run = admin(&self.data_dir, &args);
-        run.ok_json()
-            .as_array()
-            .expect("array")
-            .iter()
-            .map(|v| v["code"].as_str().expect("code").to_owned())
-            .collect()
+        invite(&self.data_dir, precincts, count)
     }
 
     /// Kills the server with SIGKILL and waits for it.
@@ -190,6 +179,48 @@ impl Drop for TestServer {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// A running server, whichever way it runs: the binary as a child process ([`TestServer`]) or
+/// the app in the test's process ([`crate::app::TestApp`]), for helpers that serve both.
+pub trait RunningServer {
+    /// `http://127.0.0.1:PORT` (`https://…` with `[tls]`).
+    fn url(&self) -> &str;
+    /// Its data directory.
+    fn data_dir(&self) -> &Path;
+    /// Creates enrollment codes for precincts of election `e2e`.
+    fn invite(&self, precincts: &[&str], count: usize) -> Vec<String> {
+        invite(self.data_dir(), precincts, count)
+    }
+}
+
+impl RunningServer for TestServer {
+    fn url(&self) -> &str {
+        &self.url
+    }
+
+    fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+}
+
+/// Creates enrollment codes for precincts of election `e2e` with `invite create` on the server
+/// of `data_dir`.
+pub fn invite(data_dir: &Path, precincts: &[&str], count: usize) -> Vec<String> {
+    let mut args = vec!["invite", "create", "--election", "e2e", "--json"];
+    for p in precincts {
+        args.push("--precinct");
+        args.push(p);
+    }
+    let count = count.to_string();
+    args.extend(["--count", &count]);
+    let run = admin(data_dir, &args);
+    run.ok_json()
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|v| v["code"].as_str().expect("code").to_owned())
+        .collect()
 }
 
 /// Imports an election definition into a data directory.
