@@ -46,7 +46,7 @@ pub fn create_upload(
     length: u64,
     limits: &crate::settings::Limits,
     admit: &dyn Fn(&SignedManifest) -> Result<(), ApiError>,
-) -> Result<Sha256Hash, ApiError> {
+) -> Result<(Sha256Hash, bool), ApiError> {
     let (signed, admission) =
         check_new(storage, manifest, signature, length, limits.max_photo_bytes)?;
     let id = signed.hash();
@@ -55,14 +55,14 @@ pub fn create_upload(
             .and_then(|()| check_quotas(storage, &signed, &admission, length, limits));
         of_device(&signed, admitted)?;
     }
-    storage.create_upload(&NewUpload {
+    let created = storage.create_upload(&NewUpload {
         id,
         manifest: signed.canonical,
         signature: signed.signature,
         length,
         now_ms: now_ms(),
     })?;
-    Ok(id)
+    Ok((id, created))
 }
 
 /// The upload quotas of a device (see [`create_upload`]), expiring old uploads on the way.

@@ -71,10 +71,24 @@ impl RawDevice {
         Self::with_timeout(seed, 30)
     }
 
+    /// Device number `n` of a crowd (a bench's thousand phones): its key from `n`, distinct
+    /// from every other number's and from every key of [`RawDevice::new`].
+    pub fn numbered(n: u16) -> Self {
+        let mut seed = [0xA5; 32];
+        seed[..2].copy_from_slice(&n.to_le_bytes());
+        // Never 32 equal bytes, as every key of `new` is.
+        seed[31] = 0x5A;
+        Self::with_key(seed, 30)
+    }
+
     /// A device whose requests may take up to `secs` seconds.
     pub fn with_timeout(seed: u8, secs: u64) -> Self {
+        Self::with_key([seed; 32], secs)
+    }
+
+    fn with_key(seed: [u8; 32], secs: u64) -> Self {
         Self {
-            key: SigningKey::from_bytes(&[seed; 32]),
+            key: SigningKey::from_bytes(&seed),
             seq: 1,
             prev: Sha256Hash::ZERO,
             http: Client::builder()

@@ -204,11 +204,12 @@ pub async fn create(
     let metrics = state.metrics.clone();
     let limits = state.rate_limits.clone();
     let (id, info, writer) = web::block(move || -> Result<_, ApiError> {
-        let existed = storage.upload(&Sha256Hash::of(&manifest))?.is_some();
         let admit = |s: &SignedManifest| limits.upload(s);
-        let id = ingest::create_upload(&*storage, &manifest, &signature, length, &quotas, &admit)?;
+        let (id, created) =
+            ingest::create_upload(&*storage, &manifest, &signature, length, &quotas, &admit)?;
         let info = storage.upload(&id)?.ok_or_else(|| ApiError::not_found("no such upload"))?;
-        if !existed && !info.stored {
+        // Counted by the one creation that made the session, even when a retry races it.
+        if created {
             metrics.uploads_begun.inc();
         }
         // The body is taken only by an upload still at 0, under the lock of its id.
@@ -343,17 +344,16 @@ async fn create_whole(
     if cut || photo.len() as u64 != length {
         // Keep what arrived as an upload session, as a creation without this path would have.
         let offset = web::block(move || -> Result<u64, ApiError> {
-            let existed = storage.upload(&Sha256Hash::of(&manifest))?.is_some();
             // Its creation was admitted a moment ago (`check_creation`).
             let admit = |_: &SignedManifest| Ok(());
-            let id =
+            let (id, created) =
                 ingest::create_upload(&*storage, &manifest, &signature, length, &quotas, &admit)?;
+            if created {
+                metrics.uploads_begun.inc();
+            }
             let info = storage.upload(&id)?.ok_or_else(|| ApiError::not_found("no such upload"))?;
             if info.stored || info.offset != 0 {
                 return Ok(info.offset);
-            }
-            if !existed {
-                metrics.uploads_begun.inc();
             }
             let mut writer = storage.upload_writer(&id, 0)?;
             writer.write_all(&photo).map_err(|e| ApiError::internal(&e))?;

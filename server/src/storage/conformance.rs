@@ -217,8 +217,8 @@ pub fn uploads(s: &(impl Storage + ?Sized)) {
         now_ms: 40,
     };
     assert!(s.upload(&c.id).unwrap().is_none());
-    s.create_upload(&new).unwrap();
-    s.create_upload(&new).unwrap();
+    assert!(s.create_upload(&new).unwrap(), "the first creation creates the session");
+    assert!(!s.create_upload(&new).unwrap(), "a second creation finds it");
     let info = s.upload(&c.id).unwrap().expect("the upload");
     assert_eq!((info.length, info.offset, info.stored), (3000, 0, false));
     assert_eq!((info.manifest, info.signature), (c.manifest.clone(), c.signature));

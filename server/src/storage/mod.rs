@@ -310,8 +310,10 @@ pub trait Storage: Send + Sync + 'static {
     fn devices(&self) -> Result<Vec<Device>, StorageError>;
     /// Revokes a device by id; returns whether it existed.
     fn revoke_device(&self, id: &str, now_ms: u64) -> Result<bool, StorageError>;
-    /// Records an upload session; creating an existing one again is a no-op.
-    fn create_upload(&self, upload: &NewUpload) -> Result<(), StorageError>;
+    /// Records an upload session; creating an existing one again (or one whose capture is
+    /// stored) is a no-op. Returns whether this call created it: of two concurrent creations
+    /// of one session, exactly one.
+    fn create_upload(&self, upload: &NewUpload) -> Result<bool, StorageError>;
     /// An upload (or a stored capture) by id.
     fn upload(&self, id: &Sha256Hash) -> Result<Option<UploadInfo>, StorageError>;
     /// A writer appending at `offset`, which must be the current offset.

@@ -457,9 +457,9 @@ impl Storage for PgStorage {
         Ok(n == 1)
     }
 
-    fn create_upload(&self, up: &NewUpload) -> Result<(), StorageError> {
+    fn create_upload(&self, up: &NewUpload) -> Result<bool, StorageError> {
         self.read(|c| {
-            c.execute(
+            let inserted = c.execute(
                 "INSERT INTO uploads (id, manifest, signature, length, created_at_ms)
                  SELECT $1, $2, $3, $4, $5
                  WHERE NOT EXISTS (SELECT 1 FROM captures WHERE id = $1)
@@ -472,7 +472,7 @@ impl Storage for PgStorage {
                     &i(up.now_ms),
                 ],
             )?;
-            Ok(())
+            Ok(inserted == 1)
         })
     }
 

@@ -725,7 +725,7 @@ impl Storage for SqliteStorage {
         Ok(n == 1)
     }
 
-    fn create_upload(&self, u: &NewUpload) -> Result<(), StorageError> {
+    fn create_upload(&self, u: &NewUpload) -> Result<bool, StorageError> {
         // An upload session need not survive a power loss: creation is idempotent and a client
         // whose session vanished creates it again. So no fsync here (synchronous = NORMAL for
         // this one commit), and the `.part` file is created by the first PATCH.
@@ -748,8 +748,7 @@ impl Storage for SqliteStorage {
                 ])
             });
         conn.prepare_cached("PRAGMA synchronous = FULL")?.execute([])?;
-        inserted?;
-        Ok(())
+        Ok(inserted? == 1)
     }
 
     fn upload(&self, id: &Sha256Hash) -> Result<Option<UploadInfo>, StorageError> {

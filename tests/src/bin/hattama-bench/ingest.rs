@@ -183,9 +183,8 @@ impl Options {
             ensure!((1..=8).contains(&n), "--instances must be 1 to 8");
             o.instances = n;
         }
-        // Device keys come from one byte, from 100 on.
-        ensure!((1..=150).contains(&o.devices), "--devices must be 1 to 150");
-        ensure!((1..=150).contains(&o.tiny_devices), "--tiny-devices must be 1 to 150");
+        ensure!((1..=1000).contains(&o.devices), "--devices must be 1 to 1000");
+        ensure!((1..=1000).contains(&o.tiny_devices), "--tiny-devices must be 1 to 1000");
         ensure!(o.photos >= o.devices, "--photos must be at least --devices");
         ensure!(o.rounds >= 1, "--rounds must be at least 1");
         ensure!(
@@ -1207,8 +1206,7 @@ impl Target {
         let mut devices = Vec::with_capacity(k);
         let mut pinned = None;
         for (d, (code, precinct)) in codes.iter().zip(precincts).enumerate() {
-            // Seeds from 100 on: distinct keys; `RawDevice` derives the key from one byte.
-            let raw = RawDevice::new(100 + d as u8);
+            let raw = RawDevice::numbered(d as u16);
             let answer = raw.enroll(&self.url, code["code"].as_str().context("code")?);
             ensure!(answer.status == 200, "enrollment: {answer:?}");
             let key = answer.body["receipt_key"]
