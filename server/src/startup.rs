@@ -242,7 +242,7 @@ impl Application {
     }
 
     /// Serves until stopped (a signal, or [`Application::stop_handle`]), then stops the app's
-    /// threads and drops its state, once its workers have let go of theirs ([`release`]), so
+    /// threads and drops its state, once its workers have let go of theirs (`release`), so
     /// that nothing of the app (its storage's connections, its data directory's lock) outlives
     /// the returned future. `SIGHUP` reads the certificate and key of `[tls]` again.
     pub async fn run(self) -> std::io::Result<()> {
