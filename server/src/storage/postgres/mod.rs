@@ -1,5 +1,5 @@
 //! The PostgreSQL backend: the storage of a server of several identical instances on one
-//! database. Every instance holds a small pool of connections (`r2d2_postgres` over the
+//! database. Every instance holds a small pool of connections (`r2d2` over the
 //! synchronous `postgres` client: the storage traits are blocking and called from blocking
 //! threads); all state lives in the database, so a change made through one instance is what
 //! the others read next.
@@ -34,9 +34,10 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use postgres::NoTls;
+use std::collections::HashMap;
+
 use postgres::error::SqlState;
-use r2d2_postgres::PostgresConnectionManager;
+use postgres::{NoTls, Statement};
 
 use super::StorageError;
 
@@ -62,11 +63,72 @@ const MIGRATION_LOCK: i64 = 0x4861_7474_616d_6101;
 const WRITER_LOCK: i64 = 0x4861_7474_616d_6102;
 
 /// A pooled connection.
-pub(in crate::storage) type Conn = r2d2::PooledConnection<PostgresConnectionManager<NoTls>>;
+pub(in crate::storage) type Conn = r2d2::PooledConnection<Manager>;
+
+/// A connection of the pool, with the statements prepared on it so far
+/// ([`PgConnection::prepared`]). It is a `postgres::Client` for everything else.
+pub(in crate::storage) struct PgConnection {
+    client: postgres::Client,
+    statements: HashMap<&'static str, Statement>,
+}
+
+impl std::ops::Deref for PgConnection {
+    type Target = postgres::Client;
+    fn deref(&self) -> &postgres::Client {
+        &self.client
+    }
+}
+
+impl std::ops::DerefMut for PgConnection {
+    fn deref_mut(&mut self) -> &mut postgres::Client {
+        &mut self.client
+    }
+}
+
+impl PgConnection {
+    /// `sql` prepared on this connection, the first time it is asked for: the statements of
+    /// every capture (admission, quotas, receipts, the commit) are then parsed once per
+    /// connection, not at every use, and skip a round trip (`perf` showed PostgreSQL spending
+    /// most of its time per capture parsing and planning them).
+    pub(in crate::storage) fn prepared(
+        &mut self,
+        sql: &'static str,
+    ) -> Result<Statement, postgres::Error> {
+        if let Some(statement) = self.statements.get(sql) {
+            return Ok(statement.clone());
+        }
+        let statement = self.client.prepare(sql)?;
+        self.statements.insert(sql, statement.clone());
+        Ok(statement)
+    }
+}
+
+/// Makes the pool's connections ([`PgConnection`]s) and checks them: a connection is tried
+/// with an empty query before use, and one that PostgreSQL closed is let go.
+pub(in crate::storage) struct Manager {
+    config: postgres::Config,
+}
+
+impl r2d2::ManageConnection for Manager {
+    type Connection = PgConnection;
+    type Error = postgres::Error;
+
+    fn connect(&self) -> Result<PgConnection, postgres::Error> {
+        Ok(PgConnection { client: self.config.connect(NoTls)?, statements: HashMap::new() })
+    }
+
+    fn is_valid(&self, conn: &mut PgConnection) -> Result<(), postgres::Error> {
+        conn.client.simple_query("").map(drop)
+    }
+
+    fn has_broken(&self, conn: &mut PgConnection) -> bool {
+        conn.client.is_closed()
+    }
+}
 
 /// PostgreSQL storage (see the module docs).
 pub struct PgStorage {
-    pool: r2d2::Pool<PostgresConnectionManager<NoTls>>,
+    pool: r2d2::Pool<Manager>,
     review_cache: review::ReviewCache,
     /// Where new photos are stored (`photos/<sha256>`); `None`: as rows.
     photos: Option<std::sync::Arc<dyn crate::objects::ObjectBackend>>,
@@ -146,7 +208,7 @@ impl PgStorage {
     /// [`PgStorage::open`] with a parsed configuration (the tests set a schema of their own
     /// through its `options`).
     pub fn open_config(config: postgres::Config, pool_size: u32) -> Result<Self, StorageError> {
-        let manager = PostgresConnectionManager::new(config.clone(), NoTls);
+        let manager = Manager { config: config.clone() };
         let pool = r2d2::Pool::builder()
             .max_size(pool_size.max(1))
             .connection_timeout(Duration::from_secs(30))
@@ -217,6 +279,18 @@ impl PgStorage {
         f(&mut conn)
     }
 
+    /// [`PgStorage::read`] of the statements every capture runs: `sql` prepared on the
+    /// connection once ([`PgConnection::prepared`]), then `f` runs it.
+    fn read_prepared<T>(
+        &self,
+        sql: &'static str,
+        f: impl FnOnce(&mut postgres::Client, &Statement) -> Result<T, StorageError>,
+    ) -> Result<T, StorageError> {
+        let mut conn = self.conn()?;
+        let statement = conn.prepared(sql)?;
+        f(&mut conn, &statement)
+    }
+
     /// Runs `f` in one transaction, committed if it returns `Ok`. With `serialized`, the
     /// transaction first takes [`WRITER_LOCK`], so that writes which read before they write
     /// see each other's results, whichever instance makes them.
@@ -225,12 +299,30 @@ impl PgStorage {
         serialized: bool,
         f: impl FnOnce(&mut postgres::Transaction<'_>) -> Result<T, StorageError>,
     ) -> Result<T, StorageError> {
+        self.write_prepared(serialized, [], |tx, []| f(tx))
+    }
+
+    /// [`PgStorage::write`] with the statements `sql` prepared on the connection once
+    /// ([`PgConnection::prepared`]) and handed to `f` in order.
+    fn write_prepared<T, const N: usize>(
+        &self,
+        serialized: bool,
+        sql: [&'static str; N],
+        f: impl FnOnce(&mut postgres::Transaction<'_>, [Statement; N]) -> Result<T, StorageError>,
+    ) -> Result<T, StorageError> {
         let mut conn = self.conn()?;
+        let mut statements = Vec::with_capacity(N);
+        for sql in sql {
+            statements.push(conn.prepared(sql)?);
+        }
+        let statements: [Statement; N] = statements
+            .try_into()
+            .map_err(|_| corrupt("a statement went missing while being prepared"))?;
         let mut tx = conn.transaction()?;
         if serialized {
             tx.execute("SELECT pg_advisory_xact_lock($1)", &[&WRITER_LOCK])?;
         }
-        let value = f(&mut tx)?;
+        let value = f(&mut tx, statements)?;
         tx.commit()?;
         Ok(value)
     }

@@ -66,13 +66,21 @@ pub(super) fn load_device(
     }))
 }
 
-/// A stored capture's receipt and log position.
-fn committed(
+/// The receipt and log position of a stored capture ([`stored`]).
+const STORED: &str = "SELECT receipt, log_index FROM captures WHERE id = $1";
+
+/// What is stored of a capture already: its first receipt and its log position
+/// ([`STORED`], prepared).
+fn stored(
     c: &mut impl GenericClient,
+    statement: &postgres::Statement,
     id: &Sha256Hash,
 ) -> Result<Option<Committed>, StorageError> {
-    Ok(c.query_opt("SELECT receipt, log_index FROM captures WHERE id = $1", &[&id.to_hex()])?
-        .map(|row| Committed { receipt: row.get(0), log_index: u(row.get(1)), log_entry: None }))
+    Ok(c.query_opt(statement, &[&id.to_hex()])?.map(|row| Committed {
+        receipt: row.get(0),
+        log_index: u(row.get(1)),
+        log_entry: None,
+    }))
 }
 
 /// Creates `per_group` codes for each group of precincts as one new batch, in `tx` (which
@@ -116,7 +124,7 @@ pub(super) fn insert_invite_batch(
 /// stores them as one chunk (replacing any chunk at or past its start: bytes of a PATCH cut
 /// before it was acknowledged).
 struct ChunkWriter {
-    pool: r2d2::Pool<r2d2_postgres::PostgresConnectionManager<postgres::NoTls>>,
+    pool: r2d2::Pool<super::Manager>,
     id: String,
     start: u64,
     bytes: Vec<u8>,
@@ -194,44 +202,45 @@ impl PgStorage {
     /// commit. Each capture's photo is in `photo` (`PhotoBytes::Held`), and already durable as
     /// an object when photos are objects.
     fn commit_round(&self, round: &[NewCapture]) -> Result<Vec<Committed>, StorageError> {
-        self.write(false, |tx| {
-            let first: i64 = tx
-                .query_one("SELECT next_index FROM log_head WHERE id = 1 FOR UPDATE", &[])?
-                .get(0);
+        let sql = [
+            "SELECT next_index FROM log_head WHERE id = 1 FOR UPDATE",
+            STORED,
+            "INSERT INTO photos (sha256, bytes) VALUES ($1, $2) ON CONFLICT (sha256) DO NOTHING",
+            "INSERT INTO log_entries (idx, entry) VALUES ($1, $2)",
+            "INSERT INTO captures (id, device_id, seq, election, precinct, manifest, signature,
+                photo_sha256, photo_bytes, media_type, received_at_ms, receipt, log_index)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+            "UPDATE log_head SET next_index = $1 WHERE id = 1",
+            "DELETE FROM upload_chunks WHERE upload_id = ANY($1)",
+            "DELETE FROM uploads WHERE id = ANY($1)",
+        ];
+        self.write_prepared(false, sql, |tx, statements| {
+            let [
+                head,
+                stored_as,
+                insert_photo,
+                insert_entry,
+                insert_capture,
+                move_head,
+                chunks,
+                uploads,
+            ] = statements;
+            let first: i64 = tx.query_one(&head, &[])?.get(0);
             let mut next = first;
-            let stored = tx.prepare("SELECT receipt, log_index FROM captures WHERE id = $1")?;
-            let insert_photo = match self.photos {
-                Some(_) => None,
-                None => Some(tx.prepare(
-                    "INSERT INTO photos (sha256, bytes) VALUES ($1, $2)
-                     ON CONFLICT (sha256) DO NOTHING",
-                )?),
-            };
-            let insert_entry =
-                tx.prepare("INSERT INTO log_entries (idx, entry) VALUES ($1, $2)")?;
-            let insert_capture = tx.prepare(
-                "INSERT INTO captures (id, device_id, seq, election, precinct, manifest, signature,
-                    photo_sha256, photo_bytes, media_type, received_at_ms, receipt, log_index)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-            )?;
             let mut out = Vec::with_capacity(round.len());
             for c in round {
-                let id = c.id.to_hex();
                 // Looked at again under the lock: another instance, or this round, may have
                 // committed it meanwhile.
-                if let Some(row) = tx.query_opt(&stored, &[&id])? {
-                    out.push(Committed {
-                        receipt: row.get(0),
-                        log_index: u(row.get(1)),
-                        log_entry: None,
-                    });
+                if let Some(done) = stored(tx, &stored_as, &c.id)? {
+                    out.push(done);
                     continue;
                 }
-                if let Some(insert_photo) = &insert_photo {
+                let id = c.id.to_hex();
+                if self.photos.is_none() {
                     let PhotoBytes::Held(photo) = &c.photo else {
                         return Err(corrupt(format!("capture {id} came without its photo")));
                     };
-                    tx.execute(insert_photo, &[&c.photo_sha256.to_hex(), &&photo[..]])?;
+                    tx.execute(&insert_photo, &[&c.photo_sha256.to_hex(), &&photo[..]])?;
                 }
                 let entry = LogEntry {
                     capture_id: c.id,
@@ -269,12 +278,12 @@ impl PgStorage {
                 next += 1;
             }
             if next != first {
-                tx.execute("UPDATE log_head SET next_index = $1 WHERE id = 1", &[&next])?;
+                tx.execute(&move_head, &[&next])?;
             }
             // The unfinished uploads they came from, if any, are done.
             let ids: Vec<String> = round.iter().map(|c| c.id.to_hex()).collect();
-            tx.execute("DELETE FROM upload_chunks WHERE upload_id = ANY($1)", &[&ids])?;
-            tx.execute("DELETE FROM uploads WHERE id = ANY($1)", &[&ids])?;
+            tx.execute(&chunks, &[&ids])?;
+            tx.execute(&uploads, &[&ids])?;
             Ok(out)
         })
     }
@@ -334,9 +343,8 @@ impl Storage for PgStorage {
         precinct: &str,
         key: &DeviceKey,
     ) -> Result<Admission, StorageError> {
-        let row = self.read(|c| {
-            Ok(c.query_one(
-                "SELECT EXISTS (SELECT 1 FROM elections WHERE id = $1),
+        let row = self.read_prepared(
+            "SELECT EXISTS (SELECT 1 FROM elections WHERE id = $1),
                         EXISTS (SELECT 1 FROM precincts WHERE election = $1 AND id = $2),
                         d.id IS NOT NULL,
                         d.revoked_at_ms IS NOT NULL,
@@ -344,9 +352,8 @@ impl Storage for PgStorage {
                             WHERE device_id = d.id AND precinct = $2), false),
                         coalesce((SELECT protocol_lines FROM elections WHERE id = $1), 0)
                  FROM (SELECT 1) AS one LEFT JOIN devices AS d ON d.key = $3",
-                &[&election, &precinct, &key.0.as_slice()],
-            )?)
-        })?;
+            |c, st| Ok(c.query_one(st, &[&election, &precinct, &key.0.as_slice()])?),
+        )?;
         Ok(Admission {
             election_known: row.get(0),
             precinct_known: row.get(1),
@@ -458,29 +465,31 @@ impl Storage for PgStorage {
     }
 
     fn create_upload(&self, up: &NewUpload) -> Result<bool, StorageError> {
-        self.read(|c| {
-            let inserted = c.execute(
-                "INSERT INTO uploads (id, manifest, signature, length, created_at_ms)
-                 SELECT $1, $2, $3, $4, $5
-                 WHERE NOT EXISTS (SELECT 1 FROM captures WHERE id = $1)
-                 ON CONFLICT (id) DO NOTHING",
-                &[
-                    &up.id.to_hex(),
-                    &up.manifest,
-                    &up.signature.as_slice(),
-                    &i(up.length),
-                    &i(up.now_ms),
-                ],
-            )?;
-            Ok(inserted == 1)
-        })
+        self.read_prepared(
+            "INSERT INTO uploads (id, manifest, signature, length, created_at_ms)
+             SELECT $1, $2, $3, $4, $5
+             WHERE NOT EXISTS (SELECT 1 FROM captures WHERE id = $1)
+             ON CONFLICT (id) DO NOTHING",
+            |c, st| {
+                let inserted = c.execute(
+                    st,
+                    &[
+                        &up.id.to_hex(),
+                        &up.manifest,
+                        &up.signature.as_slice(),
+                        &i(up.length),
+                        &i(up.now_ms),
+                    ],
+                )?;
+                Ok(inserted == 1)
+            },
+        )
     }
 
     fn upload(&self, id: &Sha256Hash) -> Result<Option<UploadInfo>, StorageError> {
         let hex = id.to_hex();
-        let row = self.read(|c| {
-            Ok(c.query_opt(
-                "(SELECT manifest, signature, photo_bytes, true, photo_bytes
+        let row = self.read_prepared(
+            "(SELECT manifest, signature, photo_bytes, true, photo_bytes
                   FROM captures WHERE id = $1)
                  UNION ALL
                  (SELECT manifest, signature, length, false,
@@ -488,9 +497,8 @@ impl Storage for PgStorage {
                      WHERE upload_id = $1)
                   FROM uploads WHERE id = $1)
                  LIMIT 1",
-                &[&hex],
-            )?)
-        })?;
+            |c, st| Ok(c.query_opt(st, &[&hex])?),
+        )?;
         let Some(row) = row else { return Ok(None) };
         let length = u(row.get(2));
         Ok(Some(UploadInfo {
@@ -556,19 +564,16 @@ impl Storage for PgStorage {
         election: &str,
         precinct: &str,
     ) -> Result<u64, StorageError> {
-        let n: i64 = self.read(|c| {
-            Ok(c.query_one(
-                "SELECT count(*) FROM captures
-                 WHERE election = $1 AND precinct = $2 AND device_id = $3",
-                &[&election, &precinct, &device_id],
-            )?
-            .get(0))
-        })?;
+        let n: i64 = self.read_prepared(
+            "SELECT count(*) FROM captures
+             WHERE election = $1 AND precinct = $2 AND device_id = $3",
+            |c, st| Ok(c.query_one(st, &[&election, &precinct, &device_id])?.get(0)),
+        )?;
         Ok(u(n))
     }
 
     fn commit_capture(&self, mut c: NewCapture) -> Result<Committed, StorageError> {
-        if let Some(done) = self.read(|conn| committed(conn, &c.id))? {
+        if let Some(done) = self.read_prepared(STORED, |conn, st| stored(conn, st, &c.id))? {
             return Ok(done);
         }
         if let PhotoBytes::Upload = c.photo {
@@ -588,9 +593,8 @@ impl Storage for PgStorage {
     }
 
     fn receipt(&self, id: &Sha256Hash) -> Result<Option<Vec<u8>>, StorageError> {
-        self.read(|c| {
-            Ok(c.query_opt("SELECT receipt FROM captures WHERE id = $1", &[&id.to_hex()])?
-                .map(|r| r.get(0)))
+        self.read_prepared("SELECT receipt FROM captures WHERE id = $1", |c, st| {
+            Ok(c.query_opt(st, &[&id.to_hex()])?.map(|r| r.get(0)))
         })
     }
 
@@ -645,21 +649,20 @@ impl Storage for PgStorage {
     }
 
     fn log_size(&self) -> Result<u64, StorageError> {
-        self.read(|c| {
-            Ok(u(c.query_one("SELECT size FROM log_published WHERE id = 1", &[])?.get(0)))
+        self.read_prepared("SELECT size FROM log_published WHERE id = 1", |c, st| {
+            Ok(u(c.query_one(st, &[])?.get(0)))
         })
     }
 
     fn read_log_hashes(&self, indexes: &[u64]) -> Result<Vec<[u8; 32]>, StorageError> {
-        self.read(|c| {
-            let stmt = c.prepare("SELECT hashes FROM log_hash_blocks WHERE block = $1")?;
+        self.read_prepared("SELECT hashes FROM log_hash_blocks WHERE block = $1", |c, stmt| {
             let mut out = Vec::with_capacity(indexes.len());
             // Proofs and tiles ask for runs of nearby hashes: keep the block read last.
             let mut last: Option<(u64, Vec<u8>)> = None;
             for &index in indexes {
                 let block = index / HASH_BLOCK;
                 if last.as_ref().is_none_or(|(b, _)| *b != block) {
-                    last = c.query_opt(&stmt, &[&i(block)])?.map(|r| (block, r.get(0)));
+                    last = c.query_opt(stmt, &[&i(block)])?.map(|r| (block, r.get(0)));
                 }
                 let at = ((index % HASH_BLOCK) * 32) as usize;
                 let hash = last
@@ -731,22 +734,16 @@ impl Storage for PgStorage {
     }
 
     fn log_index(&self, capture: &Sha256Hash) -> Result<Option<u64>, StorageError> {
-        self.read(|c| {
-            Ok(c.query_opt("SELECT log_index FROM captures WHERE id = $1", &[&capture.to_hex()])?
-                .map(|r| u(r.get(0))))
+        self.read_prepared("SELECT log_index FROM captures WHERE id = $1", |c, st| {
+            Ok(c.query_opt(st, &[&capture.to_hex()])?.map(|r| u(r.get(0))))
         })
     }
 
     fn log_entries(&self, start: u64, end: u64) -> Result<Vec<Vec<u8>>, StorageError> {
-        self.read(|c| {
-            Ok(c.query(
-                "SELECT entry FROM log_entries WHERE idx >= $1 AND idx < $2 ORDER BY idx",
-                &[&i(start), &i(end)],
-            )?
-            .iter()
-            .map(|r| r.get(0))
-            .collect())
-        })
+        self.read_prepared(
+            "SELECT entry FROM log_entries WHERE idx >= $1 AND idx < $2 ORDER BY idx",
+            |c, st| Ok(c.query(st, &[&i(start), &i(end)])?.iter().map(|r| r.get(0)).collect()),
+        )
     }
 
     fn latest_checkpoint(&self) -> Result<Option<(u64, Vec<u8>)>, StorageError> {
