@@ -43,6 +43,9 @@ db_engine = "sqlite"
 # CPU on them (measured by scripts/bench ingest --backend postgres: Garage spent 37-45 ms of CPU
 # on a 4 MB photo with it, 27 without).
 compression_level = "none"
+# A PUT is answered once its data and metadata are on disk: a receipt is only for a durable photo.
+data_fsync = true
+metadata_fsync = true
 replication_factor = 1
 rpc_bind_addr = "127.0.0.1:$rpc"
 rpc_public_addr = "127.0.0.1:$rpc"
