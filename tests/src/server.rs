@@ -181,6 +181,16 @@ impl Drop for TestServer {
     }
 }
 
+/// `GET /readyz` of a running server: its status and JSON body (a 503 must say when to retry).
+pub fn readyz(server: &impl RunningServer) -> (u16, serde_json::Value) {
+    let r = reqwest::blocking::get(format!("{}/readyz", server.url())).expect("GET /readyz");
+    let status = r.status().as_u16();
+    if status == 503 {
+        assert!(r.headers().contains_key("retry-after"), "a 503 /readyz without Retry-After");
+    }
+    (status, r.json().expect("/readyz answers JSON"))
+}
+
 /// A running server, whichever way it runs: the binary as a child process ([`TestServer`]) or
 /// the app in the test's process ([`crate::app::TestApp`]), for helpers that serve both.
 pub trait RunningServer {

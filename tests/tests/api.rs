@@ -26,6 +26,7 @@
 use hattama_tests::app::{TestApp, spawn_app, spawn_app_with};
 use hattama_tests::raw::RawDevice;
 use hattama_tests::review::{Browser, PASSWORD, add_user, election};
+use hattama_tests::server::readyz;
 use hattama_tests::{Hattama, fixtures, textured_jpeg};
 use reqwest::blocking::{Client, RequestBuilder, Response};
 use reqwest::redirect::Policy;
@@ -156,16 +157,6 @@ fn language_is_the_cookie_then_accept_language_then_kazakh() {
 }
 
 // Health (the rest of it: tests/health.rs).
-
-/// `GET /readyz`: status and body.
-fn readyz(server: &TestApp) -> (u16, Value) {
-    let r = reqwest::blocking::get(format!("{}/readyz", server.url)).unwrap();
-    let status = r.status().as_u16();
-    if status == 503 {
-        assert!(r.headers().contains_key("retry-after"));
-    }
-    (status, r.json().unwrap())
-}
 
 #[test]
 fn readyz_is_unready_below_the_free_disk_threshold() {

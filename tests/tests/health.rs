@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use hattama_tests::proxy::{FaultConfig, FaultProxy};
 use hattama_tests::raw::RawDevice;
-use hattama_tests::server::{TestServer, admin, import_election};
+use hattama_tests::server::{TestServer, admin, import_election, readyz};
 use hattama_tests::{Hattama, fixtures, textured_jpeg};
 use serde_json::Value;
 
@@ -207,16 +207,6 @@ fn metrics_after_a_scripted_session_give_exactly_what_happened() {
         .map(|s| s.labels["route"].as_str())
         .collect();
     assert!(routes.contains("/files/") && routes.contains("/api/v1/enroll"), "{routes:?}");
-}
-
-/// `GET /readyz`: status and body.
-fn readyz(server: &TestServer) -> (u16, Value) {
-    let r = reqwest::blocking::get(format!("{}/readyz", server.url)).unwrap();
-    let status = r.status().as_u16();
-    if status == 503 {
-        assert!(r.headers().contains_key("retry-after"));
-    }
-    (status, r.json().unwrap())
 }
 
 #[test]

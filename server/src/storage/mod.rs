@@ -197,6 +197,22 @@ pub struct NewCapture {
     pub photo: PhotoBytes,
 }
 
+impl NewCapture {
+    /// Its entry in the public log, in canonical bytes (`LogEntry::to_bytes`), as both
+    /// backends store it with the capture.
+    pub fn log_entry(&self) -> Vec<u8> {
+        hattama_core::log::LogEntry {
+            capture_id: self.id,
+            election: self.election.clone(),
+            photo_sha256: self.photo_sha256,
+            precinct: self.precinct.clone(),
+            received_at_ms: self.received_at_ms,
+            v: hattama_core::log::ENTRY_VERSION,
+        }
+        .to_bytes()
+    }
+}
+
 /// What [`Storage::commit_capture`] answers.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Committed {

@@ -7,7 +7,6 @@ use std::io::{self, Write};
 
 use hattama_core::election::Election;
 use hattama_core::evidence::{DeviceKey, Sha256Hash};
-use hattama_core::log::LogEntry;
 use postgres::GenericClient;
 
 use super::{PgStorage, corrupt, i, u};
@@ -242,15 +241,7 @@ impl PgStorage {
                     };
                     tx.execute(&insert_photo, &[&c.photo_sha256.to_hex(), &&photo[..]])?;
                 }
-                let entry = LogEntry {
-                    capture_id: c.id,
-                    election: c.election.clone(),
-                    photo_sha256: c.photo_sha256,
-                    precinct: c.precinct.clone(),
-                    received_at_ms: c.received_at_ms,
-                    v: hattama_core::log::ENTRY_VERSION,
-                }
-                .to_bytes();
+                let entry = c.log_entry();
                 tx.execute(&insert_entry, &[&next, &entry])?;
                 tx.execute(
                     &insert_capture,

@@ -14,7 +14,6 @@ use std::sync::{Mutex, MutexGuard};
 
 use hattama_core::election::Election;
 use hattama_core::evidence::{DeviceKey, Sha256Hash};
-use hattama_core::log::LogEntry;
 use rusqlite::{
     Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior, params,
 };
@@ -351,15 +350,7 @@ fn insert_capture(tx: &Transaction<'_>, c: &NewCapture) -> Result<Committed, Sto
         )?
         .execute(params![log_index as i64, &bytes[..], c.photo_sha256.to_hex()])?;
     }
-    let entry = LogEntry {
-        capture_id: c.id,
-        election: c.election.clone(),
-        photo_sha256: c.photo_sha256,
-        precinct: c.precinct.clone(),
-        received_at_ms: c.received_at_ms,
-        v: hattama_core::log::ENTRY_VERSION,
-    };
-    let entry = entry.to_bytes();
+    let entry = c.log_entry();
     log::queue_entry(tx, log_index, &entry)?;
     tx.prepare_cached(
         "INSERT INTO captures (id, device_id, seq, election, precinct, manifest, signature,
