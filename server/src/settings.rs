@@ -688,6 +688,23 @@ mod tests {
         Settings::load(&Overrides { config_file: Some(file), ..Overrides::default() })
     }
 
+    /// Bodies go unsigned only where nothing on the way can change them.
+    #[test]
+    fn bodies_are_unsigned_only_over_https_or_to_this_machine() {
+        let with = |endpoint: &str, allow_http: bool| ObjectSettings {
+            endpoint: Some(endpoint.into()),
+            allow_http,
+            ..ObjectSettings::default()
+        };
+        assert!(with("https://s3.example.org", false).transport_protects_bodies());
+        assert!(with("http://127.0.0.1:3900", false).transport_protects_bodies());
+        assert!(with("http://[::1]:3900/", false).transport_protects_bodies());
+        assert!(with("http://localhost:3900", false).transport_protects_bodies());
+        assert!(!with("http://10.0.0.5:3900", true).transport_protects_bodies());
+        assert!(!with("http://s3.example.org", true).transport_protects_bodies());
+        assert!(!ObjectSettings::default().transport_protects_bodies());
+    }
+
     #[test]
     fn objects_are_local_unless_s3_is_named_with_its_bucket_and_credentials() {
         use secrecy::ExposeSecret;

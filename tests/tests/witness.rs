@@ -679,16 +679,7 @@ impl Device {
 
     fn capture(&mut self, n: u32) {
         for _ in 0..n {
-            let request = hattama_core::CaptureRequest {
-                election: "e2e".into(),
-                precinct: self.precinct.clone(),
-                kind: hattama_core::evidence::EvidenceKind::Posted,
-                page: hattama_core::evidence::Page { count: 1, number: 1 },
-                note: None,
-                transcription: None,
-                location: None,
-                utc_offset_min: 300,
-            };
+            let request = hattama_tests::posted_request(&self.precinct);
             let photo = hattama_tests::textured_jpeg(120, 90, self.next, 90);
             self.client.capture(&photo, &request).unwrap();
             self.next += 1;

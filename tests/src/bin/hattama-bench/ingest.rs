@@ -374,8 +374,9 @@ pub fn run(opts: &Options) -> Result<()> {
     );
     if opts.postgres {
         println!(
-            "PostgreSQL and Garage: their CPU is counted with the server's as \"storage\"; the \
-             servers' photos, renditions and log files are objects in the bucket"
+            "PostgreSQL, Garage and the balancing nginx: their CPU is printed beside the servers' \
+             (postgres, garage, balancer); the servers' photos, renditions and log files are \
+             objects in the bucket"
         );
     }
 
