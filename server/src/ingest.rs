@@ -9,8 +9,8 @@ use hattama_core::receipt::Receipt;
 use crate::error::ApiError;
 use crate::keys::ServerKeys;
 use crate::storage::{
-    Admission, Committed, NewCapture, NewUpload, PhotoBuf, PhotoBytes, SMALL_PHOTO_BYTES, Storage,
-    UploadInfo, device_id,
+    Admission, CommitRefusal, Committed, NewCapture, NewUpload, PhotoBuf, PhotoBytes,
+    SMALL_PHOTO_BYTES, Storage, UploadInfo, device_id,
 };
 use crate::thumbs::{Rendition, Thumbnails};
 
@@ -182,7 +182,8 @@ impl FreeSpace {
 }
 
 /// The checks of a creation ([`create_upload`]'s, without recording anything), for a creation
-/// that carries a whole photo: made before any byte of its body is read.
+/// that carries a whole photo: made before any byte of its body is read. Returns the verified
+/// manifest and the offset of its upload session, if one exists (a creation cut before).
 pub fn check_creation(
     storage: &dyn Storage,
     manifest: &[u8],
@@ -190,20 +191,21 @@ pub fn check_creation(
     length: u64,
     limits: &crate::settings::Limits,
     admit: &dyn Fn(&SignedManifest) -> Result<(), ApiError>,
-) -> Result<SignedManifest, ApiError> {
+) -> Result<(SignedManifest, Option<u64>), ApiError> {
     let (signed, admission) = check_new(storage, manifest, signature, length, SMALL_PHOTO_BYTES)?;
-    if storage.upload(&signed.hash())?.is_none() {
+    let before = storage.upload(&signed.hash())?.map(|u| u.offset);
+    if before.is_none() {
         let admitted = admit(&signed)
             .and_then(|()| check_precinct_quota(storage, &signed, &admission, limits));
         of_device(&signed, admitted)?;
     }
-    Ok(signed)
+    Ok((signed, before))
 }
 
 /// Stores a whole photo of at most [`SMALL_PHOTO_BYTES`] that came with its manifest in one
 /// request (tus `creation-with-upload`), the manifest checked by [`check_creation`] before the
-/// body was read: the device is checked again (it may have been revoked meanwhile), then the
-/// checks of [`complete_upload`], in one step and without an upload session. A refused photo
+/// body was read: the checks of [`complete_upload`], in one step and without an upload session
+/// (a device revoked meanwhile is refused by the commit itself). A refused photo
 /// leaves nothing behind. Returns the capture id and what the commit answered.
 pub fn store_whole(
     storage: &dyn Storage,
@@ -213,11 +215,6 @@ pub fn store_whole(
     limits: &MediaLimits,
     thumbs: &Thumbnails,
 ) -> Result<(Sha256Hash, Committed), ApiError> {
-    let m = &signed.manifest;
-    of_device(
-        signed,
-        check_device(signed, &storage.admission(&m.election, &m.precinct, &m.device_key)?),
-    )?;
     let id = signed.hash();
     let committed =
         of_device(signed, finish(storage, keys, &id, signed, photo, false, (limits, thumbs)))?;
@@ -280,6 +277,11 @@ fn check_admission(
     Ok(())
 }
 
+/// The answer to a capture of a revoked device.
+fn device_revoked() -> ApiError {
+    ApiError::new(403, "device_revoked", "this device was revoked")
+}
+
 /// The device must be enrolled, not revoked, and assigned the manifest's election and precinct.
 fn check_device(signed: &SignedManifest, admission: &Admission) -> Result<(), ApiError> {
     let m = &signed.manifest;
@@ -287,7 +289,7 @@ fn check_device(signed: &SignedManifest, admission: &Admission) -> Result<(), Ap
         return Err(ApiError::new(403, "device_unknown", "this device is not enrolled"));
     }
     if admission.device_revoked {
-        return Err(ApiError::new(403, "device_revoked", "this device was revoked"));
+        return Err(device_revoked());
     }
     if !admission.precinct_assigned {
         return Err(ApiError::new(
@@ -388,8 +390,8 @@ fn finish(
         ));
     }
     let thumb = thumbs.at_upload(&bytes, m.photo.media_type, m.photo.orientation)?;
-    // A device revoked while its upload was under way can store nothing more. (A photo stored
-    // in one step was checked a moment ago, in this same call.)
+    // A device revoked while its upload was under way can store nothing more: the commit
+    // refuses it. An upload's photo is checked here as well, before it is moved into place.
     if in_upload {
         let m = &signed.manifest;
         check_device(signed, &storage.admission(&m.election, &m.precinct, &m.device_key)?)?;
@@ -410,21 +412,25 @@ fn finish(
     } else {
         PhotoBytes::Held(bytes)
     };
-    let committed = storage.commit_capture(NewCapture {
-        id: *id,
-        device_id: device_id(&m.device_key),
-        seq: m.seq,
-        election: m.election.clone(),
-        precinct: m.precinct.clone(),
-        manifest: signed.canonical.clone(),
-        signature: signed.signature,
-        photo_sha256: m.photo.sha256,
-        photo_bytes: m.photo.bytes,
-        media_type: m.photo.media_type.as_str().to_owned(),
-        received_at_ms,
-        receipt,
-        photo,
-    })?;
+    let committed = storage
+        .commit_capture(NewCapture {
+            id: *id,
+            device_id: device_id(&m.device_key),
+            seq: m.seq,
+            election: m.election.clone(),
+            precinct: m.precinct.clone(),
+            manifest: signed.canonical.clone(),
+            signature: signed.signature,
+            photo_sha256: m.photo.sha256,
+            photo_bytes: m.photo.bytes,
+            media_type: m.photo.media_type.as_str().to_owned(),
+            received_at_ms,
+            receipt,
+            photo,
+        })?
+        .map_err(|refusal| match refusal {
+            CommitRefusal::DeviceRevoked => device_revoked(),
+        })?;
     if let Some(thumb) = thumb
         && let Err(e) = thumbs.store(&m.photo.sha256, Rendition::Thumb, &thumb)
     {

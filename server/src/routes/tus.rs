@@ -300,7 +300,7 @@ async fn create_whole(
     let (storage, checked) = (state.storage.clone(), manifest.clone());
     let limits = state.settings.limits.clone();
     let rate = state.rate_limits.clone();
-    let signed = web::block(move || {
+    let (signed, before) = web::block(move || {
         let admit = |s: &SignedManifest| rate.upload(s);
         ingest::check_creation(&*storage, &checked, &signature, length, &limits, &admit)
     })
@@ -370,8 +370,8 @@ async fn create_whole(
     }
     let log = state.log.clone();
     let (id, committed) = web::block(move || -> Result<_, ApiError> {
-        // A creation cut before may have left a session with the photo's first bytes.
-        let before = storage.upload(&signed.hash())?.map(|u| u.offset);
+        // `before`: a creation cut before may have left a session with the photo's first
+        // bytes (as `check_creation` found it).
         let (id, committed) =
             ingest::store_whole(&*storage, &keys, &signed, photo, &limits, &thumbs)?;
         log.wake();

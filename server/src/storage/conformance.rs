@@ -21,8 +21,8 @@ use super::review::{
     ReviewState, Role, Transcription, TranscriptionStatus, User,
 };
 use super::{
-    Backend, Committed, EnrollRefusal, GalleryStorage, NewCapture, NewUpload, PhotoBytes,
-    SMALL_PHOTO_BYTES, Storage, StorageError,
+    Backend, CommitRefusal, Committed, EnrollRefusal, GalleryStorage, NewCapture, NewUpload,
+    PhotoBytes, SMALL_PHOTO_BYTES, Storage, StorageError,
 };
 
 fn names(s: &str) -> Names {
@@ -259,14 +259,14 @@ pub fn commit_capture(s: &(impl Storage + ?Sized)) {
     let k = enrolled(s, "e1", 1, &["p1", "p2"]);
     let small = photo(1, 100);
     let first = capture(&k, "e1", "p1", 1, &small);
-    let done = s.commit_capture(first.clone()).unwrap();
+    let done = s.commit_capture(first.clone()).unwrap().unwrap();
     assert_eq!(done.receipt, first.receipt);
     assert_eq!(done.log_index, 0);
     let entry = done.log_entry.clone().expect("a new capture's entry");
     let mut again = first.clone();
     again.receipt = b"another receipt".to_vec();
     assert_eq!(
-        s.commit_capture(again).unwrap(),
+        s.commit_capture(again).unwrap().unwrap(),
         Committed { receipt: first.receipt.clone(), log_index: 0, log_entry: None },
         "the first receipt, and nothing new"
     );
@@ -298,7 +298,7 @@ pub fn commit_capture(s: &(impl Storage + ?Sized)) {
         w.write_all(bytes).unwrap();
         w.finish().unwrap();
         c.photo = PhotoBytes::Upload;
-        let done = s.commit_capture(c.clone()).unwrap();
+        let done = s.commit_capture(c.clone()).unwrap().unwrap();
         assert_eq!(done.log_index, seq - 1);
         assert_eq!(s.photo(&c.photo_sha256).unwrap().as_ref(), Some(bytes));
         assert!(s.upload(&c.id).unwrap().unwrap().stored);
@@ -307,11 +307,11 @@ pub fn commit_capture(s: &(impl Storage + ?Sized)) {
     // A large photo held in memory.
     let held = photo(4, SMALL_PHOTO_BYTES as usize + 1);
     let c = capture(&k, "e1", "p2", 4, &held);
-    assert_eq!(s.commit_capture(c.clone()).unwrap().log_index, 3);
+    assert_eq!(s.commit_capture(c.clone()).unwrap().unwrap().log_index, 3);
     assert_eq!(s.photo(&c.photo_sha256).unwrap(), Some(held));
     // The same photo in a second capture shares it.
     let twin = capture(&k, "e1", "p1", 5, &small);
-    assert_eq!(s.commit_capture(twin).unwrap().log_index, 4);
+    assert_eq!(s.commit_capture(twin).unwrap().unwrap().log_index, 4);
     assert_eq!(s.photo(&first.photo_sha256).unwrap(), Some(small));
 
     assert_eq!(s.capture_count().unwrap(), 5);
@@ -328,6 +328,25 @@ pub fn commit_capture(s: &(impl Storage + ?Sized)) {
     assert_eq!(s.log_entries(3, 4).unwrap().len(), 1);
     assert_eq!(s.log_entry_stored_at(1).unwrap(), Some(2002));
     assert_eq!(s.log_entry_stored_at(9).unwrap(), None);
+
+    // Once its device is revoked, a new capture is refused and leaves nothing; what it stored
+    // before stays, and committing it again still answers its receipt.
+    assert!(s.revoke_device(&device, 3000).unwrap());
+    for bytes in [photo(6, 300), photo(7, SMALL_PHOTO_BYTES as usize + 1)] {
+        let refused = capture(&k, "e1", "p1", 6, &bytes);
+        assert_eq!(s.commit_capture(refused.clone()).unwrap(), Err(CommitRefusal::DeviceRevoked));
+        assert_eq!(s.receipt(&refused.id).unwrap(), None);
+        assert_eq!(s.capture_count().unwrap(), 5);
+    }
+    let again = s.commit_capture(first.clone()).unwrap().unwrap();
+    assert_eq!((again.receipt, again.log_index, again.log_entry), (first.receipt, 0, None));
+    // The log goes on without a gap.
+    let other = enrolled(s, "e1", 2, &["p1"]);
+    assert_eq!(
+        s.commit_capture(capture(&other, "e1", "p1", 1, &photo(8, 10))).unwrap().unwrap().log_index,
+        5
+    );
+    assert_eq!(s.log_entries(0, 10).unwrap().len(), 6);
 }
 
 /// The log: hashes and checkpoints are appended in one step that fails, changing nothing,
@@ -337,7 +356,7 @@ pub fn log(s: &(impl Storage + GalleryStorage + ?Sized)) {
     assert_eq!(s.log_size().unwrap(), 0);
     assert_eq!(s.latest_checkpoint().unwrap(), None);
     for seq in 1..=3 {
-        s.commit_capture(capture(&k, "e1", "p1", seq, &photo(seq, 10))).unwrap();
+        s.commit_capture(capture(&k, "e1", "p1", seq, &photo(seq, 10))).unwrap().unwrap();
     }
     let public = s.public_captures("e1", None).unwrap();
     assert!(public.iter().all(|c| c.log_index.is_none()), "no checkpoint covers them yet");
@@ -375,7 +394,7 @@ pub fn log(s: &(impl Storage + GalleryStorage + ?Sized)) {
 
     // Many hashes at once, across blocks of any size a backend keeps them in.
     for seq in 4..=200 {
-        s.commit_capture(capture(&k, "e1", "p1", seq, &photo(seq, 10))).unwrap();
+        s.commit_capture(capture(&k, "e1", "p1", seq, &photo(seq, 10))).unwrap().unwrap();
     }
     let more: Vec<[u8; 32]> = (0..300u64).map(|n| Sha256Hash::of(&n.to_le_bytes()).0).collect();
     s.append_log(3, 200, 4, &more, b"checkpoint 200").unwrap();
@@ -393,11 +412,11 @@ pub fn gallery(s: &(impl Storage + GalleryStorage + ?Sized)) {
     let before = s.change_counter().unwrap();
     assert_eq!(s.change_counter().unwrap(), before, "no commit, no change");
     let one = capture(&k, "e1", "p1", 1, &photo(1, 10));
-    s.commit_capture(one.clone()).unwrap();
+    s.commit_capture(one.clone()).unwrap().unwrap();
     let after = s.change_counter().unwrap();
     assert_ne!(after, before, "a commit changes the counter");
     let two = capture(&k, "e1", "p2", 2, &photo(2, 10));
-    s.commit_capture(two.clone()).unwrap();
+    s.commit_capture(two.clone()).unwrap().unwrap();
     assert_ne!(s.change_counter().unwrap(), after);
 
     let all = s.public_captures("e1", None).unwrap();
@@ -531,7 +550,7 @@ fn review_fixture(s: &(impl Backend + ?Sized)) -> Vec<Sha256Hash> {
     captures
         .into_iter()
         .map(|c| {
-            s.commit_capture(c.clone()).unwrap();
+            s.commit_capture(c.clone()).unwrap().unwrap();
             c.id
         })
         .collect()
@@ -778,7 +797,7 @@ pub fn console(s: &(impl Backend + ?Sized)) {
     for seq in [1, 2, 4] {
         let mut c = capture(&key(1), "e1", "p2", seq, &photo(seq, 20));
         c.received_at_ms = 3_600_000 * (seq / 2) + 5;
-        s.commit_capture(c).unwrap();
+        s.commit_capture(c).unwrap().unwrap();
     }
     s.refresh_index().unwrap();
     let tally = |region: &str, precincts, photographed| RegionTally {

@@ -224,6 +224,13 @@ pub struct Committed {
     pub log_entry: Option<Vec<u8>>,
 }
 
+/// Why [`Storage::commit_capture`] stored nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CommitRefusal {
+    /// The capture's device was revoked before the commit.
+    DeviceRevoked,
+}
+
 /// What storage knows of a manifest's election, precinct and device, for the checks of an
 /// upload ([`Storage::admission`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -352,8 +359,13 @@ pub trait Storage: Send + Sync + 'static {
         precinct: &str,
     ) -> Result<u64, StorageError>;
     /// Stores a complete capture, durably (see the module docs). If the capture is stored
-    /// already, keeps the first and returns its receipt.
-    fn commit_capture(&self, capture: NewCapture) -> Result<Committed, StorageError>;
+    /// already, keeps the first and returns its receipt. A new capture of a device revoked
+    /// before the commit is refused ([`CommitRefusal`]) and nothing of it is recorded: the
+    /// check is made in the commit's own transaction, so no revocation can slip in between.
+    fn commit_capture(
+        &self,
+        capture: NewCapture,
+    ) -> Result<Result<Committed, CommitRefusal>, StorageError>;
     /// A stored capture's receipt.
     fn receipt(&self, id: &Sha256Hash) -> Result<Option<Vec<u8>>, StorageError>;
     /// A stored photo's bytes, by its hash.

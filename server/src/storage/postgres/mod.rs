@@ -135,8 +135,10 @@ pub struct PgStorage {
     /// How to connect: the log lease holds a connection of its own, outside the pool.
     config: postgres::Config,
     /// Captures waiting for their group commit (`PgStorage::commit_round`).
-    commits:
-        super::group_commit::GroupCommit<crate::storage::NewCapture, crate::storage::Committed>,
+    commits: super::group_commit::GroupCommit<
+        crate::storage::NewCapture,
+        Result<crate::storage::Committed, crate::storage::CommitRefusal>,
+    >,
 }
 
 /// PostgreSQL's errors, named by what the caller can do about them: a serialization failure,

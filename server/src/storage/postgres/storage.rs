@@ -3,6 +3,7 @@
 // Row tuples read straight from SQL are clearer inline than behind one-use type aliases.
 #![allow(clippy::type_complexity)]
 
+use std::collections::{HashMap, HashSet};
 use std::io::{self, Write};
 
 use hattama_core::election::Election;
@@ -12,9 +13,9 @@ use postgres::GenericClient;
 use super::{PgStorage, corrupt, i, u};
 use crate::objects::{ObjectKey, PutOptions};
 use crate::storage::{
-    Admission, Committed, Device, EnrollRefusal, Evidence, NewCapture, NewUpload, OpenUpload,
-    PhotoBytes, Storage, StorageError, StoredCapture, UploadInfo, UploadWriter, device_id,
-    new_code,
+    Admission, CommitRefusal, Committed, Device, EnrollRefusal, Evidence, NewCapture, NewUpload,
+    OpenUpload, PhotoBytes, Storage, StorageError, StoredCapture, UploadInfo, UploadWriter,
+    device_id, new_code,
 };
 
 /// The object of a photo: `photos/<sha256>`.
@@ -200,15 +201,24 @@ impl PgStorage {
     /// the next positions, in one transaction that holds the `log_head` row from numbering to
     /// commit. Each capture's photo is in `photo` (`PhotoBytes::Held`), and already durable as
     /// an object when photos are objects.
-    fn commit_round(&self, round: &[NewCapture]) -> Result<Vec<Committed>, StorageError> {
+    fn commit_round(
+        &self,
+        round: &[NewCapture],
+    ) -> Result<Vec<Result<Committed, CommitRefusal>>, StorageError> {
+        // A round is a fixed number of statements, whatever its size: each one takes the whole
+        // round's rows as arrays.
         let sql = [
             "SELECT next_index FROM log_head WHERE id = 1 FOR UPDATE",
-            STORED,
-            "INSERT INTO photos (sha256, bytes) VALUES ($1, $2) ON CONFLICT (sha256) DO NOTHING",
-            "INSERT INTO log_entries (idx, entry) VALUES ($1, $2)",
+            "SELECT id, receipt, log_index FROM captures WHERE id = ANY($1)",
+            "SELECT id FROM devices WHERE id = ANY($1) AND revoked_at_ms IS NOT NULL",
+            "INSERT INTO photos (sha256, bytes) SELECT * FROM unnest($1::text[], $2::bytea[])
+             ON CONFLICT (sha256) DO NOTHING",
+            "INSERT INTO log_entries (idx, entry) SELECT * FROM unnest($1::bigint[], $2::bytea[])",
             "INSERT INTO captures (id, device_id, seq, election, precinct, manifest, signature,
                 photo_sha256, photo_bytes, media_type, received_at_ms, receipt, log_index)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+             SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[],
+                $6::bytea[], $7::bytea[], $8::text[], $9::bigint[], $10::text[], $11::bigint[],
+                $12::bytea[], $13::bigint[])",
             "UPDATE log_head SET next_index = $1 WHERE id = 1",
             "DELETE FROM upload_chunks WHERE upload_id = ANY($1)",
             "DELETE FROM uploads WHERE id = ANY($1)",
@@ -217,66 +227,123 @@ impl PgStorage {
             let [
                 head,
                 stored_as,
-                insert_photo,
-                insert_entry,
-                insert_capture,
+                revoked,
+                insert_photos,
+                insert_entries,
+                insert_captures,
                 move_head,
                 chunks,
                 uploads,
             ] = statements;
+            let ids: Vec<String> = round.iter().map(|c| c.id.to_hex()).collect();
+            let device_ids: Vec<&str> = round.iter().map(|c| c.device_id.as_str()).collect();
             let first: i64 = tx.query_one(&head, &[])?.get(0);
+            // Looked at under the lock: another instance may have committed one meanwhile.
+            let mut done: HashMap<String, Committed> = HashMap::new();
+            for row in tx.query(&stored_as, &[&ids])? {
+                let committed =
+                    Committed { receipt: row.get(1), log_index: u(row.get(2)), log_entry: None };
+                done.insert(row.get(0), committed);
+            }
+            let revoked: HashSet<String> =
+                tx.query(&revoked, &[&device_ids])?.iter().map(|row| row.get(0)).collect();
             let mut next = first;
+            let mut new = New::default();
             let mut out = Vec::with_capacity(round.len());
-            for c in round {
-                // Looked at again under the lock: another instance, or this round, may have
-                // committed it meanwhile.
-                if let Some(done) = stored(tx, &stored_as, &c.id)? {
-                    out.push(done);
+            for (c, id) in round.iter().zip(&ids) {
+                if let Some(stored) = done.get(id) {
+                    // Stored before, or earlier in this round: its first receipt.
+                    out.push(Ok(Committed { log_entry: None, ..stored.clone() }));
                     continue;
                 }
-                let id = c.id.to_hex();
+                if revoked.contains(&c.device_id) {
+                    out.push(Err(CommitRefusal::DeviceRevoked));
+                    continue;
+                }
                 if self.photos.is_none() {
                     let PhotoBytes::Held(photo) = &c.photo else {
                         return Err(corrupt(format!("capture {id} came without its photo")));
                     };
-                    tx.execute(&insert_photo, &[&c.photo_sha256.to_hex(), &&photo[..]])?;
+                    new.photos.push((c.photo_sha256.to_hex(), &photo[..]));
                 }
                 let entry = c.log_entry();
-                tx.execute(&insert_entry, &[&next, &entry])?;
-                tx.execute(
-                    &insert_capture,
-                    &[
-                        &id,
-                        &c.device_id,
-                        &i(c.seq),
-                        &c.election,
-                        &c.precinct,
-                        &c.manifest,
-                        &c.signature.as_slice(),
-                        &c.photo_sha256.to_hex(),
-                        &i(c.photo_bytes),
-                        &c.media_type,
-                        &i(c.received_at_ms),
-                        &c.receipt,
-                        &next,
-                    ],
-                )?;
-                out.push(Committed {
-                    receipt: c.receipt.clone(),
-                    log_index: u(next),
-                    log_entry: Some(entry),
-                });
+                new.push(c, id, next, entry.clone());
+                let committed =
+                    Committed { receipt: c.receipt.clone(), log_index: u(next), log_entry: None };
+                done.insert(id.clone(), committed.clone());
+                out.push(Ok(Committed { log_entry: Some(entry), ..committed }));
                 next += 1;
             }
             if next != first {
+                let (shas, photos): (Vec<String>, Vec<&[u8]>) = new.photos.into_iter().unzip();
+                if !shas.is_empty() {
+                    tx.execute(&insert_photos, &[&shas, &photos])?;
+                }
+                tx.execute(&insert_entries, &[&new.index, &new.entry])?;
+                tx.execute(
+                    &insert_captures,
+                    &[
+                        &new.id,
+                        &new.device_id,
+                        &new.seq,
+                        &new.election,
+                        &new.precinct,
+                        &new.manifest,
+                        &new.signature,
+                        &new.photo_sha256,
+                        &new.photo_bytes,
+                        &new.media_type,
+                        &new.received_at_ms,
+                        &new.receipt,
+                        &new.index,
+                    ],
+                )?;
                 tx.execute(&move_head, &[&next])?;
             }
             // The unfinished uploads they came from, if any, are done.
-            let ids: Vec<String> = round.iter().map(|c| c.id.to_hex()).collect();
             tx.execute(&chunks, &[&ids])?;
             tx.execute(&uploads, &[&ids])?;
             Ok(out)
         })
+    }
+}
+
+/// The new rows of a round ([`PgStorage::commit_round`]), column by column.
+#[derive(Default)]
+struct New<'a> {
+    photos: Vec<(String, &'a [u8])>,
+    index: Vec<i64>,
+    entry: Vec<Vec<u8>>,
+    id: Vec<&'a str>,
+    device_id: Vec<&'a str>,
+    seq: Vec<i64>,
+    election: Vec<&'a str>,
+    precinct: Vec<&'a str>,
+    manifest: Vec<&'a [u8]>,
+    signature: Vec<&'a [u8]>,
+    photo_sha256: Vec<String>,
+    photo_bytes: Vec<i64>,
+    media_type: Vec<&'a str>,
+    received_at_ms: Vec<i64>,
+    receipt: Vec<&'a [u8]>,
+}
+
+impl<'a> New<'a> {
+    fn push(&mut self, c: &'a NewCapture, id: &'a str, index: i64, entry: Vec<u8>) {
+        self.index.push(index);
+        self.entry.push(entry);
+        self.id.push(id);
+        self.device_id.push(&c.device_id);
+        self.seq.push(i(c.seq));
+        self.election.push(&c.election);
+        self.precinct.push(&c.precinct);
+        self.manifest.push(&c.manifest);
+        self.signature.push(c.signature.as_slice());
+        self.photo_sha256.push(c.photo_sha256.to_hex());
+        self.photo_bytes.push(i(c.photo_bytes));
+        self.media_type.push(&c.media_type);
+        self.received_at_ms.push(i(c.received_at_ms));
+        self.receipt.push(&c.receipt);
     }
 }
 
@@ -563,18 +630,24 @@ impl Storage for PgStorage {
         Ok(u(n))
     }
 
-    fn commit_capture(&self, mut c: NewCapture) -> Result<Committed, StorageError> {
-        if let Some(done) = self.read_prepared(STORED, |conn, st| stored(conn, st, &c.id))? {
-            return Ok(done);
-        }
+    fn commit_capture(
+        &self,
+        mut c: NewCapture,
+    ) -> Result<Result<Committed, CommitRefusal>, StorageError> {
         if let PhotoBytes::Upload = c.photo {
+            // Its upload's bytes are gone once it is stored.
+            if let Some(done) = self.read_prepared(STORED, |conn, st| stored(conn, st, &c.id))? {
+                return Ok(Ok(done));
+            }
             let bytes = self
                 .read(|conn| upload_bytes(conn, &c.id.to_hex(), c.photo_bytes))?
                 .ok_or_else(|| StorageError::NotFound(format!("the bytes of upload {}", c.id)))?;
             c.photo = PhotoBytes::Held(bytes.into());
         }
         // A photo kept as an object is durable before the transaction that references it
-        // (concurrent commits write theirs side by side, before their round).
+        // (concurrent commits write theirs side by side, before their round). A capture stored
+        // before writes the same bytes again, which the object store accepts; one refused by
+        // its round leaves an object no capture references, as a crash between the two would.
         if let (Some(objects), PhotoBytes::Held(photo)) = (&self.photos, &c.photo) {
             objects.put(&photo_key(&c.photo_sha256)?, photo, PutOptions::PHOTO)?;
             // Only the rows remain to commit: the bytes need not wait in the queue.

@@ -95,7 +95,7 @@ fn photos_are_objects_when_the_server_gives_an_object_store() {
     let bytes = photo(7, 100_000);
     let c = capture(&key(1), "e1", "p1", 1, &bytes);
     let sha = c.photo_sha256;
-    storage.commit_capture(c).unwrap();
+    storage.commit_capture(c).unwrap().unwrap();
     let object = ObjectKey::new(format!("photos/{}", sha.to_hex())).unwrap();
     assert_eq!(objects.get(&object).unwrap(), bytes);
     assert_eq!(storage.photo(&sha).unwrap(), Some(bytes.clone()));
@@ -163,7 +163,7 @@ fn a_second_log_follows_the_integrating_one_and_takes_over_when_it_goes() {
     storage.enroll(&codes[0], &key(1), 1).unwrap().unwrap();
     let commit = |seq: u64| {
         let bytes = photo(seq, 1000);
-        storage.commit_capture(capture(&key(1), "e1", "p1", seq, &bytes)).unwrap();
+        storage.commit_capture(capture(&key(1), "e1", "p1", seq, &bytes)).unwrap().unwrap();
     };
     (1..=3).for_each(commit);
     let signer = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);

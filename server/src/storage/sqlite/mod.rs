@@ -27,7 +27,7 @@ mod review;
 
 use super::group_commit::GroupCommit;
 use super::{
-    Admission, Committed, Device, EnrollRefusal, NewCapture, NewUpload, PhotoBytes,
+    Admission, CommitRefusal, Committed, Device, EnrollRefusal, NewCapture, NewUpload, PhotoBytes,
     SMALL_PHOTO_BYTES, Storage, StorageError, StoredCapture, UploadInfo, UploadWriter, device_id,
     new_code,
 };
@@ -218,7 +218,7 @@ pub struct SqliteStorage {
     /// A connection only for `PRAGMA data_version` (whose value is per connection).
     watch: Mutex<Connection>,
     /// Captures waiting for their group commit ([`SqliteStorage::group_commit`]).
-    commits: GroupCommit<NewCapture, Committed>,
+    commits: GroupCommit<NewCapture, Result<Committed, CommitRefusal>>,
     /// Stored captures per device, election and precinct, counted once from the database and
     /// then kept up to date by every commit (see `captures_of_device_in_precinct`): the
     /// per-precinct quota asks at every upload.
@@ -335,9 +335,19 @@ fn committed(c: &Connection, id: &Sha256Hash) -> Result<Option<Committed>, Stora
 /// Inserts a capture with its receipt and its log entry at the next log position, in `tx`, and
 /// its photo if it is held (a small photo); a file photo is durable already. A capture stored
 /// already keeps its first receipt.
-fn insert_capture(tx: &Transaction<'_>, c: &NewCapture) -> Result<Committed, StorageError> {
+fn insert_capture(
+    tx: &Transaction<'_>,
+    c: &NewCapture,
+) -> Result<Result<Committed, CommitRefusal>, StorageError> {
     if let Some(existing) = committed(tx, &c.id)? {
-        return Ok(existing);
+        return Ok(Ok(existing));
+    }
+    let revoked = tx
+        .prepare_cached("SELECT revoked_at_ms IS NOT NULL FROM devices WHERE id = ?1")?
+        .query_row([&c.device_id], |r| r.get::<_, bool>(0))
+        .optional()?;
+    if revoked == Some(true) {
+        return Ok(Err(CommitRefusal::DeviceRevoked));
     }
     // Its place in the log: the next one, in commit order, with its entry queued for the
     // integrator in the same transaction.
@@ -373,7 +383,7 @@ fn insert_capture(tx: &Transaction<'_>, c: &NewCapture) -> Result<Committed, Sto
         log_index as i64,
     ])?;
     tx.prepare_cached("DELETE FROM uploads WHERE id = ?1")?.execute([c.id.to_hex()])?;
-    Ok(Committed { receipt: c.receipt.clone(), log_index, log_entry: Some(entry) })
+    Ok(Ok(Committed { receipt: c.receipt.clone(), log_index, log_entry: Some(entry) }))
 }
 
 impl SqliteStorage {
@@ -462,21 +472,25 @@ impl SqliteStorage {
     /// every queued row in one transaction (one WAL fsync); the others wait for their round.
     /// Each caller returns only after its own round is durable. If a round's transaction fails,
     /// its captures are committed one by one, so that one bad capture fails alone.
-    fn group_commit(&self, c: NewCapture) -> Result<Committed, StorageError> {
+    fn group_commit(
+        &self,
+        c: NewCapture,
+    ) -> Result<Result<Committed, CommitRefusal>, StorageError> {
         self.commits.submit(c, |captures| {
             if captures.iter().any(|c| matches!(c.photo, PhotoBytes::Upload)) {
                 fsync_dir(&self.dir.join("blobs"))?;
             }
             let mut conn = lock(&self.writer)?;
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let receipts: Vec<Committed> =
+            let receipts: Vec<Result<Committed, CommitRefusal>> =
                 captures.iter().map(|c| insert_capture(&tx, c)).collect::<Result<_, _>>()?;
             tx.commit()?;
             // Still under the writer's lock, which a count read from the database holds too.
             let mut counts = lock(&self.precinct_counts)?;
             for (c, r) in captures.iter().zip(&receipts) {
                 // A new capture has its log entry; one stored before does not.
-                if r.log_entry.is_some()
+                if let Ok(r) = r
+                    && r.log_entry.is_some()
                     && let Some(n) = counts.get_mut(&(
                         c.device_id.clone(),
                         c.election.clone(),
@@ -851,7 +865,10 @@ impl Storage for SqliteStorage {
         Ok(remove_if_present(&self.part_path(id))?)
     }
 
-    fn commit_capture(&self, mut c: NewCapture) -> Result<Committed, StorageError> {
+    fn commit_capture(
+        &self,
+        mut c: NewCapture,
+    ) -> Result<Result<Committed, CommitRefusal>, StorageError> {
         let part = self.part_path(&c.id);
         if c.photo_bytes <= SMALL_PHOTO_BYTES {
             // Into the database, with the capture's row. A capture stored already keeps its
@@ -860,7 +877,7 @@ impl Storage for SqliteStorage {
             if let PhotoBytes::Upload = c.photo {
                 // Its upload's file is gone once it is stored.
                 if let Some(done) = self.read(|conn| committed(conn, &c.id))? {
-                    return Ok(done);
+                    return Ok(Ok(done));
                 }
                 c.photo = PhotoBytes::Held(fs::read(&part)?.into());
             }
@@ -870,7 +887,7 @@ impl Storage for SqliteStorage {
             return Ok(done);
         }
         if let Some(done) = self.read(|conn| committed(conn, &c.id))? {
-            return Ok(done);
+            return Ok(Ok(done));
         }
         let blob = self.blob_path(&c.photo_sha256);
         // The photo first: fsynced and renamed here (concurrent completions do this side by
@@ -886,6 +903,9 @@ impl Storage for SqliteStorage {
                 fs::rename(&part, &blob)?;
             }
         }
+        // Refused (its device revoked meanwhile), the photo stays in `blobs` until the next
+        // start's recovery removes it, as after a crash: another capture of the same bytes may
+        // be committing beside this one, so it cannot be removed here.
         self.group_commit(c)
     }
 

@@ -133,7 +133,7 @@ fn upgraded_database_equals_fresh_one_and_keeps_its_log() {
     assert_eq!(storage.log_index(&entry(177).capture_id).unwrap(), None);
 
     // The next capture committed takes the next position, with its entry.
-    storage.commit_capture(new_capture(&storage, 177)).unwrap();
+    storage.commit_capture(new_capture(&storage, 177)).unwrap().unwrap();
     assert_eq!(storage.log_index(&entry(177).capture_id).unwrap(), Some(177));
     assert_eq!(storage.log_entries(177, 178).unwrap(), vec![entry(177).to_bytes()]);
 }
@@ -156,7 +156,7 @@ fn hash_blocks_grow_across_batches_and_a_stale_batch_changes_nothing() {
     // Batches that end inside a block, exactly at its end, and span several blocks.
     for batch in [1u64, 30, 1, 64, 200, 3] {
         for i in size..size + batch {
-            storage.commit_capture(new_capture(&storage, i)).unwrap();
+            storage.commit_capture(new_capture(&storage, i)).unwrap().unwrap();
         }
         let first = all.len() as u64;
         let count = tlog_tiles::stored_hash_count(size + batch) - first;
