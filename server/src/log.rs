@@ -529,11 +529,14 @@ fn write_tile(objects: &dyn ObjectBackend, tile: &Tile, data: &[u8]) -> Result<(
 /// PUT after a round trip). Returns once every one is written, so the checkpoint after them
 /// never leads to a missing tile.
 fn write_tiles(objects: &dyn ObjectBackend, tiles: &[(Tile, Vec<u8>)]) -> Result<(), StorageError> {
+    // Many tiles (a large batch) are hashed and written on a few threads; a bucket takes even a
+    // few at once, each write waiting on a round trip more than on this machine.
     let threads = if tiles.len() < 64 {
         1
     } else {
         std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(2, 4)
-    };
+    }
+    .max(objects.parallel_writes().min(tiles.len()));
     let write = |part: &[(Tile, Vec<u8>)]| -> Result<(), StorageError> {
         for (tile, data) in part {
             write_tile(objects, tile, data)?;

@@ -161,6 +161,13 @@ pub trait ObjectBackend: Send + Sync + 'static {
     /// Every key under `prefix` (`""`, or ending with `/`), sorted.
     fn list(&self, prefix: &str) -> Result<Vec<ObjectKey>, ObjectError>;
 
+    /// How many writes are worth making at once: a bucket answers each after a round trip
+    /// and the storage node's own flush, which writes side by side overlap; local files are
+    /// written one after another.
+    fn parallel_writes(&self) -> usize {
+        1
+    }
+
     /// Whether an object exists.
     fn exists(&self, key: &ObjectKey) -> Result<bool, ObjectError> {
         Ok(self.head(key)?.is_some())

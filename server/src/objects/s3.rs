@@ -157,6 +157,10 @@ impl S3Objects {
     }
 }
 
+/// Writes made at once ([`ObjectBackend::parallel_writes`]): the tiles of one log batch, a
+/// handful, leave together.
+const PARALLEL_WRITES: usize = 8;
+
 impl ObjectBackend for S3Objects {
     fn put(&self, key: &ObjectKey, bytes: &[u8], options: PutOptions) -> Result<(), ObjectError> {
         if options.mode == Mode::Immutable
@@ -235,5 +239,9 @@ impl ObjectBackend for S3Objects {
         })?;
         keys.sort();
         Ok(keys)
+    }
+
+    fn parallel_writes(&self) -> usize {
+        PARALLEL_WRITES
     }
 }
