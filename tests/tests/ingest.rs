@@ -621,3 +621,55 @@ fn one_request_carries_the_photo_and_answers_the_logged_receipt() {
     assert_eq!(captures(&server), 4);
     assert_eq!(hattama_tests::unfinished_uploads(&server.data_dir), 1);
 }
+
+/// A device revoked while its whole photo is on its way stores nothing: the creation's checks
+/// passed before the body was read, and the commit checks the revocation again.
+#[test]
+fn a_device_revoked_while_its_photo_arrives_stores_nothing() {
+    use std::io::{Read, Write};
+    let server = TestServer::start_with_election(2);
+    let url = &server.url;
+    let code = &server.invite(&["p0001"], 1)[0];
+    let mut device = RawDevice::new(26);
+    assert_eq!(device.enroll(url, code).status, 200);
+    let (bytes, info) = clean_photo(&photo("video-001.jpeg"));
+    assert!(bytes.len() as u64 <= 64 * 1024, "a photo sent whole with its creation");
+    let signed = device.sign("p0001", &info);
+
+    // The creation and half of its body; the server checks the creation, then waits for the rest.
+    let host = url.trim_start_matches("http://");
+    let mut conn = std::net::TcpStream::connect(host).unwrap();
+    let head = format!(
+        "POST /files/ HTTP/1.1\r\nHost: {host}\r\nTus-Resumable: 1.0.0\r\nUpload-Length: {n}\r\n\
+         Upload-Metadata: {meta}\r\nContent-Type: application/offset+octet-stream\r\n\
+         Hattama-Receipt: wait\r\nContent-Length: {n}\r\nConnection: close\r\n\r\n",
+        n = bytes.len(),
+        meta = hattama_core::sync::upload_metadata(&signed.canonical, &signed.signature),
+    );
+    let half = bytes.len() / 2;
+    conn.write_all(head.as_bytes()).unwrap();
+    conn.write_all(&bytes[..half]).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    conn.set_read_timeout(Some(std::time::Duration::from_millis(200))).unwrap();
+    let mut early = [0u8; 1];
+    assert!(
+        conn.read(&mut early).is_err(),
+        "the creation passed its checks and waits for its body"
+    );
+
+    let id = hattama_core::evidence::Sha256Hash::of(&device.public().0).to_hex();
+    let run = admin(&server.data_dir, &["device", "revoke", &id]);
+    assert_eq!(run.code, Some(0), "{run:?}");
+    conn.write_all(&bytes[half..]).unwrap();
+    conn.set_read_timeout(Some(std::time::Duration::from_secs(30))).unwrap();
+    let mut answer = Vec::new();
+    conn.read_to_end(&mut answer).unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+    let body: Value =
+        serde_json::from_str(&answer[answer.find("\r\n\r\n").unwrap() + 4..]).unwrap();
+    assert_eq!(body["error"], "device_revoked", "{answer}");
+    assert_eq!(captures(&server), 0, "nothing stored");
+    assert_eq!(device.receipt(url, &signed.hash().to_hex()).status, 404);
+    assert_eq!(hattama_tests::unfinished_uploads(&server.data_dir), 0, "no upload left behind");
+}
