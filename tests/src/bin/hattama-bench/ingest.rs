@@ -545,6 +545,14 @@ pub fn run(opts: &Options) -> Result<()> {
             server_ms + storage_ms + client_ms,
             cores as f64 * 1000.0 / goal
         );
+        if storage_ms > 0.0 {
+            // A ceiling that no change to the server can lift on this machine.
+            println!(
+                "    PostgreSQL and Garage alone, at 100% of the {cores} cores: at most {:.0} \
+                 captures/s",
+                cores as f64 * 1000.0 / storage_ms
+            );
+        }
         m.tiny = Some(Tiny { rate, last_byte });
     }
     let mut nginx_tiny = None;
@@ -683,6 +691,18 @@ pub fn run(opts: &Options) -> Result<()> {
         line.push(format!("nginx {:.2} ms", cpu(&nginx_runs, |s| s.nginx)));
     }
     println!("    CPU per photo (median of rounds): {}", line.join(", "));
+    let cores = thread::available_parallelism().map_or(2, |p| p.get()) as f64;
+    for m in &measured[1..] {
+        let storage = cpu(&m.photo_runs, |s| s.storage);
+        if storage > 0.0 {
+            println!(
+                "    {}: PostgreSQL and Garage alone, at 100% of the {cores} cores: at most \
+                 {:.1} photos/s",
+                m.target.kind.label(),
+                cores * 1000.0 / storage
+            );
+        }
+    }
     println!("  tiny captures ({tiny_avg} bytes, {tk} devices, {:.0} s each):", opts.tiny_secs);
     for m in &measured {
         let Some(t) = &m.tiny else { continue };
