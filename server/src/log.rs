@@ -44,7 +44,7 @@ use hattama_core::evidence::Sha256Hash;
 use hattama_core::log::{self as tlog, Hash, LogKey, TILE_HEIGHT, TlogProof};
 use tlog_tiles::{HashReader, Tile};
 
-use crate::objects::{ObjectBackend, ObjectKey, PutOptions};
+use crate::objects::{Mode, ObjectBackend, ObjectError, ObjectKey, PutOptions};
 use crate::storage::{LogLease, Storage, StorageError};
 
 /// The object of the newest published checkpoint (mutable: replaced by each newer one).
@@ -519,9 +519,26 @@ impl Edge {
 
 /// Writes a tile: immutable (a full tile, or a partial one of a given width, never changes), and
 /// derived, so not fsynced. A tile stored with other bytes is a `Conflict`: the stored tree
-/// would not be a prefix of this one, and nothing is published over it.
+/// would not be a prefix of this one, and nothing is published over it. Unless the stored copy
+/// is torn ([`torn`]): a tile file written just before a power cut may come back short or with
+/// blocks of zeros, and is then written again (else the integrator would stop on it for good).
 fn write_tile(objects: &dyn ObjectBackend, tile: &Tile, data: &[u8]) -> Result<(), StorageError> {
-    Ok(objects.put(&tile_key(tile)?, data, PutOptions::DERIVED)?)
+    let key = tile_key(tile)?;
+    match objects.put(&key, data, PutOptions::DERIVED) {
+        Err(ObjectError::Conflict(_)) if objects.get_opt(&key)?.is_some_and(|s| torn(&s, data)) => {
+            tracing::warn!(tile = %key, "a tile torn by a crash is written again");
+            let replace = PutOptions { mode: Mode::Replace, ..PutOptions::DERIVED };
+            Ok(objects.put(&key, data, replace)?)
+        }
+        other => Ok(other?),
+    }
+}
+
+/// Whether `stored` is `expected` as a crash may leave an unsynced file: no longer, and zeros
+/// wherever it differs (cut short, down to empty, or blocks never written). Two different
+/// trees' tiles differ in hashes, which are never all zeros.
+fn torn(stored: &[u8], expected: &[u8]) -> bool {
+    stored.len() <= expected.len() && stored.iter().zip(expected).all(|(s, e)| s == e || *s == 0)
 }
 
 /// Writes tiles, on a few threads when there are many (a batch under load writes thousands;
@@ -1216,6 +1233,40 @@ mod tests {
                 assert_eq!(fs::read(file).unwrap(), want);
             }
         }
+    }
+
+    #[test]
+    fn tiles_torn_by_a_crash_are_written_again_but_a_tile_of_another_tree_stops_publication() {
+        let dir = tempfile::tempdir().unwrap();
+        let n = 300;
+        queue(dir.path(), n);
+        let storage: Arc<dyn Storage> = Arc::new(SqliteStorage::open(dir.path(), false).unwrap());
+        let key = SigningKey::from_bytes(&[9; 32]);
+        let log = Log::open(storage.clone(), key, "test.local/log", objects(dir.path())).unwrap();
+        while log.integrate_once().unwrap() > 0 {}
+        let (size, note) = storage.latest_checkpoint().unwrap().unwrap();
+        assert_eq!(size, n);
+        let tile = dir.path().join("log/tile/0/000");
+        let bundle = dir.path().join("log/tile/entries/000");
+        let (tile_bytes, bundle_bytes) = (fs::read(&tile).unwrap(), fs::read(&bundle).unwrap());
+        assert_eq!(tile_bytes.len(), 256 * 32, "a full tile");
+
+        // As a power cut may leave them: a block never written (zeros), a file cut to nothing.
+        let mut zeroed = tile_bytes.clone();
+        zeroed[4096..].fill(0);
+        fs::write(&tile, &zeroed).unwrap();
+        fs::write(&bundle, b"").unwrap();
+        log.publish(0, size, &note).unwrap();
+        assert_eq!(fs::read(&tile).unwrap(), tile_bytes);
+        assert_eq!(fs::read(&bundle).unwrap(), bundle_bytes);
+
+        // Other hashes at the same place: another tree's tile, which nothing overwrites.
+        let mut forked = tile_bytes.clone();
+        forked[100] ^= 0x5a;
+        fs::write(&tile, &forked).unwrap();
+        let e = log.publish(0, size, &note).unwrap_err();
+        assert!(e.to_string().contains("conflict"), "{e}");
+        assert_eq!(fs::read(&tile).unwrap(), forked);
     }
 
     #[test]
