@@ -190,4 +190,8 @@ impl ObjectBackend for LocalObjects {
         keys.sort();
         Ok(keys)
     }
+
+    fn unsynced_writes_may_tear(&self) -> bool {
+        true
+    }
 }

@@ -168,6 +168,12 @@ pub trait ObjectBackend: Send + Sync + 'static {
         1
     }
 
+    /// Whether an object written without `durable` may come back torn after a power cut (short,
+    /// or with blocks of zeros): local files not fsynced may; a bucket's PUT is whole or absent.
+    fn unsynced_writes_may_tear(&self) -> bool {
+        false
+    }
+
     /// Whether an object exists.
     fn exists(&self, key: &ObjectKey) -> Result<bool, ObjectError> {
         Ok(self.head(key)?.is_some())
