@@ -1086,6 +1086,20 @@ mod tests {
         Arc::new(LocalObjects::new(dir).unwrap())
     }
 
+    /// A data directory with `n` queued entries (as [`queue`] gives them) and its storage.
+    fn queued(n: u64) -> (tempfile::TempDir, Vec<Vec<u8>>, Arc<dyn Storage>) {
+        let dir = tempfile::tempdir().unwrap();
+        let entries = queue(dir.path(), n);
+        let storage: Arc<dyn Storage> = Arc::new(SqliteStorage::open(dir.path(), false).unwrap());
+        (dir, entries, storage)
+    }
+
+    /// The log of `storage` in `dir`, opened as a starting server opens it.
+    fn open_log(dir: &Path, storage: &Arc<dyn Storage>) -> Arc<Log> {
+        let key = SigningKey::from_bytes(&[9; 32]);
+        Log::open(storage.clone(), key, "test.local/log", objects(dir)).unwrap()
+    }
+
     /// `n` stored captures with their queued entries, written straight into the database.
     fn queue(dir: &Path, n: u64) -> Vec<Vec<u8>> {
         drop(SqliteStorage::open(dir, false).unwrap());
@@ -1177,11 +1191,8 @@ mod tests {
 
     #[test]
     fn async_waiters_see_every_publication_and_the_stop() {
-        let dir = tempfile::tempdir().unwrap();
-        queue(dir.path(), 3);
-        let storage: Arc<dyn Storage> = Arc::new(SqliteStorage::open(dir.path(), false).unwrap());
-        let key = SigningKey::from_bytes(&[9; 32]);
-        let log = Log::open(storage, key, "test.local/log", objects(dir.path())).unwrap();
+        let (dir, _, storage) = queued(3);
+        let log = open_log(dir.path(), &storage);
         let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
         runtime.block_on(async {
             let long = Duration::from_secs(30);
@@ -1211,12 +1222,9 @@ mod tests {
 
     #[test]
     fn large_batches_publish_on_their_own_thread_in_order_and_every_file_is_right() {
-        let dir = tempfile::tempdir().unwrap();
         let n = 3 * PIPELINED as u64 + 1000;
-        let entries = queue(dir.path(), n);
-        let storage: Arc<dyn Storage> = Arc::new(SqliteStorage::open(dir.path(), false).unwrap());
-        let key = SigningKey::from_bytes(&[9; 32]);
-        let log = Log::open(storage.clone(), key, "test.local/log", objects(dir.path())).unwrap();
+        let (dir, entries, storage) = queued(n);
+        let log = open_log(dir.path(), &storage);
         // Batches of at least PIPELINED entries: each publishes on its own thread while the next
         // one is committed; published sizes only grow, one checkpoint per batch.
         log.integrator.lock().unwrap().batch = PIPELINED;
@@ -1261,12 +1269,9 @@ mod tests {
 
     #[test]
     fn tiles_torn_by_a_crash_are_written_again_but_a_tile_of_another_tree_stops_publication() {
-        let dir = tempfile::tempdir().unwrap();
         let n = 300;
-        queue(dir.path(), n);
-        let storage: Arc<dyn Storage> = Arc::new(SqliteStorage::open(dir.path(), false).unwrap());
-        let key = SigningKey::from_bytes(&[9; 32]);
-        let log = Log::open(storage.clone(), key, "test.local/log", objects(dir.path())).unwrap();
+        let (dir, _, storage) = queued(n);
+        let log = open_log(dir.path(), &storage);
         while log.integrate_once().unwrap() > 0 {}
         let (size, note) = storage.latest_checkpoint().unwrap().unwrap();
         assert_eq!(size, n);
@@ -1295,33 +1300,24 @@ mod tests {
 
     #[test]
     fn a_started_integrator_writes_again_the_torn_tiles_of_the_newest_entries() {
-        let dir = tempfile::tempdir().unwrap();
-        queue(dir.path(), 300);
-        let storage: Arc<dyn Storage> = Arc::new(SqliteStorage::open(dir.path(), false).unwrap());
-        let key = SigningKey::from_bytes(&[9; 32]);
-        let open = || {
-            Log::open(storage.clone(), key.clone(), "test.local/log", objects(dir.path())).unwrap()
-        };
-        let log = open();
+        let (dir, _, storage) = queued(300);
+        let log = open_log(dir.path(), &storage);
         while log.integrate_once().unwrap() > 0 {}
         drop(log);
         let tile = dir.path().join("log/tile/0/000");
         let whole = fs::read(&tile).unwrap();
         // Everything was published before the power cut; the full tile came back as zeros.
         fs::write(&tile, vec![0; whole.len()]).unwrap();
-        let log = open();
+        let log = open_log(dir.path(), &storage);
         assert_eq!(log.integrate_once().unwrap(), 0, "nothing new to integrate");
         assert_eq!(fs::read(&tile).unwrap(), whole);
     }
 
     #[test]
     fn inclusion_proofs_from_the_kept_hashes_are_those_read_from_storage() {
-        let dir = tempfile::tempdir().unwrap();
         let n = 700;
-        let entries = queue(dir.path(), n);
-        let storage: Arc<dyn Storage> = Arc::new(SqliteStorage::open(dir.path(), false).unwrap());
-        let key = SigningKey::from_bytes(&[9; 32]);
-        let log = Log::open(storage.clone(), key, "test.local/log", objects(dir.path())).unwrap();
+        let (dir, entries, storage) = queued(n);
+        let log = open_log(dir.path(), &storage);
         // Small batches of uneven sizes, a proof of every published entry after each, as
         // receipts ask: each from the kept hashes as far as they go, checked against storage.
         let reader = Reader { storage: &*storage };
@@ -1341,13 +1337,7 @@ mod tests {
         // A log opened again (a restart) has no batch of its own: its proofs read the hashes
         // from storage and keep them. Every proof of the final tree verifies against its root,
         // from both.
-        let again = Log::open(
-            storage.clone(),
-            SigningKey::from_bytes(&[9; 32]),
-            "test.local/log",
-            objects(dir.path()),
-        )
-        .unwrap();
+        let again = open_log(dir.path(), &storage);
         let root = root(&entries);
         for log in [&log, &again] {
             for index in 0..n {
